@@ -1,0 +1,125 @@
+"""Allowed-path overhead of a guarded call against a plain call, sync and async.
+
+Every call runs under all three scope ids with 10,000 unrelated active kills in the index.
+Each figure is the median over ``--repeats`` runs of ``--calls`` calls.
+
+    python benchmarks/bench_guard.py [--calls 200000] [--repeats 15] [--update]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import agentguard  # noqa: E402
+from agentguard import Guard, scope  # noqa: E402
+
+TARGET_NS = 1000
+AIM_NS = 500
+
+
+def per_call_ns(loop: Callable[[int], None], calls: int, repeats: int) -> float:
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter_ns()
+        loop(calls)
+        samples.append((time.perf_counter_ns() - start) / calls)
+    return statistics.median(samples)
+
+
+def sync_loop(fn: Callable[[int], int]) -> Callable[[int], None]:
+    def loop(n: int) -> None:
+        for i in range(n):
+            fn(i)
+
+    return loop
+
+
+def async_loop(fn: Callable[[int], object]) -> Callable[[int], None]:
+    async def run(n: int) -> None:
+        for i in range(n):
+            await fn(i)  # type: ignore[misc]
+
+    return lambda n: asyncio.run(run(n))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=200_000)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--update", action="store_true", help="write the section of RESULTS.md")
+    args = parser.parse_args()
+
+    guard = Guard()
+    for i in range(10_000):
+        guard.kill(("agent", "run", "mission", "tool")[i % 4], f"unrelated-{i}")
+
+    def plain(i: int) -> int:
+        return i
+
+    async def plain_async(i: int) -> int:
+        return i
+
+    class Mailer:
+        def send(self, i: int) -> int:
+            return i
+
+    guarded = guard.guarded_action(plain)
+    guarded_async = guard.guarded_action(plain_async)
+    agentguard.configure(guard)
+    module_level = agentguard.guarded_action(lambda i: i)
+    mailer_plain = Mailer()
+    GuardedMailer = type("GuardedMailer", (), {"send": guard.guarded_action(Mailer.send)})
+    mailer = GuardedMailer()
+
+    rows = []
+    with scope(agent_id="email-campaign", run_id="run-42", mission_id="q4-outreach"):
+        cases = [
+            ("sync function", sync_loop(plain), sync_loop(guarded)),
+            ("sync, module-level @guarded_action", sync_loop(plain), sync_loop(module_level)),
+            ("sync method (bound per access)", sync_loop(mailer_plain.send), sync_loop(lambda i: mailer.send(i))),
+            ("async function", async_loop(plain_async), async_loop(guarded_async)),
+        ]
+        for name, base_loop, guarded_loop in cases:
+            base = per_call_ns(base_loop, args.calls, args.repeats)
+            wrapped = per_call_ns(guarded_loop, args.calls, args.repeats)
+            rows.append((name, base, wrapped, wrapped - base, wrapped / base))
+    assert guard.counts().executed >= args.calls * args.repeats * 4  # the guarded loops really ran
+
+    lines = [
+        "| call | plain (ns) | guarded (ns) | overhead (ns) | ratio |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, base, wrapped, overhead, ratio in rows:
+        lines.append(f"| {name} | {base:.0f} | {wrapped:.0f} | {overhead:.0f} | {ratio:.1f}x |")
+    sync_overhead = rows[0][3]
+    verdict = "meets" if sync_overhead <= TARGET_NS else "MISSES"
+    lines.append("")
+    lines.append(
+        f"Allowed sync call overhead: **{sync_overhead:.0f} ns** — {verdict} the target of "
+        f"≤ {TARGET_NS} ns (aim ≤ {AIM_NS} ns)."
+    )
+    table = "\n".join(lines)
+    print(table)
+    if args.update:
+        from _report import write_section
+
+        write_section(
+            "bench_guard",
+            "## Guard overhead (allowed path)\n\n"
+            f"`python benchmarks/bench_guard.py --calls {args.calls} --repeats {args.repeats}`: "
+            "median per-call time over the repeats, all three scope ids set, 10,000 unrelated "
+            "active kills in the index. The loop itself is included in both columns, so the "
+            "overhead column is the guard's cost.\n\n" + table,
+        )
+
+
+if __name__ == "__main__":
+    main()

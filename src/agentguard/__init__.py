@@ -1,0 +1,57 @@
+"""agentguard: an embeddable kill switch for AI agents."""
+
+from ._version import __version__
+from .actions import configure, get_guard, guarded_action, is_guarded
+from .errors import (
+    AgentGuardError,
+    AgentGuardWarning,
+    AlreadyKilledError,
+    GuardNotConfiguredError,
+    InvalidInputError,
+    NotKilledError,
+    PolicyViolationError,
+)
+from .guard import Guard
+from .records import (
+    AuditEntry,
+    CallCounts,
+    Intervention,
+    InterventionType,
+    KillChange,
+    KillStatus,
+    KillSwitch,
+    Snapshot,
+)
+from .scope import Scope, current_scope, scope
+from .store import KillStore, MemoryStore
+from .targets import TargetType
+
+__all__ = [
+    "AgentGuardError",
+    "AgentGuardWarning",
+    "AlreadyKilledError",
+    "AuditEntry",
+    "CallCounts",
+    "Guard",
+    "GuardNotConfiguredError",
+    "Intervention",
+    "InterventionType",
+    "InvalidInputError",
+    "KillChange",
+    "KillStatus",
+    "KillStore",
+    "KillSwitch",
+    "MemoryStore",
+    "NotKilledError",
+    "PolicyViolationError",
+    "Scope",
+    "Snapshot",
+    "TargetType",
+    "__version__",
+    "configure",
+    "current_scope",
+    "get_guard",
+    "guarded_action",
+    "is_guarded",
+    "scope",
+]

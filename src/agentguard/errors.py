@@ -1,0 +1,94 @@
+"""Exceptions and warnings raised by agentguard."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+
+class AgentGuardError(Exception):
+    """Base class of every agentguard error."""
+
+
+class AgentGuardWarning(UserWarning):
+    """Base class of agentguard warnings (fail-open decisions, dropped telemetry)."""
+
+
+class InvalidInputError(AgentGuardError, ValueError):
+    """Input rejected by validation; ``field`` names what is wrong."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class GuardNotConfiguredError(AgentGuardError, RuntimeError):
+    """A module-level guarded action ran before ``agentguard.configure(guard)``."""
+
+
+class AlreadyKilledError(AgentGuardError):
+    """The target already has an active kill switch (HTTP 409)."""
+
+    def __init__(self, kill_switch: Any) -> None:
+        self.kill_switch = kill_switch
+        ks = kill_switch
+        super().__init__(
+            f"{ks.target_type} {ks.target_id!r} is already killed by {ks.killed_by} "
+            f"at {_iso(ks.killed_at)}" + (f", reason: {ks.reason}" if ks.reason else "")
+        )
+
+
+class NotKilledError(AgentGuardError):
+    """The target has no active kill switch to revive (HTTP 404)."""
+
+    def __init__(self, target_type: str, target_id: str) -> None:
+        self.target_type = target_type
+        self.target_id = target_id
+        super().__init__(f"{target_type} {target_id!r} is not killed")
+
+
+class PolicyViolationError(AgentGuardError):
+    """A guarded action was refused; its body never ran."""
+
+    def __init__(
+        self,
+        *,
+        target_type: str,
+        target_id: str,
+        reason: str | None,
+        killed_by: str | None,
+        killed_at: datetime | None,
+        action: str,
+        intervention_id: str,
+        kill_switch_id: str | None = None,
+    ) -> None:
+        self.target_type = target_type
+        self.target_id = target_id
+        self.reason = reason
+        self.killed_by = killed_by
+        self.killed_at = killed_at
+        self.action = action
+        self.intervention_id = intervention_id
+        self.kill_switch_id = kill_switch_id
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        if self.kill_switch_id is None:  # refused without a kill: stale or never-synced state
+            return f"{self.action!r} refused: {self.reason} [intervention {self.intervention_id}]"
+        return (
+            f"{self.action!r} refused: {self.target_type} {self.target_id!r} was killed by "
+            f"{self.killed_by} at {_iso(self.killed_at)}"
+            f" — reason: {self.reason or '(none given)'} [intervention {self.intervention_id}]"
+        )
+
+    def __reduce__(self) -> Any:
+        return (_rebuild_violation, (self.__dict__.copy(),))
+
+
+def _rebuild_violation(state: dict[str, Any]) -> PolicyViolationError:
+    return PolicyViolationError(**{k: v for k, v in state.items() if not k.startswith("_")})
+
+
+def _iso(when: datetime | None) -> str:
+    return when.isoformat().replace("+00:00", "Z") if when else "an unknown time"

@@ -1,0 +1,84 @@
+"""The in-memory kill index a guard consults on every call."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+from .records import KillChange, KillSwitch, Snapshot
+
+
+class KillIndex:
+    """Active kill switches of one organization, by target type, at a version.
+
+    Guarded calls read the per-type dicts without a lock (a dict read is atomic); writers
+    apply only newer versions, so a late or repeated event can never undo a kill.
+    """
+
+    __slots__ = ("agent", "run", "mission", "tool", "version", "fresh_until", "synced_at", "max_staleness", "_write_lock")
+
+    def __init__(self) -> None:
+        self.agent: dict[str, KillSwitch] = {}
+        self.run: dict[str, KillSwitch] = {}
+        self.mission: dict[str, KillSwitch] = {}
+        self.tool: dict[str, KillSwitch] = {}
+        self.version = 0
+        # Monotonic deadline until which this view may be trusted; sources push it forward.
+        self.fresh_until = -math.inf
+        self.synced_at: float | None = None
+        self.max_staleness = 10.0
+        self._write_lock = threading.Lock()
+
+    def mark_synced(self, now: float) -> None:
+        """Record that the view was confirmed current at monotonic time ``now``."""
+        self.synced_at = now
+        self.fresh_until = now + self.max_staleness
+
+    def mark_authoritative(self) -> None:
+        """The view is the source of truth itself (a store in this process): never stale."""
+        self.fresh_until = math.inf
+
+    def _table(self, target_type: str) -> dict[str, KillSwitch]:
+        table: dict[str, KillSwitch] = getattr(self, target_type)
+        return table
+
+    def get(self, target_type: str, target_id: str) -> KillSwitch | None:
+        """The active kill switch of a target, if any."""
+        return self._table(target_type).get(target_id)
+
+    def active(self) -> list[KillSwitch]:
+        """Every active kill switch in the index."""
+        return [*self.mission.values(), *self.run.values(), *self.agent.values(), *self.tool.values()]
+
+    def apply(self, change: KillChange) -> bool:
+        """Apply one change if it is newer than the index; return whether it was applied."""
+        with self._write_lock:
+            if change.version <= self.version:
+                return False
+            ks = change.kill_switch
+            table = self._table(ks.target_type)
+            if change.kind == "kill":
+                table[ks.target_id] = ks
+            else:
+                current = table.get(ks.target_id)
+                if current is not None and current.id == ks.id:
+                    del table[ks.target_id]
+            self.version = change.version
+            return True
+
+    def replace(self, snapshot: Snapshot) -> bool:
+        """Replace the whole state with a snapshot unless the index is already newer."""
+        with self._write_lock:
+            if snapshot.version < self.version:
+                return False
+            self._install(snapshot)
+            return True
+
+    def _install(self, snapshot: Snapshot) -> None:
+        tables: dict[str, dict[str, KillSwitch]] = {"agent": {}, "run": {}, "mission": {}, "tool": {}}
+        for ks in snapshot.active:
+            tables[ks.target_type][ks.target_id] = ks
+        # Each assignment is atomic; a reader sees the old or the new table of each type.
+        self.agent, self.run = tables["agent"], tables["run"]
+        self.mission, self.tool = tables["mission"], tables["tool"]
+        self.version = snapshot.version

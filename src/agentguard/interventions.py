@@ -1,0 +1,135 @@
+"""Recording interventions off the caller's critical path."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable
+
+from .records import Intervention
+
+logger = logging.getLogger("agentguard")
+
+InterventionSink = Callable[[list[Intervention]], None]
+
+
+class InterventionRecorder:
+    """A bounded buffer drained by a background thread into a sink, in batches.
+
+    ``submit`` never blocks on I/O. A sink that raises is retried with backoff, the batch kept;
+    re-sending is safe because every intervention carries its own id. When the buffer is full
+    the newest intervention is dropped, counted in ``dropped`` and logged.
+    """
+
+    def __init__(
+        self,
+        sink: InterventionSink,
+        *,
+        max_buffer: int = 10_000,
+        batch_size: int = 1000,
+        interval: float = 0.0,
+        name: str = "agentguard-interventions",
+    ) -> None:
+        self._sink = sink
+        self._max_buffer = max_buffer
+        self._batch_size = batch_size
+        self._interval = interval
+        self._name = name
+        self._buffer: deque[Intervention] = deque()
+        self._cond = threading.Condition()
+        self._in_flight = 0
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self.dropped = 0
+        self.sent = 0
+        _recorders.add(self)
+
+    def submit(self, item: Intervention) -> None:
+        """Queue one intervention for the sink."""
+        with self._cond:
+            if len(self._buffer) + self._in_flight >= self._max_buffer:
+                self.dropped += 1
+                logger.error(
+                    "agentguard: intervention buffer full (%d); dropped intervention %s "
+                    "(%d dropped so far)", self._max_buffer, item.id, self.dropped,
+                )
+                return
+            self._buffer.append(item)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+
+    def pending(self) -> int:
+        """Interventions not yet accepted by the sink."""
+        with self._cond:
+            return len(self._buffer) + self._in_flight
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every queued intervention reached the sink; return whether it did."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._cond.notify_all()
+            while self._buffer or self._in_flight:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+        return True
+
+    def close(self, timeout: float = 5.0) -> bool:
+        """Flush, then stop the background thread."""
+        flushed = self.flush(timeout)
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if not flushed and self._buffer:
+            logger.error(
+                "agentguard: %d interventions could not be delivered before close", len(self._buffer)
+            )
+        return flushed
+
+    def _run(self) -> None:
+        backoff = 0.5
+        while True:
+            with self._cond:
+                while not self._buffer and not self._closed:
+                    self._cond.wait()
+                if self._closed and (not self._buffer or backoff > 0.5):
+                    return
+                if self._interval:
+                    self._cond.wait(self._interval)
+                batch = [self._buffer.popleft() for _ in range(min(self._batch_size, len(self._buffer)))]
+                self._in_flight = len(batch)
+            try:
+                self._sink(batch)
+            except Exception:
+                logger.warning(
+                    "agentguard: could not deliver %d interventions; retrying in %.1f s",
+                    len(batch), backoff, exc_info=True,
+                )
+                with self._cond:
+                    self._buffer.extendleft(reversed(batch))
+                    self._in_flight = 0
+                    self._cond.notify_all()
+                    self._cond.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            backoff = 0.5
+            with self._cond:
+                self.sent += len(batch)
+                self._in_flight = 0
+                self._cond.notify_all()
+
+
+_recorders: weakref.WeakSet[InterventionRecorder] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_all_at_exit() -> None:
+    for recorder in list(_recorders):
+        recorder.close(timeout=2.0)

@@ -1,0 +1,92 @@
+"""Where a guard's kill state comes from."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from typing import Any
+
+from .index import KillIndex
+from .records import Intervention, KillChange, KillStatus
+from .store import KillStore
+from .targets import validate_target
+
+
+class KillStateSource(ABC):
+    """Feeds a guard's :class:`KillIndex` and carries out its kills, revives and reports."""
+
+    organization_id: str
+    index: KillIndex
+
+    @abstractmethod
+    def kill(self, target_type: str, target_id: str, *, reason: str | None, actor: str) -> KillChange:
+        """Kill a target; raise ``AlreadyKilledError`` if it already is."""
+
+    @abstractmethod
+    def revive(self, target_type: str, target_id: str, *, actor: str) -> KillChange:
+        """Revive a target; raise ``NotKilledError`` if it is not killed."""
+
+    @abstractmethod
+    def status(self, target_type: str, target_id: str) -> KillStatus:
+        """The kill status of one target."""
+
+    @abstractmethod
+    def report_interventions(self, items: list[Intervention]) -> None:
+        """Store interventions (called from a background thread; may block, may raise)."""
+
+    @abstractmethod
+    def interventions(self, **filters: Any) -> tuple[list[Intervention], int]:
+        """Stored interventions matching the filters, newest first, and their total count."""
+
+    def age(self, now: float) -> float:
+        """Seconds since the index was last known to be current (0 for authoritative sources)."""
+        if self.index.fresh_until == math.inf:
+            return 0.0
+        synced = self.index.synced_at
+        return math.inf if synced is None else max(0.0, now - synced)
+
+    def close(self) -> None:
+        """Release connections and threads."""
+
+
+class LocalSource(KillStateSource):
+    """A store in this process (in memory, or a mounted server's): always current, no I/O hop."""
+
+    def __init__(self, store: KillStore, organization_id: str) -> None:
+        self.store = store
+        self.organization_id = organization_id
+        self.index = KillIndex()
+        # Subscribe before the snapshot: a change committed in between is applied, then the
+        # snapshot (at least as new) replaces the index.
+        self._unsubscribe = store.subscribe(self._on_change)
+        self.index.replace(store.snapshot(organization_id))
+        self.index.mark_authoritative()
+
+    def _on_change(self, organization_id: str, change: KillChange) -> None:
+        if organization_id == self.organization_id:
+            self.index.apply(change)
+
+    def kill(self, target_type: str, target_id: str, *, reason: str | None, actor: str) -> KillChange:
+        change = self.store.kill(
+            self.organization_id, target_type, target_id, reason=reason, actor=actor
+        )
+        self.index.apply(change)
+        return change
+
+    def revive(self, target_type: str, target_id: str, *, actor: str) -> KillChange:
+        change = self.store.revive(self.organization_id, target_type, target_id, actor=actor)
+        self.index.apply(change)
+        return change
+
+    def status(self, target_type: str, target_id: str) -> KillStatus:
+        target_type, target_id = validate_target(target_type, target_id)
+        return KillStatus.of(target_type, target_id, self.index.get(target_type, target_id))
+
+    def report_interventions(self, items: list[Intervention]) -> None:
+        self.store.add_interventions(self.organization_id, items)
+
+    def interventions(self, **filters: Any) -> tuple[list[Intervention], int]:
+        return self.store.list_interventions(self.organization_id, **filters)
+
+    def close(self) -> None:
+        self._unsubscribe()

@@ -1,0 +1,120 @@
+"""OpenTelemetry spans and metrics: only on the refuse path and for operator actions."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from opentelemetry import metrics, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from . import semconv as sc
+from ._version import __version__
+from .errors import PolicyViolationError
+from .records import Intervention, KillChange
+
+logger = logging.getLogger("agentguard")
+
+MAX_ARGUMENTS_LENGTH = 1024
+
+
+class Telemetry:
+    """Spans and instruments of one guard or server; a no-op without an OpenTelemetry SDK."""
+
+    def __init__(
+        self,
+        tracer_provider: trace.TracerProvider | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
+        *,
+        capture_arguments: bool = False,
+    ) -> None:
+        self.tracer = trace.get_tracer(__name__, __version__, tracer_provider)
+        meter = metrics.get_meter(__name__, __version__, meter_provider)
+        self.capture_arguments = capture_arguments
+        self.interventions = meter.create_counter(
+            "agentguard.interventions", unit="{intervention}",
+            description="Recorded interventions (refused guarded calls)",
+        )
+        self.changes = meter.create_counter(
+            "agentguard.kill_switch.changes", unit="{change}", description="Kills and revives"
+        )
+
+    def record_block(
+        self,
+        error: PolicyViolationError,
+        intervention: Intervention,
+        *,
+        span_name: str | None = None,
+        arguments: Any = None,
+    ) -> None:
+        """Emit the HARD_BLOCK span (a child of the current span) and count it. Never raises."""
+        try:
+            self.interventions.add(
+                1,
+                {
+                    sc.INTERVENTION_TYPE: intervention.type.value,
+                    sc.TARGET_TYPE: intervention.target_type,
+                    sc.ACTION: intervention.action,
+                },
+            )
+            name = span_name or f"{sc.OPERATION_EXECUTE_TOOL} {intervention.action}"
+            with self.tracer.start_as_current_span(
+                name, kind=SpanKind.INTERNAL, record_exception=False, set_status_on_exception=False
+            ) as span:
+                if span.is_recording():
+                    span.set_attributes(self._block_attributes(error, intervention, arguments))
+                    span.record_exception(error)
+                span.set_status(Status(StatusCode.ERROR, str(error.reason or error)))
+        except Exception:  # our telemetry must never break the user's agent
+            logger.exception("agentguard: could not record the HARD_BLOCK span")
+
+    def _block_attributes(
+        self, error: PolicyViolationError, iv: Intervention, arguments: Any
+    ) -> dict[str, Any]:
+        attributes: dict[str, Any] = {
+            sc.GEN_AI_OPERATION_NAME: sc.OPERATION_EXECUTE_TOOL,
+            sc.GEN_AI_TOOL_NAME: iv.action,
+            sc.ERROR_TYPE: type(error).__name__,
+            sc.INTERVENTION_TYPE: iv.type.value,
+            sc.INTERVENTION_ID: iv.id,
+            sc.TARGET_TYPE: iv.target_type,
+            sc.TARGET_ID: iv.target_id,
+        }
+        optional = {
+            sc.GEN_AI_TOOL_CALL_ID: iv.tool_call_id,
+            sc.GEN_AI_AGENT_ID: iv.agent_id,
+            sc.KILL_SWITCH_ID: iv.kill_switch_id,
+            sc.KILLED_BY: iv.killed_by,
+            sc.KILLED_AT: error.killed_at.isoformat() if error.killed_at else None,
+            sc.REASON: iv.reason,
+            sc.AGENT_ID: iv.agent_id,
+            sc.RUN_ID: iv.run_id,
+            sc.MISSION_ID: iv.mission_id,
+            sc.INSTANCE_ID: iv.instance_id,
+        }
+        attributes.update({k: v for k, v in optional.items() if v is not None})
+        if self.capture_arguments and arguments is not None:
+            attributes[sc.ARGUMENTS] = repr(arguments)[:MAX_ARGUMENTS_LENGTH]
+        return attributes
+
+    def record_change(self, change: KillChange, *, actor: str) -> None:
+        """Emit the span of an operator's kill or revive and count it. Never raises."""
+        try:
+            ks = change.kill_switch
+            self.changes.add(1, {sc.CHANGE_KIND: change.kind, sc.TARGET_TYPE: ks.target_type})
+            with self.tracer.start_as_current_span(
+                f"agentguard.{change.kind}", kind=SpanKind.INTERNAL
+            ) as span:
+                if span.is_recording():
+                    span.set_attributes(
+                        {
+                            sc.ACTOR: actor,
+                            sc.TARGET_TYPE: ks.target_type,
+                            sc.TARGET_ID: ks.target_id,
+                            sc.KILL_SWITCH_ID: ks.id,
+                            sc.VERSION: change.version,
+                            **({sc.REASON: ks.reason} if ks.reason else {}),
+                        }
+                    )
+        except Exception:
+            logger.exception("agentguard: could not record the %s span", change.kind)

@@ -1,0 +1,25 @@
+"""The examples run as-is."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run_example(name: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / name)], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_email_campaign_demo_agrees_on_every_number() -> None:
+    result = run_example("email_campaign.py")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "All 3 workers halted." in out
+    assert "3 calls refused, 3 HARD_BLOCK interventions" in out
+    assert "Campaign finished: 50,000 emails delivered" in out
+    assert "OK: every number agrees." in out and "MISMATCH" not in out
