@@ -23,3 +23,15 @@ def test_email_campaign_demo_agrees_on_every_number() -> None:
     assert "3 calls refused, 3 HARD_BLOCK interventions" in out
     assert "Campaign finished: 50,000 emails delivered" in out
     assert "OK: every number agrees." in out and "MISMATCH" not in out
+
+
+def test_tracing_example_nests_the_block_in_the_agent_span() -> None:
+    import re
+
+    result = run_example("tracing.py")
+    assert result.returncode == 0, result.stderr
+    spans = dict(re.findall(r"span '([^']+)' id=\w+ parent=(\S+)", result.stdout))
+    ids = dict(re.findall(r"span '([^']+)' id=(\w+)", result.stdout))
+    assert spans["execute_tool send_email"] == ids["invoke_agent email-campaign"]
+    assert "agentguard.intervention.type = HARD_BLOCK" in result.stdout
+    assert "agent stopped: 'send_email' refused" in result.stdout

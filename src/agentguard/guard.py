@@ -82,6 +82,10 @@ class Guard:
         self.telemetry = Telemetry(
             tracer_provider, meter_provider, capture_arguments=capture_arguments
         )
+        index = self._index
+        self.telemetry.watch_active(
+            lambda: len(index.agent) + len(index.run) + len(index.mission) + len(index.tool)
+        )
         self._executed: dict[_CountKey, itertools.count[int]] = {}
         self._failed: dict[_CountKey, itertools.count[int]] = {}
         self._refused: dict[_CountKey, int] = {}

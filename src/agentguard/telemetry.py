@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from opentelemetry import metrics, trace
+from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import semconv as sc
@@ -38,6 +40,25 @@ class Telemetry:
         self.changes = meter.create_counter(
             "agentguard.kill_switch.changes", unit="{change}", description="Kills and revives"
         )
+        self._meter = meter
+        self._active_sources: list[Callable[[], int]] = []
+        self._meter.create_observable_gauge(
+            "agentguard.kill_switch.active",
+            callbacks=[self._observe_active],
+            unit="{kill_switch}",
+            description="Active kill switches in this process's view",
+        )
+
+    def watch_active(self, count: Callable[[], int]) -> None:
+        """Report ``count()`` as the active-kill-switch gauge."""
+        self._active_sources.append(count)
+
+    def _observe_active(self, options: CallbackOptions) -> Iterable[Observation]:
+        for count in self._active_sources:
+            try:
+                yield Observation(count())
+            except Exception:
+                logger.exception("agentguard: could not observe active kill switches")
 
     def record_block(
         self,
