@@ -50,7 +50,7 @@ def test_fresh_view_allows_and_stale_view_refuses_when_closed() -> None:
     clock.now += 9.9
     assert act() == 1
     clock.now += 0.2
-    with pytest.raises(PolicyViolationError, match=r"stale: last synced 10\.1 s ago") as info:
+    with pytest.raises(PolicyViolationError, match=r"stale: last synced with the server 10\.1 s ago") as info:
         act()
     assert info.value.kill_switch_id is None and info.value.killed_by is None
     assert (info.value.target_type, info.value.target_id) == ("agent", "bot")

@@ -22,6 +22,7 @@ from .records import (
     KillSwitch,
     Snapshot,
 )
+from .rules import BudgetRule, ErrorRateRule, LoopRule, RateRule, Rule
 from .scope import Scope, current_scope, scope
 from .store import KillStore, MemoryStore
 from .targets import TargetType
@@ -31,6 +32,11 @@ __all__ = [
     "AgentGuardWarning",
     "AlreadyKilledError",
     "AuditEntry",
+    "BudgetRule",
+    "ErrorRateRule",
+    "LoopRule",
+    "RateRule",
+    "Rule",
     "CallCounts",
     "Guard",
     "GuardNotConfiguredError",

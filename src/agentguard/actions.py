@@ -13,6 +13,7 @@ See benchmarks/RESULTS.md.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import AsyncGenerator, Callable, Generator
 from typing import TYPE_CHECKING, Any, TypeVar, overload
@@ -92,11 +93,11 @@ class Action:
 # -- plain functions: the hot path ------------------------------------------------------------
 
 
-class _SyncAction(wrapt.FunctionWrapper):
+class _SyncAction(wrapt.FunctionWrapper):  # type: ignore[type-arg]
     """A guarded plain callable; each decoration gets its own subclass (see ``_sync_proxy``)."""
 
 
-class _BoundSyncAction(wrapt.BoundFunctionWrapper):
+class _BoundSyncAction(wrapt.BoundFunctionWrapper):  # type: ignore[type-arg]
     """A guarded plain method bound to an instance or class."""
 
 
@@ -129,7 +130,10 @@ def _async_wrapper(action: Action) -> Callable[..., Any]:
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         async def run() -> Any:
             guard = action.resolve_guard()
-            key = guard._admit(action.name, action.scope(), args, kwargs)
+            if guard._source.strict:  # a per-call HTTP check must not block the event loop
+                key = await asyncio.to_thread(guard._admit, action.name, action.scope(), args, kwargs)
+            else:
+                key = guard._admit(action.name, action.scope(), args, kwargs)
             try:
                 return await wrapped(*args, **kwargs)
             except Exception:
@@ -186,16 +190,18 @@ def _async_generator_wrapper(action: Action) -> Callable[..., Any]:
     return wrapper
 
 
-class _BoundDelegatingAction(wrapt.BoundFunctionWrapper):
+class _BoundDelegatingAction(wrapt.BoundFunctionWrapper):  # type: ignore[type-arg]
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._self_wrapper(self.__wrapped__, None, args, kwargs)
+        wrapper: Any = self._self_wrapper
+        return wrapper(self.__wrapped__, None, args, kwargs)
 
 
-class _DelegatingAction(wrapt.FunctionWrapper):
+class _DelegatingAction(wrapt.FunctionWrapper):  # type: ignore[type-arg]
     __bound_function_wrapper__ = _BoundDelegatingAction
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._self_wrapper(self.__wrapped__, None, args, kwargs)
+        wrapper: Any = self._self_wrapper
+        return wrapper(self.__wrapped__, None, args, kwargs)
 
 
 def _underlying(fn: Any) -> Any:

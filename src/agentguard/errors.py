@@ -23,6 +23,14 @@ class InvalidInputError(AgentGuardError, ValueError):
         self.message = message
 
 
+class AuthenticationError(AgentGuardError):
+    """The server did not accept the credentials (HTTP 401)."""
+
+
+class PermissionDeniedError(AgentGuardError):
+    """The credentials lack the scope for this operation (HTTP 403)."""
+
+
 class GuardNotConfiguredError(AgentGuardError, RuntimeError):
     """A module-level guarded action ran before ``agentguard.configure(guard)``."""
 
@@ -62,6 +70,7 @@ class PolicyViolationError(AgentGuardError):
         action: str,
         intervention_id: str,
         kill_switch_id: str | None = None,
+        killed: bool = True,
     ) -> None:
         self.target_type = target_type
         self.target_id = target_id
@@ -71,14 +80,16 @@ class PolicyViolationError(AgentGuardError):
         self.action = action
         self.intervention_id = intervention_id
         self.kill_switch_id = kill_switch_id
+        self.killed = killed
         super().__init__(self._message())
 
     def _message(self) -> str:
-        if self.kill_switch_id is None:  # refused without a kill: stale or never-synced state
+        if not self.killed:  # refused without a kill: stale, never-synced or unreachable
             return f"{self.action!r} refused: {self.reason} [intervention {self.intervention_id}]"
         return (
-            f"{self.action!r} refused: {self.target_type} {self.target_id!r} was killed by "
-            f"{self.killed_by} at {_iso(self.killed_at)}"
+            f"{self.action!r} refused: {self.target_type} {self.target_id!r} was killed"
+            + (f" by {self.killed_by}" if self.killed_by else "")
+            + f" at {_iso(self.killed_at)}"
             f" — reason: {self.reason or '(none given)'} [intervention {self.intervention_id}]"
         )
 

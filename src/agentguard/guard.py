@@ -18,10 +18,10 @@ from opentelemetry import metrics, trace
 
 from . import actions
 from .errors import AgentGuardWarning, InvalidInputError, PolicyViolationError
-from .interventions import InterventionRecorder
-from .records import CallCounts, Intervention, KillStatus, KillSwitch
+from .records import CallCounts, Intervention, InterventionType, KillStatus, KillSwitch, utcnow
+from .rules import Rule, RuleEngine, Trip
 from .scope import Scope, current_scope
-from .sources import KillStateSource, LocalSource
+from .sources import CLEAR, KillStateSource, LocalSource
 from .store import KillStore, MemoryStore
 from .targets import validate_reason, validate_target
 from .telemetry import Telemetry
@@ -52,6 +52,10 @@ class Guard:
         source: Any = None,
         /,
         *,
+        api_key: str | None = None,
+        mode: str = "stream",
+        poll_interval: float = 1.0,
+        bootstrap: str | None = None,
         organization_id: str | None = None,
         agent_id: str | None = None,
         run_id: str | None = None,
@@ -64,11 +68,24 @@ class Guard:
         tracer_provider: trace.TracerProvider | None = None,
         meter_provider: metrics.MeterProvider | None = None,
         capture_arguments: bool = False,
+        rules: list[Rule] | None = None,
     ) -> None:
         if fail_mode not in ("closed", "open"):
             raise InvalidInputError("fail_mode", f"must be 'closed' or 'open'; got {fail_mode!r}")
         if not isinstance(max_staleness, (int, float)) or max_staleness <= 0:
             raise InvalidInputError("max_staleness", f"must be a positive number; got {max_staleness!r}")
+        if isinstance(source, str):
+            from .remote import RemoteSource
+
+            source = RemoteSource(
+                source,
+                api_key=api_key,
+                mode=mode,  # type: ignore[arg-type]
+                poll_interval=poll_interval,
+                keepalive=min(5.0, max_staleness / 2),
+                bootstrap=bootstrap,
+                clock=clock,
+            )
         self._source = _resolve_source(source, organization_id)
         self._index = self._source.index
         self._index.max_staleness = float(max_staleness)
@@ -91,7 +108,10 @@ class Guard:
         self._refused: dict[_CountKey, int] = {}
         self._counts_lock = threading.Lock()
         self._warned_stale = False
-        self._recorder = InterventionRecorder(self._source.report_interventions)
+        self._recorder = self._source.make_recorder()
+        self._rules = RuleEngine(self, list(rules), clock) if rules else None
+        self._costs: dict[Scope, float] = {}
+        self._outcomes: dict[Scope, list[int]] = {}  # reported [successes, failures]
 
     @property
     def source(self) -> KillStateSource:
@@ -140,6 +160,10 @@ class Guard:
         )
         if ks is not None or (index.fresh_until < _INF and self._clock() > index.fresh_until):
             self._refuse(name, scope, ks, args, kwargs, tool_call_id, span_name)
+        if self._rules is not None:
+            trip = self._rules.before_call(name, scope, args, kwargs)
+            if trip is not None:
+                self._refuse(name, scope, None, args, kwargs, tool_call_id, span_name, trip)
         key = (name, scope)
         counter = self._executed.get(key)
         if counter is None:
@@ -176,6 +200,40 @@ class Guard:
         if counter is None:
             counter = self._new_counter(self._failed, key)
         next(counter)
+        if self._rules is not None:
+            self._rules.after_failure(*key)
+
+    def report_metric(
+        self,
+        *,
+        success: bool | None = None,
+        cost_usd: float = 0.0,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        mission_id: str | None = None,
+    ) -> None:
+        """Report the cost of work done under a scope (ids default to ``agentguard.scope``)."""
+        if not isinstance(cost_usd, (int, float)) or cost_usd < 0 or math.isnan(cost_usd):
+            raise InvalidInputError("cost_usd", f"must be a non-negative number; got {cost_usd!r}")
+        s = current_scope()
+        scope = Scope(agent_id or s.agent_id, run_id or s.run_id, mission_id or s.mission_id)
+        if self._defaults is not None:
+            scope = self._with_defaults(scope)
+        with self._counts_lock:
+            self._costs[scope] = self._costs.get(scope, 0.0) + cost_usd
+            outcomes = self._outcomes.setdefault(scope, [0, 0])
+            if success is not None:
+                outcomes[0 if success else 1] += 1
+        if self._rules is not None and cost_usd:
+            self._rules.on_cost(scope, cost_usd)
+
+    def cost(self, target_type: str, target_id: str) -> float:
+        """Total cost reported in this process under a target (agent, run or mission)."""
+        target_type, target_id = validate_target(target_type, target_id)
+        with self._counts_lock:
+            return sum(
+                v for s, v in self._costs.items() if getattr(s, f"{target_type}_id", None) == target_id
+            )
 
     def _new_counter(self, table: dict[_CountKey, itertools.count[int]], key: _CountKey) -> itertools.count[int]:
         with self._counts_lock:
@@ -197,23 +255,38 @@ class Guard:
         kwargs: Any,
         tool_call_id: str | None,
         span_name: str | None = None,
+        trip: Trip | None = None,
     ) -> None:
-        if ks is None:  # no kill, but the view is too old to trust
-            age = self._source.age(self._clock())
-            reason = _stale_reason(age, self.max_staleness)
-            if self.fail_mode == "open":
-                self._warn_stale(name, reason)
+        """Raise PolicyViolationError for a killed target, or decide on an unverified view."""
+        if ks is not None:
+            status = KillStatus.of(ks.target_type, ks.target_id, ks)
+        elif trip is not None:  # a rule tripped: refuse now, the kill follows in the background
+            status = KillStatus(
+                is_killed=True, target_type=trip.target_type, target_id=trip.target_id,
+                reason=trip.reason, killed_by=trip.actor, killed_at=utcnow(),
+            )
+        else:  # nothing killed in the view, but the view cannot be trusted as it is
+            verdict = self._source.verify(name, scope)
+            if verdict is CLEAR:
                 return
-            target_type, target_id = _most_specific(scope, name)
-        else:
-            reason, target_type, target_id = ks.reason, ks.target_type, ks.target_id
+            if isinstance(verdict, KillStatus):
+                status = verdict
+            else:
+                reason = _stale_reason(self._source, self._clock(), self.max_staleness)
+                if self.fail_mode == "open":
+                    self._warn_stale(name, reason)
+                    return
+                target_type, target_id = _most_specific(scope, name)
+                status = KillStatus(
+                    is_killed=False, target_type=target_type, target_id=target_id, reason=reason
+                )
         iv = Intervention(
             action=name,
-            target_type=target_type,
-            target_id=target_id,
-            kill_switch_id=ks.id if ks else None,
-            killed_by=ks.killed_by if ks else None,
-            reason=reason,
+            target_type=status.target_type,
+            target_id=status.target_id,
+            kill_switch_id=status.kill_switch_id,
+            killed_by=status.killed_by,
+            reason=status.reason,
             agent_id=scope.agent_id,
             run_id=scope.run_id,
             mission_id=scope.mission_id,
@@ -221,14 +294,15 @@ class Guard:
             tool_call_id=tool_call_id,
         )
         error = PolicyViolationError(
-            target_type=target_type,
-            target_id=target_id,
-            reason=reason,
-            killed_by=ks.killed_by if ks else None,
-            killed_at=ks.killed_at if ks else None,
+            target_type=status.target_type,
+            target_id=status.target_id,
+            reason=status.reason,
+            killed_by=status.killed_by,
+            killed_at=status.killed_at,
             action=name,
             intervention_id=iv.id,
-            kill_switch_id=ks.id if ks else None,
+            kill_switch_id=status.kill_switch_id if status.is_killed else None,
+            killed=status.is_killed,
         )
         key = (name, scope)
         with self._counts_lock:
@@ -237,6 +311,25 @@ class Guard:
         arguments = (args, kwargs) if kwargs else args
         self.telemetry.record_block(error, iv, span_name=span_name, arguments=arguments)
         raise error
+
+    def _record_observation(self, trip: Trip) -> None:
+        """An observe-mode rule tripped: record it, block nothing."""
+        logger.warning(
+            "agentguard: rule %s would kill %s %r: %s",
+            trip.rule.name, trip.target_type, trip.target_id, trip.reason,
+        )
+        self._recorder.submit(
+            Intervention(
+                type=InterventionType.OBSERVED,
+                action=trip.actor,
+                target_type=trip.target_type,
+                target_id=trip.target_id,
+                killed_by=trip.actor,
+                reason=trip.reason,
+                instance_id=self.instance_id,
+                **{f"{trip.target_type}_id": trip.target_id},
+            )
+        )
 
     def _warn_stale(self, name: str, reason: str) -> None:
         logger.warning("agentguard: allowing %r with fail_mode='open': %s", name, reason)
@@ -278,6 +371,11 @@ class Guard:
     def active(self) -> list[KillSwitch]:
         """Active kill switches in this guard's view, newest first."""
         return sorted(self._index.active(), key=lambda ks: ks.killed_at, reverse=True)
+
+    def wait_until_synced(self, timeout: float | None = None) -> bool:
+        """Block until a remote guard has its first kill state; True at once for local ones."""
+        wait = getattr(self._source, "wait_until_synced", None)
+        return True if wait is None else bool(wait(timeout))
 
     @property
     def version(self) -> int:
@@ -357,14 +455,9 @@ def _resolve_source(source: Any, organization_id: str | None) -> KillStateSource
         return made
     if isinstance(source, KillStore):
         return LocalSource(source, organization_id or "default")
-    if isinstance(source, str):
-        raise InvalidInputError(
-            "source",
-            "remote guards (Guard('http://...')) are not available in this version; "
-            "use Guard(), Guard(store) or Guard(server)",
-        )
     raise InvalidInputError(
-        "source", f"must be None, a KillStore or a KillSwitchServer; got {type(source).__name__}"
+        "source",
+        f"must be None, a server URL, a KillStore or a KillSwitchServer; got {type(source).__name__}",
     )
 
 
@@ -384,7 +477,16 @@ def _most_specific(scope: Scope, name: str) -> tuple[str, str]:
     return "tool", name
 
 
-def _stale_reason(age: float, max_staleness: float) -> str:
+def _stale_reason(source: KillStateSource, now: float, max_staleness: float) -> str:
+    where = getattr(source, "url", "the server")
+    error = getattr(source, "last_error", None)
+    because = f" ({error})" if error else ""
+    if source.strict:
+        return f"could not check kill state with {where}{because}"
+    age = source.age(now)
     if age == math.inf:
-        return "kill state has never been synced with the server"
-    return f"kill state is stale: last synced {age:.1f} s ago (max_staleness {max_staleness:g} s)"
+        return f"kill state has never been synced with {where}{because}"
+    return (
+        f"kill state is stale: last synced with {where} {age:.1f} s ago "
+        f"(max_staleness {max_staleness:g} s){because}"
+    )

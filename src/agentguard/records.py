@@ -89,6 +89,7 @@ class InterventionType(str, Enum):
     """What a recorded decision did."""
 
     HARD_BLOCK = "HARD_BLOCK"  # a guarded call was refused
+    OBSERVED = "OBSERVED"  # an observe-mode rule tripped; nothing was blocked
 
     def __str__(self) -> str:
         return self.value

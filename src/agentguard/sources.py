@@ -7,9 +7,23 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 from .index import KillIndex
+from .interventions import InterventionRecorder
 from .records import Intervention, KillChange, KillStatus
+from .scope import Scope
 from .store import KillStore
 from .targets import validate_target
+
+
+class _Clear:
+    """The verdict of a per-call check that found nothing killed."""
+
+    def __repr__(self) -> str:
+        return "CLEAR"
+
+
+CLEAR = _Clear()
+Verdict = KillStatus | _Clear | None
+"""A killed status, CLEAR, or None when the source cannot tell."""
 
 
 class KillStateSource(ABC):
@@ -37,6 +51,17 @@ class KillStateSource(ABC):
     @abstractmethod
     def interventions(self, **filters: Any) -> tuple[list[Intervention], int]:
         """Stored interventions matching the filters, newest first, and their total count."""
+
+    strict = False
+    """Whether every guarded call must be verified with ``verify`` (no cached view)."""
+
+    def verify(self, action: str, scope: Scope) -> Verdict:
+        """Check one call at the source itself; ``None`` when this source cannot."""
+        return None
+
+    def make_recorder(self) -> InterventionRecorder:
+        """The buffer that delivers this source's interventions in the background."""
+        return InterventionRecorder(self.report_interventions)
 
     def age(self, now: float) -> float:
         """Seconds since the index was last known to be current (0 for authoritative sources)."""

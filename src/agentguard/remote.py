@@ -1,0 +1,400 @@
+"""Kill state from a remote agentguard server: streamed, polled, or checked per call.
+
+``stream`` (default) keeps the index fed by the server's SSE change stream; ``poll`` fetches
+the state on an interval with an ETag; ``strict`` asks ``GET /check`` before every guarded call.
+Any reconnect ends in a full resync, and the index applies only newer versions, so nothing
+missed while disconnected is lost and nothing late undoes a kill.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+from httpx_sse import EventSource, SSEError
+from pydantic import ValidationError
+
+from ._version import __version__
+from .errors import (
+    AgentGuardError,
+    AlreadyKilledError,
+    AuthenticationError,
+    InvalidInputError,
+    NotKilledError,
+    PermissionDeniedError,
+)
+from .index import KillIndex
+from .interventions import InterventionRecorder
+from .records import Intervention, KillChange, KillStatus, KillSwitch, Snapshot
+from .scope import Scope
+from .sources import CLEAR, KillStateSource, Verdict
+from .targets import validate_target
+
+logger = logging.getLogger("agentguard")
+
+Mode = Literal["stream", "poll", "strict"]
+MODES: tuple[str, ...] = ("stream", "poll", "strict")
+VERSION_HEADER = "X-AgentGuard-Version"
+API = "/api/v1"
+
+
+class Backoff:
+    """Exponential backoff with full jitter, reset after a healthy period.
+
+    Hand-written rather than tenacity: the stream loop needs the delay, not a retrying call.
+    """
+
+    def __init__(self, initial: float = 1.0, maximum: float = 30.0, healthy_after: float = 30.0):
+        self.initial, self.maximum, self.healthy_after = initial, maximum, healthy_after
+        self.attempt = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self.maximum, self.initial * (2**self.attempt))
+        self.attempt += 1
+        return random.uniform(self.initial / 2, ceiling)
+
+    def connected_for(self, seconds: float) -> None:
+        if seconds >= self.healthy_after:
+            self.attempt = 0
+
+
+class RemoteSource(KillStateSource):
+    """A guard's view of a remote server's kill state."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        api_key: str | None,
+        mode: Mode = "stream",
+        poll_interval: float = 1.0,
+        keepalive: float = 5.0,
+        bootstrap: str | Path | None = None,
+        timeout: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        transport: httpx.BaseTransport | None = None,
+        auth_error_backoff: float = 60.0,
+    ) -> None:
+        if mode not in MODES:
+            raise InvalidInputError("mode", f"must be one of {', '.join(MODES)}; got {mode!r}")
+        if not url.startswith(("http://", "https://")):
+            raise InvalidInputError("url", f"must start with http:// or https://; got {url!r}")
+        if poll_interval <= 0:
+            raise InvalidInputError("poll_interval", "must be positive")
+        self.url = url.rstrip("/")
+        self.mode: Mode = mode
+        self.strict = mode == "strict"
+        self.poll_interval = poll_interval
+        self.keepalive = keepalive
+        self.auth_error_backoff = auth_error_backoff
+        self._clock = clock
+        headers = {"User-Agent": f"agentguard/{__version__}"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        self._http = httpx.Client(
+            base_url=self.url + API, headers=headers, timeout=timeout, transport=transport
+        )
+        self.index = KillIndex()
+        self.organization_id = ""
+        self._bootstrapped = False
+        if bootstrap is not None:
+            self._load_bootstrap(Path(bootstrap))
+        self._stop = threading.Event()
+        self._synced = threading.Event()
+        self.connected = False
+        self.resyncs = 0
+        self.last_error: str | None = None
+        self._response: httpx.Response | None = None
+        self._thread: threading.Thread | None = None
+        if mode != "strict":
+            target = self._stream_loop if mode == "stream" else self._poll_loop
+            self._thread = threading.Thread(target=target, name=f"agentguard-{mode}", daemon=True)
+            self._thread.start()
+
+    # -- the feed -------------------------------------------------------------------------
+
+    def _load_bootstrap(self, path: Path) -> None:
+        try:
+            snapshot = Snapshot.model_validate_json(path.read_text())
+        except (OSError, ValidationError) as exc:
+            raise InvalidInputError("bootstrap", f"cannot read kill state from {path}: {exc}") from exc
+        self.index.replace(snapshot)
+        self.organization_id = snapshot.organization_id
+        self._bootstrapped = True
+        self.index.mark_authoritative()  # trusted until the first sync with the server
+
+    def wait_until_synced(self, timeout: float | None = None) -> bool:
+        """Block until the first snapshot arrived; return whether it did in time."""
+        return self._synced.wait(timeout)
+
+    def _synced_now(self, *, live: bool) -> None:
+        now = self._clock()
+        if live:
+            # A live stream is current: silence longer than twice the keep-alive ends it.
+            self.index.synced_at = now
+            self.index.mark_authoritative()
+        else:
+            self.index.mark_synced(now)
+        self._synced.set()
+
+    def _lost(self, reason: str, *, last_heard: float | None = None) -> None:
+        self.connected = False
+        self.last_error = reason
+        if self.index.fresh_until == math.inf and (self._synced.is_set() or not self._bootstrapped):
+            heard = self._clock() if last_heard is None else last_heard
+            self.index.mark_synced(heard)
+
+    def _install_snapshot(self, snapshot: Snapshot) -> None:
+        if snapshot.version < self.index.version:
+            logger.error(
+                "agentguard: server %s sent kill state at version %d, older than the %d "
+                "already applied; keeping the newer state", self.url, snapshot.version,
+                self.index.version,
+            )
+        self.index.replace(snapshot)
+        self.organization_id = snapshot.organization_id
+        self.resyncs += 1
+
+    def _stream_loop(self) -> None:
+        backoff = Backoff()
+        read_timeout = 2 * self.keepalive
+        while not self._stop.is_set():
+            started = self._clock()
+            delay: float | None = None
+            try:
+                self._stream_once(read_timeout)
+            except _ConfigurationError as exc:
+                logger.error("agentguard: %s; retrying in %.0f s", exc, self.auth_error_backoff)
+                self._lost(str(exc))
+                delay = self.auth_error_backoff
+            except httpx.ReadTimeout:
+                self._lost(
+                    f"no data from {self.url} for {read_timeout:g} s",
+                    last_heard=self._clock() - read_timeout,
+                )
+            except (httpx.HTTPError, SSEError, _ProtocolError) as exc:
+                if not self._stop.is_set():
+                    logger.warning("agentguard: kill-state stream from %s lost: %s", self.url, exc)
+                self._lost(str(exc))
+            except Exception as exc:  # never let the feed thread die silently
+                logger.exception("agentguard: kill-state stream failed")
+                self._lost(repr(exc))
+            backoff.connected_for(self._clock() - started)
+            if delay is None:
+                delay = backoff.next_delay()
+            self._stop.wait(delay)
+
+    def _stream_once(self, read_timeout: float) -> None:
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
+        # No Last-Event-ID: every (re)connection starts with a full snapshot, so nothing
+        # missed while disconnected is lost.
+        timeout = httpx.Timeout(self._http.timeout.connect or 5.0, read=read_timeout)
+        with self._http.stream("GET", "/kill-switch/stream", headers=headers, timeout=timeout) as response:
+            self._response = response
+            _raise_for_configuration(response, self.url)
+            if response.status_code != 200:
+                raise _ProtocolError(f"stream answered HTTP {response.status_code}")
+            for event in EventSource(response).iter_sse():
+                if self._stop.is_set():
+                    return
+                self._handle_event(event.event, event.data)
+        raise _ProtocolError("stream closed by the server")
+
+    def _handle_event(self, kind: str, data: str) -> None:
+        try:
+            if kind == "snapshot":
+                self._install_snapshot(Snapshot.model_validate_json(data))
+                self.connected = True
+                self._synced_now(live=True)
+                return
+            if kind in ("kill", "revive"):
+                change = KillChange.model_validate_json(data)
+                if change.kind != kind:
+                    raise _ProtocolError(f"event {kind!r} carries a {change.kind!r} change")
+            else:
+                raise _ProtocolError(f"unknown event type {kind!r}")
+        except (ValidationError, ValueError) as exc:
+            raise _ProtocolError(f"malformed {kind!r} event: {exc}") from exc
+        if not self.connected:
+            raise _ProtocolError("change event before the snapshot")
+        if change.version > self.index.version + 1:
+            raise _ProtocolError(
+                f"missed versions {self.index.version + 1}..{change.version - 1}; resyncing"
+            )
+        self.index.apply(change)  # ignored unless newer
+
+    def _poll_loop(self) -> None:
+        backoff = Backoff(initial=self.poll_interval)
+        etag: str | None = None
+        while not self._stop.is_set():
+            delay = self.poll_interval
+            try:
+                headers = {"If-None-Match": etag} if etag else {}
+                response = self._http.get("/kill-switch/state", headers=headers)
+                _raise_for_configuration(response, self.url)
+                if response.status_code == 304:
+                    self._synced_now(live=False)
+                elif response.status_code == 200:
+                    self._install_snapshot(Snapshot.model_validate_json(response.content))
+                    etag = response.headers.get("ETag")
+                    self._synced_now(live=False)
+                else:
+                    raise _ProtocolError(f"state answered HTTP {response.status_code}")
+                backoff.attempt = 0
+            except _ConfigurationError as exc:
+                logger.error("agentguard: %s; retrying in %.0f s", exc, self.auth_error_backoff)
+                self.last_error = str(exc)
+                delay = self.auth_error_backoff
+            except (httpx.HTTPError, ValidationError, _ProtocolError) as exc:
+                logger.warning("agentguard: polling %s failed: %s", self.url, exc)
+                self.last_error = str(exc)
+                etag = None
+                delay = backoff.next_delay()
+            self._stop.wait(delay)
+
+    # -- per-call verification (strict mode) --------------------------------------------------
+
+    def verify(self, action: str, scope: Scope) -> Verdict:
+        if not self.strict:
+            return None
+        targets = [
+            ("mission", scope.mission_id), ("run", scope.run_id), ("agent", scope.agent_id),
+            ("tool", action),
+        ]
+        try:
+            for target_type, target_id in targets:
+                if target_id is None:
+                    continue
+                status = self._check_remote(target_type, target_id)
+                if status.is_killed:
+                    return status
+        except (httpx.HTTPError, AgentGuardError, ValidationError) as exc:
+            logger.warning("agentguard: strict check against %s failed: %s", self.url, exc)
+            self.last_error = str(exc)
+            return None
+        return CLEAR
+
+    def _check_remote(self, target_type: str, target_id: str) -> KillStatus:
+        response = self._http.get(
+            "/kill-switch/check", params={"target_type": target_type, "target_id": target_id}
+        )
+        _raise_for_status(response, self.url)
+        return KillStatus.model_validate_json(response.content)
+
+    def age(self, now: float) -> float:
+        if self.strict:
+            return math.inf if self.last_error else 0.0
+        return super().age(now)
+
+    # -- operator verbs and reports over HTTP -------------------------------------------------
+
+    def kill(self, target_type: str, target_id: str, *, reason: str | None, actor: str) -> KillChange:
+        response = self._http.post(
+            "/kill-switch/kill",
+            json={"target_type": target_type, "target_id": target_id, "reason": reason},
+        )
+        return self._change(response, "kill", target_type, target_id)
+
+    def revive(self, target_type: str, target_id: str, *, actor: str) -> KillChange:
+        response = self._http.post(
+            "/kill-switch/revive", json={"target_type": target_type, "target_id": target_id}
+        )
+        return self._change(response, "revive", target_type, target_id)
+
+    def _change(self, response: httpx.Response, kind: str, target_type: str, target_id: str) -> KillChange:
+        if response.status_code == 409:
+            raise AlreadyKilledError(KillSwitch.model_validate(response.json()["kill_switch"]))
+        if response.status_code == 404:
+            raise NotKilledError(target_type, target_id)
+        _raise_for_status(response, self.url)
+        record = KillSwitch.model_validate_json(response.content)
+        version = int(response.headers.get(VERSION_HEADER, "0"))
+        change = KillChange(version=version, kind=kind, kill_switch=record)  # type: ignore[arg-type]
+        if version and not self.strict:  # strict guards keep no view: the server decides
+            self.index.apply(change)
+        return change
+
+    def status(self, target_type: str, target_id: str) -> KillStatus:
+        target_type, target_id = validate_target(target_type, target_id)
+        status = self._check_remote(target_type, target_id)
+        ks = self.index.get(target_type, target_id)
+        if ks is not None and status.is_killed:
+            return KillStatus.of(target_type, target_id, ks)
+        return status
+
+    def report_interventions(self, items: list[Intervention]) -> None:
+        body = {"interventions": [json.loads(iv.model_dump_json()) for iv in items]}
+        response = self._http.post("/interventions", json=body)
+        _raise_for_status(response, self.url)
+
+    def interventions(self, **filters: Any) -> tuple[list[Intervention], int]:
+        params = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in filters.items() if v is not None}
+        response = self._http.get("/interventions", params=params)
+        _raise_for_status(response, self.url)
+        body = response.json()
+        return [Intervention.model_validate(item) for item in body["data"]], int(body["count"])
+
+    def make_recorder(self) -> InterventionRecorder:
+        return InterventionRecorder(self.report_interventions, interval=1.0, name="agentguard-report")
+
+    def close(self) -> None:
+        self._stop.set()
+        response = self._response
+        if response is not None:
+            try:
+                response.close()
+            except Exception:  # closing from another thread may race the reader
+                pass
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+        self._http.close()
+
+
+class _ProtocolError(Exception):
+    """The server sent something the client cannot use; reconnect and resync."""
+
+
+class _ConfigurationError(Exception):
+    """401/403: the key is wrong or lacks a scope; retried on a long backoff."""
+
+
+def _raise_for_configuration(response: httpx.Response, url: str) -> None:
+    if response.status_code in (401, 403):
+        response.read()
+        raise _ConfigurationError(
+            f"{url} refused the API key (HTTP {response.status_code}: {_detail(response)})"
+        )
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200]
+    return str(body.get("detail") or body.get("error") or body) if isinstance(body, dict) else str(body)
+
+
+def _raise_for_status(response: httpx.Response, url: str) -> None:
+    status = response.status_code
+    if status < 400:
+        return
+    detail = _detail(response)
+    if status == 401:
+        raise AuthenticationError(f"{url}: {detail}")
+    if status == 403:
+        raise PermissionDeniedError(f"{url}: {detail}")
+    if status in (400, 413, 422):
+        try:
+            field = response.json().get("field") or "request"
+        except ValueError:
+            field = "request"
+        raise InvalidInputError(field, detail)
+    raise AgentGuardError(f"{url} answered HTTP {status}: {detail}")
