@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import math
 import os
@@ -20,6 +21,7 @@ from . import actions
 from .errors import AgentGuardWarning, InvalidInputError, PolicyViolationError
 from .records import CallCounts, Intervention, InterventionType, KillStatus, KillSwitch, utcnow
 from .rules import Rule, RuleEngine, Trip
+from .checkpoints import encode_checkpoint, validate_checkpoint_key
 from .scope import Scope, current_scope
 from .sources import CLEAR, KillStateSource, LocalSource
 from .store import KillStore, MemoryStore
@@ -215,10 +217,7 @@ class Guard:
         """Report the cost of work done under a scope (ids default to ``agentguard.scope``)."""
         if not isinstance(cost_usd, (int, float)) or cost_usd < 0 or math.isnan(cost_usd):
             raise InvalidInputError("cost_usd", f"must be a non-negative number; got {cost_usd!r}")
-        s = current_scope()
-        scope = Scope(agent_id or s.agent_id, run_id or s.run_id, mission_id or s.mission_id)
-        if self._defaults is not None:
-            scope = self._with_defaults(scope)
+        scope = self._scope_now(agent_id, run_id, mission_id)
         with self._counts_lock:
             self._costs[scope] = self._costs.get(scope, 0.0) + cost_usd
             outcomes = self._outcomes.setdefault(scope, [0, 0])
@@ -376,6 +375,76 @@ class Guard:
         """Block until a remote guard has its first kill state; True at once for local ones."""
         wait = getattr(self._source, "wait_until_synced", None)
         return True if wait is None else bool(wait(timeout))
+
+    def _blocking(self, scope: Scope) -> KillSwitch | None:
+        index = self._index
+        agent_id, run_id, mission_id = scope
+        return (
+            index.mission.get(mission_id)  # type: ignore[arg-type]
+            or index.run.get(run_id)  # type: ignore[arg-type]
+            or index.agent.get(agent_id)  # type: ignore[arg-type]
+        )
+
+    def _scope_now(self, agent_id: str | None, run_id: str | None, mission_id: str | None) -> Scope:
+        s = current_scope()
+        scope = Scope(agent_id or s.agent_id, run_id or s.run_id, mission_id or s.mission_id)
+        return self._with_defaults(scope) if self._defaults is not None else scope
+
+    def wait_until_revived(
+        self,
+        timeout: float | None = None,
+        *,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        mission_id: str | None = None,
+    ) -> bool:
+        """Block while the current scope's mission, run or agent is killed.
+
+        Returns True once nothing blocks the scope, False if ``timeout`` passed first. Lets an
+        agent pause on a kill and continue after the revive instead of exiting.
+        """
+        scope = self._scope_now(agent_id, run_id, mission_id)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._index.changed:
+            while self._blocking(scope) is not None:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._index.changed.wait(remaining if remaining is not None else 1.0)
+        return True
+
+    async def await_revived(
+        self,
+        timeout: float | None = None,
+        *,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        mission_id: str | None = None,
+        poll: float = 0.02,
+    ) -> bool:
+        """``wait_until_revived`` for asyncio code (polls the in-memory index; no I/O)."""
+        import asyncio
+
+        scope = self._scope_now(agent_id, run_id, mission_id)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while self._blocking(scope) is not None:
+            if deadline is not None and loop.time() >= deadline:
+                return False
+            await asyncio.sleep(poll)
+        return True
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def checkpoint(self, key: str, state: Any) -> None:
+        """Store ``state`` (JSON, at most 256 KiB) under ``key`` for this organization."""
+        self._source.save_checkpoint(key, encode_checkpoint(key, state))
+
+    def load_checkpoint(self, key: str, default: Any = None) -> Any:
+        """The last state stored under ``key``, or ``default``."""
+        validate_checkpoint_key(key)
+        raw = self._source.load_checkpoint(key)
+        return default if raw is None else json.loads(raw)
 
     @property
     def version(self) -> int:

@@ -15,7 +15,7 @@ class KillIndex:
     apply only newer versions, so a late or repeated event can never undo a kill.
     """
 
-    __slots__ = ("agent", "run", "mission", "tool", "version", "fresh_until", "synced_at", "max_staleness", "_write_lock")
+    __slots__ = ("agent", "run", "mission", "tool", "version", "fresh_until", "synced_at", "max_staleness", "_write_lock", "changed")
 
     def __init__(self) -> None:
         self.agent: dict[str, KillSwitch] = {}
@@ -28,6 +28,8 @@ class KillIndex:
         self.synced_at: float | None = None
         self.max_staleness = 10.0
         self._write_lock = threading.Lock()
+        # Notified after every applied change: lets agents wait for a revive without polling.
+        self.changed = threading.Condition(self._write_lock)
 
     def mark_synced(self, now: float) -> None:
         """Record that the view was confirmed current at monotonic time ``now``."""
@@ -64,6 +66,7 @@ class KillIndex:
                 if current is not None and current.id == ks.id:
                     del table[ks.target_id]
             self.version = change.version
+            self.changed.notify_all()
             return True
 
     def replace(self, snapshot: Snapshot) -> bool:
@@ -72,6 +75,7 @@ class KillIndex:
             if snapshot.version < self.version:
                 return False
             self._install(snapshot)
+            self.changed.notify_all()
             return True
 
     def _install(self, snapshot: Snapshot) -> None:

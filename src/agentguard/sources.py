@@ -59,6 +59,14 @@ class KillStateSource(ABC):
         """Check one call at the source itself; ``None`` when this source cannot."""
         return None
 
+    def save_checkpoint(self, key: str, state_json: str) -> None:
+        """Store a validated JSON checkpoint under ``key``."""
+        raise NotImplementedError(f"{type(self).__name__} does not store checkpoints")
+
+    def load_checkpoint(self, key: str) -> str | None:
+        """The JSON stored under ``key``, or None."""
+        raise NotImplementedError(f"{type(self).__name__} does not store checkpoints")
+
     def make_recorder(self) -> InterventionRecorder:
         """The buffer that delivers this source's interventions in the background."""
         return InterventionRecorder(self.report_interventions)
@@ -112,6 +120,12 @@ class LocalSource(KillStateSource):
 
     def interventions(self, **filters: Any) -> tuple[list[Intervention], int]:
         return self.store.list_interventions(self.organization_id, **filters)
+
+    def save_checkpoint(self, key: str, state_json: str) -> None:
+        self.store.save_checkpoint(self.organization_id, key, state_json)
+
+    def load_checkpoint(self, key: str) -> str | None:
+        return self.store.load_checkpoint(self.organization_id, key)
 
     def close(self) -> None:
         self._unsubscribe()

@@ -104,6 +104,14 @@ class KillStore(Protocol):
         """Call ``listener`` after every committed change; returns an unsubscribe function."""
         ...
 
+    def save_checkpoint(self, organization_id: str, key: str, state_json: str) -> None:
+        """Store (replace) the checkpoint ``key``; ``state_json`` is already validated."""
+        ...
+
+    def load_checkpoint(self, organization_id: str, key: str) -> str | None:
+        """The checkpoint stored under ``key``, or None."""
+        ...
+
 
 class MemoryStore:
     """Kill state in this process's memory: the store of ``Guard()`` with no server."""
@@ -120,6 +128,7 @@ class MemoryStore:
         self._interventions: dict[str, dict[str, Intervention]] = {}
         self._audit: dict[str, list[AuditEntry]] = {}
         self._listeners: list[ChangeListener] = []
+        self._checkpoints: dict[tuple[str, str], str] = {}
 
     def kill(
         self,
@@ -304,3 +313,11 @@ class MemoryStore:
                 self._listeners.remove(listener)
 
         return unsubscribe
+
+    def save_checkpoint(self, organization_id: str, key: str, state_json: str) -> None:
+        with self._lock:
+            self._checkpoints[(organization_id, key)] = state_json
+
+    def load_checkpoint(self, organization_id: str, key: str) -> str | None:
+        with self._lock:
+            return self._checkpoints.get((organization_id, key))
