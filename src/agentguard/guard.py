@@ -317,6 +317,7 @@ class Guard:
             "agentguard: rule %s would kill %s %r: %s",
             trip.rule.name, trip.target_type, trip.target_id, trip.reason,
         )
+        ids = {f"{trip.target_type}_id": trip.target_id}
         self._recorder.submit(
             Intervention(
                 type=InterventionType.OBSERVED,
@@ -326,7 +327,9 @@ class Guard:
                 killed_by=trip.actor,
                 reason=trip.reason,
                 instance_id=self.instance_id,
-                **{f"{trip.target_type}_id": trip.target_id},
+                agent_id=ids.get("agent_id"),
+                run_id=ids.get("run_id"),
+                mission_id=ids.get("mission_id"),
             )
         )
 

@@ -190,7 +190,7 @@ class ErrorRateRule(Rule):
         pair = self._state.get(key)
         if pair is None:
             pair = self._state[key] = (_Window(self.window), _Window(self.window))
-        return pair  # type: ignore[no-any-return]
+        return pair
 
     def on_call(self, name: str, key: str, now: float, args: Any, kwargs: Any) -> str | None:
         with self._lock:
