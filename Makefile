@@ -20,6 +20,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_guard.py --update
+	$(PY) benchmarks/bench_integrations.py --update
 
 serve: $(STAMP)
 	$(VENV)/bin/agentguard serve

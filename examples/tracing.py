@@ -14,14 +14,16 @@ from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProces
 from agentguard import Guard, PolicyViolationError, scope
 
 
-
 def one_line(span: ReadableSpan) -> str:
     """Compact console output: name, ids, parent, status and the agentguard attributes."""
     parent = f"{span.parent.span_id:016x}" if span.parent else "-"
-    attrs = {k: v for k, v in (span.attributes or {}).items() if k.startswith(("agentguard.", "gen_ai."))}
+    attrs = {
+        k: v for k, v in (span.attributes or {}).items() if k.startswith(("agentguard.", "gen_ai."))
+    }
     return (
         f"span {span.name!r} id={span.context.span_id:016x} parent={parent} "
-        f"status={span.status.status_code.name}\n" + "".join(f"    {k} = {v}\n" for k, v in attrs.items())
+        f"status={span.status.status_code.name}\n"
+        + "".join(f"    {k} = {v}\n" for k, v in attrs.items())
     )
 
 

@@ -1,0 +1,293 @@
+"""Allowed-path overhead of each integration against the same framework call unguarded.
+
+Every guarded call runs under agent, run and mission ids with 1,000 unrelated active kills in
+the index, so each check does its full set of look-ups. Plain and guarded samples alternate;
+each figure is the best of ``--repeats`` samples of ``calls × --scale`` calls (the framework
+calls take milliseconds on a shared machine, and the minimum is the least noisy estimate).
+
+    python benchmarks/bench_integrations.py [--repeats 9] [--scale 1.0] [--update]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import httpx  # noqa: E402
+from agents import Agent, RunConfig, Runner, function_tool  # noqa: E402
+from agents.testing import ScriptedModel, assistant_message, function_call  # noqa: E402
+from langchain.agents import create_agent  # noqa: E402
+from langchain.agents.middleware import AgentMiddleware  # noqa: E402
+from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel  # noqa: E402
+from langchain_core.messages import AIMessage  # noqa: E402
+from langchain_core.tools import tool  # noqa: E402
+from langchain_core.utils.function_calling import convert_to_openai_tool  # noqa: E402
+from mcp import Client  # noqa: E402
+from mcp.server.mcpserver import MCPServer  # noqa: E402
+from starlette.applications import Starlette  # noqa: E402
+from starlette.responses import PlainTextResponse  # noqa: E402
+from starlette.routing import Route  # noqa: E402
+
+from agentguard import Guard, scope  # noqa: E402
+from agentguard.integrations import asgi as ag_asgi  # noqa: E402
+from agentguard.integrations import functions as ag_functions  # noqa: E402
+from agentguard.integrations import httpx as ag_httpx  # noqa: E402
+from agentguard.integrations import langchain as ag_langchain  # noqa: E402
+from agentguard.integrations import mcp as ag_mcp  # noqa: E402
+from agentguard.integrations import openai_agents as ag_openai  # noqa: E402
+
+Loop = Callable[[int], None]
+IDS = {"agent_id": "bench-bot", "run_id": "run-1", "mission_id": "mission-1"}
+
+
+def per_call_ns(loop: Loop, calls: int) -> float:
+    start = time.perf_counter_ns()
+    loop(calls)
+    return (time.perf_counter_ns() - start) / calls
+
+
+def compare(plain: Loop, guarded: Loop, calls: int, repeats: int) -> tuple[float, float]:
+    """Best per-call ns of each loop, samples interleaved so drift hits both alike."""
+    plain(max(1, calls // 10))
+    guarded(max(1, calls // 10))  # warm-up
+    a, b = [], []
+    for _ in range(repeats):
+        a.append(per_call_ns(plain, calls))
+        b.append(per_call_ns(guarded, calls))
+    return min(a), min(b)
+
+
+def sync_loop(call: Callable[[], Any]) -> Loop:
+    def loop(n: int) -> None:
+        for _ in range(n):
+            call()
+
+    return loop
+
+
+def async_loop(call: Callable[[], Awaitable[Any]]) -> Loop:
+    async def run(n: int) -> None:
+        for _ in range(n):
+            await call()
+
+    return lambda n: asyncio.run(run(n))
+
+
+class ToolModel(FakeMessagesListChatModel):
+    def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
+        return self.bind(tools=[convert_to_openai_tool(t) for t in tools], **kwargs)
+
+
+def cases(guard: Guard) -> list[tuple[str, str, Loop, Loop, int]]:
+    """(integration, framework call, plain loop, guarded loop, calls per sample)."""
+    out: list[tuple[str, str, Loop, Loop, int]] = []
+
+    # functions
+    def send_email(to: str) -> str:
+        return to
+
+    registry = ag_functions.guard_registry({"send_email": send_email}, guard=guard)
+    out.append(("functions", "registry function call", sync_loop(lambda: send_email("a")),
+                sync_loop(lambda: registry["send_email"]("a")), 200_000))
+
+    # LangChain
+    @tool
+    def lookup(query: str) -> str:
+        """Look up."""
+        return query
+
+    @tool("lookup")
+    async def alookup(query: str) -> str:
+        """Look up."""
+        return query
+
+    guarded_lookup = ag_langchain.guard_tool(lookup, guard=guard)
+    guarded_alookup = ag_langchain.guard_tool(alookup, guard=guard)
+    call = {"name": "lookup", "args": {"query": "x"}, "id": "c1", "type": "tool_call"}
+    out.append(("langchain", "tool.invoke(tool_call)", sync_loop(lambda: lookup.invoke(call)),
+                sync_loop(lambda: guarded_lookup.invoke(call)), 3_000))
+    out.append(("langchain", "await tool.ainvoke(tool_call), async tool",
+                async_loop(lambda: alookup.ainvoke(call)),
+                async_loop(lambda: guarded_alookup.ainvoke(call)), 3_000))
+
+    def agent(middleware: list[Any]) -> Any:
+        model = ToolModel(responses=[
+            AIMessage("", tool_calls=[{"name": "lookup", "args": {"query": "x"}, "id": "c1"}]),
+            AIMessage("done"),
+        ])
+        return create_agent(model, [lookup], name="bench-bot", middleware=middleware)
+
+    class PassThrough(AgentMiddleware):  # type: ignore[type-arg]
+        def wrap_tool_call(self, request: Any, handler: Any) -> Any:
+            return handler(request)
+
+    plain_agent = agent([])
+    pass_through_agent = agent([PassThrough()])
+    guarded_agent = agent([ag_langchain.AgentGuardMiddleware(guard=guard)])
+    request = {"messages": [("user", "hi")]}
+    out.append(("langchain", "create_agent run, 1 tool call: AgentGuardMiddleware",
+                sync_loop(lambda: plain_agent.invoke(request)),
+                sync_loop(lambda: guarded_agent.invoke(request)), 200))
+    out.append(("langchain", "same, vs. a pass-through middleware",
+                sync_loop(lambda: pass_through_agent.invoke(request)),
+                sync_loop(lambda: guarded_agent.invoke(request)), 200))
+
+    # ASGI gateway
+    async def hello(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/tools/x", hello)])
+    gated = ag_asgi.KillSwitchMiddleware(app, guard=guard)
+    headers = [(b"x-agent-id", b"bench-bot"), (b"x-run-id", b"run-1"), (b"host", b"bench")]
+
+    def asgi_call(target: Any) -> Callable[[], Awaitable[None]]:
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            pass
+
+        async def call() -> None:
+            http = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                    "method": "GET", "scheme": "http", "path": "/tools/x", "raw_path": b"/tools/x",
+                    "query_string": b"", "root_path": "", "headers": headers,
+                    "server": ("bench", 80), "client": ("127.0.0.1", 5000)}
+            await target(http, receive, send)
+
+        return call
+
+    out.append(("asgi", "Starlette request through ASGI", async_loop(asgi_call(app)),
+                async_loop(asgi_call(gated)), 5_000))
+
+    # httpx
+    def ok(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200)
+
+    plain_client = httpx.Client(transport=httpx.MockTransport(ok))
+    guarded_client = httpx.Client(
+        transport=ag_httpx.GuardedTransport(httpx.MockTransport(ok), guard=guard)
+    )
+    out.append(("httpx", "client.get (MockTransport inside)",
+                sync_loop(lambda: plain_client.get("https://example.com/")),
+                sync_loop(lambda: guarded_client.get("https://example.com/")), 3_000))
+
+    # OpenAI Agents SDK
+    @function_tool
+    def refund(order_id: str) -> str:
+        """Refund."""
+        return order_id
+
+    guarded_refund = ag_openai.guard_tool(refund, guard=guard)
+
+    class Ctx:
+        tool_name, tool_call_id, agent, run_config = "refund", "c1", None, None
+
+    arguments = json.dumps({"order_id": "o-1"})
+    out.append(("openai_agents", "tool.on_invoke_tool(ctx, json)",
+                async_loop(lambda: refund.on_invoke_tool(Ctx(), arguments)),  # type: ignore[arg-type]
+                async_loop(lambda: guarded_refund.on_invoke_tool(Ctx(), arguments)),  # type: ignore[arg-type]
+                5_000))
+
+    config = RunConfig(tracing_disabled=True, group_id="run-1")
+
+    def runner(tools: list[Any]) -> Callable[[], Awaitable[Any]]:
+        def run() -> Awaitable[Any]:
+            model = ScriptedModel([[function_call("refund", {"order_id": "o-1"}, call_id="c1")],
+                                   [assistant_message("done")]])
+            return Runner.run(Agent(name="bench-bot", model=model, tools=tools), "go",
+                              run_config=config)
+
+        return run
+
+    out.append(("openai_agents", "Runner.run, 1 tool call", async_loop(runner([refund])),
+                async_loop(runner([guarded_refund])), 100))
+
+    # MCP
+    def server(guarded: bool) -> MCPServer:
+        s = MCPServer("bench", log_level="WARNING")
+
+        @s.tool()
+        def add(a: int, b: int) -> int:
+            """Add."""
+            return a + b
+
+        if guarded:
+            ag_mcp.install(s, guard=guard)
+        return s
+
+    meta = {ag_mcp.META_AGENT_ID: "bench-bot", ag_mcp.META_RUN_ID: "run-1"}
+
+    def mcp_loop(s: MCPServer) -> Loop:
+        async def run(n: int) -> None:
+            async with Client(s) as client:
+                for _ in range(n):
+                    await client.call_tool("add", {"a": 1, "b": 2}, meta=meta)
+
+        return lambda n: asyncio.run(run(n))
+
+    out.append(("mcp", "in-process client.call_tool", mcp_loop(server(False)),
+                mcp_loop(server(True)), 300))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every sample's calls")
+    parser.add_argument("--update", action="store_true", help="write the section of RESULTS.md")
+    args = parser.parse_args()
+    logging.disable(logging.WARNING)  # MCP logs every request at INFO
+
+    guard = Guard()
+    for i in range(1_000):
+        guard.kill(("agent", "run", "mission", "tool")[i % 4], f"unrelated-{i}")
+
+    rows = []
+    with scope(**IDS):
+        for integration, call, plain, guarded, calls in cases(guard):
+            n = max(1, int(calls * args.scale))
+            base, wrapped = compare(plain, guarded, n, args.repeats)
+            rows.append((integration, call, base, wrapped))
+            print(f"{integration:14} {call:52} {base / 1000:9.2f} µs {wrapped / 1000:9.2f} µs "
+                  f"{wrapped / base:6.3f}x", flush=True)
+    assert not guard.interventions(), "the benchmark must only take the allowed path"
+    guard.close()
+
+    lines = [
+        "| integration | framework call | plain (µs) | guarded (µs) | overhead (µs) | ratio |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for integration, call, base, wrapped in rows:
+        lines.append(
+            f"| {integration} | {call} | {base / 1000:.2f} | {wrapped / 1000:.2f} | "
+            f"{(wrapped - base) / 1000:+.2f} | {wrapped / base:.3f}x |"
+        )
+    table = "\n".join(lines)
+    print()
+    print(table)
+    if args.update:
+        from _report import write_section
+
+        write_section(
+            "bench_integrations",
+            "## Integration overhead (allowed path)\n\n"
+            f"`python benchmarks/bench_integrations.py --repeats {args.repeats} "
+            f"--scale {args.scale:g}`: each framework call unguarded and through its agentguard "
+            "integration, best per-call time of the samples, samples interleaved, all three "
+            "scope ids set, 1,000 unrelated active kills in the index.\n\n" + table,
+        )
+
+
+if __name__ == "__main__":
+    main()

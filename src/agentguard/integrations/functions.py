@@ -1,0 +1,171 @@
+"""Guard plain Python callables: a tool registry, or functions patched where they live.
+
+Usage::
+
+    from agentguard import Guard
+    from agentguard.integrations.functions import guard_registry, instrument, uninstrument
+
+    guard = Guard()
+    TOOLS = guard_registry({"send_email": send_email, "search": search}, guard=guard)
+    TOOLS["send_email"]("a@example.com")  # refused while its agent, run, mission or tool is killed
+
+    instrument("myapp.tools:send_email", guard=guard)  # every caller of the module attribute
+    instrument("myapp.mail:Mailer.send", guard=guard)  # a method, for every instance
+    uninstrument("myapp.tools:send_email")             # puts the original back
+
+Registry keys become the action names (the tool names a model calls); list items and patched
+functions use their ``__name__``. Wrapping twice is a no-op and every wrap can be undone:
+``unguard_registry`` returns the originals and ``uninstrument`` restores the attribute.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+import wrapt
+
+from .. import actions
+from ..errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from ..guard import Guard
+
+__all__ = [
+    "guard_function",
+    "guard_registry",
+    "instrument",
+    "instrumented",
+    "unguard_registry",
+    "uninstrument",
+]
+
+R = TypeVar("R")
+
+_installed: dict[str, Any] = {}  # "module:attr.path" -> the wrapper wrapt installed
+_installed_lock = threading.Lock()
+
+
+def guard_function(
+    fn: Callable[..., R],
+    guard: Guard | None = None,
+    *,
+    name: str | None = None,
+    agent_id: str | None = None,
+    run_id: str | None = None,
+    mission_id: str | None = None,
+) -> Callable[..., R]:
+    """Return ``fn`` guarded (already guarded callables are returned as they are)."""
+    if actions.is_guarded(fn):
+        return fn
+    proxy = actions.wrap(
+        fn, guard=guard, name=name, agent_id=agent_id, run_id=run_id, mission_id=mission_id
+    )
+    proxy._self_agentguard_registry = True  # marks it as ours, for unguard_registry
+    return proxy  # type: ignore[no-any-return]
+
+
+def guard_registry(registry: Any, guard: Guard | None = None, **ids: str | None) -> Any:
+    """Guard every callable of a mapping, list or tuple; return the same shape.
+
+    Mapping keys are the action names. ``ids`` are ``agent_id``/``run_id``/``mission_id``.
+    """
+    if isinstance(registry, Mapping):
+        pairs = [(k, guard_function(fn, guard, name=str(k), **ids)) for k, fn in registry.items()]
+        return _rebuild(registry, pairs)
+    if isinstance(registry, (list, tuple)):
+        return type(registry)(guard_function(fn, guard, **ids) for fn in registry)
+    raise InvalidInputError(
+        "registry", f"must be a mapping, list or tuple of callables; got {type(registry).__name__}"
+    )
+
+
+def unguard_registry(registry: Any) -> Any:
+    """Undo ``guard_registry``: the same shape with the original callables."""
+    if isinstance(registry, Mapping):
+        return _rebuild(registry, ((key, _original(fn)) for key, fn in registry.items()))
+    if isinstance(registry, (list, tuple)):
+        return type(registry)(_original(fn) for fn in registry)
+    raise InvalidInputError(
+        "registry", f"must be a mapping, list or tuple of callables; got {type(registry).__name__}"
+    )
+
+
+def instrument(
+    target: str,
+    guard: Guard | None = None,
+    *,
+    name: str | None = None,
+    agent_id: str | None = None,
+    run_id: str | None = None,
+    mission_id: str | None = None,
+) -> Any:
+    """Patch ``"package.module:function"`` or ``"package.module:Class.method"`` in place.
+
+    Returns the installed wrapper. Instrumenting the same target again returns the same one.
+    """
+    module, path = _split(target)
+    with _installed_lock:
+        installed = _installed.get(target)
+        if installed is not None and _is_current(module, path, installed):
+            return installed
+        _, _, original = wrapt.resolve_path(module, path)
+        if actions.is_guarded(original):
+            raise InvalidInputError("target", f"{target!r} is already a guarded action")
+
+        def factory(fn: Any) -> Any:
+            return actions.wrap(
+                fn, guard=guard, name=name, agent_id=agent_id, run_id=run_id, mission_id=mission_id
+            )
+
+        wrapper = wrapt.wrap_object(module, path, cast(Any, factory))
+        _installed[target] = wrapper
+        return wrapper
+
+
+def uninstrument(target: str) -> bool:
+    """Restore the original attribute; return whether anything was removed."""
+    module, path = _split(target)
+    with _installed_lock:
+        wrapper = _installed.pop(target, None)
+        if wrapper is None:
+            return False
+        return wrapt.unwrap_object(module, path, wrapper, missing_ok=True) is not None
+
+
+def instrumented() -> list[str]:
+    """The targets currently patched by ``instrument``."""
+    with _installed_lock:
+        return sorted(_installed)
+
+
+def _split(target: str) -> tuple[Any, str]:
+    module_name, sep, path = target.partition(":")
+    if not sep or not module_name or not path:
+        raise InvalidInputError(
+            "target",
+            f"must look like 'package.module:function' or 'package.module:Class.method'; "
+            f"got {target!r}",
+        )
+    return importlib.import_module(module_name), path
+
+
+def _is_current(module: Any, path: str, wrapper: Any) -> bool:
+    try:
+        return bool(wrapt.is_wrapped_by(wrapt.resolve_path(module, path)[2], wrapper))
+    except wrapt.PathResolutionError:
+        return False
+
+
+def _original(fn: Any) -> Any:
+    return fn.__wrapped__ if getattr(fn, "_self_agentguard_registry", False) else fn
+
+
+def _rebuild(registry: Mapping[Any, Any], items: Iterable[tuple[Any, Any]]) -> Any:
+    pairs = list(items)
+    try:
+        return cast(Any, type(registry))(pairs)
+    except TypeError:  # a mapping type that cannot be built from pairs
+        return dict(pairs)

@@ -1,0 +1,159 @@
+"""Refuse MCP ``tools/call`` of a killed agent, run, mission or tool, on the server side.
+
+Usage::
+
+    from mcp.server.mcpserver import MCPServer
+    from agentguard.integrations.mcp import AgentGuardMiddleware, install, uninstall
+
+    server = MCPServer("tools")
+    install(server, guard=guard)   # or: MCPServer(..., middleware=[AgentGuardMiddleware(guard)])
+    uninstall(server)              # removes it again
+
+    # the client says who is calling, in the request's _meta:
+    meta = {"agentguard/agent_id": "support-bot", "agentguard/run_id": "run-42"}
+    await client.call_tool("send_email", {"to": "a@example.com"}, meta=meta)
+
+``_meta`` keys: ``agentguard/agent_id``, ``agentguard/run_id``, ``agentguard/mission_id`` (strings
+of at most 256 characters). Ids fixed on the middleware win, then the request's ``_meta``, then
+``agentguard.scope``/the guard's defaults. A refused call gets an ordinary tool result with
+``isError: true`` whose text names the kill and its reason; the tool never runs, other tools
+keep working, and the HARD_BLOCK span is a child of the SDK's ``tools/call`` server span.
+
+Provisional upstream: this relies on ``Server.middleware`` (``async (ctx, call_next)``), which
+mcp 2.x marks provisional — its signature and semantics may change in a 2.x minor release.
+This module is the only place that depends on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ..actions import get_guard
+from ..errors import InvalidInputError, PolicyViolationError
+from ..scope import Scope
+from ..targets import MAX_TARGET_ID_LENGTH
+
+try:
+    from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+    from mcp.types import CallToolResult, TextContent
+except ImportError as exc:  # pragma: no cover - exercised in a test with the import blocked
+    raise ImportError(
+        'agentguard.integrations.mcp needs the MCP SDK: pip install "agentguard[mcp]"'
+    ) from exc
+
+if TYPE_CHECKING:
+    from ..guard import Guard
+
+__all__ = [
+    "META_AGENT_ID",
+    "META_MISSION_ID",
+    "META_RUN_ID",
+    "AgentGuardMiddleware",
+    "install",
+    "uninstall",
+]
+
+META_AGENT_ID = "agentguard/agent_id"
+META_RUN_ID = "agentguard/run_id"
+META_MISSION_ID = "agentguard/mission_id"
+
+_EMPTY: Mapping[str, Any] = {}
+
+
+class AgentGuardMiddleware:
+    """MCP server middleware: refuses ``tools/call`` while any of the call's targets is killed."""
+
+    def __init__(
+        self,
+        guard: Guard | None = None,
+        *,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        mission_id: str | None = None,
+    ) -> None:
+        self.guard = guard
+        self._fixed = Scope(agent_id, run_id, mission_id)
+
+    async def __call__(
+        self, ctx: ServerRequestContext[Any, Any], call_next: CallNext
+    ) -> HandlerResult:
+        params = ctx.params
+        if ctx.method != "tools/call" or params is None:
+            return await call_next(ctx)
+        name = params.get("name")
+        if not isinstance(name, str) or not name:
+            return await call_next(ctx)  # malformed: the SDK answers with its own error
+        meta = ctx.meta or _EMPTY
+        fixed = self._fixed
+        try:
+            agent_id = fixed.agent_id or _meta_id(meta, META_AGENT_ID)
+            run_id = fixed.run_id or _meta_id(meta, META_RUN_ID)
+            mission_id = fixed.mission_id or _meta_id(meta, META_MISSION_ID)
+        except InvalidInputError as error:
+            return _error_result(f"Error: {error}")
+        guard = self.guard or get_guard()
+        try:
+            key = guard.enforce(
+                name,
+                agent_id=agent_id,
+                run_id=run_id,
+                mission_id=mission_id,
+                tool_call_id=None if ctx.request_id is None else str(ctx.request_id),
+                arguments=params.get("arguments"),
+            )
+        except PolicyViolationError as error:
+            return _error_result(f"Error: {error}")
+        try:
+            result = await call_next(ctx)
+        except Exception:
+            guard.count_failure(key)
+            raise
+        if isinstance(result, CallToolResult) and result.is_error:
+            guard.count_failure(key)
+        return result
+
+
+def install(
+    server: Any,
+    guard: Guard | None = None,
+    *,
+    agent_id: str | None = None,
+    run_id: str | None = None,
+    mission_id: str | None = None,
+) -> AgentGuardMiddleware:
+    """Add the middleware to an ``MCPServer`` or low-level ``Server`` (once; returns it)."""
+    for existing in server.middleware:
+        if isinstance(existing, AgentGuardMiddleware):
+            return existing
+    middleware = AgentGuardMiddleware(
+        guard, agent_id=agent_id, run_id=run_id, mission_id=mission_id
+    )
+    server.middleware.append(middleware)
+    return middleware
+
+
+def uninstall(server: Any) -> bool:
+    """Remove the middleware from the server; return whether it was there."""
+    chain = server.middleware
+    kept = [m for m in chain if not isinstance(m, AgentGuardMiddleware)]
+    if len(kept) == len(chain):
+        return False
+    chain[:] = kept
+    return True
+
+
+def _meta_id(meta: Mapping[str, Any], key: str) -> str | None:
+    value = meta.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > MAX_TARGET_ID_LENGTH:
+        raise InvalidInputError(
+            f"_meta.{key}",
+            f"must be a non-empty string of at most {MAX_TARGET_ID_LENGTH} characters",
+        )
+    return value
+
+
+def _error_result(text: str) -> CallToolResult:
+    return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)

@@ -1,0 +1,230 @@
+"""Guard OpenAI Agents SDK function tools.
+
+Usage::
+
+    from agents import Agent, RunConfig, Runner, function_tool
+    from agentguard.integrations.openai_agents import guard_tools, kill_switch_guardrail
+
+    agent = Agent(name="support-bot", tools=guard_tools([search, send_email], guard=guard))
+    await Runner.run(agent, "...", run_config=RunConfig(group_id="run-42"))
+    plain = unguard_tools(agent.tools)                       # the original tools again
+
+    # or as a tool input guardrail on the tools you declare:
+    @function_tool(tool_input_guardrails=[kill_switch_guardrail(guard=guard)])
+    def send_email(to: str) -> str: ...
+
+A guarded tool is a copy of the ``FunctionTool`` (same class, name, description and
+``params_json_schema``) whose ``on_invoke_tool`` checks the kill state first. The check sits
+outside the SDK's own failure handling, so a refusal is never turned into a tool error message.
+
+Scope: ids fixed here win, then ``agentguard.scope(...)``, then the run — the agent's ``name``
+is the agent id and ``RunConfig.group_id`` (the conversation) the run id.
+
+``on_block="raise"`` (default): ``Runner.run`` raises the ``PolicyViolationError`` itself, not
+wrapped in ``UserError`` (its class is ``AgentsPolicyViolationError``, a ``PolicyViolationError``
+that is also an ``AgentsException``, which the SDK passes through). ``on_block="message"``: the
+model gets the refusal, naming the kill and its reason, as the tool's output and the run goes on.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Literal
+
+import wrapt
+
+from ..actions import get_guard
+from ..errors import InvalidInputError, PolicyViolationError, _rebuild_violation
+from ..scope import Scope, current_scope
+
+try:
+    from agents import AgentsException, FunctionTool
+    from agents.tool_context import ToolContext
+    from agents.tool_guardrails import (
+        ToolGuardrailFunctionOutput,
+        ToolInputGuardrail,
+        ToolInputGuardrailData,
+    )
+except ImportError as exc:  # pragma: no cover - exercised in a test with the import blocked
+    raise ImportError(
+        'agentguard.integrations.openai_agents needs the OpenAI Agents SDK: '
+        'pip install "agentguard[openai-agents]"'
+    ) from exc
+
+if TYPE_CHECKING:
+    from ..guard import Guard
+
+__all__ = [
+    "AgentsPolicyViolationError",
+    "GuardedInvoker",
+    "guard_tool",
+    "guard_tools",
+    "kill_switch_guardrail",
+    "unguard_tools",
+]
+
+OnBlock = Literal["raise", "message"]
+
+
+class AgentsPolicyViolationError(PolicyViolationError, AgentsException):
+    """A ``PolicyViolationError`` the Agents SDK lets out of ``Runner.run`` unwrapped."""
+
+    def __reduce__(self) -> Any:
+        state = {k: v for k, v in self.__dict__.items() if k != "run_data"}
+        return (_rebuild_violation, (state,))
+
+
+class GuardedInvoker(wrapt.BaseObjectProxy[Any]):
+    """A tool's ``on_invoke_tool`` behind the kill check."""
+
+    def __init__(
+        self,
+        invoker: Any,
+        guard: Guard | None,
+        on_block: OnBlock,
+        fixed: Scope,
+        original: FunctionTool,
+    ) -> None:
+        super().__init__(invoker)
+        self._self_guard = guard
+        self._self_on_block = on_block
+        self._self_fixed = fixed
+        self._self_original = original
+
+    async def __call__(self, ctx: ToolContext[Any], input: str) -> Any:
+        """Check the call, then invoke the tool (or answer with the refusal)."""
+        guard = self._self_guard or get_guard()
+        try:
+            key = _enforce(guard, self._self_fixed, ctx, getattr(ctx, "agent", None), input)
+        except PolicyViolationError as error:
+            if self._self_on_block == "message":
+                return f"Error: {error}"
+            _pass_through(error)
+            raise
+        try:
+            return await self.__wrapped__(ctx, input)
+        except Exception:
+            guard.count_failure(key)
+            raise
+
+    def __agents_bind_function_tool__(self, tool: FunctionTool) -> Any:
+        """Keep the guard when the SDK copies the tool and rebinds its invoker."""
+        bind = getattr(self.__wrapped__, "__agents_bind_function_tool__", None)
+        inner = bind(tool) if callable(bind) else self.__wrapped__
+        if inner is self.__wrapped__:
+            return self
+        return GuardedInvoker(
+            inner, self._self_guard, self._self_on_block, self._self_fixed, self._self_original
+        )
+
+
+def guard_tool(
+    tool: FunctionTool,
+    guard: Guard | None = None,
+    *,
+    on_block: OnBlock = "raise",
+    agent_id: str | None = None,
+    run_id: str | None = None,
+    mission_id: str | None = None,
+) -> FunctionTool:
+    """Return a guarded copy of ``tool`` (a tool already guarded is returned as it is)."""
+    _check_on_block(on_block)
+    if not isinstance(tool, FunctionTool):
+        raise InvalidInputError(
+            "tool",
+            f"must be a FunctionTool; got {type(tool).__name__} (hosted tools run on the "
+            "provider's side and cannot be guarded in-process)",
+        )
+    if isinstance(tool.on_invoke_tool, GuardedInvoker):
+        return tool
+    guarded = copy.copy(tool)
+    guarded.on_invoke_tool = GuardedInvoker(
+        guarded.on_invoke_tool, guard, on_block, Scope(agent_id, run_id, mission_id), tool
+    )
+    return guarded
+
+
+def guard_tools(
+    tools: Iterable[FunctionTool],
+    guard: Guard | None = None,
+    *,
+    on_block: OnBlock = "raise",
+    agent_id: str | None = None,
+    run_id: str | None = None,
+    mission_id: str | None = None,
+) -> list[FunctionTool]:
+    """Return the tools guarded, in order."""
+    ids = {"agent_id": agent_id, "run_id": run_id, "mission_id": mission_id}
+    return [guard_tool(t, guard, on_block=on_block, **ids) for t in tools]
+
+
+def unguard_tools(tools: Iterable[Any]) -> list[Any]:
+    """Undo ``guard_tools``: the original tool objects."""
+    return [
+        t.on_invoke_tool._self_original
+        if isinstance(t, FunctionTool) and isinstance(t.on_invoke_tool, GuardedInvoker)
+        else t
+        for t in tools
+    ]
+
+
+def kill_switch_guardrail(
+    guard: Guard | None = None,
+    *,
+    on_block: OnBlock = "raise",
+    agent_id: str | None = None,
+    run_id: str | None = None,
+    mission_id: str | None = None,
+) -> ToolInputGuardrail[Any]:
+    """A tool input guardrail that refuses the call while any of its targets is killed."""
+    _check_on_block(on_block)
+    fixed = Scope(agent_id, run_id, mission_id)
+
+    def agentguard_kill_switch(data: ToolInputGuardrailData) -> ToolGuardrailFunctionOutput:
+        ctx = data.context
+        try:
+            _enforce(guard or get_guard(), fixed, ctx, data.agent, ctx.tool_arguments)
+        except PolicyViolationError as error:
+            if on_block == "message":
+                return ToolGuardrailFunctionOutput.reject_content(
+                    f"Error: {error}", output_info={"intervention_id": error.intervention_id}
+                )
+            _pass_through(error)
+            raise
+        return ToolGuardrailFunctionOutput.allow()
+
+    return ToolInputGuardrail(
+        guardrail_function=agentguard_kill_switch, name="agentguard_kill_switch"
+    )
+
+
+def _enforce(guard: Guard, fixed: Scope, ctx: ToolContext[Any], agent: Any, arguments: Any) -> Any:
+    """Resolve the scope (fixed, then ``agentguard.scope``, then the run) and check."""
+    s = current_scope()
+    agent_id = fixed.agent_id or s.agent_id
+    if agent_id is None and agent is not None:
+        agent_id = getattr(agent, "name", None) or None
+    run_id = fixed.run_id or s.run_id
+    if run_id is None:
+        run_config = getattr(ctx, "run_config", None)
+        run_id = getattr(run_config, "group_id", None) or None
+    return guard.enforce(
+        ctx.tool_name,
+        agent_id=agent_id,
+        run_id=run_id,
+        mission_id=fixed.mission_id or s.mission_id,
+        tool_call_id=ctx.tool_call_id,
+        arguments=arguments,
+    )
+
+
+def _pass_through(error: PolicyViolationError) -> None:
+    """Make the error the subclass the SDK re-raises instead of wrapping in ``UserError``."""
+    error.__class__ = AgentsPolicyViolationError
+    error.run_data = None  # type: ignore[attr-defined]
+
+
+def _check_on_block(on_block: str) -> None:
+    if on_block not in ("raise", "message"):
+        raise InvalidInputError("on_block", f"must be 'raise' or 'message'; got {on_block!r}")

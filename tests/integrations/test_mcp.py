@@ -1,0 +1,148 @@
+"""MCP: the server-side middleware, driven by the SDK's in-process client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+import anyio
+import mcp.shared._otel
+import pytest
+from mcp import Client
+from mcp.server.mcpserver import MCPServer
+from opentelemetry.trace import SpanKind
+
+from agentguard.integrations.mcp import (
+    META_AGENT_ID,
+    META_RUN_ID,
+    AgentGuardMiddleware,
+    install,
+    uninstall,
+)
+
+if TYPE_CHECKING:
+    from conftest import HardBlock, MakeGuard, Spans
+
+BOT = {META_AGENT_ID: "billing-bot", META_RUN_ID: "run-9"}
+
+
+def billing_server() -> tuple[MCPServer, list[str]]:
+    """An MCP server with two tools; the list records the refunds that really ran."""
+    server = MCPServer("billing")
+    refunds: list[str] = []
+
+    @server.tool()
+    def refund(order_id: str) -> str:
+        """Refund an order."""
+        refunds.append(order_id)
+        return f"refunded {order_id}"
+
+    @server.tool()
+    def balance(account: str) -> int:
+        """An account's balance."""
+        return 42
+
+    return server, refunds
+
+
+@asynccontextmanager
+async def connected(server: MCPServer) -> AsyncIterator[Client]:
+    with anyio.fail_after(20):
+        async with Client(server) as client:
+            yield client
+
+
+def text(result: object) -> str:
+    return "".join(getattr(c, "text", "") for c in result.content)  # type: ignore[attr-defined]
+
+
+async def test_killed_agent_gets_an_error_result_other_agents_keep_working(
+    make_guard: MakeGuard, spans: Spans, hard_block: HardBlock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The SDK's own SERVER span per message uses the global tracer; point it at ours.
+    monkeypatch.setattr(mcp.shared._otel, "_tracer", spans.provider.get_tracer("mcp-python-sdk"))
+    guard = make_guard()
+    server, refunds = billing_server()
+    install(server, guard=guard)
+
+    async with connected(server) as client:
+        allowed = await client.call_tool("refund", {"order_id": "o-1"}, meta=BOT)
+        assert not allowed.is_error and text(allowed) == "refunded o-1"
+
+        guard.kill("agent", "billing-bot", reason="refund loop", actor="usr_ops")
+        refused = await client.call_tool("refund", {"order_id": "o-2"}, meta=BOT)
+        assert refused.is_error
+        assert "agent 'billing-bot' was killed by usr_ops" in text(refused)
+        assert "refund loop" in text(refused)
+
+        other_agent = {META_AGENT_ID: "ops-bot"}
+        other = await client.call_tool("refund", {"order_id": "o-3"}, meta=other_agent)
+        assert not other.is_error
+    assert refunds == ["o-1", "o-3"]
+
+    block = hard_block(guard)
+    assert (block.action, block.agent_id, block.run_id) == ("refund", "billing-bot", "run-9")
+    assert block.tool_call_id is not None  # the JSON-RPC request id
+    span = spans.one_block("execute_tool refund", "refund")
+    (server_span,) = [
+        s for s in spans.exporter.get_finished_spans()
+        if s.kind is SpanKind.SERVER and s.name == "tools/call refund"
+        and s.context.span_id == span.parent.span_id
+    ]
+    assert server_span.attributes["error.type"] == "tool_error"  # the SDK saw isError too
+
+    guard.revive("agent", "billing-bot")
+    async with connected(server) as client:
+        assert not (await client.call_tool("refund", {"order_id": "o-4"}, meta=BOT)).is_error
+    assert refunds == ["o-1", "o-3", "o-4"]
+
+
+async def test_killed_tool_is_refused_while_other_tools_keep_working(
+    make_guard: MakeGuard, hard_block
+) -> None:
+    guard = make_guard()
+    server, refunds = billing_server()
+    install(server, guard=guard)
+    guard.kill("tool", "refund", reason="fraud review")
+
+    async with connected(server) as client:
+        refused = await client.call_tool("refund", {"order_id": "o-1"})
+        balance = await client.call_tool("balance", {"account": "a"})
+        tools = await client.list_tools()
+    assert refused.is_error and "fraud review" in text(refused)
+    assert not balance.is_error and balance.structured_content == {"result": 42}
+    assert {t.name for t in tools.tools} == {"refund", "balance"}  # listing is untouched
+    assert refunds == [] and hard_block(guard).target_type == "tool"
+
+
+async def test_install_is_idempotent_and_uninstall_reverts(make_guard: MakeGuard) -> None:
+    guard = make_guard()
+    server, refunds = billing_server()
+    before = list(server.middleware)
+    middleware = install(server, guard=guard)
+    assert install(server, guard=guard) is middleware
+    assert server.middleware == [*before, middleware]
+
+    guard.kill("tool", "refund")
+    assert uninstall(server) is True and server.middleware == before
+    assert uninstall(server) is False
+    async with connected(server) as client:
+        assert not (await client.call_tool("refund", {"order_id": "o-1"})).is_error
+    assert refunds == ["o-1"]
+
+
+async def test_middleware_in_the_constructor_and_bad_meta(make_guard: MakeGuard) -> None:
+    guard = make_guard()
+    server = MCPServer("tools", middleware=[AgentGuardMiddleware(guard)])
+
+    @server.tool()
+    def ping() -> str:
+        """Ping."""
+        return "pong"
+
+    async with connected(server) as client:
+        bad = await client.call_tool("ping", {}, meta={META_AGENT_ID: "x" * 300})
+        assert bad.is_error and "_meta.agentguard/agent_id" in text(bad)
+        assert text(await client.call_tool("ping", {}, meta={META_AGENT_ID: "ok"})) == "pong"
+    assert guard.interventions() == []  # bad input is not a HARD_BLOCK

@@ -1,0 +1,45 @@
+"""Importing an integration without its framework names the extra to install."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.parametrize(
+    ("module", "framework", "extra"),
+    [
+        ("langchain", "langchain_core", "langchain"),
+        ("langchain", "langchain", "langchain"),
+        ("openai_agents", "agents", "openai-agents"),
+        ("mcp", "mcp", "mcp"),
+        ("httpx", "httpx", "httpx"),
+    ],
+)
+def test_missing_framework_gives_the_install_hint(module: str, framework: str, extra: str) -> None:
+    script = (
+        f"import sys; sys.modules[{framework!r}] = None\n"
+        f"import agentguard.integrations.{module}\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("ImportError: agentguard.integrations.")
+    assert f'pip install "agentguard[{extra}]"' in last_line
+
+
+def test_the_gateway_and_plain_functions_need_no_framework() -> None:
+    script = (
+        "import sys\n"
+        "for name in ('starlette', 'fastapi', 'langchain_core', 'agents', 'mcp'):\n"
+        "    sys.modules[name] = None\n"
+        "import agentguard.integrations.asgi, agentguard.integrations.functions\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
