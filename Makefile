@@ -19,6 +19,8 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 bench: $(STAMP)
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(PY) benchmarks/bench_server.py --update
 	$(PY) benchmarks/bench_guard.py --update
 	$(PY) benchmarks/bench_integrations.py --update
 

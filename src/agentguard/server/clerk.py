@@ -1,0 +1,95 @@
+"""Clerk session tokens: the ``__session`` cookie or a Bearer JWT, verified with a PEM key."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import jwt
+from starlette.authentication import (
+    AuthCredentials,
+    AuthenticationBackend,
+    AuthenticationError,
+    BaseUser,
+)
+from starlette.requests import HTTPConnection
+
+from .auth import Principal, bearer_token
+from .keys import KEY_PREFIX, validate_scopes
+
+SESSION_COOKIE = "__session"
+
+
+class ClerkAuth(AuthenticationBackend):
+    """Verify a Clerk session JWT (RS256) against the instance's PEM public key.
+
+    The organization comes from the v2 ``o.id`` claim or the v1 ``org_id`` claim, the user from
+    ``sub``. An organization admin (role ``admin`` / ``org:admin``) gets ``admin_scopes``,
+    every other member ``member_scopes``. ``authorized_parties`` lists the allowed ``azp``
+    origins, as Clerk's own SDKs check them.
+    """
+
+    def __init__(
+        self,
+        public_key: str | bytes,
+        *,
+        authorized_parties: Iterable[str] | None = None,
+        member_scopes: Iterable[str] = ("operator",),
+        admin_scopes: Iterable[str] = ("admin",),
+        leeway: float = 5.0,
+    ) -> None:
+        self.public_key = public_key
+        self.authorized_parties = frozenset(authorized_parties or ())
+        self.member_scopes = validate_scopes(member_scopes)
+        self.admin_scopes = validate_scopes(admin_scopes)
+        self.leeway = leeway
+
+    async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
+        token = bearer_token(conn)
+        if token is not None and token.startswith(KEY_PREFIX):
+            return None  # an API key: not ours
+        if token is None:
+            token = conn.cookies.get(SESSION_COOKIE)
+        if not token:
+            return None
+        principal = self.verify(token)
+        return AuthCredentials(sorted(principal.scopes)), principal
+
+    def verify(self, token: str) -> Principal:
+        """The principal of a valid session token; raises ``AuthenticationError`` otherwise."""
+        try:
+            claims = jwt.decode(
+                token,
+                self.public_key,
+                algorithms=["RS256"],
+                options={"require": ["exp", "sub"], "verify_aud": False},
+                leeway=self.leeway,
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthenticationError("session token expired") from None
+        except jwt.PyJWTError as exc:
+            raise AuthenticationError(f"invalid session token: {exc}") from None
+        azp = claims.get("azp")
+        if self.authorized_parties and azp and azp not in self.authorized_parties:
+            raise AuthenticationError(f"session token issued for an unauthorized party: {azp}")
+        organization_id, role = _organization(claims)
+        if not organization_id:
+            raise AuthenticationError("session has no active organization")
+        user_id = str(claims["sub"])
+        is_admin = role in ("admin", "org:admin")
+        scopes = self.admin_scopes if is_admin else self.member_scopes
+        return Principal(organization_id, user_id, scopes, method="clerk")
+
+
+def _organization(claims: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    v2 = claims.get("o")
+    if isinstance(v2, Mapping) and v2.get("id"):
+        return str(v2["id"]), _role(v2.get("rol"))
+    org_id = claims.get("org_id")
+    if org_id:
+        return str(org_id), _role(claims.get("org_role"))
+    return None, None
+
+
+def _role(value: Any) -> str | None:
+    return str(value) if value else None

@@ -1,0 +1,116 @@
+"""The server's ASGI entry point: lazy start, and a lean path for ``GET /check``.
+
+``/check`` is what every strict-mode agent calls before every tool call. When the request is
+the plain case (an API key this process has already verified, a valid target in the query)
+it is answered here straight from the index, without Starlette's routing and request
+objects; anything else (a new key, a session, bad input) goes to the full app, which answers
+the same question with the same JSON and produces every error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl
+
+from starlette._utils import get_route_path
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ..records import KillSwitch
+from ..targets import MAX_TARGET_ID_LENGTH, TARGET_TYPES
+from .auth import PERMISSIONS
+from .routes import API
+
+if TYPE_CHECKING:
+    from .app import KillSwitchServer
+
+CHECK_PATH = f"{API}/kill-switch/check"
+_CHECK_SCOPES = frozenset(("admin", *PERMISSIONS["check"]))
+_BEARER = b"bearer ag_"
+
+
+class FastCheck:
+    """Pure ASGI: start the server on first use; answer plain ``/check`` calls directly."""
+
+    def __init__(self, server: KillSwitchServer, app: ASGIApp) -> None:
+        self.server = server
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            if not self.server._started:
+                await self.server.ready()
+            if scope["method"] == "GET" and get_route_path(scope) == CHECK_PATH:
+                if await self._check(scope, send):
+                    return
+        await self.app(scope, receive, send)
+
+    async def _check(self, scope: Scope, send: Send) -> bool:
+        token = request_id = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                if value[:10].lower() != _BEARER:
+                    return False
+                token = value[7:].strip().decode("latin-1")
+            elif name == b"x-request-id":
+                return False  # let the full app validate and echo it
+        if token is None:
+            return False
+        feed = self.server.feed
+        feed.refresh()  # first: another process may have revoked the key or killed the target
+        key = self.server.keys.cached(token)
+        if key is None or key.scopes.isdisjoint(_CHECK_SCOPES):
+            return False
+        query = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
+        target_type = query.get("target_type")
+        target_id = query.get("target_id")
+        if target_type not in TARGET_TYPES or not _plain_id(target_id):
+            return False
+        assert target_id is not None
+        ks = feed.index(key.organization_id).get(target_type, target_id)
+        request_id = os.urandom(16).hex()
+        body = _answer(target_type, target_id, ks)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"x-request-id", request_id.encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+        return True
+
+
+def _plain_id(target_id: str | None) -> bool:
+    return (
+        target_id is not None
+        and 0 < len(target_id) <= MAX_TARGET_ID_LENGTH
+        and not target_id.isspace()
+        and "\x00" not in target_id
+    )
+
+
+def _answer(target_type: str, target_id: str, ks: KillSwitch | None) -> bytes:
+    """The same JSON as ``CheckResponse.model_dump_json()``."""
+    if ks is None:
+        data = {
+            "is_killed": False,
+            "target_type": target_type,
+            "target_id": target_id,
+            "reason": None,
+            "killed_at": None,
+        }
+    else:
+        data = {
+            "is_killed": True,
+            "target_type": target_type,
+            "target_id": target_id,
+            "reason": ks.reason,
+            "killed_at": ks.killed_at.isoformat().replace("+00:00", "Z"),
+        }
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()

@@ -1,0 +1,304 @@
+"""The change feed: per-organization kill indexes kept coherent with the database.
+
+Writes of this process reach the feed directly. Writes of other processes arrive through
+PostgreSQL LISTEN/NOTIFY (a listener thread that resyncs from the database after every
+reconnect) or, on SQLite, through ``PRAGMA data_version`` on a dedicated connection, probed
+before each answer from an index and by a background poller. Either way the feed reads the
+change log from the database and applies versions strictly in order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ..index import KillIndex
+from ..records import KillChange, Snapshot
+from ..store import ChangeListener
+
+if TYPE_CHECKING:
+    from .sqlstore import SQLStore
+
+logger = logging.getLogger("agentguard.server")
+
+CHANGES_CHANNEL = "agentguard_changes"
+KEYS_CHANNEL = "agentguard_keys"
+_CATCH_UP_PAGE = 1000
+
+
+class _OrgState:
+    __slots__ = ("index", "delivered", "lock")
+
+    def __init__(self, delivered: int, index: KillIndex | None = None) -> None:
+        self.index = index  # loaded when something reads the organization's kill state
+        self.delivered = delivered  # the last version handed to listeners
+        self.lock = threading.RLock()  # re-entrant: a listener may write to the store
+
+
+class ChangeFeed:
+    """Per-organization :class:`KillIndex` views and change listeners of one store."""
+
+    def __init__(self, store: SQLStore) -> None:
+        self._store = store
+        self._orgs: dict[str, _OrgState] = {}
+        self._orgs_lock = threading.Lock()
+        self._listeners: list[ChangeListener] = []
+        self._invalidators: list[Callable[[], None]] = []
+        # Versions already accounted for, per organization, as of the last full resync.
+        self._baseline: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._probe: _DataVersionProbe | None = None
+        self.listening = threading.Event()
+        self.reconnects = 0
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def index(self, organization_id: str) -> KillIndex:
+        """The organization's kill index (loaded from the database on first use)."""
+        state = self._orgs.get(organization_id)
+        if state is not None and state.index is not None:
+            return state.index
+        return self._load_index(organization_id)
+
+    def refresh(self) -> None:
+        """Catch up with writes of other processes if SQLite says there were any (cheap)."""
+        probe = self._probe
+        if probe is not None:
+            probe.check(self._external_write)
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def publish(self, organization_id: str, change: KillChange) -> None:
+        """Apply a change committed by this process and tell the listeners, in version order."""
+        state = self._state(organization_id, change.version - 1)
+        with state.lock:
+            if change.version <= state.delivered:
+                return
+            if change.version == state.delivered + 1:
+                self._deliver(organization_id, state, [change])
+            else:  # a change of another thread or process is still to come: read them in order
+                self._catch_up(organization_id, state)
+
+    def notified(self, organization_id: str, version: int) -> None:
+        """Another process committed ``version`` of an organization: read what is new."""
+        state = self._state(organization_id, version - 1)
+        with state.lock:
+            if version > state.delivered:
+                self._catch_up(organization_id, state)
+
+    def resync(self) -> None:
+        """Catch up with the database (after a reconnect, or when SQLite saw another writer).
+
+        With listeners, every organization is checked, so they hear of changes of
+        organizations this process has not read yet; without, only the loaded indexes.
+        """
+        if self._listeners:
+            versions = self._store.versions(None)
+        else:
+            versions = self._store.versions(
+                [org for org, state in list(self._orgs.items()) if state.index is not None]
+            )
+        for organization_id, version in versions.items():
+            state = self._orgs.get(organization_id)
+            if state is None:
+                if version <= self._baseline.get(organization_id, 0):
+                    continue
+                state = self._state(organization_id, self._baseline.get(organization_id, 0))
+            with state.lock:
+                if version > state.delivered:
+                    self._catch_up(organization_id, state)
+        if self._listeners:
+            self._baseline = versions
+        self._external_change()
+
+    def subscribe(self, listener: ChangeListener) -> Callable[[], None]:
+        """Call ``listener(organization_id, change)`` for every change, in version order."""
+        if not self._listeners and self._thread is not None:
+            self._baseline = self._store.versions(None)
+        self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def on_external_change(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` whenever another process may have changed the database."""
+        self._invalidators.append(callback)
+
+    def _state(self, organization_id: str, known: int) -> _OrgState:
+        """The organization's state; a new one has delivered ``known`` (no index loaded yet)."""
+        state = self._orgs.get(organization_id)
+        if state is not None:
+            return state
+        with self._orgs_lock:
+            state = self._orgs.get(organization_id)
+            if state is None:
+                state = self._orgs[organization_id] = _OrgState(known)
+        return state
+
+    def _load_index(self, organization_id: str) -> KillIndex:
+        with self._orgs_lock:
+            state = self._orgs.get(organization_id)
+            if state is None:  # first sight: the snapshot is the starting point for listeners too
+                snapshot = self._store.snapshot(organization_id)
+                state = self._orgs[organization_id] = _OrgState(snapshot.version, _index(snapshot))
+                return state.index  # type: ignore[return-value]
+        with state.lock:
+            if state.index is None:
+                snapshot = self._store.snapshot(organization_id)
+                state.index = _index(snapshot)
+                if snapshot.version > state.delivered:  # listeners still owed these
+                    self._catch_up(organization_id, state)
+            return state.index
+
+    def _catch_up(self, organization_id: str, state: _OrgState) -> None:
+        while True:
+            changes = self._store.changes_since(
+                organization_id, state.delivered, limit=_CATCH_UP_PAGE
+            )
+            if not changes:
+                return
+            self._deliver(organization_id, state, changes)
+            if len(changes) < _CATCH_UP_PAGE:
+                return
+
+    def _deliver(self, organization_id: str, state: _OrgState, changes: list[KillChange]) -> None:
+        index = state.index
+        for change in changes:
+            if index is not None:
+                index.apply(change)
+                index.synced_at = time.monotonic()
+            state.delivered = change.version
+            for listener in list(self._listeners):
+                try:
+                    listener(organization_id, change)
+                except Exception:  # one broken listener must not stop the others or the write
+                    logger.exception("agentguard: change listener %r failed", listener)
+
+    def _external_write(self) -> None:
+        self.resync()
+
+    def _external_change(self) -> None:
+        for callback in list(self._invalidators):
+            callback()
+
+    # -- cross-process coherence --------------------------------------------------------------
+
+    def start(self, *, poll_interval: float = 0.05) -> None:
+        """Start following other processes' writes (PostgreSQL LISTEN, or SQLite probing)."""
+        if self._thread is not None:
+            return
+        database = self._store.database
+        self._stop.clear()
+        if database.is_postgres:
+            target = self._listen
+        elif database.sqlite_path() is not None:
+            self._probe = _DataVersionProbe(database.sqlite_path() or "")
+            target = self._poll
+        else:
+            return  # in-memory SQLite: no other process can write to it
+        self._poll_interval = poll_interval
+        self._baseline = self._store.versions(None)
+        self._thread = threading.Thread(target=target, name="agentguard-feed", daemon=True)
+        self._thread.start()
+        if database.is_postgres:
+            self.listening.wait(10.0)
+
+    def stop(self) -> None:
+        """Stop the listener or poller thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5.0)
+            self._thread = None
+        if self._probe is not None:
+            self._probe.close()
+            self._probe = None
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self._poll_interval):
+            try:
+                self.refresh()
+            except Exception:
+                logger.exception("agentguard: could not read changes from the database")
+
+    def _listen(self) -> None:
+        import psycopg
+
+        conninfo = self._store.database.psycopg_conninfo()
+        backoff = 0.05
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as conn:
+                    conn.execute(f"LISTEN {CHANGES_CHANNEL}")
+                    conn.execute(f"LISTEN {KEYS_CHANNEL}")
+                    self.resync()  # whatever was committed while we were not listening
+                    self.listening.set()
+                    backoff = 0.05
+                    while not self._stop.is_set():
+                        for notice in conn.notifies(timeout=0.25):
+                            self._on_notice(notice.channel, notice.payload)
+            except Exception:
+                if self._stop.is_set():
+                    return
+                self.listening.clear()
+                self.reconnects += 1
+                logger.warning(
+                    "agentguard: lost the PostgreSQL change listener; reconnecting in %.2f s",
+                    backoff,
+                    exc_info=True,
+                )
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def _on_notice(self, channel: str, payload: str) -> None:
+        if channel == KEYS_CHANNEL:
+            self._external_change()
+            return
+        try:
+            organization_id, version = json.loads(payload)
+        except (ValueError, TypeError):
+            logger.warning("agentguard: ignoring malformed change notice %r", payload)
+            return
+        self.notified(str(organization_id), int(version))
+
+
+def _index(snapshot: Snapshot) -> KillIndex:
+    index = KillIndex()
+    index.replace(snapshot)
+    index.mark_authoritative()  # kept current by the feed
+    index.synced_at = time.monotonic()
+    return index
+
+
+class _DataVersionProbe:
+    """``PRAGMA data_version`` on its own connection: it changes when another connection commits."""
+
+    def __init__(self, path: str) -> None:
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._cursor = self._conn.cursor()  # reused: this runs before every /check
+        self._lock = threading.Lock()
+        self._seen = self._read()
+
+    def _read(self) -> int:
+        return int(self._cursor.execute("PRAGMA data_version").fetchone()[0])
+
+    def check(self, on_change: Callable[[], None]) -> None:
+        # The lock spans the catch-up, so no caller answers from the index while another
+        # caller is still applying what the probe found.
+        with self._lock:
+            current = self._read()
+            if current != self._seen:
+                on_change()
+                self._seen = current
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

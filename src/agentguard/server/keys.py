@@ -1,0 +1,277 @@
+"""API keys: generated once, stored hashed, verified from an in-process cache."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import string
+import threading
+from collections.abc import Iterable
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import func, insert, select, update
+
+from ..errors import AgentGuardError, InvalidInputError
+from ..records import utcnow
+from .feed import KEYS_CHANNEL
+from .sqlstore import SQLStore
+from .tables import api_keys
+
+SCOPES: tuple[str, ...] = ("admin", "operator", "agent", "read")
+KEY_PREFIX = "ag_"
+_ALPHABET = string.ascii_letters + string.digits
+_ID_LENGTH = 8
+_SECRET_LENGTH = 40  # 40 characters of 62 symbols: about 238 bits
+_TOKEN = re.compile(rf"^ag_([A-Za-z0-9]{{{_ID_LENGTH}}})_([A-Za-z0-9]{{{_SECRET_LENGTH}}})$")
+_CACHE_SIZE = 10_000
+
+
+class KeyNotFoundError(AgentGuardError):
+    """No such API key in the organization (HTTP 404)."""
+
+
+class KeyRevokedError(AgentGuardError):
+    """The API key is already revoked (HTTP 409)."""
+
+
+class ApiKey(BaseModel):
+    """An API key as listed: everything but the secret."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    organization_id: str
+    owner: str
+    name: str | None = None
+    scopes: list[str]
+    created_by: str
+    created_at: datetime
+    revoked_by: str | None = None
+    revoked_at: datetime | None = None
+
+
+class VerifiedKey(BaseModel):
+    """What a valid presented key stands for."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    organization_id: str
+    owner: str
+    scopes: frozenset[str]
+
+
+def hash_secret(token: str) -> str:
+    """The stored form of a key.
+
+    A plain SHA-256 is the right tool here: the secret has ~238 bits of randomness, so there is
+    nothing to brute-force and a slow password hash (bcrypt, argon2) would only add latency to
+    every request. Equal tokens hash equally, which lets the verified-key cache use the digest.
+    """
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def validate_scopes(scopes: Iterable[str]) -> list[str]:
+    """Return the scopes sorted and de-duplicated, or raise naming the unknown one."""
+    result = sorted(set(scopes))
+    if not result:
+        raise InvalidInputError("scopes", f"must name at least one of {', '.join(SCOPES)}")
+    for scope in result:
+        if scope not in SCOPES:
+            raise InvalidInputError("scopes", f"must be among {', '.join(SCOPES)}; got {scope!r}")
+    return result
+
+
+class KeyStore:
+    """Create, list, revoke and verify API keys; every create and revoke is audited."""
+
+    def __init__(self, store: SQLStore) -> None:
+        self._store = store
+        self._database = store.database
+        self._verified: dict[str, VerifiedKey] = {}
+        self._lock = threading.Lock()
+        store.feed.on_external_change(self.recheck)
+
+    def create(
+        self,
+        organization_id: str,
+        *,
+        owner: str,
+        scopes: Iterable[str],
+        name: str | None = None,
+        actor: str,
+        request_id: str | None = None,
+    ) -> tuple[ApiKey, str]:
+        """Make a key; return it and its secret token, which is never retrievable again."""
+        scope_list = validate_scopes(scopes)
+        key_id = KEY_PREFIX + "".join(secrets.choice(_ALPHABET) for _ in range(_ID_LENGTH))
+        secret = "".join(secrets.choice(_ALPHABET) for _ in range(_SECRET_LENGTH))
+        token = f"{key_id}_{secret}"
+        key = ApiKey(
+            id=key_id,
+            organization_id=organization_id,
+            owner=owner,
+            name=name,
+            scopes=scope_list,
+            created_by=actor,
+            created_at=utcnow(),
+        )
+        with self._database.write() as conn:
+            conn.execute(
+                insert(api_keys).values(
+                    **key.model_dump(exclude={"scopes"}),
+                    scopes=",".join(scope_list),
+                    secret_hash=hash_secret(token),
+                )
+            )
+            self._store.write_audit(
+                conn,
+                organization_id,
+                action="key.create",
+                actor=actor,
+                target_type="api_key",
+                target_id=key_id,
+                detail=f"owner={owner} scopes={','.join(scope_list)}",
+                request_id=request_id,
+                created_at=key.created_at,
+            )
+        return key, token
+
+    def list(
+        self, organization_id: str, *, skip: int = 0, limit: int = 100
+    ) -> tuple[list[ApiKey], int]:
+        """The organization's keys, newest first (revoked ones included), and their count."""
+        where = api_keys.c.organization_id == organization_id
+        with self._database.read() as conn:
+            rows = conn.execute(
+                select(api_keys)
+                .where(where)
+                .order_by(api_keys.c.created_at.desc(), api_keys.c.id)
+                .offset(skip)
+                .limit(limit)
+            ).all()
+            count = conn.execute(
+                select(func.count()).select_from(api_keys).where(where)
+            ).scalar_one()
+        return [_api_key(r._mapping) for r in rows], int(count)
+
+    def get(self, organization_id: str, key_id: str) -> ApiKey:
+        """One key of the organization."""
+        with self._database.read() as conn:
+            row = conn.execute(
+                select(api_keys).where(
+                    api_keys.c.organization_id == organization_id, api_keys.c.id == key_id
+                )
+            ).first()
+        if row is None:
+            raise KeyNotFoundError(f"no API key {key_id!r} in this organization")
+        return _api_key(row._mapping)
+
+    def revoke(
+        self, organization_id: str, key_id: str, *, actor: str, request_id: str | None = None
+    ) -> ApiKey:
+        """Revoke a key at once in this process, and in others as soon as they hear of it."""
+        now = utcnow()
+        with self._database.write() as conn:
+            row = conn.execute(
+                update(api_keys)
+                .where(
+                    api_keys.c.organization_id == organization_id,
+                    api_keys.c.id == key_id,
+                    api_keys.c.revoked_at.is_(None),
+                )
+                .values(revoked_at=now, revoked_by=actor)
+                .returning(*api_keys.c)
+            ).first()
+            if row is None:
+                existing = conn.execute(
+                    select(api_keys.c.id).where(
+                        api_keys.c.organization_id == organization_id, api_keys.c.id == key_id
+                    )
+                ).first()
+                if existing is None:
+                    raise KeyNotFoundError(f"no API key {key_id!r} in this organization")
+                raise KeyRevokedError(f"API key {key_id!r} is already revoked")
+            self._store.write_audit(
+                conn,
+                organization_id,
+                action="key.revoke",
+                actor=actor,
+                target_type="api_key",
+                target_id=key_id,
+                request_id=request_id,
+                created_at=now,
+            )
+            self._database.notify(conn, KEYS_CHANNEL, key_id)
+        self.forget([key_id])
+        return _api_key(row._mapping)
+
+    def count(self) -> int:
+        """How many keys exist in all organizations (revoked included)."""
+        with self._database.read() as conn:
+            return int(conn.execute(select(func.count()).select_from(api_keys)).scalar_one())
+
+    def cached(self, token: str) -> VerifiedKey | None:
+        """The verified key for a token if this process has already verified it (no I/O)."""
+        return self._verified.get(hash_secret(token))
+
+    def verify(self, token: str) -> VerifiedKey | None:
+        """The key a presented token belongs to, or ``None`` if it is unknown or revoked."""
+        digest = hash_secret(token)
+        hit = self._verified.get(digest)
+        if hit is not None:
+            return hit
+        match = _TOKEN.match(token)
+        if match is None:
+            return None
+        with self._database.read() as conn:
+            row = conn.execute(
+                select(api_keys).where(api_keys.c.id == KEY_PREFIX + match.group(1))
+            ).first()
+        if row is None or row.revoked_at is not None:
+            return None
+        if not hmac.compare_digest(row.secret_hash, digest):
+            return None
+        verified = VerifiedKey(
+            id=row.id,
+            organization_id=row.organization_id,
+            owner=row.owner,
+            scopes=frozenset(row.scopes.split(",")),
+        )
+        with self._lock:
+            if len(self._verified) >= _CACHE_SIZE:
+                self._verified.clear()
+            self._verified[digest] = verified
+        return verified
+
+    def recheck(self) -> None:
+        """Forget verified keys that have been revoked meanwhile (by any process)."""
+        cached = {key.id for key in list(self._verified.values())}
+        if not cached:
+            return
+        with self._database.read() as conn:
+            revoked = set(
+                conn.execute(
+                    select(api_keys.c.id).where(
+                        api_keys.c.id.in_(cached), api_keys.c.revoked_at.is_not(None)
+                    )
+                ).scalars()
+            )
+        if revoked:
+            self.forget(revoked)
+
+    def forget(self, key_ids: Iterable[str]) -> None:
+        """Drop keys from the verified-key cache."""
+        gone = set(key_ids)
+        with self._lock:
+            self._verified = {d: k for d, k in self._verified.items() if k.id not in gone}
+
+
+def _api_key(m: object) -> ApiKey:
+    data = dict(m)  # type: ignore[call-overload]
+    data.pop("secret_hash", None)
+    data["scopes"] = data["scopes"].split(",")
+    return ApiKey(**data)

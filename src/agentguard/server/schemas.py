@@ -1,0 +1,328 @@
+"""Request and response bodies of the HTTP API; the OpenAPI document is generated from them."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
+
+from ..targets import MAX_REASON_LENGTH, MAX_TARGET_ID_LENGTH
+
+TargetTypeName = Literal["agent", "run", "mission", "tool"]
+ScopeName = Literal["admin", "operator", "agent", "read"]
+AuditAction = Literal["kill", "revive", "key.create", "key.revoke"]
+AuditTargetType = Literal["agent", "run", "mission", "tool", "api_key"]
+InterventionTypeName = Literal["HARD_BLOCK"]
+
+# No NUL characters anywhere (PostgreSQL text cannot hold them); ids need one visible character.
+_NO_NUL = r"^[^\x00]*$"
+_VISIBLE = r"^[^\x00]*[^\x00\s][^\x00]*$"
+TargetId = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_TARGET_ID_LENGTH, pattern=_VISIBLE)
+]
+Reason = Annotated[str, StringConstraints(max_length=MAX_REASON_LENGTH, pattern=_NO_NUL)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=_VISIBLE)]
+Skip = Annotated[int, Field(ge=0, le=2**31 - 1, description="Rows to skip")]
+Limit = Annotated[int, Field(ge=1, le=1000, description="Rows to return, 1..1000")]
+
+
+_RFC3339 = re.compile(r"^\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d")
+
+
+def _rfc3339(value: Any) -> Any:
+    """Accept timestamps only as RFC 3339 strings (not as numbers of seconds)."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _RFC3339.match(value):
+        raise ValueError("must be an RFC 3339 date-time such as 2026-04-18T17:00:00Z")
+    return value
+
+
+def _as_utc(value: datetime) -> datetime:
+    """Read a timestamp without an offset as UTC; clamp one beyond year 1..9999 in UTC."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:
+        offset = value.utcoffset()
+        earliest = offset is not None and offset > timedelta(0)
+        limit = datetime.min if earliest else datetime.max
+        return limit.replace(tzinfo=timezone.utc)
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_rfc3339), AfterValidator(_as_utc)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Query(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+# -- kill switch ---------------------------------------------------------------------------------
+
+
+class KillRequest(_Body):
+    """Kill a target."""
+
+    target_type: TargetTypeName
+    target_id: TargetId
+    reason: Reason | None = None
+
+
+class ReviveRequest(_Body):
+    """Revive a killed target."""
+
+    target_type: TargetTypeName
+    target_id: TargetId
+
+
+class KillSwitchPublic(BaseModel):
+    """One kill of one target."""
+
+    id: str
+    target_type: TargetTypeName
+    target_id: str
+    reason: str | None
+    is_active: bool
+    killed_by: str
+    killed_at: datetime
+    revived_by: str | None
+    revived_at: datetime | None
+    organization_id: str
+
+
+class KillSwitchesPublic(BaseModel):
+    """A page of kill switches and how many there are in all."""
+
+    data: list[KillSwitchPublic]
+    count: int
+
+
+class CheckQuery(_Query):
+    """The target to check."""
+
+    target_type: TargetTypeName
+    target_id: TargetId
+
+
+class CheckResponse(BaseModel):
+    """Whether a target is killed."""
+
+    is_killed: bool
+    target_type: TargetTypeName
+    target_id: str
+    reason: str | None
+    killed_at: datetime | None
+
+
+class PageQuery(_Query):
+    """Paging."""
+
+    skip: Skip = 0
+    limit: Limit = 100
+
+
+# -- API keys ------------------------------------------------------------------------------------
+
+
+class ApiKeyCreate(_Body):
+    """A key to create; ``owner`` defaults to the calling user."""
+
+    scopes: Annotated[list[ScopeName], Field(min_length=1, max_length=4)]
+    owner: Name | None = None
+    name: Name | None = None
+
+
+class ApiKeyPublic(BaseModel):
+    """An API key, without its secret."""
+
+    id: str
+    organization_id: str
+    owner: str
+    name: str | None
+    scopes: list[ScopeName]
+    created_by: str
+    created_at: datetime
+    revoked_by: str | None
+    revoked_at: datetime | None
+
+
+class ApiKeyCreated(ApiKeyPublic):
+    """A new API key with its secret, shown this once."""
+
+    secret: str
+
+
+class ApiKeysPublic(BaseModel):
+    """A page of API keys and how many there are in all."""
+
+    data: list[ApiKeyPublic]
+    count: int
+
+
+class KeyPath(BaseModel):
+    """The key in the path."""
+
+    key_id: Annotated[
+        str, StringConstraints(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_]+$")
+    ]
+
+
+# -- audit ---------------------------------------------------------------------------------------
+
+
+class AuditQuery(PageQuery):
+    """Audit log filters."""
+
+    action: AuditAction | None = None
+    target_type: AuditTargetType | None = None
+    target_id: TargetId | None = None
+    since: Timestamp | None = None
+
+
+class AuditEntryPublic(BaseModel):
+    """One audited operator action."""
+
+    id: str
+    organization_id: str
+    action: AuditAction
+    actor: str
+    target_type: AuditTargetType | None
+    target_id: str | None
+    detail: str | None
+    request_id: str | None
+    version: int | None
+    created_at: datetime
+
+
+class AuditEntriesPublic(BaseModel):
+    """A page of audit entries, newest first, and how many match in all."""
+
+    data: list[AuditEntryPublic]
+    count: int
+
+
+# -- interventions -------------------------------------------------------------------------------
+
+_OptionalId = Annotated[str, StringConstraints(max_length=256, pattern=_NO_NUL)] | None
+
+
+class InterventionIn(_Body):
+    """A recorded decision about one guarded call; its ``id`` makes re-sending idempotent."""
+
+    id: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=_VISIBLE)]
+    type: InterventionTypeName = "HARD_BLOCK"
+    action: Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=_NO_NUL)]
+    target_type: TargetTypeName
+    target_id: TargetId
+    kill_switch_id: Annotated[str, StringConstraints(max_length=64, pattern=_NO_NUL)] | None = None
+    killed_by: Annotated[str, StringConstraints(max_length=512, pattern=_NO_NUL)] | None = None
+    reason: Reason | None = None
+    agent_id: _OptionalId = None
+    run_id: _OptionalId = None
+    mission_id: _OptionalId = None
+    instance_id: _OptionalId = None
+    tool_call_id: _OptionalId = None
+    occurred_at: Timestamp
+
+
+class InterventionsBatch(_Body):
+    """Up to 1,000 interventions."""
+
+    interventions: Annotated[list[InterventionIn], Field(max_length=1000)]
+
+
+class InterventionsAccepted(BaseModel):
+    """How many interventions arrived and how many were new (the rest were already stored)."""
+
+    received: int
+    created: int
+
+
+class InterventionPublic(BaseModel):
+    """A stored intervention."""
+
+    id: str
+    type: InterventionTypeName
+    action: str
+    target_type: TargetTypeName
+    target_id: str
+    kill_switch_id: str | None
+    killed_by: str | None
+    reason: str | None
+    agent_id: str | None
+    run_id: str | None
+    mission_id: str | None
+    instance_id: str | None
+    tool_call_id: str | None
+    occurred_at: datetime
+
+
+class InterventionsPublic(BaseModel):
+    """A page of interventions, newest first, and how many match in all."""
+
+    data: list[InterventionPublic]
+    count: int
+
+
+class InterventionQuery(PageQuery):
+    """Intervention filters."""
+
+    target_type: TargetTypeName | None = None
+    target_id: TargetId | None = None
+    type: InterventionTypeName | None = None
+    action: (
+        Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=_NO_NUL)] | None
+    ) = None
+    since: Timestamp | None = None
+
+
+class InterventionCountsQuery(PageQuery):
+    """Intervention count filters."""
+
+    target_type: TargetTypeName | None = None
+    type: InterventionTypeName | None = None
+    since: Timestamp | None = None
+
+
+class InterventionCount(BaseModel):
+    """Interventions of one type against one target."""
+
+    target_type: TargetTypeName
+    target_id: str
+    type: InterventionTypeName
+    count: int
+    last_occurred_at: datetime
+
+
+class InterventionCountsPublic(BaseModel):
+    """Per-target counts, most first, and how many targets match in all."""
+
+    data: list[InterventionCount]
+    count: int
+
+
+# -- errors --------------------------------------------------------------------------------------
+
+
+class ErrorResponse(BaseModel):
+    """Every error: a code, a sentence, and where relevant the field, scope or existing record."""
+
+    error: str
+    detail: str
+    field: str | None = None
+    required_scope: ScopeName | None = None
+    kill_switch: KillSwitchPublic | None = None

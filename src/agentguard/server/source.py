@@ -1,0 +1,50 @@
+"""The kill-state source of ``Guard(server)``: the server's own index, no HTTP."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..records import Intervention, KillChange, KillStatus
+from ..sources import KillStateSource
+from ..targets import validate_target
+from .sqlstore import SQLStore
+
+
+class ServerSource(KillStateSource):
+    """Reads the organization's index of a :class:`KillSwitchServer` in this process.
+
+    The index is the one the server's ``/check`` answers from, so a kill through the HTTP API
+    (or by another process, once the change feed hears of it) refuses this guard's next call.
+    """
+
+    def __init__(self, store: SQLStore, organization_id: str) -> None:
+        self.store = store
+        self.organization_id = organization_id
+        self.index = store.feed.index(organization_id)
+
+    def kill(
+        self, target_type: str, target_id: str, *, reason: str | None, actor: str
+    ) -> KillChange:
+        return self.store.kill(
+            self.organization_id, target_type, target_id, reason=reason, actor=actor
+        )
+
+    def revive(self, target_type: str, target_id: str, *, actor: str) -> KillChange:
+        return self.store.revive(self.organization_id, target_type, target_id, actor=actor)
+
+    def status(self, target_type: str, target_id: str) -> KillStatus:
+        target_type, target_id = validate_target(target_type, target_id)
+        self.store.feed.refresh()
+        return KillStatus.of(target_type, target_id, self.index.get(target_type, target_id))
+
+    def report_interventions(self, items: list[Intervention]) -> None:
+        self.store.add_interventions(self.organization_id, items)
+
+    def interventions(self, **filters: Any) -> tuple[list[Intervention], int]:
+        return self.store.list_interventions(self.organization_id, **filters)
+
+    def save_checkpoint(self, key: str, state_json: str) -> None:
+        self.store.save_checkpoint(self.organization_id, key, state_json)
+
+    def load_checkpoint(self, key: str) -> str | None:
+        return self.store.load_checkpoint(self.organization_id, key)

@@ -1,0 +1,508 @@
+"""``SQLStore``: the :class:`~agentguard.store.KillStore` on SQLAlchemy (SQLite or PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, and_, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+
+from ..errors import AlreadyKilledError, NotKilledError
+from ..records import AuditEntry, Intervention, KillChange, KillSwitch, Snapshot, new_id, utcnow
+from ..store import ChangeListener
+from ..targets import validate_reason, validate_target
+from .database import Database
+from .feed import CHANGES_CHANNEL, ChangeFeed
+from .tables import (
+    audit_log,
+    checkpoints,
+    interventions,
+    kill_changes,
+    kill_switches,
+    org_versions,
+)
+
+# A lost race for the one active kill of a target surfaces as an IntegrityError; the retry
+# then finds the winner's record (or, if it was revived meanwhile, kills afresh).
+_KILL_ATTEMPTS = 5
+
+
+class SQLStore:
+    """Kill state, audit log and interventions of many organizations in one database.
+
+    ``kill``/``revive`` commit the record, the organization's next version, a change-log row
+    and an audit entry in one transaction, then hand the change to :attr:`feed`.
+    """
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self.feed = ChangeFeed(self)
+
+    # -- kill state ----------------------------------------------------------------------------
+
+    def kill(
+        self,
+        organization_id: str,
+        target_type: str,
+        target_id: str,
+        *,
+        reason: str | None,
+        actor: str,
+        request_id: str | None = None,
+    ) -> KillChange:
+        target_type, target_id = validate_target(target_type, target_id)
+        reason = validate_reason(reason)
+        for _ in range(_KILL_ATTEMPTS):
+            try:
+                change = self._kill_once(
+                    organization_id, target_type, target_id, reason, actor, request_id
+                )
+            except IntegrityError:
+                existing = self.get_active(organization_id, target_type, target_id)
+                if existing is not None:
+                    raise AlreadyKilledError(existing) from None
+                continue  # the winner was revived in between: try again
+            self.feed.publish(organization_id, change)
+            return change
+        raise RuntimeError(f"could not kill {target_type} {target_id!r}: too much contention")
+
+    def _kill_once(
+        self,
+        org: str,
+        target_type: str,
+        target_id: str,
+        reason: str | None,
+        actor: str,
+        request_id: str | None,
+    ) -> KillChange:
+        now = utcnow()
+        ks = KillSwitch(
+            id=new_id(),
+            target_type=target_type,
+            target_id=target_id,
+            reason=reason,
+            is_active=True,
+            killed_by=actor,
+            killed_at=now,
+            organization_id=org,
+        )
+        with self.database.write() as conn:
+            # The version row is locked first (PostgreSQL: row lock until commit), so writers of
+            # one organization commit in version order.
+            version = self._next_version(conn, org)
+            conn.execute(insert(kill_switches).values(**ks.model_dump()))
+            self._log(conn, org, version, "kill", ks, actor, request_id, now)
+        return KillChange(version=version, kind="kill", kill_switch=ks)
+
+    def revive(
+        self,
+        organization_id: str,
+        target_type: str,
+        target_id: str,
+        *,
+        actor: str,
+        request_id: str | None = None,
+    ) -> KillChange:
+        target_type, target_id = validate_target(target_type, target_id)
+        now = utcnow()
+        with self.database.write() as conn:
+            version = self._next_version(conn, organization_id)
+            row = conn.execute(
+                update(kill_switches)
+                .where(
+                    kill_switches.c.organization_id == organization_id,
+                    kill_switches.c.target_type == target_type,
+                    kill_switches.c.target_id == target_id,
+                    kill_switches.c.is_active,
+                )
+                .values(is_active=False, revived_by=actor, revived_at=now)
+                .returning(*kill_switches.c)
+            ).first()
+            if row is None:
+                raise NotKilledError(target_type, target_id)  # rolls the version back too
+            ks = _kill_switch(row)
+            self._log(conn, organization_id, version, "revive", ks, actor, request_id, now)
+        change = KillChange(version=version, kind="revive", kill_switch=ks)
+        self.feed.publish(organization_id, change)
+        return change
+
+    def _next_version(self, conn: Connection, org: str) -> int:
+        upsert = _upsert(conn).values(organization_id=org, version=1)
+        stmt = upsert.on_conflict_do_update(
+            index_elements=[org_versions.c.organization_id],
+            set_={"version": org_versions.c.version + 1},
+        ).returning(org_versions.c.version)
+        return int(conn.execute(stmt).scalar_one())
+
+    def _log(
+        self,
+        conn: Connection,
+        org: str,
+        version: int,
+        kind: str,
+        ks: KillSwitch,
+        actor: str,
+        request_id: str | None,
+        now: datetime,
+    ) -> None:
+        conn.execute(
+            insert(kill_changes).values(
+                organization_id=org,
+                version=version,
+                kind=kind,
+                kill_switch_id=ks.id,
+                created_at=now,
+            )
+        )
+        self.write_audit(
+            conn,
+            org,
+            action=kind,
+            actor=actor,
+            target_type=ks.target_type,
+            target_id=ks.target_id,
+            detail=ks.reason if kind == "kill" else None,
+            request_id=request_id,
+            version=version,
+            created_at=now,
+        )
+        self.database.notify(conn, CHANGES_CHANNEL, json.dumps([org, version]))
+
+    def write_audit(
+        self,
+        conn: Connection,
+        organization_id: str,
+        *,
+        action: str,
+        actor: str,
+        target_type: str | None = None,
+        target_id: str | None = None,
+        detail: str | None = None,
+        request_id: str | None = None,
+        version: int | None = None,
+        created_at: datetime | None = None,
+    ) -> None:
+        """Add an audit entry inside the caller's transaction."""
+        conn.execute(
+            insert(audit_log).values(
+                id=new_id(),
+                organization_id=organization_id,
+                action=action,
+                actor=actor,
+                target_type=target_type,
+                target_id=target_id,
+                detail=detail,
+                request_id=request_id,
+                version=version,
+                created_at=created_at or utcnow(),
+            )
+        )
+
+    def get_active(
+        self, organization_id: str, target_type: str, target_id: str
+    ) -> KillSwitch | None:
+        target_type, target_id = validate_target(target_type, target_id)
+        with self.database.read() as conn:
+            row = conn.execute(
+                select(kill_switches).where(
+                    kill_switches.c.organization_id == organization_id,
+                    kill_switches.c.target_type == target_type,
+                    kill_switches.c.target_id == target_id,
+                    kill_switches.c.is_active,
+                )
+            ).first()
+        return None if row is None else _kill_switch(row)
+
+    def list_active(
+        self, organization_id: str, *, skip: int = 0, limit: int = 100
+    ) -> tuple[list[KillSwitch], int]:
+        where = and_(kill_switches.c.organization_id == organization_id, kill_switches.c.is_active)
+        with self.database.read() as conn:
+            rows = conn.execute(
+                select(kill_switches)
+                .where(where)
+                .order_by(kill_switches.c.killed_at.desc(), kill_switches.c.id)
+                .offset(skip)
+                .limit(limit)
+            ).all()
+            count = conn.execute(
+                select(func.count()).select_from(kill_switches).where(where)
+            ).scalar_one()
+        return [_kill_switch(r) for r in rows], int(count)
+
+    def snapshot(self, organization_id: str) -> Snapshot:
+        with self.database.read() as conn:
+            version = self._version(conn, organization_id)
+            rows = conn.execute(
+                select(kill_switches).where(
+                    kill_switches.c.organization_id == organization_id, kill_switches.c.is_active
+                )
+            ).all()
+        return Snapshot(
+            organization_id=organization_id, version=version, active=[_kill_switch(r) for r in rows]
+        )
+
+    @staticmethod
+    def _version(conn: Connection, org: str) -> int:
+        value = conn.execute(
+            select(org_versions.c.version).where(org_versions.c.organization_id == org)
+        ).scalar()
+        return int(value or 0)
+
+    def versions(self, organization_ids: Iterable[str] | None) -> dict[str, int]:
+        """The current version of the given organizations (0 if unchanged), or of all."""
+        query = select(org_versions.c.organization_id, org_versions.c.version)
+        if organization_ids is not None:
+            orgs = list(organization_ids)
+            if not orgs:
+                return {}
+            query = query.where(org_versions.c.organization_id.in_(orgs))
+        with self.database.read() as conn:
+            found = {r.organization_id: int(r.version) for r in conn.execute(query)}
+        if organization_ids is None:
+            return found
+        return {org: found.get(org, 0) for org in orgs}
+
+    def changes_since(
+        self, organization_id: str, version: int, *, limit: int = 1000
+    ) -> list[KillChange] | None:
+        # The whole change log is kept, so this never returns None.
+        with self.database.read() as conn:
+            rows = conn.execute(
+                select(kill_changes.c.version, kill_changes.c.kind, kill_switches)
+                .join(kill_switches, kill_switches.c.id == kill_changes.c.kill_switch_id)
+                .where(
+                    kill_changes.c.organization_id == organization_id,
+                    kill_changes.c.version > version,
+                )
+                .order_by(kill_changes.c.version)
+                .limit(limit)
+            ).all()
+        return [_change(r) for r in rows]
+
+    # -- interventions -------------------------------------------------------------------------
+
+    def add_interventions(self, organization_id: str, items: Iterable[Intervention]) -> int:
+        batch = list({iv.id: iv for iv in items}.values())
+        if not batch:
+            return 0
+        now = utcnow()
+        with self.database.write() as conn:
+            # A HARD_BLOCK names the user who killed its target: fill it in from this
+            # organization's own records when the reporter left it out.
+            wanted = {iv.kill_switch_id for iv in batch if iv.kill_switch_id and not iv.killed_by}
+            killers: dict[str, str] = {}
+            if wanted:
+                result = conn.execute(
+                    select(kill_switches.c.id, kill_switches.c.killed_by).where(
+                        kill_switches.c.organization_id == organization_id,
+                        kill_switches.c.id.in_(wanted),
+                    )
+                )
+                killers = {row.id: row.killed_by for row in result}
+            values = [
+                {
+                    **iv.model_dump(),
+                    "type": iv.type.value,
+                    "killed_by": iv.killed_by or killers.get(iv.kill_switch_id or ""),
+                    "organization_id": organization_id,
+                    "received_at": now,
+                }
+                for iv in batch
+            ]
+            stmt = (
+                _upsert(conn, interventions)
+                .on_conflict_do_nothing(
+                    index_elements=[interventions.c.organization_id, interventions.c.id]
+                )
+                .returning(interventions.c.id)
+            )
+            added = conn.execute(stmt, values).all()
+        return len(added)
+
+    def list_interventions(
+        self,
+        organization_id: str,
+        *,
+        target_type: str | None = None,
+        target_id: str | None = None,
+        type: str | None = None,
+        action: str | None = None,
+        since: datetime | None = None,
+        skip: int = 0,
+        limit: int = 100,
+    ) -> tuple[list[Intervention], int]:
+        t = interventions.c
+        where = _filters(
+            t.organization_id == organization_id,
+            {t.target_type: target_type, t.target_id: target_id, t.type: type, t.action: action},
+        )
+        if since is not None:
+            where = and_(where, t.occurred_at >= since)
+        with self.database.read() as conn:
+            rows = conn.execute(
+                select(interventions)
+                .where(where)
+                .order_by(t.occurred_at.desc(), t.seq.desc())
+                .offset(skip)
+                .limit(limit)
+            ).all()
+            count = conn.execute(
+                select(func.count()).select_from(interventions).where(where)
+            ).scalar_one()
+        fields = Intervention.model_fields
+        return [
+            Intervention(**{k: v for k, v in r._mapping.items() if k in fields}) for r in rows
+        ], int(count)
+
+    def intervention_counts(
+        self,
+        organization_id: str,
+        *,
+        target_type: str | None = None,
+        type: str | None = None,
+        since: datetime | None = None,
+        skip: int = 0,
+        limit: int = 100,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Interventions per (target, type): count and latest time, most first; and group count."""
+        t = interventions.c
+        where = _filters(
+            t.organization_id == organization_id, {t.target_type: target_type, t.type: type}
+        )
+        if since is not None:
+            where = and_(where, t.occurred_at >= since)
+        n = func.count().label("count")
+        groups = (
+            select(
+                t.target_type,
+                t.target_id,
+                t.type,
+                n,
+                func.max(t.occurred_at).label("last_occurred_at"),
+            )
+            .where(where)
+            .group_by(t.target_type, t.target_id, t.type)
+        )
+        with self.database.read() as conn:
+            rows = conn.execute(
+                groups.order_by(n.desc(), t.target_type, t.target_id, t.type)
+                .offset(skip)
+                .limit(limit)
+            ).all()
+            total = conn.execute(select(func.count()).select_from(groups.subquery())).scalar_one()
+        return [_counts_row(r) for r in rows], int(total)
+
+    # -- audit ---------------------------------------------------------------------------------
+
+    def list_audit(
+        self,
+        organization_id: str,
+        *,
+        action: str | None = None,
+        target_type: str | None = None,
+        target_id: str | None = None,
+        since: datetime | None = None,
+        skip: int = 0,
+        limit: int = 100,
+    ) -> tuple[list[AuditEntry], int]:
+        t = audit_log.c
+        where = _filters(
+            t.organization_id == organization_id,
+            {t.action: action, t.target_type: target_type, t.target_id: target_id},
+        )
+        if since is not None:
+            where = and_(where, t.created_at >= since)
+        with self.database.read() as conn:
+            rows = conn.execute(
+                select(audit_log).where(where).order_by(t.seq.desc()).offset(skip).limit(limit)
+            ).all()
+            count = conn.execute(
+                select(func.count()).select_from(audit_log).where(where)
+            ).scalar_one()
+        fields = AuditEntry.model_fields
+        return [
+            AuditEntry(**{k: v for k, v in r._mapping.items() if k in fields}) for r in rows
+        ], int(count)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def save_checkpoint(self, organization_id: str, key: str, state_json: str) -> None:
+        """Store (replace) the checkpoint ``key``; ``state_json`` is already validated."""
+        with self.database.write() as conn:
+            stmt = _upsert(conn, checkpoints).values(
+                organization_id=organization_id, key=key, state_json=state_json, updated_at=utcnow()
+            )
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[checkpoints.c.organization_id, checkpoints.c.key],
+                    set_={
+                        "state_json": stmt.excluded.state_json,
+                        "updated_at": stmt.excluded.updated_at,
+                    },
+                )
+            )
+
+    def load_checkpoint(self, organization_id: str, key: str) -> str | None:
+        """The checkpoint stored under ``key``, or None."""
+        with self.database.read() as conn:
+            value = conn.execute(
+                select(checkpoints.c.state_json).where(
+                    checkpoints.c.organization_id == organization_id, checkpoints.c.key == key
+                )
+            ).scalar()
+        return None if value is None else str(value)
+
+    # -- change listeners ----------------------------------------------------------------------
+
+    def subscribe(self, listener: ChangeListener) -> Callable[[], None]:
+        """Call ``listener`` for every change this process learns of, in version order."""
+        return self.feed.subscribe(listener)
+
+
+def _upsert(conn: Connection, table: Any = org_versions) -> Any:
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
+
+
+def _filters(base: Any, equal: Mapping[Any, object]) -> Any:
+    clauses = [base] + [column == value for column, value in equal.items() if value is not None]
+    return and_(*clauses)
+
+
+def _kill_switch(row: Row[Any]) -> KillSwitch:
+    m = row._mapping
+    return KillSwitch(
+        id=m["id"],
+        target_type=m["target_type"],
+        target_id=m["target_id"],
+        reason=m["reason"],
+        is_active=m["is_active"],
+        killed_by=m["killed_by"],
+        killed_at=m["killed_at"],
+        revived_by=m["revived_by"],
+        revived_at=m["revived_at"],
+        organization_id=m["organization_id"],
+    )
+
+
+def _change(row: Row[Any]) -> KillChange:
+    ks = _kill_switch(row)
+    if row.kind == "kill":  # the record as it was when killed, not as it is now
+        ks = ks.model_copy(update={"is_active": True, "revived_by": None, "revived_at": None})
+    return KillChange(version=int(row.version), kind=row.kind, kill_switch=ks)
+
+
+def _counts_row(row: Row[Any]) -> dict[str, Any]:
+    m = row._mapping
+    return {
+        "target_type": m["target_type"],
+        "target_id": m["target_id"],
+        "type": m["type"],
+        "count": int(m["count"]),
+        "last_occurred_at": m["last_occurred_at"],
+    }

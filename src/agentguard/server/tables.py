@@ -1,0 +1,161 @@
+"""The database schema, as SQLAlchemy Core tables (the migrations create exactly these)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    text,
+)
+
+metadata = MetaData()
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
+Sequence64 = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend (SQLite stores it naive, in UTC)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)  # type: ignore[no-any-return]
+        return value.astimezone(timezone.utc)  # type: ignore[no-any-return]
+
+
+org_versions = Table(
+    "agentguard_org_versions",
+    metadata,
+    Column("organization_id", String(256), primary_key=True),
+    Column("version", BigInteger, nullable=False),
+)
+
+kill_switches = Table(
+    "agentguard_kill_switches",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("organization_id", String(256), nullable=False),
+    Column("target_type", String(16), nullable=False),
+    Column("target_id", String(256), nullable=False),
+    Column("reason", Text),
+    Column("is_active", Boolean, nullable=False),
+    Column("killed_by", String(512), nullable=False),
+    Column("killed_at", UTCDateTime, nullable=False),
+    Column("revived_by", String(512)),
+    Column("revived_at", UTCDateTime),
+    # At most one active kill switch per (organization, target): the database enforces it.
+    Index(
+        "agentguard_kill_switches_one_active",
+        "organization_id",
+        "target_type",
+        "target_id",
+        unique=True,
+        sqlite_where=text("is_active"),
+        postgresql_where=text("is_active"),
+    ),
+    Index("agentguard_kill_switches_org_killed_at", "organization_id", "is_active", "killed_at"),
+)
+
+kill_changes = Table(
+    "agentguard_kill_changes",
+    metadata,
+    Column("organization_id", String(256), primary_key=True),
+    Column("version", BigInteger, primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("kill_switch_id", String(36), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+audit_log = Table(
+    "agentguard_audit_log",
+    metadata,
+    Column("seq", Sequence64, primary_key=True, autoincrement=True),
+    Column("id", String(36), nullable=False, unique=True),
+    Column("organization_id", String(256), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("actor", String(512), nullable=False),
+    Column("target_type", String(16)),
+    Column("target_id", String(256)),
+    Column("detail", Text),
+    Column("request_id", String(128)),
+    Column("version", BigInteger),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("agentguard_audit_log_org_seq", "organization_id", "seq"),
+)
+
+interventions = Table(
+    "agentguard_interventions",
+    metadata,
+    Column("seq", Sequence64, primary_key=True, autoincrement=True),
+    Column("organization_id", String(256), nullable=False),
+    Column("id", String(64), nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("action", String(256), nullable=False),
+    Column("target_type", String(16), nullable=False),
+    Column("target_id", String(256), nullable=False),
+    Column("kill_switch_id", String(64)),
+    Column("killed_by", String(512)),
+    Column("reason", Text),
+    Column("agent_id", String(256)),
+    Column("run_id", String(256)),
+    Column("mission_id", String(256)),
+    Column("instance_id", String(256)),
+    Column("tool_call_id", String(256)),
+    Column("occurred_at", UTCDateTime, nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    # Re-sending a batch is safe: an intervention id is stored once per organization.
+    Index("agentguard_interventions_org_id", "organization_id", "id", unique=True),
+    Index("agentguard_interventions_org_occurred", "organization_id", "occurred_at"),
+    Index("agentguard_interventions_org_target", "organization_id", "target_type", "target_id"),
+)
+
+api_keys = Table(
+    "agentguard_api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("organization_id", String(256), nullable=False),
+    Column("owner", String(256), nullable=False),
+    Column("name", String(256)),
+    Column("scopes", String(256), nullable=False),
+    Column("secret_hash", String(64), nullable=False),
+    Column("created_by", String(512), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_by", String(512)),
+    Column("revoked_at", UTCDateTime),
+    Index("agentguard_api_keys_org", "organization_id", "created_at"),
+)
+
+checkpoints = Table(
+    "agentguard_checkpoints",
+    metadata,
+    Column("organization_id", String(256), primary_key=True),
+    Column("key", String(256), primary_key=True),
+    Column("state_json", Text, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)

@@ -1,0 +1,114 @@
+"""Server fixtures: servers on a fresh database, API clients, and real uvicorn processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harness import Api, Process, free_port, stop, wait_until_serving
+
+from agentguard.server import KillSwitchServer
+
+ServerFactory = Callable[..., KillSwitchServer]
+
+
+@pytest.fixture
+def make_server() -> Iterator[ServerFactory]:
+    """Factory: ``make_server(url, **options)``; every server is closed after the test."""
+    servers: list[KillSwitchServer] = []
+
+    def make(database_url: str | None = None, **options: Any) -> KillSwitchServer:
+        server = KillSwitchServer(database_url, **options)
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture
+def server(make_server: ServerFactory, database_url: str) -> KillSwitchServer:
+    """A started server on a fresh SQLite file or PostgreSQL database."""
+    s = make_server(database_url)
+    s.start()
+    return s
+
+
+@pytest.fixture
+def api() -> Callable[..., Api]:
+    """Factory: ``api(server, org="org_a", scopes=("admin",), owner="usr_abc")``."""
+
+    def make(
+        server: KillSwitchServer,
+        org: str = "org_a",
+        scopes: tuple[str, ...] = ("admin",),
+        owner: str = "usr_abc",
+    ) -> Api:
+        return Api(server, org, list(scopes), owner)
+
+    return make
+
+
+@pytest.fixture
+def start_process(tmp_path: Path) -> Iterator[Callable[..., Process]]:
+    """Factory: run ``argv`` (a server) with env vars on a free port; stopped in teardown."""
+    processes: list[Process] = []
+
+    def start(
+        argv: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        wait: bool = True,
+    ) -> Process:
+        port = port or free_port()
+        log = tmp_path / f"server-{port}.log"
+        full_env = {**os.environ, **(env or {})}
+        popen = subprocess.Popen(
+            [a.replace("{port}", str(port)) for a in argv],
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=tmp_path,
+            start_new_session=True,
+        )
+        process = Process(popen, port, log)
+        processes.append(process)
+        if wait:
+            wait_until_serving(process)
+        return process
+
+    yield start
+    for process in processes:
+        stop(process)
+
+
+@pytest.fixture
+def start_uvicorn(start_process: Callable[..., Process]) -> Callable[..., Process]:
+    """Factory: ``start_uvicorn(database_url, workers=1)`` runs the API in uvicorn."""
+
+    def start(database_url: str, *, workers: int = 1) -> Process:
+        argv = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "agentguard.server.asgi:create_app",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "{port}",
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+        ]
+        return start_process(argv, env={"AGENTGUARD_DATABASE_URL": database_url})
+
+    return start

@@ -1,0 +1,77 @@
+"""Schema migrations: applied on start and by ``agentguard db upgrade``, idempotent."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+from sqlalchemy import create_engine, inspect
+
+from agentguard.server.database import Database
+from agentguard.server.tables import metadata
+
+TABLES = {t.name for t in metadata.sorted_tables}
+
+
+def upgrade(database_url: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agentguard.cli", "db", "upgrade", "--database-url", database_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_db_upgrade_command_creates_the_schema(database_url: str) -> None:
+    assert Database(database_url).revision() is None
+    first = upgrade(database_url)
+    assert first.returncode == 0, first.stderr
+    assert "database at revision 0001 (was None)" in first.stdout
+    engine = create_engine(Database(database_url).url)
+    inspector = inspect(engine)
+    assert TABLES | {"agentguard_alembic_version"} <= set(inspector.get_table_names())
+    indexes = {i["name"]: i for i in inspector.get_indexes("agentguard_kill_switches")}
+    assert indexes["agentguard_kill_switches_one_active"]["unique"]
+    engine.dispose()
+    again = upgrade(database_url)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == "database at revision 0001"
+
+
+def test_migrations_match_the_tables(database_url: str) -> None:
+    """The migrated schema has every column of ``tables.py`` (so the two cannot drift)."""
+    database = Database(database_url)
+    database.upgrade()
+    inspector = inspect(database.engine)
+    for table in metadata.sorted_tables:
+        migrated = {c["name"] for c in inspector.get_columns(table.name)}
+        assert migrated == {c.name for c in table.columns}, table.name
+    database.dispose()
+
+
+def test_concurrent_first_starts_do_not_collide(make_server: Any, database_url: str) -> None:
+    import threading
+
+    servers = [make_server(database_url) for _ in range(4)]
+    errors: list[BaseException] = []
+
+    def start(server: Any) -> None:
+        try:
+            server.start()
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(s,)) for s in servers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert servers[0].database.revision() == "0001"
+
+
+def test_bad_database_url_is_a_usage_error() -> None:
+    result = upgrade("mysql://nope")
+    assert result.returncode == 2
+    assert "database_url" in result.stderr

@@ -1,0 +1,186 @@
+"""The ``agentguard`` command: serve, keys and db (kill/revive/... are tested with their issue)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select
+
+from agentguard.cli import main
+from agentguard.server.database import Database
+from agentguard.server.tables import api_keys, audit_log
+
+TOKEN = re.compile(r"ag_[A-Za-z0-9]{8}_[A-Za-z0-9]{40}")
+
+
+def run(*args: str) -> Any:
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_keys_create_list_revoke(database_url: str) -> None:
+    created = run(
+        "keys",
+        "create",
+        "--database-url",
+        database_url,
+        "--org",
+        "org_a",
+        "--owner",
+        "usr_abc",
+        "--scope",
+        "operator",
+        "--scope",
+        "agent",
+        "--json",
+    )
+    assert created.exit_code == 0, created.output
+    key = json.loads(created.output)
+    assert TOKEN.fullmatch(key["secret"])
+    assert key["scopes"] == ["agent", "operator"] and key["organization_id"] == "org_a"
+
+    listed = run("keys", "list", "--database-url", database_url, "--org", "org_a", "--json")
+    assert listed.exit_code == 0
+    body = json.loads(listed.output)
+    assert body["count"] == 1 and body["data"][0]["id"] == key["id"]
+    assert "secret" not in body["data"][0]
+    human = run("keys", "list", "--database-url", database_url, "--org", "org_a")
+    assert key["id"] in human.output and "active" in human.output
+    other = run("keys", "list", "--database-url", database_url, "--org", "org_b", "--json")
+    assert json.loads(other.output)["count"] == 0
+
+    revoked = run("keys", "revoke", key["id"], "--database-url", database_url, "--org", "org_a")
+    assert revoked.exit_code == 0 and f"revoked {key['id']}" in revoked.output
+    again = run("keys", "revoke", key["id"], "--database-url", database_url, "--org", "org_a")
+    assert again.exit_code == 3 and "already revoked" in again.output
+    missing = run("keys", "revoke", "ag_nothere1", "--database-url", database_url, "--org", "org_a")
+    assert missing.exit_code == 3
+
+    database = Database(database_url)
+    with database.read() as conn:
+        assert conn.execute(select(api_keys.c.secret_hash)).scalar_one() != key["secret"]
+        actions = conn.execute(select(audit_log.c.action).order_by(audit_log.c.seq)).scalars()
+        assert list(actions) == ["key.create", "key.revoke"]
+    database.dispose()
+
+
+def test_keys_create_needs_a_valid_scope(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    result = CliRunner().invoke(
+        main, ["keys", "create", "--database-url", url, "--owner", "x", "--scope", "root"]
+    )
+    assert result.exit_code == 2
+    assert "root" in result.output
+
+
+def test_unknown_command_is_a_usage_error() -> None:
+    assert CliRunner().invoke(main, ["frobnicate"]).exit_code == 2
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def serve(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], int]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "AGENTGUARD_DATABASE_URL"}
+    popen = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "agentguard.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            *args,
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    return popen, port
+
+
+def first_token(popen: subprocess.Popen[str], timeout: float = 30.0) -> str:
+    """Read the server's output until the admin key appears."""
+    assert popen.stdout is not None
+    deadline = time.monotonic() + timeout
+    seen = ""
+    while time.monotonic() < deadline:
+        line = popen.stdout.readline()
+        seen += line
+        match = TOKEN.search(line)
+        if match:
+            return match.group(0)
+        if not line and popen.poll() is not None:
+            break
+    raise AssertionError(f"no admin key printed:\n{seen}")
+
+
+def wait_serving(port: int, popen: subprocess.Popen[str], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert popen.poll() is None, "server exited"
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/api/v1/openapi.json", timeout=1.0)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    raise AssertionError("server did not answer")
+
+
+def stop(popen: subprocess.Popen[str]) -> str:
+    popen.terminate()
+    try:
+        out, _ = popen.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        popen.kill()
+        out, _ = popen.communicate(timeout=5)
+    return out or ""
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_creates_and_prints_an_admin_key_once(tmp_path: Path, workers: int) -> None:
+    popen, port = serve(tmp_path, "--workers", str(workers))
+    try:
+        token = first_token(popen)
+        wait_serving(port, popen)
+        headers = {"Authorization": f"Bearer {token}"}
+        base = f"http://127.0.0.1:{port}/api/v1"
+        keys = httpx.get(f"{base}/keys", headers=headers, timeout=5).json()
+        assert keys["count"] == 1 and keys["data"][0]["scopes"] == ["admin"]
+        for _ in range(4):  # whichever worker answers knows the key
+            kill = {"target_type": "agent", "target_id": "x"}
+            assert (
+                httpx.get(
+                    f"{base}/kill-switch/check", params=kill, headers=headers, timeout=5
+                ).status_code
+                == 200
+            )
+    finally:
+        stop(popen)
+    assert (tmp_path / "agentguard.db").exists()  # the default database, in the working dir
+
+    popen, port = serve(tmp_path)
+    try:
+        wait_serving(port, popen)
+    finally:
+        out = stop(popen)
+    assert not TOKEN.search(out)  # not on the second start: the database has a key
