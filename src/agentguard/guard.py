@@ -18,7 +18,8 @@ from typing import Any, Literal
 from opentelemetry import metrics, trace
 
 from . import actions
-from .errors import AgentGuardWarning, InvalidInputError, PolicyViolationError
+from .errors import AgentGuardError, AgentGuardWarning, InvalidInputError, PolicyViolationError
+from .heartbeat import Heartbeat
 from .records import CallCounts, Intervention, InterventionType, KillStatus, KillSwitch, utcnow
 from .rules import Rule, RuleEngine, Trip
 from .checkpoints import encode_checkpoint, validate_checkpoint_key
@@ -76,6 +77,9 @@ class Guard:
             raise InvalidInputError("fail_mode", f"must be 'closed' or 'open'; got {fail_mode!r}")
         if not isinstance(max_staleness, (int, float)) or max_staleness <= 0:
             raise InvalidInputError("max_staleness", f"must be a positive number; got {max_staleness!r}")
+        self.instance_id = instance_id or default_instance_id()
+        defaults = Scope(agent_id, run_id, mission_id)
+        self._defaults = defaults if any(defaults) else None
         if isinstance(source, str):
             from .remote import RemoteSource
 
@@ -87,16 +91,15 @@ class Guard:
                 keepalive=min(5.0, max_staleness / 2),
                 bootstrap=bootstrap,
                 clock=clock,
+                instance_id=self.instance_id,
+                identity=defaults,
             )
         self._source = _resolve_source(source, organization_id)
         self._index = self._source.index
         self._index.max_staleness = float(max_staleness)
-        defaults = Scope(agent_id, run_id, mission_id)
-        self._defaults = defaults if any(defaults) else None
         self.actor = actor
         self.fail_mode: FailMode = fail_mode
         self.max_staleness = float(max_staleness)
-        self.instance_id = instance_id or default_instance_id()
         self._clock = clock
         self.telemetry = Telemetry(
             tracer_provider, meter_provider, capture_arguments=capture_arguments
@@ -113,6 +116,8 @@ class Guard:
         self._recorder = self._source.make_recorder()
         self._rules = RuleEngine(self, list(rules), clock) if rules else None
         self._costs: dict[Scope, float] = {}
+        self.last_checkpoint: str | None = None  # the key of the latest checkpoint stored
+        self._heartbeat: Heartbeat | None = None
         self._outcomes: dict[Scope, list[int]] = {}  # reported [successes, failures]
 
     @property
@@ -233,6 +238,10 @@ class Guard:
             return sum(
                 v for s, v in self._costs.items() if getattr(s, f"{target_type}_id", None) == target_id
             )
+
+    def _total_cost(self) -> float:
+        with self._counts_lock:
+            return sum(self._costs.values())
 
     def _new_counter(self, table: dict[_CountKey, itertools.count[int]], key: _CountKey) -> itertools.count[int]:
         with self._counts_lock:
@@ -442,6 +451,7 @@ class Guard:
     def checkpoint(self, key: str, state: Any) -> None:
         """Store ``state`` (JSON, at most 256 KiB) under ``key`` for this organization."""
         self._source.save_checkpoint(key, encode_checkpoint(key, state))
+        self.last_checkpoint = key
 
     def load_checkpoint(self, key: str, default: Any = None) -> Any:
         """The last state stored under ``key``, or ``default``."""
@@ -501,8 +511,39 @@ class Guard:
         """Deliver queued interventions; return whether all were delivered in time."""
         return self._recorder.flush(timeout)
 
+    # -- heartbeats -------------------------------------------------------------------------
+
+    def start_heartbeat(
+        self,
+        interval: float = 10.0,
+        *,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        mission_id: str | None = None,
+    ) -> Heartbeat:
+        """Report this process to the server every ``interval`` seconds until it exits.
+
+        Ids default to the guard's. A thread in sync code, a task inside a running asyncio
+        loop; at exit it reports a clean exit, on an unhandled exception a crash. Needs a
+        server (``Guard(server)`` or ``Guard(url, api_key=...)``).
+        """
+        if self._heartbeat is not None and self._heartbeat.running:
+            raise AgentGuardError("the heartbeat is already running; call stop_heartbeat() first")
+        heartbeat = Heartbeat(
+            self, interval, agent_id=agent_id, run_id=run_id, mission_id=mission_id
+        )
+        self._heartbeat = heartbeat.start()
+        return heartbeat
+
+    def stop_heartbeat(self) -> None:
+        """Stop the heartbeat, reporting a clean exit (no-op if none runs)."""
+        heartbeat, self._heartbeat = self._heartbeat, None
+        if heartbeat is not None:
+            heartbeat.stop("exited")
+
     def close(self) -> None:
         """Deliver queued interventions and release the source."""
+        self.stop_heartbeat()
         self._recorder.close()
         self._source.close()
 

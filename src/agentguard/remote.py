@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import random
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from .errors import (
     NotKilledError,
     PermissionDeniedError,
 )
+from .heartbeat import HeartbeatReply, HeartbeatReport
 from .index import KillIndex
 from .interventions import InterventionRecorder
 from .records import Intervention, KillChange, KillStatus, KillSwitch, Snapshot
@@ -82,6 +84,8 @@ class RemoteSource(KillStateSource):
         clock: Callable[[], float] = time.monotonic,
         transport: httpx.BaseTransport | None = None,
         auth_error_backoff: float = 60.0,
+        instance_id: str | None = None,
+        identity: Scope | None = None,
     ) -> None:
         if mode not in MODES:
             raise InvalidInputError("mode", f"must be one of {', '.join(MODES)}; got {mode!r}")
@@ -104,6 +108,11 @@ class RemoteSource(KillStateSource):
         )
         self.index = KillIndex()
         self.organization_id = ""
+        self.instance_id = instance_id
+        self.identity = identity or Scope()
+        self._ack_wanted = 0  # the newest applied version not yet acknowledged to the server
+        self._ack_event = threading.Event()
+        self.acknowledged = 0
         self._bootstrapped = False
         if bootstrap is not None:
             self._load_bootstrap(Path(bootstrap))
@@ -118,6 +127,10 @@ class RemoteSource(KillStateSource):
             target = self._stream_loop if mode == "stream" else self._poll_loop
             self._thread = threading.Thread(target=target, name=f"agentguard-{mode}", daemon=True)
             self._thread.start()
+        self._ack_thread: threading.Thread | None = None
+        if mode != "strict" and instance_id:
+            self._ack_thread = threading.Thread(target=self._ack_loop, name="agentguard-ack", daemon=True)
+            self._ack_thread.start()
 
     # -- the feed -------------------------------------------------------------------------
 
@@ -197,7 +210,19 @@ class RemoteSource(KillStateSource):
         # No Last-Event-ID: every (re)connection starts with a full snapshot, so nothing
         # missed while disconnected is lost.
         timeout = httpx.Timeout(self._http.timeout.connect or 5.0, read=read_timeout)
-        with self._http.stream("GET", "/kill-switch/stream", headers=headers, timeout=timeout) as response:
+        params = {
+            k: v
+            for k, v in (
+                ("instance_id", self.instance_id),
+                ("agent_id", self.identity.agent_id),
+                ("run_id", self.identity.run_id),
+                ("mission_id", self.identity.mission_id),
+            )
+            if v
+        }
+        with self._http.stream(
+            "GET", "/kill-switch/stream", headers=headers, params=params, timeout=timeout
+        ) as response:
             self._response = response
             _raise_for_configuration(response, self.url)
             if response.status_code != 200:
@@ -205,6 +230,10 @@ class RemoteSource(KillStateSource):
             for event in EventSource(response).iter_sse():
                 if self._stop.is_set():
                     return
+                if not event.data:
+                    # By the SSE spec an empty data buffer dispatches nothing; httpx-sse still
+                    # yields one after each keep-alive comment once an id has been seen.
+                    continue
                 self._handle_event(event.event, event.data)
         raise _ProtocolError("stream closed by the server")
 
@@ -214,6 +243,7 @@ class RemoteSource(KillStateSource):
                 self._install_snapshot(Snapshot.model_validate_json(data))
                 self.connected = True
                 self._synced_now(live=True)
+                self._acknowledge()
                 return
             if kind in ("kill", "revive"):
                 change = KillChange.model_validate_json(data)
@@ -229,7 +259,36 @@ class RemoteSource(KillStateSource):
             raise _ProtocolError(
                 f"missed versions {self.index.version + 1}..{change.version - 1}; resyncing"
             )
-        self.index.apply(change)  # ignored unless newer
+        if self.index.apply(change):  # ignored unless newer
+            self._acknowledge()
+
+    # -- acknowledgement: tell the server which version this instance enforces ---------------
+
+    def _acknowledge(self) -> None:
+        if self.instance_id and self.index.version > self.acknowledged:
+            self._ack_wanted = self.index.version
+            self._ack_event.set()
+
+    def _ack_loop(self) -> None:
+        backoff = Backoff(initial=0.5, maximum=10.0)
+        while not self._stop.is_set():
+            self._ack_event.wait()
+            self._ack_event.clear()
+            version = self._ack_wanted
+            if self._stop.is_set() or version <= self.acknowledged:
+                continue
+            body: dict[str, Any] = {"instance_id": self.instance_id, "version": version}
+            body.update({k: v for k, v in self.identity._asdict().items() if v})
+            try:
+                response = self._http.post("/kill-switch/ack", json=body)
+                _raise_for_status(response, self.url)
+            except (httpx.HTTPError, AgentGuardError) as exc:
+                logger.warning("agentguard: could not acknowledge version %d: %s", version, exc)
+                self._stop.wait(backoff.next_delay())
+                self._ack_event.set()  # try again with whatever is newest then
+                continue
+            backoff.attempt = 0
+            self.acknowledged = max(self.acknowledged, version)
 
     def _poll_loop(self) -> None:
         backoff = Backoff(initial=self.poll_interval)
@@ -246,6 +305,7 @@ class RemoteSource(KillStateSource):
                     self._install_snapshot(Snapshot.model_validate_json(response.content))
                     etag = response.headers.get("ETag")
                     self._synced_now(live=False)
+                    self._acknowledge()
                 else:
                     raise _ProtocolError(f"state answered HTTP {response.status_code}")
                 backoff.attempt = 0
@@ -342,6 +402,33 @@ class RemoteSource(KillStateSource):
         body = response.json()
         return [Intervention.model_validate(item) for item in body["data"]], int(body["count"])
 
+    # -- fleet: heartbeats and checkpoints (the server's /heartbeats and /checkpoints) ---------
+
+    supports_heartbeats = True
+
+    @property
+    def acknowledges_changes(self) -> bool:  # type: ignore[override]
+        return self._ack_thread is not None
+
+    def heartbeat(self, report: HeartbeatReport) -> HeartbeatReply:
+        response = self._http.post("/heartbeats", json=report.model_dump(exclude_none=True))
+        _raise_for_status(response, self.url)
+        return HeartbeatReply.model_validate_json(response.content)
+
+    def save_checkpoint(self, key: str, state_json: str) -> None:
+        content = b'{"state":' + state_json.encode() + b"}"
+        response = self._http.put(
+            _checkpoint_path(key), content=content, headers={"Content-Type": "application/json"}
+        )
+        _raise_for_status(response, self.url)
+
+    def load_checkpoint(self, key: str) -> str | None:
+        response = self._http.get(_checkpoint_path(key))
+        if response.status_code == 404:
+            return None
+        _raise_for_status(response, self.url)
+        return json.dumps(response.json()["state"])
+
     def make_recorder(self) -> InterventionRecorder:
         return InterventionRecorder(self.report_interventions, interval=1.0, name="agentguard-report")
 
@@ -353,9 +440,25 @@ class RemoteSource(KillStateSource):
                 response.close()
             except Exception:  # closing from another thread may race the reader
                 pass
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
+        self._ack_event.set()
+        for thread in (self._thread, self._ack_thread):
+            if thread is not None:
+                thread.join(timeout=2.0)
         self._http.close()
+
+
+def _checkpoint_path(key: str) -> str:
+    # The key is one path segment: the server's API takes letters, digits and ._:@=+~-
+    if not _CHECKPOINT_KEY.match(key):
+        raise InvalidInputError(
+            "key",
+            f"{key!r}: checkpoint keys stored on a server use letters, digits and ._:@=+~- "
+            "(no '/'), do not start with '.', and have at most 256 characters",
+        )
+    return f"/checkpoints/{key}"
+
+
+_CHECKPOINT_KEY = re.compile(r"^[A-Za-z0-9_:@=+~-][A-Za-z0-9._:@=+~-]{0,255}$")
 
 
 class _ProtocolError(Exception):

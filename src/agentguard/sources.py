@@ -6,6 +6,7 @@ import math
 from abc import ABC, abstractmethod
 from typing import Any
 
+from .heartbeat import HeartbeatReply, HeartbeatReport, HeartbeatsUnsupportedError
 from .index import KillIndex
 from .interventions import InterventionRecorder
 from .records import Intervention, KillChange, KillStatus
@@ -58,6 +59,18 @@ class KillStateSource(ABC):
     def verify(self, action: str, scope: Scope) -> Verdict:
         """Check one call at the source itself; ``None`` when this source cannot."""
         return None
+
+    supports_heartbeats = False
+    """Whether :meth:`heartbeat` reaches a server."""
+
+    acknowledges_changes = False
+    """Whether the source itself tells the server each kill-state version it applied."""
+
+    def heartbeat(self, report: HeartbeatReport) -> HeartbeatReply:
+        """Send a heartbeat; the answer carries the instance's health and kill state."""
+        raise HeartbeatsUnsupportedError(
+            f"heartbeats need a server; {type(self).__name__} keeps kill state in this process"
+        )
 
     def save_checkpoint(self, key: str, state_json: str) -> None:
         """Store a validated JSON checkpoint under ``key``."""

@@ -40,6 +40,10 @@ class Telemetry:
         self.changes = meter.create_counter(
             "agentguard.kill_switch.changes", unit="{change}", description="Kills and revives"
         )
+        self.propagation = meter.create_histogram(
+            "agentguard.kill_switch.propagation", unit="ms",
+            description="Time from a kill's commit until an instance acknowledged applying it",
+        )
         self._meter = meter
         self._active_sources: list[Callable[[], int]] = []
         self._meter.create_observable_gauge(
@@ -117,6 +121,13 @@ class Telemetry:
         if self.capture_arguments and arguments is not None:
             attributes[sc.ARGUMENTS] = repr(arguments)[:MAX_ARGUMENTS_LENGTH]
         return attributes
+
+    def record_propagation(self, latency_ms: float, *, target_type: str) -> None:
+        """Record how long one instance took to apply a kill. Never raises."""
+        try:
+            self.propagation.record(latency_ms, {sc.TARGET_TYPE: target_type})
+        except Exception:
+            logger.exception("agentguard: could not record the propagation time")
 
     def record_change(self, change: KillChange, *, actor: str) -> None:
         """Emit the span of an operator's kill or revive and count it. Never raises."""

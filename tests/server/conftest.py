@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from harness import Api, Process, free_port, stop, wait_until_serving
+from live import Live, start_live
 
 from agentguard.server import KillSwitchServer
 
@@ -112,3 +113,9 @@ def start_uvicorn(start_process: Callable[..., Process]) -> Callable[..., Proces
         return start_process(argv, env={"AGENTGUARD_DATABASE_URL": database_url})
 
     return start
+
+
+@pytest.fixture
+def live(start_process: Callable[..., Process], database_url: str) -> Live:
+    """A server process on a fresh database, with keys of two organizations."""
+    return start_live(start_process, database_url)

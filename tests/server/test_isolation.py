@@ -99,3 +99,43 @@ def test_a_hard_block_cannot_borrow_another_orgs_killer(orgs: tuple[Any, Any]) -
     stored = a.get("/api/v1/interventions").json()["data"][0]
     assert stored["kill_switch_id"] == b_kill["id"]
     assert stored["killed_by"] is None  # not filled in from org B's record
+
+
+def test_fleet_endpoints(orgs: tuple[Any, Any]) -> None:
+    a, b = orgs
+    beat = {
+        "instance_id": "shared-instance",
+        "agent_id": "shared-bot",
+        "interval": 10,
+        "executed": 5,
+        "refused": 1,
+        "failed": 0,
+        "cost_usd": 2.5,
+        "version": 1,  # org B's version, after its kill
+    }
+    assert b.client.post("/api/v1/heartbeats", json=beat).json()["killed"] is True
+    b.client.put("/api/v1/checkpoints/shared", json={"state": "org B's"})
+    # A sees none of B's fleet.
+    assert a.get("/api/v1/agents").json() == {"data": [], "count": 0}
+    assert a.get("/api/v1/agents/shared-bot").status_code == 404
+    acks = {"target_type": "agent", "target_id": "shared-bot"}
+    assert a.get("/api/v1/kill-switch/acks", **acks).status_code == 404
+    assert a.get("/api/v1/checkpoints/shared").status_code == 404
+    # B's version means nothing in A (whose version is 0), and B's kill does not reach A.
+    assert a.client.post("/api/v1/heartbeats", json=beat).status_code == 409
+    mine = a.client.post("/api/v1/heartbeats", json={**beat, "version": 0}).json()
+    assert (mine["killed"], mine["snapshot"]) == (False, None)
+    ack = {"instance_id": "shared-instance", "version": 0}
+    assert a.client.post("/api/v1/kill-switch/ack", json=ack).json() == {"acknowledged": 0}
+    # A's kill waits for A's instance only, and B's acknowledgement stays B's.
+    killed = a.client.post(
+        "/api/v1/kill-switch/kill", params={"wait": 0}, json={**acks, "reason": "A's"}
+    )
+    assert killed.headers["x-agentguard-acknowledged"] == "0/1"
+    b_acks = b.get("/api/v1/kill-switch/acks", **acks).json()
+    assert (b_acks["live"], b_acks["acknowledged"]) == (1, 1)
+    a.client.put("/api/v1/checkpoints/shared", json={"state": "org A's"})
+    assert b.get("/api/v1/checkpoints/shared").json()["state"] == "org B's"
+    b_agent = b.get("/api/v1/agents/shared-bot").json()
+    assert (b_agent["executed"], b_agent["cost_usd"]) == (5, 2.5)
+    assert [i["version"] for i in b_agent["instances"]] == [1]

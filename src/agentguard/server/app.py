@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import datetime
+from functools import partial
 from typing import Any
 
 from opentelemetry import metrics, trace
@@ -18,18 +20,24 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from ..index import KillIndex
+from ..records import utcnow
+from ..rules import Rule
 from ..telemetry import Telemetry
 from .auth import ApiKeyAuth
 from .clerk import ClerkAuth
+from .console import Console
 from .database import Database
 from .fastcheck import FastCheck
 from .feed import ChangeFeed
+from .fleet import Fleet
 from .keys import KeyStore
 from .openapi import OPENAPI_PATH, build_openapi
 from .problems import http_exception
 from .routes import Api, build_routes
+from .session import ConsoleSessions, SessionAuth
 from .source import ServerSource
 from .sqlstore import SQLStore
+from .stream import STREAM_PATH, StreamHub, stream
 
 
 class KillSwitchServer:
@@ -39,7 +47,9 @@ class KillSwitchServer:
     ``KillSwitchServer("sqlite:///agentguard.db")`` or a ``postgresql://`` URL persist it.
     ``auth`` adds session backends (:class:`~agentguard.server.clerk.ClerkAuth`,
     :class:`~agentguard.server.auth.HostUserAuth`, or any Starlette
-    ``AuthenticationBackend`` that yields a ``Principal``) after API keys.
+    ``AuthenticationBackend`` that yields a ``Principal``) after API keys; the console's
+    session cookie comes last. ``session_secret`` signs console sessions (see
+    :mod:`agentguard.server.session`).
 
     Mounted in a host (``host.mount("/guard", server.app)``) the API is at
     ``/guard/api/v1/...``. Its lifespan never runs there, so the server initialises on the
@@ -51,23 +61,39 @@ class KillSwitchServer:
         database_url: str | None = None,
         *,
         auth: AuthenticationBackend | Sequence[AuthenticationBackend] | None = None,
+        session_secret: str | bytes | None = None,
         tracer_provider: trace.TracerProvider | None = None,
         meter_provider: metrics.MeterProvider | None = None,
         pool_size: int = 10,
         poll_interval: float = 0.05,
+        keepalive: float = 5.0,
+        rules: Sequence[Rule] | None = None,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.database = Database(database_url, pool_size=pool_size)
         self._store = SQLStore(self.database)
         self.keys = KeyStore(self._store)
         extra = [auth] if isinstance(auth, AuthenticationBackend) else list(auth or ())
-        self.auth_backends: list[AuthenticationBackend] = [ApiKeyAuth(self.keys), *extra]
+        self.sessions = ConsoleSessions(self.keys, session_secret)
+        self.auth_backends: list[AuthenticationBackend] = [
+            ApiKeyAuth(self.keys),
+            *extra,
+            SessionAuth(self.sessions),
+        ]
         self.telemetry = Telemetry(tracer_provider, meter_provider)
+        # Heartbeats, health, acknowledgements and server rules; ``clock`` is its wall time.
+        self.fleet = Fleet(self._store, self.index, self.telemetry, clock=clock, rules=rules)
         self._poll_interval = poll_interval
         self._start_lock = threading.Lock()
         self._started = False
         self._closed = False
-        routes = build_routes(Api(self))
+        self.keepalive = keepalive
+        self.stream_hub = StreamHub(self)
+        api = Api(self)
+        routes = build_routes(api)
+        routes.append(Route(STREAM_PATH, partial(stream, api), methods=["GET"], name="stream"))
         routes.append(Route(OPENAPI_PATH, self._openapi, methods=["GET"], name="openapi"))
+        routes.extend(Console(self).routes())  # the page at kill-switch, and its session
         self.starlette = Starlette(
             routes=routes,
             exception_handlers={HTTPException: http_exception},
@@ -133,7 +159,7 @@ class KillSwitchServer:
     def kill_state_source(self, organization_id: str) -> ServerSource:
         """The source of ``Guard(server)``: reads this server's index in-process."""
         self.start()
-        return ServerSource(self._store, organization_id)
+        return ServerSource(self._store, organization_id, fleet=self.fleet)
 
     def create_key(
         self,

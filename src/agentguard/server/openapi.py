@@ -13,6 +13,7 @@ from .auth import PERMISSIONS
 from .problems import DESCRIPTIONS
 from .routes import API, ENDPOINTS, VERSION_HEADER, Endpoint
 from .schemas import ErrorResponse
+from .stream import STREAM_PATH, stream_operation
 
 REF = "#/components/schemas/{model}"
 OPENAPI_PATH = f"{API}/openapi.json"
@@ -36,6 +37,7 @@ def build_openapi(
     paths: dict[str, dict[str, Any]] = {}
     for e in endpoints:
         paths.setdefault(e.path, {})[e.method.lower()] = _operation(e, refs)
+    paths[STREAM_PATH] = {"get": stream_operation()}
     security_schemes: dict[str, Any] = {
         "apiKey": {
             "type": "http",
@@ -88,6 +90,11 @@ def _operation(e: Endpoint, refs: dict[Any, Any]) -> dict[str, Any]:
                 "schema": {"type": "integer", "minimum": 1},
             }
         }
+    if e.conditional:
+        responses["200"]["headers"] = {
+            "ETag": {"description": "Tag of this state", "schema": {"type": "string"}}
+        }
+        responses["304"] = {"description": "Unchanged since the ETag sent in If-None-Match"}
     for status in e.statuses:
         responses[str(status)] = {
             "description": DESCRIPTIONS[status],

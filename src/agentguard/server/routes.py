@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..records import Intervention
+from . import fleet, stream
 from . import schemas as s
 from .auth import Principal, authenticate, required_scope
 from .inputs import as_public, dump, parse_body, parse_path, parse_query
@@ -72,6 +73,7 @@ class Endpoint:
     errors: tuple[int, ...] = ()
     tags: tuple[str, ...] = field(default=())
     versioned: bool = False  # answers with the change's version in VERSION_HEADER
+    conditional: bool = False  # answers with an ETag; If-None-Match of the same tag gets 304
 
     @property
     def statuses(self) -> tuple[int, ...]:
@@ -239,8 +241,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "Kill a target",
         "kill",
         s.KillSwitchPublic,
-        Api.kill,
+        fleet.kill,
         body=s.KillRequest,
+        query=s.KillQuery,
         errors=(409,),
         versioned=True,
         tags=("kill-switch",),
@@ -267,6 +270,17 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         s.CheckResponse,
         Api.check,
         query=s.CheckQuery,
+        tags=("kill-switch",),
+    ),
+    Endpoint(
+        "GET",
+        f"{API}/kill-switch/state",
+        "kill_state",
+        "Every active kill switch and the organization's version (for polling guards)",
+        "check",
+        stream.KillStatePublic,
+        stream.state,
+        conditional=True,
         tags=("kill-switch",),
     ),
     Endpoint(
@@ -358,6 +372,90 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         query=s.InterventionCountsQuery,
         tags=("interventions",),
     ),
+    # -- fleet: heartbeats, acknowledgements, agents, checkpoints (server/fleet.py) ----------
+    Endpoint(
+        "POST",
+        f"{API}/heartbeats",
+        "heartbeat",
+        "Report an instance's heartbeat; answers its health and kill state",
+        "report",
+        fleet.HeartbeatAnswer,
+        fleet.heartbeat,
+        body=s.HeartbeatIn,
+        errors=(409,),
+        tags=("fleet",),
+    ),
+    Endpoint(
+        "POST",
+        f"{API}/kill-switch/ack",
+        "acknowledge",
+        "Acknowledge that an instance applied every change up to a version",
+        "report",
+        s.AckAccepted,
+        fleet.ack,
+        body=s.AckIn,
+        errors=(409,),
+        tags=("kill-switch",),
+    ),
+    Endpoint(
+        "GET",
+        f"{API}/kill-switch/acks",
+        "list_acks",
+        "Which live instances have applied a target's active kill, and how fast",
+        "read",
+        s.AcksPublic,
+        fleet.acks,
+        query=s.AcksQuery,
+        errors=(404,),
+        tags=("kill-switch",),
+    ),
+    Endpoint(
+        "GET",
+        f"{API}/agents",
+        "list_agents",
+        "Agents with their instances, health, totals and cost",
+        "read",
+        s.AgentsPublic,
+        fleet.agents,
+        query=s.PageQuery,
+        tags=("fleet",),
+    ),
+    Endpoint(
+        "GET",
+        f"{API}/agents/{{agent_id}}",
+        "get_agent",
+        "One agent with its instances, health, totals and cost",
+        "read",
+        s.AgentPublic,
+        fleet.agent,
+        path_params=s.AgentPath,
+        errors=(404,),
+        tags=("fleet",),
+    ),
+    Endpoint(
+        "PUT",
+        f"{API}/checkpoints/{{key}}",
+        "put_checkpoint",
+        "Store a JSON checkpoint (at most 256 KiB)",
+        "report",
+        s.CheckpointPublic,
+        fleet.put_checkpoint,
+        body=s.CheckpointIn,
+        path_params=s.CheckpointPath,
+        tags=("fleet",),
+    ),
+    Endpoint(
+        "GET",
+        f"{API}/checkpoints/{{key}}",
+        "get_checkpoint",
+        "The last checkpoint stored under a key",
+        "report",
+        s.CheckpointPublic,
+        fleet.get_checkpoint,
+        path_params=s.CheckpointPath,
+        errors=(404,),
+        tags=("fleet",),
+    ),
 )
 
 
@@ -411,7 +509,13 @@ def _endpoint(api: Api, endpoint: Endpoint) -> Callable[[Request], Awaitable[Res
                 raise
             response = error.response()
         else:
-            response = Response(dump(result), media_type="application/json", headers=call.headers)
+            etag = call.headers.get("ETag")
+            if etag is not None and request.headers.get("if-none-match") == etag:
+                response = Response(status_code=304, headers=call.headers)
+            else:
+                response = Response(
+                    dump(result), media_type="application/json", headers=call.headers
+                )
         response.headers["x-request-id"] = rid
         return response
 

@@ -21,7 +21,7 @@ TargetTypeName = Literal["agent", "run", "mission", "tool"]
 ScopeName = Literal["admin", "operator", "agent", "read"]
 AuditAction = Literal["kill", "revive", "key.create", "key.revoke"]
 AuditTargetType = Literal["agent", "run", "mission", "tool", "api_key"]
-InterventionTypeName = Literal["HARD_BLOCK"]
+InterventionTypeName = Literal["HARD_BLOCK", "OBSERVED"]
 
 # No NUL characters anywhere (PostgreSQL text cannot hold them); ids need one visible character.
 _NO_NUL = r"^[^\x00]*$"
@@ -313,6 +313,161 @@ class InterventionCountsPublic(BaseModel):
 
     data: list[InterventionCount]
     count: int
+
+
+# -- fleet: heartbeats, acknowledgements, agents, checkpoints ----------------------------------
+
+HealthName = Literal["active", "stale", "crashed", "killed", "exited"]
+InstanceStatusName = Literal["running", "exited", "crashed"]
+MAX_COUNT = 10**15  # per counter: far beyond any fleet, far below 64-bit sums
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+Version = Annotated[int, Field(ge=0, le=2**63 - 1)]
+Dollars = Annotated[float, Field(ge=0, le=1e12, allow_inf_nan=False)]
+InstanceId = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=_VISIBLE)]
+# Checkpoint keys in a URL path: no "/", no leading dot (so never "." or "..").
+CHECKPOINT_KEY_PATTERN = r"^[A-Za-z0-9_:@=+~-][A-Za-z0-9._:@=+~-]{0,255}$"
+CheckpointKey = Annotated[str, StringConstraints(max_length=256, pattern=CHECKPOINT_KEY_PATTERN)]
+
+
+class HeartbeatIn(_Body):
+    """One instance's heartbeat; the counters are cumulative for the instance."""
+
+    instance_id: InstanceId
+    agent_id: TargetId | None = None
+    run_id: TargetId | None = None
+    mission_id: TargetId | None = None
+    interval: Annotated[float, Field(gt=0, le=86400, allow_inf_nan=False)]
+    executed: Count
+    refused: Count
+    failed: Count
+    cost_usd: Dollars
+    version: Version
+    checkpoint: CheckpointKey | None = None
+    status: InstanceStatusName = "running"
+    error: Reason | None = None
+
+
+class AckIn(_Body):
+    """The instance has applied every kill-state change up to ``version``."""
+
+    instance_id: InstanceId
+    version: Version
+    agent_id: TargetId | None = None
+    run_id: TargetId | None = None
+    mission_id: TargetId | None = None
+
+
+class AckAccepted(BaseModel):
+    """How many kills this acknowledgement newly acknowledged."""
+
+    acknowledged: int
+
+
+class KillQuery(_Query):
+    """Optionally wait for the live instances the kill applies to to acknowledge it."""
+
+    wait: Annotated[
+        float,
+        Field(ge=0, le=60, allow_inf_nan=False, description="Seconds to wait for acknowledgements"),
+    ] | None = None
+
+
+class AcksQuery(_Query):
+    """The killed target."""
+
+    target_type: TargetTypeName
+    target_id: TargetId
+
+
+class InstanceAck(BaseModel):
+    """Whether one live instance has applied the kill, and how long it took from the commit."""
+
+    instance_id: str
+    agent_id: str | None
+    run_id: str | None
+    mission_id: str | None
+    acknowledged: bool
+    acknowledged_at: datetime | None
+    latency_ms: float | None
+
+
+class AcksPublic(BaseModel):
+    """The active kill of a target and which live instances it applies to have applied it."""
+
+    target_type: TargetTypeName
+    target_id: str
+    kill_switch_id: str
+    version: int
+    killed_at: datetime
+    live: int
+    acknowledged: int
+    slowest_ms: float | None
+    instances: list[InstanceAck]
+
+
+class InstancePublic(BaseModel):
+    """One running (or finished) process of an agent, as its heartbeats describe it."""
+
+    instance_id: str
+    health: HealthName
+    last_seen: datetime
+    run_id: str | None
+    mission_id: str | None
+    executed: int
+    refused: int
+    failed: int
+    cost_usd: float
+    version: int
+    status: InstanceStatusName
+    error: str | None
+
+
+class AgentPublic(BaseModel):
+    """An agent across its instances: health, totals, cost today and in all, kill switch."""
+
+    agent_id: str
+    health: HealthName
+    last_seen: datetime
+    instances: list[InstancePublic]
+    executed: int
+    refused: int
+    failed: int
+    cost_usd: float
+    cost_usd_today: float
+    kill_switch: KillSwitchPublic | None
+
+
+class AgentsPublic(BaseModel):
+    """A page of agents by id, and how many there are in all."""
+
+    data: list[AgentPublic]
+    count: int
+
+
+class AgentPath(BaseModel):
+    """The agent in the path."""
+
+    agent_id: TargetId
+
+
+class CheckpointPath(BaseModel):
+    """The checkpoint in the path."""
+
+    key: CheckpointKey
+
+
+class CheckpointIn(_Body):
+    """A JSON state of at most 256 KiB (compact JSON)."""
+
+    state: Any
+
+
+class CheckpointPublic(BaseModel):
+    """The last state stored under a key."""
+
+    key: str
+    state: Any
+    updated_at: datetime
 
 
 # -- errors --------------------------------------------------------------------------------------

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..heartbeat import HeartbeatReply, HeartbeatReport
 from ..records import Intervention, KillChange, KillStatus
 from ..sources import KillStateSource
 from ..targets import validate_target
 from .sqlstore import SQLStore
+
+if TYPE_CHECKING:
+    from .fleet import Fleet
 
 
 class ServerSource(KillStateSource):
@@ -17,10 +21,20 @@ class ServerSource(KillStateSource):
     (or by another process, once the change feed hears of it) refuses this guard's next call.
     """
 
-    def __init__(self, store: SQLStore, organization_id: str) -> None:
+    supports_heartbeats = True
+
+    def __init__(
+        self, store: SQLStore, organization_id: str, *, fleet: Fleet | None = None
+    ) -> None:
         self.store = store
         self.organization_id = organization_id
         self.index = store.feed.index(organization_id)
+        self.fleet = fleet
+
+    def heartbeat(self, report: HeartbeatReport) -> HeartbeatReply:
+        if self.fleet is None:
+            return super().heartbeat(report)
+        return self.fleet.heartbeat(self.organization_id, report)
 
     def kill(
         self, target_type: str, target_id: str, *, reason: str | None, actor: str

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
+from dataclasses import dataclass, fields, replace
+from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, func, insert, select, update
+from sqlalchemy import Connection, Row, and_, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from ..errors import AlreadyKilledError, NotKilledError
+from ..errors import AgentGuardError, AlreadyKilledError, NotKilledError
+from ..heartbeat import HeartbeatReport
 from ..records import AuditEntry, Intervention, KillChange, KillSwitch, Snapshot, new_id, utcnow
+from ..scope import Scope
 from ..store import ChangeListener
 from ..targets import validate_reason, validate_target
 from .database import Database
@@ -20,10 +23,13 @@ from .feed import CHANGES_CHANNEL, ChangeFeed
 from .tables import (
     audit_log,
     checkpoints,
+    instances,
     interventions,
+    kill_acks,
     kill_changes,
     kill_switches,
     org_versions,
+    usage,
 )
 
 # A lost race for the one active kill of a target surfaces as an IntegrityError; the retry
@@ -447,6 +453,16 @@ class SQLStore:
                 )
             )
 
+    def get_checkpoint(self, organization_id: str, key: str) -> tuple[str, datetime] | None:
+        """The checkpoint stored under ``key`` and when it was stored, or None."""
+        with self.database.read() as conn:
+            row = conn.execute(
+                select(checkpoints.c.state_json, checkpoints.c.updated_at).where(
+                    checkpoints.c.organization_id == organization_id, checkpoints.c.key == key
+                )
+            ).first()
+        return None if row is None else (str(row.state_json), row.updated_at)
+
     def load_checkpoint(self, organization_id: str, key: str) -> str | None:
         """The checkpoint stored under ``key``, or None."""
         with self.database.read() as conn:
@@ -456,6 +472,338 @@ class SQLStore:
                 )
             ).scalar()
         return None if value is None else str(value)
+
+    # -- fleet: heartbeats, acknowledgements, usage --------------------------------------------
+
+    def record_heartbeat(
+        self, organization_id: str, report: HeartbeatReport, *, now: datetime, acked_at: datetime
+    ) -> tuple[InstanceRow, list[NewAck]]:
+        """Store a heartbeat: the instance's state, its usage since the last one, its acks.
+
+        Raises :class:`VersionAheadError` (and writes nothing) if it claims a version the
+        organization has not reached.
+        """
+        with self.database.write() as conn:
+            self._check_version(conn, organization_id, report.version)
+            previous = self._lock_instance(
+                conn, organization_id, report.instance_id, now, acked_at
+            )
+            scope = Scope(
+                report.agent_id or previous.agent_id,
+                report.run_id or previous.run_id,
+                report.mission_id or previous.mission_id,
+            )
+            values = {
+                "agent_id": scope.agent_id,
+                "run_id": scope.run_id,
+                "mission_id": scope.mission_id,
+                "interval_s": report.interval,
+                "executed": report.executed,
+                "refused": report.refused,
+                "failed": report.failed,
+                "cost_usd": report.cost_usd,
+                "version": max(previous.version, report.version),
+                "checkpoint": report.checkpoint or previous.checkpoint,
+                "status": report.status,
+                "error": report.error,
+                "last_seen": now,
+            }
+            self._update_instance(conn, organization_id, report.instance_id, values)
+            delta = (
+                max(0, report.executed - previous.executed),
+                max(0, report.refused - previous.refused),
+                max(0, report.failed - previous.failed),
+                max(0.0, report.cost_usd - previous.cost_usd),
+            )
+            if scope.agent_id and any(delta):
+                self._add_usage(conn, organization_id, scope.agent_id, now, delta)
+            row = previous.updated(values)
+            acks = self._record_acks(
+                conn, organization_id, row, previous.version, report.version, acked_at
+            )
+        return row, acks
+
+    def record_ack(
+        self,
+        organization_id: str,
+        instance_id: str,
+        version: int,
+        scope: Scope,
+        *,
+        now: datetime,
+        acked_at: datetime,
+    ) -> tuple[InstanceRow, list[NewAck]]:
+        """Store that an instance applied every change up to ``version``; return new acks."""
+        with self.database.write() as conn:
+            self._check_version(conn, organization_id, version)
+            previous = self._lock_instance(conn, organization_id, instance_id, now, acked_at)
+            values = {
+                "agent_id": scope.agent_id or previous.agent_id,
+                "run_id": scope.run_id or previous.run_id,
+                "mission_id": scope.mission_id or previous.mission_id,
+                "version": max(previous.version, version),
+                "last_seen": now,
+            }
+            self._update_instance(conn, organization_id, instance_id, values)
+            row = previous.updated(values)
+            acks = self._record_acks(
+                conn, organization_id, row, previous.version, version, acked_at
+            )
+        return row, acks
+
+    def _check_version(self, conn: Connection, org: str, version: int) -> None:
+        current = self._version(conn, org)
+        if version > current:
+            raise VersionAheadError(
+                f"version {version} is ahead of the organization's kill-state version {current}"
+            )
+
+    def _lock_instance(
+        self, conn: Connection, org: str, instance_id: str, now: datetime, first_seen: datetime
+    ) -> InstanceRow:
+        """The instance's row, created if new, locked until commit (PostgreSQL).
+
+        ``now`` is the fleet's clock (health); ``first_seen`` real time (ack latencies).
+        """
+        conn.execute(
+            _upsert(conn, instances)
+            .values(
+                organization_id=org,
+                instance_id=instance_id,
+                executed=0,
+                refused=0,
+                failed=0,
+                cost_usd=0.0,
+                version=0,
+                status="running",
+                first_seen=first_seen,
+                last_seen=now,
+            )
+            .on_conflict_do_nothing(
+                index_elements=[instances.c.organization_id, instances.c.instance_id]
+            )
+        )
+        row = conn.execute(
+            select(instances)
+            .where(instances.c.organization_id == org, instances.c.instance_id == instance_id)
+            .with_for_update()
+        ).one()
+        return InstanceRow.of(row)
+
+    @staticmethod
+    def _update_instance(
+        conn: Connection, org: str, instance_id: str, values: dict[str, Any]
+    ) -> None:
+        conn.execute(
+            update(instances)
+            .where(instances.c.organization_id == org, instances.c.instance_id == instance_id)
+            .values(**values)
+        )
+
+    @staticmethod
+    def _add_usage(
+        conn: Connection,
+        org: str,
+        agent_id: str,
+        now: datetime,
+        delta: tuple[int, int, int, float],
+    ) -> None:
+        executed, refused, failed, cost = delta
+        stmt = _upsert(conn, usage).values(
+            organization_id=org,
+            agent_id=agent_id,
+            bucket=usage_bucket(now),
+            executed=executed,
+            refused=refused,
+            failed=failed,
+            cost_usd=cost,
+        )
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[usage.c.organization_id, usage.c.agent_id, usage.c.bucket],
+                set_={
+                    "executed": usage.c.executed + stmt.excluded.executed,
+                    "refused": usage.c.refused + stmt.excluded.refused,
+                    "failed": usage.c.failed + stmt.excluded.failed,
+                    "cost_usd": usage.c.cost_usd + stmt.excluded.cost_usd,
+                },
+            )
+        )
+
+    def _record_acks(
+        self,
+        conn: Connection,
+        org: str,
+        instance: InstanceRow,
+        before: int,
+        version: int,
+        acked_at: datetime,
+    ) -> list[NewAck]:
+        """Acknowledge the active kills of versions ``before < v <= version`` that apply."""
+        if version <= before:
+            return []
+        kc, ks = kill_changes.c, kill_switches.c
+        kills = conn.execute(
+            select(kc.version, ks.id, ks.target_type, ks.target_id, ks.killed_at)
+            .join(kill_switches, ks.id == kc.kill_switch_id)
+            .where(
+                kc.organization_id == org,
+                kc.kind == "kill",
+                kc.version > before,
+                kc.version <= version,
+                ks.is_active,
+            )
+        ).all()
+        new: list[NewAck] = []
+        for kill in kills:
+            if not instance.may_run(kill.target_type, kill.target_id):
+                continue
+            latency = None
+            if instance.first_seen <= kill.killed_at:  # it was there when the kill committed
+                latency = max(0.0, (acked_at - kill.killed_at).total_seconds() * 1000)
+            new.append(NewAck(kill.id, kill.target_type, int(kill.version), latency))
+        if not new:
+            return []
+        inserted = conn.execute(
+            _upsert(conn, kill_acks)
+            .on_conflict_do_nothing(
+                index_elements=[
+                    kill_acks.c.organization_id,
+                    kill_acks.c.kill_switch_id,
+                    kill_acks.c.instance_id,
+                ]
+            )
+            .returning(kill_acks.c.kill_switch_id),
+            [
+                {
+                    "organization_id": org,
+                    "kill_switch_id": ack.kill_switch_id,
+                    "instance_id": instance.instance_id,
+                    "version": ack.version,
+                    "acknowledged_at": acked_at,
+                    "latency_ms": ack.latency_ms,
+                }
+                for ack in new
+            ],
+        ).all()
+        created = {r.kill_switch_id for r in inserted}
+        return [ack for ack in new if ack.kill_switch_id in created]
+
+    def list_instances(
+        self,
+        organization_id: str,
+        *,
+        agent_id: str | None = None,
+        heartbeating: bool = True,
+    ) -> list[InstanceRow]:
+        """Instances of the organization (or of one agent), by agent and instance id.
+
+        ``heartbeating`` leaves out instances only known from their acknowledgements.
+        """
+        t = instances.c
+        where = _filters(t.organization_id == organization_id, {t.agent_id: agent_id})
+        if heartbeating:
+            where = and_(where, t.interval_s.is_not(None), t.agent_id.is_not(None))
+        with self.database.read() as conn:
+            rows = conn.execute(
+                select(instances).where(where).order_by(t.agent_id, t.instance_id)
+            ).all()
+        return [InstanceRow.of(r) for r in rows]
+
+    def instances_of_kill(
+        self, organization_id: str, target_type: str, target_id: str
+    ) -> list[InstanceRow]:
+        """Instances a kill of the target may apply to: those not reporting another id."""
+        t = instances.c
+        where = t.organization_id == organization_id
+        if target_type != "tool":
+            column = getattr(t, f"{target_type}_id")
+            where = and_(where, or_(column.is_(None), column == target_id))
+        with self.database.read() as conn:
+            rows = conn.execute(select(instances).where(where).order_by(t.instance_id)).all()
+        return [InstanceRow.of(r) for r in rows]
+
+    def kill_acks(
+        self, organization_id: str, kill_switch_id: str
+    ) -> tuple[int, dict[str, tuple[datetime, float | None]]]:
+        """A kill's version and its acknowledgements: instance id -> (when, latency ms)."""
+        with self.database.read() as conn:
+            version = conn.execute(
+                select(kill_changes.c.version).where(
+                    kill_changes.c.organization_id == organization_id,
+                    kill_changes.c.kill_switch_id == kill_switch_id,
+                    kill_changes.c.kind == "kill",
+                )
+            ).scalar()
+            rows = conn.execute(
+                select(
+                    kill_acks.c.instance_id, kill_acks.c.acknowledged_at, kill_acks.c.latency_ms
+                ).where(
+                    kill_acks.c.organization_id == organization_id,
+                    kill_acks.c.kill_switch_id == kill_switch_id,
+                )
+            ).all()
+        acks = {r.instance_id: (r.acknowledged_at, r.latency_ms) for r in rows}
+        return int(version or 0), acks
+
+    def usage_since(
+        self, organization_id: str, agent_ids: Iterable[str] | None, since: datetime
+    ) -> dict[str, Usage]:
+        """Usage per agent from heartbeats received since ``since`` (10-second slices)."""
+        u = usage.c
+        where = and_(u.organization_id == organization_id, u.bucket >= usage_bucket(since))
+        if agent_ids is not None:
+            wanted = list(agent_ids)
+            if not wanted:
+                return {}
+            where = and_(where, u.agent_id.in_(wanted))
+        with self.database.read() as conn:
+            rows = conn.execute(
+                select(
+                    u.agent_id,
+                    func.sum(u.executed).label("executed"),
+                    func.sum(u.refused).label("refused"),
+                    func.sum(u.failed).label("failed"),
+                    func.sum(u.cost_usd).label("cost_usd"),
+                )
+                .where(where)
+                .group_by(u.agent_id)
+            ).all()
+        return {
+            r.agent_id: Usage(
+                int(r.executed or 0),
+                int(r.refused or 0),
+                int(r.failed or 0),
+                float(r.cost_usd or 0),
+            )
+            for r in rows
+        }
+
+    def last_rule_action(
+        self, organization_id: str, actor: str, target_type: str, target_id: str
+    ) -> datetime | None:
+        """When a rule last killed or observed the target (its kills and OBSERVED records)."""
+        ks, iv = kill_switches.c, interventions.c
+        with self.database.read() as conn:
+            killed = conn.execute(
+                select(func.max(ks.killed_at)).where(
+                    ks.organization_id == organization_id,
+                    ks.killed_by == actor,
+                    ks.target_type == target_type,
+                    ks.target_id == target_id,
+                )
+            ).scalar()
+            observed = conn.execute(
+                select(func.max(iv.occurred_at)).where(
+                    iv.organization_id == organization_id,
+                    iv.type == "OBSERVED",
+                    iv.killed_by == actor,
+                    iv.target_type == target_type,
+                    iv.target_id == target_id,
+                )
+            ).scalar()
+        times = [_aware(t) for t in (killed, observed) if t is not None]
+        return max(times) if times else None
 
     # -- change listeners ----------------------------------------------------------------------
 
@@ -506,3 +854,90 @@ def _counts_row(row: Row[Any]) -> dict[str, Any]:
         "count": int(m["count"]),
         "last_occurred_at": m["last_occurred_at"],
     }
+
+
+# -- fleet records -------------------------------------------------------------------------------
+
+USAGE_SLICE = 10  # seconds per usage row
+
+
+def usage_bucket(when: datetime) -> datetime:
+    """The start of the 10-second usage slice holding ``when``."""
+    when = _aware(when)
+    return when.replace(second=when.second - when.second % USAGE_SLICE, microsecond=0)
+
+
+def _aware(when: datetime) -> datetime:
+    """SQLite's aggregate functions return naive UTC datetimes (or strings): make them aware."""
+    if isinstance(when, str):
+        when = datetime.fromisoformat(when)
+    if when.tzinfo is None:
+        return when.replace(tzinfo=timezone.utc)
+    return when.astimezone(timezone.utc)
+
+
+class VersionAheadError(AgentGuardError):
+    """An instance claims a kill-state version its organization has not reached."""
+
+
+@dataclass(frozen=True)
+class InstanceRow:
+    """One instance of an agent as the database knows it."""
+
+    instance_id: str
+    agent_id: str | None
+    run_id: str | None
+    mission_id: str | None
+    interval_s: float | None
+    executed: int
+    refused: int
+    failed: int
+    cost_usd: float
+    version: int
+    checkpoint: str | None
+    status: str
+    error: str | None
+    first_seen: datetime
+    last_seen: datetime
+
+    @classmethod
+    def of(cls, row: Row[Any]) -> InstanceRow:
+        m = row._mapping
+        return cls(**{f.name: m[f.name] for f in fields(cls)})
+
+    def updated(self, values: Mapping[str, Any]) -> InstanceRow:
+        return replace(self, **{k: v for k, v in values.items() if k in _INSTANCE_FIELDS})
+
+    def may_run(self, target_type: str, target_id: str) -> bool:
+        """Whether a kill of the target can apply to calls of this instance.
+
+        A tool kill applies to every instance; an agent, run or mission kill to each
+        instance that does not report a different id of that kind.
+        """
+        if target_type == "tool":
+            return True
+        own = getattr(self, f"{target_type}_id")
+        return own is None or own == target_id
+
+
+_INSTANCE_FIELDS = frozenset(f.name for f in fields(InstanceRow))
+
+
+@dataclass(frozen=True)
+class NewAck:
+    """A kill an instance has newly acknowledged."""
+
+    kill_switch_id: str
+    target_type: str
+    version: int
+    latency_ms: float | None
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Work reported by heartbeats over some time."""
+
+    executed: int = 0
+    refused: int = 0
+    failed: int = 0
+    cost_usd: float = 0.0

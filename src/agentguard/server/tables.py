@@ -11,6 +11,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -158,4 +159,54 @@ checkpoints = Table(
     Column("key", String(256), primary_key=True),
     Column("state_json", Text, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# -- fleet: heartbeats, acknowledgements, usage ----------------------------------------------------
+
+instances = Table(
+    "agentguard_instances",
+    metadata,
+    Column("organization_id", String(256), primary_key=True),
+    Column("instance_id", String(256), primary_key=True),
+    Column("agent_id", String(256)),
+    Column("run_id", String(256)),
+    Column("mission_id", String(256)),
+    # Seconds between heartbeats; NULL for an instance only known from its acknowledgements.
+    Column("interval_s", Float),
+    # Cumulative counters of the instance, as of its last heartbeat.
+    Column("executed", BigInteger, nullable=False),
+    Column("refused", BigInteger, nullable=False),
+    Column("failed", BigInteger, nullable=False),
+    Column("cost_usd", Float, nullable=False),
+    Column("version", BigInteger, nullable=False),  # the kill-state version it has applied
+    Column("checkpoint", String(256)),
+    Column("status", String(16), nullable=False),  # running | exited | crashed
+    Column("error", Text),
+    Column("first_seen", UTCDateTime, nullable=False),
+    Column("last_seen", UTCDateTime, nullable=False),
+    Index("agentguard_instances_org_agent", "organization_id", "agent_id"),
+)
+
+kill_acks = Table(
+    "agentguard_kill_acks",
+    metadata,
+    Column("organization_id", String(256), primary_key=True),
+    Column("kill_switch_id", String(36), primary_key=True),
+    Column("instance_id", String(256), primary_key=True),
+    Column("version", BigInteger, nullable=False),
+    Column("acknowledged_at", UTCDateTime, nullable=False),
+    # From the kill's commit; NULL when the instance first appeared after the kill.
+    Column("latency_ms", Float),
+)
+
+usage = Table(
+    "agentguard_usage",
+    metadata,
+    Column("organization_id", String(256), primary_key=True),
+    Column("agent_id", String(256), primary_key=True),
+    Column("bucket", UTCDateTime, primary_key=True),  # start of a 10-second slice, UTC
+    Column("executed", BigInteger, nullable=False),
+    Column("refused", BigInteger, nullable=False),
+    Column("failed", BigInteger, nullable=False),
+    Column("cost_usd", Float, nullable=False),
 )

@@ -1,0 +1,294 @@
+"""Heartbeats: each guarded process tells the server it is alive, what it did, what it applied.
+
+``guard.start_heartbeat(interval=10)`` sends one at once and then every ``interval`` seconds
+(a daemon thread in sync code, a task inside a running asyncio loop), plus one whenever the
+guard's kill state changes if its source does not acknowledge changes itself. At interpreter
+exit it sends ``status: "exited"``; an unhandled exception (``sys.excepthook`` or
+``threading.excepthook``, both chained) sends ``status: "crashed"`` with the error. The answer
+carries the kill state, applied to the guard's index when newer: a second path that stops a
+guard whose change stream is broken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import math
+import sys
+import threading
+import time
+import traceback
+import weakref
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from .errors import AgentGuardError, InvalidInputError
+from .records import Snapshot
+from .scope import Scope
+
+if TYPE_CHECKING:
+    from .guard import Guard
+
+logger = logging.getLogger("agentguard")
+
+Status = Literal["running", "exited", "crashed"]
+Health = Literal["active", "stale", "crashed", "killed", "exited"]
+MAX_ERROR_LENGTH = 2000
+FINAL_TIMEOUT = 5.0  # seconds the last heartbeat (exited/crashed) may take
+
+
+class HeartbeatReport(BaseModel):
+    """What an instance tells the server (``POST /api/v1/heartbeats``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    instance_id: str
+    agent_id: str | None = None
+    run_id: str | None = None
+    mission_id: str | None = None
+    interval: float
+    executed: int = 0
+    refused: int = 0
+    failed: int = 0
+    cost_usd: float = 0.0
+    version: int = 0
+    checkpoint: str | None = None
+    status: Status = "running"
+    error: str | None = None
+
+
+class HeartbeatReply(BaseModel):
+    """The server's answer: the instance's health and its kill state."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    health: Health
+    version: int
+    killed: bool
+    reason: str | None = None
+    snapshot: Snapshot | None = None
+
+
+class HeartbeatsUnsupportedError(AgentGuardError):
+    """The guard's kill state lives only in this process: there is no server to tell."""
+
+
+class Heartbeat:
+    """The heartbeat of one guard; see :meth:`agentguard.Guard.start_heartbeat`."""
+
+    def __init__(
+        self,
+        guard: Guard,
+        interval: float,
+        *,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        mission_id: str | None = None,
+    ) -> None:
+        if (
+            not isinstance(interval, (int, float))
+            or isinstance(interval, bool)
+            or not 0 < interval <= 86400
+            or math.isnan(interval)
+        ):
+            raise InvalidInputError(
+                "interval", f"must be a number of seconds in (0, 86400]; got {interval!r}"
+            )
+        source = guard.source
+        if not source.supports_heartbeats:
+            raise HeartbeatsUnsupportedError(
+                "heartbeats need a server: use Guard(server) or "
+                "Guard('http://host:8000', api_key=...); a Guard() without one keeps its kill "
+                "state in this process only"
+            )
+        self.guard = guard
+        self.interval = float(interval)
+        defaults = guard._defaults or Scope()
+        self.scope = Scope(
+            agent_id or defaults.agent_id,
+            run_id or defaults.run_id,
+            mission_id or defaults.mission_id,
+        )
+        self.last_reply: HeartbeatReply | None = None
+        self.last_error: str | None = None
+        self.sent = 0
+        self._beat_on_change = not source.acknowledges_changes
+        self._stop = threading.Event()
+        self._send_lock = threading.Lock()
+        self._finished = False
+        self._thread: threading.Thread | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def start(self) -> Heartbeat:
+        """Start beating: a task inside a running asyncio loop, else a daemon thread."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        _ACTIVE.add(self)
+        _install_hooks()
+        if loop is not None:
+            self._task = loop.create_task(self._run_async(), name="agentguard-heartbeat")
+        else:
+            self._thread = threading.Thread(
+                target=self._run_thread, name="agentguard-heartbeat", daemon=True
+            )
+            self._thread.start()
+        return self
+
+    @property
+    def running(self) -> bool:
+        return not self._stop.is_set()
+
+    def stop(self, status: Status = "exited", error: str | None = None) -> HeartbeatReply | None:
+        """Stop beating and send a last heartbeat with ``status``; safe to call twice."""
+        with self._send_lock:
+            if self._finished:
+                return None
+            self._finished = True
+        self._stop.set()
+        _ACTIVE.discard(self)
+        index = self.guard._index
+        with index.changed:
+            index.changed.notify_all()  # wake the thread from its wait
+        # The task notices the stop within 50 ms; the thread wakes from its wait now.
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=FINAL_TIMEOUT)
+        return self._send(status, error)
+
+    # -- beating ------------------------------------------------------------------------------
+
+    def beat(self) -> HeartbeatReply | None:
+        """Send one heartbeat now; returns the answer, or None if it could not be delivered."""
+        if self._finished:
+            return None
+        return self._send("running", None)
+
+    def report(self, status: Status = "running", error: str | None = None) -> HeartbeatReport:
+        """The heartbeat as it would be sent now."""
+        guard = self.guard
+        counts = guard.counts()
+        return HeartbeatReport(
+            instance_id=guard.instance_id,
+            agent_id=self.scope.agent_id,
+            run_id=self.scope.run_id,
+            mission_id=self.scope.mission_id,
+            interval=self.interval,
+            executed=counts.executed,
+            refused=counts.refused,
+            failed=counts.failed,
+            cost_usd=guard._total_cost(),
+            version=guard.version,
+            checkpoint=guard.last_checkpoint,
+            status=status,
+            error=error[:MAX_ERROR_LENGTH] if error else None,
+        )
+
+    def _send(self, status: Status, error: str | None) -> HeartbeatReply | None:
+        try:
+            with self._send_lock:
+                reply = self.guard.source.heartbeat(self.report(status, error))
+                self.sent += 1
+        except Exception as exc:  # a heartbeat must never break the agent
+            self.last_error = str(exc)
+            logger.warning("agentguard: heartbeat failed: %s", exc)
+            return None
+        self.last_error = None
+        self.last_reply = reply
+        if reply.snapshot is not None and reply.snapshot.version > self.guard._index.version:
+            self.guard._index.replace(reply.snapshot)
+        return reply
+
+    def _run_thread(self) -> None:
+        index = self.guard._index
+        next_at = 0.0
+        reported = -1
+        while not self._stop.is_set():
+            now = time.monotonic()
+            changed = self._beat_on_change and index.version != reported
+            if now >= next_at or changed:
+                reported = index.version
+                self._send("running", None)
+                next_at = time.monotonic() + self.interval
+            with index.changed:
+                if not self._stop.is_set() and not (
+                    self._beat_on_change and index.version != reported
+                ):
+                    index.changed.wait(max(0.0, next_at - time.monotonic()))
+
+    async def _run_async(self) -> None:
+        index = self.guard._index
+        loop = asyncio.get_running_loop()
+        next_at = 0.0
+        reported = -1
+        try:
+            while not self._stop.is_set():
+                changed = self._beat_on_change and index.version != reported
+                if loop.time() >= next_at or changed:
+                    reported = index.version
+                    await asyncio.to_thread(self._send, "running", None)
+                    next_at = loop.time() + self.interval
+                # No I/O while waiting: look at the index now and then for a change to report.
+                await asyncio.sleep(min(0.05, max(0.0, next_at - loop.time())))
+        except asyncio.CancelledError:
+            pass
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<Heartbeat {self.guard.instance_id} every {self.interval:g} s, {state}>"
+
+
+# -- process-wide hooks: a clean exit and a crash are both reported ------------------------------
+
+_ACTIVE: weakref.WeakSet[Heartbeat] = weakref.WeakSet()
+_hooks_installed = False
+_hooks_lock = threading.Lock()
+
+
+def _install_hooks() -> None:
+    global _hooks_installed
+    with _hooks_lock:
+        if _hooks_installed:
+            return
+        _hooks_installed = True
+        previous_excepthook = sys.excepthook
+        previous_threading_hook = threading.excepthook
+
+        def excepthook(
+            kind: type[BaseException], value: BaseException, tb: TracebackType | None
+        ) -> None:
+            if not issubclass(kind, KeyboardInterrupt):
+                _stop_all("crashed", _describe(kind, value, tb))
+            previous_excepthook(kind, value, tb)
+
+        def threading_excepthook(args: Any) -> None:
+            if args.exc_type is not SystemExit:
+                where = f" in thread {args.thread.name}" if args.thread is not None else ""
+                text = _describe(args.exc_type, args.exc_value, args.exc_traceback)
+                _stop_all("crashed", f"{text}{where}")
+            previous_threading_hook(args)
+
+        sys.excepthook = excepthook
+        threading.excepthook = threading_excepthook
+        atexit.register(_stop_all, "exited", None)
+
+
+def _stop_all(status: Status, error: str | None) -> None:
+    for heartbeat in list(_ACTIVE):
+        try:
+            heartbeat.stop(status, error)
+        except Exception:  # pragma: no cover - stop() already logs delivery failures
+            logger.exception("agentguard: could not stop the heartbeat")
+
+
+def _describe(
+    kind: type[BaseException], value: BaseException | None, tb: TracebackType | None
+) -> str:
+    lines = traceback.format_exception(kind, value, tb)
+    text = "".join(lines[-3:]).strip()  # the innermost frame and the error itself
+    return text[-MAX_ERROR_LENGTH:]

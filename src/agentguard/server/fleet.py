@@ -1,0 +1,518 @@
+"""The fleet: heartbeats and health, kill acknowledgements, cost, checkpoints, server rules.
+
+Every guarded process may send heartbeats (``guard.start_heartbeat()``): cumulative counts,
+cost, the kill-state version it applied. From them the server knows each agent's instances
+and their health:
+
+- ``active``: heard from within three intervals;
+- ``stale``: silent for more than three intervals;
+- ``crashed``: reported an unhandled exception, or silent for more than ten intervals
+  without having reported a clean exit;
+- ``killed``: an active kill applies to it (its agent, run or mission);
+- ``exited``: reported a clean exit.
+
+An agent is ``killed`` while it has an active kill, else ``active`` if any instance is,
+else the first of killed, stale, crashed that any instance is, else ``exited``.
+
+Acknowledgements (``POST /kill-switch/ack``, and the version in each heartbeat) record when
+each instance applied each kill, so ``GET /kill-switch/acks`` can say "49/50, slowest 41 ms"
+and ``POST /kill?wait=`` can wait for every live instance the kill applies to.
+
+Server rules (``KillSwitchServer(rules=[BudgetRule(...)])``) evaluate each agent's totals
+across all its instances, summed from heartbeats in 10-second slices, after every heartbeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from ..checkpoints import encode_checkpoint
+from ..errors import AlreadyKilledError, InvalidInputError
+from ..heartbeat import HeartbeatReply, HeartbeatReport
+from ..index import KillIndex
+from ..records import Intervention, InterventionType, KillSwitch, utcnow
+from ..rules import BudgetRule, ErrorRateRule, LoopRule, RateRule, Rule
+from ..scope import Scope
+from . import schemas as s
+from .inputs import as_public
+from .problems import ApiError
+from .sqlstore import USAGE_SLICE, InstanceRow, NewAck, SQLStore, Usage, VersionAheadError
+from .stream import KillStatePublic, public_state
+
+if TYPE_CHECKING:
+    from ..telemetry import Telemetry
+    from .routes import Api, Call
+
+logger = logging.getLogger("agentguard.server")
+
+Clock = Callable[[], datetime]
+DEFAULT_INTERVAL = 10.0  # seconds, for instances only known from their acknowledgements
+STALE_AFTER = 3  # missed intervals
+VANISHED_AFTER = 10  # missed intervals without a clean exit: crashed
+ACK_HEADER = "X-AgentGuard-Acknowledged"
+_WAIT_POLL = 0.1  # seconds between reads while waiting (acks may land on another server)
+
+
+def liveness(row: InstanceRow, now: datetime) -> str:
+    """``active``, ``stale``, ``crashed`` or ``exited``, ignoring kills."""
+    if row.status in ("exited", "crashed"):
+        return row.status
+    interval = row.interval_s or DEFAULT_INTERVAL
+    age = (now - row.last_seen).total_seconds()
+    if age > VANISHED_AFTER * interval:
+        return "crashed"
+    if age > STALE_AFTER * interval:
+        return "stale"
+    return "active"
+
+
+def blocking_kill(index: KillIndex, scope: Scope) -> KillSwitch | None:
+    """The active kill of the scope's mission, run or agent, if any."""
+    return (
+        (index.mission.get(scope.mission_id) if scope.mission_id else None)
+        or (index.run.get(scope.run_id) if scope.run_id else None)
+        or (index.agent.get(scope.agent_id) if scope.agent_id else None)
+    )
+
+
+def _scope(row: InstanceRow) -> Scope:
+    return Scope(row.agent_id, row.run_id, row.mission_id)
+
+
+def health(row: InstanceRow, now: datetime, index: KillIndex) -> str:
+    """The health of one instance."""
+    state = liveness(row, now)
+    if state in ("active", "stale") and blocking_kill(index, _scope(row)) is not None:
+        return "killed"
+    return state
+
+
+class HeartbeatAnswer(BaseModel):
+    """The instance's health and kill state; ``snapshot`` when its version is behind."""
+
+    health: s.HealthName
+    version: int
+    killed: bool
+    reason: str | None = None
+    snapshot: KillStatePublic | None = None
+
+
+# -- server rules ----------------------------------------------------------------------------------
+
+
+def validate_rules(rules: Sequence[Rule] | None) -> list[Rule]:
+    """The rules a server can evaluate from heartbeat totals, or an error naming the misfit."""
+    checked = list(rules or ())
+    for rule in checked:
+        if not isinstance(rule, (BudgetRule, RateRule, ErrorRateRule)):
+            what = (
+                "LoopRule needs each call's arguments"
+                if isinstance(rule, LoopRule)
+                else (f"{type(rule).__name__} is not a rule a server can evaluate")
+            )
+            raise InvalidInputError(
+                "rules", f"{what}; declare it on the Guard (server rules: budget, rate, error rate)"
+            )
+        if rule.per != "agent":
+            raise InvalidInputError(
+                "rules",
+                f"server rule {rule.name!r}: heartbeats are totalled per agent; per='agent'",
+            )
+        if isinstance(rule, RateRule) and rule.tool is not None:
+            raise InvalidInputError(
+                "rules",
+                f"server rule {rule.name!r}: heartbeats carry totals, not per-tool counts; "
+                "declare a per-tool rate rule on the Guard",
+            )
+    names = [r.name for r in checked]
+    if len(set(names)) != len(names):
+        raise InvalidInputError("rules", f"rule names must be unique; got {names}")
+    return checked
+
+
+def _exceeds(rule: Rule, agent_id: str, used: Usage) -> str | None:
+    """The trip reason if the agent's totals exceed the rule."""
+    where = f"across all instances of agent {agent_id!r}"
+    if isinstance(rule, BudgetRule):
+        if used.cost_usd > rule.limit_usd:
+            return (
+                f"spent ${used.cost_usd:,.2f} in {rule.window:g} s {where}; "
+                f"limit ${rule.limit_usd:,.2f}"
+            )
+    elif isinstance(rule, RateRule):
+        if used.executed > rule.limit:
+            return (
+                f"{used.executed:,} guarded calls in {rule.window:g} s {where}; "
+                f"limit {rule.limit:,}"
+            )
+    elif isinstance(rule, ErrorRateRule):
+        if used.executed >= rule.min_calls and used.failed / used.executed > rule.max_rate:
+            return (
+                f"{used.failed:,} of {used.executed:,} calls failed in {rule.window:g} s {where} "
+                f"({used.failed / used.executed:.0%}); limit {rule.max_rate:.0%}"
+            )
+    return None
+
+
+def _window(rule: Rule) -> float:
+    window: float = rule.window  # type: ignore[attr-defined]  # every server rule has one
+    return float(window)
+
+
+# -- the fleet -------------------------------------------------------------------------------------
+
+
+class Fleet:
+    """Heartbeats, health, acknowledgements and server rules of one server's store."""
+
+    def __init__(
+        self,
+        store: SQLStore,
+        index: Callable[[str], KillIndex],
+        telemetry: Telemetry,
+        *,
+        clock: Clock = utcnow,
+        rules: Sequence[Rule] | None = None,
+    ) -> None:
+        self.store = store
+        self._index = index
+        self.telemetry = telemetry
+        self.clock = clock
+        self.rules = validate_rules(rules)
+        self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
+        self._waiters_lock = threading.Lock()
+
+    # -- reports from instances ----------------------------------------------------------------
+
+    def heartbeat(self, organization_id: str, report: HeartbeatReport) -> HeartbeatReply:
+        """Record a heartbeat, evaluate the server rules, answer with health and kill state."""
+        now = self.clock()
+        row, acks = self.store.record_heartbeat(organization_id, report, now=now, acked_at=utcnow())
+        self._acknowledged(organization_id, acks)
+        if self.rules and row.agent_id and report.status == "running":
+            self._evaluate_rules(organization_id, row.agent_id, now)
+        index = self._index(organization_id)
+        ks = blocking_kill(index, _scope(row))
+        snapshot = None
+        if report.version < index.version:
+            snapshot = self.store.snapshot(organization_id)
+        return HeartbeatReply(
+            health=health(row, now, index),  # type: ignore[arg-type]
+            version=max(index.version, snapshot.version if snapshot else 0),
+            killed=ks is not None,
+            reason=ks.reason if ks else None,
+            snapshot=snapshot,
+        )
+
+    def ack(self, organization_id: str, instance_id: str, version: int, scope: Scope) -> int:
+        """Record that an instance applied every change up to ``version``; kills newly acked."""
+        _, acks = self.store.record_ack(
+            organization_id, instance_id, version, scope, now=self.clock(), acked_at=utcnow()
+        )
+        self._acknowledged(organization_id, acks)
+        return len(acks)
+
+    def _acknowledged(self, organization_id: str, acks: list[NewAck]) -> None:
+        if not acks:
+            return
+        for ack in acks:
+            if ack.latency_ms is not None:
+                self.telemetry.record_propagation(ack.latency_ms, target_type=ack.target_type)
+        self._wake(organization_id)
+
+    # -- acknowledgement of a kill ------------------------------------------------------------
+
+    def acks(self, organization_id: str, target_type: str, target_id: str) -> s.AcksPublic | None:
+        """The active kill of a target and which live instances applied it; None if not killed."""
+        ks = self.store.get_active(organization_id, target_type, target_id)
+        if ks is None:
+            return None
+        version, acked = self.store.kill_acks(organization_id, ks.id)
+        now = self.clock()
+        live = [
+            row
+            for row in self.store.instances_of_kill(organization_id, target_type, target_id)
+            if liveness(row, now) in ("active", "stale")
+        ]
+        instances = []
+        for row in live:
+            when, latency = acked.get(row.instance_id, (None, None))
+            instances.append(
+                s.InstanceAck(
+                    instance_id=row.instance_id,
+                    agent_id=row.agent_id,
+                    run_id=row.run_id,
+                    mission_id=row.mission_id,
+                    acknowledged=when is not None or (version > 0 and row.version >= version),
+                    acknowledged_at=when,
+                    latency_ms=latency,
+                )
+            )
+        latencies = [i.latency_ms for i in instances if i.latency_ms is not None]
+        return s.AcksPublic(
+            target_type=ks.target_type,  # type: ignore[arg-type]
+            target_id=ks.target_id,
+            kill_switch_id=ks.id,
+            version=version,
+            killed_at=ks.killed_at,
+            live=len(instances),
+            acknowledged=sum(1 for i in instances if i.acknowledged),
+            slowest_ms=max(latencies) if latencies else None,
+            instances=instances,
+        )
+
+    async def wait_for_acks(
+        self, organization_id: str, target_type: str, target_id: str, timeout: float
+    ) -> s.AcksPublic | None:
+        """Wait (without blocking a thread) until every live instance acknowledged the kill."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        woken = asyncio.Event()
+        waiter = (loop, woken)
+        with self._waiters_lock:
+            self._waiters.setdefault(organization_id, set()).add(waiter)
+        try:
+            while True:
+                woken.clear()
+                status = await run_in_threadpool(self.acks, organization_id, target_type, target_id)
+                remaining = deadline - loop.time()
+                if status is None or status.acknowledged >= status.live or remaining <= 0:
+                    return status
+                try:
+                    await asyncio.wait_for(woken.wait(), timeout=min(remaining, _WAIT_POLL))
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            with self._waiters_lock:
+                self._waiters.get(organization_id, set()).discard(waiter)
+
+    def _wake(self, organization_id: str) -> None:
+        with self._waiters_lock:
+            waiters = list(self._waiters.get(organization_id, ()))
+        for loop, event in waiters:
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:  # that loop has closed
+                pass
+
+    # -- agents ----------------------------------------------------------------------------------
+
+    def agents(self, organization_id: str, agent_id: str | None = None) -> list[s.AgentPublic]:
+        """Agents with heartbeating instances, by id (or just one)."""
+        rows = self.store.list_instances(organization_id, agent_id=agent_id)
+        if not rows:
+            return []
+        now = self.clock()
+        index = self._index(organization_id)
+        by_agent: dict[str, list[InstanceRow]] = {}
+        for row in rows:
+            by_agent.setdefault(row.agent_id or "", []).append(row)
+        midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        today = self.store.usage_since(organization_id, list(by_agent), midnight)
+        return [
+            self._agent(agent, members, now, index, today.get(agent, Usage()))
+            for agent, members in sorted(by_agent.items())
+        ]
+
+    def _agent(
+        self,
+        agent_id: str,
+        rows: list[InstanceRow],
+        now: datetime,
+        index: KillIndex,
+        today: Usage,
+    ) -> s.AgentPublic:
+        instances = [
+            s.InstancePublic(
+                instance_id=r.instance_id,
+                health=health(r, now, index),  # type: ignore[arg-type]
+                last_seen=r.last_seen,
+                run_id=r.run_id,
+                mission_id=r.mission_id,
+                executed=r.executed,
+                refused=r.refused,
+                failed=r.failed,
+                cost_usd=r.cost_usd,
+                version=r.version,
+                status=r.status,  # type: ignore[arg-type]
+                error=r.error,
+            )
+            for r in rows
+        ]
+        ks = index.agent.get(agent_id)
+        states = {i.health for i in instances}
+        overall = (
+            "killed"
+            if ks is not None
+            else next(
+                (h for h in ("active", "killed", "stale", "crashed") if h in states), "exited"
+            )
+        )
+        return s.AgentPublic(
+            agent_id=agent_id,
+            health=overall,  # type: ignore[arg-type]
+            last_seen=max(r.last_seen for r in rows),
+            instances=instances,
+            executed=sum(r.executed for r in rows),
+            refused=sum(r.refused for r in rows),
+            failed=sum(r.failed for r in rows),
+            cost_usd=sum(r.cost_usd for r in rows),
+            cost_usd_today=today.cost_usd,
+            kill_switch=as_public(s.KillSwitchPublic, ks) if ks is not None else None,
+        )
+
+    # -- server rules ----------------------------------------------------------------------------
+
+    def _evaluate_rules(self, organization_id: str, agent_id: str, now: datetime) -> None:
+        for rule in self.rules:
+            try:
+                self._evaluate(rule, organization_id, agent_id, now)
+            except Exception:  # a broken rule must not fail the instance's heartbeat
+                logger.exception("agentguard: server rule %s failed", rule.name)
+
+    def _evaluate(self, rule: Rule, org: str, agent_id: str, now: datetime) -> None:
+        since = now - timedelta(seconds=_window(rule))
+        used = self.store.usage_since(org, [agent_id], since).get(agent_id, Usage())
+        reason = _exceeds(rule, agent_id, used)
+        if reason is None:
+            return
+        actor = f"rule:{rule.name}"
+        last = self.store.last_rule_action(org, actor, "agent", agent_id)
+        if last is not None and last >= since - timedelta(seconds=USAGE_SLICE):
+            # Count afresh after the rule's last kill or observation: slices after its own.
+            after = last + timedelta(seconds=USAGE_SLICE)
+            used = self.store.usage_since(org, [agent_id], after).get(agent_id, Usage())
+            reason = _exceeds(rule, agent_id, used)
+            if reason is None:
+                return
+        if rule.mode == "observe":
+            logger.warning(
+                "agentguard: rule %s would kill agent %r: %s", rule.name, agent_id, reason
+            )
+            self.store.add_interventions(
+                org,
+                [
+                    Intervention(
+                        type=InterventionType.OBSERVED,
+                        action=actor,
+                        target_type="agent",
+                        target_id=agent_id,
+                        killed_by=actor,
+                        reason=reason,
+                        agent_id=agent_id,
+                        occurred_at=now,
+                    )
+                ],
+            )
+            return
+        if self._index(org).agent.get(agent_id) is not None:
+            return  # already killed (by this rule or anyone): nothing to add
+        try:
+            change = self.store.kill(org, "agent", agent_id, reason=reason, actor=actor)
+        except AlreadyKilledError:
+            return
+        logger.warning("agentguard: rule %s killed agent %r: %s", rule.name, agent_id, reason)
+        self.telemetry.record_change(change, actor=actor)
+
+
+# -- HTTP handlers -------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _version_conflict() -> Iterator[None]:
+    try:
+        yield
+    except VersionAheadError as exc:
+        raise ApiError("conflict", str(exc), field="version") from None
+
+
+async def heartbeat(api: Api, call: Call) -> BaseModel:
+    body: s.HeartbeatIn = call.body
+    report = HeartbeatReport(**body.model_dump())
+    with _version_conflict():
+        reply = await run_in_threadpool(api.server.fleet.heartbeat, call.org, report)
+    return HeartbeatAnswer(
+        health=reply.health,
+        version=reply.version,
+        killed=reply.killed,
+        reason=reply.reason,
+        snapshot=public_state(reply.snapshot) if reply.snapshot is not None else None,
+    )
+
+
+async def ack(api: Api, call: Call) -> BaseModel:
+    body: s.AckIn = call.body
+    scope = Scope(body.agent_id, body.run_id, body.mission_id)
+    with _version_conflict():
+        count = await run_in_threadpool(
+            api.server.fleet.ack, call.org, body.instance_id, body.version, scope
+        )
+    return s.AckAccepted(acknowledged=count)
+
+
+async def acks(api: Api, call: Call) -> BaseModel:
+    query: s.AcksQuery = call.query
+    status = await run_in_threadpool(
+        api.server.fleet.acks, call.org, query.target_type, query.target_id
+    )
+    if status is None:
+        raise ApiError(
+            "not_found", f"{query.target_type} {query.target_id!r} has no active kill switch"
+        )
+    return status
+
+
+async def kill(api: Api, call: Call) -> BaseModel:
+    """The seed's kill; with ``?wait=`` it then waits for the live instances' acks."""
+    record = await api.kill(call)
+    query: s.KillQuery | None = call.query
+    if query is not None and query.wait is not None:
+        body: s.KillRequest = call.body
+        status = await api.server.fleet.wait_for_acks(
+            call.org, body.target_type, body.target_id, query.wait
+        )
+        if status is not None:
+            call.headers[ACK_HEADER] = f"{status.acknowledged}/{status.live}"
+    return record
+
+
+async def agents(api: Api, call: Call) -> BaseModel:
+    query: s.PageQuery = call.query
+    found = await run_in_threadpool(api.server.fleet.agents, call.org)
+    return s.AgentsPublic(data=found[query.skip : query.skip + query.limit], count=len(found))
+
+
+async def agent(api: Api, call: Call) -> BaseModel:
+    path: s.AgentPath = call.path
+    found = await run_in_threadpool(api.server.fleet.agents, call.org, path.agent_id)
+    if not found:
+        raise ApiError("not_found", f"no heartbeats from agent {path.agent_id!r}", field="agent_id")
+    return found[0]
+
+
+async def put_checkpoint(api: Api, call: Call) -> BaseModel:
+    path: s.CheckpointPath = call.path
+    body: s.CheckpointIn = call.body
+    encoded = encode_checkpoint(path.key, body.state)
+    store = api.server.store
+    await run_in_threadpool(store.save_checkpoint, call.org, path.key, encoded)
+    return await get_checkpoint(api, call)
+
+
+async def get_checkpoint(api: Api, call: Call) -> BaseModel:
+    path: s.CheckpointPath = call.path
+    found = await run_in_threadpool(api.server.store.get_checkpoint, call.org, path.key)
+    if found is None:
+        raise ApiError("not_found", f"no checkpoint {path.key!r}", field="key")
+    state_json, updated_at = found
+    return s.CheckpointPublic(key=path.key, state=json.loads(state_json), updated_at=updated_at)

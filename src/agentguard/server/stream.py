@@ -1,0 +1,305 @@
+"""The change stream (SSE) and the polled kill state: how remote guards stay current.
+
+``GET /api/v1/kill-switch/stream`` sends a ``snapshot`` event carrying the organization's
+version, then one ``kill`` or ``revive`` event per change whose id is its version, and SSE
+comments as keep-alives. With ``Last-Event-ID`` it resumes with the missed changes while the
+change log still has them, else with a fresh snapshot. ``include=interventions`` adds
+``intervention`` events (for ``agentguard tail`` and the console).
+
+``GET /api/v1/kill-switch/state`` answers the same snapshot with an ETag, for polling guards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import func, select
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..records import KillChange, Snapshot
+from . import schemas as s
+from .inputs import parse_query
+from .problems import from_exception
+from .tables import interventions as interventions_table
+
+if TYPE_CHECKING:
+    from .app import KillSwitchServer
+    from .routes import Api, Call
+
+logger = logging.getLogger("agentguard.server")
+
+STREAM_PATH = "/api/v1/kill-switch/stream"
+STATE_PATH = "/api/v1/kill-switch/state"
+KEEPALIVE_HEADER = "X-AgentGuard-Keepalive"
+INTERVENTION_POLL = 0.5  # seconds between reads of new interventions for include=interventions
+
+
+class KillStatePublic(BaseModel):
+    """Every active kill switch of the organization as of ``version``."""
+
+    organization_id: str
+    version: int
+    active: list[s.KillSwitchPublic]
+
+
+class StreamQuery(BaseModel):
+    """Who is listening (all optional) and what else to stream."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    instance_id: str | None = Field(default=None, min_length=1, max_length=256)
+    agent_id: str | None = Field(default=None, min_length=1, max_length=256)
+    run_id: str | None = Field(default=None, min_length=1, max_length=256)
+    mission_id: str | None = Field(default=None, min_length=1, max_length=256)
+    include: Literal["interventions"] | None = None
+
+
+def public_state(snapshot: Snapshot) -> KillStatePublic:
+    """The wire form of a snapshot."""
+    return KillStatePublic(
+        organization_id=snapshot.organization_id,
+        version=snapshot.version,
+        active=[s.KillSwitchPublic.model_validate(ks.model_dump()) for ks in snapshot.active],
+    )
+
+
+async def state(api: Api, call: Call) -> BaseModel:
+    """The kill state for polling; the ETag lets an unchanged poll answer 304."""
+    snapshot = await run_in_threadpool(api.server.store.snapshot, call.org)
+    call.headers["ETag"] = f'"{snapshot.version}"'
+    call.headers["Cache-Control"] = "no-cache"
+    return public_state(snapshot)
+
+
+class StreamHub:
+    """Fans committed changes out to the stream connections of this process."""
+
+    def __init__(self, server: KillSwitchServer) -> None:
+        self._server = server
+        self._queues: dict[
+            str, set[tuple[asyncio.AbstractEventLoop, asyncio.Queue[KillChange]]]
+        ] = {}
+        self._unsubscribe: Any = None
+
+    def open(self, organization_id: str) -> asyncio.Queue[KillChange]:
+        if self._unsubscribe is None:
+            self._unsubscribe = self._server.feed.subscribe(self._on_change)
+        queue: asyncio.Queue[KillChange] = asyncio.Queue()
+        entry = (asyncio.get_running_loop(), queue)
+        self._queues.setdefault(organization_id, set()).add(entry)
+        return queue
+
+    def close(self, organization_id: str, queue: asyncio.Queue[KillChange]) -> None:
+        entries = self._queues.get(organization_id, set())
+        for entry in list(entries):
+            if entry[1] is queue:
+                entries.discard(entry)
+
+    def _on_change(self, organization_id: str, change: KillChange) -> None:
+        # Called by the change feed in version order, from whichever thread learnt of it.
+        for loop, queue in list(self._queues.get(organization_id, ())):
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, change)
+            except RuntimeError:  # the connection's loop has closed
+                pass
+
+    @property
+    def connections(self) -> int:
+        return sum(len(q) for q in self._queues.values())
+
+
+async def stream(api: Api, request: Request) -> Response:
+    """The SSE endpoint."""
+    from .routes import _principal, request_id
+
+    rid = request_id(request)
+    try:
+        principal = await _principal(api, request, "check")
+        query = parse_query(StreamQuery, request)
+    except Exception as exc:
+        error = from_exception(exc)
+        if error is None:
+            raise
+        response = error.response()
+        response.headers["x-request-id"] = rid
+        return response
+    server = api.server
+    keepalive = server.keepalive
+    events = _events(server, principal.organization_id, query, request.headers.get("last-event-id"))
+    return EventSourceResponse(
+        events,
+        ping=keepalive,
+        headers={
+            KEEPALIVE_HEADER: f"{keepalive:g}",
+            "Cache-Control": "no-store",
+            "x-request-id": rid,
+        },
+        send_timeout=30,
+    )
+
+
+async def _events(
+    server: KillSwitchServer, org: str, query: StreamQuery, last_event_id: str | None
+) -> AsyncIterator[ServerSentEvent]:
+    store = server.store
+    queue = server.stream_hub.open(org)  # before reading the state: nothing falls in between
+    try:
+        # Read where interventions stand before the first event: none stored later is missed.
+        cursor = await run_in_threadpool(_last_intervention, server, org) if query.include else None
+        snapshot = await run_in_threadpool(store.snapshot, org)
+        version = snapshot.version
+        resume = _version(last_event_id)
+        changes = None
+        if resume is not None and resume <= version:  # a newer id than ours: not from us
+            changes = await run_in_threadpool(store.changes_since, org, resume)
+        if changes is not None:  # resume with the missed changes (maybe none)
+            for missed in changes:
+                yield _change_event(missed)
+            version = max([resume or 0, *(c.version for c in changes)])
+        else:
+            yield _snapshot_event(snapshot)
+        while True:
+            timeout = INTERVENTION_POLL if cursor is not None else None
+            try:
+                change: KillChange | None = await asyncio.wait_for(queue.get(), timeout)
+            except asyncio.TimeoutError:
+                change = None
+            if change is not None and change.version > version:
+                if change.version > version + 1:  # a gap: read the missing changes in order
+                    missing = await run_in_threadpool(store.changes_since, org, version)
+                    if missing is None:
+                        snapshot = await run_in_threadpool(store.snapshot, org)
+                        yield _snapshot_event(snapshot)
+                        version = snapshot.version
+                        continue
+                    for earlier in missing:
+                        if earlier.version < change.version:
+                            yield _change_event(earlier)
+                yield _change_event(change)
+                version = change.version
+            if cursor is not None:
+                items, cursor = await run_in_threadpool(_interventions_after, server, org, cursor)
+                for item in items:
+                    yield ServerSentEvent(json.dumps(item), event="intervention")
+    finally:
+        server.stream_hub.close(org, queue)
+
+
+def _snapshot_event(snapshot: Snapshot) -> ServerSentEvent:
+    return ServerSentEvent(
+        public_state(snapshot).model_dump_json(), event="snapshot", id=str(snapshot.version)
+    )
+
+
+def _version(last_event_id: str | None) -> int | None:
+    if last_event_id and last_event_id.isdigit() and len(last_event_id) < 19:
+        return int(last_event_id)
+    return None
+
+
+def _change_event(change: KillChange) -> ServerSentEvent:
+    body = {
+        "version": change.version,
+        "kind": change.kind,
+        "kill_switch": json.loads(
+            s.KillSwitchPublic.model_validate(change.kill_switch.model_dump()).model_dump_json()
+        ),
+    }
+    return ServerSentEvent(json.dumps(body), event=change.kind, id=str(change.version))
+
+
+def _last_intervention(server: KillSwitchServer, org: str) -> int:
+    t = interventions_table
+    with server.database.engine.connect() as conn:
+        value = conn.execute(select(func.max(t.c.seq)).where(t.c.organization_id == org)).scalar()
+    return int(value or 0)
+
+
+def _interventions_after(
+    server: KillSwitchServer, org: str, cursor: int
+) -> tuple[list[dict[str, Any]], int]:
+    """Interventions stored after ``cursor`` (their insertion sequence), oldest first."""
+    t = interventions_table
+    with server.database.engine.connect() as conn:
+        rows = (
+            conn.execute(
+                select(t)
+                .where(t.c.organization_id == org, t.c.seq > cursor)
+                .order_by(t.c.seq)
+                .limit(500)
+            )
+            .mappings()
+            .all()
+        )
+    items = []
+    for row in rows:
+        item = s.InterventionPublic.model_validate(
+            {k: v for k, v in row.items() if k in s.InterventionPublic.model_fields}
+        )
+        items.append(json.loads(item.model_dump_json()))
+        cursor = max(cursor, int(row["seq"]))
+    return items, cursor
+
+
+def stream_operation() -> dict[str, Any]:
+    """The OpenAPI operation of the stream (not a JSON endpoint, so written out here)."""
+    params = []
+    for name in ("instance_id", "agent_id", "run_id", "mission_id"):
+        params.append(
+            {
+                "name": name,
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string", "minLength": 1, "maxLength": 256},
+            }
+        )
+    params.append(
+        {
+            "name": "include",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string", "enum": ["interventions"]},
+        }
+    )
+    params.append(
+        {
+            "name": "Last-Event-ID",
+            "in": "header",
+            "required": False,
+            "description": "Resume after this version",
+            "schema": {"type": "string"},
+        }
+    )
+    error = {
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
+    }
+    return {
+        "operationId": "stream",
+        "summary": "Stream kill-state changes (Server-Sent Events)",
+        "tags": ["kill-switch"],
+        "description": (
+            "Needs the operator, agent or read scope (or admin). Events: `snapshot` "
+            "(id = version; data = the kill state), then `kill` / `revive` (id = version; data = "
+            "`{version, kind, kill_switch}`), and with `include=interventions` also "
+            "`intervention`. Keep-alive comments every `X-AgentGuard-Keepalive` seconds."
+        ),
+        "parameters": params,
+        "responses": {
+            "200": {
+                "description": "An endless event stream",
+                "headers": {KEEPALIVE_HEADER: {"schema": {"type": "string"}}},
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            },
+            "401": {"description": "Missing or invalid credentials", **error},
+            "403": {"description": "The credential lacks the scope", **error},
+            "422": {"description": "A query parameter is invalid", **error},
+        },
+    }

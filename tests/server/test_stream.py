@@ -1,0 +1,200 @@
+"""The change stream and the polled state, over a real uvicorn on loopback."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from harness import bearer
+from httpx_sse import connect_sse
+from live import Live
+
+
+class Reader:
+    """Reads one SSE connection in a thread, collecting events."""
+
+    def __init__(self, live: Live, key: str, **options: Any) -> None:
+        self.events: list[tuple[str, str, Any]] = []
+        self.headers: dict[str, str] = {}
+        self.status: int | None = None
+        self.error: Exception | None = None
+        self.ready = threading.Event()
+        self._client = httpx.Client(timeout=httpx.Timeout(5.0, read=10.0))
+        self._options = options
+        self._key = key
+        self._live = live
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        headers = {**bearer(self._key), **self._options.pop("headers", {})}
+        try:
+            with connect_sse(
+                self._client,
+                "GET",
+                f"{self._live.url}/api/v1/kill-switch/stream",
+                headers=headers,
+                params=self._options.get("params"),
+            ) as source:
+                self.status = source.response.status_code
+                self.headers = dict(source.response.headers)
+                self.ready.set()
+                for event in source.iter_sse():
+                    if not event.data:  # not an event by the SSE spec (httpx-sse yields these)
+                        continue
+                    self.events.append((event.event, event.id, json.loads(event.data)))
+        except Exception as exc:  # the connection ended: keep what was read, note why
+            self.error = exc
+            self.ready.set()
+
+    def wait_for(
+        self, predicate: Callable[[list[tuple[str, str, Any]]], bool], timeout: float = 5
+    ) -> list[tuple[str, str, Any]]:
+        from harness import deadline_poll
+
+        assert deadline_poll(lambda: predicate(self.events), timeout), (self.events, self.error)
+        return self.events
+
+    def close(self) -> None:
+        self._client.close()
+
+
+@pytest.fixture
+def reader(live: Live) -> Iterator[Callable[..., Reader]]:
+    readers: list[Reader] = []
+
+    def make(key: str | None = None, **options: Any) -> Reader:
+        r = Reader(live, key or live.agent, **options)
+        readers.append(r)
+        assert r.ready.wait(5)
+        return r
+
+    yield make
+    for r in readers:
+        r.close()
+
+
+def test_snapshot_then_versioned_changes(live: Live, reader: Callable[..., Reader]) -> None:
+    assert live.kill("early").status_code == 200
+    r = reader()
+    assert r.status == 200 and r.headers["x-agentguard-keepalive"] == "0.3"
+    assert r.headers["content-type"].startswith("text/event-stream")
+    events = r.wait_for(lambda e: len(e) >= 1)
+    kind, event_id, data = events[0]
+    assert kind == "snapshot" and event_id == "1" and data["version"] == 1
+    assert data["organization_id"] == "org_a" and [k["target_id"] for k in data["active"]] == [
+        "early"
+    ]
+    live.kill("rogue-bot")
+    live.revive("rogue-bot")
+    events = r.wait_for(lambda e: len(e) >= 3)
+    assert [(k, i) for k, i, _ in events[1:3]] == [("kill", "2"), ("revive", "3")]
+    kill = events[1][2]
+    assert kill["version"] == 2 and kill["kind"] == "kill"
+    assert kill["kill_switch"]["target_id"] == "rogue-bot" and kill["kill_switch"]["is_active"]
+    assert events[2][2]["kill_switch"]["revived_by"].startswith("usr_ops")
+
+
+def test_keepalive_comments_flow_while_quiet(live: Live) -> None:
+    with httpx.stream(
+        "GET", f"{live.url}/api/v1/kill-switch/stream", headers=bearer(live.agent), timeout=5
+    ) as response:
+        comments = 0
+        for line in response.iter_lines():
+            if line.startswith(":"):
+                comments += 1
+                if comments == 2:
+                    break
+    assert comments == 2
+
+
+def test_last_event_id_resumes_with_the_missed_changes(
+    live: Live, reader: Callable[..., Reader]
+) -> None:
+    for name in ("a", "b", "c"):
+        live.kill(name)
+    r = reader(headers={"Last-Event-ID": "1"})
+    events = r.wait_for(lambda e: len(e) >= 2)
+    assert [(k, i, d["kill_switch"]["target_id"]) for k, i, d in events] == [
+        ("kill", "2", "b"),
+        ("kill", "3", "c"),
+    ]
+    live.kill("d")
+    assert r.wait_for(lambda e: len(e) >= 3)[2][1] == "4"
+
+
+@pytest.mark.parametrize("last_id", ["99", "not-a-number", ""])
+def test_unknown_last_event_id_gets_a_fresh_snapshot(
+    live: Live, reader: Callable[..., Reader], last_id: str
+) -> None:
+    live.kill("a")
+    r = reader(headers={"Last-Event-ID": last_id})
+    kind, event_id, data = r.wait_for(lambda e: len(e) >= 1)[0]
+    assert (kind, event_id, data["version"]) == ("snapshot", "1", 1)
+
+
+def test_interventions_are_streamed_on_request(live: Live, reader: Callable[..., Reader]) -> None:
+    r = reader(live.admin, params={"include": "interventions"})
+    r.wait_for(lambda e: len(e) >= 1)
+    iv = {
+        "id": "iv-1",
+        "action": "send_email",
+        "target_type": "agent",
+        "target_id": "bot",
+        "occurred_at": "2026-11-22T10:00:00Z",
+    }
+    assert live.post("/interventions", live.agent, interventions=[iv]).status_code == 200
+    events = r.wait_for(lambda e: any(k == "intervention" for k, _, _ in e))
+    (item,) = [d for k, _, d in events if k == "intervention"]
+    assert item["id"] == "iv-1" and item["action"] == "send_email"
+    plain = reader(live.admin)
+    plain.wait_for(lambda e: len(e) >= 1)
+    live.post("/interventions", live.agent, interventions=[{**iv, "id": "iv-2"}])
+    r.wait_for(lambda e: sum(k == "intervention" for k, _, _ in e) == 2)
+    assert all(k != "intervention" for k, _, _ in plain.events)
+
+
+def test_stream_is_scoped_to_the_callers_organization(
+    live: Live, reader: Callable[..., Reader]
+) -> None:
+    theirs = reader(live.other)
+    ours = reader(live.agent)
+    live.kill("bot", key=live.other)
+    live.kill("mine")
+    ours.wait_for(lambda e: len(e) >= 2)
+    theirs.wait_for(lambda e: len(e) >= 2)
+    assert [d["kill_switch"]["target_id"] for k, _, d in ours.events if k == "kill"] == ["mine"]
+    assert [d["kill_switch"]["target_id"] for k, _, d in theirs.events if k == "kill"] == ["bot"]
+    assert all(d["organization_id"] == "org_b" for k, _, d in theirs.events if k == "snapshot")
+
+
+def test_stream_needs_credentials_and_valid_parameters(live: Live) -> None:
+    url = f"{live.url}/api/v1/kill-switch/stream"
+    missing = httpx.get(url)
+    assert missing.status_code == 401 and missing.json()["error"] == "unauthorized"
+    bad = httpx.get(url, params={"include": "everything"}, headers=bearer(live.agent))
+    assert bad.status_code == 422 and bad.json()["field"] == "include"
+    long = httpx.get(url, params={"agent_id": "x" * 257}, headers=bearer(live.agent))
+    assert long.status_code == 422 and long.json()["field"] == "agent_id"
+
+
+def test_state_has_an_etag_and_answers_304_when_unchanged(live: Live) -> None:
+    url = f"{live.url}/api/v1/kill-switch/state"
+    first = httpx.get(url, headers=bearer(live.agent))
+    assert first.status_code == 200 and first.json() == {
+        "organization_id": "org_a",
+        "version": 0,
+        "active": [],
+    }
+    etag = first.headers["etag"]
+    same = httpx.get(url, headers={**bearer(live.agent), "If-None-Match": etag})
+    assert same.status_code == 304 and same.content == b""
+    live.kill("bot")
+    changed = httpx.get(url, headers={**bearer(live.agent), "If-None-Match": etag})
+    assert changed.status_code == 200 and changed.json()["version"] == 1
+    assert changed.headers["etag"] != etag
+    assert httpx.get(url, headers=bearer(live.other)).json()["active"] == []
