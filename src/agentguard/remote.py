@@ -145,8 +145,11 @@ class RemoteSource(KillStateSource):
         self.index.mark_authoritative()  # trusted until the first sync with the server
 
     def wait_until_synced(self, timeout: float | None = None) -> bool:
-        """Block until the first snapshot arrived; return whether it did in time."""
-        return self._synced.wait(timeout)
+        """Block until the first snapshot arrived; return whether it did in time.
+
+        Strict guards keep no state to sync: every call asks the server, so they are ready.
+        """
+        return True if self.strict else self._synced.wait(timeout)
 
     def _synced_now(self, *, live: bool) -> None:
         now = self._clock()
