@@ -374,3 +374,41 @@ def test_a_kill_through_one_replica_reaches_guards_of_another(
     assert time.monotonic() - started < 5
     a.revive("bot")
     assert deadline_poll(lambda: not refuses(on_b), 5)
+
+
+def _restart_postgres() -> None:
+    import subprocess
+
+    version = sorted(os.listdir("/etc/postgresql"))[-1]
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(
+    not os.path.isdir("/etc/postgresql"), reason="needs a local PostgreSQL cluster to restart"
+)
+def test_postgres_restarted_under_two_replicas(
+    start_process: Callable[..., Process],
+    make_postgres_url: Callable[[], str],
+    make_guard: GuardFactory,
+) -> None:
+    url = make_postgres_url()
+    a = start_live(start_process, url)
+    b = start_live(start_process, url, keys=False).with_keys_of(a)
+    on_b = make_guard(b.url, b.agent, max_staleness=60)
+    assert on_b.wait_until_synced(5)
+    a.kill("before")
+    assert deadline_poll(lambda: refuses(on_b, "before"), 5)
+    _restart_postgres()
+    # The replicas reconnect (pool and LISTEN) and resync; kills made after the restart, through
+    # either replica, reach the guard on the other one.
+    assert deadline_poll(lambda: a.kill("after").status_code == 200, 30)
+    assert deadline_poll(lambda: refuses(on_b, "after"), 15)
+    assert refuses(on_b, "before")
+    assert deadline_poll(lambda: b.revive("before").status_code == 200, 30)
+    assert deadline_poll(lambda: not refuses(on_b, "before"), 15)
