@@ -1,4 +1,4 @@
-"""The ``agentguard`` command: serve, keys and db (kill/revive/... are tested with their issue)."""
+"""``agentguard serve``, and ``keys`` and ``db`` on the database (remote: test_cli_*.py)."""
 
 from __future__ import annotations
 

@@ -1,40 +1,72 @@
-"""The ``agentguard`` command: serve the API, manage API keys, upgrade the database.
+"""The ``agentguard`` command: operate kill switches from a terminal, serve the API, manage keys.
 
-Exit codes: 0 ok, 1 error, 2 usage, 3 conflict or not found. Commands are a click group;
-more attach with ``@main.command()`` or ``main.add_command``.
+Commands are a click group; more attach with ``@main.command()`` or ``main.add_command``.
+Remote commands talk to the HTTP API through :class:`agentguard.client.Client`; output is
+formatted by :mod:`agentguard.cli_output`.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import json
 import os
+import queue
+import re
 import sys
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 try:
     import click
+    from click.core import ParameterSource
+    from click.shell_completion import CompletionItem
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError('the agentguard command needs click: pip install "agentguard[cli]"') from exc
 
+from . import cli_output as out
 from ._version import __version__
-from .errors import AgentGuardError, InvalidInputError
+from .client import Acks, ApiKey, Client, ConflictError, NotFoundError, StreamEvent
+from .errors import (
+    AgentGuardError,
+    AlreadyKilledError,
+    AuthenticationError,
+    InvalidInputError,
+    NotKilledError,
+    PermissionDeniedError,
+)
+from .targets import TARGET_TYPES
 
+EXIT_ERROR = 1
 EXIT_CONFLICT = 3
 DEFAULT_DATABASE_URL = "sqlite:///agentguard.db"
+DEFAULT_URL = "http://127.0.0.1:8000"
+URL_ENV = "AGENTGUARD_URL"
+API_KEY_ENV = "AGENTGUARD_API_KEY"
+DATABASE_URL_ENV = "AGENTGUARD_DATABASE_URL"
 SCOPE_NAMES = ("admin", "operator", "agent", "read")
+AUDIT_ACTIONS = ("kill", "revive", "key.create", "key.revoke")
+INTERVENTION_TYPES = ("HARD_BLOCK",)
+STREAMED = ("kill", "revive", "intervention")  # the events --count counts
+# API field names that differ from the CLI parameter holding them.
+FIELD_PARAMS = {"type": "intervention_type"}
 
 
-class ConflictError(click.ClickException):
+class ConflictOrNotFound(click.ClickException):
     """A conflict or a missing record: exit code 3."""
 
     exit_code = EXIT_CONFLICT
 
 
+# -- options -------------------------------------------------------------------------------------
+
 database_option = click.option(
     "--database-url",
-    envvar="AGENTGUARD_DATABASE_URL",
+    envvar=DATABASE_URL_ENV,
     default=DEFAULT_DATABASE_URL,
     show_default=True,
     help="sqlite:///path or postgresql://... (env AGENTGUARD_DATABASE_URL).",
@@ -42,27 +74,550 @@ database_option = click.option(
 org_option = click.option(
     "--org", "organization_id", default="default", show_default=True, help="Organization id."
 )
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print the API's JSON instead of a table."
+)
+target_type_argument = click.argument(
+    "target_type", metavar="TYPE", type=click.Choice(TARGET_TYPES)
+)
+limit_option = click.option(
+    "--limit", default=100, show_default=True, type=click.IntRange(1, 1000), help="Rows to show."
+)
+skip_option = click.option(
+    "--skip", default=0, show_default=True, type=click.IntRange(0), help="Rows to skip."
+)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="agentguard")
-def main() -> None:
-    """agentguard: an embeddable kill switch for AI agents."""
+def connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--url`` and ``--api-key``, also read from AGENTGUARD_URL and AGENTGUARD_API_KEY."""
+    f = click.option(
+        "--api-key",
+        envvar=API_KEY_ENV,
+        metavar="KEY",
+        help="API key, ag_... (env AGENTGUARD_API_KEY).",
+    )(f)
+    return click.option(
+        "--url",
+        envvar=URL_ENV,
+        default=DEFAULT_URL,
+        show_default=True,
+        help="The server, with its mount path if mounted (env AGENTGUARD_URL).",
+    )(f)
+
+
+def remote(f: Callable[..., None]) -> Callable[..., None]:
+    """Add the connection options and pass the command a connected :class:`Client`."""
+
+    @functools.wraps(f)
+    def run(*args: Any, url: str, api_key: str | None, **kwargs: Any) -> None:
+        with connect(url, api_key) as client:
+            f(*args, client=client, **kwargs)
+
+    return connection_options(run)
+
+
+_DURATION = re.compile(r"^(\d+)\s*(s|m|min|h|d)$")
+_SECONDS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+
+
+def _since(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    """A point in time: a duration back from now (``15m``, ``2h``, ``7d``) or a date-time."""
+    if value is None:
+        return None
+    text = value.strip()
+    match = _DURATION.match(text)
+    if match:
+        seconds = int(match.group(1)) * _SECONDS[match.group(2)]
+        return datetime.now(timezone.utc) - timedelta(seconds=seconds)
+    iso = text[:-1] + "+00:00" if text[-1:] in ("Z", "z") else text
+    try:
+        when = datetime.fromisoformat(iso)
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is neither a duration (30s, 15m, 2h, 7d) nor a date-time "
+            "(2026-04-18T17:00:00Z; local time without an offset)"
+        ) from None
+    return when if when.tzinfo is not None else when.astimezone()
+
+
+since_option = click.option(
+    "--since",
+    metavar="WHEN",
+    callback=_since,
+    help="Only newer: 15m, 2h, 7d, or a date-time such as 2026-04-18T17:00Z.",
+)
+
+
+# -- errors --------------------------------------------------------------------------------------
 
 
 @contextmanager
-def _errors() -> Iterator[None]:
+def connect(url: str, api_key: str | None) -> Iterator[Client]:
+    """A client of ``url``, with its errors turned into messages and exit codes."""
+    with api_errors(api_key):
+        client = Client(url, api_key=api_key)
+        try:
+            yield client
+        finally:
+            client.close()
+
+
+@contextmanager
+def api_errors(api_key: str | None) -> Iterator[None]:
+    """Turn client errors into click errors: 3 for conflicts and misses, 2 for bad input."""
+    try:
+        yield
+    except AlreadyKilledError as exc:
+        raise ConflictOrNotFound(out.already_killed(exc.kill_switch)) from None
+    except (NotKilledError, NotFoundError, ConflictError) as exc:
+        raise ConflictOrNotFound(str(exc)) from None
+    except InvalidInputError as exc:
+        raise bad_parameter(exc) from None
+    except AuthenticationError as exc:
+        hint = "" if api_key else f" (no API key given: use --api-key or set {API_KEY_ENV})"
+        raise click.ClickException(f"the server refused the credentials: {exc}{hint}") from None
+    except PermissionDeniedError as exc:
+        raise click.ClickException(f"permission denied: {exc}") from None
+    except AgentGuardError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def bad_parameter(exc: InvalidInputError) -> click.BadParameter:
+    """A usage error naming the CLI parameter behind an API field, if there is one."""
+    ctx = click.get_current_context(silent=True)
+    name = FIELD_PARAMS.get(exc.field, exc.field)
+    param = None
+    if ctx is not None:
+        param = next((p for p in ctx.command.params if p.name == name), None)
+    hint = None if param is not None else f"'{exc.field}'"
+    return click.BadParameter(exc.message, ctx=ctx, param=param, param_hint=hint)
+
+
+@contextmanager
+def database_errors() -> Iterator[None]:
     """Turn agentguard and database errors into click errors with the right exit code."""
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
         yield
     except InvalidInputError as exc:
-        raise click.BadParameter(exc.message, param_hint=f"'{exc.field}'") from None
+        raise bad_parameter(exc) from None
     except AgentGuardError as exc:
         raise click.ClickException(str(exc)) from None
     except SQLAlchemyError as exc:
         raise click.ClickException(f"database error: {exc.__class__.__name__}: {exc}") from None
+
+
+def echo_json(value: Any) -> None:
+    """A model (as the API sent it) or plain data, as indented JSON."""
+    if hasattr(value, "model_dump"):
+        value = value.model_dump(mode="json", exclude_unset=True)
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+# -- the group -----------------------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="agentguard")
+def main() -> None:
+    """agentguard: an embeddable kill switch for AI agents.
+
+    \b
+    Remote commands connect with --url and --api-key, or AGENTGUARD_URL and
+    AGENTGUARD_API_KEY. Every read command takes --json (the API's JSON) for scripts.
+
+    \b
+    Exit codes:
+      0  success
+      1  error: server unreachable, credentials refused (401), scope missing (403),
+         kill --wait or tail --count not done in time
+      2  usage: bad option or argument, or input the server rejected (the field is named)
+      3  conflict or not found: already killed, not killed, unknown agent or API key
+
+    \b
+    Shell completion (click's own):
+      bash  eval "$(_AGENTGUARD_COMPLETE=bash_source agentguard)"   in ~/.bashrc
+      zsh   eval "$(_AGENTGUARD_COMPLETE=zsh_source agentguard)"    in ~/.zshrc
+      fish  _AGENTGUARD_COMPLETE=fish_source agentguard | source     in config.fish
+    """
+
+
+# -- kill switch ---------------------------------------------------------------------------------
+
+
+def _complete_killed(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """Complete a revive's ID from the server's active kill switches (quietly, 2 s at most)."""
+    url = ctx.params.get("url") or os.environ.get(URL_ENV, DEFAULT_URL)
+    api_key = ctx.params.get("api_key") or os.environ.get(API_KEY_ENV)
+    target_type = ctx.params.get("target_type")
+    try:
+        with Client(url, api_key=api_key, timeout=2.0) as client:
+            rows = client.active(limit=1000).data
+    except Exception:  # completion must never fail loudly
+        return []
+    return [
+        CompletionItem(k.target_id, help=k.reason or None)
+        for k in rows
+        if k.target_id.startswith(incomplete) and target_type in (None, k.target_type)
+    ]
+
+
+@main.command()
+@target_type_argument
+@click.argument("target_id", metavar="ID")
+@click.option("--reason", "-r", help="Why: recorded, audited, and told to every refused agent.")
+@click.option(
+    "--wait", is_flag=True, help="Then wait until every live instance has acknowledged the kill."
+)
+@click.option(
+    "--timeout",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(0, 3600),
+    help="Seconds --wait waits.",
+)
+@json_option
+@remote
+def kill(
+    client: Client,
+    target_type: str,
+    target_id: str,
+    reason: str | None,
+    wait: bool,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """Kill a target.
+
+    Every instance of it refuses its next guarded call. TYPE is agent, run, mission or
+    tool. Exit code 3 if it is already killed. With --wait, progress goes to stderr, and the
+    exit code is 1 if not every live instance acknowledged within --timeout (the kill stays
+    in force).
+    """
+    change = client.kill(target_type, target_id, reason=reason)
+    if not wait:
+        if as_json:
+            echo_json(change.kill_switch)
+        else:
+            click.echo(out.kill_switch("kill", change.kill_switch, change.version))
+        return
+    if not as_json:
+        click.echo(out.kill_switch("kill", change.kill_switch, change.version))
+    started = time.monotonic()
+    acks = client.wait_for_acks(
+        target_type, target_id, timeout=timeout, progress=_progress_printer(started)
+    )
+    waited = time.monotonic() - started
+    if sys.stderr.isatty():
+        click.echo(err=True)
+    if as_json:
+        echo_json(
+            {
+                "kill_switch": change.kill_switch.model_dump(mode="json"),
+                "version": change.version,
+                "acks": acks.model_dump(mode="json", exclude_unset=True),
+                "complete": acks.complete,
+                "waited_s": round(waited, 3),
+            }
+        )
+    if not acks.complete:
+        raise click.ClickException(out.acks_missing(acks, timeout))
+    if not as_json:
+        click.echo(out.acks_done(acks))
+
+
+def _progress_printer(started: float) -> Callable[[Acks], None]:
+    """Show acknowledgement progress on stderr: one rewritten line on a terminal."""
+    tty = sys.stderr.isatty()
+    shown: list[tuple[int, int]] = []
+
+    def show(acks: Acks) -> None:
+        line = out.acks_progress(acks, time.monotonic() - started)
+        if tty:
+            click.echo("\r" + line, nl=False, err=True)
+        elif not shown or shown[-1] != (acks.acknowledged, acks.live):
+            click.echo(line, err=True)
+        shown.append((acks.acknowledged, acks.live))
+
+    return show
+
+
+@main.command()
+@target_type_argument
+@click.argument("target_id", metavar="ID", shell_complete=_complete_killed)
+@json_option
+@remote
+def revive(client: Client, target_type: str, target_id: str, as_json: bool) -> None:
+    """Revive a killed target.
+
+    Its agents resume. Exit code 3 if it is not killed.
+    """
+    change = client.revive(target_type, target_id)
+    if as_json:
+        echo_json(change.kill_switch)
+    else:
+        click.echo(out.kill_switch("revive", change.kill_switch, change.version))
+
+
+@main.command()
+@target_type_argument
+@click.argument("target_id", metavar="ID")
+@json_option
+@remote
+def check(client: Client, target_type: str, target_id: str, as_json: bool) -> None:
+    """Whether a target is killed.
+
+    Exit code 0 either way; scripts read is_killed from --json.
+    """
+    status = client.check(target_type, target_id)
+    if as_json:
+        echo_json(status)
+    else:
+        click.echo(out.status(status))
+
+
+@main.command()
+@limit_option
+@skip_option
+@json_option
+@remote
+def active(client: Client, limit: int, skip: int, as_json: bool) -> None:
+    """Active kill switches, newest first."""
+    page = client.active(skip=skip, limit=limit)
+    if as_json:
+        echo_json(page)
+    else:
+        click.echo(out.kill_switches(page.data, page.count))
+
+
+# -- fleet, interventions, audit -----------------------------------------------------------------
+
+
+@main.command()
+@click.argument("agent_id", required=False)
+@limit_option
+@skip_option
+@json_option
+@remote
+def agents(client: Client, agent_id: str | None, limit: int, skip: int, as_json: bool) -> None:
+    """Agents and their health.
+
+    With AGENT_ID, one agent and its instances; exit code 3 if the server does not know it.
+    """
+    if agent_id is not None:
+        agent = client.agent(agent_id)
+        if as_json:
+            echo_json(agent)
+        else:
+            click.echo(out.agent(agent))
+        return
+    page = client.agents(skip=skip, limit=limit)
+    if as_json:
+        echo_json(page)
+    else:
+        click.echo(out.agents(page.data, page.count))
+
+
+@main.command()
+@click.option("--target-type", type=click.Choice(TARGET_TYPES), help="Only this target type.")
+@click.option("--target-id", help="Only this target.")
+@click.option(
+    "--type",
+    "intervention_type",
+    type=click.Choice(INTERVENTION_TYPES),
+    help="Only this kind of intervention.",
+)
+@click.option("--action", help="Only this guarded action (tool name).")
+@since_option
+@limit_option
+@skip_option
+@json_option
+@remote
+def interventions(
+    client: Client,
+    target_type: str | None,
+    target_id: str | None,
+    intervention_type: str | None,
+    action: str | None,
+    since: datetime | None,
+    limit: int,
+    skip: int,
+    as_json: bool,
+) -> None:
+    """Interventions (refused calls), newest first."""
+    page = client.interventions(
+        target_type=target_type,
+        target_id=target_id,
+        type=intervention_type,
+        action=action,
+        since=since,
+        skip=skip,
+        limit=limit,
+    )
+    if as_json:
+        echo_json(page)
+    else:
+        click.echo(out.interventions(page.data, page.count))
+
+
+@main.command()
+@click.option("--action", type=click.Choice(AUDIT_ACTIONS), help="Only this action.")
+@click.option(
+    "--target-type", type=click.Choice((*TARGET_TYPES, "api_key")), help="Only this target type."
+)
+@click.option("--target-id", help="Only this target.")
+@since_option
+@limit_option
+@skip_option
+@json_option
+@remote
+def audit(
+    client: Client,
+    action: str | None,
+    target_type: str | None,
+    target_id: str | None,
+    since: datetime | None,
+    limit: int,
+    skip: int,
+    as_json: bool,
+) -> None:
+    """The audit log, newest first.
+
+    Kills, revives, API keys created and revoked: who, when, and under which version.
+    """
+    page = client.audit(
+        action=action,
+        target_type=target_type,
+        target_id=target_id,
+        since=since,
+        skip=skip,
+        limit=limit,
+    )
+    if as_json:
+        echo_json(page)
+    else:
+        click.echo(out.audit(page.data, page.count))
+
+
+# -- tail ----------------------------------------------------------------------------------------
+
+
+class _Feed:
+    """Reads the change stream on a thread, reconnecting with Last-Event-ID after a loss.
+
+    The queue carries events, notices (str) and, last, the error that ended the feed.
+    """
+
+    def __init__(self, client: Client, *, interventions: bool) -> None:
+        self.client = client
+        self.interventions = interventions
+        self.items: queue.Queue[StreamEvent | str | Exception] = queue.Queue()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="agentguard-tail", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        last_id: str | None = None
+        connected = False
+        delay = 0.5
+        while not self._stopped.is_set():
+            try:
+                for event in self.client.events(
+                    interventions=self.interventions, last_event_id=last_id
+                ):
+                    connected, delay = True, 0.5
+                    last_id = event.id or last_id
+                    self.items.put(event)
+            except (AuthenticationError, PermissionDeniedError, InvalidInputError) as exc:
+                self.items.put(exc)
+                return
+            except AgentGuardError as exc:
+                if self._stopped.is_set():
+                    return
+                if not connected:
+                    self.items.put(exc)
+                    return
+                self.items.put(f"stream lost ({exc}); reconnecting in {delay:g} s")
+                self._stopped.wait(delay)
+                delay = min(delay * 2, 10.0)
+            except Exception as exc:  # a bug: end the command with it rather than hang
+                self.items.put(exc)
+                return
+
+    def next(self, timeout: float | None) -> StreamEvent | str | Exception | None:
+        """The next item, or ``None`` after ``timeout`` seconds."""
+        try:
+            return self.items.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.client.close()
+
+
+@main.command()
+@click.option(
+    "--count", type=click.IntRange(min=1), help="Stop after N kill, revive or intervention events."
+)
+@click.option(
+    "--timeout", type=click.FloatRange(min=0, min_open=True), help="Stop after this many seconds."
+)
+@click.option(
+    "--interventions/--no-interventions",
+    default=True,
+    show_default=True,
+    help="Also stream refused calls.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per event and line.")
+@remote
+def tail(
+    client: Client, count: int | None, timeout: float | None, interventions: bool, as_json: bool
+) -> None:
+    """Stream kills, revives and refused calls live, until Ctrl-C.
+
+    With --json each line is {"event", "id", "data"}, the snapshot of active kill switches
+    first. For scripts, --count and --timeout end the stream; the exit code is 1 if --count
+    events did not arrive within --timeout.
+    """
+    feed = _Feed(client, interventions=interventions)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    seen = 0
+    try:
+        while count is None or seen < count:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                break
+            item = feed.next(remaining)
+            if item is None:
+                continue
+            if isinstance(item, Exception):
+                raise item
+            if isinstance(item, str):
+                click.echo(item, err=True)
+                continue
+            if as_json:
+                click.echo(json.dumps({"event": item.event, "id": item.id, "data": item.data}))
+            elif item.event == "snapshot":
+                click.echo(out.snapshot(item, client.url) + " (Ctrl-C to stop)", err=True)
+            else:
+                line = out.stream_event(item)
+                if line is not None:
+                    click.echo(line)
+            if item.event in STREAMED:
+                seen += 1
+    except KeyboardInterrupt:
+        return
+    finally:
+        feed.stop()
+    if count is not None and seen < count:
+        raise click.ClickException(f"{seen} of {count} events within {timeout:g} s")
+
+
+# -- serve ---------------------------------------------------------------------------------------
 
 
 def _open_keys(database_url: str) -> Any:
@@ -74,9 +629,6 @@ def _open_keys(database_url: str) -> Any:
     database = Database(database_url)
     database.upgrade()
     return KeyStore(SQLStore(database))
-
-
-# -- serve ---------------------------------------------------------------------------------------
 
 
 @main.command()
@@ -97,9 +649,9 @@ def serve(
     """Run the API with uvicorn. On an empty database, create an admin key and print it once."""
     import uvicorn
 
-    from .server.asgi import DATABASE_URL_ENV
+    from .server.asgi import DATABASE_URL_ENV as SERVER_DATABASE_URL_ENV
 
-    with _errors():
+    with database_errors():
         keys = _open_keys(database_url)
         if keys.count() == 0:
             key, token = keys.create(
@@ -114,7 +666,7 @@ def serve(
                 f"It is shown only this once; store it now:\n\n    {token}\n"
             )
             sys.stdout.flush()
-    os.environ[DATABASE_URL_ENV] = database_url
+    os.environ[SERVER_DATABASE_URL_ENV] = database_url
     uvicorn.run(
         "agentguard.server.asgi:create_app",
         factory=True,
@@ -128,15 +680,53 @@ def serve(
 # -- keys ----------------------------------------------------------------------------------------
 
 
+def keys_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Where the keys live: the server (--url, --api-key) or the database (--database-url)."""
+    f = org_option(f)
+    f = click.option(
+        "--database-url",
+        envvar=DATABASE_URL_ENV,
+        help="Work directly on this database instead of over HTTP (env AGENTGUARD_DATABASE_URL).",
+    )(f)
+    return connection_options(f)
+
+
+def _keys_database(ctx: click.Context, database_url: str | None) -> str | None:
+    """The database to work on directly, or ``None`` to go through the server.
+
+    The command line wins over the environment; both places default to HTTP.
+    """
+    given = {
+        name: ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE
+        for name in ("database_url", "url", "api_key", "organization_id")
+    }
+    if given["database_url"] and (given["url"] or given["api_key"]):
+        raise click.UsageError("give either --database-url or --url/--api-key, not both")
+    direct = given["database_url"] or (
+        database_url is not None and not (given["url"] or given["api_key"])
+    )
+    if not direct and given["organization_id"]:
+        raise click.UsageError(
+            "--org works only with --database-url; over HTTP the organization is the API key's"
+        )
+    return database_url if direct else None
+
+
 @main.group()
 def keys() -> None:
-    """Create, list and revoke API keys (directly on the database)."""
+    """Create, list and revoke API keys.
+
+    Over HTTP with an admin key, or directly on a database to bootstrap a fresh server.
+
+    \b
+    Over HTTP (needs an admin key):  agentguard keys list --url URL --api-key KEY
+    On the database (bootstrapping): agentguard keys create --database-url URL --owner ...
+    """
 
 
 @keys.command("create")
-@database_option
-@org_option
-@click.option("--owner", required=True, help="The user the key acts for.")
+@keys_options
+@click.option("--owner", help="The user the key acts for (over HTTP: default the caller).")
 @click.option(
     "--scope",
     "scopes",
@@ -146,60 +736,114 @@ def keys() -> None:
     help="Repeat for several scopes.",
 )
 @click.option("--name", default=None, help="A label for the key.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
+@click.pass_context
 def keys_create(
-    database_url: str,
+    ctx: click.Context,
+    url: str,
+    api_key: str | None,
+    database_url: str | None,
     organization_id: str,
-    owner: str,
+    owner: str | None,
     scopes: tuple[str, ...],
     name: str | None,
     as_json: bool,
 ) -> None:
     """Create a key and print its secret (shown only this once)."""
-    with _errors():
-        store = _open_keys(database_url)
-        key, token = store.create(
-            organization_id, owner=owner, scopes=scopes, name=name, actor="agentguard keys create"
-        )
-    if as_json:
-        click.echo(json.dumps({**key.model_dump(mode="json"), "secret": token}))
+    database = _keys_database(ctx, database_url)
+    if database is not None:
+        if owner is None:
+            raise click.UsageError("--owner is required with --database-url")
+        with database_errors():
+            key, token = _open_keys(database).create(
+                organization_id,
+                owner=owner,
+                scopes=scopes,
+                name=name,
+                actor="agentguard keys create",
+            )
+        created = {**key.model_dump(mode="json"), "secret": token}
     else:
-        click.echo(f"{key.id}  scopes={','.join(key.scopes)}  owner={key.owner}")
-        click.echo(token)
+        with connect(url, api_key) as client:
+            answer = client.create_key(list(scopes), owner=owner, name=name)
+        created = answer.model_dump(mode="json", exclude_unset=True)
+    if as_json:
+        echo_json(created)
+    else:
+        click.echo(
+            f"created {created['id']} (scopes {','.join(created['scopes'])}, owner "
+            f"{created['owner']}); its secret is shown only this once:"
+        )
+        click.echo(created["secret"])
 
 
 @keys.command("list")
-@database_option
-@org_option
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def keys_list(database_url: str, organization_id: str, as_json: bool) -> None:
-    """List the organization's keys, newest first."""
-    with _errors():
-        store = _open_keys(database_url)
-        rows, count = store.list(organization_id, limit=1000)
+@keys_options
+@limit_option
+@skip_option
+@json_option
+@click.pass_context
+def keys_list(
+    ctx: click.Context,
+    url: str,
+    api_key: str | None,
+    database_url: str | None,
+    organization_id: str,
+    limit: int,
+    skip: int,
+    as_json: bool,
+) -> None:
+    """List the organization's keys, newest first, revoked ones included."""
+    database = _keys_database(ctx, database_url)
+    if database is not None:
+        with database_errors():
+            rows, count = _open_keys(database).list(organization_id, skip=skip, limit=limit)
+        data = [ApiKey.model_validate(k.model_dump()) for k in rows]
+    else:
+        with connect(url, api_key) as client:
+            page = client.keys(skip=skip, limit=limit)
+        data, count = page.data, page.count
     if as_json:
-        click.echo(json.dumps({"data": [k.model_dump(mode="json") for k in rows], "count": count}))
-        return
-    for k in rows:
-        state = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "active"
-        click.echo(f"{k.id}  {','.join(k.scopes):<20} {k.owner:<20} {state}  {k.name or ''}")
+        echo_json({"data": [k.model_dump(mode="json") for k in data], "count": count})
+    else:
+        click.echo(out.keys(data, count))
 
 
 @keys.command("revoke")
 @click.argument("key_id")
-@database_option
-@org_option
-def keys_revoke(key_id: str, database_url: str, organization_id: str) -> None:
-    """Revoke a key; exit code 3 if it does not exist or is already revoked."""
-    from .server.keys import KeyNotFoundError, KeyRevokedError
+@keys_options
+@json_option
+@click.pass_context
+def keys_revoke(
+    ctx: click.Context,
+    key_id: str,
+    url: str,
+    api_key: str | None,
+    database_url: str | None,
+    organization_id: str,
+    as_json: bool,
+) -> None:
+    """Revoke a key at once; exit code 3 if it does not exist or is already revoked."""
+    database = _keys_database(ctx, database_url)
+    if database is not None:
+        from .server.keys import KeyNotFoundError, KeyRevokedError
 
-    with _errors():
-        store = _open_keys(database_url)
-        try:
-            store.revoke(organization_id, key_id, actor="agentguard keys revoke")
-        except (KeyNotFoundError, KeyRevokedError) as exc:
-            raise ConflictError(str(exc)) from None
-    click.echo(f"revoked {key_id}")
+        with database_errors():
+            try:
+                key = ApiKey.model_validate(
+                    _open_keys(database)
+                    .revoke(organization_id, key_id, actor="agentguard keys revoke")
+                    .model_dump()
+                )
+            except (KeyNotFoundError, KeyRevokedError) as exc:
+                raise ConflictOrNotFound(str(exc)) from None
+    else:
+        with connect(url, api_key) as client:
+            key = client.revoke_key(key_id)
+    if as_json:
+        echo_json(key)
+    else:
+        click.echo(f"revoked {key.id}")
 
 
 # -- db ------------------------------------------------------------------------------------------
@@ -216,7 +860,7 @@ def db_upgrade(database_url: str) -> None:
     """Apply pending migrations."""
     from .server.database import Database
 
-    with _errors():
+    with database_errors():
         database = Database(database_url)
         before = database.revision()
         database.upgrade()
@@ -224,5 +868,25 @@ def db_upgrade(database_url: str) -> None:
     click.echo(f"database at revision {after}" + ("" if before == after else f" (was {before})"))
 
 
+# -- demo ----------------------------------------------------------------------------------------
+
+
+@main.command()
+def demo() -> None:
+    """Run the demo.
+
+    A runaway email agent on a real server: killed, refused, revived.
+    """
+    try:
+        module = importlib.import_module("agentguard.demo")
+    except ModuleNotFoundError as exc:
+        if exc.name != "agentguard.demo":
+            raise
+        raise click.ClickException(
+            "the demo is not part of this installation (no module agentguard.demo)"
+        ) from None
+    sys.exit(module.main())
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main(prog_name="agentguard")

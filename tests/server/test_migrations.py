@@ -74,4 +74,4 @@ def test_concurrent_first_starts_do_not_collide(make_server: Any, database_url: 
 def test_bad_database_url_is_a_usage_error() -> None:
     result = upgrade("mysql://nope")
     assert result.returncode == 2
-    assert "database_url" in result.stderr
+    assert "--database-url" in result.stderr and "mysql" in result.stderr

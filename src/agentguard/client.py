@@ -1,0 +1,541 @@
+"""A typed HTTP client of the agentguard API, for operators, scripts and the CLI.
+
+    from agentguard.client import Client
+
+    with Client("http://127.0.0.1:8000", api_key="ag_...") as client:
+        client.kill("agent", "rogue-bot", reason="Drained $3k in 4 minutes")
+        acks = client.wait_for_acks("agent", "rogue-bot", timeout=30)
+        for event in client.events():      # kill / revive / intervention, live
+            print(event.event, event.data)
+
+Failures raise agentguard's own errors: :class:`AlreadyKilledError` (409 on kill),
+:class:`NotKilledError` (404 on revive and acks), :class:`NotFoundError` and
+:class:`ConflictError` (other 404 and 409), :class:`AuthenticationError` (401),
+:class:`PermissionDeniedError` (403), :class:`InvalidInputError` naming the field (400, 413, 422),
+:class:`ServerUnreachableError` with the URL tried, and :class:`AgentGuardError` for the rest.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+import httpx
+from httpx_sse import EventSource, SSEError
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ._version import __version__
+from .errors import (
+    AgentGuardError,
+    AlreadyKilledError,
+    AuthenticationError,
+    InvalidInputError,
+    NotKilledError,
+    PermissionDeniedError,
+)
+from .records import AuditEntry, Intervention, KillChange, KillStatus, KillSwitch
+
+__all__ = [
+    "Acks",
+    "Agent",
+    "AgentInstance",
+    "ApiKey",
+    "ApiKeyCreated",
+    "Client",
+    "ConflictError",
+    "InstanceAck",
+    "NotFoundError",
+    "Page",
+    "ServerUnreachableError",
+    "StreamEvent",
+]
+
+API = "/api/v1"
+VERSION_HEADER = "X-AgentGuard-Version"
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+
+
+class NotFoundError(AgentGuardError):
+    """The server has no such record (HTTP 404): an unknown agent or API key."""
+
+
+class ConflictError(AgentGuardError):
+    """The request conflicts with the current state (HTTP 409), e.g. a key already revoked."""
+
+
+class ServerUnreachableError(AgentGuardError):
+    """No answer from the server; ``url`` is the URL tried."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"cannot reach the agentguard server at {url}: {reason}")
+        self.url = url
+        self.reason = reason
+
+
+# -- answers -------------------------------------------------------------------------------------
+
+
+class _Answer(BaseModel):
+    # Fields the server adds later are kept, so ``--json`` passes them through.
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+
+class Page(BaseModel, Generic[T]):
+    """A page of records and how many match in all."""
+
+    model_config = ConfigDict(frozen=True)
+
+    data: list[T]
+    count: int
+
+
+class ApiKey(_Answer):
+    """An API key, without its secret."""
+
+    id: str
+    organization_id: str
+    owner: str
+    name: str | None = None
+    scopes: list[str]
+    created_by: str
+    created_at: datetime
+    revoked_by: str | None = None
+    revoked_at: datetime | None = None
+
+
+class ApiKeyCreated(ApiKey):
+    """A new API key with its secret, shown this once."""
+
+    secret: str
+
+
+class AgentInstance(_Answer):
+    """One running (or ended) process of an agent, as its heartbeats describe it."""
+
+    instance_id: str
+    health: str
+    last_seen: datetime | None = None
+    run_id: str | None = None
+    mission_id: str | None = None
+    executed: int = 0
+    refused: int = 0
+    failed: int = 0
+    cost_usd: float = 0.0
+    version: int | None = None
+    status: str | None = None
+    error: str | None = None
+
+
+class Agent(_Answer):
+    """An agent's health across its instances, its counters and its kill switch if killed."""
+
+    agent_id: str
+    health: str
+    last_seen: datetime | None = None
+    instances: list[AgentInstance] = []
+    executed: int = 0
+    refused: int = 0
+    failed: int = 0
+    cost_usd: float = 0.0
+    cost_usd_today: float = 0.0
+    kill_switch: KillSwitch | None = None
+
+
+class InstanceAck(_Answer):
+    """Whether one live instance has applied a kill, and how long after it."""
+
+    instance_id: str
+    agent_id: str | None = None
+    run_id: str | None = None
+    mission_id: str | None = None
+    acknowledged: bool
+    acknowledged_at: datetime | None = None
+    latency_ms: float | None = None
+
+
+class Acks(_Answer):
+    """How many of the live instances a kill applies to have acknowledged it."""
+
+    target_type: str
+    target_id: str
+    kill_switch_id: str
+    version: int
+    killed_at: datetime
+    live: int
+    acknowledged: int
+    slowest_ms: float | None = None
+    instances: list[InstanceAck] = []
+
+    @property
+    def complete(self) -> bool:
+        """Every live instance has acknowledged."""
+        return self.acknowledged >= self.live
+
+    @property
+    def slowest(self) -> InstanceAck | None:
+        """The acknowledged instance that took longest."""
+        done = [i for i in self.instances if i.acknowledged and i.latency_ms is not None]
+        return max(done, key=lambda i: i.latency_ms or 0.0, default=None)
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """One event of the change stream: ``snapshot``, ``kill``, ``revive`` or ``intervention``.
+
+    ``id`` is the kill-state version of a snapshot, kill or revive (resume after it with
+    ``last_event_id``); interventions have none.
+    """
+
+    event: str
+    id: str | None
+    data: dict[str, Any]
+
+
+# -- the client ----------------------------------------------------------------------------------
+
+
+class Client:
+    """The agentguard HTTP API, one method per operation."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        api_key: str | None = None,
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise InvalidInputError("url", f"must start with http:// or https://; got {url!r}")
+        self.url = url.rstrip("/")
+        self.api_key = api_key
+        headers = {"User-Agent": f"agentguard-client/{__version__}", "Accept": "application/json"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        self._http = httpx.Client(
+            base_url=self.url + API, headers=headers, timeout=timeout, transport=transport
+        )
+        self._stream: httpx.Response | None = None
+
+    def close(self) -> None:
+        """Close the connections, ending a stream being read in another thread."""
+        stream = self._stream
+        if stream is not None:
+            try:
+                stream.close()
+            except Exception:  # closing from another thread may race the reader
+                pass
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- kill switch ---------------------------------------------------------------------------
+
+    def kill(self, target_type: str, target_id: str, *, reason: str | None = None) -> KillChange:
+        """Kill a target; :class:`AlreadyKilledError` if it is already killed."""
+        body = {"target_type": target_type, "target_id": target_id, "reason": reason}
+        response = self._send("POST", "/kill-switch/kill", json=body)
+        if response.status_code == 409 and _body(response).get("kill_switch"):
+            raise AlreadyKilledError(KillSwitch.model_validate(_body(response)["kill_switch"]))
+        return self._change(response, "kill")
+
+    def revive(self, target_type: str, target_id: str) -> KillChange:
+        """Revive a killed target; :class:`NotKilledError` if it is not killed."""
+        body = {"target_type": target_type, "target_id": target_id}
+        response = self._send("POST", "/kill-switch/revive", json=body)
+        if response.status_code == 404 and _is_ours(response) and not _no_such_route(response):
+            raise NotKilledError(target_type, target_id)
+        return self._change(response, "revive")
+
+    def check(self, target_type: str, target_id: str) -> KillStatus:
+        """Whether a target is killed."""
+        params = {"target_type": target_type, "target_id": target_id}
+        return self._get(KillStatus, "/kill-switch/check", params)
+
+    def active(self, *, skip: int = 0, limit: int = 100) -> Page[KillSwitch]:
+        """Active kill switches, newest first."""
+        return self._get(Page[KillSwitch], "/kill-switch/active", {"skip": skip, "limit": limit})
+
+    def acks(self, target_type: str, target_id: str) -> Acks:
+        """The active kill of a target and which live instances have acknowledged it."""
+        params = {"target_type": target_type, "target_id": target_id}
+        response = self._send("GET", "/kill-switch/acks", params=params)
+        if response.status_code == 404 and _is_ours(response) and not _no_such_route(response):
+            raise NotKilledError(target_type, target_id)
+        return self._parse(Acks, response)
+
+    def wait_for_acks(
+        self,
+        target_type: str,
+        target_id: str,
+        *,
+        timeout: float = 30.0,
+        interval: float = 0.1,
+        progress: Callable[[Acks], None] | None = None,
+    ) -> Acks:
+        """Poll :meth:`acks` until every live instance acknowledged or ``timeout`` passed.
+
+        Returns the last answer; check :attr:`Acks.complete`.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            acks = self.acks(target_type, target_id)
+            if progress is not None:
+                progress(acks)
+            remaining = deadline - time.monotonic()
+            if acks.complete or remaining <= 0:
+                return acks
+            time.sleep(min(interval, remaining))
+
+    # -- fleet, interventions, audit -------------------------------------------------------------
+
+    def agents(self, *, skip: int = 0, limit: int = 100) -> Page[Agent]:
+        """The agents the server has heartbeats from, by id, with their health."""
+        return self._get(Page[Agent], "/agents", {"skip": skip, "limit": limit})
+
+    def agent(self, agent_id: str) -> Agent:
+        """One agent; :class:`NotFoundError` if the server has never heard of it."""
+        return self._get(Agent, f"/agents/{_segment(agent_id)}")
+
+    def interventions(
+        self,
+        *,
+        target_type: str | None = None,
+        target_id: str | None = None,
+        type: str | None = None,
+        action: str | None = None,
+        since: datetime | str | None = None,
+        skip: int = 0,
+        limit: int = 100,
+    ) -> Page[Intervention]:
+        """Interventions (refused calls), newest first."""
+        params = _params(
+            target_type=target_type,
+            target_id=target_id,
+            type=type,
+            action=action,
+            since=since,
+            skip=skip,
+            limit=limit,
+        )
+        return self._get(Page[Intervention], "/interventions", params)
+
+    def audit(
+        self,
+        *,
+        action: str | None = None,
+        target_type: str | None = None,
+        target_id: str | None = None,
+        since: datetime | str | None = None,
+        skip: int = 0,
+        limit: int = 100,
+    ) -> Page[AuditEntry]:
+        """The audit log, newest first."""
+        params = _params(
+            action=action,
+            target_type=target_type,
+            target_id=target_id,
+            since=since,
+            skip=skip,
+            limit=limit,
+        )
+        return self._get(Page[AuditEntry], "/audit", params)
+
+    # -- API keys ------------------------------------------------------------------------------
+
+    def create_key(
+        self, scopes: list[str], *, owner: str | None = None, name: str | None = None
+    ) -> ApiKeyCreated:
+        """Create an API key; its secret is in the answer and nowhere else."""
+        body: dict[str, Any] = {"scopes": scopes}
+        if owner is not None:
+            body["owner"] = owner
+        if name is not None:
+            body["name"] = name
+        return self._parse(ApiKeyCreated, self._send("POST", "/keys", json=body))
+
+    def keys(self, *, skip: int = 0, limit: int = 100) -> Page[ApiKey]:
+        """The organization's API keys, newest first, revoked ones included."""
+        return self._get(Page[ApiKey], "/keys", {"skip": skip, "limit": limit})
+
+    def revoke_key(self, key_id: str) -> ApiKey:
+        """Revoke an API key."""
+        return self._parse(ApiKey, self._send("DELETE", f"/keys/{_segment(key_id)}"))
+
+    # -- the change stream ---------------------------------------------------------------------
+
+    def events(
+        self,
+        *,
+        interventions: bool = True,
+        last_event_id: str | None = None,
+        read_timeout: float = 30.0,
+    ) -> Iterator[StreamEvent]:
+        """The change stream: a snapshot, then kill/revive (and intervention) events, live.
+
+        Ends only when the server closes the stream (:class:`AgentGuardError`) or the client is
+        closed; ``read_timeout`` bounds the silence between keep-alives.
+        """
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = last_event_id
+        params = {"include": "interventions"} if interventions else {}
+        timeout = httpx.Timeout(self._http.timeout.connect or 10.0, read=read_timeout)
+        path = "/kill-switch/stream"
+        try:
+            with self._http.stream(
+                "GET", path, params=params, headers=headers, timeout=timeout
+            ) as response:
+                if response.status_code != 200:
+                    response.read()
+                    _raise_for_status(response, self._full(path))
+                self._stream = response
+                for sse in EventSource(response).iter_sse():
+                    try:
+                        data = sse.json() if sse.data else {}
+                    except ValueError as exc:
+                        raise AgentGuardError(f"malformed {sse.event!r} event: {exc}") from exc
+                    # SSE repeats the last id on events without one; interventions have none.
+                    event_id = None if sse.event == "intervention" else sse.id or None
+                    yield StreamEvent(sse.event, event_id, data)
+        except httpx.ReadTimeout:
+            raise AgentGuardError(
+                f"no data from {self._full(path)} for {read_timeout:g} s"
+            ) from None
+        except httpx.TransportError as exc:
+            raise _unreachable(exc, self._full(path)) from None
+        except SSEError as exc:
+            raise AgentGuardError(f"{self._full(path)} is not an event stream: {exc}") from None
+        finally:
+            self._stream = None
+        raise AgentGuardError(f"{self._full(path)}: the server closed the stream")
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _full(self, path: str) -> str:
+        return f"{self.url}{API}{path}"
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+    ) -> httpx.Response:
+        try:
+            return self._http.request(method, path, params=params, json=json)
+        except httpx.TimeoutException as exc:
+            url = str(exc.request.url) if _has_request(exc) else self._full(path)
+            timeout = self._http.timeout.read
+            raise ServerUnreachableError(url, f"no answer within {timeout:g} s") from None
+        except httpx.TransportError as exc:
+            raise _unreachable(exc, self._full(path)) from None
+
+    def _get(self, model: type[M], path: str, params: dict[str, Any] | None = None) -> M:
+        return self._parse(model, self._send("GET", path, params=params))
+
+    def _parse(self, model: type[M], response: httpx.Response) -> M:
+        _raise_for_status(response, str(response.request.url))
+        try:
+            return model.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise AgentGuardError(
+                f"unexpected answer from {response.request.url}: {exc.errors()[0]['msg']}"
+            ) from None
+
+    def _change(self, response: httpx.Response, kind: str) -> KillChange:
+        record = self._parse(KillSwitch, response)
+        version = int(response.headers.get(VERSION_HEADER, "0") or 0)
+        return KillChange(version=version, kind=kind, kill_switch=record)  # type: ignore[arg-type]
+
+
+def _params(**values: Any) -> dict[str, Any]:
+    """Query parameters without the unset ones; datetimes in RFC 3339."""
+    return {
+        k: (v.isoformat() if isinstance(v, datetime) else v)
+        for k, v in values.items()
+        if v is not None
+    }
+
+
+def _segment(value: str) -> str:
+    """``value`` as one path segment."""
+    from urllib.parse import quote
+
+    return quote(value, safe="")
+
+
+def _has_request(exc: httpx.RequestError) -> bool:
+    try:
+        exc.request  # noqa: B018 - raises RuntimeError when unset
+    except RuntimeError:
+        return False
+    return True
+
+
+def _unreachable(exc: httpx.TransportError, url: str) -> ServerUnreachableError:
+    if _has_request(exc):
+        url = str(exc.request.url)
+    reason = str(exc) or type(exc).__name__
+    if isinstance(exc, httpx.ConnectError) and "refused" in reason.lower():
+        reason = "connection refused (is the server running? check --url / AGENTGUARD_URL)"
+    return ServerUnreachableError(url, reason)
+
+
+def _body(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _is_ours(response: httpx.Response) -> bool:
+    """Whether an error answer has agentguard's error shape (not some other server's page)."""
+    body = _body(response)
+    return isinstance(body.get("error"), str) and isinstance(body.get("detail"), str)
+
+
+def _no_such_route(response: httpx.Response) -> bool:
+    """Whether a 404 is the router's (no such path) rather than an endpoint's (no such record)."""
+    return _body(response).get("detail") == "Not Found"
+
+
+def _raise_for_status(response: httpx.Response, url: str) -> None:
+    status = response.status_code
+    if status < 400:
+        return
+    if not _is_ours(response):
+        raise AgentGuardError(
+            f"{url} answered HTTP {status} {response.reason_phrase}, not an agentguard error; "
+            "is --url the address of an agentguard server (with its mount path)?"
+        )
+    body = _body(response)
+    detail: str = body["detail"]
+    if status == 404 and _no_such_route(response):
+        raise AgentGuardError(
+            f"{url}: no such endpoint (HTTP 404); is --url the server with its mount path, "
+            f"and is the server as recent as this client (agentguard {__version__})?"
+        )
+    if status == 401:
+        raise AuthenticationError(detail)
+    if status == 403:
+        raise PermissionDeniedError(detail)
+    if status in (400, 413, 422):
+        field = body.get("field") or "body"
+        message = detail.removeprefix(f"{field}: ")
+        raise InvalidInputError(field, message)
+    if status == 404:
+        raise NotFoundError(detail)
+    if status == 409:
+        raise ConflictError(detail)
+    raise AgentGuardError(f"{url} answered HTTP {status}: {detail}")
