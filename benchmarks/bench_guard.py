@@ -51,7 +51,9 @@ def async_loop(fn: Callable[[int], object]) -> Callable[[int], None]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--calls", type=int, default=200_000)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--update", action="store_true", help="write the section of RESULTS.md")
@@ -84,7 +86,11 @@ def main() -> None:
         cases = [
             ("sync function", sync_loop(plain), sync_loop(guarded)),
             ("sync, module-level @guarded_action", sync_loop(plain), sync_loop(module_level)),
-            ("sync method (bound per access)", sync_loop(mailer_plain.send), sync_loop(lambda i: mailer.send(i))),
+            (
+                "sync method (bound per access)",
+                sync_loop(mailer_plain.send),
+                sync_loop(lambda i: mailer.send(i)),
+            ),
             ("async function", async_loop(plain_async), async_loop(guarded_async)),
         ]
         for name, base_loop, guarded_loop in cases:

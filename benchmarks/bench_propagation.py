@@ -1,13 +1,15 @@
 """Kill propagation: from sending the kill to each agent process's first refused call.
 
 A real server process and N agent processes, each running guarded calls in a loop (one call,
-then 1 ms of "work"). The operator sends ``POST /kill``; every agent notes when its first call
+then ``--work-ms`` of "work", 5 ms by default: 50 busy-looping processes would otherwise saturate
+a 2-core machine and measure the scheduler). The operator sends ``POST /kill``; every agent notes when its first call
 was refused, and which allowed calls began after the kill response had returned (there should
 be none). Times are CLOCK_MONOTONIC, shared by all processes on the machine.
 
 Modes: agentguard ``stream`` (SSE), ``poll`` (1 s), ``strict`` (``GET /check`` per call, the
 seed SDK's behaviour), and for comparison ``cached5s``: a per-call ``/check`` cached for 5 s,
-what a team would write by hand.
+what a team would write by hand. ``stream+wait`` is stream mode with ``POST /kill?wait=5``:
+the kill returns once every live instance has acknowledged it.
 
     python benchmarks/bench_propagation.py [--agents 10 50] [--modes stream poll strict cached5s]
         [--backend sqlite|postgres] [--replicas 1|2] [--update]
@@ -35,13 +37,20 @@ TARGETS_MS = {10: {"p99": 50.0}, 50: {"p99": 250.0, "p50": 50.0}}
 # -- the agent process ------------------------------------------------------------------------
 
 
-def run_agent(url: str, key: str, mode: str, out: Path) -> None:
+def run_agent(url: str, key: str, mode: str, out: Path, work: float) -> None:
     from agentguard import Guard, PolicyViolationError, scope
 
     if mode == "cached5s":
         check = _cached_check(url, key, ttl=5.0)
     else:
-        guard = Guard(url, api_key=key, mode=mode, poll_interval=1.0, max_staleness=30)
+        guard = Guard(
+            url,
+            api_key=key,
+            mode=mode.split("+")[0],
+            poll_interval=1.0,
+            max_staleness=30,
+            agent_id="email-campaign",
+        )
         if not guard.wait_until_synced(30):
             raise SystemExit("agent never synced")
 
@@ -60,8 +69,12 @@ def run_agent(url: str, key: str, mode: str, out: Path) -> None:
                 if mode == "cached5s":
                     if check("agent", "email-campaign"):
                         raise PolicyViolationError(
-                            target_type="agent", target_id="email-campaign", reason=None,
-                            killed_by=None, killed_at=None, action="send_email",
+                            target_type="agent",
+                            target_id="email-campaign",
+                            reason=None,
+                            killed_by=None,
+                            killed_at=None,
+                            action="send_email",
                             intervention_id="-",
                         )
                 else:
@@ -72,7 +85,7 @@ def run_agent(url: str, key: str, mode: str, out: Path) -> None:
             allowed.append(started)
             if len(allowed) > 5000:
                 del allowed[:2500]
-            time.sleep(0.001)
+            time.sleep(work)
     out.write_text(json.dumps({"refused_at": refused_at, "allowed": allowed[-2500:]}))
 
 
@@ -107,9 +120,23 @@ def start_server(database_url: str, log: Path) -> tuple[subprocess.Popen[bytes],
     port = free_port()
     env = {**os.environ, "AGENTGUARD_DATABASE_URL": database_url}
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "agentguard.server.asgi:create_app", "--factory",
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "agentguard.server.asgi:create_app",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -126,7 +153,9 @@ def make_postgres_database() -> str:
     import psycopg
 
     name = f"agentguard_bench_{os.getpid()}_{int(time.time())}"
-    with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True) as c:
+    with psycopg.connect(
+        host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True
+    ) as c:
         c.execute(f'CREATE DATABASE "{name}"')
     return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
 
@@ -135,15 +164,21 @@ def drop_postgres_database(url: str) -> None:
     import psycopg
 
     name = url.rsplit("/", 1)[1]
-    with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True) as c:
+    with psycopg.connect(
+        host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True
+    ) as c:
         c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def measure(mode: str, agents: int, backend: str, replicas: int, workdir: Path) -> dict[str, object]:
+def measure(
+    mode: str, agents: int, backend: str, replicas: int, workdir: Path, work_ms: float
+) -> dict[str, object]:
     from agentguard.server import KillSwitchServer
 
     database_url = (
-        make_postgres_database() if backend == "postgres" else f"sqlite:///{workdir / f'{mode}-{agents}.db'}"
+        make_postgres_database()
+        if backend == "postgres"
+        else f"sqlite:///{workdir / f'{mode}-{agents}.db'}"
     )
     servers = []
     procs: list[subprocess.Popen[bytes]] = []
@@ -160,8 +195,18 @@ def measure(mode: str, agents: int, backend: str, replicas: int, workdir: Path) 
             outs.append(out)
             procs.append(
                 subprocess.Popen(
-                    [sys.executable, __file__, "--agent", url, agent_key, mode, str(out)],
-                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                    [
+                        sys.executable,
+                        __file__,
+                        "--agent",
+                        url,
+                        agent_key,
+                        mode,
+                        str(out),
+                        str(work_ms / 1000),
+                    ],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
                 )
             )
         for p in procs:  # every agent synced and calling
@@ -170,8 +215,9 @@ def measure(mode: str, agents: int, backend: str, replicas: int, workdir: Path) 
                 raise SystemExit(f"an agent failed to start ({mode})")
         time.sleep(1.0)
         sent = time.monotonic_ns()
+        wait = "?wait=5" if mode.endswith("+wait") else ""
         response = httpx.post(
-            f"{servers[0][1]}/api/v1/kill-switch/kill",
+            f"{servers[0][1]}/api/v1/kill-switch/kill{wait}",
             json={"target_type": "agent", "target_id": "email-campaign", "reason": "benchmark"},
             headers={"Authorization": f"Bearer {admin}"},
             timeout=30,
@@ -189,7 +235,10 @@ def measure(mode: str, agents: int, backend: str, replicas: int, workdir: Path) 
             late += sum(1 for t in data["allowed"] if t > returned)
         latencies.sort()
         return {
-            "mode": mode, "agents": agents, "backend": backend, "replicas": replicas,
+            "mode": mode,
+            "agents": agents,
+            "backend": backend,
+            "replicas": replicas,
             "p50_ms": statistics.median(latencies),
             "p99_ms": latencies[min(len(latencies) - 1, int(round(0.99 * (len(latencies) - 1))))],
             "max_ms": latencies[-1],
@@ -212,11 +261,16 @@ def measure(mode: str, agents: int, backend: str, replicas: int, workdir: Path) 
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--agent":
-        run_agent(sys.argv[2], sys.argv[3], sys.argv[4], Path(sys.argv[5]))
+        run_agent(sys.argv[2], sys.argv[3], sys.argv[4], Path(sys.argv[5]), float(sys.argv[6]))
         return
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--agents", nargs="+", type=int, default=[10, 50])
-    parser.add_argument("--modes", nargs="+", default=["stream", "poll", "strict", "cached5s"])
+    parser.add_argument(
+        "--modes", nargs="+", default=["stream", "stream+wait", "poll", "strict", "cached5s"]
+    )
+    parser.add_argument("--work-ms", type=float, default=5.0, help="work between guarded calls")
     parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument("--update", action="store_true", help="write the section of RESULTS.md")
@@ -228,7 +282,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for agents in args.agents:
             for mode in args.modes:
-                row = measure(mode, agents, args.backend, args.replicas, Path(tmp))
+                row = measure(mode, agents, args.backend, args.replicas, Path(tmp), args.work_ms)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
 
@@ -261,11 +315,13 @@ def main() -> None:
             section,
             f"## Kill propagation ({args.backend}, {args.replicas} replica(s))\n\n"
             f"`python benchmarks/bench_propagation.py --backend {args.backend} --replicas "
-            f"{args.replicas} --agents {' '.join(map(str, args.agents))}`: a real server process and "
-            "N agent processes, each looping guarded calls with 1 ms of work between them; time from "
+            f"{args.replicas} --agents {' '.join(map(str, args.agents))} --work-ms {args.work_ms:g}`: "
+            "a real server process and N agent processes, each looping guarded calls with "
+            f"{args.work_ms:g} ms of work between them; time from "
             "sending `POST /kill` to each process's first refused call (CLOCK_MONOTONIC, shared by "
             "all processes). `cached5s` is a hand-written per-call `/check` cached for 5 s; `strict` "
-            "is the seed SDK's per-call `/check`; `poll` refreshes every 1 s.\n\n" + table,
+            "is the seed SDK's per-call `/check`; `poll` refreshes every 1 s; `stream+wait` sends "
+            "`POST /kill?wait=5`, which returns once every live instance acknowledged.\n\n" + table,
         )
 
 

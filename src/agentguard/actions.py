@@ -66,7 +66,10 @@ class Action:
         mission_id: str | None,
     ) -> None:
         for field, value in (
-            ("name", name), ("agent_id", agent_id), ("run_id", run_id), ("mission_id", mission_id)
+            ("name", name),
+            ("agent_id", agent_id),
+            ("run_id", run_id),
+            ("mission_id", mission_id),
         ):
             if value is not None and (not isinstance(value, str) or not value):
                 raise InvalidInputError(field, f"must be a non-empty string; got {value!r}")
@@ -131,7 +134,9 @@ def _async_wrapper(action: Action) -> Callable[..., Any]:
         async def run() -> Any:
             guard = action.resolve_guard()
             if guard._source.strict:  # a per-call HTTP check must not block the event loop
-                key = await asyncio.to_thread(guard._admit, action.name, action.scope(), args, kwargs)
+                key = await asyncio.to_thread(
+                    guard._admit, action.name, action.scope(), args, kwargs
+                )
             else:
                 key = guard._admit(action.name, action.scope(), args, kwargs)
             try:
@@ -244,7 +249,9 @@ def _unused_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
 
 def is_guarded(fn: Any) -> bool:
     """Whether ``fn`` is a guarded action."""
-    return isinstance(fn, (_SyncAction, _DelegatingAction, _BoundSyncAction, _BoundDelegatingAction))
+    return isinstance(
+        fn, (_SyncAction, _DelegatingAction, _BoundSyncAction, _BoundDelegatingAction)
+    )
 
 
 @overload

@@ -16,7 +16,9 @@ def validate_checkpoint_key(key: object) -> str:
     if not isinstance(key, str) or not key.strip():
         raise InvalidInputError("key", f"must be a non-empty string; got {key!r}")
     if len(key) > MAX_KEY_LENGTH:
-        raise InvalidInputError("key", f"must be at most {MAX_KEY_LENGTH} characters; got {len(key)}")
+        raise InvalidInputError(
+            "key", f"must be at most {MAX_KEY_LENGTH} characters; got {len(key)}"
+        )
     return key
 
 
@@ -30,6 +32,7 @@ def encode_checkpoint(key: str, state: Any) -> str:
     size = len(encoded.encode())
     if size > MAX_CHECKPOINT_BYTES:
         raise InvalidInputError(
-            "state", f"is {size:,} bytes as JSON; checkpoints are limited to {MAX_CHECKPOINT_BYTES:,}"
+            "state",
+            f"is {size:,} bytes as JSON; checkpoints are limited to {MAX_CHECKPOINT_BYTES:,}",
         )
     return encoded

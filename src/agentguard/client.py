@@ -17,6 +17,7 @@ Failures raise agentguard's own errors: :class:`AlreadyKilledError` (409 on kill
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -221,6 +222,18 @@ class Client:
         )
         self._stream: httpx.Response | None = None
 
+    @property
+    def http(self) -> httpx.Client:
+        """The underlying httpx client, based at ``<url>/api/v1`` with the credentials."""
+        return self._http
+
+    def report_interventions(self, items: list[Intervention]) -> int:
+        """Store interventions (idempotent per id); returns how many were new."""
+        body = {"interventions": [json.loads(iv.model_dump_json()) for iv in items]}
+        response = self._send("POST", "/interventions", json=body)
+        raise_for_status(response, self.url)
+        return int(_body(response).get("created", 0))
+
     def close(self) -> None:
         """Close the connections, ending a stream being read in another thread."""
         stream = self._stream
@@ -396,7 +409,7 @@ class Client:
             ) as response:
                 if response.status_code != 200:
                     response.read()
-                    _raise_for_status(response, self._full(path))
+                    raise_for_status(response, self._full(path))
                 self._stream = response
                 for sse in EventSource(response).iter_sse():
                     try:
@@ -444,7 +457,7 @@ class Client:
         return self._parse(model, self._send("GET", path, params=params))
 
     def _parse(self, model: type[M], response: httpx.Response) -> M:
-        _raise_for_status(response, str(response.request.url))
+        raise_for_status(response, str(response.request.url))
         try:
             return model.model_validate_json(response.content)
         except ValidationError as exc:
@@ -510,7 +523,8 @@ def _no_such_route(response: httpx.Response) -> bool:
     return _body(response).get("detail") == "Not Found"
 
 
-def _raise_for_status(response: httpx.Response, url: str) -> None:
+def raise_for_status(response: httpx.Response, url: str) -> None:
+    """Raise the agentguard error an HTTP answer stands for (nothing for 2xx and 3xx)."""
     status = response.status_code
     if status < 400:
         return

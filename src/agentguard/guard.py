@@ -76,7 +76,9 @@ class Guard:
         if fail_mode not in ("closed", "open"):
             raise InvalidInputError("fail_mode", f"must be 'closed' or 'open'; got {fail_mode!r}")
         if not isinstance(max_staleness, (int, float)) or max_staleness <= 0:
-            raise InvalidInputError("max_staleness", f"must be a positive number; got {max_staleness!r}")
+            raise InvalidInputError(
+                "max_staleness", f"must be a positive number; got {max_staleness!r}"
+            )
         self.instance_id = instance_id or default_instance_id()
         defaults = Scope(agent_id, run_id, mission_id)
         self._defaults = defaults if any(defaults) else None
@@ -151,8 +153,13 @@ class Guard:
     # -- the check -------------------------------------------------------------------------
 
     def _admit(
-        self, name: str, scope: Scope, args: Any = None, kwargs: Any = None,
-        tool_call_id: str | None = None, span_name: str | None = None,
+        self,
+        name: str,
+        scope: Scope,
+        args: Any = None,
+        kwargs: Any = None,
+        tool_call_id: str | None = None,
+        span_name: str | None = None,
     ) -> _CountKey:
         """Refuse (raise) or count the call as executed. No I/O, no lock, no span if allowed."""
         if self._defaults is not None:
@@ -236,14 +243,18 @@ class Guard:
         target_type, target_id = validate_target(target_type, target_id)
         with self._counts_lock:
             return sum(
-                v for s, v in self._costs.items() if getattr(s, f"{target_type}_id", None) == target_id
+                v
+                for s, v in self._costs.items()
+                if getattr(s, f"{target_type}_id", None) == target_id
             )
 
     def _total_cost(self) -> float:
         with self._counts_lock:
             return sum(self._costs.values())
 
-    def _new_counter(self, table: dict[_CountKey, itertools.count[int]], key: _CountKey) -> itertools.count[int]:
+    def _new_counter(
+        self, table: dict[_CountKey, itertools.count[int]], key: _CountKey
+    ) -> itertools.count[int]:
         with self._counts_lock:
             return table.setdefault(key, itertools.count())
 
@@ -270,8 +281,12 @@ class Guard:
             status = KillStatus.of(ks.target_type, ks.target_id, ks)
         elif trip is not None:  # a rule tripped: refuse now, the kill follows in the background
             status = KillStatus(
-                is_killed=True, target_type=trip.target_type, target_id=trip.target_id,
-                reason=trip.reason, killed_by=trip.actor, killed_at=utcnow(),
+                is_killed=True,
+                target_type=trip.target_type,
+                target_id=trip.target_id,
+                reason=trip.reason,
+                killed_by=trip.actor,
+                killed_at=utcnow(),
             )
         else:  # nothing killed in the view, but the view cannot be trusted as it is
             verdict = self._source.verify(name, scope)
@@ -324,7 +339,10 @@ class Guard:
         """An observe-mode rule tripped: record it, block nothing."""
         logger.warning(
             "agentguard: rule %s would kill %s %r: %s",
-            trip.rule.name, trip.target_type, trip.target_id, trip.reason,
+            trip.rule.name,
+            trip.target_type,
+            trip.target_id,
+            trip.reason,
         )
         ids = {f"{trip.target_type}_id": trip.target_id}
         self._recorder.submit(
@@ -356,7 +374,12 @@ class Guard:
     # -- operator verbs ----------------------------------------------------------------------
 
     def kill(
-        self, target_type: str, target_id: str, *, reason: str | None = None, actor: str | None = None
+        self,
+        target_type: str,
+        target_id: str,
+        *,
+        reason: str | None = None,
+        actor: str | None = None,
     ) -> KillSwitch:
         """Kill a target; raises ``AlreadyKilledError`` if it already has an active kill."""
         target_type, target_id = validate_target(target_type, target_id)

@@ -15,7 +15,18 @@ class KillIndex:
     apply only newer versions, so a late or repeated event can never undo a kill.
     """
 
-    __slots__ = ("agent", "run", "mission", "tool", "version", "fresh_until", "synced_at", "max_staleness", "_write_lock", "changed")
+    __slots__ = (
+        "agent",
+        "run",
+        "mission",
+        "tool",
+        "version",
+        "fresh_until",
+        "synced_at",
+        "max_staleness",
+        "_write_lock",
+        "changed",
+    )
 
     def __init__(self) -> None:
         self.agent: dict[str, KillSwitch] = {}
@@ -50,7 +61,12 @@ class KillIndex:
 
     def active(self) -> list[KillSwitch]:
         """Every active kill switch in the index."""
-        return [*self.mission.values(), *self.run.values(), *self.agent.values(), *self.tool.values()]
+        return [
+            *self.mission.values(),
+            *self.run.values(),
+            *self.agent.values(),
+            *self.tool.values(),
+        ]
 
     def apply(self, change: KillChange) -> bool:
         """Apply one change if it is newer than the index; return whether it was applied."""
@@ -79,7 +95,12 @@ class KillIndex:
             return True
 
     def _install(self, snapshot: Snapshot) -> None:
-        tables: dict[str, dict[str, KillSwitch]] = {"agent": {}, "run": {}, "mission": {}, "tool": {}}
+        tables: dict[str, dict[str, KillSwitch]] = {
+            "agent": {},
+            "run": {},
+            "mission": {},
+            "tool": {},
+        }
         for ks in snapshot.active:
             tables[ks.target_type][ks.target_id] = ks
         # Each assignment is atomic; a reader sees the old or the new table of each type.

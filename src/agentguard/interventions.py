@@ -55,7 +55,10 @@ class InterventionRecorder:
                 self.dropped += 1
                 logger.error(
                     "agentguard: intervention buffer full (%d); dropped intervention %s "
-                    "(%d dropped so far)", self._max_buffer, item.id, self.dropped,
+                    "(%d dropped so far)",
+                    self._max_buffer,
+                    item.id,
+                    self.dropped,
                 )
                 return
             self._buffer.append(item)
@@ -89,7 +92,8 @@ class InterventionRecorder:
             self._cond.notify_all()
         if not flushed and self._buffer:
             logger.error(
-                "agentguard: %d interventions could not be delivered before close", len(self._buffer)
+                "agentguard: %d interventions could not be delivered before close",
+                len(self._buffer),
             )
         return flushed
 
@@ -103,14 +107,18 @@ class InterventionRecorder:
                     return
                 if self._interval:
                     self._cond.wait(self._interval)
-                batch = [self._buffer.popleft() for _ in range(min(self._batch_size, len(self._buffer)))]
+                batch = [
+                    self._buffer.popleft() for _ in range(min(self._batch_size, len(self._buffer)))
+                ]
                 self._in_flight = len(batch)
             try:
                 self._sink(batch)
             except Exception:
                 logger.warning(
                     "agentguard: could not deliver %d interventions; retrying in %.1f s",
-                    len(batch), backoff, exc_info=True,
+                    len(batch),
+                    backoff,
+                    exc_info=True,
                 )
                 with self._cond:
                     self._buffer.extendleft(reversed(batch))

@@ -23,19 +23,15 @@ import httpx
 from httpx_sse import EventSource, SSEError
 from pydantic import ValidationError
 
-from ._version import __version__
+from .client import Client, raise_for_status
 from .errors import (
     AgentGuardError,
-    AlreadyKilledError,
-    AuthenticationError,
     InvalidInputError,
-    NotKilledError,
-    PermissionDeniedError,
 )
 from .heartbeat import HeartbeatReply, HeartbeatReport
 from .index import KillIndex
 from .interventions import InterventionRecorder
-from .records import Intervention, KillChange, KillStatus, KillSwitch, Snapshot
+from .records import Intervention, KillChange, KillStatus, Snapshot
 from .scope import Scope
 from .sources import CLEAR, KillStateSource, Verdict
 from .targets import validate_target
@@ -100,12 +96,8 @@ class RemoteSource(KillStateSource):
         self.keepalive = keepalive
         self.auth_error_backoff = auth_error_backoff
         self._clock = clock
-        headers = {"User-Agent": f"agentguard/{__version__}"}
-        if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
-        self._http = httpx.Client(
-            base_url=self.url + API, headers=headers, timeout=timeout, transport=transport
-        )
+        self.client = Client(self.url, api_key=api_key, timeout=timeout, transport=transport)
+        self._http = self.client.http
         self.index = KillIndex()
         self.organization_id = ""
         self.instance_id = instance_id
@@ -129,7 +121,9 @@ class RemoteSource(KillStateSource):
             self._thread.start()
         self._ack_thread: threading.Thread | None = None
         if mode != "strict" and instance_id:
-            self._ack_thread = threading.Thread(target=self._ack_loop, name="agentguard-ack", daemon=True)
+            self._ack_thread = threading.Thread(
+                target=self._ack_loop, name="agentguard-ack", daemon=True
+            )
             self._ack_thread.start()
 
     # -- the feed -------------------------------------------------------------------------
@@ -138,7 +132,9 @@ class RemoteSource(KillStateSource):
         try:
             snapshot = Snapshot.model_validate_json(path.read_text())
         except (OSError, ValidationError) as exc:
-            raise InvalidInputError("bootstrap", f"cannot read kill state from {path}: {exc}") from exc
+            raise InvalidInputError(
+                "bootstrap", f"cannot read kill state from {path}: {exc}"
+            ) from exc
         self.index.replace(snapshot)
         self.organization_id = snapshot.organization_id
         self._bootstrapped = True
@@ -172,7 +168,9 @@ class RemoteSource(KillStateSource):
         if snapshot.version < self.index.version:
             logger.error(
                 "agentguard: server %s sent kill state at version %d, older than the %d "
-                "already applied; keeping the newer state", self.url, snapshot.version,
+                "already applied; keeping the newer state",
+                self.url,
+                snapshot.version,
                 self.index.version,
             )
         self.index.replace(snapshot)
@@ -284,7 +282,7 @@ class RemoteSource(KillStateSource):
             body.update({k: v for k, v in self.identity._asdict().items() if v})
             try:
                 response = self._http.post("/kill-switch/ack", json=body)
-                _raise_for_status(response, self.url)
+                raise_for_status(response, self.url)
             except (httpx.HTTPError, AgentGuardError) as exc:
                 logger.warning("agentguard: could not acknowledge version %d: %s", version, exc)
                 self._stop.wait(backoff.next_delay())
@@ -329,7 +327,9 @@ class RemoteSource(KillStateSource):
         if not self.strict:
             return None
         targets = [
-            ("mission", scope.mission_id), ("run", scope.run_id), ("agent", scope.agent_id),
+            ("mission", scope.mission_id),
+            ("run", scope.run_id),
+            ("agent", scope.agent_id),
             ("tool", action),
         ]
         try:
@@ -346,11 +346,7 @@ class RemoteSource(KillStateSource):
         return CLEAR
 
     def _check_remote(self, target_type: str, target_id: str) -> KillStatus:
-        response = self._http.get(
-            "/kill-switch/check", params={"target_type": target_type, "target_id": target_id}
-        )
-        _raise_for_status(response, self.url)
-        return KillStatus.model_validate_json(response.content)
+        return self.client.check(target_type, target_id)
 
     def age(self, now: float) -> float:
         if self.strict:
@@ -359,29 +355,16 @@ class RemoteSource(KillStateSource):
 
     # -- operator verbs and reports over HTTP -------------------------------------------------
 
-    def kill(self, target_type: str, target_id: str, *, reason: str | None, actor: str) -> KillChange:
-        response = self._http.post(
-            "/kill-switch/kill",
-            json={"target_type": target_type, "target_id": target_id, "reason": reason},
-        )
-        return self._change(response, "kill", target_type, target_id)
+    def kill(
+        self, target_type: str, target_id: str, *, reason: str | None, actor: str
+    ) -> KillChange:
+        return self._applied(self.client.kill(target_type, target_id, reason=reason))
 
     def revive(self, target_type: str, target_id: str, *, actor: str) -> KillChange:
-        response = self._http.post(
-            "/kill-switch/revive", json={"target_type": target_type, "target_id": target_id}
-        )
-        return self._change(response, "revive", target_type, target_id)
+        return self._applied(self.client.revive(target_type, target_id))
 
-    def _change(self, response: httpx.Response, kind: str, target_type: str, target_id: str) -> KillChange:
-        if response.status_code == 409:
-            raise AlreadyKilledError(KillSwitch.model_validate(response.json()["kill_switch"]))
-        if response.status_code == 404:
-            raise NotKilledError(target_type, target_id)
-        _raise_for_status(response, self.url)
-        record = KillSwitch.model_validate_json(response.content)
-        version = int(response.headers.get(VERSION_HEADER, "0"))
-        change = KillChange(version=version, kind=kind, kill_switch=record)  # type: ignore[arg-type]
-        if version and not self.strict:  # strict guards keep no view: the server decides
+    def _applied(self, change: KillChange) -> KillChange:
+        if change.version and not self.strict:  # strict guards keep no view: the server decides
             self.index.apply(change)
         return change
 
@@ -394,16 +377,11 @@ class RemoteSource(KillStateSource):
         return status
 
     def report_interventions(self, items: list[Intervention]) -> None:
-        body = {"interventions": [json.loads(iv.model_dump_json()) for iv in items]}
-        response = self._http.post("/interventions", json=body)
-        _raise_for_status(response, self.url)
+        self.client.report_interventions(items)
 
     def interventions(self, **filters: Any) -> tuple[list[Intervention], int]:
-        params = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in filters.items() if v is not None}
-        response = self._http.get("/interventions", params=params)
-        _raise_for_status(response, self.url)
-        body = response.json()
-        return [Intervention.model_validate(item) for item in body["data"]], int(body["count"])
+        page = self.client.interventions(**filters)
+        return list(page.data), page.count
 
     # -- fleet: heartbeats and checkpoints (the server's /heartbeats and /checkpoints) ---------
 
@@ -415,7 +393,7 @@ class RemoteSource(KillStateSource):
 
     def heartbeat(self, report: HeartbeatReport) -> HeartbeatReply:
         response = self._http.post("/heartbeats", json=report.model_dump(exclude_none=True))
-        _raise_for_status(response, self.url)
+        raise_for_status(response, self.url)
         return HeartbeatReply.model_validate_json(response.content)
 
     def save_checkpoint(self, key: str, state_json: str) -> None:
@@ -423,17 +401,19 @@ class RemoteSource(KillStateSource):
         response = self._http.put(
             _checkpoint_path(key), content=content, headers={"Content-Type": "application/json"}
         )
-        _raise_for_status(response, self.url)
+        raise_for_status(response, self.url)
 
     def load_checkpoint(self, key: str) -> str | None:
         response = self._http.get(_checkpoint_path(key))
         if response.status_code == 404:
             return None
-        _raise_for_status(response, self.url)
+        raise_for_status(response, self.url)
         return json.dumps(response.json()["state"])
 
     def make_recorder(self) -> InterventionRecorder:
-        return InterventionRecorder(self.report_interventions, interval=1.0, name="agentguard-report")
+        return InterventionRecorder(
+            self.report_interventions, interval=1.0, name="agentguard-report"
+        )
 
     def close(self) -> None:
         self._stop.set()
@@ -447,7 +427,7 @@ class RemoteSource(KillStateSource):
         for thread in (self._thread, self._ack_thread):
             if thread is not None:
                 thread.join(timeout=2.0)
-        self._http.close()
+        self.client.close()
 
 
 def _checkpoint_path(key: str) -> str:
@@ -485,22 +465,8 @@ def _detail(response: httpx.Response) -> str:
         body = response.json()
     except ValueError:
         return response.text[:200]
-    return str(body.get("detail") or body.get("error") or body) if isinstance(body, dict) else str(body)
-
-
-def _raise_for_status(response: httpx.Response, url: str) -> None:
-    status = response.status_code
-    if status < 400:
-        return
-    detail = _detail(response)
-    if status == 401:
-        raise AuthenticationError(f"{url}: {detail}")
-    if status == 403:
-        raise PermissionDeniedError(f"{url}: {detail}")
-    if status in (400, 413, 422):
-        try:
-            field = response.json().get("field") or "request"
-        except ValueError:
-            field = "request"
-        raise InvalidInputError(field, detail)
-    raise AgentGuardError(f"{url} answered HTTP {status}: {detail}")
+    return (
+        str(body.get("detail") or body.get("error") or body)
+        if isinstance(body, dict)
+        else str(body)
+    )

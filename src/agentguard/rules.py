@@ -295,7 +295,9 @@ class RuleEngine:
                 return self.pending[(rule.per, key)]
             self.pending[(rule.per, key)] = trip
             if self._thread is None:
-                self._thread = threading.Thread(target=self._kill_loop, name="agentguard-rules", daemon=True)
+                self._thread = threading.Thread(
+                    target=self._kill_loop, name="agentguard-rules", daemon=True
+                )
                 self._thread.start()
         self._kills.put(trip)
         return trip
@@ -304,13 +306,17 @@ class RuleEngine:
         while True:
             trip = self._kills.get()
             try:
-                self.guard.kill(trip.target_type, trip.target_id, reason=trip.reason, actor=trip.actor)
+                self.guard.kill(
+                    trip.target_type, trip.target_id, reason=trip.reason, actor=trip.actor
+                )
             except AlreadyKilledError:
                 pass
             except Exception:
                 logger.exception(
                     "agentguard: rule %s could not kill %s %r; refusing it locally",
-                    trip.rule.name, trip.target_type, trip.target_id,
+                    trip.rule.name,
+                    trip.target_type,
+                    trip.target_id,
                 )
                 continue  # keep refusing locally: failing open here would defeat the rule
             with self._lock:

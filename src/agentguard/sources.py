@@ -34,7 +34,9 @@ class KillStateSource(ABC):
     index: KillIndex
 
     @abstractmethod
-    def kill(self, target_type: str, target_id: str, *, reason: str | None, actor: str) -> KillChange:
+    def kill(
+        self, target_type: str, target_id: str, *, reason: str | None, actor: str
+    ) -> KillChange:
         """Kill a target; raise ``AlreadyKilledError`` if it already is."""
 
     @abstractmethod
@@ -112,7 +114,9 @@ class LocalSource(KillStateSource):
         if organization_id == self.organization_id:
             self.index.apply(change)
 
-    def kill(self, target_type: str, target_id: str, *, reason: str | None, actor: str) -> KillChange:
+    def kill(
+        self, target_type: str, target_id: str, *, reason: str | None, actor: str
+    ) -> KillChange:
         change = self.store.kill(
             self.organization_id, target_type, target_id, reason=reason, actor=actor
         )

@@ -214,7 +214,9 @@ class MemoryStore:
         for listener in list(self._listeners):
             listener(org, change)
 
-    def get_active(self, organization_id: str, target_type: str, target_id: str) -> KillSwitch | None:
+    def get_active(
+        self, organization_id: str, target_type: str, target_id: str
+    ) -> KillSwitch | None:
         target_type, target_id = validate_target(target_type, target_id)
         return self._active.get((organization_id, target_type, target_id))
 
@@ -278,6 +280,7 @@ class MemoryStore:
             and (action is None or iv.action == action)
             and (since is None or iv.occurred_at >= since)
         ]
+        rows.reverse()  # of equal times, the one stored last comes first (as in the SQL store)
         rows.sort(key=lambda iv: iv.occurred_at, reverse=True)
         return rows[skip : skip + limit], len(rows)
 

@@ -37,6 +37,7 @@ def validate_target(target_type: object, target_id: object) -> tuple[str, str]:
         raise InvalidInputError("target_id", f"must be a string; got {type(target_id).__name__}")
     if not target_id.strip():
         raise InvalidInputError("target_id", "must not be empty")
+    _storable("target_id", target_id)
     if len(target_id) > MAX_TARGET_ID_LENGTH:
         raise InvalidInputError(
             "target_id", f"must be at most {MAX_TARGET_ID_LENGTH} characters; got {len(target_id)}"
@@ -54,4 +55,15 @@ def validate_reason(reason: object) -> str | None:
         raise InvalidInputError(
             "reason", f"must be at most {MAX_REASON_LENGTH} characters; got {len(reason)}"
         )
+    _storable("reason", reason)
     return reason
+
+
+def _storable(field: str, value: str) -> None:
+    """Refuse text no database can store (as the HTTP API does): NUL, lone surrogates."""
+    if "\x00" in value:
+        raise InvalidInputError(field, "must not contain NUL characters")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise InvalidInputError(field, "must be valid Unicode text (no lone surrogates)") from None

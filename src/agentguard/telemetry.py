@@ -34,14 +34,16 @@ class Telemetry:
         meter = metrics.get_meter(__name__, __version__, meter_provider)
         self.capture_arguments = capture_arguments
         self.interventions = meter.create_counter(
-            "agentguard.interventions", unit="{intervention}",
+            "agentguard.interventions",
+            unit="{intervention}",
             description="Recorded interventions (refused guarded calls)",
         )
         self.changes = meter.create_counter(
             "agentguard.kill_switch.changes", unit="{change}", description="Kills and revives"
         )
         self.propagation = meter.create_histogram(
-            "agentguard.kill_switch.propagation", unit="ms",
+            "agentguard.kill_switch.propagation",
+            unit="ms",
             description="Time from a kill's commit until an instance acknowledged applying it",
         )
         self._meter = meter
