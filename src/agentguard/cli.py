@@ -13,6 +13,7 @@ import json
 import os
 import queue
 import re
+import secrets
 import sys
 import threading
 import time
@@ -650,6 +651,7 @@ def serve(
     import uvicorn
 
     from .server.asgi import DATABASE_URL_ENV as SERVER_DATABASE_URL_ENV
+    from .server.session import SESSION_SECRET_ENV
 
     with database_errors():
         keys = _open_keys(database_url)
@@ -667,6 +669,11 @@ def serve(
             )
             sys.stdout.flush()
     os.environ[SERVER_DATABASE_URL_ENV] = database_url
+    # Every worker must sign console sessions alike, or a request landing on another worker
+    # would find its session invalid. Set AGENTGUARD_SESSION_SECRET to keep them over restarts.
+    os.environ.setdefault(SESSION_SECRET_ENV, secrets.token_urlsafe(32))
+    click.echo(f"Console: http://{host}:{port}/kill-switch   API: http://{host}:{port}/api/v1")
+    sys.stdout.flush()
     uvicorn.run(
         "agentguard.server.asgi:create_app",
         factory=True,
