@@ -227,9 +227,16 @@ class Client:
         """The underlying httpx client, based at ``<url>/api/v1`` with the credentials."""
         return self._http
 
-    def report_interventions(self, items: list[Intervention]) -> int:
-        """Store interventions (idempotent per id); returns how many were new."""
-        body = {"interventions": [json.loads(iv.model_dump_json()) for iv in items]}
+    def report_interventions(self, items: list[Intervention], *, dropped: int = 0) -> int:
+        """Store interventions (idempotent per id); returns how many were new.
+
+        ``dropped``: how many the reporter lost to a full buffer (recorded in the audit log).
+        """
+        body: dict[str, Any] = {
+            "interventions": [json.loads(iv.model_dump_json()) for iv in items]
+        }
+        if dropped:
+            body["dropped"] = dropped
         response = self._send("POST", "/interventions", json=body)
         raise_for_status(response, self.url)
         return int(_body(response).get("created", 0))

@@ -14,7 +14,8 @@ from .records import Intervention
 
 logger = logging.getLogger("agentguard")
 
-InterventionSink = Callable[[list[Intervention]], None]
+InterventionSink = Callable[[list[Intervention], int], None]
+"""Called with a batch and how many interventions were dropped since the last accepted batch."""
 
 
 class InterventionRecorder:
@@ -22,7 +23,8 @@ class InterventionRecorder:
 
     ``submit`` never blocks on I/O. A sink that raises is retried with backoff, the batch kept;
     re-sending is safe because every intervention carries its own id. When the buffer is full
-    the newest intervention is dropped, counted in ``dropped`` and logged.
+    the newest intervention is dropped, counted in ``dropped``, logged, and reported to the sink
+    with the next batch.
     """
 
     def __init__(
@@ -44,7 +46,9 @@ class InterventionRecorder:
         self._in_flight = 0
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._hurry = False  # a flush wants delivery now: cut the interval or backoff short
         self.dropped = 0
+        self._dropped_unreported = 0
         self.sent = 0
         _recorders.add(self)
 
@@ -53,6 +57,7 @@ class InterventionRecorder:
         with self._cond:
             if len(self._buffer) + self._in_flight >= self._max_buffer:
                 self.dropped += 1
+                self._dropped_unreported += 1
                 logger.error(
                     "agentguard: intervention buffer full (%d); dropped intervention %s "
                     "(%d dropped so far)",
@@ -65,7 +70,8 @@ class InterventionRecorder:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                 self._thread.start()
-            self._cond.notify_all()
+            if len(self._buffer) == 1:  # the thread may be waiting for work
+                self._cond.notify_all()
 
     def pending(self) -> int:
         """Interventions not yet accepted by the sink."""
@@ -76,6 +82,7 @@ class InterventionRecorder:
         """Wait until every queued intervention reached the sink; return whether it did."""
         deadline = time.monotonic() + timeout
         with self._cond:
+            self._hurry = True
             self._cond.notify_all()
             while self._buffer or self._in_flight:
                 remaining = deadline - time.monotonic()
@@ -97,6 +104,19 @@ class InterventionRecorder:
             )
         return flushed
 
+    def _pause(self, seconds: float) -> None:
+        """Wait (holding the condition) unless a flush or close asks for delivery now.
+
+        New submissions do not end it: under load they would turn batching and backoff into a
+        request per refusal.
+        """
+        deadline = time.monotonic() + seconds
+        while not self._hurry and not self._closed:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._cond.wait(remaining)
+
     def _run(self) -> None:
         backoff = 0.5
         while True:
@@ -106,13 +126,15 @@ class InterventionRecorder:
                 if self._closed and (not self._buffer or backoff > 0.5):
                     return
                 if self._interval:
-                    self._cond.wait(self._interval)
+                    self._pause(self._interval)
+                self._hurry = False
                 batch = [
                     self._buffer.popleft() for _ in range(min(self._batch_size, len(self._buffer)))
                 ]
                 self._in_flight = len(batch)
+                dropped = self._dropped_unreported
             try:
-                self._sink(batch)
+                self._sink(batch, dropped)
             except Exception:
                 logger.warning(
                     "agentguard: could not deliver %d interventions; retrying in %.1f s",
@@ -124,11 +146,12 @@ class InterventionRecorder:
                     self._buffer.extendleft(reversed(batch))
                     self._in_flight = 0
                     self._cond.notify_all()
-                    self._cond.wait(backoff)
+                    self._pause(backoff)
                 backoff = min(backoff * 2, 30.0)
                 continue
             backoff = 0.5
             with self._cond:
+                self._dropped_unreported -= dropped
                 self.sent += len(batch)
                 self._in_flight = 0
                 self._cond.notify_all()

@@ -376,8 +376,8 @@ class RemoteSource(KillStateSource):
             return KillStatus.of(target_type, target_id, ks)
         return status
 
-    def report_interventions(self, items: list[Intervention]) -> None:
-        self.client.report_interventions(items)
+    def report_interventions(self, items: list[Intervention], dropped: int = 0) -> None:
+        self.client.report_interventions(items, dropped=dropped)
 
     def interventions(self, **filters: Any) -> tuple[list[Intervention], int]:
         page = self.client.interventions(**filters)

@@ -48,8 +48,11 @@ class KillStateSource(ABC):
         """The kill status of one target."""
 
     @abstractmethod
-    def report_interventions(self, items: list[Intervention]) -> None:
-        """Store interventions (called from a background thread; may block, may raise)."""
+    def report_interventions(self, items: list[Intervention], dropped: int = 0) -> None:
+        """Store interventions (called from a background thread; may block, may raise).
+
+        ``dropped`` counts interventions lost to a full buffer since the last accepted batch.
+        """
 
     @abstractmethod
     def interventions(self, **filters: Any) -> tuple[list[Intervention], int]:
@@ -132,7 +135,8 @@ class LocalSource(KillStateSource):
         target_type, target_id = validate_target(target_type, target_id)
         return KillStatus.of(target_type, target_id, self.index.get(target_type, target_id))
 
-    def report_interventions(self, items: list[Intervention]) -> None:
+    def report_interventions(self, items: list[Intervention], dropped: int = 0) -> None:
+        # In-process: the recorder has already logged any drop where the operator sees it.
         self.store.add_interventions(self.organization_id, items)
 
     def interventions(self, **filters: Any) -> tuple[list[Intervention], int]:

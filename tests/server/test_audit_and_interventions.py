@@ -188,3 +188,24 @@ def test_bad_interventions(server: Any, api: Any, change: dict[str, Any], field:
     assert response.status_code == 422
     assert response.json()["field"] == field
     assert a.get("/api/v1/interventions").json()["count"] == 0
+
+
+def test_dropped_interventions_are_audited(server: Any, api: Any) -> None:
+    agent = api(server, scopes=("agent",), owner="bot")
+    admin = api(server)
+    iv = {
+        "id": "iv-d",
+        "action": "send",
+        "target_type": "agent",
+        "target_id": "a",
+        "occurred_at": "2026-11-22T10:00:00Z",
+    }
+    response = agent.client.post(
+        "/api/v1/interventions", json={"interventions": [iv], "dropped": 7}
+    )
+    assert response.status_code == 200
+    entries = admin.get("/api/v1/audit", action="interventions.dropped").json()["data"]
+    assert len(entries) == 1 and entries[0]["detail"].startswith("7 interventions dropped")
+    assert entries[0]["actor"] == agent.actor
+    bad = agent.client.post("/api/v1/interventions", json={"interventions": [iv], "dropped": -1})
+    assert bad.status_code == 422 and bad.json()["field"] == "dropped"

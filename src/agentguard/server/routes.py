@@ -194,10 +194,27 @@ class Api:
             data=[as_public(s.AuditEntryPublic, r) for r in rows], count=count
         )
 
+    def _record_dropped(self, call: Call, dropped: int) -> None:
+        """A reporter lost interventions to a full buffer: say so in the audit log, loudly."""
+        logger.warning(
+            "%s dropped %d interventions (its buffer was full)", call.principal.actor, dropped
+        )
+        with self.server.database.write() as conn:
+            self.server.store.write_audit(
+                conn,
+                call.org,
+                action="interventions.dropped",
+                actor=call.principal.actor,
+                detail=f"{dropped} interventions dropped by a full buffer before reporting",
+                request_id=call.request_id,
+            )
+
     async def report_interventions(self, call: Call) -> BaseModel:
         body: s.InterventionsBatch = call.body
         items = [Intervention(**iv.model_dump()) for iv in body.interventions]
         created = await run_in_threadpool(self.server.store.add_interventions, call.org, items)
+        if body.dropped:
+            await run_in_threadpool(self._record_dropped, call, body.dropped)
         return s.InterventionsAccepted(received=len(items), created=created)
 
     async def interventions(self, call: Call) -> BaseModel:

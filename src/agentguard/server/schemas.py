@@ -19,7 +19,7 @@ from ..targets import MAX_REASON_LENGTH, MAX_TARGET_ID_LENGTH
 
 TargetTypeName = Literal["agent", "run", "mission", "tool"]
 ScopeName = Literal["admin", "operator", "agent", "read"]
-AuditAction = Literal["kill", "revive", "key.create", "key.revoke"]
+AuditAction = Literal["kill", "revive", "key.create", "key.revoke", "interventions.dropped"]
 AuditTargetType = Literal["agent", "run", "mission", "tool", "api_key"]
 InterventionTypeName = Literal["HARD_BLOCK", "OBSERVED"]
 
@@ -243,6 +243,8 @@ class InterventionsBatch(_Body):
     """Up to 1,000 interventions."""
 
     interventions: Annotated[list[InterventionIn], Field(max_length=1000)]
+    dropped: Annotated[int, Field(ge=0, le=1_000_000_000)] = 0
+    """Interventions the reporter dropped (its buffer was full) since its last accepted batch."""
 
 
 class InterventionsAccepted(BaseModel):

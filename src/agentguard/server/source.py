@@ -51,7 +51,7 @@ class ServerSource(KillStateSource):
         self.store.feed.refresh()
         return KillStatus.of(target_type, target_id, self.index.get(target_type, target_id))
 
-    def report_interventions(self, items: list[Intervention]) -> None:
+    def report_interventions(self, items: list[Intervention], dropped: int = 0) -> None:
         self.store.add_interventions(self.organization_id, items)
 
     def interventions(self, **filters: Any) -> tuple[list[Intervention], int]:
