@@ -21,6 +21,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PY) benchmarks/bench_server.py --update
+	$(PY) benchmarks/bench_propagation.py --update
+	$(PY) benchmarks/bench_propagation.py --backend postgres --replicas 2 --update
 	$(PY) benchmarks/bench_guard.py --update
 	$(PY) benchmarks/bench_integrations.py --update
 
