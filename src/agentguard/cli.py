@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import importlib
 import json
+import math
 import os
 import queue
 import re
@@ -117,6 +118,16 @@ def remote(f: Callable[..., None]) -> Callable[..., None]:
     return connection_options(run)
 
 
+class Seconds(click.FloatRange):
+    """A number of seconds in a range; unlike ``click.FloatRange``, never NaN or infinite."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        seconds = super().convert(value, param, ctx)
+        if not math.isfinite(seconds):
+            self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
+        return seconds
+
+
 _DURATION = re.compile(r"^(\d+)\s*(s|m|min|h|d)$")
 _SECONDS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
 
@@ -129,7 +140,10 @@ def _since(ctx: click.Context, param: click.Parameter, value: str | None) -> dat
     match = _DURATION.match(text)
     if match:
         seconds = int(match.group(1)) * _SECONDS[match.group(2)]
-        return datetime.now(timezone.utc) - timedelta(seconds=seconds)
+        try:
+            return datetime.now(timezone.utc) - timedelta(seconds=seconds)
+        except OverflowError:
+            raise click.BadParameter(f"{text!r} reaches back before the year 1") from None
     iso = text[:-1] + "+00:00" if text[-1:] in ("Z", "z") else text
     try:
         when = datetime.fromisoformat(iso)
@@ -138,7 +152,12 @@ def _since(ctx: click.Context, param: click.Parameter, value: str | None) -> dat
             f"{text!r} is neither a duration (30s, 15m, 2h, 7d) nor a date-time "
             "(2026-04-18T17:00:00Z; local time without an offset)"
         ) from None
-    return when if when.tzinfo is not None else when.astimezone()
+    if when.tzinfo is not None:
+        return when
+    try:
+        return when.astimezone()
+    except (OverflowError, ValueError):  # year 1 or 9999 in local time is beyond UTC's range
+        raise click.BadParameter(f"{text!r} in local time is out of range; add an offset") from None
 
 
 since_option = click.option(
@@ -277,7 +296,7 @@ def _complete_killed(
     "--timeout",
     default=30.0,
     show_default=True,
-    type=click.FloatRange(0, 3600),
+    type=Seconds(0, 3600),
     help="Seconds --wait waits.",
 )
 @json_option
@@ -564,9 +583,7 @@ class _Feed:
 @click.option(
     "--count", type=click.IntRange(min=1), help="Stop after N kill, revive or intervention events."
 )
-@click.option(
-    "--timeout", type=click.FloatRange(min=0, min_open=True), help="Stop after this many seconds."
-)
+@click.option("--timeout", type=Seconds(min=0, min_open=True), help="Stop after this many seconds.")
 @click.option(
     "--interventions/--no-interventions",
     default=True,

@@ -70,7 +70,7 @@ class InterventionRecorder:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                 self._thread.start()
-            if len(self._buffer) == 1:  # the thread may be waiting for work
+            if len(self._buffer) in (1, self._batch_size):  # work, or a full batch, waits
                 self._cond.notify_all()
 
     def pending(self) -> int:
@@ -104,14 +104,17 @@ class InterventionRecorder:
             )
         return flushed
 
-    def _pause(self, seconds: float) -> None:
-        """Wait (holding the condition) unless a flush or close asks for delivery now.
+    def _pause(self, seconds: float, *, until_full: bool = False) -> None:
+        """Wait (holding the condition) unless a flush or close asks for delivery now, or,
+        with ``until_full``, a whole batch is waiting.
 
-        New submissions do not end it: under load they would turn batching and backoff into a
-        request per refusal.
+        Each new submission must not end it: under load that would turn batching and backoff
+        into a request per refusal.
         """
         deadline = time.monotonic() + seconds
         while not self._hurry and not self._closed:
+            if until_full and len(self._buffer) >= self._batch_size:
+                return
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
@@ -126,7 +129,7 @@ class InterventionRecorder:
                 if self._closed and (not self._buffer or backoff > 0.5):
                     return
                 if self._interval:
-                    self._pause(self._interval)
+                    self._pause(self._interval, until_full=True)
                 self._hurry = False
                 batch = [
                     self._buffer.popleft() for _ in range(min(self._batch_size, len(self._buffer)))

@@ -25,7 +25,10 @@ InterventionTypeName = Literal["HARD_BLOCK", "OBSERVED"]
 
 # No NUL characters anywhere (PostgreSQL text cannot hold them); ids need one visible character.
 _NO_NUL = r"^[^\x00]*$"
-_VISIBLE = r"^[^\x00]*[^\x00\s][^\x00]*$"
+# Whitespace spelt out (Python's str.isspace(), as the store's own check): JSON Schema's
+# regexes (ECMA-262), Python's and pydantic's (Rust) each read \s differently.
+_SPACE = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_VISIBLE = rf"^[^\x00]*[^\x00{_SPACE}][^\x00]*$"
 TargetId = Annotated[
     str, StringConstraints(min_length=1, max_length=MAX_TARGET_ID_LENGTH, pattern=_VISIBLE)
 ]

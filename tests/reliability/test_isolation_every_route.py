@@ -1,0 +1,296 @@
+"""Organization isolation on every registered route, over real HTTP.
+
+``tests/server/test_isolation.py`` probes the endpoints one by one; this test enumerates the
+routes the server actually registers and fails when one has no probe here, so a new route
+cannot ship without an isolation check. Organization B has data everywhere; each probe runs as
+a fresh organization A and must neither see nor change anything of B's.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from harness import bearer, deadline_poll
+from httpx_sse import connect_sse
+from reliability_harness import Uvicorn
+from starlette.routing import Route
+
+from agentguard.server import KillSwitchServer
+
+B_TARGET = {"target_type": "agent", "target_id": "shared-bot"}
+B_INTERVENTION = {
+    "id": "iv-shared",
+    "action": "send_email",
+    "target_type": "agent",
+    "target_id": "shared-bot",
+    "occurred_at": "2026-04-18T17:00:00Z",
+}
+B_BEAT = {"instance_id": "shared-instance", "agent_id": "shared-bot", "interval": 10,
+          "executed": 5, "refused": 1, "failed": 0, "cost_usd": 2.5, "version": 1}  # fmt: skip
+
+
+class Org:
+    """An organization's admin client of the live server."""
+
+    def __init__(self, url: str, key: str) -> None:
+        self.url = url
+        self.key = key
+        self.key_id = key.rsplit("_", 1)[0]
+        self.http = httpx.Client(base_url=f"{url}/api/v1", headers=bearer(key), timeout=10)
+
+    def get(self, path: str, **params: Any) -> httpx.Response:
+        return self.http.get(path, params=params)
+
+
+class Scene:
+    """Org B with data on every endpoint, and a factory of fresh orgs A."""
+
+    def __init__(self, server: Uvicorn, keys: KillSwitchServer) -> None:
+        self.server = server
+        self.keys = keys  # in-process, on the same database: makes the keys
+        self.b = Org(server.url, keys.create_key("org_b", owner="usr_b", scopes=["admin"]))
+        b = self.b.http
+        assert b.post("/kill-switch/kill", json={**B_TARGET, "reason": "B's"}).status_code == 200
+        assert b.post("/interventions", json={"interventions": [B_INTERVENTION]}).is_success
+        assert b.post("/heartbeats", json=B_BEAT).json()["killed"] is True
+        assert b.put("/checkpoints/shared", json={"state": "B's"}).is_success
+        self.b_before = self.b_view()
+
+    def a(self) -> Org:
+        org = f"org_a_{uuid.uuid4().hex[:8]}"
+        return Org(self.server.url, self.keys.create_key(org, owner="usr_a", scopes=["admin"]))
+
+    def b_view(self) -> dict[str, Any]:
+        """Everything B can read (volatile fields of its instance left out)."""
+        b = self.b
+        agent = b.get("/agents/shared-bot").json()
+        return {
+            "check": b.get("/kill-switch/check", **B_TARGET).json(),
+            "state": b.get("/kill-switch/state").json(),
+            "active": b.get("/kill-switch/active").json(),
+            "keys": b.get("/keys").json(),
+            "audit": b.get("/audit", limit=1000).json(),
+            "interventions": b.get("/interventions").json(),
+            "counts": b.get("/interventions/counts").json(),
+            "acks": {
+                k: v
+                for k, v in b.get("/kill-switch/acks", **B_TARGET).json().items()
+                if k != "instances"
+            },  # fmt: skip
+            "agent": (agent["executed"], agent["cost_usd"], len(agent["instances"])),
+            "checkpoint": b.get("/checkpoints/shared").json()["state"],
+        }
+
+
+def empty(page: httpx.Response) -> bool:
+    return page.status_code == 200 and page.json() == {"data": [], "count": 0}
+
+
+# -- one probe per route: what org A does there, and what it must (not) see --------------------
+
+
+def kill(s: Scene, a: Org) -> None:
+    answer = a.http.post("/kill-switch/kill", json={**B_TARGET, "reason": "A's"})
+    assert answer.status_code == 200 and answer.json()["organization_id"] != "org_b"
+
+
+def revive(s: Scene, a: Org) -> None:
+    assert a.http.post("/kill-switch/revive", json=B_TARGET).status_code == 404
+
+
+def check(s: Scene, a: Org) -> None:
+    assert a.get("/kill-switch/check", **B_TARGET).json()["is_killed"] is False
+
+
+def state(s: Scene, a: Org) -> None:
+    body = a.get("/kill-switch/state").json()
+    assert (body["version"], body["active"]) == (0, [])
+
+
+def active(s: Scene, a: Org) -> None:
+    assert empty(a.get("/kill-switch/active"))
+
+
+def stream(s: Scene, a: Org) -> None:
+    """A's stream: an empty snapshot, then A's own changes and interventions, never B's."""
+    events: list[tuple[str, Any]] = []
+
+    def read() -> None:
+        with httpx.Client(timeout=httpx.Timeout(5.0, read=10.0)) as client, connect_sse(
+            client, "GET", f"{a.url}/api/v1/kill-switch/stream", headers=bearer(a.key),
+            params={"include": "interventions"},
+        ) as source:  # fmt: skip
+            for event in source.iter_sse():
+                if event.data:
+                    events.append((event.event, json.loads(event.data)))
+                if len(events) >= 3:
+                    return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    assert deadline_poll(lambda: len(events) >= 1, 10)
+    assert events[0] == ("snapshot", {"organization_id": events[0][1]["organization_id"],
+                                      "version": 0, "active": []})  # fmt: skip
+    # B changes and reports first; then A does. A's stream must carry only A's.
+    b = s.b.http
+    assert b.post("/kill-switch/kill", json={**B_TARGET, "target_id": "b-only"}).is_success
+    assert b.post("/kill-switch/revive", json={**B_TARGET, "target_id": "b-only"}).is_success
+    b.post("/interventions", json={"interventions": [{**B_INTERVENTION, "id": "iv-b2"}]})
+    a.http.post("/kill-switch/kill", json={**B_TARGET, "target_id": "a-only"})
+    a.http.post("/interventions", json={"interventions": [{**B_INTERVENTION, "id": "iv-a"}]})
+    reader.join(10)
+    assert [kind for kind, _ in events] == ["snapshot", "kill", "intervention"], events
+    assert events[1][1]["kill_switch"]["target_id"] == "a-only" and events[1][1]["version"] == 1
+    assert events[2][1]["id"] == "iv-a"
+    s.b_before = s.b_view()  # B's own changes above are B's
+
+
+def create_key(s: Scene, a: Org) -> None:
+    created = a.http.post("/keys", json={"scopes": ["read"]}).json()
+    new = Org(a.url, created["secret"])
+    assert new.get("/kill-switch/check", **B_TARGET).json()["is_killed"] is False
+    assert empty(new.get("/interventions"))
+
+
+def list_keys(s: Scene, a: Org) -> None:
+    assert [k["id"] for k in a.get("/keys").json()["data"]] == [a.key_id]
+
+
+def revoke_key(s: Scene, a: Org) -> None:
+    assert a.http.delete(f"/keys/{s.b.key_id}").status_code == 404
+
+
+def audit(s: Scene, a: Org) -> None:
+    entries = a.get("/audit", limit=1000).json()["data"]
+    assert entries and not any(e["organization_id"] == "org_b" for e in entries)
+
+
+def report_interventions(s: Scene, a: Org) -> None:
+    sent = a.http.post("/interventions", json={"interventions": [B_INTERVENTION]})
+    assert sent.json() == {"received": 1, "created": 1}  # the same id is A's own
+
+
+def interventions(s: Scene, a: Org) -> None:
+    assert empty(a.get("/interventions"))
+
+
+def counts(s: Scene, a: Org) -> None:
+    assert empty(a.get("/interventions/counts"))
+
+
+def heartbeat(s: Scene, a: Org) -> None:
+    assert a.http.post("/heartbeats", json=B_BEAT).status_code == 409  # B's version is not A's
+    mine = a.http.post("/heartbeats", json={**B_BEAT, "version": 0}).json()
+    assert (mine["killed"], mine["snapshot"]) == (False, None)
+
+
+def ack(s: Scene, a: Org) -> None:
+    body = {"instance_id": "shared-instance", "version": 0}
+    assert a.http.post("/kill-switch/ack", json=body).json() == {"acknowledged": 0}
+
+
+def acks(s: Scene, a: Org) -> None:
+    assert a.get("/kill-switch/acks", **B_TARGET).status_code == 404
+
+
+def agents(s: Scene, a: Org) -> None:
+    assert empty(a.get("/agents"))
+
+
+def agent(s: Scene, a: Org) -> None:
+    assert a.get("/agents/shared-bot").status_code == 404
+
+
+def put_checkpoint(s: Scene, a: Org) -> None:
+    assert a.http.put("/checkpoints/shared", json={"state": "A's"}).json()["state"] == "A's"
+
+
+def get_checkpoint(s: Scene, a: Org) -> None:
+    assert a.get("/checkpoints/shared").status_code == 404
+
+
+def openapi(s: Scene, a: Org) -> None:
+    text = a.get("/openapi.json").text
+    assert "org_b" not in text and "shared-bot" not in text
+
+
+def page(s: Scene, a: Org) -> None:
+    for path in ("/", "/kill-switch", "/kill-switch/static/console.js",
+                 "/kill-switch/static/console.css"):  # fmt: skip
+        answer = httpx.get(f"{a.url}{path}", headers=bearer(a.key))
+        assert answer.status_code in (200, 307) and "org_b" not in answer.text
+
+
+def session(s: Scene, a: Org) -> None:
+    with httpx.Client(base_url=a.url) as browser:
+        signed_in = browser.post("/kill-switch/session", json={"api_key": a.key}).json()
+        assert signed_in["organization_id"] != "org_b"
+        assert browser.get("/kill-switch/session").json()["organization_id"] != "org_b"
+        assert empty(browser.get("/api/v1/kill-switch/active"))
+        assert empty(browser.get("/api/v1/interventions"))
+        csrf = {"X-CSRF-Token": signed_in["csrf_token"]}
+        assert (
+            browser.post("/api/v1/kill-switch/revive", json=B_TARGET, headers=csrf).status_code
+            == 404
+        )
+        assert browser.delete("/kill-switch/session", headers=csrf).status_code == 204
+
+
+API = "/api/v1"
+PROBES: dict[tuple[str, str], Callable[[Scene, Org], None]] = {
+    ("POST", f"{API}/kill-switch/kill"): kill,
+    ("POST", f"{API}/kill-switch/revive"): revive,
+    ("GET", f"{API}/kill-switch/check"): check,
+    ("GET", f"{API}/kill-switch/state"): state,
+    ("GET", f"{API}/kill-switch/active"): active,
+    ("GET", f"{API}/kill-switch/stream"): stream,
+    ("POST", f"{API}/keys"): create_key,
+    ("GET", f"{API}/keys"): list_keys,
+    ("DELETE", f"{API}/keys/{{key_id}}"): revoke_key,
+    ("GET", f"{API}/audit"): audit,
+    ("POST", f"{API}/interventions"): report_interventions,
+    ("GET", f"{API}/interventions"): interventions,
+    ("GET", f"{API}/interventions/counts"): counts,
+    ("POST", f"{API}/heartbeats"): heartbeat,
+    ("POST", f"{API}/kill-switch/ack"): ack,
+    ("GET", f"{API}/kill-switch/acks"): acks,
+    ("GET", f"{API}/agents"): agents,
+    ("GET", f"{API}/agents/{{agent_id}}"): agent,
+    ("PUT", f"{API}/checkpoints/{{key}}"): put_checkpoint,
+    ("GET", f"{API}/checkpoints/{{key}}"): get_checkpoint,
+    ("GET", f"{API}/openapi.json"): openapi,
+    ("GET", "/"): page,
+    ("GET", "/kill-switch"): page,
+    ("GET", "/kill-switch/static/{name}"): page,
+    ("GET", "/kill-switch/session"): session,
+    ("POST", "/kill-switch/session"): session,
+    ("DELETE", "/kill-switch/session"): session,
+}
+
+
+def registered_routes(server: KillSwitchServer) -> set[tuple[str, str]]:
+    """(METHOD, path) of every route the server registers (HEAD goes with GET)."""
+    found = set()
+    for route in server.starlette.routes:
+        assert isinstance(route, Route), f"an unexpected kind of route: {route!r}"
+        found |= {(m, route.path) for m in route.methods or () if m != "HEAD"}
+    return found
+
+
+def test_every_route_keeps_organizations_apart(
+    database_url: str,
+    make_server: Callable[..., KillSwitchServer],
+    start_uvicorn: Callable[..., Uvicorn],
+) -> None:
+    keys = make_server(database_url)
+    missing = registered_routes(keys) - set(PROBES)
+    assert not missing, f"routes without an isolation probe: {sorted(missing)}"
+    scene = Scene(start_uvicorn(database_url), keys)
+    for (method, path), probe in PROBES.items():
+        probe(scene, scene.a())
+        assert scene.b_view() == scene.b_before, f"{method} {path} by org A changed org B"
