@@ -107,6 +107,10 @@ def from_validation(exc: ValidationError, prefix: tuple[Any, ...] = ()) -> ApiEr
         message = "required"
     elif first["type"] == "model_type":
         message = "must be a JSON object"
+    elif first["type"] == "string_pattern_mismatch" and "\\x00" in str(
+        first.get("ctx", {}).get("pattern", "")
+    ):  # the text patterns: no NUL anywhere (ids also need one visible character)
+        message = "must not contain NUL characters, and ids need a visible character"
     else:
         message = first["msg"]
     return ApiError("validation_error", f"{field}: {message}", field=field)
