@@ -18,11 +18,11 @@ from typing import Any, Literal
 from opentelemetry import metrics, trace
 
 from . import actions
+from .checkpoints import encode_checkpoint, validate_checkpoint_key
 from .errors import AgentGuardError, AgentGuardWarning, InvalidInputError, PolicyViolationError
 from .heartbeat import Heartbeat
 from .records import CallCounts, Intervention, InterventionType, KillStatus, KillSwitch, utcnow
 from .rules import Rule, RuleEngine, Trip
-from .checkpoints import encode_checkpoint, validate_checkpoint_key
 from .scope import Scope, current_scope
 from .sources import CLEAR, KillStateSource, LocalSource
 from .store import KillStore, MemoryStore
@@ -201,8 +201,7 @@ class Guard:
         Ids not given come from ``agentguard.scope``; ``span_name`` overrides the HARD_BLOCK
         span's default ``execute_tool {action}``. Returns a key for ``count_failure``.
         """
-        s = current_scope()
-        scope = Scope(agent_id or s.agent_id, run_id or s.run_id, mission_id or s.mission_id)
+        scope = _over_context(agent_id, run_id, mission_id)  # _admit applies the guard's defaults
         return self._admit(action, scope, arguments, None, tool_call_id, span_name)
 
     def count_failure(self, key: _CountKey) -> None:
@@ -421,8 +420,7 @@ class Guard:
         )
 
     def _scope_now(self, agent_id: str | None, run_id: str | None, mission_id: str | None) -> Scope:
-        s = current_scope()
-        scope = Scope(agent_id or s.agent_id, run_id or s.run_id, mission_id or s.mission_id)
+        scope = _over_context(agent_id, run_id, mission_id)
         return self._with_defaults(scope) if self._defaults is not None else scope
 
     def wait_until_revived(
@@ -577,7 +575,8 @@ class Guard:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<Guard {type(self._source).__name__} org={self.organization_id!r} version={self.version}>"
+        source = type(self._source).__name__
+        return f"<Guard {source} org={self.organization_id!r} version={self.version}>"
 
 
 def _resolve_source(source: Any, organization_id: str | None) -> KillStateSource:
@@ -593,7 +592,8 @@ def _resolve_source(source: Any, organization_id: str | None) -> KillStateSource
         return LocalSource(source, organization_id or "default")
     raise InvalidInputError(
         "source",
-        f"must be None, a server URL, a KillStore or a KillSwitchServer; got {type(source).__name__}",
+        "must be None, a server URL, a KillStore or a KillSwitchServer; "
+        f"got {type(source).__name__}",
     )
 
 
@@ -611,6 +611,12 @@ def _most_specific(scope: Scope, name: str) -> tuple[str, str]:
     if scope.mission_id:
         return "mission", scope.mission_id
     return "tool", name
+
+
+def _over_context(agent_id: str | None, run_id: str | None, mission_id: str | None) -> Scope:
+    """The ids given, falling back to those of ``agentguard.scope``."""
+    s = current_scope()
+    return Scope(agent_id or s.agent_id, run_id or s.run_id, mission_id or s.mission_id)
 
 
 def _stale_reason(source: KillStateSource, now: float, max_staleness: float) -> str:

@@ -40,8 +40,6 @@ logger = logging.getLogger("agentguard")
 
 Mode = Literal["stream", "poll", "strict"]
 MODES: tuple[str, ...] = ("stream", "poll", "strict")
-VERSION_HEADER = "X-AgentGuard-Version"
-API = "/api/v1"
 
 
 class Backoff:
