@@ -167,7 +167,10 @@ class LoopRule(Rule):
             count = count + 1 if last == signature else 1
             self._state[key] = (signature, count)
         if count >= self.repeats:
-            return f"{name} called {count:,} times in a row with the same arguments; limit {self.repeats - 1:,}"
+            return (
+                f"{name} called {count:,} times in a row with the same arguments; "
+                f"limit {self.repeats - 1:,}"
+            )
         return None
 
 

@@ -96,7 +96,7 @@ class KillStateSource(ABC):
         synced = self.index.synced_at
         return math.inf if synced is None else max(0.0, now - synced)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: most sources hold nothing to release
         """Release connections and threads."""
 
 
