@@ -24,6 +24,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_propagation.py --update
 	$(PY) benchmarks/bench_propagation.py --backend postgres --replicas 2 --update
 	$(PY) benchmarks/bench_guard.py --update
+	$(PY) benchmarks/bench_alternatives.py --update
 	$(PY) benchmarks/bench_integrations.py --update
 	$(PY) benchmarks/bench_ingest.py --update
 	AGENTGUARD_RELIABILITY_TOGGLES=100 AGENTGUARD_RELIABILITY_OPS=40 AGENTGUARD_STATE_EXAMPLES=100 \

@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import threading
 import time
 import uuid
@@ -28,7 +27,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
-from bench_server import database, uvicorn
+from _server import uvicorn
+from bench_server import database
 
 from agentguard.server import KillSwitchServer
 
@@ -182,7 +182,6 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     if args.update:
-        sys.path.insert(0, str(Path(__file__).parent))
         from _report import write_section
 
         write_section(

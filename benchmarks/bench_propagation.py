@@ -2,14 +2,20 @@
 
 A real server process and N agent processes, each running guarded calls in a loop (one call,
 then ``--work-ms`` of "work", 5 ms by default: 50 busy-looping processes would otherwise saturate
-a 2-core machine and measure the scheduler). The operator sends ``POST /kill``; every agent notes when its first call
-was refused, and which allowed calls began after the kill response had returned (there should
-be none). Times are CLOCK_MONOTONIC, shared by all processes on the machine.
+a 2-core machine and measure the scheduler). The operator sends ``POST /kill``; every agent
+notes when its first call was refused, and which allowed calls began after the kill response had
+returned (there should be none). Times are CLOCK_MONOTONIC, shared by all processes on the machine.
+
+The operator's HTTP client is built, connected and authenticated before the clock starts (a new
+httpx client loads the CA bundle: tens of ms, none of it the kill's). Each agent stays idle
+after its first refusal until every agent has reported, so the shutdowns of the agents refused
+first do not compete for the CPU with the agents still being measured.
 
 Modes: agentguard ``stream`` (SSE), ``poll`` (1 s), ``strict`` (``GET /check`` per call, the
 seed SDK's behaviour), and for comparison ``cached5s``: a per-call ``/check`` cached for 5 s,
 what a team would write by hand. ``stream+wait`` is stream mode with ``POST /kill?wait=5``:
-the kill returns once every live instance has acknowledged it.
+the kill returns once every live instance has acknowledged it (its agents send heartbeats,
+which make them live instances; the other modes' agents send none).
 
     python benchmarks/bench_propagation.py [--agents 10 50] [--modes stream poll strict cached5s]
         [--backend sqlite|postgres] [--replicas 1|2] [--update]
@@ -20,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,6 +34,7 @@ import time
 from pathlib import Path
 
 import httpx
+from _server import start_server, stop_server
 
 HERE = Path(__file__).resolve().parent
 TARGETS_MS = {10: {"p99": 50.0}, 50: {"p99": 250.0, "p50": 50.0}}
@@ -53,6 +59,9 @@ def run_agent(url: str, key: str, mode: str, out: Path, work: float) -> None:
         )
         if not guard.wait_until_synced(30):
             raise SystemExit("agent never synced")
+        if mode.endswith("+wait"):  # ?wait= waits for the live instances heartbeats register
+            if guard.start_heartbeat(interval=5.0).beat() is None:
+                raise SystemExit("the agent's heartbeat was not answered")
 
         @guard.guarded_action(name="send_email")
         def act() -> None:
@@ -87,6 +96,8 @@ def run_agent(url: str, key: str, mode: str, out: Path, work: float) -> None:
                 del allowed[:2500]
             time.sleep(work)
     out.write_text(json.dumps({"refused_at": refused_at, "allowed": allowed[-2500:]}))
+    print("done", flush=True)
+    sys.stdin.read()  # idle until the operator has heard from every agent
 
 
 def _cached_check(url: str, key: str, ttl: float):  # type: ignore[no-untyped-def]
@@ -98,9 +109,14 @@ def _cached_check(url: str, key: str, ttl: float):  # type: ignore[no-untyped-de
         hit = cache.get((target_type, target_id))
         if hit is not None and now - hit[0] < ttl:
             return hit[1]
-        answer = client.get(
-            "/api/v1/kill-switch/check", params={"target_type": target_type, "target_id": target_id}
-        ).json()["is_killed"]
+        params = {"target_type": target_type, "target_id": target_id}
+        try:
+            response = client.get("/api/v1/kill-switch/check", params=params)
+        except (httpx.RemoteProtocolError, httpx.ReadError):
+            # A refresh comes 5 s after the last request, just as uvicorn (keep-alive timeout
+            # 5 s) closes the idle connection: ask again on a new one, as any client must.
+            response = client.get("/api/v1/kill-switch/check", params=params)
+        answer = response.json()["is_killed"]
         cache[(target_type, target_id)] = (now, answer)
         return bool(answer)
 
@@ -108,45 +124,6 @@ def _cached_check(url: str, key: str, ttl: float):  # type: ignore[no-untyped-de
 
 
 # -- the operator -----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(database_url: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {**os.environ, "AGENTGUARD_DATABASE_URL": database_url}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "agentguard.server.asgi:create_app",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/api/v1/openapi.json", timeout=1).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise SystemExit(f"server did not start: {log.read_text()}")
 
 
 def make_postgres_database() -> str:
@@ -205,6 +182,7 @@ def measure(
                         str(out),
                         str(work_ms / 1000),
                     ],
+                    stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.DEVNULL,
                 )
@@ -213,17 +191,30 @@ def measure(
             line = p.stdout.readline() if p.stdout else b""
             if line.strip() != b"ready":
                 raise SystemExit(f"an agent failed to start ({mode})")
+        operator = httpx.Client(
+            base_url=servers[0][1], headers={"Authorization": f"Bearer {admin}"}, timeout=30
+        )
+        operator.get("/api/v1/kill-switch/active").raise_for_status()  # connected, key verified
         time.sleep(1.0)
         sent = time.monotonic_ns()
         wait = "?wait=5" if mode.endswith("+wait") else ""
-        response = httpx.post(
-            f"{servers[0][1]}/api/v1/kill-switch/kill{wait}",
+        response = operator.post(
+            f"/api/v1/kill-switch/kill{wait}",
             json={"target_type": "agent", "target_id": "email-campaign", "reason": "benchmark"},
-            headers={"Authorization": f"Bearer {admin}"},
-            timeout=30,
         )
         returned = time.monotonic_ns()
         response.raise_for_status()
+        acked = response.headers.get("X-AgentGuard-Acknowledged")
+        if wait and acked != f"{agents}/{agents}":
+            raise SystemExit(f"the kill was acknowledged by {acked} instances, not all {agents}")
+        operator.close()
+        for p in procs:  # every agent refused and wrote its figures
+            line = p.stdout.readline() if p.stdout else b""
+            if line.strip() != b"done":
+                raise SystemExit(f"an agent failed ({mode})")
+        for p in procs:
+            if p.stdin:
+                p.stdin.close()
         for p in procs:
             p.wait(90)
         latencies, late = [], 0
@@ -250,11 +241,7 @@ def measure(
             if p.poll() is None:
                 p.kill()
         for process, _ in servers:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop_server(process)
         if backend == "postgres":
             drop_postgres_database(database_url)
 
@@ -290,7 +277,8 @@ def main() -> None:
         f"{args.backend}, {args.replicas} server replica(s); agents connect round-robin, the "
         "kill goes to the first replica.",
         "",
-        "| mode | agents | p50 ms | p99 ms | max ms | kill request ms | calls begun after the kill returned | target |",
+        "| mode | agents | p50 ms | p99 ms | max ms | kill request ms "
+        "| calls begun after the kill returned | target |",
         "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
@@ -302,7 +290,8 @@ def main() -> None:
             target = f"{spelled}: {'met' if ok else 'MISSED'}"
         lines.append(
             f"| {r['mode']} | {r['agents']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
-            f"{r['max_ms']:.1f} | {r['kill_request_ms']:.1f} | {r['calls_after_response']} | {target} |"
+            f"{r['max_ms']:.1f} | {r['kill_request_ms']:.1f} | {r['calls_after_response']} "
+            f"| {target} |"
         )
     table = "\n".join(lines)
     print(table)
@@ -315,12 +304,14 @@ def main() -> None:
             section,
             f"## Kill propagation ({args.backend}, {args.replicas} replica(s))\n\n"
             f"`python benchmarks/bench_propagation.py --backend {args.backend} --replicas "
-            f"{args.replicas} --agents {' '.join(map(str, args.agents))} --work-ms {args.work_ms:g}`: "
+            f"{args.replicas} --agents {' '.join(map(str, args.agents))} "
+            f"--work-ms {args.work_ms:g}`: "
             "a real server process and N agent processes, each looping guarded calls with "
             f"{args.work_ms:g} ms of work between them; time from "
             "sending `POST /kill` to each process's first refused call (CLOCK_MONOTONIC, shared by "
-            "all processes). `cached5s` is a hand-written per-call `/check` cached for 5 s; `strict` "
-            "is the seed SDK's per-call `/check`; `poll` refreshes every 1 s; `stream+wait` sends "
+            "all processes). `cached5s` is a hand-written per-call `/check` cached for 5 s; "
+            "`strict` is the seed SDK's per-call `/check`; `poll` refreshes every 1 s; "
+            "`stream+wait` sends "
             "`POST /kill?wait=5`, which returns once every live instance acknowledged.\n\n" + table,
         )
 

@@ -19,11 +19,9 @@ import os
 import platform
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import httpx
+from _server import uvicorn
 
 from agentguard.server import KillSwitchServer
 
@@ -89,56 +88,6 @@ def prepare(database_url: str) -> str:
     finally:
         server.close()
     return token
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def uvicorn(database_url: str, workers: int) -> Iterator[str]:
-    """A uvicorn process serving the API; yields its base URL."""
-    port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "agentguard.server.asgi:create_app",
-        "--factory",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-        "--log-level",
-        "warning",
-        "--no-access-log",
-    ]
-    env = {**os.environ, "AGENTGUARD_DATABASE_URL": database_url}
-    process = subprocess.Popen(argv, env=env, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/api/v1/openapi.json", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.1)
-        yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def wrk(url: str, token: str, *, seconds: float, connections: int, threads: int) -> str:
@@ -262,7 +211,6 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     if args.update:
-        sys.path.insert(0, str(Path(__file__).parent))
         from _report import write_section
 
         write_section(

@@ -12,8 +12,12 @@ import shutil
 import socket
 import uuid
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from agentguard.server import KillSwitchServer
 
 POSTGRES_HOST = os.environ.get("AGENTGUARD_TEST_PG_HOST", "127.0.0.1")
 POSTGRES_PORT = int(os.environ.get("AGENTGUARD_TEST_PG_PORT", "5432"))
@@ -56,6 +60,23 @@ def require_browser() -> str:
 
 def _admin_url(database: str = "postgres") -> str:
     return f"postgresql+psycopg://{POSTGRES_USER}@{POSTGRES_HOST}:{POSTGRES_PORT}/{database}"
+
+
+@pytest.fixture
+def make_server() -> Iterator[Callable[..., KillSwitchServer]]:
+    """Factory: ``make_server(url, **options)``; every server is closed after the test."""
+    from agentguard.server import KillSwitchServer  # not imported by the core tests
+
+    servers: list[KillSwitchServer] = []
+
+    def make(database_url: str | None = None, **options: Any) -> KillSwitchServer:
+        server = KillSwitchServer(database_url, **options)
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.close()
 
 
 @pytest.fixture

@@ -36,11 +36,20 @@ def test_plain_function_allowed_then_refused_before_body(guard: Guard) -> None:
     assert ran == ["a@x"]
     e = info.value
     assert (e.target_type, e.target_id, e.reason, e.killed_by) == (
-        "agent", "email-campaign", "broken link", "usr_abc",
+        "agent",
+        "email-campaign",
+        "broken link",
+        "usr_abc",
     )
     assert e.action == "send_email" and e.killed_at is not None and e.intervention_id
     message = str(e)
-    for part in ("send_email", "agent 'email-campaign'", "usr_abc", "broken link", e.intervention_id):
+    for part in (
+        "send_email",
+        "agent 'email-campaign'",
+        "usr_abc",
+        "broken link",
+        e.intervention_id,
+    ):
         assert part in message
     assert "\n" not in message
 
@@ -83,7 +92,12 @@ def test_any_target_refuses_mission_run_agent_tool(guard: Guard) -> None:
 
     with scope(agent_id="a", run_id="r", mission_id="m"):
         assert act() == 1
-        for target_type, target_id in [("mission", "m"), ("run", "r"), ("agent", "a"), ("tool", "act")]:
+        for target_type, target_id in [
+            ("mission", "m"),
+            ("run", "r"),
+            ("agent", "a"),
+            ("tool", "act"),
+        ]:
             guard.kill(target_type, target_id)
             with pytest.raises(PolicyViolationError) as info:
                 act()
@@ -139,7 +153,12 @@ def test_methods_classmethods_staticmethods(guard: Guard) -> None:
         assert cls.kind_outer() == cls.__name__
         assert list(inspect.signature(m.send).parameters) == ["to"]
         guard.kill("agent", "bot")
-        for call in (lambda: m.send("c"), lambda: cls.kind(), lambda: cls.version(), lambda: cls.kind_outer()):
+        for call in (
+            lambda: m.send("c"),
+            lambda: cls.kind(),
+            lambda: cls.version(),
+            lambda: cls.kind_outer(),
+        ):
             with pytest.raises(PolicyViolationError):
                 call()
     assert m.sent == ["a", "b"]
@@ -253,6 +272,7 @@ def test_module_level_decorator_with_arguments() -> None:
     guard = Guard()
     agentguard.configure(guard)
     try:
+
         @agentguard.guarded_action(name="charge", agent_id="billing")
         def charge_card(amount: int) -> int:
             return amount

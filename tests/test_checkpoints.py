@@ -24,7 +24,10 @@ def test_checkpoint_round_trip_and_replace() -> None:
 
 def test_checkpoint_limits_and_errors_name_the_field() -> None:
     guard = Guard()
-    with pytest.raises(InvalidInputError, match=r"state: is 262,1\d\d bytes as JSON; checkpoints are limited to 262,144"):
+    with pytest.raises(
+        InvalidInputError,
+        match=r"state: is 262,1\d\d bytes as JSON; checkpoints are limited to 262,144",
+    ):
         guard.checkpoint("big", "x" * MAX_CHECKPOINT_BYTES)
     with pytest.raises(InvalidInputError, match="state: must be JSON-serialisable"):
         guard.checkpoint("bad", {"when": object()})
@@ -55,3 +58,12 @@ async def test_await_revived() -> None:
         assert await guard.await_revived(timeout=0.05) is False
         asyncio.get_running_loop().call_later(0.05, guard.revive, "mission", "m")
         assert await guard.await_revived(timeout=5) is True
+
+
+@pytest.mark.parametrize("key", ["step 1", "a/b", ".hidden", "..", "key\n", "naïve"])
+def test_a_key_that_could_not_travel_in_a_url_is_refused_in_process_too(key: str) -> None:
+    """Every store takes the keys the HTTP API takes, so a key stored here reads back there."""
+    with pytest.raises(InvalidInputError) as caught:
+        Guard().checkpoint(key, {"next": 1})
+    assert caught.value.field == "key"
+    assert "letters, digits" in caught.value.message

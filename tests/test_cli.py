@@ -184,3 +184,45 @@ def test_serve_creates_and_prints_an_admin_key_once(tmp_path: Path, workers: int
     finally:
         out = stop(popen)
     assert not TOKEN.search(out)  # not on the second start: the database has a key
+
+
+def test_serve_rule_trips_on_fleet_totals_in_every_worker(tmp_path: Path) -> None:
+    popen, port = serve(tmp_path, "--workers", "2", "--rule", "budget:name=fleet,limit_usd=5")
+    try:
+        headers = {"Authorization": f"Bearer {first_token(popen)}"}
+        wait_serving(port, popen)
+        base = f"http://127.0.0.1:{port}/api/v1"
+        beat = {"interval": 10, "executed": 1, "refused": 0, "failed": 0, "version": 0,
+                "agent_id": "bot"}  # fmt: skip
+        for i in range(3):  # three instances at $2 each, whichever worker takes each beat
+            body = {**beat, "instance_id": f"i-{i}", "cost_usd": 2.0}
+            answer = httpx.post(f"{base}/heartbeats", headers=headers, json=body, timeout=5)
+            assert answer.status_code == 200, answer.text
+        assert answer.json()["killed"] is True
+        (kill,) = httpx.get(f"{base}/kill-switch/active", headers=headers, timeout=5).json()["data"]
+        assert kill["killed_by"] == "rule:fleet"
+        assert kill["reason"] == (
+            "spent $6.00 in 3600 s across all instances of agent 'bot'; limit $5.00"
+        )
+    finally:
+        stop(popen)
+
+
+@pytest.mark.parametrize(
+    ("spec", "says"),
+    [
+        ("budget:limit=5", "budget rules have no field 'limit'"),
+        ("rate:limit=many", "limit must be a whole number; got 'many'"),
+        ("panic", "the kind must be one of rate, budget, loop, error-rate"),
+        ("loop:repeats=3", "LoopRule needs each call's arguments"),
+        ("rate:per=run", "heartbeats are totalled per agent"),
+        ("budget:window=0", "window must be a positive number"),
+        ("budget;rate", "give each rule its own --rule"),
+    ],
+)
+def test_serve_refuses_a_bad_rule_before_starting(tmp_path: Path, spec: str, says: str) -> None:
+    popen, _ = serve(tmp_path, "--rule", spec)
+    out = popen.communicate(timeout=30)[0]
+    assert popen.returncode == 2, out
+    assert "Invalid value for --rule" in out and says in out, out
+    assert not (tmp_path / "agentguard.db").exists()  # refused before touching the database

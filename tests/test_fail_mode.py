@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+
 import pytest
 
 from agentguard import AgentGuardWarning, Guard, MemoryStore, PolicyViolationError, scope
@@ -31,7 +32,9 @@ class SyncedSource(LocalSource):
         self.index.mark_synced(self.clock())
 
 
-def make(fail_mode: str = "closed", *, synced: bool = True) -> tuple[Guard, SyncedSource, FakeClock]:
+def make(
+    fail_mode: str = "closed", *, synced: bool = True
+) -> tuple[Guard, SyncedSource, FakeClock]:
     clock = FakeClock()
     source = SyncedSource(clock)
     guard = Guard(source, fail_mode=fail_mode, max_staleness=10, clock=clock)  # type: ignore[arg-type]
@@ -50,7 +53,9 @@ def test_fresh_view_allows_and_stale_view_refuses_when_closed() -> None:
     clock.now += 9.9
     assert act() == 1
     clock.now += 0.2
-    with pytest.raises(PolicyViolationError, match=r"stale: last synced with the server 10\.1 s ago") as info:
+    with pytest.raises(
+        PolicyViolationError, match=r"stale: last synced with the server 10\.1 s ago"
+    ) as info:
         act()
     assert info.value.kill_switch_id is None and info.value.killed_by is None
     assert (info.value.target_type, info.value.target_id) == ("agent", "bot")
@@ -120,4 +125,3 @@ def test_source_age_reports_seconds_since_sync() -> None:
     clock.now += 3.5
     assert source.age(clock()) == pytest.approx(3.5)
     assert LocalSource(MemoryStore(), "o").age(clock()) == 0.0
-

@@ -171,7 +171,11 @@ def test_exact_counts_under_threads() -> None:
     for t in workers:
         t.join()
     assert guard.counts("agent", "w1").executed == 2 * calls
-    assert guard.counts("agent", "w0").model_dump() == {"executed": 0, "refused": 2 * calls, "failed": 0}
+    assert guard.counts("agent", "w0").model_dump() == {
+        "executed": 0,
+        "refused": 2 * calls,
+        "failed": 0,
+    }
     assert guard.counts("run", "r").executed == 2 * calls
     assert guard.counts("tool", "send").refused == 2 * calls
     assert guard.counts().executed + guard.counts().refused == threads * calls

@@ -38,7 +38,9 @@ def wait_for_kill(guard: Guard, target_type: str, target_id: str) -> None:
 def test_rate_rule_trips_kills_and_names_the_numbers() -> None:
     clock = Clock()
     store = MemoryStore()
-    guard = Guard(store, clock=clock, rules=[RateRule("email-rate", tool="send_email", limit=5, window=60)])
+    guard = Guard(
+        store, clock=clock, rules=[RateRule("email-rate", tool="send_email", limit=5, window=60)]
+    )
     replica = Guard(store)  # another instance of the same agent
 
     @guard.guarded_action(name="send_email")
@@ -151,7 +153,9 @@ def test_loop_rule_trips_on_identical_repeats() -> None:
 
 def test_error_rate_rule_trips_on_failures() -> None:
     clock = Clock()
-    guard = Guard(clock=clock, rules=[ErrorRateRule("errors", max_rate=0.5, min_calls=4, window=60)])
+    guard = Guard(
+        clock=clock, rules=[ErrorRateRule("errors", max_rate=0.5, min_calls=4, window=60)]
+    )
 
     @guard.guarded_action
     def flaky(fail: bool) -> None:
@@ -165,7 +169,10 @@ def test_error_rate_rule_trips_on_failures() -> None:
                 flaky(True)
         wait_for_kill(guard, "agent", "a")
     ks = guard.check("agent", "a")
-    assert ks.killed_by == "rule:errors" and ks.reason == "3 of 4 calls failed in 60 s (75%); limit 50%"
+    assert (
+        ks.killed_by == "rule:errors"
+        and ks.reason == "3 of 4 calls failed in 60 s (75%); limit 50%"
+    )
 
 
 @pytest.mark.parametrize(
@@ -190,3 +197,16 @@ def test_rule_validation_names_the_field(make: object, field: str) -> None:
 def test_report_metric_validation() -> None:
     with pytest.raises(InvalidInputError, match="cost_usd"):
         Guard().report_metric(cost_usd=-1)
+
+
+def test_parse_rule_builds_each_kind_with_typed_fields() -> None:
+    from agentguard.rules import parse_rule
+
+    rate = parse_rule("rate:name=email-rate, limit=500, window=60, tool=send_email")
+    assert rate == RateRule(name="email-rate", limit=500, window=60.0, tool="send_email")
+    assert isinstance(rate.limit, int) and isinstance(rate.window, float)
+    assert parse_rule("budget") == BudgetRule(name="budget")
+    assert parse_rule("error-rate:max_rate=0.2,mode=observe") == ErrorRateRule(
+        name="error-rate", max_rate=0.2, mode="observe"
+    )
+    assert parse_rule("loop:repeats=3,tool=search").repeats == 3

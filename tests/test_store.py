@@ -112,6 +112,9 @@ def test_audit_records_every_change_with_actor() -> None:
     store.revive("org", "agent", "a", actor="usr_b")
     entries, count = store.list_audit("org")
     assert count == 2
-    assert [(e.action, e.actor, e.version) for e in entries] == [("revive", "usr_b", 2), ("kill", "usr_a", 1)]
+    assert [(e.action, e.actor, e.version) for e in entries] == [
+        ("revive", "usr_b", 2),
+        ("kill", "usr_a", 1),
+    ]
     assert entries[1].request_id == "req-1" and entries[1].detail == "why"
     assert store.list_audit("org", action="kill")[1] == 1

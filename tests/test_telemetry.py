@@ -83,7 +83,9 @@ def test_hard_block_span_is_a_child_of_the_agent_span(otel: Telemetry) -> None:
                 send("a@x", body="secret body")
     (block,) = otel.spans("execute_tool send_email")
     assert block.kind is SpanKind.INTERNAL
-    assert block.status.status_code is StatusCode.ERROR and block.status.description == "Broken link"
+    assert (
+        block.status.status_code is StatusCode.ERROR and block.status.description == "Broken link"
+    )
     assert block.parent is not None and block.parent.span_id == parent.get_span_context().span_id
     assert block.context.trace_id == parent.get_span_context().trace_id
     attrs = dict(block.attributes or {})
@@ -147,8 +149,10 @@ def test_kill_and_revive_emit_operator_spans_and_metrics(otel: Telemetry) -> Non
     assert kill[0].attributes["agentguard.reason"] == "loop"
     assert revive[0].attributes["agentguard.actor"] == "usr_def"
     assert revive[0].attributes["agentguard.version"] == 2
-    points = {p.attributes["agentguard.change.kind"]: p.value
-              for p in otel.metric_points("agentguard.kill_switch.changes")}
+    points = {
+        p.attributes["agentguard.change.kind"]: p.value
+        for p in otel.metric_points("agentguard.kill_switch.changes")
+    }
     assert points == {"kill": 1, "revive": 1}
 
 

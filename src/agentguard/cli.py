@@ -660,15 +660,42 @@ def _open_keys(database_url: str) -> Any:
     show_default=True,
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
 )
+@click.option(
+    "--rule",
+    "rules",
+    multiple=True,
+    metavar="SPEC",
+    help="A server rule on fleet-wide totals, repeatable: budget:limit_usd=100,window=3600, "
+    "rate:limit=10000,window=60 or error-rate:max_rate=0.2,min_calls=50,window=300 "
+    "(fields of BudgetRule, RateRule, ErrorRateRule; per agent). Default: AGENTGUARD_RULES, "
+    "the same specs separated by ';'.",
+)
 @org_option
 def serve(
-    database_url: str, host: str, port: int, workers: int, log_level: str, organization_id: str
+    database_url: str,
+    host: str,
+    port: int,
+    workers: int,
+    log_level: str,
+    rules: tuple[str, ...],
+    organization_id: str,
 ) -> None:
     """Run the API with uvicorn. On an empty database, create an admin key and print it once."""
     import uvicorn
 
     from .server.asgi import DATABASE_URL_ENV as SERVER_DATABASE_URL_ENV
+    from .server.asgi import RULES_ENV, rules_from
     from .server.session import SESSION_SECRET_ENV
+
+    for spec in rules:
+        if ";" in spec:
+            raise click.BadParameter("give each rule its own --rule", param_hint="--rule")
+    specs = ";".join(rules) if rules else os.environ.get(RULES_ENV, "")
+    try:
+        server_rules = rules_from(specs)
+    except InvalidInputError as exc:
+        hint = "--rule" if rules else RULES_ENV
+        raise click.BadParameter(exc.message, param_hint=hint) from None
 
     with database_errors():
         keys = _open_keys(database_url)
@@ -686,6 +713,9 @@ def serve(
             )
             sys.stdout.flush()
     os.environ[SERVER_DATABASE_URL_ENV] = database_url
+    os.environ[RULES_ENV] = specs  # every worker builds the same rules
+    for rule in server_rules:
+        click.echo(f"Server rule: {rule}")
     # Every worker must sign console sessions alike, or a request landing on another worker
     # would find its session invalid. Set AGENTGUARD_SESSION_SECRET to keep them over restarts.
     os.environ.setdefault(SESSION_SECRET_ENV, secrets.token_urlsafe(32))

@@ -14,7 +14,7 @@ import math
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import AlreadyKilledError, InvalidInputError
@@ -65,8 +65,10 @@ class Rule:
     name: str
     mode: RuleMode = "enforce"
     per: Per = "agent"
-    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
-    _state: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
+    _lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
+    _state: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):
@@ -213,6 +215,56 @@ class ErrorRateRule(Rule):
                 f"({failed / total:.0%}); limit {self.max_rate:.0%}"
             )
         return None
+
+
+RULE_KINDS: dict[str, type[Rule]] = {
+    "rate": RateRule,
+    "budget": BudgetRule,
+    "loop": LoopRule,
+    "error-rate": ErrorRateRule,
+}
+
+
+def parse_rule(spec: str) -> Rule:
+    """A rule from its one-line form, as ``agentguard serve --rule`` takes it.
+
+    ``KIND[:FIELD=VALUE,...]`` with KIND one of rate, budget, loop, error-rate and the fields of
+    that rule class, e.g. ``budget:limit_usd=100,window=3600`` or
+    ``rate:name=email-rate,limit=500,window=60,tool=send_email``. The name defaults to KIND.
+    Errors name the part of the spec that is wrong.
+    """
+    kind, _, rest = spec.strip().partition(":")
+    cls = RULE_KINDS.get(kind.strip())
+    if cls is None:
+        raise InvalidInputError(
+            "rule", f"{spec!r}: the kind must be one of {', '.join(RULE_KINDS)}; got {kind!r}"
+        )
+    settable = {f.name: f for f in fields(cls) if f.init}
+    values: dict[str, Any] = {"name": kind.strip()}
+    for part in filter(None, (p.strip() for p in rest.split(","))):
+        key, eq, raw = (x.strip() for x in part.partition("="))
+        if not eq or not raw:
+            raise InvalidInputError("rule", f"{spec!r}: expected FIELD=VALUE; got {part!r}")
+        if key not in settable:
+            raise InvalidInputError(
+                "rule",
+                f"{spec!r}: {kind} rules have no field {key!r}; fields: {', '.join(settable)}",
+            )
+        values[key] = _rule_value(spec, key, raw, settable[key].default)
+    try:
+        return cls(**values)
+    except InvalidInputError as exc:
+        raise InvalidInputError("rule", f"{spec!r}: {exc.field} {exc.message}") from None
+
+
+def _rule_value(spec: str, key: str, raw: str, default: Any) -> Any:
+    """``raw`` as the type of the field's default (strings where the default is text or None)."""
+    kind = type(default) if isinstance(default, (int, float)) else str
+    try:
+        return kind(raw)
+    except ValueError:
+        noun = "a whole number" if kind is int else "a number"
+        raise InvalidInputError("rule", f"{spec!r}: {key} must be {noun}; got {raw!r}") from None
 
 
 def _fingerprint(args: Any, kwargs: Any) -> int:

@@ -1,5 +1,5 @@
-"""Reliability fixtures: servers on a fresh database and uvicorn processes that can be crashed
-and restarted on the same port. The process helpers of ``tests/server`` are reused, not copied.
+"""Reliability fixtures: uvicorn processes that can be crashed and restarted on the same port
+(``make_server`` is in tests/conftest.py). The process helpers of ``tests/server`` are reused.
 """
 
 from __future__ import annotations
@@ -7,30 +7,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "server"))
 
 from reliability_harness import Uvicorn  # noqa: E402
-
-from agentguard.server import KillSwitchServer  # noqa: E402
-
-
-@pytest.fixture
-def make_server() -> Iterator[Callable[..., KillSwitchServer]]:
-    """Factory: ``make_server(url, **options)``; every server is closed after the test."""
-    servers: list[KillSwitchServer] = []
-
-    def make(database_url: str | None = None, **options: Any) -> KillSwitchServer:
-        server = KillSwitchServer(database_url, **options)
-        servers.append(server)
-        return server
-
-    yield make
-    for server in servers:
-        server.close()
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 import pytest
-from harness import bearer
+from harness import bearer, restart_postgres
 from reliability_harness import TOGGLES, Uvicorn, keys_for
 
 AGENTS = 3
@@ -341,15 +341,6 @@ def test_postgres_restarted_under_load(
     url = make_postgres_url()
     keys = keys_for(url, "org_a", admin=["admin"], agent=["agent"])
     server = start_uvicorn(url)
-
-    def restart_postgres() -> None:
-        version = sorted(os.listdir("/etc/postgresql"))[-1]
-        subprocess.run(
-            ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
 
     exercise(server, keys, run_agents, tmp_path, restart_postgres)
     assert "lost the PostgreSQL change listener" in server.output()  # the restart was felt

@@ -7,7 +7,6 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from harness import Api, Process, free_port, stop, wait_until_serving
@@ -16,21 +15,6 @@ from live import Live, start_live
 from agentguard.server import KillSwitchServer
 
 ServerFactory = Callable[..., KillSwitchServer]
-
-
-@pytest.fixture
-def make_server() -> Iterator[ServerFactory]:
-    """Factory: ``make_server(url, **options)``; every server is closed after the test."""
-    servers: list[KillSwitchServer] = []
-
-    def make(database_url: str | None = None, **options: Any) -> KillSwitchServer:
-        server = KillSwitchServer(database_url, **options)
-        servers.append(server)
-        return server
-
-    yield make
-    for server in servers:
-        server.close()
 
 
 @pytest.fixture

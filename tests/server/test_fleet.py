@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -280,6 +281,42 @@ def test_acks_count_the_live_instances_a_kill_applies_to(fleet: KillSwitchServer
     assert late.status_code == 409 and late.json()["field"] == "version"
     bad = c.post("/api/v1/kill-switch/ack", json={"instance_id": "x", "version": -1})
     assert bad.status_code == 422 and bad.json()["field"] == "version"
+
+
+def test_acks_arriving_together_share_a_transaction(
+    fleet: KillSwitchServer, api: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ops = api(fleet)
+    ops.kill("agent", "bot")
+    store = fleet.fleet.store
+    batches: list[int] = []
+    record_acks = store.record_acks
+
+    def counted(reports: Any) -> Any:
+        batches.append(len(reports))
+        return record_acks(reports)
+
+    monkeypatch.setattr(store, "record_acks", counted)
+    bodies = [{"instance_id": f"bot-{i}", "version": 1, "agent_id": "bot"} for i in range(20)]
+    bodies.append({"instance_id": "late", "version": 2})  # ahead: refused, the rest stored
+
+    async def ack_all() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=fleet.app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://test", headers=bearer(ops.token)
+        ) as client:
+            return list(
+                await asyncio.gather(
+                    *(client.post("/api/v1/kill-switch/ack", json=body) for body in bodies)
+                )
+            )
+
+    responses = asyncio.run(ack_all())
+    assert [r.json() for r in responses[:20]] == [{"acknowledged": 1}] * 20
+    assert responses[20].status_code == 409 and responses[20].json()["field"] == "version"
+    assert sum(batches) == 21 and len(batches) < 21
+    status = ops.client.get(ACKS, params={"target_type": "agent", "target_id": "bot"}).json()
+    assert (status["live"], status["acknowledged"]) == (20, 20)
 
 
 def test_kill_wait_returns_once_every_live_instance_applied_it(

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from harness import Process, bearer, deadline_poll, free_port, wait_until_serving
+from harness import Process, bearer, deadline_poll, free_port, restart_postgres
 from live import Live, start_live
 from tcpproxy import TcpProxy
 
@@ -376,18 +376,6 @@ def test_a_kill_through_one_replica_reaches_guards_of_another(
     assert deadline_poll(lambda: not refuses(on_b), 5)
 
 
-def _restart_postgres() -> None:
-    import subprocess
-
-    version = sorted(os.listdir("/etc/postgresql"))[-1]
-    subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-
-
 @pytest.mark.postgres
 @pytest.mark.skipif(
     not os.path.isdir("/etc/postgresql"), reason="needs a local PostgreSQL cluster to restart"
@@ -404,7 +392,7 @@ def test_postgres_restarted_under_two_replicas(
     assert on_b.wait_until_synced(5)
     a.kill("before")
     assert deadline_poll(lambda: refuses(on_b, "before"), 5)
-    _restart_postgres()
+    restart_postgres()
     # The replicas reconnect (pool and LISTEN) and resync; kills made after the restart, through
     # either replica, reach the guard on the other one.
     assert deadline_poll(lambda: a.kill("after").status_code == 200, 30)

@@ -2,6 +2,8 @@
 
 ``AGENTGUARD_DATABASE_URL`` names the database (default ``sqlite:///agentguard.db``);
 ``AGENTGUARD_STREAM_KEEPALIVE`` the seconds between the change stream's keep-alives (default 5).
+``AGENTGUARD_RULES`` holds server rules, ``;``-separated, in the form ``agentguard serve --rule``
+takes (``budget:limit_usd=100,window=3600;rate:limit=10000,window=60``).
 ``AGENTGUARD_CLERK_PUBLIC_KEY_FILE`` (a PEM file) with optional comma-separated
 ``AGENTGUARD_CLERK_AUTHORIZED_PARTIES`` enables Clerk session tokens.
 """
@@ -14,12 +16,20 @@ from pathlib import Path
 from starlette.authentication import AuthenticationBackend
 from starlette.types import ASGIApp
 
+from ..rules import Rule, parse_rule
 from .app import KillSwitchServer
 from .clerk import ClerkAuth
+from .fleet import validate_rules
 
 DATABASE_URL_ENV = "AGENTGUARD_DATABASE_URL"
 DEFAULT_DATABASE_URL = "sqlite:///agentguard.db"
 KEEPALIVE_ENV = "AGENTGUARD_STREAM_KEEPALIVE"  # seconds between the stream's keep-alive comments
+RULES_ENV = "AGENTGUARD_RULES"
+
+
+def rules_from(specs: str) -> list[Rule]:
+    """The server rules of ``;``-separated specs; an error names the spec that is wrong."""
+    return validate_rules([parse_rule(spec) for spec in specs.split(";") if spec.strip()])
 
 
 def server_from_env() -> KillSwitchServer:
@@ -38,6 +48,7 @@ def server_from_env() -> KillSwitchServer:
         os.environ.get(DATABASE_URL_ENV, DEFAULT_DATABASE_URL),
         auth=backends,
         keepalive=float(os.environ.get(KEEPALIVE_ENV, "5")),
+        rules=rules_from(os.environ.get(RULES_ENV, "")),
     )
 
 

@@ -30,6 +30,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -46,7 +47,15 @@ from ..scope import Scope
 from . import schemas as s
 from .inputs import as_public
 from .problems import ApiError
-from .sqlstore import USAGE_SLICE, InstanceRow, NewAck, SQLStore, Usage, VersionAheadError
+from .sqlstore import (
+    USAGE_SLICE,
+    AckReport,
+    InstanceRow,
+    NewAck,
+    SQLStore,
+    Usage,
+    VersionAheadError,
+)
 from .stream import KillStatePublic, public_state
 
 if TYPE_CHECKING:
@@ -61,6 +70,7 @@ STALE_AFTER = 3  # missed intervals
 VANISHED_AFTER = 10  # missed intervals without a clean exit: crashed
 ACK_HEADER = "X-AgentGuard-Acknowledged"
 _WAIT_POLL = 0.1  # seconds between reads while waiting (acks may land on another server)
+_ACK_BATCH = 100  # acks per transaction at most, so a kill waits on the write lock briefly
 
 
 def liveness(row: InstanceRow, now: datetime) -> str:
@@ -95,6 +105,12 @@ def health(row: InstanceRow, now: datetime, index: KillIndex) -> str:
     if state in ("active", "stale") and blocking_kill(index, _scope(row)) is not None:
         return "killed"
     return state
+
+
+@dataclass(frozen=True)
+class _PendingAck:
+    report: AckReport
+    future: asyncio.Future[int]
 
 
 class HeartbeatAnswer(BaseModel):
@@ -191,6 +207,9 @@ class Fleet:
         self.rules = validate_rules(rules)
         self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
         self._waiters_lock = threading.Lock()
+        # Acks waiting for the transaction after the one being written, per event loop.
+        self._ack_queues: dict[asyncio.AbstractEventLoop, list[_PendingAck]] = {}
+        self._ack_writers: set[asyncio.Task[None]] = set()
 
     # -- reports from instances ----------------------------------------------------------------
 
@@ -214,13 +233,78 @@ class Fleet:
             snapshot=snapshot,
         )
 
-    def ack(self, organization_id: str, instance_id: str, version: int, scope: Scope) -> int:
-        """Record that an instance applied every change up to ``version``; kills newly acked."""
-        _, acks = self.store.record_ack(
-            organization_id, instance_id, version, scope, now=self.clock(), acked_at=utcnow()
+    async def acknowledge(
+        self, organization_id: str, instance_id: str, version: int, scope: Scope
+    ) -> int:
+        """Record that an instance applied every change up to ``version``; kills newly acked.
+
+        A kill makes every instance it reaches acknowledge it at once. The first ack is
+        written straight away; those arriving meanwhile wait, holding no worker thread, and
+        are written together next (a group commit). N acks cost a few transactions, not N
+        that each hold a worker thread and queue on the write lock in front of the next kill.
+        """
+        loop = asyncio.get_running_loop()
+        pending = _PendingAck(
+            self._ack_report(organization_id, instance_id, version, scope), loop.create_future()
         )
-        self._acknowledged(organization_id, acks)
-        return len(acks)
+        queued = self._ack_queues.get(loop)
+        if queued is not None:  # a writer task is busy: it takes this one next
+            queued.append(pending)
+        else:
+            self._ack_queues[loop] = [pending]
+            writer = loop.create_task(self._write_queued_acks(loop))
+            self._ack_writers.add(writer)
+            writer.add_done_callback(self._ack_writers.discard)
+        return await pending.future
+
+    async def _write_queued_acks(self, loop: asyncio.AbstractEventLoop) -> None:
+        queued = self._ack_queues[loop]
+        batch: list[_PendingAck] = []
+        try:
+            while queued:
+                batch = queued[:_ACK_BATCH]
+                del queued[:_ACK_BATCH]
+                try:
+                    results: list[int | BaseException] = list(
+                        await run_in_threadpool(self._write_acks, [p.report for p in batch])
+                    )
+                except Exception as exc:  # the transaction failed: so did every ack in it
+                    results = [exc] * len(batch)
+                if not queued:  # none arrived meanwhile: leave before answering, so no
+                    del self._ack_queues[loop]  # writer outlives the last request it serves
+                for pending, result in zip(batch, results, strict=True):
+                    if pending.future.done():  # its request was cancelled
+                        continue
+                    if isinstance(result, BaseException):
+                        pending.future.set_exception(result)
+                    else:
+                        pending.future.set_result(result)
+                batch = []
+        finally:
+            if self._ack_queues.get(loop) is queued:
+                del self._ack_queues[loop]
+            for pending in (*batch, *queued):
+                if not pending.future.done():
+                    pending.future.cancel()
+
+    def _ack_report(
+        self, organization_id: str, instance_id: str, version: int, scope: Scope
+    ) -> AckReport:
+        return AckReport(organization_id, instance_id, version, scope, self.clock(), utcnow())
+
+    def _write_acks(self, reports: list[AckReport]) -> list[int | VersionAheadError]:
+        """Store acknowledgements in one transaction; per report, kills newly acked or error."""
+        counts: list[int | VersionAheadError] = []
+        acked: dict[str, list[NewAck]] = {}
+        for report, result in zip(reports, self.store.record_acks(reports), strict=True):
+            if isinstance(result, VersionAheadError):
+                counts.append(result)
+                continue
+            acked.setdefault(report.organization_id, []).extend(result[1])
+            counts.append(len(result[1]))
+        for organization_id, acks in acked.items():
+            self._acknowledged(organization_id, acks)
+        return counts
 
     def _acknowledged(self, organization_id: str, acks: list[NewAck]) -> None:
         if not acks:
@@ -454,9 +538,7 @@ async def ack(api: Api, call: Call) -> BaseModel:
     body: s.AckIn = call.body
     scope = Scope(body.agent_id, body.run_id, body.mission_id)
     with _version_conflict():
-        count = await run_in_threadpool(
-            api.server.fleet.ack, call.org, body.instance_id, body.version, scope
-        )
+        count = await api.server.fleet.acknowledge(call.org, body.instance_id, body.version, scope)
     return s.AckAccepted(acknowledged=count)
 
 

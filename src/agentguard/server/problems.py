@@ -12,7 +12,7 @@ from starlette.responses import Response
 
 from ..errors import AlreadyKilledError, InvalidInputError, NotKilledError
 from .keys import KeyNotFoundError, KeyRevokedError
-from .schemas import ErrorResponse, KillSwitchPublic
+from .schemas import PATTERN_RULES, ErrorResponse, KillSwitchPublic
 
 # The status of each error code, and the sentence OpenAPI uses for it.
 STATUS: dict[str, int] = {
@@ -107,13 +107,18 @@ def from_validation(exc: ValidationError, prefix: tuple[Any, ...] = ()) -> ApiEr
         message = "required"
     elif first["type"] == "model_type":
         message = "must be a JSON object"
-    elif first["type"] == "string_pattern_mismatch" and "\\x00" in str(
-        first.get("ctx", {}).get("pattern", "")
-    ):  # the text patterns: no NUL anywhere (ids also need one visible character)
-        message = "must not contain NUL characters, and ids need a visible character"
+    elif first["type"] == "string_pattern_mismatch":
+        message = _pattern_rule(str(first.get("ctx", {}).get("pattern", "")))
+    elif first["type"] == "value_error":  # our own validators' words, without pydantic's prefix
+        message = str(first.get("ctx", {}).get("error", first["msg"]))
     else:
         message = first["msg"]
     return ApiError("validation_error", f"{field}: {message}", field=field)
+
+
+def _pattern_rule(pattern: str) -> str:
+    """What a pattern asks for in words: a regex tells most callers nothing."""
+    return PATTERN_RULES.get(pattern, "contains characters that are not allowed here")
 
 
 async def http_exception(request: Request, exc: Exception) -> Response:
@@ -128,4 +133,8 @@ async def http_exception(request: Request, exc: Exception) -> Response:
             media_type="application/json",
             headers=exc.headers,
         )
-    return ApiError(error, str(exc.detail), headers=exc.headers).response()
+    detail = str(exc.detail)
+    allow = (exc.headers or {}).get("Allow")
+    if exc.status_code == 405 and allow:
+        detail = f"{request.method} is not allowed here; use {allow}"
+    return ApiError(error, detail, headers=exc.headers).response()

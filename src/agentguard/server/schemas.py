@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, Literal
@@ -15,6 +16,7 @@ from pydantic import (
     StringConstraints,
 )
 
+from ..checkpoints import CHECKPOINT_KEY_PATTERN, CHECKPOINT_KEY_RULE
 from ..targets import MAX_REASON_LENGTH, MAX_TARGET_ID_LENGTH
 
 TargetTypeName = Literal["agent", "run", "mission", "tool"]
@@ -64,6 +66,20 @@ def _as_utc(value: datetime) -> datetime:
 
 
 Timestamp = Annotated[datetime, BeforeValidator(_rfc3339), AfterValidator(_as_utc)]
+
+
+def _real_number(value: Any) -> Any:
+    """Refuse true/false (lax mode reads 1 and 0) and NaN/infinity (bounds would misreport them)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true or false")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    return value
+
+
+# For numbers in bodies (query values are text). Put it after Field(...) in Annotated: before
+# it, the bounds would drop out of the JSON schema as unknown keys ("ge" for "minimum").
+RealNumber = BeforeValidator(_real_number)
 
 
 class _Body(BaseModel):
@@ -176,12 +192,13 @@ class ApiKeysPublic(BaseModel):
     count: int
 
 
+KEY_ID_PATTERN = r"^[A-Za-z0-9_]+$"
+
+
 class KeyPath(BaseModel):
     """The key in the path."""
 
-    key_id: Annotated[
-        str, StringConstraints(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_]+$")
-    ]
+    key_id: Annotated[str, StringConstraints(min_length=1, max_length=32, pattern=KEY_ID_PATTERN)]
 
 
 # -- audit ---------------------------------------------------------------------------------------
@@ -246,7 +263,7 @@ class InterventionsBatch(_Body):
     """Up to 1,000 interventions."""
 
     interventions: Annotated[list[InterventionIn], Field(max_length=1000)]
-    dropped: Annotated[int, Field(ge=0, le=1_000_000_000)] = 0
+    dropped: Annotated[int, Field(ge=0, le=1_000_000_000), RealNumber] = 0
     """Interventions the reporter dropped (its buffer was full) since its last accepted batch."""
 
 
@@ -325,13 +342,19 @@ class InterventionCountsPublic(BaseModel):
 HealthName = Literal["active", "stale", "crashed", "killed", "exited"]
 InstanceStatusName = Literal["running", "exited", "crashed"]
 MAX_COUNT = 10**15  # per counter: far beyond any fleet, far below 64-bit sums
-Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
-Version = Annotated[int, Field(ge=0, le=2**63 - 1)]
-Dollars = Annotated[float, Field(ge=0, le=1e12, allow_inf_nan=False)]
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT), RealNumber]
+Version = Annotated[int, Field(ge=0, le=2**63 - 1), RealNumber]
+Dollars = Annotated[float, Field(ge=0, le=1e12, allow_inf_nan=False), RealNumber]
 InstanceId = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=_VISIBLE)]
-# Checkpoint keys in a URL path: no "/", no leading dot (so never "." or "..").
-CHECKPOINT_KEY_PATTERN = r"^[A-Za-z0-9_:@=+~-][A-Za-z0-9._:@=+~-]{0,255}$"
 CheckpointKey = Annotated[str, StringConstraints(max_length=256, pattern=CHECKPOINT_KEY_PATTERN)]
+
+# What each pattern asks for, in words: error messages say this, never the regex.
+PATTERN_RULES: dict[str, str] = {
+    _NO_NUL: "must not contain NUL characters",
+    _VISIBLE: "needs a visible character, and no NUL characters",
+    KEY_ID_PATTERN: "may contain only letters, digits and underscores",
+    CHECKPOINT_KEY_PATTERN: CHECKPOINT_KEY_RULE,
+}
 
 
 class HeartbeatIn(_Body):
@@ -341,7 +364,7 @@ class HeartbeatIn(_Body):
     agent_id: TargetId | None = None
     run_id: TargetId | None = None
     mission_id: TargetId | None = None
-    interval: Annotated[float, Field(gt=0, le=86400, allow_inf_nan=False)]
+    interval: Annotated[float, Field(gt=0, le=86400, allow_inf_nan=False), RealNumber]
     executed: Count
     refused: Count
     failed: Count

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -534,29 +534,129 @@ class SQLStore:
         acked_at: datetime,
     ) -> tuple[InstanceRow, list[NewAck]]:
         """Store that an instance applied every change up to ``version``; return new acks."""
+        (result,) = self.record_acks(
+            [AckReport(organization_id, instance_id, version, scope, now, acked_at)]
+        )
+        if isinstance(result, VersionAheadError):
+            raise result
+        return result
+
+    def record_acks(
+        self, reports: Sequence[AckReport]
+    ) -> list[tuple[InstanceRow, list[NewAck]] | VersionAheadError]:
+        """Store many acknowledgements in one transaction (a group commit).
+
+        Per report, in order: the instance's row and the kills it newly acknowledged, or the
+        :class:`VersionAheadError` of a report claiming a version its organization has not
+        reached (nothing of that report is written). A few statements per organization,
+        whatever the number of reports; instances are locked in (organization, instance)
+        order, so concurrent batches (other replicas) cannot deadlock.
+        """
+        results: dict[int, tuple[InstanceRow, list[NewAck]] | VersionAheadError] = {}
+        by_org: dict[str, list[int]] = {}
+        for i, report in enumerate(reports):
+            by_org.setdefault(report.organization_id, []).append(i)
         with self.database.write() as conn:
-            self._check_version(conn, organization_id, version)
-            previous = self._lock_instance(conn, organization_id, instance_id, now, acked_at)
+            for org in sorted(by_org):
+                reached = self._version(conn, org)
+                accepted: list[int] = []
+                for i in by_org[org]:
+                    if reports[i].version > reached:
+                        results[i] = _version_ahead(reports[i].version, reached)
+                    else:
+                        accepted.append(i)
+                if accepted:
+                    recorded = self._record_org_acks(conn, org, [reports[i] for i in accepted])
+                    results.update(zip(accepted, recorded, strict=True))
+        return [results[i] for i in range(len(reports))]
+
+    def _record_org_acks(
+        self, conn: Connection, org: str, reports: list[AckReport]
+    ) -> list[tuple[InstanceRow, list[NewAck]]]:
+        """:meth:`record_acks` for the valid reports of one organization, in order."""
+        first: dict[str, AckReport] = {}
+        for report in reports:
+            first.setdefault(report.instance_id, report)
+        rows = self._lock_instances(conn, org, first)
+        kills = self._kills_between(
+            conn, org, min(r.version for r in rows.values()), max(r.version for r in reports)
+        )
+        changed: dict[str, dict[str, Any]] = {}
+        proposed: list[tuple[InstanceRow, list[NewAck]]] = []
+        for report in reports:
+            previous = rows[report.instance_id]
             values = {
-                "agent_id": scope.agent_id or previous.agent_id,
-                "run_id": scope.run_id or previous.run_id,
-                "mission_id": scope.mission_id or previous.mission_id,
-                "version": max(previous.version, version),
-                "last_seen": now,
+                "agent_id": report.scope.agent_id or previous.agent_id,
+                "run_id": report.scope.run_id or previous.run_id,
+                "mission_id": report.scope.mission_id or previous.mission_id,
+                "version": max(previous.version, report.version),
+                "last_seen": report.now,
             }
-            self._update_instance(conn, organization_id, instance_id, values)
-            row = previous.updated(values)
-            acks = self._record_acks(
-                conn, organization_id, row, previous.version, version, acked_at
+            row = rows[report.instance_id] = previous.updated(values)
+            changed.setdefault(report.instance_id, {}).update(values)
+            new = _new_acks(kills, row, previous.version, report.version, report.received_at)
+            proposed.append((row, new))
+        conn.execute(
+            update(instances)
+            .where(
+                instances.c.organization_id == org,
+                instances.c.instance_id == bindparam("b_instance_id"),
             )
-        return row, acks
+            .values({column: bindparam(f"b_{column}") for column in _ACK_COLUMNS}),
+            [
+                {"b_instance_id": instance_id, **{f"b_{c}": values[c] for c in _ACK_COLUMNS}}
+                for instance_id, values in changed.items()
+            ],
+        )
+        created = self._insert_acks(
+            conn,
+            [
+                (org, row.instance_id, ack, report.received_at)
+                for report, (row, new) in zip(reports, proposed, strict=True)
+                for ack in new
+            ],
+        )
+        return [
+            (row, [ack for ack in new if (org, row.instance_id, ack.kill_switch_id) in created])
+            for row, new in proposed
+        ]
+
+    def _lock_instances(
+        self, conn: Connection, org: str, first: Mapping[str, AckReport]
+    ) -> dict[str, InstanceRow]:
+        """:meth:`_lock_instance` for several instances, each created from its first report."""
+        conn.execute(
+            _upsert(conn, instances).on_conflict_do_nothing(
+                index_elements=[instances.c.organization_id, instances.c.instance_id]
+            ),
+            [
+                {
+                    "organization_id": org,
+                    "instance_id": instance_id,
+                    "executed": 0,
+                    "refused": 0,
+                    "failed": 0,
+                    "cost_usd": 0.0,
+                    "version": 0,
+                    "status": "running",
+                    "first_seen": report.received_at,
+                    "last_seen": report.now,
+                }
+                for instance_id, report in sorted(first.items())
+            ],
+        )
+        found = conn.execute(
+            select(instances)
+            .where(instances.c.organization_id == org, instances.c.instance_id.in_(sorted(first)))
+            .order_by(instances.c.instance_id)
+            .with_for_update()
+        ).all()
+        return {row.instance_id: InstanceRow.of(row) for row in found}
 
     def _check_version(self, conn: Connection, org: str, version: int) -> None:
         current = self._version(conn, org)
         if version > current:
-            raise VersionAheadError(
-                f"version {version} is ahead of the organization's kill-state version {current}"
-            )
+            raise _version_ahead(version, current)
 
     def _lock_instance(
         self, conn: Connection, org: str, instance_id: str, now: datetime, first_seen: datetime
@@ -642,52 +742,61 @@ class SQLStore:
         """Acknowledge the active kills of versions ``before < v <= version`` that apply."""
         if version <= before:
             return []
-        kc, ks = kill_changes.c, kill_switches.c
-        kills = conn.execute(
-            select(kc.version, ks.id, ks.target_type, ks.target_id, ks.killed_at)
-            .join(kill_switches, ks.id == kc.kill_switch_id)
-            .where(
-                kc.organization_id == org,
-                kc.kind == "kill",
-                kc.version > before,
-                kc.version <= version,
-                ks.is_active,
-            )
-        ).all()
-        new: list[NewAck] = []
-        for kill in kills:
-            if not instance.may_run(kill.target_type, kill.target_id):
-                continue
-            latency = None
-            if instance.first_seen <= kill.killed_at:  # it was there when the kill committed
-                latency = max(0.0, (acked_at - kill.killed_at).total_seconds() * 1000)
-            new.append(NewAck(kill.id, kill.target_type, int(kill.version), latency))
-        if not new:
+        new = _new_acks(
+            self._kills_between(conn, org, before, version), instance, before, version, acked_at
+        )
+        created = self._insert_acks(
+            conn, [(org, instance.instance_id, ack, acked_at) for ack in new]
+        )
+        return [ack for ack in new if (org, instance.instance_id, ack.kill_switch_id) in created]
+
+    @staticmethod
+    def _kills_between(conn: Connection, org: str, before: int, version: int) -> list[Any]:
+        """The active kills of versions ``before < v <= version``."""
+        if version <= before:
             return []
+        kc, ks = kill_changes.c, kill_switches.c
+        return list(
+            conn.execute(
+                select(kc.version, ks.id, ks.target_type, ks.target_id, ks.killed_at)
+                .join(kill_switches, ks.id == kc.kill_switch_id)
+                .where(
+                    kc.organization_id == org,
+                    kc.kind == "kill",
+                    kc.version > before,
+                    kc.version <= version,
+                    ks.is_active,
+                )
+            ).all()
+        )
+
+    @staticmethod
+    def _insert_acks(
+        conn: Connection, acks: list[tuple[str, str, NewAck, datetime]]
+    ) -> set[tuple[str, str, str]]:
+        """Insert (organization, instance, ack, when) rows; the (org, instance, kill) created."""
+        if not acks:
+            return set()
+        t = kill_acks.c
         inserted = conn.execute(
             _upsert(conn, kill_acks)
             .on_conflict_do_nothing(
-                index_elements=[
-                    kill_acks.c.organization_id,
-                    kill_acks.c.kill_switch_id,
-                    kill_acks.c.instance_id,
-                ]
+                index_elements=[t.organization_id, t.kill_switch_id, t.instance_id]
             )
-            .returning(kill_acks.c.kill_switch_id),
+            .returning(t.organization_id, t.instance_id, t.kill_switch_id),
             [
                 {
                     "organization_id": org,
                     "kill_switch_id": ack.kill_switch_id,
-                    "instance_id": instance.instance_id,
+                    "instance_id": instance_id,
                     "version": ack.version,
-                    "acknowledged_at": acked_at,
+                    "acknowledged_at": when,
                     "latency_ms": ack.latency_ms,
                 }
-                for ack in new
+                for org, instance_id, ack, when in acks
             ],
         ).all()
-        created = {r.kill_switch_id for r in inserted}
-        return [ack for ack in new if ack.kill_switch_id in created]
+        return {(r.organization_id, r.instance_id, r.kill_switch_id) for r in inserted}
 
     def list_instances(
         self,
@@ -880,6 +989,12 @@ class VersionAheadError(AgentGuardError):
     """An instance claims a kill-state version its organization has not reached."""
 
 
+def _version_ahead(version: int, current: int) -> VersionAheadError:
+    return VersionAheadError(
+        f"version {version} is ahead of the organization's kill-state version {current}"
+    )
+
+
 @dataclass(frozen=True)
 class InstanceRow:
     """One instance of an agent as the database knows it."""
@@ -921,6 +1036,8 @@ class InstanceRow:
 
 
 _INSTANCE_FIELDS = frozenset(f.name for f in fields(InstanceRow))
+# What an acknowledgement changes in an instance's row.
+_ACK_COLUMNS = ("agent_id", "run_id", "mission_id", "version", "last_seen")
 
 
 @dataclass(frozen=True)
@@ -931,6 +1048,39 @@ class NewAck:
     target_type: str
     version: int
     latency_ms: float | None
+
+
+@dataclass(frozen=True)
+class AckReport:
+    """An instance applied every change of its organization up to ``version``.
+
+    ``now`` is the fleet's clock when the report arrived (health), ``received_at`` real time
+    (ack latencies).
+    """
+
+    organization_id: str
+    instance_id: str
+    version: int
+    scope: Scope
+    now: datetime
+    received_at: datetime
+
+
+def _new_acks(
+    kills: Sequence[Any], instance: InstanceRow, before: int, version: int, acked_at: datetime
+) -> list[NewAck]:
+    """Of ``kills``, those of versions ``before < v <= version`` that apply to the instance."""
+    new: list[NewAck] = []
+    for kill in kills:
+        if not before < kill.version <= version:
+            continue
+        if not instance.may_run(kill.target_type, kill.target_id):
+            continue
+        latency = None
+        if instance.first_seen <= kill.killed_at:  # it was there when the kill committed
+            latency = max(0.0, (acked_at - kill.killed_at).total_seconds() * 1000)
+        new.append(NewAck(kill.id, kill.target_type, int(kill.version), latency))
+    return new
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
@@ -79,25 +79,32 @@ async def state(api: Api, call: Call) -> BaseModel:
     return public_state(snapshot)
 
 
+class Published(NamedTuple):
+    """A committed change and its SSE event, encoded once for every connection."""
+
+    version: int
+    event: bytes
+
+
 class StreamHub:
     """Fans committed changes out to the stream connections of this process."""
 
     def __init__(self, server: KillSwitchServer) -> None:
         self._server = server
         self._queues: dict[
-            str, set[tuple[asyncio.AbstractEventLoop, asyncio.Queue[KillChange]]]
+            str, set[tuple[asyncio.AbstractEventLoop, asyncio.Queue[Published]]]
         ] = {}
         self._unsubscribe: Any = None
 
-    def open(self, organization_id: str) -> asyncio.Queue[KillChange]:
+    def open(self, organization_id: str) -> asyncio.Queue[Published]:
         if self._unsubscribe is None:
             self._unsubscribe = self._server.feed.subscribe(self._on_change)
-        queue: asyncio.Queue[KillChange] = asyncio.Queue()
+        queue: asyncio.Queue[Published] = asyncio.Queue()
         entry = (asyncio.get_running_loop(), queue)
         self._queues.setdefault(organization_id, set()).add(entry)
         return queue
 
-    def close(self, organization_id: str, queue: asyncio.Queue[KillChange]) -> None:
+    def close(self, organization_id: str, queue: asyncio.Queue[Published]) -> None:
         entries = self._queues.get(organization_id, set())
         for entry in list(entries):
             if entry[1] is queue:
@@ -105,9 +112,13 @@ class StreamHub:
 
     def _on_change(self, organization_id: str, change: KillChange) -> None:
         # Called by the change feed in version order, from whichever thread learnt of it.
-        for loop, queue in list(self._queues.get(organization_id, ())):
+        listeners = list(self._queues.get(organization_id, ()))
+        if not listeners:
+            return
+        published = Published(change.version, _change_event(change).encode())
+        for loop, queue in listeners:
             try:
-                loop.call_soon_threadsafe(queue.put_nowait, change)
+                loop.call_soon_threadsafe(queue.put_nowait, published)
             except RuntimeError:  # the connection's loop has closed
                 pass
 
@@ -148,7 +159,7 @@ async def stream(api: Api, request: Request) -> Response:
 
 async def _events(
     server: KillSwitchServer, org: str, query: StreamQuery, last_event_id: str | None
-) -> AsyncIterator[ServerSentEvent]:
+) -> AsyncIterator[ServerSentEvent | bytes]:
     store = server.store
     queue = server.stream_hub.open(org)  # before reading the state: nothing falls in between
     try:
@@ -169,7 +180,7 @@ async def _events(
         while True:
             timeout = INTERVENTION_POLL if cursor is not None else None
             try:
-                change: KillChange | None = await asyncio.wait_for(queue.get(), timeout)
+                change: Published | None = await asyncio.wait_for(queue.get(), timeout)
             except asyncio.TimeoutError:
                 change = None
             if change is not None and change.version > version:
@@ -183,7 +194,7 @@ async def _events(
                     for earlier in missing:
                         if earlier.version < change.version:
                             yield _change_event(earlier)
-                yield _change_event(change)
+                yield change.event
                 version = change.version
             if cursor is not None:
                 items, cursor = await run_in_threadpool(_interventions_after, server, org, cursor)

@@ -281,23 +281,17 @@
       data.active.forEach(function (ks) {
         state.active.set(targetKey(ks.target_type, ks.target_id), ks);
       });
-      synced();
-      renderActive();
-      queueRefresh();
+      applied();
     });
     source.addEventListener("kill", function (event) {
       var ks = JSON.parse(event.data).kill_switch;
       state.active.set(targetKey(ks.target_type, ks.target_id), ks);
-      synced();
-      renderActive();
-      queueRefresh();
+      applied();
     });
     source.addEventListener("revive", function (event) {
       var ks = JSON.parse(event.data).kill_switch;
       state.active.delete(targetKey(ks.target_type, ks.target_id));
-      synced();
-      renderActive();
-      queueRefresh();
+      applied();
     });
     source.addEventListener("intervention", function (event) {
       addInterventions([JSON.parse(event.data)]);
@@ -313,6 +307,13 @@
 
   function synced() {
     state.syncedAt = new Date();
+  }
+
+  /* The stream changed the active kill switches: show them, then what follows from them. */
+  function applied() {
+    synced();
+    renderActive();
+    queueRefresh();
   }
 
   /* Agents, acknowledgements and the audit log are read, not streamed: refresh them soon. */
