@@ -23,6 +23,7 @@ class Reader:
         self.status: int | None = None
         self.error: Exception | None = None
         self.ready = threading.Event()
+        self.ended = threading.Event()  # the connection is over (closed by the server or failed)
         self._client = httpx.Client(timeout=httpx.Timeout(5.0, read=10.0))
         self._options = options
         self._key = key
@@ -50,6 +51,8 @@ class Reader:
         except Exception as exc:  # the connection ended: keep what was read, note why
             self.error = exc
             self.ready.set()
+        finally:
+            self.ended.set()
 
     def wait_for(
         self, predicate: Callable[[list[tuple[str, str, Any]]], bool], timeout: float = 5
@@ -170,6 +173,48 @@ def test_stream_is_scoped_to_the_callers_organization(
     assert [d["kill_switch"]["target_id"] for k, _, d in ours.events if k == "kill"] == ["mine"]
     assert [d["kill_switch"]["target_id"] for k, _, d in theirs.events if k == "kill"] == ["bot"]
     assert all(d["organization_id"] == "org_b" for k, _, d in theirs.events if k == "snapshot")
+
+
+def _new_key(live: Live, scopes: list[str]) -> dict[str, Any]:
+    created = live.post("/keys", scopes=scopes, name="streamer")
+    assert created.status_code == 200, created.text
+    return dict(created.json())
+
+
+def _revoke(live: Live, key_id: str) -> None:
+    revoked = httpx.delete(f"{live.url}/api/v1/keys/{key_id}", headers=bearer(live.admin))
+    assert revoked.status_code == 200, revoked.text
+
+
+def test_revoking_a_key_ends_its_open_streams(live: Live, reader: Callable[..., Reader]) -> None:
+    key = _new_key(live, ["agent"])
+    doomed = [reader(key["secret"]), reader(key["secret"], params={"include": "interventions"})]
+    other = reader(live.agent)
+    for r in (*doomed, other):
+        r.wait_for(lambda e: len(e) >= 1)  # the snapshot: the stream is open
+    _revoke(live, key["id"])
+    for r in doomed:
+        assert r.ended.wait(5), "the revoked key's stream is still open"
+        assert r.error is None, r.error  # closed by the server, not broken
+    again = httpx.get(f"{live.url}/api/v1/kill-switch/stream", headers=bearer(key["secret"]))
+    assert again.status_code == 401 and again.json()["error"] == "unauthorized"
+    live.kill("after-revoke")  # another key's stream is unaffected
+    other.wait_for(lambda e: any(k == "kill" for k, _, _ in e))
+    assert not other.ended.is_set()
+
+
+def test_a_revocation_on_another_replica_ends_the_stream(
+    live: Live, start_process: Callable[..., Any], reader: Callable[..., Reader]
+) -> None:
+    from live import start_live
+
+    replica = start_live(start_process, live.database_url, keys=False).with_keys_of(live)
+    key = _new_key(live, ["agent"])
+    streamed = reader(key["secret"])
+    streamed.wait_for(lambda e: len(e) >= 1)
+    _revoke(replica, key["id"])  # through the other process
+    assert streamed.ended.wait(5), "the stream outlived its key's revocation on another replica"
+    assert streamed.error is None, streamed.error
 
 
 def test_stream_needs_credentials_and_valid_parameters(live: Live) -> None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 import string
 import threading
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
@@ -27,6 +29,8 @@ _ID_LENGTH = 8
 _SECRET_LENGTH = 40  # 40 characters of 62 symbols: about 238 bits
 _TOKEN = re.compile(rf"^ag_([A-Za-z0-9]{{{_ID_LENGTH}}})_([A-Za-z0-9]{{{_SECRET_LENGTH}}})$")
 _CACHE_SIZE = 10_000
+
+logger = logging.getLogger("agentguard.server")
 
 
 class KeyNotFoundError(AgentGuardError):
@@ -92,6 +96,9 @@ class KeyStore:
         self._store = store
         self._database = store.database
         self._verified: dict[str, VerifiedKey] = {}
+        # Keys that open connections (streams) still rely on, with how many rely on each.
+        self._watched: Counter[str] = Counter()
+        self._revocation_listeners: list[Callable[[set[str]], None]] = []
         self._lock = threading.Lock()
         store.feed.on_external_change(self.recheck)
 
@@ -248,26 +255,62 @@ class KeyStore:
         return verified
 
     def recheck(self) -> None:
-        """Forget verified keys that have been revoked meanwhile (by any process)."""
-        cached = {key.id for key in list(self._verified.values())}
-        if not cached:
-            return
+        """Forget verified and watched keys that have been revoked meanwhile (by any process)."""
+        with self._lock:
+            known = {key.id for key in self._verified.values()} | set(self._watched)
+        if known:
+            revoked = self.revoked_among(known)
+            if revoked:
+                self.forget(revoked)
+
+    def revoked_among(self, key_ids: Iterable[str]) -> set[str]:
+        """Those of ``key_ids`` that are revoked now."""
         with self._database.read() as conn:
-            revoked = set(
+            return set(
                 conn.execute(
                     select(api_keys.c.id).where(
-                        api_keys.c.id.in_(cached), api_keys.c.revoked_at.is_not(None)
+                        api_keys.c.id.in_(set(key_ids)), api_keys.c.revoked_at.is_not(None)
                     )
                 ).scalars()
             )
-        if revoked:
-            self.forget(revoked)
 
     def forget(self, key_ids: Iterable[str]) -> None:
-        """Drop keys from the verified-key cache."""
+        """Drop revoked keys from the verified-key cache and tell the revocation listeners."""
         gone = set(key_ids)
         with self._lock:
             self._verified = {d: k for d, k in self._verified.items() if k.id not in gone}
+            listeners = list(self._revocation_listeners)
+        for listener in listeners:
+            try:
+                listener(gone)
+            except Exception:  # one broken listener must not keep the others from hearing
+                logger.exception("agentguard: revocation listener %r failed", listener)
+
+    def watch(self, key_id: str) -> Callable[[], None]:
+        """Keep checking ``key_id`` for revocation while something relies on it.
+
+        Returns the function that ends the watch. Revocations by any process reach the
+        :meth:`on_revoked` listeners: this one's at once, others' when the feed hears of them.
+        """
+        with self._lock:
+            self._watched[key_id] += 1
+        ended = threading.Event()
+
+        def unwatch() -> None:
+            with self._lock:
+                if ended.is_set():
+                    return
+                ended.set()
+                self._watched[key_id] -= 1
+                if self._watched[key_id] <= 0:
+                    del self._watched[key_id]
+
+        return unwatch
+
+    def on_revoked(self, listener: Callable[[set[str]], None]) -> None:
+        """Call ``listener(key_ids)`` whenever keys are found revoked (from any thread)."""
+        with self._lock:
+            self._revocation_listeners.append(listener)
 
 
 def _api_key(m: object) -> ApiKey:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -32,6 +32,7 @@ from .tables import interventions as interventions_table
 
 if TYPE_CHECKING:
     from .app import KillSwitchServer
+    from .auth import Principal
     from .routes import Api, Call
 
 logger = logging.getLogger("agentguard.server")
@@ -86,45 +87,79 @@ class Published(NamedTuple):
     event: bytes
 
 
+# Put on a connection's queue to end it: its key has been revoked.
+_CLOSE = Published(-1, b"")
+
+
+class _Connection(NamedTuple):
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[Published]
+    key_id: str | None
+
+
 class StreamHub:
-    """Fans committed changes out to the stream connections of this process."""
+    """Fans committed changes out to the stream connections of this process.
+
+    A connection made with an API key (or a console session of one) ends when that key is
+    revoked, by this process or another: its client's reconnection is then refused.
+    """
 
     def __init__(self, server: KillSwitchServer) -> None:
         self._server = server
-        self._queues: dict[
-            str, set[tuple[asyncio.AbstractEventLoop, asyncio.Queue[Published]]]
-        ] = {}
+        self._connections: dict[str, set[_Connection]] = {}
+        self._unwatch: dict[asyncio.Queue[Published], Callable[[], None]] = {}
         self._unsubscribe: Any = None
 
-    def open(self, organization_id: str) -> asyncio.Queue[Published]:
+    def open(self, organization_id: str, key_id: str | None = None) -> asyncio.Queue[Published]:
         if self._unsubscribe is None:
             self._unsubscribe = self._server.feed.subscribe(self._on_change)
+            self._server.keys.on_revoked(self._on_revoked)
         queue: asyncio.Queue[Published] = asyncio.Queue()
-        entry = (asyncio.get_running_loop(), queue)
-        self._queues.setdefault(organization_id, set()).add(entry)
+        if key_id is not None:
+            self._unwatch[queue] = self._server.keys.watch(key_id)
+        connection = _Connection(asyncio.get_running_loop(), queue, key_id)
+        self._connections.setdefault(organization_id, set()).add(connection)
         return queue
 
     def close(self, organization_id: str, queue: asyncio.Queue[Published]) -> None:
-        entries = self._queues.get(organization_id, set())
-        for entry in list(entries):
-            if entry[1] is queue:
-                entries.discard(entry)
+        connections = self._connections.get(organization_id, set())
+        for connection in list(connections):
+            if connection.queue is queue:
+                connections.discard(connection)
+        unwatch = self._unwatch.pop(queue, None)
+        if unwatch is not None:
+            unwatch()
 
     def _on_change(self, organization_id: str, change: KillChange) -> None:
         # Called by the change feed in version order, from whichever thread learnt of it.
-        listeners = list(self._queues.get(organization_id, ()))
-        if not listeners:
+        connections = list(self._connections.get(organization_id, ()))
+        if not connections:
             return
         published = Published(change.version, _change_event(change).encode())
-        for loop, queue in listeners:
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, published)
-            except RuntimeError:  # the connection's loop has closed
-                pass
+        for connection in connections:
+            _put(connection, published)
+
+    def _on_revoked(self, key_ids: set[str]) -> None:
+        # Called by the key store, from whichever thread found the keys revoked.
+        ended = 0
+        for connections in list(self._connections.values()):
+            for connection in list(connections):
+                if connection.key_id in key_ids:
+                    _put(connection, _CLOSE)
+                    ended += 1
+        if ended:
+            logger.info("agentguard: ending %d stream(s) of revoked key(s) %s", ended, key_ids)
 
     @property
     def connections(self) -> int:
-        return sum(len(q) for q in self._queues.values())
+        return sum(len(c) for c in self._connections.values())
+
+
+def _put(connection: _Connection, item: Published) -> None:
+    try:
+        connection.loop.call_soon_threadsafe(connection.queue.put_nowait, item)
+    except RuntimeError:  # the connection's loop has closed
+        pass
 
 
 async def stream(api: Api, request: Request) -> Response:
@@ -144,7 +179,7 @@ async def stream(api: Api, request: Request) -> Response:
         return response
     server = api.server
     keepalive = server.keepalive
-    events = _events(server, principal.organization_id, query, request.headers.get("last-event-id"))
+    events = _events(server, principal, query, request.headers.get("last-event-id"))
     return EventSourceResponse(
         events,
         ping=keepalive,
@@ -158,11 +193,18 @@ async def stream(api: Api, request: Request) -> Response:
 
 
 async def _events(
-    server: KillSwitchServer, org: str, query: StreamQuery, last_event_id: str | None
+    server: KillSwitchServer, principal: Principal, query: StreamQuery, last_event_id: str | None
 ) -> AsyncIterator[ServerSentEvent | bytes]:
     store = server.store
-    queue = server.stream_hub.open(org)  # before reading the state: nothing falls in between
+    org, key_id = principal.organization_id, principal.key_id
+    # Open before reading the state (no change falls in between) and before checking the key
+    # once more (no revocation since it was authenticated goes unseen).
+    queue = server.stream_hub.open(org, key_id)
     try:
+        if key_id is not None:
+            revoked = await run_in_threadpool(server.keys.revoked_among, [key_id])
+            if revoked:
+                return
         # Read where interventions stand before the first event: none stored later is missed.
         cursor = await run_in_threadpool(_last_intervention, server, org) if query.include else None
         snapshot = await run_in_threadpool(store.snapshot, org)
@@ -183,6 +225,8 @@ async def _events(
                 change: Published | None = await asyncio.wait_for(queue.get(), timeout)
             except asyncio.TimeoutError:
                 change = None
+            if change is _CLOSE:
+                return
             if change is not None and change.version > version:
                 if change.version > version + 1:  # a gap: read the missing changes in order
                     missing = await run_in_threadpool(store.changes_since, org, version)
