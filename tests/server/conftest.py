@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from harness import Api, Process, free_port, stop, wait_until_serving
-from live import Live, start_live
+from live import Live, start_live, uvicorn_argv
 
 from agentguard.server import KillSwitchServer
 
@@ -79,21 +78,7 @@ def start_uvicorn(start_process: Callable[..., Process]) -> Callable[..., Proces
     """Factory: ``start_uvicorn(database_url, workers=1)`` runs the API in uvicorn."""
 
     def start(database_url: str, *, workers: int = 1) -> Process:
-        argv = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "agentguard.server.asgi:create_app",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "{port}",
-            "--workers",
-            str(workers),
-            "--log-level",
-            "warning",
-        ]
+        argv = uvicorn_argv(workers=workers)
         return start_process(argv, env={"AGENTGUARD_DATABASE_URL": database_url})
 
     return start

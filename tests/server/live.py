@@ -12,7 +12,8 @@ from harness import Process, bearer
 from agentguard.server import KillSwitchServer
 
 
-def uvicorn_argv() -> list[str]:
+def uvicorn_argv(*, workers: int = 1) -> list[str]:
+    """uvicorn serving the API from ``AGENTGUARD_DATABASE_URL``; ``{port}`` is filled in later."""
     return [
         sys.executable,
         "-m",
@@ -23,6 +24,8 @@ def uvicorn_argv() -> list[str]:
         "127.0.0.1",
         "--port",
         "{port}",
+        "--workers",
+        str(workers),
         "--log-level",
         "warning",
     ]

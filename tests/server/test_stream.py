@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -215,6 +216,65 @@ def test_a_revocation_on_another_replica_ends_the_stream(
     _revoke(replica, key["id"])  # through the other process
     assert streamed.ended.wait(5), "the stream outlived its key's revocation on another replica"
     assert streamed.error is None, streamed.error
+
+
+def _last_seen(database_url: str, instance_id: str) -> Any:
+    from sqlalchemy import select
+
+    from agentguard.server.database import Database
+    from agentguard.server.tables import instances
+
+    database = Database(database_url)
+    try:
+        with database.read() as conn:
+            return conn.execute(
+                select(instances.c.last_seen).where(instances.c.instance_id == instance_id)
+            ).scalar()
+    finally:
+        database.dispose()
+
+
+def test_a_streaming_instance_is_live_without_heartbeats(
+    live: Live, reader: Callable[..., Reader]
+) -> None:
+    """An instance that only streams (no heartbeats, no acks yet) is counted by acks and ?wait=,
+    kept seen while connected (keep-alive here: 0.3 s), and no longer once it disconnects."""
+    from harness import deadline_poll
+
+    params = {"instance_id": "i-stream", "agent_id": "mailer"}
+    streaming = reader(params=params)
+    streaming.wait_for(lambda e: len(e) >= 1)
+    killed = httpx.post(
+        f"{live.url}/api/v1/kill-switch/kill",
+        params={"wait": 0.5},
+        json={"target_type": "agent", "target_id": "mailer"},
+        headers=bearer(live.admin),
+    )
+    assert killed.status_code == 200, killed.text
+    assert killed.headers["x-agentguard-acknowledged"] == "0/1"  # this reader never acks
+    acks = httpx.get(
+        f"{live.url}/api/v1/kill-switch/acks",
+        params={"target_type": "agent", "target_id": "mailer"},
+        headers=bearer(live.admin),
+    ).json()
+    assert [(i["instance_id"], i["agent_id"], i["acknowledged"]) for i in acks["instances"]] == [
+        ("i-stream", "mailer", False)
+    ]
+    live.kill("another-agent")  # the instance named its agent: another agent's kill skips it
+    others = httpx.get(
+        f"{live.url}/api/v1/kill-switch/acks",
+        params={"target_type": "agent", "target_id": "another-agent"},
+        headers=bearer(live.admin),
+    ).json()
+    assert others["live"] == 0
+    first = _last_seen(live.database_url, "i-stream")
+    assert deadline_poll(lambda: _last_seen(live.database_url, "i-stream") > first)
+    streaming.close()
+    assert streaming.ended.wait(5)
+    time.sleep(1.0)  # the server notices the disconnect
+    gone = _last_seen(live.database_url, "i-stream")
+    time.sleep(1.0)  # three keep-alive rounds
+    assert _last_seen(live.database_url, "i-stream") == gone
 
 
 def test_stream_needs_credentials_and_valid_parameters(live: Live) -> None:

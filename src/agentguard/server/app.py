@@ -137,6 +137,7 @@ class KillSwitchServer:
             self._closed = True
             self._started = False
             self._store.feed.stop()
+            self.stream_hub.stop()
             self.database.dispose()
 
     # -- in-process access --------------------------------------------------------------------

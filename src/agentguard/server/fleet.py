@@ -16,7 +16,8 @@ else the first of killed, stale, crashed that any instance is, else ``exited``.
 
 Acknowledgements (``POST /kill-switch/ack``, and the version in each heartbeat) record when
 each instance applied each kill, so ``GET /kill-switch/acks`` can say "49/50, slowest 41 ms"
-and ``POST /kill?wait=`` can wait for every live instance the kill applies to.
+and ``POST /kill?wait=`` can wait for every live instance the kill applies to. An instance with
+an open change stream is live without heartbeats: the stream marks it seen every keep-alive.
 
 Server rules (``KillSwitchServer(rules=[BudgetRule(...)])``) evaluate each agent's totals
 across all its instances, summed from heartbeats in 10-second slices, after every heartbeat.
@@ -313,6 +314,10 @@ class Fleet:
             if ack.latency_ms is not None:
                 self.telemetry.record_propagation(ack.latency_ms, target_type=ack.target_type)
         self._wake(organization_id)
+
+    def touch(self, present: dict[tuple[str, str], Scope]) -> None:
+        """Instances with an open change stream are live: mark them seen now."""
+        self.store.touch_instances(present, now=self.clock(), first_seen=utcnow())
 
     # -- acknowledgement of a kill ------------------------------------------------------------
 

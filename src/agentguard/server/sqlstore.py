@@ -485,9 +485,7 @@ class SQLStore:
         """
         with self.database.write() as conn:
             self._check_version(conn, organization_id, report.version)
-            previous = self._lock_instance(
-                conn, organization_id, report.instance_id, now, acked_at
-            )
+            previous = self._lock_instance(conn, organization_id, report.instance_id, now, acked_at)
             scope = Scope(
                 report.agent_id or previous.agent_id,
                 report.run_id or previous.run_id,
@@ -620,6 +618,56 @@ class SQLStore:
             (row, [ack for ack in new if (org, row.instance_id, ack.kill_switch_id) in created])
             for row, new in proposed
         ]
+
+    def touch_instances(
+        self,
+        present: Mapping[tuple[str, str], Scope],
+        *,
+        now: datetime,
+        first_seen: datetime,
+    ) -> None:
+        """Mark instances seen at ``now`` (fleet clock), creating those not known yet.
+
+        ``present`` maps (organization, instance id) to the scope the instance gave. Only
+        ``last_seen`` of known instances changes: their scope, counters and status stay as
+        their heartbeats and acknowledgements left them. One transaction, rows in key order.
+        """
+        if not present:
+            return
+        keys = sorted(present)
+        with self.database.write() as conn:
+            conn.execute(
+                _upsert(conn, instances).on_conflict_do_nothing(
+                    index_elements=[instances.c.organization_id, instances.c.instance_id]
+                ),
+                [
+                    {
+                        "organization_id": org,
+                        "instance_id": instance_id,
+                        "agent_id": present[org, instance_id].agent_id,
+                        "run_id": present[org, instance_id].run_id,
+                        "mission_id": present[org, instance_id].mission_id,
+                        "executed": 0,
+                        "refused": 0,
+                        "failed": 0,
+                        "cost_usd": 0.0,
+                        "version": 0,
+                        "status": "running",
+                        "first_seen": first_seen,
+                        "last_seen": now,
+                    }
+                    for org, instance_id in keys
+                ],
+            )
+            conn.execute(
+                update(instances)
+                .where(
+                    instances.c.organization_id == bindparam("b_org"),
+                    instances.c.instance_id == bindparam("b_instance_id"),
+                )
+                .values(last_seen=now),
+                [{"b_org": org, "b_instance_id": instance_id} for org, instance_id in keys],
+            )
 
     def _lock_instances(
         self, conn: Connection, org: str, first: Mapping[str, AckReport]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
@@ -25,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..records import KillChange, Snapshot
+from ..scope import Scope
 from . import schemas as s
 from .inputs import parse_query
 from .problems import from_exception
@@ -95,6 +97,7 @@ class _Connection(NamedTuple):
     loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue[Published]
     key_id: str | None
+    instance: tuple[str, Scope] | None  # the instance id and scope the client named
 
 
 class StreamHub:
@@ -102,6 +105,10 @@ class StreamHub:
 
     A connection made with an API key (or a console session of one) ends when that key is
     revoked, by this process or another: its client's reconnection is then refused.
+
+    A connection that names its ``instance_id`` keeps that instance live in the fleet (for
+    ``GET /acks`` and ``POST /kill?wait=``) without heartbeats: it is recorded when it connects
+    and marked seen once per keep-alive interval while connected, all in one write.
     """
 
     def __init__(self, server: KillSwitchServer) -> None:
@@ -109,16 +116,29 @@ class StreamHub:
         self._connections: dict[str, set[_Connection]] = {}
         self._unwatch: dict[asyncio.Queue[Published], Callable[[], None]] = {}
         self._unsubscribe: Any = None
+        # (organization, instance) -> its scope and how many open connections name it.
+        self._present: dict[tuple[str, str], tuple[Scope, int]] = {}
+        self._present_lock = threading.Lock()
+        self._touch_now = threading.Event()
+        self._stopped = threading.Event()
+        self._toucher: threading.Thread | None = None
 
-    def open(self, organization_id: str, key_id: str | None = None) -> asyncio.Queue[Published]:
+    def open(
+        self,
+        organization_id: str,
+        key_id: str | None = None,
+        instance: tuple[str, Scope] | None = None,
+    ) -> asyncio.Queue[Published]:
         if self._unsubscribe is None:
             self._unsubscribe = self._server.feed.subscribe(self._on_change)
             self._server.keys.on_revoked(self._on_revoked)
         queue: asyncio.Queue[Published] = asyncio.Queue()
         if key_id is not None:
             self._unwatch[queue] = self._server.keys.watch(key_id)
-        connection = _Connection(asyncio.get_running_loop(), queue, key_id)
+        connection = _Connection(asyncio.get_running_loop(), queue, key_id, instance)
         self._connections.setdefault(organization_id, set()).add(connection)
+        if instance is not None:
+            self._arrive(organization_id, *instance)
         return queue
 
     def close(self, organization_id: str, queue: asyncio.Queue[Published]) -> None:
@@ -126,9 +146,55 @@ class StreamHub:
         for connection in list(connections):
             if connection.queue is queue:
                 connections.discard(connection)
+                if connection.instance is not None:
+                    self._leave(organization_id, connection.instance[0])
         unwatch = self._unwatch.pop(queue, None)
         if unwatch is not None:
             unwatch()
+
+    def stop(self) -> None:
+        """End the presence writer (the server is closing)."""
+        self._stopped.set()
+        self._touch_now.set()
+        if self._toucher is not None:
+            self._toucher.join(5.0)
+            self._toucher = None
+
+    # -- presence of streaming instances ------------------------------------------------------
+
+    def _arrive(self, organization_id: str, instance_id: str, scope: Scope) -> None:
+        key = (organization_id, instance_id)
+        with self._present_lock:
+            _, count = self._present.get(key, (scope, 0))
+            self._present[key] = (scope, count + 1)
+            if self._toucher is None and not self._stopped.is_set():
+                self._toucher = threading.Thread(
+                    target=self._touch_loop, name="agentguard-presence", daemon=True
+                )
+                self._toucher.start()
+        self._touch_now.set()  # recorded at once, so a kill sent next counts it
+
+    def _leave(self, organization_id: str, instance_id: str) -> None:
+        key = (organization_id, instance_id)
+        with self._present_lock:
+            scope, count = self._present.get(key, (Scope(), 1))
+            if count <= 1:
+                self._present.pop(key, None)
+            else:
+                self._present[key] = (scope, count - 1)
+
+    def _touch_loop(self) -> None:
+        while not self._stopped.is_set():
+            self._touch_now.wait(self._server.keepalive)
+            self._touch_now.clear()
+            if self._stopped.is_set():
+                return
+            with self._present_lock:
+                present = {key: scope for key, (scope, _) in self._present.items()}
+            try:
+                self._server.fleet.touch(present)
+            except Exception:  # the database is away: the next round tries again
+                logger.warning("agentguard: could not mark streaming instances seen", exc_info=True)
 
     def _on_change(self, organization_id: str, change: KillChange) -> None:
         # Called by the change feed in version order, from whichever thread learnt of it.
@@ -199,7 +265,10 @@ async def _events(
     org, key_id = principal.organization_id, principal.key_id
     # Open before reading the state (no change falls in between) and before checking the key
     # once more (no revocation since it was authenticated goes unseen).
-    queue = server.stream_hub.open(org, key_id)
+    instance = None
+    if query.instance_id is not None:
+        instance = (query.instance_id, Scope(query.agent_id, query.run_id, query.mission_id))
+    queue = server.stream_hub.open(org, key_id, instance)
     try:
         if key_id is not None:
             revoked = await run_in_threadpool(server.keys.revoked_among, [key_id])
