@@ -162,6 +162,63 @@ def test_interventions_are_streamed_on_request(live: Live, reader: Callable[...,
     assert all(k != "intervention" for k, _, _ in plain.events)
 
 
+@pytest.mark.postgres
+def test_an_intervention_committed_out_of_order_is_still_streamed_once(
+    start_process: Callable[..., Any], make_postgres_url: Callable[[], str]
+) -> None:
+    """PostgreSQL can commit a row after a row with a later sequence number has been streamed;
+    the stream still sends it (here: taken before the stream opened, committed after a later
+    row was streamed), and sends every row once."""
+    from datetime import datetime, timezone
+
+    from live import start_live
+    from sqlalchemy import create_engine, insert
+
+    from agentguard.server.database import Database
+    from agentguard.server.tables import interventions
+
+    live = start_live(start_process, make_postgres_url())
+    engine = create_engine(Database(live.database_url).url)
+    now = datetime.now(timezone.utc)
+    r = None
+    try:
+        with engine.connect() as held:
+            transaction = held.begin()
+            held.execute(  # takes a sequence number, and commits only at the end
+                insert(interventions).values(
+                    organization_id="org_a",
+                    id="iv-late",
+                    type="HARD_BLOCK",
+                    action="send_email",
+                    target_type="agent",
+                    target_id="bot",
+                    occurred_at=now,
+                    received_at=now,
+                )
+            )
+            r = Reader(live, live.admin, params={"include": "interventions"})
+            r.wait_for(lambda e: len(e) >= 1)
+            early = {
+                "id": "iv-early",
+                "action": "send_email",
+                "target_type": "agent",
+                "target_id": "bot",
+                "occurred_at": "2026-11-22T10:00:00Z",
+            }
+            assert live.post("/interventions", live.agent, interventions=[early]).status_code == 200
+            r.wait_for(lambda e: any(k == "intervention" for k, _, _ in e))
+            time.sleep(1.2)  # two more reads past the held row's sequence number
+            transaction.commit()
+        r.wait_for(lambda e: sum(k == "intervention" for k, _, _ in e) >= 2)
+        time.sleep(1.2)  # nothing is sent twice
+        ids = [d["id"] for k, _, d in r.events if k == "intervention"]
+        assert ids == ["iv-early", "iv-late"]
+    finally:
+        if r is not None:
+            r.close()
+        engine.dispose()
+
+
 def test_stream_is_scoped_to_the_callers_organization(
     live: Live, reader: Callable[..., Reader]
 ) -> None:

@@ -15,11 +15,13 @@ import asyncio
 import json
 import logging
 import threading
+import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -275,7 +277,7 @@ async def _events(
             if revoked:
                 return
         # Read where interventions stand before the first event: none stored later is missed.
-        cursor = await run_in_threadpool(_last_intervention, server, org) if query.include else None
+        tail = await run_in_threadpool(InterventionTail, server, org) if query.include else None
         snapshot = await run_in_threadpool(store.snapshot, org)
         version = snapshot.version
         resume = _version(last_event_id)
@@ -289,7 +291,7 @@ async def _events(
         else:
             yield _snapshot_event(snapshot)
         while True:
-            timeout = INTERVENTION_POLL if cursor is not None else None
+            timeout = INTERVENTION_POLL if tail is not None else None
             try:
                 change: Published | None = await asyncio.wait_for(queue.get(), timeout)
             except asyncio.TimeoutError:
@@ -309,8 +311,8 @@ async def _events(
                             yield _change_event(earlier)
                 yield change.event
                 version = change.version
-            if cursor is not None:
-                items, cursor = await run_in_threadpool(_interventions_after, server, org, cursor)
+            if tail is not None:
+                items = await run_in_threadpool(tail.read)
                 for item in items:
                     yield ServerSentEvent(json.dumps(item), event="intervention")
     finally:
@@ -340,37 +342,85 @@ def _change_event(change: KillChange) -> ServerSentEvent:
     return ServerSentEvent(json.dumps(body), event=change.kind, id=str(change.version))
 
 
-def _last_intervention(server: KillSwitchServer, org: str) -> int:
-    t = interventions_table
-    with server.database.engine.connect() as conn:
-        value = conn.execute(select(func.max(t.c.seq)).where(t.c.organization_id == org)).scalar()
-    return int(value or 0)
+class InterventionTail:
+    """An organization's interventions as they are stored, each sent once, oldest first.
 
+    Rows are read by their insertion sequence. On PostgreSQL a transaction can commit after one
+    that took a later sequence number, so its rows appear behind the cursor; every row up to the
+    cursor is therefore looked at again (sequence numbers only) for ``SETTLE`` seconds, and the
+    late ones are sent then. SQLite commits in sequence order and needs no second look.
+    """
 
-def _interventions_after(
-    server: KillSwitchServer, org: str, cursor: int
-) -> tuple[list[dict[str, Any]], int]:
-    """Interventions stored after ``cursor`` (their insertion sequence), oldest first."""
-    t = interventions_table
-    with server.database.engine.connect() as conn:
-        rows = (
-            conn.execute(
-                select(t)
-                .where(t.c.organization_id == org, t.c.seq > cursor)
-                .order_by(t.c.seq)
-                .limit(500)
+    SETTLE = 10.0  # seconds a transaction may take to commit after a later one (PostgreSQL)
+    PAGE = 500
+
+    def __init__(self, server: KillSwitchServer, org: str) -> None:
+        self._database = server.database
+        self._org = org
+        self._settle = self.SETTLE if server.database.is_postgres else 0.0
+        self._sent: set[int] = set()  # above the floor: sequence numbers sent or there before us
+        self._marks: deque[tuple[float, int]] = deque()  # (when, cursor then)
+        t = interventions_table
+        with self._database.engine.connect() as conn:
+            # The latest rows there already count as sent; a row below them that commits later
+            # (it was in flight as we connected) is then still sent, as a late one.
+            there = list(
+                conn.execute(
+                    select(t.c.seq)
+                    .where(t.c.organization_id == org)
+                    .order_by(t.c.seq.desc())
+                    .limit(self.PAGE if self._settle else 1)
+                ).scalars()
             )
-            .mappings()
-            .all()
-        )
-    items = []
-    for row in rows:
-        item = s.InterventionPublic.model_validate(
-            {k: v for k, v in row.items() if k in s.InterventionPublic.model_fields}
-        )
-        items.append(json.loads(item.model_dump_json()))
-        cursor = max(cursor, int(row["seq"]))
-    return items, cursor
+        self.cursor = there[0] if there else 0  # the highest sequence sent or there before us
+        # Every row up to the floor has been sent or was there before us.
+        self._floor = self.cursor
+        if self._settle:
+            self._sent = set(there)
+            self._floor = there[-1] - 1 if len(there) == self.PAGE else 0
+        self._settle_up_to(time.monotonic())
+
+    def read(self) -> list[dict[str, Any]]:
+        """The interventions stored since the last read (blocking: reads the database)."""
+        t = interventions_table
+        mine = t.c.organization_id == self._org
+        with self._database.engine.connect() as conn:
+            late: list[Any] = []
+            if self.cursor > self._floor:
+                seen = conn.execute(
+                    select(t.c.seq).where(mine, t.c.seq > self._floor, t.c.seq <= self.cursor)
+                ).scalars()
+                missed = sorted(set(seen) - self._sent)
+                if missed:
+                    late = list(
+                        conn.execute(select(t).where(mine, t.c.seq.in_(missed)).order_by(t.c.seq))
+                        .mappings()
+                        .all()
+                    )
+            new = (
+                conn.execute(
+                    select(t).where(mine, t.c.seq > self.cursor).order_by(t.c.seq).limit(self.PAGE)
+                )
+                .mappings()
+                .all()
+            )
+        items = []
+        for row in [*late, *new]:
+            item = s.InterventionPublic.model_validate(
+                {k: v for k, v in row.items() if k in s.InterventionPublic.model_fields}
+            )
+            items.append(json.loads(item.model_dump_json()))
+            self._sent.add(int(row["seq"]))
+            self.cursor = max(self.cursor, int(row["seq"]))
+        self._settle_up_to(time.monotonic())
+        return items
+
+    def _settle_up_to(self, now: float) -> None:
+        self._marks.append((now, self.cursor))
+        while self._marks and self._marks[0][0] <= now - self._settle:
+            self._floor = max(self._floor, self._marks.popleft()[1])
+        if self._sent:
+            self._sent = {seq for seq in self._sent if seq > self._floor}
 
 
 def stream_operation() -> dict[str, Any]:
