@@ -545,8 +545,9 @@ class Guard:
         """Report this process to the server every ``interval`` seconds until it exits.
 
         Ids default to the guard's. A thread in sync code, a task inside a running asyncio
-        loop; at exit it reports a clean exit, on an unhandled exception a crash. Needs a
-        server (``Guard(server)`` or ``Guard(url, api_key=...)``).
+        loop; at exit (and on SIGTERM left to its default action) it reports a clean exit, on
+        an unhandled exception a crash. Needs a server (``Guard(server)`` or
+        ``Guard(url, api_key=...)``).
         """
         if self._heartbeat is not None and self._heartbeat.running:
             raise AgentGuardError("the heartbeat is already running; call stop_heartbeat() first")

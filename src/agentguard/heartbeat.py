@@ -4,7 +4,9 @@
 (a daemon thread in sync code, a task inside a running asyncio loop), plus one whenever the
 guard's kill state changes if its source does not acknowledge changes itself. At interpreter
 exit it sends ``status: "exited"``; an unhandled exception (``sys.excepthook`` or
-``threading.excepthook``, both chained) sends ``status: "crashed"`` with the error. The answer
+``threading.excepthook``, both chained) sends ``status: "crashed"`` with the error. SIGTERM
+(a deploy or scale-down) also reports ``"exited"`` before the process ends as it would have,
+when the process had left SIGTERM to its default action. The answer
 carries the kill state, applied to the guard's index when newer: a second path that stops a
 guard whose change stream is broken.
 """
@@ -15,6 +17,8 @@ import asyncio
 import atexit
 import logging
 import math
+import os
+import signal
 import sys
 import threading
 import time
@@ -276,6 +280,34 @@ def _install_hooks() -> None:
         sys.excepthook = excepthook
         threading.excepthook = threading_excepthook
         atexit.register(_stop_all, "exited", None)
+        _install_sigterm_handler()
+
+
+def _install_sigterm_handler() -> None:
+    """Report a clean exit on SIGTERM, then end by the signal's default action.
+
+    Only where the process left SIGTERM to its default (so a host's own handler, and then its
+    clean exit through ``atexit``, is never replaced), and only from the main thread, the one
+    Python lets set handlers.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return
+    except (AttributeError, ValueError):  # no SIGTERM here
+        return
+
+    def on_sigterm(signum: int, _frame: Any) -> None:
+        # Report from another thread: the main thread may be interrupted inside a heartbeat,
+        # holding the lock the last report needs.
+        reporter = threading.Thread(target=_stop_all, args=("exited", None), daemon=True)
+        reporter.start()
+        reporter.join(FINAL_TIMEOUT)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def _stop_all(status: Status, error: str | None) -> None:

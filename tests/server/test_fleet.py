@@ -536,6 +536,9 @@ AGENT_SCRIPT = textwrap.dedent(
     from agentguard import Guard
 
     url, key, agent_id, ending = sys.argv[1:5]
+    if ending == "term-own":  # the program's own SIGTERM handler is kept
+        import signal
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))
     guard = Guard(url, api_key=key, agent_id=agent_id)
     guard.wait_until_synced(10)
     heartbeat = guard.start_heartbeat(interval=0.2)
@@ -543,7 +546,7 @@ AGENT_SCRIPT = textwrap.dedent(
     time.sleep(0.6)
     if ending == "raise":
         raise RuntimeError("the model returned garbage")
-    if ending == "hang":
+    if ending in ("hang", "term", "term-own"):
         time.sleep(600)
     """
 )
@@ -566,7 +569,7 @@ def test_real_processes_exit_crash_and_vanish(
             stderr=subprocess.PIPE,
             text=True,
         )
-        for ending in ("exit", "raise", "hang")
+        for ending in ("exit", "raise", "hang", "term", "term-own")
     }
     client = httpx.Client(base_url=server.url, headers=bearer(reader_key), timeout=5)
 
@@ -594,6 +597,14 @@ def test_real_processes_exit_crash_and_vanish(
         crashed = agent("raise")
         assert crashed["health"] == "crashed", crashed
         assert "RuntimeError: the model returned garbage" in crashed["instances"][0]["error"]
+        # SIGTERM (a deploy): reported as a clean exit, and the process still ends by it.
+        for ending in ("term", "term-own"):
+            assert deadline_poll(lambda e=ending: agent(e)["health"] == "active", timeout=20)
+            os.kill(children[ending].pid, signal.SIGTERM)
+        assert children["term"].wait(20) == -signal.SIGTERM
+        assert children["term-own"].wait(20) == 3  # its own handler ran, then atexit reported
+        for ending in ("term", "term-own"):
+            assert deadline_poll(lambda e=ending: agent(e)["health"] == "exited"), agent(ending)
         os.kill(children["hang"].pid, signal.SIGKILL)  # no chance to say goodbye
         assert deadline_poll(lambda: agent("hang")["health"] == "stale", timeout=5)
         assert deadline_poll(lambda: agent("hang")["health"] == "crashed", timeout=5)
