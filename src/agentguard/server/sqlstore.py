@@ -8,7 +8,18 @@ from dataclasses import dataclass, fields, replace
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Row,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -618,6 +629,42 @@ class SQLStore:
             (row, [ack for ack in new if (org, row.instance_id, ack.kill_switch_id) in created])
             for row, new in proposed
         ]
+
+    def prune(
+        self, before: datetime, *, interventions_too: bool = False, dry_run: bool = False
+    ) -> dict[str, int]:
+        """Delete fleet rows last touched before ``before``, in every organization; the counts.
+
+        Instances not seen since (with their acknowledgements) and usage slices; with
+        ``interventions_too`` also interventions received before it. Kill switches, the change
+        log, the audit log and checkpoints are kept. One transaction: all or nothing;
+        ``dry_run`` counts and deletes nothing.
+        """
+        acks_of_gone = (
+            select(instances.c.instance_id)
+            .where(
+                instances.c.organization_id == kill_acks.c.organization_id,
+                instances.c.instance_id == kill_acks.c.instance_id,
+                instances.c.last_seen < before,
+            )
+            .exists()
+        )
+        targets = [
+            ("acknowledgements", kill_acks, acks_of_gone),
+            ("instances", instances, instances.c.last_seen < before),
+            ("usage", usage, usage.c.bucket < before),
+        ]
+        if interventions_too:
+            targets.append(("interventions", interventions, interventions.c.received_at < before))
+        counts: dict[str, int] = {}
+        with self.database.write() as conn:
+            for name, table, where in targets:
+                counts[name] = int(
+                    conn.execute(select(func.count()).select_from(table).where(where)).scalar_one()
+                )
+                if not dry_run and counts[name]:
+                    conn.execute(delete(table).where(where))
+        return counts
 
     def touch_instances(
         self,
