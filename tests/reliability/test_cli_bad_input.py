@@ -87,6 +87,10 @@ CASES: list[tuple[list[str], str]] = [
     ),  # fmt: skip
     (["db", "upgrade", "--database-url", "mysql://x"], "'--database-url'"),
     (["db", "upgrade", "--database-url", "::::"], "'--database-url'"),
+    (["db", "prune", "--database-url", "{database}"], "'--older-than'"),
+    (["db", "prune", "--database-url", "{database}", "--older-than", "12h"], "'--older-than'"),
+    (["db", "prune", "--database-url", "{database}", "--older-than", "-3d"], "'--older-than'"),
+    (["db", "prune", "--database-url", "mysql://x", "--older-than", "30d"], "'--database-url'"),
     (["serve", "--port", "70000"], "'--port'"),
     (["serve", "--workers", "0"], "'--workers'"),
     (["serve", "--log-level", "loud"], "'--log-level'"),
