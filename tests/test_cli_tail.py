@@ -181,11 +181,40 @@ def test_tail_errors(server: Server) -> None:
     assert refused.code == 1 and "invalid or revoked API key" in refused.stderr
 
 
+def stored_meanwhile(database_url: str) -> None:
+    """An intervention stored while ``tail`` is away (written straight to the database)."""
+    from datetime import datetime, timezone
+
+    from sqlalchemy import insert
+
+    from agentguard.server.database import Database
+    from agentguard.server.tables import interventions
+
+    now = datetime.now(timezone.utc)
+    database = Database(database_url)
+    try:
+        with database.write() as conn:
+            conn.execute(
+                insert(interventions).values(
+                    organization_id="default",
+                    id="iv-meanwhile",
+                    type="HARD_BLOCK",
+                    action="send_email",
+                    target_type="agent",
+                    target_id="a",
+                    occurred_at=now,
+                    received_at=now,
+                )
+            )
+    finally:
+        database.dispose()
+
+
 def test_tail_survives_a_server_restart(tmp_path: Path, tails: list[Tail]) -> None:
     first = start_server(tmp_path)
     try:
         operator = first.key("operator", org="default")
-        tail = Tail(first.env(operator), "--json", "--count", "2", "--timeout", "60")
+        tail = Tail(first.env(operator), "--json", "--count", "3", "--timeout", "60")
         tails.append(tail)
         assert json.loads(tail.line())["event"] == "snapshot"
         first.cli(operator, "kill", "agent", "a")
@@ -193,6 +222,7 @@ def test_tail_survives_a_server_restart(tmp_path: Path, tails: list[Tail]) -> No
     finally:
         stop(first.popen)
     assert tail.line("stderr").startswith("stream lost (")
+    stored_meanwhile(first.database_url)  # the new stream starts after it: only a catch-up shows it
     port = first.url.rsplit(":", 1)[1]
     again = subprocess.Popen(
         [*COMMAND, "serve", "--port", port, "--database-url", first.database_url,
@@ -211,6 +241,8 @@ def test_tail_survives_a_server_restart(tmp_path: Path, tails: list[Tail]) -> No
             killed = first.cli(operator, "kill", "agent", "b", timeout=10)
         assert killed.code == 0, killed
         assert tail.wait(30) == 0, tail.rest("stderr")
+        caught_up = json.loads(tail.line())
+        assert (caught_up["event"], caught_up["data"]["id"]) == ("intervention", "iv-meanwhile")
         event = json.loads(tail.line())
         assert (event["event"], event["id"]) == ("kill", "2")
         assert event["data"]["kill_switch"]["target_id"] == "b"

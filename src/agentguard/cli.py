@@ -525,6 +525,21 @@ def audit(
 # -- tail ----------------------------------------------------------------------------------------
 
 
+CATCH_UP_MARGIN = timedelta(minutes=1)
+_SEEN_LIMIT = 10_000
+
+
+def _first_sight(seen: dict[str, None], data: dict[str, Any]) -> bool:
+    """Remember an intervention's id; False if it was already shown."""
+    key = str(data.get("id"))
+    if key in seen:
+        return False
+    seen[key] = None
+    if len(seen) > _SEEN_LIMIT:
+        del seen[next(iter(seen))]
+    return True
+
+
 class _Feed:
     """Reads the change stream on a thread, reconnecting with Last-Event-ID after a loss.
 
@@ -543,13 +558,24 @@ class _Feed:
         last_id: str | None = None
         connected = False
         delay = 0.5
+        lost_at: datetime | None = None
+        seen: dict[str, None] = {}  # ids of the latest interventions shown, oldest first
+
+        def opened() -> None:
+            nonlocal lost_at
+            if lost_at is not None and self.interventions:
+                self._catch_up(lost_at, seen)
+            lost_at = None
+
         while not self._stopped.is_set():
             try:
                 for event in self.client.events(
-                    interventions=self.interventions, last_event_id=last_id
+                    interventions=self.interventions, last_event_id=last_id, on_open=opened
                 ):
                     connected, delay = True, 0.5
                     last_id = event.id or last_id
+                    if event.event == "intervention" and not _first_sight(seen, event.data):
+                        continue
                     self.items.put(event)
             except (AuthenticationError, PermissionDeniedError, InvalidInputError) as exc:
                 self.items.put(exc)
@@ -560,12 +586,34 @@ class _Feed:
                 if not connected:
                     self.items.put(exc)
                     return
+                lost_at = lost_at or datetime.now(timezone.utc)
                 self.items.put(f"stream lost ({exc}); reconnecting in {delay:g} s")
                 self._stopped.wait(delay)
                 delay = min(delay * 2, 10.0)
             except Exception as exc:  # a bug: end the command with it rather than hang
                 self.items.put(exc)
                 return
+
+    def _catch_up(self, lost_at: datetime, seen: dict[str, None]) -> None:
+        """Show the interventions stored while the stream was away (and not shown yet).
+
+        Read by when they occurred, from a minute before the loss: guards send refusals in
+        batches about every second, later when the server was unreachable for them too.
+        """
+        since = lost_at - CATCH_UP_MARGIN
+        try:
+            page = self.client.interventions(since=since, limit=1000)
+        except AgentGuardError as exc:
+            self.items.put(f"could not read the interventions stored while reconnecting: {exc}")
+            return
+        missed = 0
+        for item in reversed(page.data):  # oldest first, as the stream sends them
+            data = item.model_dump(mode="json")
+            if _first_sight(seen, data):
+                self.items.put(StreamEvent("intervention", None, data))
+                missed += 1
+        if missed:
+            self.items.put(f"stream back; {missed} intervention(s) stored meanwhile shown above")
 
     def next(self, timeout: float | None) -> StreamEvent | str | Exception | None:
         """The next item, or ``None`` after ``timeout`` seconds."""

@@ -398,11 +398,14 @@ class Client:
         interventions: bool = True,
         last_event_id: str | None = None,
         read_timeout: float = 30.0,
+        on_open: Callable[[], None] | None = None,
     ) -> Iterator[StreamEvent]:
         """The change stream: a snapshot, then kill/revive (and intervention) events, live.
 
         Ends only when the server closes the stream (:class:`AgentGuardError`) or the client is
-        closed; ``read_timeout`` bounds the silence between keep-alives.
+        closed; ``read_timeout`` bounds the silence between keep-alives. ``on_open`` is called
+        once the server has accepted the stream, before its first event is read: from then on
+        nothing stored is missed.
         """
         headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
         if last_event_id is not None:
@@ -418,6 +421,8 @@ class Client:
                     response.read()
                     raise_for_status(response, self._full(path))
                 self._stream = response
+                if on_open is not None:
+                    on_open()
                 for sse in EventSource(response).iter_sse():
                     try:
                         data = sse.json() if sse.data else {}

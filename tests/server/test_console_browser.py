@@ -23,9 +23,11 @@ import httpx
 import pytest
 from harness import Process, bearer, free_port, stop, wait_until_serving
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from sqlalchemy import insert
 
 from agentguard.server import KillSwitchServer
 from agentguard.server.session import SESSION_COOKIE
+from agentguard.server.tables import interventions
 
 pytestmark = pytest.mark.browser
 
@@ -90,8 +92,10 @@ class Site:
         return self.admin.create_key(org, owner=owner, scopes=scopes)
 
 
-def serve(argv: list[str], log: Path, env: dict[str, str], prefix: str = "") -> Process:
-    port = free_port()
+def serve(
+    argv: list[str], log: Path, env: dict[str, str], prefix: str = "", port: int | None = None
+) -> Process:
+    port = port or free_port()
     popen = subprocess.Popen(
         [a.replace("{port}", str(port)) for a in argv],
         stdout=log.open("wb"),
@@ -537,11 +541,10 @@ def test_session_ended_and_server_unreachable(
     database_url = f"sqlite:///{tmp_path / 'agentguard.db'}"
     admin = make_server(database_url)
     admin.start()
-    process = serve(
-        uvicorn("agentguard.server.asgi:create_app", "--factory"),
-        tmp_path / "server.log",
-        {"AGENTGUARD_DATABASE_URL": database_url},
-    )
+    # One session secret for both server processes, so the session outlives the restart.
+    env = {"AGENTGUARD_DATABASE_URL": database_url, "AGENTGUARD_SESSION_SECRET": "s" * 32}
+    app = uvicorn("agentguard.server.asgi:create_app", "--factory")
+    process = serve(app, tmp_path / "server.log", env)
     try:
         token = admin.create_key("org_a", owner="gina", scopes=["operator"])
         page = open_page(DESKTOP)
@@ -566,5 +569,24 @@ def test_session_ended_and_server_unreachable(
         expect(page.locator("#connection")).to_have_text("Server unreachable")
         expect(page.locator("#banner")).to_contain_text("Cannot reach the agentguard server")
         expect(page.locator("#console")).to_be_visible()
+
+        # A refusal stored while the page was away (never streamed to it) shows once it is back.
+        now = datetime.now(timezone.utc)
+        with admin.database.write() as conn:
+            conn.execute(
+                insert(interventions).values(
+                    organization_id="org_a",
+                    id="iv-meanwhile",
+                    type="HARD_BLOCK",
+                    action="export_contacts",
+                    target_type="agent",
+                    target_id="mailer",
+                    occurred_at=now,
+                    received_at=now,
+                )
+            )
+        process = serve(app, tmp_path / "server-again.log", env, port=process.port)
+        expect(page.locator("#connection")).to_have_text("Live", timeout=30_000)
+        expect(page.locator("#iv-list > li .action")).to_have_text(["export_contacts"])
     finally:
         stop(process)

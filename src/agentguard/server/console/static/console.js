@@ -30,6 +30,7 @@
     probing: false,
     refreshQueued: false,
     generation: 0,
+    openedGeneration: -1, // the session whose stream has opened once already
   };
 
   // -- small DOM helpers ----------------------------------------------------------------------
@@ -274,6 +275,9 @@
       state.retry = 0;
       setConnection("live");
       if (byId("banner").dataset.kind === "error") banner("", "");
+      // Back after a loss: interventions stored meanwhile were not streamed, so read them.
+      if (state.openedGeneration === state.generation) loadInterventions(true);
+      state.openedGeneration = state.generation;
     });
     source.addEventListener("snapshot", function (event) {
       var data = JSON.parse(event.data);
@@ -737,7 +741,8 @@
     return true;
   }
 
-  function loadInterventions() {
+  /* The latest interventions; `merge` adds them to those shown (after a reconnect). */
+  function loadInterventions(merge) {
     var panel = byId("interventions-panel");
     if (!state.session.can_read) {
       setMessage(byId("iv-empty"), "Your credential cannot read interventions (it needs the read or operator scope).");
@@ -755,8 +760,12 @@
         if (generation !== state.generation) return;
         var now = ivFilter();
         if (now.type !== filter.type || now.id !== filter.id) return; // a newer filter is loading
-        state.interventions = page.data;
         delete panel.dataset.loading;
+        if (merge) {
+          addInterventions(page.data);
+          return;
+        }
+        state.interventions = page.data;
         renderInterventions();
       },
       function (error) {
