@@ -150,3 +150,20 @@ def test_acks_stored_together_answer_as_if_stored_one_by_one(store: Any) -> None
     assert rows == {"b1": 3, "b2": 3}  # nothing written for the reports that were ahead
     assert set(store.kill_acks("org", bot.kill_switch.id)[1]) == {"b1", "b2"}
     assert set(store.kill_acks("org", tool.kill_switch.id)[1]) == {"b1", "b2"}
+
+
+def test_start_warms_up_without_writing(server: Any) -> None:
+    """The start compiles a kill and a revive in a rolled-back transaction: no row remains."""
+    from sqlalchemy import func, select
+
+    from agentguard.server.tables import metadata
+
+    server.start()
+    with server.database.read() as conn:
+        rows = {
+            t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
+            for t in metadata.sorted_tables
+        }
+    assert set(rows.values()) == {0}, rows
+    first = server.store.kill("org_a", "agent", "bot", reason=None, actor="usr_ops")
+    assert first.version == 1

@@ -114,6 +114,7 @@ class KillSwitchServer:
             if self._closed:
                 raise RuntimeError("this KillSwitchServer is closed")
             self.database.upgrade()
+            self._store.warm_up()
             self._store.feed.start(poll_interval=self._poll_interval)
             self._started = True
 
