@@ -17,7 +17,8 @@ else the first of killed, stale, crashed that any instance is, else ``exited``.
 Acknowledgements (``POST /kill-switch/ack``, and the version in each heartbeat) record when
 each instance applied each kill, so ``GET /kill-switch/acks`` can say "49/50, slowest 41 ms"
 and ``POST /kill?wait=`` can wait for every live instance the kill applies to. An instance with
-an open change stream is live without heartbeats: the stream marks it seen every keep-alive.
+an open change stream is live without heartbeats: the stream marks it seen every keep-alive
+(at most 5 s).
 
 Server rules (``KillSwitchServer(rules=[BudgetRule(...)])``) evaluate each agent's totals
 across all its instances, summed from heartbeats in 10-second slices, after every heartbeat.

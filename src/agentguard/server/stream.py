@@ -45,6 +45,9 @@ STREAM_PATH = "/api/v1/kill-switch/stream"
 STATE_PATH = "/api/v1/kill-switch/state"
 KEEPALIVE_HEADER = "X-AgentGuard-Keepalive"
 INTERVENTION_POLL = 0.5  # seconds between reads of new interventions for include=interventions
+# Seconds between marks of streaming instances as seen, at most: well inside the fleet's
+# default interval, after three of which an instance counts as stale.
+PRESENCE_INTERVAL = 5.0
 
 
 class KillStatePublic(BaseModel):
@@ -110,7 +113,7 @@ class StreamHub:
 
     A connection that names its ``instance_id`` keeps that instance live in the fleet (for
     ``GET /acks`` and ``POST /kill?wait=``) without heartbeats: it is recorded when it connects
-    and marked seen once per keep-alive interval while connected, all in one write.
+    and marked seen every keep-alive (at most 5 s) while connected, all in one write.
     """
 
     def __init__(self, server: KillSwitchServer) -> None:
@@ -187,7 +190,7 @@ class StreamHub:
 
     def _touch_loop(self) -> None:
         while not self._stopped.is_set():
-            self._touch_now.wait(self._server.keepalive)
+            self._touch_now.wait(min(self._server.keepalive, PRESENCE_INTERVAL))
             self._touch_now.clear()
             if self._stopped.is_set():
                 return
