@@ -331,6 +331,36 @@ def test_sign_out(console: tuple[KillSwitchServer, TestClient]) -> None:
     assert TestClient(server.app).delete("/kill-switch/session").status_code == 204
 
 
+def test_a_signed_out_session_is_refused_everywhere_even_from_a_copy_of_its_cookie(
+    make_server: Any, database_url: str
+) -> None:
+    """Sign-out ends the session itself, not just the browser's cookie: a copy kept (or stolen)
+    before it is refused, on this replica and on another one sharing the database."""
+    one = make_server(database_url, session_secret="s" * 32)
+    two = make_server(database_url, session_secret="s" * 32)
+    token = one.create_key("org_a", owner="usr_ops", scopes=["operator"])
+    browser = TestClient(one.app)
+    csrf = sign_in(browser, token)["csrf_token"]
+    cookie = browser.cookies[SESSION_COOKIE]
+    elsewhere = TestClient(two.app)
+    sign_in(elsewhere, token)  # another session of the same key
+    copies = [TestClient(one.app), TestClient(two.app)]
+    for copy in copies:
+        copy.cookies.set(SESSION_COOKIE, cookie)
+        assert copy.get("/api/v1/kill-switch/active").status_code == 200
+    response = browser.delete("/kill-switch/session", headers={CSRF_HEADER: csrf})
+    assert response.status_code == 204
+    for copy in copies:
+        refused = copy.get("/api/v1/kill-switch/active")
+        assert refused.status_code == 401, refused.text
+        assert "signed out" in refused.json()["detail"]
+        assert copy.get("/kill-switch/session").status_code == 401
+    # Only that session ended: the key's other session goes on, and the key still signs in.
+    assert elsewhere.get("/api/v1/kill-switch/active").status_code == 200
+    sign_in(browser, token)
+    assert browser.get("/api/v1/kill-switch/active").status_code == 200
+
+
 # -- mounted in a host ---------------------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ from agentguard.heartbeat import HeartbeatReport
 from agentguard.scope import Scope
 from agentguard.server.tables import (
     audit_log,
+    console_sign_outs,
     instances,
     interventions,
     kill_acks,
@@ -37,7 +38,7 @@ def prune(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 def fill(server: Any) -> None:
     """Two instances of one agent (one silent for 40 days), each with usage and an ack of a kill,
-    and an old and a new intervention."""
+    an old and a new intervention, and the sign-outs of an expired and a live console session."""
     store = server.store
     change = store.kill("org_a", "agent", "mailer", reason="runaway", actor="usr_ops")
     for instance_id, when in (("i-old", OLD), ("i-new", NOW)):
@@ -49,6 +50,12 @@ def fill(server: Any) -> None:
             "org_a", instance_id, change.version, Scope("mailer"), now=when, acked_at=when
         )
     with server.database.write() as conn:
+        for session_id, expires in (("sid-expired", NOW - timedelta(hours=1)), ("sid-live", NOW)):
+            conn.execute(
+                insert(console_sign_outs).values(
+                    session_id=session_id, expires_at=expires + timedelta(minutes=10)
+                )
+            )
         for iv_id, when in (("iv-old", OLD), ("iv-new", NOW)):
             conn.execute(
                 insert(interventions).values(
@@ -65,7 +72,16 @@ def fill(server: Any) -> None:
 
 
 def counts(server: Any) -> dict[str, int]:
-    tables = [instances, kill_acks, usage, interventions, kill_switches, kill_changes, audit_log]
+    tables = [
+        instances,
+        kill_acks,
+        usage,
+        interventions,
+        console_sign_outs,
+        kill_switches,
+        kill_changes,
+        audit_log,
+    ]
     with server.database.read() as conn:
         return {
             t.name.removeprefix("agentguard_"): int(
@@ -86,6 +102,7 @@ def test_prune_deletes_old_fleet_rows_and_keeps_the_audit_trail(
         "kill_acks": 2,
         "usage": 2,
         "interventions": 2,
+        "console_sign_outs": 2,
         "kill_switches": 1,
         "kill_changes": 1,
         "audit_log": 1,
@@ -93,13 +110,23 @@ def test_prune_deletes_old_fleet_rows_and_keeps_the_audit_trail(
 
     dry = prune(database_url, "--older-than", "30d", "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    assert dry.stdout.startswith("would delete 1 acknowledgements, 1 instances, 1 usage ")
+    assert dry.stdout.startswith(
+        "would delete 1 acknowledgements, 1 instances, 1 usage, 1 expired console sign-outs ("
+    )
     assert counts(server) == before
 
     done = prune(database_url, "--older-than", "30d")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("deleted 1 acknowledgements, 1 instances, 1 usage ")
-    assert counts(server) == {**before, "instances": 1, "kill_acks": 1, "usage": 1}
+    assert done.stdout.startswith(
+        "deleted 1 acknowledgements, 1 instances, 1 usage, 1 expired console sign-outs ("
+    )
+    assert counts(server) == {
+        **before,
+        "instances": 1,
+        "kill_acks": 1,
+        "usage": 1,
+        "console_sign_outs": 1,
+    }
     agents = server.fleet.agents("org_a")
     assert [i.instance_id for i in agents[0].instances] == ["i-new"]
     status = server.fleet.acks("org_a", "agent", "mailer")

@@ -74,7 +74,7 @@ class KillSwitchServer:
         self._store = SQLStore(self.database)
         self.keys = KeyStore(self._store)
         extra = [auth] if isinstance(auth, AuthenticationBackend) else list(auth or ())
-        self.sessions = ConsoleSessions(self.keys, session_secret)
+        self.sessions = ConsoleSessions(self.keys, self.database, session_secret)
         self.auth_backends: list[AuthenticationBackend] = [
             ApiKeyAuth(self.keys),
             *extra,

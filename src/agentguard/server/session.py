@@ -1,8 +1,10 @@
 """Console sessions: an API key pasted once, exchanged for a signed cookie, with CSRF protection.
 
-The cookie (``agentguard_session``: HttpOnly, SameSite=Strict, Secure over https) carries the
-key id, organization, scopes and a CSRF token, signed with itsdangerous. Every request made
-with it re-reads the key, so revoking the key ends its sessions. A request that changes state
+The cookie (``agentguard_session``: HttpOnly, SameSite=Strict, Secure over https) carries a
+session id, the key id, organization, scopes and a CSRF token, signed with itsdangerous. Every
+request made with it re-reads the key, so revoking the key ends its sessions, and looks the
+session id up among the signed-out ones, so signing out ends the session on every replica (a
+copy of the cookie is refused too). A request that changes state
 with the cookie must repeat the CSRF token in ``X-CSRF-Token``; a request with an
 ``Authorization`` header never uses the cookie.
 
@@ -20,6 +22,8 @@ from datetime import datetime, timedelta
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from pydantic import BaseModel, ConfigDict, ValidationError
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
 from starlette.authentication import (
     AuthCredentials,
     AuthenticationBackend,
@@ -31,8 +35,10 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
 from .auth import Principal
+from .database import Database
 from .keys import KeyNotFoundError, KeyStore, VerifiedKey
 from .problems import ApiError
+from .tables import console_sign_outs
 
 SESSION_COOKIE = "agentguard_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -47,6 +53,7 @@ class SessionData(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    sid: str
     key_id: str
     organization_id: str
     scopes: list[str]
@@ -59,11 +66,13 @@ class ConsoleSessions:
     def __init__(
         self,
         keys: KeyStore,
+        database: Database,
         secret: str | bytes | None = None,
         *,
         max_age: int = DEFAULT_MAX_AGE,
     ) -> None:
         self.keys = keys
+        self._database = database
         self.max_age = max_age
         secret = secret or os.environ.get(SESSION_SECRET_ENV) or secrets.token_bytes(32)
         self._serializer = URLSafeTimedSerializer(secret, salt=_SALT)
@@ -71,6 +80,7 @@ class ConsoleSessions:
     def issue(self, key: VerifiedKey) -> tuple[str, SessionData]:
         """A new session of a verified key: the cookie value and what it carries."""
         data = SessionData(
+            sid=secrets.token_urlsafe(24),
             key_id=key.id,
             organization_id=key.organization_id,
             scopes=sorted(key.scopes),
@@ -92,7 +102,15 @@ class ConsoleSessions:
         return data, signed_at + timedelta(seconds=self.max_age)
 
     def principal(self, data: SessionData) -> Principal:
-        """The caller a session stands for, as its key is now (blocking: reads the key store)."""
+        """The caller a session stands for, as its key is now (blocking: reads the database)."""
+        with self._database.read() as conn:
+            signed_out = conn.execute(
+                select(console_sign_outs.c.session_id).where(
+                    console_sign_outs.c.session_id == data.sid
+                )
+            ).first()
+        if signed_out is not None:
+            raise AuthenticationError("this console session was signed out; sign in again")
         try:
             key = self.keys.get(data.organization_id, data.key_id)
         except KeyNotFoundError:
@@ -103,6 +121,16 @@ class ConsoleSessions:
             )
         scopes = set(key.scopes) & set(data.scopes)
         return Principal(key.organization_id, key.owner, scopes, key_id=key.id, method="console")
+
+    def sign_out(self, data: SessionData, expires: datetime) -> None:
+        """End a session for good, on every replica (blocking: writes the database)."""
+        try:
+            with self._database.write() as conn:
+                conn.execute(
+                    insert(console_sign_outs).values(session_id=data.sid, expires_at=expires)
+                )
+        except IntegrityError:
+            pass  # signed out already (twice at once, or from a copy of the cookie)
 
     def set_cookie(self, response: Response, conn: HTTPConnection, value: str) -> None:
         """Attach a session cookie scoped to wherever the server is mounted."""

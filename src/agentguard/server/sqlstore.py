@@ -34,6 +34,7 @@ from .feed import CHANGES_CHANNEL, ChangeFeed
 from .tables import (
     audit_log,
     checkpoints,
+    console_sign_outs,
     instances,
     interventions,
     kill_acks,
@@ -677,9 +678,10 @@ class SQLStore:
         """Delete fleet rows last touched before ``before``, in every organization; the counts.
 
         Instances not seen since (with their acknowledgements) and usage slices; with
-        ``interventions_too`` also interventions received before it. Kill switches, the change
-        log, the audit log and checkpoints are kept. One transaction: all or nothing;
-        ``dry_run`` counts and deletes nothing.
+        ``interventions_too`` also interventions received before it; and console sign-outs of
+        sessions that have expired anyway. Kill switches, the change log, the audit log and
+        checkpoints are kept. One transaction: all or nothing; ``dry_run`` counts and deletes
+        nothing.
         """
         acks_of_gone = (
             select(instances.c.instance_id)
@@ -697,6 +699,8 @@ class SQLStore:
         ]
         if interventions_too:
             targets.append(("interventions", interventions, interventions.c.received_at < before))
+        expired = console_sign_outs.c.expires_at < utcnow()
+        targets.append(("expired console sign-outs", console_sign_outs, expired))
         counts: dict[str, int] = {}
         with self.database.write() as conn:
             for name, table, where in targets:

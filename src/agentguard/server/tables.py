@@ -210,3 +210,14 @@ usage = Table(
     Column("failed", BigInteger, nullable=False),
     Column("cost_usd", Float, nullable=False),
 )
+
+
+# -- console sessions -----------------------------------------------------------------------------
+
+console_sign_outs = Table(
+    "agentguard_console_sign_outs",
+    metadata,
+    # A signed-out session's id, refused until the cookie would have expired anyway.
+    Column("session_id", String(64), primary_key=True),
+    Column("expires_at", UTCDateTime, nullable=False),
+)

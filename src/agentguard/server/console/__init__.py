@@ -135,7 +135,7 @@ class Console:
             if request.method == "POST":
                 return await self._sign_in(request)
             if request.method == "DELETE":
-                return self._sign_out(request)
+                return await self._sign_out(request)
             return await self._current(request)
         except Exception as exc:
             error = from_exception(exc)
@@ -180,16 +180,17 @@ class Console:
         sessions.set_cookie(response, request, value)
         return response
 
-    def _sign_out(self, request: Request) -> Response:
+    async def _sign_out(self, request: Request) -> Response:
         sessions = self.server.sessions
         value = request.cookies.get(SESSION_COOKIE)
         if value:
             try:
-                data, _ = sessions.read(value)
+                data, expires = sessions.read(value)
             except AuthenticationError:
                 pass  # an expired or forged cookie: just remove it
             else:
                 check_csrf(request, data)
+                await run_in_threadpool(sessions.sign_out, data, expires)
         response = Response(status_code=204, headers=_NO_STORE)
         sessions.clear_cookie(response, request)
         return response
