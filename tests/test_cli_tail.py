@@ -183,29 +183,17 @@ def test_tail_errors(server: Server) -> None:
 
 def stored_meanwhile(database_url: str) -> None:
     """An intervention stored while ``tail`` is away (written straight to the database)."""
-    from datetime import datetime, timezone
-
     from sqlalchemy import insert
 
     from agentguard.server.database import Database
     from agentguard.server.tables import interventions
+    from db_rows import intervention_row
 
-    now = datetime.now(timezone.utc)
     database = Database(database_url)
     try:
         with database.write() as conn:
-            conn.execute(
-                insert(interventions).values(
-                    organization_id="default",
-                    id="iv-meanwhile",
-                    type="HARD_BLOCK",
-                    action="send_email",
-                    target_type="agent",
-                    target_id="a",
-                    occurred_at=now,
-                    received_at=now,
-                )
-            )
+            row = intervention_row("iv-meanwhile", "default", target_id="a")
+            conn.execute(insert(interventions).values(**row))
     finally:
         database.dispose()
 

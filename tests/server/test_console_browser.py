@@ -28,6 +28,7 @@ from sqlalchemy import insert
 from agentguard.server import KillSwitchServer
 from agentguard.server.session import SESSION_COOKIE
 from agentguard.server.tables import interventions
+from db_rows import intervention_row
 
 pytestmark = pytest.mark.browser
 
@@ -571,20 +572,9 @@ def test_session_ended_and_server_unreachable(
         expect(page.locator("#console")).to_be_visible()
 
         # A refusal stored while the page was away (never streamed to it) shows once it is back.
-        now = datetime.now(timezone.utc)
+        row = intervention_row("iv-meanwhile", "org_a", action="export_contacts")
         with admin.database.write() as conn:
-            conn.execute(
-                insert(interventions).values(
-                    organization_id="org_a",
-                    id="iv-meanwhile",
-                    type="HARD_BLOCK",
-                    action="export_contacts",
-                    target_type="agent",
-                    target_id="mailer",
-                    occurred_at=now,
-                    received_at=now,
-                )
-            )
+            conn.execute(insert(interventions).values(**row))
         process = serve(app, tmp_path / "server-again.log", env, port=process.port)
         expect(page.locator("#connection")).to_have_text("Live", timeout=30_000)
         expect(page.locator("#iv-list > li .action")).to_have_text(["export_contacts"])

@@ -21,9 +21,7 @@ from agentguard.server.tables import (
     kill_switches,
     usage,
 )
-
-NOW = datetime.now(timezone.utc)
-OLD = NOW - timedelta(days=40)
+from db_rows import intervention_row
 
 
 def prune(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -38,10 +36,13 @@ def prune(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 def fill(server: Any) -> None:
     """Two instances of one agent (one silent for 40 days), each with usage and an ack of a kill,
-    an old and a new intervention, and the sign-outs of an expired and a live console session."""
+    an old and a new intervention, and the sign-outs of an expired and a live console session.
+    "New" is now: the test reads the fleet's health right after."""
+    now = datetime.now(timezone.utc)
+    old = now - timedelta(days=40)
     store = server.store
     change = store.kill("org_a", "agent", "mailer", reason="runaway", actor="usr_ops")
-    for instance_id, when in (("i-old", OLD), ("i-new", NOW)):
+    for instance_id, when in (("i-old", old), ("i-new", now)):
         report = HeartbeatReport(
             instance_id=instance_id, agent_id="mailer", interval=10, executed=5, cost_usd=0.5
         )
@@ -50,25 +51,15 @@ def fill(server: Any) -> None:
             "org_a", instance_id, change.version, Scope("mailer"), now=when, acked_at=when
         )
     with server.database.write() as conn:
-        for session_id, expires in (("sid-expired", NOW - timedelta(hours=1)), ("sid-live", NOW)):
+        for session_id, expires in (("sid-expired", now - timedelta(hours=1)), ("sid-live", now)):
             conn.execute(
                 insert(console_sign_outs).values(
                     session_id=session_id, expires_at=expires + timedelta(minutes=10)
                 )
             )
-        for iv_id, when in (("iv-old", OLD), ("iv-new", NOW)):
-            conn.execute(
-                insert(interventions).values(
-                    organization_id="org_a",
-                    id=iv_id,
-                    type="HARD_BLOCK",
-                    action="send_email",
-                    target_type="agent",
-                    target_id="mailer",
-                    occurred_at=when,
-                    received_at=when,
-                )
-            )
+        for iv_id, when in (("iv-old", old), ("iv-new", now)):
+            row = intervention_row(iv_id, "org_a", target_id="mailer", when=when)
+            conn.execute(insert(interventions).values(**row))
 
 
 def counts(server: Any) -> dict[str, int]:

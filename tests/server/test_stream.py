@@ -169,33 +169,21 @@ def test_an_intervention_committed_out_of_order_is_still_streamed_once(
     """PostgreSQL can commit a row after a row with a later sequence number has been streamed;
     the stream still sends it (here: taken before the stream opened, committed after a later
     row was streamed), and sends every row once."""
-    from datetime import datetime, timezone
-
     from live import start_live
     from sqlalchemy import create_engine, insert
 
     from agentguard.server.database import Database
     from agentguard.server.tables import interventions
+    from db_rows import intervention_row
 
     live = start_live(start_process, make_postgres_url())
     engine = create_engine(Database(live.database_url).url)
-    now = datetime.now(timezone.utc)
     r = None
     try:
         with engine.connect() as held:
             transaction = held.begin()
-            held.execute(  # takes a sequence number, and commits only at the end
-                insert(interventions).values(
-                    organization_id="org_a",
-                    id="iv-late",
-                    type="HARD_BLOCK",
-                    action="send_email",
-                    target_type="agent",
-                    target_id="bot",
-                    occurred_at=now,
-                    received_at=now,
-                )
-            )
+            # Takes a sequence number, and commits only at the end.
+            held.execute(insert(interventions).values(**intervention_row("iv-late", "org_a")))
             r = Reader(live, live.admin, params={"include": "interventions"})
             r.wait_for(lambda e: len(e) >= 1)
             early = {

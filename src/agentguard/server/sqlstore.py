@@ -81,9 +81,10 @@ class SQLStore:
         reason = validate_reason(reason)
         for _ in range(_KILL_ATTEMPTS):
             try:
-                change = self._kill_once(
-                    organization_id, target_type, target_id, reason, actor, request_id
-                )
+                with self.database.write() as conn:
+                    change = self._kill_in(
+                        conn, organization_id, target_type, target_id, reason, actor, request_id
+                    )
             except IntegrityError:
                 existing = self.get_active(organization_id, target_type, target_id)
                 if existing is not None:
@@ -92,18 +93,6 @@ class SQLStore:
             self.feed.publish(organization_id, change)
             return change
         raise RuntimeError(f"could not kill {target_type} {target_id!r}: too much contention")
-
-    def _kill_once(
-        self,
-        org: str,
-        target_type: str,
-        target_id: str,
-        reason: str | None,
-        actor: str,
-        request_id: str | None,
-    ) -> KillChange:
-        with self.database.write() as conn:
-            return self._kill_in(conn, org, target_type, target_id, reason, actor, request_id)
 
     def _kill_in(
         self,
