@@ -280,7 +280,10 @@ def _install_hooks() -> None:
         sys.excepthook = excepthook
         threading.excepthook = threading_excepthook
         atexit.register(_stop_all, "exited", None)
-        _install_sigterm_handler()
+    _install_sigterm_handler()
+
+
+_sigterm_installed = False
 
 
 def _install_sigterm_handler() -> None:
@@ -288,10 +291,13 @@ def _install_sigterm_handler() -> None:
 
     Only where the process left SIGTERM to its default (so a host's own handler, and then its
     clean exit through ``atexit``, is never replaced), and only from the main thread, the one
-    Python lets set handlers.
+    Python lets set handlers: a heartbeat started elsewhere leaves it to the next one started
+    there.
     """
-    if threading.current_thread() is not threading.main_thread():
+    global _sigterm_installed
+    if _sigterm_installed or threading.current_thread() is not threading.main_thread():
         return
+    _sigterm_installed = True
     try:
         if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
             return
