@@ -975,7 +975,11 @@ def _age(ctx: click.Context, param: click.Parameter, value: str) -> timedelta:
     match = _DURATION.match(value.strip())
     if match is None:
         raise click.BadParameter(f"{value!r} is not a duration such as 30d or 48h")
-    age = timedelta(seconds=int(match.group(1)) * _SECONDS[match.group(2)])
+    try:
+        age = timedelta(seconds=int(match.group(1)) * _SECONDS[match.group(2)])
+        datetime.now(timezone.utc) - age  # the cut-off must be a date after the year 1
+    except OverflowError:
+        raise click.BadParameter(f"{value!r} reaches back before the year 1") from None
     if age < timedelta(days=1):
         raise click.BadParameter(
             f"{value!r} is under a day; rows that recent may still be in use (server rules "

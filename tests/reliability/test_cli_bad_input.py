@@ -90,6 +90,11 @@ CASES: list[tuple[list[str], str]] = [
     (["db", "prune", "--database-url", "{database}"], "'--older-than'"),
     (["db", "prune", "--database-url", "{database}", "--older-than", "12h"], "'--older-than'"),
     (["db", "prune", "--database-url", "{database}", "--older-than", "-3d"], "'--older-than'"),
+    (["db", "prune", "--database-url", "{database}", "--older-than", "9999999d"], "'--older-than'"),
+    (
+        ["db", "prune", "--database-url", "{database}", "--older-than", "99999999999999d"],
+        "'--older-than'",
+    ),
     (["db", "prune", "--database-url", "mysql://x", "--older-than", "30d"], "'--database-url'"),
     (["serve", "--port", "70000"], "'--port'"),
     (["serve", "--workers", "0"], "'--workers'"),
