@@ -27,16 +27,18 @@ def test_db_upgrade_command_creates_the_schema(database_url: str) -> None:
     assert Database(database_url).revision() is None
     first = upgrade(database_url)
     assert first.returncode == 0, first.stderr
-    assert "database at revision 0003 (was None)" in first.stdout
+    assert "database at revision 0004 (was None)" in first.stdout
     engine = create_engine(Database(database_url).url)
     inspector = inspect(engine)
     assert TABLES | {"agentguard_alembic_version"} <= set(inspector.get_table_names())
     indexes = {i["name"]: i for i in inspector.get_indexes("agentguard_kill_switches")}
     assert indexes["agentguard_kill_switches_one_active"]["unique"]
+    by_seq = {i["name"]: i for i in inspector.get_indexes("agentguard_interventions")}
+    assert by_seq["agentguard_interventions_org_seq"]["column_names"] == ["organization_id", "seq"]
     engine.dispose()
     again = upgrade(database_url)
     assert again.returncode == 0, again.stderr
-    assert again.stdout.strip() == "database at revision 0003"
+    assert again.stdout.strip() == "database at revision 0004"
 
 
 def test_migrations_match_the_tables(database_url: str) -> None:
@@ -68,7 +70,7 @@ def test_concurrent_first_starts_do_not_collide(make_server: Any, database_url: 
     for t in threads:
         t.join()
     assert errors == []
-    assert servers[0].database.revision() == "0003"
+    assert servers[0].database.revision() == "0004"
 
 
 def test_many_connections_opening_a_new_sqlite_file_together(tmp_path: Any) -> None:

@@ -133,6 +133,8 @@ interventions = Table(
     # Re-sending a batch is safe: an intervention id is stored once per organization.
     Index("agentguard_interventions_org_id", "organization_id", "id", unique=True),
     Index("agentguard_interventions_org_occurred", "organization_id", "occurred_at"),
+    # The change stream reads an organization's interventions by insertion order.
+    Index("agentguard_interventions_org_seq", "organization_id", "seq"),
     Index("agentguard_interventions_org_target", "organization_id", "target_type", "target_id"),
 )
 
