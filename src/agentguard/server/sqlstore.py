@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from ..errors import AgentGuardError, AlreadyKilledError, NotKilledError
 from ..heartbeat import HeartbeatReport
 from ..records import AuditEntry, Intervention, KillChange, KillSwitch, Snapshot, new_id, utcnow
-from ..scope import Scope
+from ..scope import EMPTY_SCOPE, Scope
 from ..store import ChangeListener
 from ..targets import validate_reason, validate_target
 from .database import Database
@@ -722,21 +722,7 @@ class SQLStore:
                     index_elements=[instances.c.organization_id, instances.c.instance_id]
                 ),
                 [
-                    {
-                        "organization_id": org,
-                        "instance_id": instance_id,
-                        "agent_id": present[org, instance_id].agent_id,
-                        "run_id": present[org, instance_id].run_id,
-                        "mission_id": present[org, instance_id].mission_id,
-                        "executed": 0,
-                        "refused": 0,
-                        "failed": 0,
-                        "cost_usd": 0.0,
-                        "version": 0,
-                        "status": "running",
-                        "first_seen": first_seen,
-                        "last_seen": now,
-                    }
+                    _new_instance(org, instance_id, first_seen, now, present[org, instance_id])
                     for org, instance_id in keys
                 ],
             )
@@ -759,18 +745,7 @@ class SQLStore:
                 index_elements=[instances.c.organization_id, instances.c.instance_id]
             ),
             [
-                {
-                    "organization_id": org,
-                    "instance_id": instance_id,
-                    "executed": 0,
-                    "refused": 0,
-                    "failed": 0,
-                    "cost_usd": 0.0,
-                    "version": 0,
-                    "status": "running",
-                    "first_seen": report.received_at,
-                    "last_seen": report.now,
-                }
+                _new_instance(org, instance_id, report.received_at, report.now)
                 for instance_id, report in sorted(first.items())
             ],
         )
@@ -796,18 +771,7 @@ class SQLStore:
         """
         conn.execute(
             _upsert(conn, instances)
-            .values(
-                organization_id=org,
-                instance_id=instance_id,
-                executed=0,
-                refused=0,
-                failed=0,
-                cost_usd=0.0,
-                version=0,
-                status="running",
-                first_seen=first_seen,
-                last_seen=now,
-            )
+            .values(**_new_instance(org, instance_id, first_seen, now))
             .on_conflict_do_nothing(
                 index_elements=[instances.c.organization_id, instances.c.instance_id]
             )
@@ -1053,6 +1017,31 @@ class SQLStore:
 def _upsert(conn: Connection, table: Any = org_versions) -> Any:
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     return dialect.insert(table)
+
+
+def _new_instance(
+    org: str,
+    instance_id: str,
+    first_seen: datetime,
+    last_seen: datetime,
+    scope: Scope = EMPTY_SCOPE,
+) -> dict[str, Any]:
+    """The row of an instance seen for the first time: running, nothing counted yet."""
+    return {
+        "organization_id": org,
+        "instance_id": instance_id,
+        "agent_id": scope.agent_id,
+        "run_id": scope.run_id,
+        "mission_id": scope.mission_id,
+        "executed": 0,
+        "refused": 0,
+        "failed": 0,
+        "cost_usd": 0.0,
+        "version": 0,
+        "status": "running",
+        "first_seen": first_seen,
+        "last_seen": last_seen,
+    }
 
 
 def _filters(base: Any, equal: Mapping[Any, object]) -> Any:
