@@ -4,9 +4,9 @@ The cookie (``agentguard_session``: HttpOnly, SameSite=Strict, Secure over https
 session id, the key id, organization, scopes and a CSRF token, signed with itsdangerous. Every
 request made with it re-reads the key, so revoking the key ends its sessions, and looks the
 session id up among the signed-out ones, so signing out ends the session on every replica (a
-copy of the cookie is refused too). A request that changes state
-with the cookie must repeat the CSRF token in ``X-CSRF-Token``; a request with an
-``Authorization`` header never uses the cookie.
+copy of the cookie is refused too). A request that changes state with the cookie must repeat
+the CSRF token in ``X-CSRF-Token``; a request with an ``Authorization`` header never uses the
+cookie.
 
 Sessions are signed with ``KillSwitchServer(session_secret=...)``, else the
 ``AGENTGUARD_SESSION_SECRET`` environment variable, else a random secret of this process

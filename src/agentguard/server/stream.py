@@ -420,9 +420,10 @@ class InterventionTail:
 
     def _settle_up_to(self, now: float) -> None:
         self._marks.append((now, self.cursor))
+        floor = self._floor
         while self._marks and self._marks[0][0] <= now - self._settle:
             self._floor = max(self._floor, self._marks.popleft()[1])
-        if self._sent:
+        if self._floor != floor and self._sent:  # forget what is settled now, once
             self._sent = {seq for seq in self._sent if seq > self._floor}
 
 
