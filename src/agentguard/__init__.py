@@ -8,6 +8,7 @@ from .errors import (
     AlreadyKilledError,
     GuardNotConfiguredError,
     InvalidInputError,
+    KillStateUnavailableError,
     NotKilledError,
     PolicyViolationError,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "InterventionType",
     "InvalidInputError",
     "KillChange",
+    "KillStateUnavailableError",
     "KillStatus",
     "KillStore",
     "KillSwitch",

@@ -52,6 +52,21 @@ def get_guard() -> Guard:
     return guard
 
 
+def validate_options(
+    name: Any = None, agent_id: Any = None, run_id: Any = None, mission_id: Any = None
+) -> None:
+    """Raise ``InvalidInputError`` naming the first option that is given but not a non-empty
+    string."""
+    for field, value in (
+        ("name", name),
+        ("agent_id", agent_id),
+        ("run_id", run_id),
+        ("mission_id", mission_id),
+    ):
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise InvalidInputError(field, f"must be a non-empty string; got {value!r}")
+
+
 class Action:
     """What one decorated callable is: its action name, fixed scope ids, and guard."""
 
@@ -65,14 +80,7 @@ class Action:
         run_id: str | None,
         mission_id: str | None,
     ) -> None:
-        for field, value in (
-            ("name", name),
-            ("agent_id", agent_id),
-            ("run_id", run_id),
-            ("mission_id", mission_id),
-        ):
-            if value is not None and (not isinstance(value, str) or not value):
-                raise InvalidInputError(field, f"must be a non-empty string; got {value!r}")
+        validate_options(name, agent_id, run_id, mission_id)
         self.name = name
         self.guard = guard
         self.agent_id = agent_id
@@ -223,6 +231,7 @@ def wrap(
     mission_id: str | None = None,
 ) -> Any:
     """Return ``fn`` guarded (the functional form of ``guarded_action``)."""
+    validate_options(name, agent_id, run_id, mission_id)
     target = _underlying(fn)
     if not callable(target):
         raise InvalidInputError("fn", f"must be callable; got {type(fn).__name__}")
@@ -280,4 +289,5 @@ def guarded_action(
     """Guard a callable with the configured default guard (resolved at call time)."""
     if fn is not None:
         return wrap(fn)
+    validate_options(name, agent_id, run_id, mission_id)
     return lambda f: wrap(f, name=name, agent_id=agent_id, run_id=run_id, mission_id=mission_id)

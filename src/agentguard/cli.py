@@ -52,7 +52,7 @@ API_KEY_ENV = "AGENTGUARD_API_KEY"
 DATABASE_URL_ENV = "AGENTGUARD_DATABASE_URL"
 SCOPE_NAMES = ("admin", "operator", "agent", "read")
 AUDIT_ACTIONS = ("kill", "revive", "key.create", "key.revoke")
-INTERVENTION_TYPES = ("HARD_BLOCK",)
+INTERVENTION_TYPES = ("HARD_BLOCK", "OBSERVED", "UNAVAILABLE")
 STREAMED = ("kill", "revive", "intervention")  # the events --count counts
 # API field names that differ from the CLI parameter holding them.
 FIELD_PARAMS = {"type": "intervention_type"}

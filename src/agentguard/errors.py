@@ -97,8 +97,19 @@ class PolicyViolationError(AgentGuardError):
         return (_rebuild_violation, (self.__dict__.copy(),))
 
 
+class KillStateUnavailableError(PolicyViolationError):
+    """Refused without a kill: the guard has no current kill state (never synced, stale, or
+    the server could not be asked) and ``fail_mode`` is ``"closed"``.
+
+    A ``PolicyViolationError``, so handlers of refusals still stop; recorded as an
+    ``UNAVAILABLE`` intervention, not a kill's ``HARD_BLOCK``. ``killed`` is False.
+    """
+
+
 def _rebuild_violation(state: dict[str, Any]) -> PolicyViolationError:
-    return PolicyViolationError(**{k: v for k, v in state.items() if not k.startswith("_")})
+    fields = {k: v for k, v in state.items() if not k.startswith("_")}
+    cls = PolicyViolationError if fields.get("killed", True) else KillStateUnavailableError
+    return cls(**fields)
 
 
 def _iso(when: datetime | None) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
@@ -19,11 +20,17 @@ from opentelemetry import metrics, trace
 
 from . import actions
 from .checkpoints import encode_checkpoint, validate_checkpoint_key
-from .errors import AgentGuardError, AgentGuardWarning, InvalidInputError, PolicyViolationError
+from .errors import (
+    AgentGuardError,
+    AgentGuardWarning,
+    InvalidInputError,
+    KillStateUnavailableError,
+    PolicyViolationError,
+)
 from .heartbeat import Heartbeat
 from .records import CallCounts, Intervention, InterventionType, KillStatus, KillSwitch, utcnow
 from .rules import Rule, RuleEngine, Trip
-from .scope import Scope, current_scope
+from .scope import Scope, _refusals, current_scope
 from .sources import CLEAR, KillStateSource, LocalSource
 from .store import KillStore, MemoryStore
 from .targets import validate_reason, validate_target
@@ -32,6 +39,9 @@ from .telemetry import Telemetry
 logger = logging.getLogger("agentguard")
 
 FailMode = Literal["closed", "open"]
+URL_ENV = "AGENTGUARD_URL"
+API_KEY_ENV = "AGENTGUARD_API_KEY"
+AGENT_ID_ENV = "AGENTGUARD_AGENT_ID"
 _INF = math.inf
 _CountKey = tuple[str, Scope]
 
@@ -46,8 +56,10 @@ class Guard:
 
     ``Guard()`` keeps kill state in this process's memory; ``Guard(store)`` uses any
     :class:`~agentguard.store.KillStore`; ``Guard(server)`` reads a mounted
-    ``KillSwitchServer`` in-process. Defaults for ``agent_id``/``run_id``/``mission_id``
-    apply where neither the decorator nor ``agentguard.scope`` sets an id.
+    ``KillSwitchServer`` in-process; ``Guard(url, api_key=...)`` streams it from a server and
+    waits up to ``start_wait`` seconds for the first sync. Defaults for
+    ``agent_id``/``run_id``/``mission_id`` apply where neither the decorator nor
+    ``agentguard.scope`` sets an id.
     """
 
     def __init__(
@@ -72,7 +84,18 @@ class Guard:
         meter_provider: metrics.MeterProvider | None = None,
         capture_arguments: bool = False,
         rules: list[Rule] | None = None,
+        start_wait: float = 5.0,
     ) -> None:
+        _check_arguments(source, api_key, mode, bootstrap, start_wait)
+        for field, value in (
+            ("agent_id", agent_id),
+            ("run_id", run_id),
+            ("mission_id", mission_id),
+            ("instance_id", instance_id),
+            ("organization_id", organization_id),
+        ):
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise InvalidInputError(field, f"must be a non-empty string; got {value!r}")
         if fail_mode not in ("closed", "open"):
             raise InvalidInputError("fail_mode", f"must be 'closed' or 'open'; got {fail_mode!r}")
         if not isinstance(max_staleness, (int, float)) or max_staleness <= 0:
@@ -121,6 +144,33 @@ class Guard:
         self.last_checkpoint: str | None = None  # the key of the latest checkpoint stored
         self._heartbeat: Heartbeat | None = None
         self._outcomes: dict[Scope, list[int]] = {}  # reported [successes, failures]
+        self._unavailable: dict[_CountKey, int] = {}
+        self._last_refusal: PolicyViolationError | None = None  # outside any scope()
+        if start_wait and bootstrap is None and not self.wait_until_synced(start_wait):
+            logger.warning(
+                "agentguard: no kill state from %s within start_wait=%g s; guarded calls are "
+                "%s until it arrives",
+                getattr(self._source, "url", "the server"),
+                start_wait,
+                "refused" if fail_mode == "closed" else "allowed (fail_mode='open')",
+            )
+
+    @classmethod
+    def from_env(cls, **options: Any) -> Guard:
+        """A remote guard from ``AGENTGUARD_URL``, ``AGENTGUARD_API_KEY`` and
+        ``AGENTGUARD_AGENT_ID`` (optional); ``options`` are the other ``Guard`` arguments."""
+        url = os.environ.get(URL_ENV, "").strip()
+        if not url:
+            raise InvalidInputError(URL_ENV, "is not set: export the server's URL")
+        if "api_key" not in options:
+            key = os.environ.get(API_KEY_ENV, "").strip()
+            if not key:
+                raise InvalidInputError(API_KEY_ENV, "is not set: export an agent's API key")
+            options["api_key"] = key
+        agent_id = os.environ.get(AGENT_ID_ENV, "").strip()
+        if agent_id and "agent_id" not in options:
+            options["agent_id"] = agent_id
+        return cls(url, **options)
 
     @property
     def source(self) -> KillStateSource:
@@ -146,6 +196,7 @@ class Guard:
         """Decorate a callable so each call is refused while any of its targets is killed."""
         if fn is not None:
             return actions.wrap(fn, guard=self)
+        actions.validate_options(name, agent_id, run_id, mission_id)
         return lambda f: actions.wrap(
             f, guard=self, name=name, agent_id=agent_id, run_id=run_id, mission_id=mission_id
         )
@@ -202,6 +253,29 @@ class Guard:
         span's default ``execute_tool {action}``. Returns a key for ``count_failure``.
         """
         scope = _over_context(agent_id, run_id, mission_id)  # _admit applies the guard's defaults
+        return self._admit(action, scope, arguments, None, tool_call_id, span_name)
+
+    async def enforce_async(
+        self,
+        action: str,
+        *,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        mission_id: str | None = None,
+        tool_call_id: str | None = None,
+        arguments: Any = None,
+        span_name: str | None = None,
+    ) -> _CountKey:
+        """``enforce`` for asyncio code: never blocks the event loop.
+
+        A strict guard asks the server in a worker thread; every other guard checks its
+        in-memory index inline, as ``enforce`` does.
+        """
+        scope = _over_context(agent_id, run_id, mission_id)
+        if self._source.strict:
+            return await asyncio.to_thread(
+                self._admit, action, scope, arguments, None, tool_call_id, span_name
+            )
         return self._admit(action, scope, arguments, None, tool_call_id, span_name)
 
     def count_failure(self, key: _CountKey) -> None:
@@ -302,7 +376,9 @@ class Guard:
                 status = KillStatus(
                     is_killed=False, target_type=target_type, target_id=target_id, reason=reason
                 )
+        unavailable = not status.is_killed
         iv = Intervention(
+            type=InterventionType.UNAVAILABLE if unavailable else InterventionType.HARD_BLOCK,
             action=name,
             target_type=status.target_type,
             target_id=status.target_id,
@@ -315,7 +391,7 @@ class Guard:
             instance_id=self.instance_id,
             tool_call_id=tool_call_id,
         )
-        error = PolicyViolationError(
+        error = (KillStateUnavailableError if unavailable else PolicyViolationError)(
             target_type=status.target_type,
             target_id=status.target_id,
             reason=status.reason,
@@ -327,8 +403,13 @@ class Guard:
             killed=status.is_killed,
         )
         key = (name, scope)
+        counted = self._unavailable if unavailable else self._refused
         with self._counts_lock:
-            self._refused[key] = self._refused.get(key, 0) + 1
+            counted[key] = counted.get(key, 0) + 1
+        box = _refusals.get()
+        if box is not None:
+            box[0] = error
+        self._last_refusal = error
         self._recorder.submit(iv)
         arguments = (args, kwargs) if kwargs else args
         self.telemetry.record_block(error, iv, span_name=span_name, arguments=arguments)
@@ -425,29 +506,40 @@ class Guard:
 
     def wait_until_revived(
         self,
+        error: PolicyViolationError | float | None = None,
+        /,
         timeout: float | None = None,
         *,
         agent_id: str | None = None,
         run_id: str | None = None,
         mission_id: str | None = None,
     ) -> bool:
-        """Block while the current scope's mission, run or agent is killed.
+        """Block until what refused a call no longer does; False if ``timeout`` passed first.
 
-        Returns True once nothing blocks the scope, False if ``timeout`` passed first. Lets an
-        agent pause on a kill and continue after the revive instead of exiting.
+        ``error`` (a ``PolicyViolationError``): wait until its target is revived, or, for a
+        ``KillStateUnavailableError``, until kill state is current again. With ids: while any
+        of them is killed. With neither: on what refused this context's last refused call
+        (under ``agentguard.scope``, in any thread or task that copied it; outside one, this
+        guard's last refusal), else on the current scope. A number alone is the timeout.
         """
-        scope = self._scope_now(agent_id, run_id, mission_id)
+        blocked = self._blocked_by(error, agent_id, run_id, mission_id)
+        if isinstance(error, (int, float)) and not isinstance(error, bool):
+            timeout = error
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._index.changed:
-            while self._blocking(scope) is not None:
+        changed = self._index.changed
+        while True:
+            with changed:  # a kill-state change wakes the wait; staleness is polled
+                if not blocked():
+                    return True
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
-                self._index.changed.wait(remaining if remaining is not None else 1.0)
-        return True
+                changed.wait(0.2 if remaining is None else min(remaining, 0.2))
 
     async def await_revived(
         self,
+        error: PolicyViolationError | float | None = None,
+        /,
         timeout: float | None = None,
         *,
         agent_id: str | None = None,
@@ -456,16 +548,51 @@ class Guard:
         poll: float = 0.02,
     ) -> bool:
         """``wait_until_revived`` for asyncio code (polls the in-memory index; no I/O)."""
-        import asyncio
-
-        scope = self._scope_now(agent_id, run_id, mission_id)
+        blocked = self._blocked_by(error, agent_id, run_id, mission_id)
+        if isinstance(error, (int, float)) and not isinstance(error, bool):
+            timeout = error
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        while self._blocking(scope) is not None:
+        while blocked():
             if deadline is not None and loop.time() >= deadline:
                 return False
             await asyncio.sleep(poll)
         return True
+
+    def _blocked_by(
+        self,
+        error: Any,
+        agent_id: str | None,
+        run_id: str | None,
+        mission_id: str | None,
+    ) -> Callable[[], bool]:
+        """What ``wait_until_revived`` waits on, as a predicate on the in-memory view."""
+        if error is not None and not isinstance(error, PolicyViolationError):
+            if isinstance(error, bool) or not isinstance(error, (int, float)):
+                raise InvalidInputError(
+                    "error", f"must be a PolicyViolationError; got {type(error).__name__}"
+                )
+            error = None  # a timeout given positionally
+        if error is None and agent_id is None and run_id is None and mission_id is None:
+            box = _refusals.get()
+            error = self._last_refusal if box is None else box[0]
+        if error is None:
+            scope = self._scope_now(agent_id, run_id, mission_id)
+            return lambda: self._blocking(scope) is not None
+        index = self._index
+        target_type, target_id = error.target_type, error.target_id
+        if error.killed:
+            return lambda: index.get(target_type, target_id) is not None
+        # Refused for want of kill state: wait until the view is current again.
+        if self._source.strict:
+            return lambda: not self._source_answers(error.action, target_type, target_id)
+        return lambda: (
+            index.fresh_until < _INF and self._clock() > index.fresh_until
+        ) or index.get(target_type, target_id) is not None
+
+    def _source_answers(self, action: str, target_type: str, target_id: str) -> bool:
+        ids = {f"{target_type}_id": target_id} if target_type != "tool" else {}
+        return self._source.verify(action, Scope(**ids)) is CLEAR
 
     # -- checkpoints ---------------------------------------------------------------------------
 
@@ -522,10 +649,12 @@ class Guard:
             executed = {k: _count_value(c) for k, c in self._executed.items()}
             failed = {k: _count_value(c) for k, c in self._failed.items()}
             refused = dict(self._refused)
+            unavailable = dict(self._unavailable)
         return CallCounts(
             executed=sum(v for k, v in executed.items() if matches(k)),
             refused=sum(v for k, v in refused.items() if matches(k)),
             failed=sum(v for k, v in failed.items() if matches(k)),
+            unavailable=sum(v for k, v in unavailable.items() if matches(k)),
         )
 
     def flush(self, timeout: float = 5.0) -> bool:
@@ -544,10 +673,11 @@ class Guard:
     ) -> Heartbeat:
         """Report this process to the server every ``interval`` seconds until it exits.
 
-        Ids default to the guard's. A thread in sync code, a task inside a running asyncio
-        loop; at exit (and on SIGTERM left to its default action) it reports a clean exit, on
-        an unhandled exception a crash. Needs a server (``Guard(server)`` or
-        ``Guard(url, api_key=...)``).
+        Ids given here win, then those of ``agentguard.scope`` where it is started, then the
+        guard's defaults (a warning says when there is no agent id). A thread in sync code, a
+        task inside a running asyncio loop; at exit (and on SIGTERM left to its default
+        action) it reports a clean exit, on an unhandled exception a crash. Needs a server
+        (``Guard(server)`` or ``Guard(url, api_key=...)``).
         """
         if self._heartbeat is not None and self._heartbeat.running:
             raise AgentGuardError("the heartbeat is already running; call stop_heartbeat() first")
@@ -633,3 +763,38 @@ def _stale_reason(source: KillStateSource, now: float, max_staleness: float) -> 
         f"kill state is stale: last synced with {where} {age:.1f} s ago "
         f"(max_staleness {max_staleness:g} s){because}"
     )
+
+
+def _check_arguments(
+    source: Any, api_key: Any, mode: Any, bootstrap: Any, start_wait: Any
+) -> None:
+    """Reject a misconfigured guard at construction, naming the argument."""
+    if isinstance(start_wait, bool) or not isinstance(start_wait, (int, float)) or not (
+        0 <= start_wait < _INF
+    ):
+        raise InvalidInputError(
+            "start_wait", f"must be a number of seconds, 0 or more; got {start_wait!r}"
+        )
+    if isinstance(source, str):
+        if not source.strip():
+            raise InvalidInputError("url", "must be the server's URL; got an empty string")
+        if api_key is None:
+            raise InvalidInputError(
+                "api_key",
+                f"a remote guard needs an API key: Guard({source!r}, api_key=...), "
+                f"or Guard.from_env() with {API_KEY_ENV}",
+            )
+        if not isinstance(api_key, str) or not api_key.strip():
+            raise InvalidInputError("api_key", f"must be a non-empty string; got {api_key!r}")
+        return
+    for field, value, unset in (("api_key", api_key, None), ("bootstrap", bootstrap, None)):
+        if value is not unset:
+            raise InvalidInputError(
+                field,
+                "is only for a remote guard: pass the server's URL first, "
+                f"Guard(url, {field}=...), or use Guard.from_env() with {URL_ENV}",
+            )
+    if mode != "stream":
+        raise InvalidInputError(
+            "mode", f"is only for a remote guard (Guard(url, api_key=..., mode={mode!r}))"
+        )

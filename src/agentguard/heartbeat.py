@@ -23,15 +23,16 @@ import sys
 import threading
 import time
 import traceback
+import warnings
 import weakref
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from .errors import AgentGuardError, InvalidInputError
+from .errors import AgentGuardError, AgentGuardWarning, InvalidInputError
 from .records import Snapshot
-from .scope import Scope
+from .scope import Scope, current_scope
 
 if TYPE_CHECKING:
     from .guard import Guard
@@ -111,11 +112,20 @@ class Heartbeat:
         self.guard = guard
         self.interval = float(interval)
         defaults = guard._defaults or Scope()
+        context = current_scope()
         self.scope = Scope(
-            agent_id or defaults.agent_id,
-            run_id or defaults.run_id,
-            mission_id or defaults.mission_id,
+            agent_id or context.agent_id or defaults.agent_id,
+            run_id or context.run_id or defaults.run_id,
+            mission_id or context.mission_id or defaults.mission_id,
         )
+        if self.scope.agent_id is None:
+            warnings.warn(
+                "agentguard: this heartbeat names no agent, so `agentguard agents` cannot list "
+                "it: pass start_heartbeat(agent_id=...), start it inside "
+                "agentguard.scope(agent_id=...), or give Guard(agent_id=...)",
+                AgentGuardWarning,
+                stacklevel=3,
+            )
         self.last_reply: HeartbeatReply | None = None
         self.last_error: str | None = None
         self.sent = 0

@@ -90,6 +90,7 @@ class InterventionType(str, Enum):
 
     HARD_BLOCK = "HARD_BLOCK"  # a guarded call was refused
     OBSERVED = "OBSERVED"  # an observe-mode rule tripped; nothing was blocked
+    UNAVAILABLE = "UNAVAILABLE"  # refused because kill state was unavailable (no kill)
 
     def __str__(self) -> str:
         return self.value
@@ -134,10 +135,15 @@ class AuditEntry(BaseModel):
 
 
 class CallCounts(BaseModel):
-    """Guarded calls that ran, were refused, or raised."""
+    """Guarded calls that ran, were refused (by a kill or a rule), or raised.
+
+    ``unavailable`` counts calls refused because kill state was unavailable; they are not in
+    ``refused`` (nor in the fleet's refused counts, which heartbeats report from ``refused``).
+    """
 
     model_config = ConfigDict(frozen=True)
 
     executed: int = 0
     refused: int = 0
     failed: int = 0
+    unavailable: int = 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .errors import InvalidInputError
 
@@ -22,6 +22,11 @@ EMPTY_SCOPE = Scope()
 
 # One variable holding a tuple: a guarded call reads its whole scope with a single ``get``.
 _current: ContextVar[Scope] = ContextVar("agentguard_scope", default=EMPTY_SCOPE)
+
+
+# The last refusal under the innermost ``scope()``: a box shared with the threads and tasks that
+# copy the context, so ``wait_until_revived()`` finds a refusal raised in any of them.
+_refusals: ContextVar[list[Any] | None] = ContextVar("agentguard_refusals", default=None)
 
 
 def current_scope() -> Scope:
@@ -44,7 +49,9 @@ def scope(
         mission_id if mission_id is not None else outer.mission_id,
     )
     token = _current.set(inner)
+    box_token = _refusals.set([None])
     try:
         yield inner
     finally:
+        _refusals.reset(box_token)
         _current.reset(token)

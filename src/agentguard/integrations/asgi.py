@@ -101,7 +101,7 @@ class KillSwitchMiddleware:
             ids = EMPTY_SCOPE
         method = scope_.get("method", "GET") if kind == "http" else "WEBSOCKET"
         try:
-            guard.enforce(
+            await guard.enforce_async(
                 self.action,
                 agent_id=ids.agent_id,
                 run_id=ids.run_id,

@@ -84,7 +84,7 @@ class AsyncGuardedTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Refuse (raise ``PolicyViolationError``) or send through the inner transport."""
         guard = self.guard or get_guard()
-        key = guard.enforce(self.action, arguments=request)
+        key = await guard.enforce_async(self.action, arguments=request)
         try:
             return await self.inner.handle_async_request(request)
         except Exception:

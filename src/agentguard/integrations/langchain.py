@@ -102,7 +102,7 @@ class GuardedTool(wrapt.BaseObjectProxy[BaseTool]):
     async def arun(self, tool_input: Any, *args: Any, **kwargs: Any) -> Any:
         """``BaseTool.arun`` behind the kill check."""
         guard = self._self_guard or get_guard()
-        key = _admit(
+        key = await _admit_async(
             guard, self._self_on_block, self._self_name, self._self_fixed,
             kwargs.get("config"), kwargs.get("tool_call_id"), tool_input,
         )
@@ -225,7 +225,7 @@ class AgentGuardMiddleware(AgentMiddleware):
         """Check the call, then run it (or answer with the refusal)."""
         call = request.tool_call
         guard = self.guard or get_guard()
-        key = _admit(
+        key = await _admit_async(
             guard, self.on_block, call["name"], self._fixed,
             _config_of(request), call.get("id"), call.get("args"),
         )
@@ -256,10 +256,39 @@ def _admit(
     tool_call_id: str | None,
     arguments: Any,
 ) -> Any:
-    """Check one call: its count key if allowed, a ``_Refused`` answer, or raise.
+    """Check one call: its count key if allowed, a ``_Refused`` answer, or raise."""
+    try:
+        return guard.enforce(
+            name, **_ids(fixed, config), tool_call_id=tool_call_id, arguments=arguments
+        )
+    except PolicyViolationError as error:
+        if on_block == "raise":
+            raise
+        return _Refused(_refused_output(error, name, tool_call_id))
 
-    The scope is the fixed ids, then ``agentguard.scope``, then the run config.
-    """
+
+async def _admit_async(
+    guard: Guard,
+    on_block: OnBlock,
+    name: str,
+    fixed: Scope,
+    config: Mapping[str, Any] | None,
+    tool_call_id: str | None,
+    arguments: Any,
+) -> Any:
+    """``_admit`` without blocking the event loop (``Guard.enforce_async``)."""
+    try:
+        return await guard.enforce_async(
+            name, **_ids(fixed, config), tool_call_id=tool_call_id, arguments=arguments
+        )
+    except PolicyViolationError as error:
+        if on_block == "raise":
+            raise
+        return _Refused(_refused_output(error, name, tool_call_id))
+
+
+def _ids(fixed: Scope, config: Mapping[str, Any] | None) -> dict[str, str | None]:
+    """The call's ids: the fixed ones, then ``agentguard.scope``, then the run config."""
     s = current_scope()
     agent_id = fixed.agent_id or s.agent_id
     run_id = fixed.run_id or s.run_id
@@ -273,19 +302,7 @@ def _admit(
             if run_id is None:
                 thread_id = (config.get("configurable") or _EMPTY).get("thread_id")
                 run_id = _id(thread_id if thread_id is not None else metadata.get("thread_id"))
-    try:
-        return guard.enforce(
-            name,
-            agent_id=agent_id,
-            run_id=run_id,
-            mission_id=fixed.mission_id or s.mission_id,
-            tool_call_id=tool_call_id,
-            arguments=arguments,
-        )
-    except PolicyViolationError as error:
-        if on_block == "raise":
-            raise
-        return _Refused(_refused_output(error, name, tool_call_id))
+    return {"agent_id": agent_id, "run_id": run_id, "mission_id": fixed.mission_id or s.mission_id}
 
 
 def _id(value: Any) -> str | None:

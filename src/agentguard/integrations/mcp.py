@@ -94,7 +94,7 @@ class AgentGuardMiddleware:
             return _error_result(f"Error: {error}")
         guard = self.guard or get_guard()
         try:
-            key = guard.enforce(
+            key = await guard.enforce_async(
                 name,
                 agent_id=agent_id,
                 run_id=run_id,

@@ -35,7 +35,12 @@ from typing import TYPE_CHECKING, Any, Literal
 import wrapt
 
 from ..actions import get_guard
-from ..errors import InvalidInputError, PolicyViolationError, _rebuild_violation
+from ..errors import (
+    InvalidInputError,
+    KillStateUnavailableError,
+    PolicyViolationError,
+    _rebuild_violation,
+)
 from ..scope import Scope, current_scope
 
 try:
@@ -56,6 +61,7 @@ if TYPE_CHECKING:
     from ..guard import Guard
 
 __all__ = [
+    "AgentsKillStateUnavailableError",
     "AgentsPolicyViolationError",
     "GuardedInvoker",
     "guard_tool",
@@ -73,6 +79,10 @@ class AgentsPolicyViolationError(PolicyViolationError, AgentsException):
     def __reduce__(self) -> Any:
         state = {k: v for k, v in self.__dict__.items() if k != "run_data"}
         return (_rebuild_violation, (state,))
+
+
+class AgentsKillStateUnavailableError(AgentsPolicyViolationError, KillStateUnavailableError):
+    """A ``KillStateUnavailableError`` the Agents SDK lets out of ``Runner.run`` unwrapped."""
 
 
 class GuardedInvoker(wrapt.BaseObjectProxy[Any]):
@@ -96,7 +106,9 @@ class GuardedInvoker(wrapt.BaseObjectProxy[Any]):
         """Check the call, then invoke the tool (or answer with the refusal)."""
         guard = self._self_guard or get_guard()
         try:
-            key = _enforce(guard, self._self_fixed, ctx, getattr(ctx, "agent", None), input)
+            key = await _enforce(
+                guard, self._self_fixed, ctx, getattr(ctx, "agent", None), input
+            )
         except PolicyViolationError as error:
             if self._self_on_block == "message":
                 return f"Error: {error}"
@@ -181,10 +193,12 @@ def kill_switch_guardrail(
     _check_on_block(on_block)
     fixed = Scope(agent_id, run_id, mission_id)
 
-    def agentguard_kill_switch(data: ToolInputGuardrailData) -> ToolGuardrailFunctionOutput:
+    async def agentguard_kill_switch(
+        data: ToolInputGuardrailData,
+    ) -> ToolGuardrailFunctionOutput:
         ctx = data.context
         try:
-            _enforce(guard or get_guard(), fixed, ctx, data.agent, ctx.tool_arguments)
+            await _enforce(guard or get_guard(), fixed, ctx, data.agent, ctx.tool_arguments)
         except PolicyViolationError as error:
             if on_block == "message":
                 return ToolGuardrailFunctionOutput.reject_content(
@@ -199,8 +213,11 @@ def kill_switch_guardrail(
     )
 
 
-def _enforce(guard: Guard, fixed: Scope, ctx: ToolContext[Any], agent: Any, arguments: Any) -> Any:
-    """Resolve the scope (fixed, then ``agentguard.scope``, then the run) and check."""
+async def _enforce(
+    guard: Guard, fixed: Scope, ctx: ToolContext[Any], agent: Any, arguments: Any
+) -> Any:
+    """Resolve the scope (fixed, then ``agentguard.scope``, then the run) and check without
+    blocking the event loop."""
     s = current_scope()
     agent_id = fixed.agent_id or s.agent_id
     if agent_id is None and agent is not None:
@@ -209,7 +226,7 @@ def _enforce(guard: Guard, fixed: Scope, ctx: ToolContext[Any], agent: Any, argu
     if run_id is None:
         run_config = getattr(ctx, "run_config", None)
         run_id = getattr(run_config, "group_id", None) or None
-    return guard.enforce(
+    return await guard.enforce_async(
         ctx.tool_name,
         agent_id=agent_id,
         run_id=run_id,
@@ -221,7 +238,10 @@ def _enforce(guard: Guard, fixed: Scope, ctx: ToolContext[Any], agent: Any, argu
 
 def _pass_through(error: PolicyViolationError) -> None:
     """Make the error the subclass the SDK re-raises instead of wrapping in ``UserError``."""
-    error.__class__ = AgentsPolicyViolationError
+    unavailable = isinstance(error, KillStateUnavailableError)
+    error.__class__ = (
+        AgentsKillStateUnavailableError if unavailable else AgentsPolicyViolationError
+    )
     error.run_data = None  # type: ignore[attr-defined]
 
 

@@ -23,7 +23,7 @@ TargetTypeName = Literal["agent", "run", "mission", "tool"]
 ScopeName = Literal["admin", "operator", "agent", "read"]
 AuditAction = Literal["kill", "revive", "key.create", "key.revoke", "interventions.dropped"]
 AuditTargetType = Literal["agent", "run", "mission", "tool", "api_key"]
-InterventionTypeName = Literal["HARD_BLOCK", "OBSERVED"]
+InterventionTypeName = Literal["HARD_BLOCK", "OBSERVED", "UNAVAILABLE"]
 
 # No NUL characters anywhere (PostgreSQL text cannot hold them); ids need one visible character.
 _NO_NUL = r"^[^\x00]*$"

@@ -804,6 +804,7 @@
       if (item.run_id) scope.push("run " + item.run_id);
       if (item.mission_id) scope.push("mission " + item.mission_id);
       if (item.instance_id) scope.push("instance " + item.instance_id);
+      var unavailable = item.type === "UNAVAILABLE"; // refused without a kill: not a block
       list.append(
         el(
           "li",
@@ -811,10 +812,13 @@
           el(
             "div",
             { class: "feed-head" },
-            el("span", { class: "badge block", text: item.type === "HARD_BLOCK" ? "Blocked" : item.type }),
+            el("span", {
+              class: unavailable ? "badge unavailable" : "badge block",
+              text: item.type === "HARD_BLOCK" ? "Blocked" : unavailable ? "Unavailable" : item.type,
+            }),
             " ",
             el("code", { class: "action", text: item.action }),
-            el("span", { class: "muted", text: "blocked by" }),
+            el("span", { class: "muted", text: unavailable ? "refused, no kill state for" : "blocked by" }),
             targetNode(item.target_type, item.target_id),
             el("span", { class: "feed-time" }, timeNode(item.occurred_at))
           ),
