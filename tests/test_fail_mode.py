@@ -63,7 +63,10 @@ def test_fresh_view_allows_and_stale_view_refuses_when_closed() -> None:
     assert iv.kill_switch_id is None and "stale" in (iv.reason or "")
     source.sync()
     assert act() == 1
-    assert guard.counts().model_dump() == {"executed": 2, "refused": 1, "failed": 0}
+    # Refused for want of kill state: counted apart from refusals by a kill.
+    assert guard.counts().model_dump() == {
+        "executed": 2, "refused": 0, "failed": 0, "unavailable": 1
+    }
 
 
 def test_stale_view_allows_loudly_when_open(caplog: pytest.LogCaptureFixture) -> None:

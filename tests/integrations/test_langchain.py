@@ -149,7 +149,9 @@ async def test_invoke_and_ainvoke_allowed_refused_revived(
 
         guard.revive("agent", "support-bot")
         assert guarded.invoke(ARGS[name])
-    assert guard.counts(action=name).model_dump() == {"executed": 3, "refused": 2, "failed": 0}
+    assert guard.counts(action=name).model_dump() == {
+        "executed": 3, "refused": 2, "failed": 0, "unavailable": 0
+    }
 
 
 async def test_every_runnable_entry_point_is_guarded(make_guard: MakeGuard) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
 
 class TcpProxy:
@@ -18,6 +19,7 @@ class TcpProxy:
         self._lock = threading.Lock()
         self.silent = threading.Event()  # set: hold connections open but forward nothing
         self.refusing = False
+        self.delay = 0.0  # seconds each chunk from upstream is held back (a slow server)
         self.connections = 0
         self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
@@ -40,9 +42,10 @@ class TcpProxy:
                 self._sockets += [client, upstream]
                 self.connections += 1
             for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+                args = (a, b, a is upstream)
+                threading.Thread(target=self._pump, args=args, daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, answers: bool = False) -> None:
         try:
             while True:
                 data = src.recv(65536)
@@ -50,6 +53,8 @@ class TcpProxy:
                     break
                 if self.silent.is_set():
                     continue  # swallow: the peer sees a live but silent connection
+                if answers and self.delay:
+                    time.sleep(self.delay)
                 dst.sendall(data)
         except OSError:
             pass
