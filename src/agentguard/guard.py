@@ -147,11 +147,13 @@ class Guard:
         self._unavailable: dict[_CountKey, int] = {}
         self._last_refusal: PolicyViolationError | None = None  # outside any scope()
         if start_wait and bootstrap is None and not self.wait_until_synced(start_wait):
+            error = getattr(self._source, "last_error", None)
             logger.warning(
-                "agentguard: no kill state from %s within start_wait=%g s; guarded calls are "
+                "agentguard: no kill state from %s within start_wait=%g s%s; guarded calls are "
                 "%s until it arrives",
                 getattr(self._source, "url", "the server"),
                 start_wait,
+                f" ({error})" if error else "",
                 "refused" if fail_mode == "closed" else "allowed (fail_mode='open')",
             )
 
