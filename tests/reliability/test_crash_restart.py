@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import bisect
 import json
-import os
 import subprocess
 import sys
 import time
@@ -25,8 +24,10 @@ from typing import Any
 
 import httpx
 import pytest
-from harness import bearer, restart_postgres
+from harness import bearer
 from reliability_harness import TOGGLES, Uvicorn, keys_for
+
+from pg_cluster import PrivateCluster
 
 AGENTS = 3
 TARGET = {"target_type": "agent", "target_id": "bot"}
@@ -329,18 +330,15 @@ def test_server_sigkilled_and_restarted_under_load(
 
 
 @pytest.mark.postgres
-@pytest.mark.skipif(
-    not os.path.isdir("/etc/postgresql"), reason="needs a local PostgreSQL cluster to restart"
-)
 def test_postgres_restarted_under_load(
-    make_postgres_url: Callable[[], str],
+    private_postgres: PrivateCluster,
     start_uvicorn: Callable[..., Uvicorn],
     run_agents: Callable[..., list[Agent]],
     tmp_path: Path,
 ) -> None:
-    url = make_postgres_url()
+    url = private_postgres.create_database()
     keys = keys_for(url, "org_a", admin=["admin"], agent=["agent"])
     server = start_uvicorn(url)
 
-    exercise(server, keys, run_agents, tmp_path, restart_postgres)
+    exercise(server, keys, run_agents, tmp_path, private_postgres.restart)
     assert "lost the PostgreSQL change listener" in server.output()  # the restart was felt
