@@ -11,6 +11,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -22,7 +23,6 @@ from agentguard.client import Client, DatabaseUnavailableError, StreamEvent
 from cli_harness import run as run_cli
 from pg_cluster import PrivateCluster
 
-pytestmark = pytest.mark.postgres
 UNAVAILABLE = "the server's database is unavailable"
 
 
@@ -61,6 +61,7 @@ def live(start_process: Callable[..., Process], private_postgres: PrivateCluster
     return start_live(start_process, private_postgres.create_database())
 
 
+@pytest.mark.postgres
 def test_a_stopped_database_gets_503_while_check_and_the_stream_serve_from_the_index(
     live: Live, private_postgres: PrivateCluster
 ) -> None:
@@ -117,6 +118,7 @@ def test_a_stopped_database_gets_503_while_check_and_the_stream_serve_from_the_i
     assert "Traceback" not in log, log
 
 
+@pytest.mark.postgres
 def test_a_checkpoint_waits_out_a_database_restart(
     live: Live, private_postgres: PrivateCluster
 ) -> None:
@@ -145,6 +147,7 @@ def test_a_checkpoint_waits_out_a_database_restart(
         guard.close()
 
 
+@pytest.mark.postgres
 def test_a_checkpoint_gives_up_after_its_bound_with_a_clear_error(
     live: Live, private_postgres: PrivateCluster
 ) -> None:
@@ -160,3 +163,24 @@ def test_a_checkpoint_gives_up_after_its_bound_with_a_clear_error(
     finally:
         private_postgres.start()
         guard.close()
+
+
+def test_only_unreachability_is_a_503_not_a_bug(tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    from agentguard.server.database import Database, is_unavailable
+    from agentguard.server.problems import from_exception
+
+    database = Database(f"sqlite:///{tmp_path / 'a.db'}")
+    try:
+        with pytest.raises(Exception) as bug, database.read() as conn:
+            conn.execute(text("SELECT * FROM no_such_table"))
+        assert not is_unavailable(bug.value) and from_exception(bug.value) is None  # a 500
+    finally:
+        database.dispose()
+    gone = Database(f"sqlite:///{tmp_path / 'missing' / 'dir' / 'a.db'}")
+    with pytest.raises(Exception) as away, gone.read() as conn:
+        conn.execute(text("SELECT 1"))
+    error = from_exception(away.value)
+    assert error is not None and error.status == 503
+    assert error.response().headers["retry-after"].isdigit()
