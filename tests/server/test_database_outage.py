@@ -85,7 +85,10 @@ def test_a_stopped_database_gets_503_while_check_and_the_stream_serve_from_the_i
         killed = live.kill("during")
         assert killed.status_code == 503 and killed.json()["error"] == "database_unavailable"
 
-        # /check and new streams: from the index.
+        # /check, /state (polling guards) and new streams: from the index.
+        state = httpx.get(f"{live.url}/api/v1/kill-switch/state", headers=bearer(live.agent))
+        assert state.status_code == 200, state.text
+        assert {ks["target_id"] for ks in state.json()["active"]} == {"before"}
         answer = httpx.get(f"{live.url}/api/v1/kill-switch/check", params=check,
                            headers=bearer(live.agent))  # fmt: skip
         assert answer.status_code == 200 and answer.json()["is_killed"] is True

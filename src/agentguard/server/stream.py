@@ -349,7 +349,9 @@ async def _snapshot(server: KillSwitchServer, org: str) -> Snapshot:
         if not is_unavailable(exc):
             raise
         server.database.outage.began(exc)
-    index = server.index(org)  # loaded when the stream was accepted
+    # Loaded already for a stream (when it was accepted); for /state perhaps not, then this
+    # raises the outage again, answered 503.
+    index = await run_in_threadpool(server.index, org)
     with index.changed:  # the index's write lock: its contents and version of one moment
         return Snapshot(organization_id=org, version=index.version, active=index.active())
 
