@@ -3,6 +3,9 @@
 PostgreSQL tests skip with a reason when no server answers, unless
 ``AGENTGUARD_REQUIRE_POSTGRES=1`` (set by CI), which turns the skip into a failure.
 The same holds for Chromium and ``AGENTGUARD_REQUIRE_BROWSER=1``.
+
+Tests that stop or restart PostgreSQL use ``private_postgres``, a cluster of their own (see
+pg_cluster.py), never the shared one: restarting that broke concurrent runs and its other users.
 """
 
 from __future__ import annotations
@@ -12,9 +15,12 @@ import shutil
 import socket
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from pg_cluster import PrivateCluster, find_bindir
 
 if TYPE_CHECKING:
     from agentguard.server import KillSwitchServer
@@ -45,6 +51,20 @@ def require_postgres() -> None:
     if _required("AGENTGUARD_REQUIRE_POSTGRES"):
         pytest.fail(f"{message} and AGENTGUARD_REQUIRE_POSTGRES is set")
     pytest.skip(f"{message} (set AGENTGUARD_TEST_PG_HOST/PORT to point at one)")
+
+
+def require_postgres_binaries() -> Path:
+    """The directory of initdb and pg_ctl; skip when missing, or fail if PostgreSQL is required."""
+    bindir = find_bindir()
+    if bindir is not None:
+        return bindir
+    message = (
+        "PostgreSQL's initdb and pg_ctl were not found (in AGENTGUARD_TEST_PG_BINDIR, "
+        "/usr/lib/postgresql/*/bin or the PATH), so no private cluster can be made"
+    )
+    if _required("AGENTGUARD_REQUIRE_POSTGRES"):
+        pytest.fail(f"{message} and AGENTGUARD_REQUIRE_POSTGRES is set")
+    pytest.skip(f"{message} (apt-get install postgresql)")
 
 
 def require_browser() -> str:
@@ -104,6 +124,30 @@ def make_postgres_url() -> Iterator[Callable[[], str]]:
     ) as conn:
         for name in created:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def _private_cluster() -> Iterator[PrivateCluster]:
+    cluster = PrivateCluster(require_postgres_binaries())
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.remove()
+
+
+@pytest.fixture
+def private_postgres(_private_cluster: PrivateCluster) -> Iterator[PrivateCluster]:
+    """A PostgreSQL cluster of this test run alone, which the test may stop and restart.
+
+    One per session (initdb takes a second or two), running when each test starts and left
+    running after it; ``create_database()`` gives a fresh database on it.
+    """
+    if not _private_cluster.running:
+        _private_cluster.start()
+    yield _private_cluster
+    if not _private_cluster.running:
+        _private_cluster.start()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -12,7 +12,8 @@ Failures raise agentguard's own errors: :class:`AlreadyKilledError` (409 on kill
 :class:`NotKilledError` (404 on revive and acks), :class:`NotFoundError` and
 :class:`ConflictError` (other 404 and 409), :class:`AuthenticationError` (401),
 :class:`PermissionDeniedError` (403), :class:`InvalidInputError` naming the field (400, 413, 422),
-:class:`ServerUnreachableError` with the URL tried, and :class:`AgentGuardError` for the rest.
+:class:`ServerUnreachableError` with the URL tried, :class:`DatabaseUnavailableError` (503 while
+the server's database is unreachable) and :class:`AgentGuardError` for the rest.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ __all__ = [
     "ApiKeyCreated",
     "Client",
     "ConflictError",
+    "DatabaseUnavailableError",
     "InstanceAck",
     "NotFoundError",
     "Page",
@@ -75,6 +77,19 @@ class ServerUnreachableError(AgentGuardError):
         super().__init__(f"cannot reach the agentguard server at {url}: {reason}")
         self.url = url
         self.reason = reason
+
+
+class DatabaseUnavailableError(AgentGuardError):
+    """The server is up but its database is not (HTTP 503): retry after ``retry_after`` s."""
+
+    def __init__(self, url: str, retry_after: float | None = None) -> None:
+        wait = f"retry in {retry_after:g} s" if retry_after else "retry in a few seconds"
+        super().__init__(
+            f"{url}: the server's database is unavailable (HTTP 503); {wait}. The server keeps "
+            "answering /check and the change stream from memory meanwhile"
+        )
+        self.url = url
+        self.retry_after = retry_after
 
 
 # -- answers -------------------------------------------------------------------------------------
@@ -524,6 +539,15 @@ def _body(response: httpx.Response) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
+def _retry_after(response: httpx.Response) -> float | None:
+    """The ``Retry-After`` seconds of an answer (not the HTTP-date form), if any."""
+    try:
+        seconds = float(response.headers.get("retry-after", ""))
+    except ValueError:
+        return None
+    return seconds if 0 <= seconds <= 3600 else None
+
+
 def _is_ours(response: httpx.Response) -> bool:
     """Whether an error answer has agentguard's error shape (not some other server's page)."""
     body = _body(response)
@@ -540,6 +564,13 @@ def raise_for_status(response: httpx.Response, url: str) -> None:
     status = response.status_code
     if status < 400:
         return
+    if status == 503 and _body(response).get("error") == "database_unavailable":
+        raise DatabaseUnavailableError(url, _retry_after(response))
+    if status >= 500 and not _is_ours(response):  # the server (or a proxy before it) failed
+        raise AgentGuardError(
+            f"{url} answered HTTP {status} {response.reason_phrase}: the server failed "
+            "(its log says why)"
+        )
     if not _is_ours(response):
         raise AgentGuardError(
             f"{url} answered HTTP {status} {response.reason_phrase}, not an agentguard error; "

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict
 
 from .errors import AgentGuardError, AgentGuardWarning, InvalidInputError
 from .records import Snapshot
+from .retries import RETRY_FOR, call_with_retries, is_transient
 from .scope import Scope, current_scope
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ Status = Literal["running", "exited", "crashed"]
 Health = Literal["active", "stale", "crashed", "killed", "exited"]
 MAX_ERROR_LENGTH = 2000
 FINAL_TIMEOUT = 5.0  # seconds the last heartbeat (exited/crashed) may take
+FINAL_RETRY_FOR = 2.0  # of which retrying while the server or its database is away
 
 
 class HeartbeatReport(BaseModel):
@@ -161,6 +163,7 @@ class Heartbeat:
 
     def stop(self, status: Status = "exited", error: str | None = None) -> HeartbeatReply | None:
         """Stop beating and send a last heartbeat with ``status``; safe to call twice."""
+        self._stop.set()  # first: a beat retrying through an outage gives up now
         with self._send_lock:
             if self._finished:
                 return None
@@ -204,13 +207,25 @@ class Heartbeat:
         )
 
     def _send(self, status: Status, error: str | None) -> HeartbeatReply | None:
+        # While the server or its database is away a beat is retried with backoff until the
+        # next one is due (the last one, at exit, for FINAL_RETRY_FOR s), then given up:
+        # logged when the failures start, not for every beat.
+        final = status != "running"
+        retry_for = FINAL_RETRY_FOR if final else min(self.interval, RETRY_FOR)
         try:
             with self._send_lock:
-                reply = self.guard.source.heartbeat(self.report(status, error))
+                reply = call_with_retries(
+                    lambda: self.guard.source.heartbeat(self.report(status, error)),
+                    what="heartbeat",
+                    retry_for=retry_for,
+                    stop=None if final else self._stop,
+                    log=self.last_error is None,
+                )
                 self.sent += 1
         except Exception as exc:  # a heartbeat must never break the agent
+            if self.last_error is None or not is_transient(exc):
+                logger.warning("agentguard: heartbeat failed: %s", exc)
             self.last_error = str(exc)
-            logger.warning("agentguard: heartbeat failed: %s", exc)
             return None
         self.last_error = None
         self.last_reply = reply

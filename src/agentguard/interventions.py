@@ -10,9 +10,12 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 
+from .errors import AgentGuardError
 from .records import Intervention
 
 logger = logging.getLogger("agentguard")
+
+STILL_FAILING_AFTER = 60.0  # seconds of failed deliveries before an error is logged (once)
 
 InterventionSink = Callable[[list[Intervention], int], None]
 """Called with a batch and how many interventions were dropped since the last accepted batch."""
@@ -121,7 +124,12 @@ class InterventionRecorder:
             self._cond.wait(remaining)
 
     def _run(self) -> None:
+        # The loop keeps its own backoff rather than tenacity's: it waits on the buffer's
+        # condition (a flush or close cuts the wait short) and keeps retrying without a bound,
+        # since giving up would lose interventions. Failures are logged once, not per attempt.
         backoff = 0.5
+        failing_since: float | None = None
+        complained = False
         while True:
             with self._cond:
                 while not self._buffer and not self._closed:
@@ -138,13 +146,30 @@ class InterventionRecorder:
                 dropped = self._dropped_unreported
             try:
                 self._sink(batch, dropped)
-            except Exception:
-                logger.warning(
-                    "agentguard: could not deliver %d interventions; retrying in %.1f s",
+            except Exception as exc:
+                now = time.monotonic()
+                expected = isinstance(exc, AgentGuardError)  # the server said no, or is away
+                # Logged once (then at debug level) for the server being away or refusing;
+                # with its traceback every time for anything else, which is a bug.
+                logger.log(
+                    logging.WARNING if failing_since is None or not expected else logging.DEBUG,
+                    "agentguard: could not deliver %d interventions (%s); keeping them and "
+                    "retrying in %.1f s",
                     len(batch),
+                    exc,
                     backoff,
-                    exc_info=True,
+                    exc_info=not expected,
                 )
+                failing_since = failing_since or now
+                if not complained and now - failing_since > STILL_FAILING_AFTER:
+                    complained = True
+                    logger.error(
+                        "agentguard: interventions undelivered for %.0f s (%s); %d kept, "
+                        "still retrying",
+                        now - failing_since,
+                        exc,
+                        len(self._buffer) + len(batch),
+                    )
                 with self._cond:
                     self._buffer.extendleft(reversed(batch))
                     self._in_flight = 0
@@ -152,7 +177,12 @@ class InterventionRecorder:
                     self._pause(backoff)
                 backoff = min(backoff * 2, 30.0)
                 continue
-            backoff = 0.5
+            if failing_since is not None:
+                logger.warning(
+                    "agentguard: interventions delivered again after %.1f s",
+                    time.monotonic() - failing_since,
+                )
+            backoff, failing_since, complained = 0.5, None, False
             with self._cond:
                 self._dropped_unreported -= dropped
                 self.sent += len(batch)

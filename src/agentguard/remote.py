@@ -32,6 +32,7 @@ from .heartbeat import HeartbeatReply, HeartbeatReport
 from .index import KillIndex
 from .interventions import InterventionRecorder
 from .records import Intervention, KillChange, KillStatus, Snapshot
+from .retries import RETRY_FOR, call_with_retries
 from .scope import Scope
 from .sources import CLEAR, KillStateSource, Verdict
 from .targets import validate_target
@@ -282,7 +283,14 @@ class RemoteSource(KillStateSource):
                 response = self._http.post("/kill-switch/ack", json=body)
                 raise_for_status(response, self.url)
             except (httpx.HTTPError, AgentGuardError) as exc:
-                logger.warning("agentguard: could not acknowledge version %d: %s", version, exc)
+                # Retried with backoff until it lands (a newer version replaces it): logged
+                # when the failures start, then only at debug level.
+                logger.log(
+                    logging.WARNING if backoff.attempt == 0 else logging.DEBUG,
+                    "agentguard: could not acknowledge version %d: %s; retrying with backoff",
+                    version,
+                    exc,
+                )
                 self._stop.wait(backoff.next_delay())
                 self._ack_event.set()  # try again with whatever is newest then
                 continue
@@ -394,19 +402,33 @@ class RemoteSource(KillStateSource):
         raise_for_status(response, self.url)
         return HeartbeatReply.model_validate_json(response.content)
 
+    # Checkpoints retry while the server or its database is away (for ``retry_for`` seconds),
+    # so an outage of a few seconds does not become an exception in the agent.
+    retry_for = RETRY_FOR
+
     def save_checkpoint(self, key: str, state_json: str) -> None:
         content = b'{"state":' + state_json.encode() + b"}"
-        response = self._http.put(
-            _checkpoint_path(key), content=content, headers={"Content-Type": "application/json"}
-        )
-        raise_for_status(response, self.url)
+        path = _checkpoint_path(key)
+
+        def put() -> None:
+            response = self._http.put(
+                path, content=content, headers={"Content-Type": "application/json"}
+            )
+            raise_for_status(response, self.url)
+
+        call_with_retries(put, what=f"saving checkpoint {key!r}", retry_for=self.retry_for)
 
     def load_checkpoint(self, key: str) -> str | None:
-        response = self._http.get(_checkpoint_path(key))
-        if response.status_code == 404:
-            return None
-        raise_for_status(response, self.url)
-        return json.dumps(response.json()["state"])
+        path = _checkpoint_path(key)
+
+        def get() -> str | None:
+            response = self._http.get(path)
+            if response.status_code == 404:
+                return None
+            raise_for_status(response, self.url)
+            return json.dumps(response.json()["state"])
+
+        return call_with_retries(get, what=f"loading checkpoint {key!r}", retry_for=self.retry_for)
 
     def make_recorder(self) -> InterventionRecorder:
         return InterventionRecorder(

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import bisect
 import json
-import os
 import subprocess
 import sys
 import time
@@ -25,8 +24,10 @@ from typing import Any
 
 import httpx
 import pytest
-from harness import bearer, restart_postgres
+from harness import bearer
 from reliability_harness import TOGGLES, Uvicorn, keys_for
+
+from pg_cluster import PrivateCluster
 
 AGENTS = 3
 TARGET = {"target_type": "agent", "target_id": "bot"}
@@ -156,17 +157,19 @@ class Agent:
 
 
 @pytest.fixture
-def run_agents(tmp_path: Path) -> Iterator[Callable[[str, str], list[Agent]]]:
-    """Factory: start AGENTS agent processes against a server; each has answered "ready"."""
+def run_agents(tmp_path: Path) -> Iterator[Callable[..., list[Agent]]]:
+    """Factory: ``run(url, key, checkpoint_every=0.0)`` starts AGENTS agent processes against a
+    server; each has answered "ready"."""
     stop_file = tmp_path / "stop"
     started: list[Agent] = []
 
-    def run(url: str, key: str) -> list[Agent]:
+    def run(url: str, key: str, checkpoint_every: float = 0.0) -> list[Agent]:
         for i in range(AGENTS):
             instance = f"agent-{i}"
             out = tmp_path / f"{instance}.json"
+            argv = [url, key, instance, str(out), str(stop_file), str(checkpoint_every)]
             popen = subprocess.Popen(
-                [sys.executable, str(AGENT_SCRIPT), url, key, instance, str(out), str(stop_file)],
+                [sys.executable, str(AGENT_SCRIPT), *argv],
                 stdout=subprocess.PIPE,
                 stderr=(tmp_path / f"{instance}.log").open("w"),
                 text=True,
@@ -215,11 +218,11 @@ def wait_until_registered(operator: Operator) -> None:
 
 def exercise(
     server: Uvicorn, keys: dict[str, str], run_agents: Callable[..., list[Agent]],
-    tmp_path: Path, fault: Callable[[], None],
-) -> None:  # fmt: skip
+    tmp_path: Path, fault: Callable[[], None], checkpoint_every: float = 0.0,
+) -> dict[str, dict[str, Any]]:  # fmt: skip
     """The whole scenario: agents, TOGGLES kill/revive cycles with ``fault`` in the middle,
-    a last kill, then every check."""
-    agents = run_agents(server.url, keys["agent"])
+    a last kill, then every check; returns the agents' reports."""
+    agents = run_agents(server.url, keys["agent"], checkpoint_every)
     operator = Operator(server.url, keys["admin"], AGENTS)
     wait_until_registered(operator)
     for i in range(TOGGLES):
@@ -237,6 +240,7 @@ def exercise(
     check_no_call_began_after_an_acknowledged_kill(operator.changes, reports, stopped)
     check_no_change_lost_or_doubled(operator, final)
     check_interventions_equal_refusals(operator, reports)
+    return reports
 
 
 def check_no_call_began_after_an_acknowledged_kill(
@@ -329,18 +333,56 @@ def test_server_sigkilled_and_restarted_under_load(
 
 
 @pytest.mark.postgres
-@pytest.mark.skipif(
-    not os.path.isdir("/etc/postgresql"), reason="needs a local PostgreSQL cluster to restart"
-)
 def test_postgres_restarted_under_load(
-    make_postgres_url: Callable[[], str],
+    private_postgres: PrivateCluster,
     start_uvicorn: Callable[..., Uvicorn],
     run_agents: Callable[..., list[Agent]],
     tmp_path: Path,
 ) -> None:
-    url = make_postgres_url()
+    url = private_postgres.create_database()
     keys = keys_for(url, "org_a", admin=["admin"], agent=["agent"])
     server = start_uvicorn(url)
 
-    exercise(server, keys, run_agents, tmp_path, restart_postgres)
+    exercise(server, keys, run_agents, tmp_path, private_postgres.restart)
     assert "lost the PostgreSQL change listener" in server.output()  # the restart was felt
+
+
+@pytest.mark.postgres
+def test_postgres_stopped_for_10_s_under_load(
+    private_postgres: PrivateCluster,
+    start_uvicorn: Callable[..., Uvicorn],
+    run_agents: Callable[..., list[Agent]],
+    tmp_path: Path,
+) -> None:
+    """The database away for 10 s while agents call, refuse, heartbeat and checkpoint: no
+    agent crashes, no refusal is lost, the kill holds, and the server says so once."""
+    url = private_postgres.create_database()
+    keys = keys_for(url, "org_a", admin=["admin"], agent=["agent"])
+    server = start_uvicorn(url)
+    during: list[httpx.Response] = []
+
+    def outage() -> None:
+        private_postgres.stop()
+        try:
+            ends = time.monotonic() + 10
+            while time.monotonic() < ends:  # the agents keep calling (refused: killed)
+                during.append(
+                    httpx.get(f"{server.url}/api/v1/interventions", headers=bearer(keys["admin"]))
+                )
+                time.sleep(0.5)
+        finally:
+            private_postgres.start()
+
+    reports = exercise(server, keys, run_agents, tmp_path, outage, checkpoint_every=0.2)
+
+    assert during and all(r.status_code == 503 for r in during), [r.status_code for r in during]
+    assert {r.json()["error"] for r in during} == {"database_unavailable"}
+    assert all(r.headers["retry-after"].isdigit() for r in during)
+    with httpx.Client(base_url=server.url, headers=bearer(keys["agent"])) as client:
+        for instance, report in reports.items():  # every agent checkpointed through it all
+            assert report["checkpoints"] > 10, report["checkpoints"]
+            state = client.get(f"/api/v1/checkpoints/{instance}").json()["state"]
+            assert state == {"calls": len(report["calls"])}
+    output = server.output()
+    assert output.count("the database is unavailable") == 1, output
+    assert "Traceback" not in output, output

@@ -77,6 +77,7 @@ def test_error_responses_are_documented(document: dict[str, Any]) -> None:
         "409",
         "413",
         "422",
+        "503",
     }
     assert codes("post", "/api/v1/kill-switch/revive") == {
         "200",
@@ -86,9 +87,19 @@ def test_error_responses_are_documented(document: dict[str, Any]) -> None:
         "404",
         "413",
         "422",
+        "503",
     }
-    assert codes("get", "/api/v1/kill-switch/check") == {"200", "401", "403", "422"}
-    assert codes("delete", "/api/v1/keys/{key_id}") == {"200", "401", "403", "404", "409", "422"}
+    # 503: the database is unreachable (/check too, for a key this process has not seen yet).
+    assert codes("get", "/api/v1/kill-switch/check") == {"200", "401", "403", "422", "503"}
+    assert codes("delete", "/api/v1/keys/{key_id}") == {
+        "200",
+        "401",
+        "403",
+        "404",
+        "409",
+        "422",
+        "503",
+    }
     schemas = document["components"]["schemas"]
     assert set(schemas["ErrorResponse"]["required"]) == {"error", "detail"}
     check = schemas["CheckResponse"]

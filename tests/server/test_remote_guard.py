@@ -15,11 +15,12 @@ from typing import Any
 
 import httpx
 import pytest
-from harness import Process, bearer, deadline_poll, free_port, restart_postgres
+from harness import Process, bearer, deadline_poll, free_port
 from live import Live, start_live
 from tcpproxy import TcpProxy
 
 from agentguard import AgentGuardWarning, Guard, PolicyViolationError, scope
+from pg_cluster import PrivateCluster
 
 GuardFactory = Callable[..., Guard]
 
@@ -377,22 +378,19 @@ def test_a_kill_through_one_replica_reaches_guards_of_another(
 
 
 @pytest.mark.postgres
-@pytest.mark.skipif(
-    not os.path.isdir("/etc/postgresql"), reason="needs a local PostgreSQL cluster to restart"
-)
 def test_postgres_restarted_under_two_replicas(
     start_process: Callable[..., Process],
-    make_postgres_url: Callable[[], str],
+    private_postgres: PrivateCluster,
     make_guard: GuardFactory,
 ) -> None:
-    url = make_postgres_url()
+    url = private_postgres.create_database()
     a = start_live(start_process, url)
     b = start_live(start_process, url, keys=False).with_keys_of(a)
     on_b = make_guard(b.url, b.agent, max_staleness=60)
     assert on_b.wait_until_synced(5)
     a.kill("before")
     assert deadline_poll(lambda: refuses(on_b, "before"), 5)
-    restart_postgres()
+    private_postgres.restart()
     # The replicas reconnect (pool and LISTEN) and resync; kills made after the restart, through
     # either replica, reach the guard on the other one.
     assert deadline_poll(lambda: a.kill("after").status_code == 200, 30)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 import threading
 import time
@@ -11,10 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import StaticPool
 
 from ..errors import InvalidInputError
+
+logger = logging.getLogger("agentguard.server")
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # Any constant shared by every agentguard process: serialises concurrent upgrades on PostgreSQL.
@@ -22,6 +26,79 @@ _MIGRATION_LOCK_KEY = 0x61677264
 SQLITE_BUSY_TIMEOUT = 30.0
 # Our own Alembic version table, so a host app's Alembic history stays separate.
 VERSION_TABLE = "agentguard_alembic_version"
+# Seconds a 503 asks clients to wait while the database is unreachable (a restart or failover).
+RETRY_AFTER = 2
+# SQLite errors that say "not now" rather than "bug": the file is locked, gone, or failing.
+_SQLITE_UNAVAILABLE = ("database is locked", "unable to open database file", "disk i/o error")
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database cannot be reached now (answered 503), not a bug.
+
+    PostgreSQL: any operational or interface error (refused or dropped connections, a server
+    shutting down or starting up); a pool with no connection free in time. SQLite: a lock held
+    past the busy timeout, a file that cannot be opened, an I/O error.
+    """
+    if isinstance(exc, sa_exc.TimeoutError):  # the pool had no connection free in time
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        if isinstance(exc.orig, sqlite3.Error):
+            return any(sign in str(exc.orig).lower() for sign in _SQLITE_UNAVAILABLE)
+        return isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError))
+    if type(exc).__module__.startswith("psycopg"):  # the LISTEN thread's raw connection
+        import psycopg
+
+        return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
+    return False
+
+
+def describe(exc: BaseException) -> str:
+    """One line saying why the database is unavailable (no SQL, no traceback)."""
+    cause = getattr(exc, "orig", None) or exc
+    first = (str(cause).strip().splitlines() or [""])[0]
+    return f"{type(cause).__name__}: {first}" if first else type(cause).__name__
+
+
+class Outage:
+    """Whether the database is unreachable: logged once when that starts and once when it ends,
+    not a traceback per request."""
+
+    def __init__(self) -> None:
+        self._since: float | None = None
+        self._lock = threading.Lock()
+        self.count = 0  # outages seen
+
+    @property
+    def ongoing(self) -> bool:
+        return self._since is not None
+
+    def began(self, exc: BaseException) -> None:
+        """A request or background task found the database unreachable."""
+        if self._since is not None:
+            return
+        with self._lock:
+            if self._since is not None:
+                return
+            self._since = time.monotonic()
+            self.count += 1
+        logger.warning(
+            "agentguard: the database is unavailable (%s); answering 503 with Retry-After "
+            "until it is back (/check and the stream keep serving from the index)",
+            describe(exc),
+        )
+
+    def ended(self) -> None:
+        """A transaction succeeded (cheap when there was no outage)."""
+        if self._since is None:
+            return
+        with self._lock:
+            since, self._since = self._since, None
+        if since is not None:
+            logger.warning(
+                "agentguard: the database is back after %.1f s", time.monotonic() - since
+            )
 
 
 def normalize_url(database_url: str | URL | None) -> URL:
@@ -63,6 +140,7 @@ class Database:
         self._memory_lock = threading.RLock() if self.in_memory else None
         self._write_lock = threading.Lock() if self.is_sqlite and not self.in_memory else None
         self.engine = self._create_engine(pool_size)
+        self.outage = Outage()
         self._write_engine: Engine
         self._read_engine: Engine
         if self.is_sqlite:
@@ -97,12 +175,14 @@ class Database:
         """A write transaction: committed on success, rolled back on any error."""
         with self._locked(self._write_lock), self._write_engine.begin() as conn:
             yield conn
+        self.outage.ended()
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
         """A read transaction that sees one consistent snapshot."""
         with self._locked(None), self._read_engine.begin() as conn:
             yield conn
+        self.outage.ended()
 
     @contextlib.contextmanager
     def _locked(self, lock: threading.Lock | None) -> Iterator[None]:

@@ -20,6 +20,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..records import KillSwitch
 from ..targets import MAX_TARGET_ID_LENGTH, TARGET_TYPES
 from .auth import PERMISSIONS
+from .database import is_unavailable
+from .problems import database_unavailable
 from .routes import API
 
 if TYPE_CHECKING:
@@ -39,11 +41,19 @@ class FastCheck:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            if not self.server._started:
-                await self.server.ready()
-            if scope["method"] == "GET" and get_route_path(scope) == CHECK_PATH:
-                if await self._check(scope, send):
-                    return
+            try:
+                if not self.server._started:
+                    await self.server.ready()
+                if scope["method"] == "GET" and get_route_path(scope) == CHECK_PATH:
+                    if await self._check(scope, send):
+                        return
+            except Exception as exc:  # before anything was sent: a 503 if the database is away
+                outage = self.server.database.outage
+                if not is_unavailable(exc):
+                    raise
+                outage.began(exc)
+                await database_unavailable(exc).response()(scope, receive, send)
+                return
         await self.app(scope, receive, send)
 
     async def _check(self, scope: Scope, send: Send) -> bool:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from ..index import KillIndex
 from ..records import KillChange, Snapshot
 from ..store import ChangeListener
+from .database import describe, is_unavailable
 
 if TYPE_CHECKING:
     from .sqlstore import SQLStore
@@ -226,14 +227,19 @@ class ChangeFeed:
         while not self._stop.wait(self._poll_interval):
             try:
                 self.refresh()
-            except Exception:
-                logger.exception("agentguard: could not read changes from the database")
+            except Exception as exc:
+                if is_unavailable(exc):
+                    self._store.database.outage.began(exc)  # logged once, not every poll
+                else:
+                    logger.exception("agentguard: could not read changes from the database")
 
     def _listen(self) -> None:
         import psycopg
 
-        conninfo = self._store.database.psycopg_conninfo()
+        database = self._store.database
+        conninfo = database.psycopg_conninfo()
         backoff = 0.05
+        failures = 0  # in a row: the first is logged, the others only at debug level
         while not self._stop.is_set():
             try:
                 with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as conn:
@@ -241,19 +247,31 @@ class ChangeFeed:
                     conn.execute(f"LISTEN {KEYS_CHANNEL}")
                     self.resync()  # whatever was committed while we were not listening
                     self.listening.set()
-                    backoff = 0.05
+                    if failures:
+                        logger.warning(
+                            "agentguard: the PostgreSQL change listener is back (%d attempts)",
+                            failures,
+                        )
+                    backoff, failures = 0.05, 0
                     while not self._stop.is_set():
                         for notice in conn.notifies(timeout=0.25):
                             self._on_notice(notice.channel, notice.payload)
-            except Exception:
+            except Exception as exc:
                 if self._stop.is_set():
                     return
                 self.listening.clear()
                 self.reconnects += 1
-                logger.warning(
-                    "agentguard: lost the PostgreSQL change listener; reconnecting in %.2f s",
+                failures += 1
+                unavailable = is_unavailable(exc)
+                if unavailable:
+                    database.outage.began(exc)
+                logger.log(
+                    logging.WARNING if failures == 1 else logging.DEBUG,
+                    "agentguard: lost the PostgreSQL change listener (%s); reconnecting in "
+                    "%.2f s, then with backoff",
+                    describe(exc),
                     backoff,
-                    exc_info=True,
+                    exc_info=not unavailable,  # a traceback only for what is not an outage
                 )
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)

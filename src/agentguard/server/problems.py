@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..errors import AlreadyKilledError, InvalidInputError, NotKilledError
+from .database import RETRY_AFTER, Outage, is_unavailable
 from .keys import KeyNotFoundError, KeyRevokedError
 from .schemas import PATTERN_RULES, ErrorResponse, KillSwitchPublic
 
@@ -24,6 +25,7 @@ STATUS: dict[str, int] = {
     "conflict": 409,
     "payload_too_large": 413,
     "validation_error": 422,
+    "database_unavailable": 503,
 }
 DESCRIPTIONS: dict[int, str] = {
     400: "The body is not valid JSON",
@@ -34,6 +36,7 @@ DESCRIPTIONS: dict[int, str] = {
     409: "Conflict with the current state",
     413: "The body is larger than 1 MiB",
     422: "Invalid input; `field` names the field at fault",
+    503: "The server's database is unavailable; retry after `Retry-After` seconds",
 }
 
 
@@ -74,10 +77,18 @@ class ApiError(Exception):
         )
 
 
-def from_exception(exc: Exception) -> ApiError | None:
-    """The API error for a domain exception, or ``None`` if it is a bug."""
+def from_exception(exc: Exception, outage: Outage | None = None) -> ApiError | None:
+    """The API error for a domain exception, or ``None`` if it is a bug.
+
+    An unreachable database is a 503 with ``Retry-After``, told to ``outage`` (which logs it
+    once), not a 500 with a traceback.
+    """
     if isinstance(exc, ApiError):
         return exc
+    if is_unavailable(exc):
+        if outage is not None:
+            outage.began(exc)
+        return database_unavailable(exc)
     if isinstance(exc, InvalidInputError):
         return ApiError("validation_error", str(exc), field=exc.field)
     if isinstance(exc, ValidationError):
@@ -92,6 +103,18 @@ def from_exception(exc: Exception) -> ApiError | None:
     if isinstance(exc, KeyRevokedError):
         return ApiError("conflict", str(exc), field="key_id")
     return None
+
+
+def database_unavailable(exc: BaseException) -> ApiError:
+    """The 503 of a request that needed the database while it is unreachable.
+
+    Why it is unreachable (hosts, ports) goes to the server's log, not to the client.
+    """
+    return ApiError(
+        "database_unavailable",
+        "the server's database is unavailable; retry in a few seconds",
+        headers={"Retry-After": str(RETRY_AFTER)},
+    )
 
 
 def from_validation(exc: ValidationError, prefix: tuple[Any, ...] = ()) -> ApiError:

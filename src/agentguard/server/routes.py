@@ -78,7 +78,7 @@ class Endpoint:
     @property
     def statuses(self) -> tuple[int, ...]:
         """Every error status this endpoint can answer with."""
-        codes = {401, 403, *self.errors}
+        codes = {401, 403, 503, *self.errors}  # 503: the database is unreachable
         if self.query or self.body or self.path_params:
             codes.add(422)
         if self.body:
@@ -521,7 +521,7 @@ def _endpoint(api: Api, endpoint: Endpoint) -> Callable[[Request], Awaitable[Res
                 call.body = await parse_body(endpoint.body, request)
             result = await endpoint.handler(api, call)
         except Exception as exc:
-            error = from_exception(exc)
+            error = from_exception(exc, api.server.database.outage)
             if error is None:
                 raise
             response = error.response()

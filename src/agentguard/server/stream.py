@@ -30,6 +30,7 @@ from starlette.responses import Response
 from ..records import KillChange, Snapshot
 from ..scope import Scope
 from . import schemas as s
+from .database import is_unavailable
 from .inputs import parse_query
 from .problems import from_exception
 from .tables import interventions as interventions_table
@@ -81,7 +82,7 @@ def public_state(snapshot: Snapshot) -> KillStatePublic:
 
 async def state(api: Api, call: Call) -> BaseModel:
     """The kill state for polling; the ETag lets an unchanged poll answer 304."""
-    snapshot = await run_in_threadpool(api.server.store.snapshot, call.org)
+    snapshot = await _snapshot(api.server, call.org)  # the index's while the database is away
     call.headers["ETag"] = f'"{snapshot.version}"'
     call.headers["Cache-Control"] = "no-cache"
     return public_state(snapshot)
@@ -198,8 +199,13 @@ class StreamHub:
                 present = {key: scope for key, (scope, _) in self._present.items()}
             try:
                 self._server.fleet.touch(present)
-            except Exception:  # the database is away: the next round tries again
-                logger.warning("agentguard: could not mark streaming instances seen", exc_info=True)
+            except Exception as exc:  # the database is away: the next round tries again
+                if is_unavailable(exc):
+                    self._server.database.outage.began(exc)  # logged once, not every round
+                else:
+                    logger.warning(
+                        "agentguard: could not mark streaming instances seen", exc_info=True
+                    )
 
     def _on_change(self, organization_id: str, change: KillChange) -> None:
         # Called by the change feed in version order, from whichever thread learnt of it.
@@ -238,19 +244,25 @@ async def stream(api: Api, request: Request) -> Response:
     from .routes import _principal, request_id
 
     rid = request_id(request)
+    server = api.server
     try:
         principal = await _principal(api, request, "check")
         query = parse_query(StreamQuery, request)
+        org = principal.organization_id
+        # Loaded once per organization: it answers the snapshot while the database is away.
+        await run_in_threadpool(server.index, org)
+        # Read where interventions stand before the first event: none stored later is missed.
+        # (This needs the database: while it is away such streams get a 503 and retry.)
+        tail = await run_in_threadpool(InterventionTail, server, org) if query.include else None
     except Exception as exc:
-        error = from_exception(exc)
+        error = from_exception(exc, server.database.outage)
         if error is None:
             raise
         response = error.response()
         response.headers["x-request-id"] = rid
         return response
-    server = api.server
     keepalive = server.keepalive
-    events = _events(server, principal, query, request.headers.get("last-event-id"))
+    events = _events(server, principal, query, request.headers.get("last-event-id"), tail)
     return EventSourceResponse(
         events,
         ping=keepalive,
@@ -264,8 +276,14 @@ async def stream(api: Api, request: Request) -> Response:
 
 
 async def _events(
-    server: KillSwitchServer, principal: Principal, query: StreamQuery, last_event_id: str | None
+    server: KillSwitchServer,
+    principal: Principal,
+    query: StreamQuery,
+    last_event_id: str | None,
+    tail: InterventionTail | None,
 ) -> AsyncIterator[ServerSentEvent | bytes]:
+    """The events of one connection. While the database is unreachable the kill state comes
+    from the organization's index (kept by the change feed) and interventions wait."""
     store = server.store
     org, key_id = principal.organization_id, principal.key_id
     # Open before reading the state (no change falls in between) and before checking the key
@@ -276,17 +294,17 @@ async def _events(
     queue = server.stream_hub.open(org, key_id, instance)
     try:
         if key_id is not None:
-            revoked = await run_in_threadpool(server.keys.revoked_among, [key_id])
+            # While the database is away no revocation can commit; the feed's resync on its
+            # return ends this stream if one committed just before.
+            revoked = await _unless_unavailable(server, server.keys.revoked_among, [key_id])
             if revoked:
                 return
-        # Read where interventions stand before the first event: none stored later is missed.
-        tail = await run_in_threadpool(InterventionTail, server, org) if query.include else None
-        snapshot = await run_in_threadpool(store.snapshot, org)
+        snapshot = await _snapshot(server, org)
         version = snapshot.version
         resume = _version(last_event_id)
         changes = None
         if resume is not None and resume <= version:  # a newer id than ours: not from us
-            changes = await run_in_threadpool(store.changes_since, org, resume)
+            changes = await _unless_unavailable(server, store.changes_since, org, resume)
         if changes is not None:  # resume with the missed changes (maybe none)
             for missed in changes:
                 yield _change_event(missed)
@@ -303,9 +321,9 @@ async def _events(
                 return
             if change is not None and change.version > version:
                 if change.version > version + 1:  # a gap: read the missing changes in order
-                    missing = await run_in_threadpool(store.changes_since, org, version)
+                    missing = await _unless_unavailable(server, store.changes_since, org, version)
                     if missing is None:
-                        snapshot = await run_in_threadpool(store.snapshot, org)
+                        snapshot = await _snapshot(server, org)
                         yield _snapshot_event(snapshot)
                         version = snapshot.version
                         continue
@@ -315,11 +333,40 @@ async def _events(
                 yield change.event
                 version = change.version
             if tail is not None:
-                items = await run_in_threadpool(tail.read)
+                # Nothing is lost while the database is away: the tail reads on from its cursor.
+                items = await _unless_unavailable(server, tail.read) or []
                 for item in items:
                     yield ServerSentEvent(json.dumps(item), event="intervention")
     finally:
         server.stream_hub.close(org, queue)
+
+
+async def _snapshot(server: KillSwitchServer, org: str) -> Snapshot:
+    """The organization's kill state: from the database, or from its index while that is away."""
+    try:
+        return await run_in_threadpool(server.store.snapshot, org)
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        server.database.outage.began(exc)
+    # Loaded already for a stream (when it was accepted); for /state perhaps not, then this
+    # raises the outage again, answered 503.
+    index = await run_in_threadpool(server.index, org)
+    with index.changed:  # the index's write lock: its contents and version of one moment
+        return Snapshot(organization_id=org, version=index.version, active=index.active())
+
+
+async def _unless_unavailable(
+    server: KillSwitchServer, read: Callable[..., Any], *args: Any
+) -> Any:
+    """``read(*args)`` in a worker thread, or ``None`` while the database is unreachable."""
+    try:
+        return await run_in_threadpool(read, *args)
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        server.database.outage.began(exc)
+        return None
 
 
 def _snapshot_event(snapshot: Snapshot) -> ServerSentEvent:
@@ -479,5 +526,6 @@ def stream_operation() -> dict[str, Any]:
             "401": {"description": "Missing or invalid credentials", **error},
             "403": {"description": "The credential lacks the scope", **error},
             "422": {"description": "A query parameter is invalid", **error},
+            "503": {"description": "The server's database is unavailable", **error},
         },
     }

@@ -138,7 +138,7 @@ class Console:
                 return await self._sign_out(request)
             return await self._current(request)
         except Exception as exc:
-            error = from_exception(exc)
+            error = from_exception(exc, self.server.database.outage)
             if error is None:
                 raise
             response = error.response()
