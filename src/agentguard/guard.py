@@ -44,6 +44,7 @@ API_KEY_ENV = "AGENTGUARD_API_KEY"
 AGENT_ID_ENV = "AGENTGUARD_AGENT_ID"
 _INF = math.inf
 _CountKey = tuple[str, Scope]
+_INDEXED = ("agent", "run", "mission", "tool")  # the target types with a table in the index
 
 
 def default_instance_id() -> str:
@@ -583,17 +584,26 @@ class Guard:
             return lambda: self._blocking(scope) is not None
         index = self._index
         target_type, target_id = error.target_type, error.target_id
+
+        def killed() -> bool:
+            if target_type in _INDEXED:
+                return index.get(target_type, target_id) is not None
+            return any(
+                ks.target_type == target_type and ks.target_id == target_id
+                for ks in index.active()
+            )
+
         if error.killed:
-            return lambda: index.get(target_type, target_id) is not None
+            return killed
         # Refused for want of kill state: wait until the view is current again.
         if self._source.strict:
             return lambda: not self._source_answers(error.action, target_type, target_id)
         return lambda: (
             index.fresh_until < _INF and self._clock() > index.fresh_until
-        ) or index.get(target_type, target_id) is not None
+        ) or killed()
 
     def _source_answers(self, action: str, target_type: str, target_id: str) -> bool:
-        ids = {f"{target_type}_id": target_id} if target_type != "tool" else {}
+        ids = {f"{target_type}_id": target_id} if target_type in ("agent", "run", "mission") else {}
         return self._source.verify(action, Scope(**ids)) is CLEAR
 
     # -- checkpoints ---------------------------------------------------------------------------
