@@ -22,6 +22,7 @@ import wrapt
 
 from .errors import GuardNotConfiguredError, InvalidInputError
 from .scope import Scope, _current
+from .targets import validate_id
 
 if TYPE_CHECKING:
     from .guard import Guard
@@ -71,8 +72,8 @@ class Action:
             ("run_id", run_id),
             ("mission_id", mission_id),
         ):
-            if value is not None and (not isinstance(value, str) or not value):
-                raise InvalidInputError(field, f"must be a non-empty string; got {value!r}")
+            if value is not None:
+                validate_id(field, value)
         self.name = name
         self.guard = guard
         self.agent_id = agent_id

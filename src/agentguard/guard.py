@@ -26,7 +26,7 @@ from .rules import Rule, RuleEngine, Trip
 from .scope import Scope, current_scope
 from .sources import CLEAR, KillStateSource, LocalSource
 from .store import KillStore, MemoryStore
-from .targets import validate_reason, validate_target
+from .targets import validate_id, validate_reason, validate_target
 from .telemetry import Telemetry
 
 logger = logging.getLogger("agentguard")
@@ -79,6 +79,10 @@ class Guard:
             raise InvalidInputError(
                 "max_staleness", f"must be a positive number; got {max_staleness!r}"
             )
+        ids = {"agent_id": agent_id, "run_id": run_id, "mission_id": mission_id}
+        for field, value in {**ids, "instance_id": instance_id}.items():
+            if value is not None:
+                validate_id(field, value)
         self.instance_id = instance_id or default_instance_id()
         defaults = Scope(agent_id, run_id, mission_id)
         self._defaults = defaults if any(defaults) else None

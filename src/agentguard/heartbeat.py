@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict
 from .errors import AgentGuardError, InvalidInputError
 from .records import Snapshot
 from .scope import Scope
+from .targets import validate_id
 
 if TYPE_CHECKING:
     from .guard import Guard
@@ -101,6 +102,10 @@ class Heartbeat:
             raise InvalidInputError(
                 "interval", f"must be a number of seconds in (0, 86400]; got {interval!r}"
             )
+        ids = {"agent_id": agent_id, "run_id": run_id, "mission_id": mission_id}
+        for field, value in ids.items():
+            if value is not None:
+                validate_id(field, value)
         source = guard.source
         if not source.supports_heartbeats:
             raise HeartbeatsUnsupportedError(

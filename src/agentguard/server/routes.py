@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..records import Intervention
+from ..targets import require_reason
 from . import fleet, stream
 from . import schemas as s
 from .auth import Principal, authenticate, required_scope
@@ -96,6 +97,8 @@ class Api:
 
     async def kill(self, call: Call) -> BaseModel:
         body: s.KillRequest = call.body
+        if self.server.require_reason:
+            require_reason(body.reason)
         change = await run_in_threadpool(
             self.server.store.kill,
             call.org,

@@ -1,0 +1,107 @@
+"""Ids are visible text: no control, format or invisible characters, no look-alike scripts."""
+
+from __future__ import annotations
+
+import sys
+import unicodedata
+
+import pytest
+
+import agentguard
+from agentguard import Guard, InvalidInputError
+from agentguard.heartbeat import Heartbeat
+from agentguard.targets import HIDDEN_RANGES, id_text_problem, validate_id
+
+INVISIBLE = {
+    "a zero-width space": "email\u200b-campaign",
+    "a zero-width joiner": "email\u200d-campaign",
+    "a right-to-left override": "email-campaign\u202e",
+    "a left-to-right isolate": "\u2066email-campaign",
+    "a byte-order mark": "\ufeffemail-campaign",
+    "a soft hyphen": "email\u00adcampaign",
+    "a tag character": "email-campaign\U000e0041",
+    "a variation selector": "email\ufe0f-campaign",
+    "a line separator": "email\u2028campaign",
+    "a tab": "email\tcampaign",
+    "a DEL": "email\x7fcampaign",
+}
+LOOK_ALIKES = {
+    "a Cyrillic е in a Latin id": "\u0435mail-campaign",
+    "a Greek ο in a Latin id": "rogue-b\u03bft",
+    "a Latin a in a Cyrillic id": "\u0440\u043e\u0431\u043eт-a",
+}
+FINE = ["email-campaign", "café-bot", "注文-bot", "бот-1", "ρομπότ", "run 42", "a.b:c@d"]
+
+
+def every_hidden_character() -> list[str]:
+    return [
+        chr(c)
+        for c in range(sys.maxunicode + 1)
+        if unicodedata.category(chr(c)) in ("Cc", "Cf", "Zl", "Zp")
+    ]
+
+
+def test_hidden_ranges_cover_every_control_format_and_separator_character() -> None:
+    covered = {c for a, b in HIDDEN_RANGES for c in range(a, b + 1)}
+    missing = [f"U+{ord(c):04X}" for c in every_hidden_character() if ord(c) not in covered]
+    assert not missing
+    for char in every_hidden_character():
+        assert id_text_problem(f"a{char}b") is not None
+
+
+@pytest.mark.parametrize("text", FINE)
+def test_visible_ids_in_one_script_or_with_unconfusable_scripts_are_fine(text: str) -> None:
+    assert validate_id("agent_id", text) == text
+    guard = Guard()
+    guard.kill("agent", text)
+    assert guard.check("agent", text).is_killed
+
+
+@pytest.mark.parametrize("text", INVISIBLE.values(), ids=INVISIBLE.keys())
+def test_kill_refuses_invisible_characters_naming_the_field(text: str) -> None:
+    guard = Guard()
+    with pytest.raises(InvalidInputError) as caught:
+        guard.kill("agent", text, reason="x")
+    assert caught.value.field == "target_id"
+    assert "invisible" in caught.value.message and "U+" in caught.value.message
+    assert guard.active() == []
+
+
+@pytest.mark.parametrize("text", LOOK_ALIKES.values(), ids=LOOK_ALIKES.keys())
+def test_kill_refuses_ids_mixing_look_alike_scripts(text: str) -> None:
+    guard = Guard()
+    with pytest.raises(InvalidInputError) as caught:
+        guard.kill("agent", text)
+    assert caught.value.field == "target_id"
+    assert "must not mix Latin, Greek and Cyrillic" in caught.value.message
+    with pytest.raises(InvalidInputError):
+        guard.check("agent", text)
+
+
+@pytest.mark.parametrize("field", ["agent_id", "run_id", "mission_id"])
+@pytest.mark.parametrize("text", [*INVISIBLE.values(), *LOOK_ALIKES.values()])
+def test_scope_ids_are_visible(field: str, text: str) -> None:
+    with pytest.raises(InvalidInputError) as caught, agentguard.scope(**{field: text}):
+        pass
+    assert caught.value.field == field
+    with pytest.raises(InvalidInputError) as caught:
+        Guard(**{field: text})  # type: ignore[arg-type]
+    assert caught.value.field == field
+    with pytest.raises(InvalidInputError) as caught:
+        Guard().guarded_action(**{field: text})(lambda: None)
+    assert caught.value.field == field
+    with pytest.raises(InvalidInputError) as caught:
+        Heartbeat(Guard(), 10, **{field: text})
+    assert caught.value.field == field
+
+
+@pytest.mark.parametrize(
+    "text", [INVISIBLE["a zero-width space"], LOOK_ALIKES["a Cyrillic е in a Latin id"]]
+)
+def test_instance_ids_and_action_names_are_visible(text: str) -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        Guard(instance_id=text)
+    assert caught.value.field == "instance_id"
+    with pytest.raises(InvalidInputError) as caught:
+        Guard().guarded_action(name=text)(lambda: None)
+    assert caught.value.field == "name"
