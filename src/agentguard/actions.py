@@ -112,7 +112,8 @@ def _sync_proxy(fn: Any, action: Action) -> _SyncAction:
 
     def __call__(self: Any, *args: Any, **kwargs: Any) -> Any:
         guard = action.guard or get_guard()
-        key = guard._admit(name, action.scope() if fixed else _current.get(), args, kwargs)
+        scope = action.scope() if fixed else _current.get()
+        key = guard._admit(name, scope, args, kwargs, None, None, self)
         try:
             return self.__wrapped__(*args, **kwargs)
         except Exception:
@@ -136,10 +137,10 @@ def _async_wrapper(action: Action) -> Callable[..., Any]:
             guard = action.resolve_guard()
             if guard._source.strict:  # a per-call HTTP check must not block the event loop
                 key = await asyncio.to_thread(
-                    guard._admit, action.name, action.scope(), args, kwargs
+                    guard._admit, action.name, action.scope(), args, kwargs, None, None, wrapped
                 )
             else:
-                key = guard._admit(action.name, action.scope(), args, kwargs)
+                key = guard._admit(action.name, action.scope(), args, kwargs, None, None, wrapped)
             try:
                 return await wrapped(*args, **kwargs)
             except Exception:
@@ -155,7 +156,7 @@ def _generator_wrapper(action: Action) -> Callable[..., Any]:
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         def run() -> Generator[Any, Any, Any]:
             guard = action.resolve_guard()
-            key = guard._admit(action.name, action.scope(), args, kwargs)
+            key = guard._admit(action.name, action.scope(), args, kwargs, None, None, wrapped)
             try:
                 return (yield from wrapped(*args, **kwargs))
             except Exception:
@@ -171,7 +172,7 @@ def _async_generator_wrapper(action: Action) -> Callable[..., Any]:
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         async def run() -> AsyncGenerator[Any, Any]:
             guard = action.resolve_guard()
-            key = guard._admit(action.name, action.scope(), args, kwargs)
+            key = guard._admit(action.name, action.scope(), args, kwargs, None, None, wrapped)
             agen = wrapped(*args, **kwargs)
             try:
                 value = await agen.__anext__()

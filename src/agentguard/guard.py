@@ -164,8 +164,12 @@ class Guard:
         kwargs: Any = None,
         tool_call_id: str | None = None,
         span_name: str | None = None,
+        fn: Any = None,
     ) -> _CountKey:
-        """Refuse (raise) or count the call as executed. No I/O, no lock, no span if allowed."""
+        """Refuse (raise) or count the call as executed. No I/O, no lock, no span if allowed.
+
+        ``fn`` is the decorated callable: a refusal binds the arguments to its parameters.
+        """
         if self._defaults is not None:
             scope = self._with_defaults(scope)
         index = self._index
@@ -177,11 +181,11 @@ class Guard:
             or index.tool.get(name)
         )
         if ks is not None or (index.fresh_until < _INF and self._clock() > index.fresh_until):
-            self._refuse(name, scope, ks, args, kwargs, tool_call_id, span_name)
+            self._refuse(name, scope, ks, args, kwargs, tool_call_id, span_name, None, fn)
         if self._rules is not None:
             trip = self._rules.before_call(name, scope, args, kwargs)
             if trip is not None:
-                self._refuse(name, scope, None, args, kwargs, tool_call_id, span_name, trip)
+                self._refuse(name, scope, None, args, kwargs, tool_call_id, span_name, trip, fn)
         key = (name, scope)
         counter = self._executed.get(key)
         if counter is None:
@@ -278,6 +282,7 @@ class Guard:
         tool_call_id: str | None,
         span_name: str | None = None,
         trip: Trip | None = None,
+        fn: Any = None,
     ) -> None:
         """Raise PolicyViolationError for a killed target, or decide on an unverified view."""
         if ks is not None:
@@ -334,7 +339,7 @@ class Guard:
         with self._counts_lock:
             self._refused[key] = self._refused.get(key, 0) + 1
         self._recorder.submit(iv)
-        arguments = (args, kwargs) if kwargs else args
+        arguments = self.telemetry.arguments(fn, args, kwargs)
         self.telemetry.record_block(error, iv, span_name=span_name, arguments=arguments)
         raise error
 
