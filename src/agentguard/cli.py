@@ -42,6 +42,7 @@ from .errors import (
     PermissionDeniedError,
 )
 from .targets import TARGET_TYPES
+from .wording import plural
 
 EXIT_ERROR = 1
 EXIT_CONFLICT = 3
@@ -690,7 +691,7 @@ def tail(
     finally:
         feed.stop()
     if count is not None and seen < count:
-        raise click.ClickException(f"{seen} of {count} events within {timeout:g} s")
+        raise click.ClickException(f"{seen} of {plural(count, 'event')} within {timeout:g} s")
 
 
 # -- serve ---------------------------------------------------------------------------------------

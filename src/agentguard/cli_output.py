@@ -8,6 +8,7 @@ from typing import Any
 
 from .client import Acks, Agent, ApiKey, StreamEvent
 from .records import AuditEntry, Intervention, KillStatus, KillSwitch
+from .wording import last_line, plural
 
 CELL_WIDTH = 60  # free text (reasons, details) is clipped to this in tables
 
@@ -165,7 +166,7 @@ def audit(rows: Sequence[AuditEntry], count: int) -> str:
 
 
 def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "es" if noun.endswith("h") else "s")
+    return plural(n, noun)
 
 
 def _money(value: float) -> str:
@@ -239,7 +240,7 @@ def agent(a: Agent) -> str:
                         i.failed,
                         _money(i.cost_usd),
                         i.version,
-                        clip(i.error, 40),
+                        clip(last_line(i.error), 40),
                     )
                     for i in a.instances
                 ),

@@ -33,6 +33,7 @@ from .errors import AgentGuardError, InvalidInputError
 from .records import Snapshot
 from .scope import Scope
 from .targets import validate_id
+from .wording import one_line
 
 if TYPE_CHECKING:
     from .guard import Guard
@@ -205,7 +206,8 @@ class Heartbeat:
                 self.sent += 1
         except Exception as exc:  # a heartbeat must never break the agent
             self.last_error = str(exc)
-            logger.warning("agentguard: heartbeat failed: %s", exc)
+            logger.warning("agentguard: heartbeat failed: %s", one_line(exc))
+            logger.debug("agentguard: heartbeat delivery failed", exc_info=True)
             return None
         self.last_error = None
         self.last_reply = reply

@@ -11,6 +11,7 @@ from collections import deque
 from collections.abc import Callable
 
 from .records import Intervention
+from .wording import one_line, plural
 
 logger = logging.getLogger("agentguard")
 
@@ -99,8 +100,8 @@ class InterventionRecorder:
             self._cond.notify_all()
         if not flushed and self._buffer:
             logger.error(
-                "agentguard: %d interventions could not be delivered before close",
-                len(self._buffer),
+                "agentguard: %s could not be delivered before close",
+                plural(len(self._buffer), "intervention"),
             )
         return flushed
 
@@ -138,13 +139,14 @@ class InterventionRecorder:
                 dropped = self._dropped_unreported
             try:
                 self._sink(batch, dropped)
-            except Exception:
+            except Exception as exc:  # one line per retry; the traceback only at DEBUG
                 logger.warning(
-                    "agentguard: could not deliver %d interventions; retrying in %.1f s",
-                    len(batch),
+                    "agentguard: could not deliver %s (%s); retrying in %.1f s",
+                    plural(len(batch), "intervention"),
+                    one_line(exc),
                     backoff,
-                    exc_info=True,
                 )
+                logger.debug("agentguard: intervention delivery failed", exc_info=True)
                 with self._cond:
                     self._buffer.extendleft(reversed(batch))
                     self._in_flight = 0

@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from ..records import Intervention
 from ..targets import require_reason
+from ..wording import plural
 from . import fleet, stream
 from . import schemas as s
 from .auth import Principal, authenticate, required_scope
@@ -200,7 +201,9 @@ class Api:
     def _record_dropped(self, call: Call, dropped: int) -> None:
         """A reporter lost interventions to a full buffer: say so in the audit log, loudly."""
         logger.warning(
-            "%s dropped %d interventions (its buffer was full)", call.principal.actor, dropped
+            "%s dropped %s (its buffer was full)",
+            call.principal.actor,
+            plural(dropped, "intervention"),
         )
         with self.server.database.write() as conn:
             self.server.store.write_audit(
@@ -208,7 +211,9 @@ class Api:
                 call.org,
                 action="interventions.dropped",
                 actor=call.principal.actor,
-                detail=f"{dropped} interventions dropped by a full buffer before reporting",
+                detail=(
+                    f"{plural(dropped, 'intervention')} dropped by a full buffer before reporting"
+                ),
                 request_id=call.request_id,
             )
 
