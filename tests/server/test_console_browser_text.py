@@ -17,8 +17,10 @@ from test_console_browser import (  # noqa: F401  (fixtures)
     DESKTOP,
     PHONE,
     Site,
+    agent_badge,
     api,
     chromium,
+    heartbeat,
     open_page,
     sign_in,
     site,
@@ -173,3 +175,23 @@ def test_the_notice_does_not_cover_the_audit_rows(
         }"""
     )
     assert covered == {"covered": [], "shown": "Killed agent “last-bot”."}
+
+
+def test_a_crashed_agent_shows_the_exceptions_last_line(
+    site: Site, open_page: Callable[..., Page]
+) -> None:
+    org = "org_crash"
+    fleet = site.key(org, ["agent"], "fleet")
+    report = (
+        "Traceback (most recent call last):\n"
+        '  File "/srv/campaign.py", line 12, in <module>\n'
+        "    send_all()\n"
+        "RuntimeError: disk full in thread worker-2"
+    )
+    heartbeat(site.url, fleet, "crashy", 0, status="crashed", error=report)
+    page = open_page(DESKTOP)
+    sign_in(page, site.url, site.key(org, ["operator"], "cora"), "cora")
+    expect(agent_badge(page, "crashy")).to_have_text("crashed")
+    error = page.locator("#agents-body tr .crash-error")
+    expect(error).to_have_text("RuntimeError: disk full in thread worker-2")
+    expect(error).to_have_attribute("title", report)

@@ -431,7 +431,7 @@
     var text;
     var complete = ack.acknowledged >= ack.live;
     if (ack.live === 0) text = "No live instances to acknowledge";
-    else text = "Acknowledged by " + ack.acknowledged + "/" + ack.live + " instances";
+    else text = "Acknowledged by " + ack.acknowledged + "/" + ack.live + (ack.live === 1 ? " instance" : " instances");
     if (ack.live > 0 && complete && typeof ack.slowest_ms === "number") {
       text += " (slowest " + Math.round(ack.slowest_ms) + " ms)";
     }
