@@ -28,9 +28,20 @@ INVISIBLE = {
 LOOK_ALIKES = {
     "a Cyrillic е in a Latin id": "\u0435mail-campaign",
     "a Greek ο in a Latin id": "rogue-b\u03bft",
-    "a Latin a in a Cyrillic id": "\u0440\u043e\u0431\u043eт-a",
+    "a Latin a in a Cyrillic word": "\u0440\u043e\u0431\u043e\u0442a-1",
+    "look-alikes in the second word": "campaign-r\u043egue",
 }
-FINE = ["email-campaign", "café-bot", "注文-bot", "бот-1", "ρομπότ", "run 42", "a.b:c@d"]
+FINE = [
+    "email-campaign",
+    "café-bot",
+    "注文-bot",
+    "бот-1",
+    "ρομπότ",
+    "run 42",
+    "a.b:c@d",
+    "Агент GPT",  # a word in each script: what a framework's agent name may look like
+    "search_документы",
+]
 
 
 def every_hidden_character() -> list[str]:
@@ -73,7 +84,7 @@ def test_kill_refuses_ids_mixing_look_alike_scripts(text: str) -> None:
     with pytest.raises(InvalidInputError) as caught:
         guard.kill("agent", text)
     assert caught.value.field == "target_id"
-    assert "must not mix Latin, Greek and Cyrillic" in caught.value.message
+    assert "must not mix Latin, Greek and Cyrillic letters in a word" in caught.value.message
     with pytest.raises(InvalidInputError):
         guard.check("agent", text)
 

@@ -10,6 +10,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 
+from .errors import InvalidInputError
 from .records import Intervention
 from .wording import one_line, plural
 
@@ -49,6 +50,7 @@ class InterventionRecorder:
         self._closed = False
         self._hurry = False  # a flush wants delivery now: cut the interval or backoff short
         self.dropped = 0
+        self.refused = 0  # refused by the server (422 naming the item): dropped, never retried
         self._dropped_unreported = 0
         self.sent = 0
         _recorders.add(self)
@@ -121,6 +123,21 @@ class InterventionRecorder:
                 return
             self._cond.wait(remaining)
 
+    def _retry_later(self, batch: list[Intervention], exc: Exception, backoff: float) -> None:
+        """Put the batch back and wait ``backoff``: one log line, the traceback only at DEBUG."""
+        logger.warning(
+            "agentguard: could not deliver %s (%s); retrying in %.1f s",
+            plural(len(batch), "intervention"),
+            one_line(exc),
+            backoff,
+        )
+        logger.debug("agentguard: intervention delivery failed", exc_info=True)
+        with self._cond:
+            self._buffer.extendleft(reversed(batch))
+            self._in_flight = 0
+            self._cond.notify_all()
+            self._pause(backoff)
+
     def _run(self) -> None:
         backoff = 0.5
         while True:
@@ -139,19 +156,28 @@ class InterventionRecorder:
                 dropped = self._dropped_unreported
             try:
                 self._sink(batch, dropped)
-            except Exception as exc:  # one line per retry; the traceback only at DEBUG
-                logger.warning(
-                    "agentguard: could not deliver %s (%s); retrying in %.1f s",
-                    plural(len(batch), "intervention"),
-                    one_line(exc),
-                    backoff,
+            except InvalidInputError as exc:
+                refused = _refused_item(exc.field, len(batch))
+                if refused is None:
+                    self._retry_later(batch, exc, backoff)
+                    backoff = min(backoff * 2, 30.0)
+                    continue
+                # The server will never take this one (an id a framework gave, say): drop it,
+                # send the rest now, rather than retry the whole batch for ever.
+                item = batch.pop(refused)
+                logger.error(
+                    "agentguard: the server refused intervention %s, dropped: %s",
+                    item.id,
+                    exc,
                 )
-                logger.debug("agentguard: intervention delivery failed", exc_info=True)
                 with self._cond:
+                    self.refused += 1
                     self._buffer.extendleft(reversed(batch))
                     self._in_flight = 0
                     self._cond.notify_all()
-                    self._pause(backoff)
+                continue
+            except Exception as exc:
+                self._retry_later(batch, exc, backoff)
                 backoff = min(backoff * 2, 30.0)
                 continue
             backoff = 0.5
@@ -160,6 +186,15 @@ class InterventionRecorder:
                 self.sent += len(batch)
                 self._in_flight = 0
                 self._cond.notify_all()
+
+
+def _refused_item(field: str, size: int) -> int | None:
+    """The index of the item a 422 names (``interventions.3.agent_id``), if it names one."""
+    parts = field.split(".")
+    if len(parts) >= 2 and parts[0] == "interventions" and parts[1].isdigit():
+        index = int(parts[1])
+        return index if index < size else None
+    return None
 
 
 _recorders: weakref.WeakSet[InterventionRecorder] = weakref.WeakSet()

@@ -40,8 +40,8 @@ HIDDEN_CLASS = "".join(
 _HIDDEN = re.compile(f"[{HIDDEN_CLASS}]")
 
 # Look-alikes: letters of these scripts are confused with one another (Cyrillic "е" and Latin
-# "e" look the same), so an id may use letters of at most one of them. Other scripts mix freely
-# with these (an id such as "注文-bot" is fine).
+# "e" look the same), so a word of an id (a run of letters) may use letters of at most one of
+# them: "еmail-campaign" with a Cyrillic "е" is refused, "Агент GPT" and "注文-bot" are fine.
 CONFUSABLE_SCRIPTS = ("LATIN", "GREEK", "CYRILLIC")
 
 
@@ -77,7 +77,7 @@ def validate_id(field: str, value: object) -> str:
     """Return an id (of a target, agent, run, mission, instance...), or raise naming ``field``.
 
     An id is visible text: 1 to 256 characters, at least one of them not a space, none of them
-    hidden (see :data:`HIDDEN_RANGES`), and letters of at most one of Latin, Greek and Cyrillic.
+    hidden (see :data:`HIDDEN_RANGES`), and no word mixing Latin, Greek and Cyrillic letters.
     """
     if not isinstance(value, str):
         raise InvalidInputError(field, f"must be a string; got {type(value).__name__}")
@@ -106,19 +106,25 @@ def id_text_problem(value: str) -> str | None:
         )
     if value.isascii():
         return None
-    scripts: dict[str, str] = {}
-    for char in value:
-        if char.isalpha():
-            words = unicodedata.name(char, "").split()
-            script = next((w for w in words if w in CONFUSABLE_SCRIPTS), None)
-            if script is not None:
-                scripts.setdefault(script, char)
-    if len(scripts) > 1:
-        found = ", ".join(f"{s.title()} {c!r} (U+{ord(c):04X})" for s, c in scripts.items())
-        return (
-            "must not mix Latin, Greek and Cyrillic letters, which look alike; "
-            f"found {found}"
-        )
+    scripts: dict[str, str] = {}  # of the current word: script -> its first letter
+    word_start = 0
+    for i, char in enumerate(value):
+        if not char.isalpha():
+            scripts.clear()
+            word_start = i + 1
+            continue
+        names = unicodedata.name(char, "").split()
+        script = next((n for n in names if n in CONFUSABLE_SCRIPTS), None)
+        if script is None:
+            continue
+        scripts.setdefault(script, char)
+        if len(scripts) > 1:
+            end = next((j for j in range(i, len(value)) if not value[j].isalpha()), len(value))
+            found = ", ".join(f"{s.title()} {c!r} (U+{ord(c):04X})" for s, c in scripts.items())
+            return (
+                "must not mix Latin, Greek and Cyrillic letters in a word, as they look alike; "
+                f"{value[word_start:end]!r} has {found}"
+            )
     return None
 
 
