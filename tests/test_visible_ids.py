@@ -104,6 +104,9 @@ def test_scope_ids_are_visible(field: str, text: str) -> None:
     with pytest.raises(InvalidInputError) as caught:
         Heartbeat(Guard(), 10, **{field: text})
     assert caught.value.field == field
+    with pytest.raises(InvalidInputError) as caught:
+        Guard().report_metric(cost_usd=1.0, **{field: text})
+    assert caught.value.field == field
 
 
 @pytest.mark.parametrize(

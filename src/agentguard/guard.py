@@ -236,6 +236,10 @@ class Guard:
         """Report the cost of work done under a scope (ids default to ``agentguard.scope``)."""
         if not isinstance(cost_usd, (int, float)) or cost_usd < 0 or math.isnan(cost_usd):
             raise InvalidInputError("cost_usd", f"must be a non-negative number; got {cost_usd!r}")
+        ids = {"agent_id": agent_id, "run_id": run_id, "mission_id": mission_id}
+        for field, value in ids.items():
+            if value is not None:
+                validate_id(field, value)
         scope = self._scope_now(agent_id, run_id, mission_id)
         with self._counts_lock:
             self._costs[scope] = self._costs.get(scope, 0.0) + cost_usd
