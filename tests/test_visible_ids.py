@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import sys
 import unicodedata
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
+from sqlalchemy import insert
+from starlette.testclient import TestClient
 
 import agentguard
-from agentguard import Guard, InvalidInputError
+from agentguard import Guard, InvalidInputError, NotKilledError
 from agentguard.heartbeat import Heartbeat
+from agentguard.server import KillSwitchServer
+from agentguard.server.tables import kill_switches
 from agentguard.targets import HIDDEN_RANGES, id_text_problem, validate_id
 
 INVISIBLE = {
@@ -119,3 +126,39 @@ def test_instance_ids_and_action_names_are_visible(text: str) -> None:
     with pytest.raises(InvalidInputError) as caught:
         Guard().guarded_action(name=text)(lambda: None)
     assert caught.value.field == "name"
+
+
+def test_a_target_killed_before_ids_were_checked_can_still_be_revived(tmp_path: Path) -> None:
+    legacy = "\u0435mail-campaign"  # a Cyrillic "е": refused as a new id
+    url = f"sqlite:///{tmp_path / 'agentguard.db'}"
+    first = KillSwitchServer(url)
+    first.start()
+    with first.database.write() as conn:  # a row written by an older version
+        conn.execute(
+            insert(kill_switches).values(
+                id=str(uuid.uuid4()),
+                organization_id="org_a",
+                target_type="agent",
+                target_id=legacy,
+                reason="old",
+                is_active=True,
+                killed_by="usr_old",
+                killed_at=datetime.now(timezone.utc),
+            )
+        )
+    first.close()
+    server = KillSwitchServer(url)
+    token = server.create_key("org_a", owner="ops", scopes=["operator"])
+    client = TestClient(server.app, headers={"Authorization": f"Bearer {token}"})
+    target = {"target_type": "agent", "target_id": legacy}
+    refused = client.post("/api/v1/kill-switch/kill", json=target)
+    assert refused.status_code == 422 and refused.json()["field"] == "target_id"
+    assert client.get("/api/v1/kill-switch/active").json()["count"] == 1
+    revived = client.post("/api/v1/kill-switch/revive", json=target)
+    assert revived.status_code == 200, revived.text
+    assert client.get("/api/v1/kill-switch/active").json()["count"] == 0
+    with pytest.raises(InvalidInputError):
+        Guard(server, organization_id="org_a").kill("agent", legacy)
+    with pytest.raises(NotKilledError):  # accepted as an id to revive; nothing left to revive
+        Guard(server, organization_id="org_a").revive("agent", legacy)
+    server.close()

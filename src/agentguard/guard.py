@@ -403,7 +403,7 @@ class Guard:
 
     def revive(self, target_type: str, target_id: str, *, actor: str | None = None) -> KillSwitch:
         """Revive a target; raises ``NotKilledError`` if it has no active kill."""
-        target_type, target_id = validate_target(target_type, target_id)
+        target_type, target_id = validate_target(target_type, target_id, existing=True)
         who = actor or self.actor
         change = self._source.revive(target_type, target_id, actor=who)
         self.telemetry.record_change(change, actor=who)

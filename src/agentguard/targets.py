@@ -60,8 +60,14 @@ class TargetType(str, Enum):
 TARGET_TYPES: tuple[str, ...] = tuple(t.value for t in TargetType)
 
 
-def validate_target(target_type: object, target_id: object) -> tuple[str, str]:
-    """Return ``(target_type, target_id)`` as plain strings, or raise naming the bad field."""
+def validate_target(
+    target_type: object, target_id: object, *, existing: bool = False
+) -> tuple[str, str]:
+    """Return ``(target_type, target_id)`` as plain strings, or raise naming the bad field.
+
+    ``existing``: a target that may have been killed before ids had to be visible text (to
+    revive it): any id a database stores, 1 to 256 characters, not all spaces.
+    """
     if isinstance(target_type, TargetType):
         target_type = target_type.value
     if target_type not in TARGET_TYPES:
@@ -70,6 +76,8 @@ def validate_target(target_type: object, target_id: object) -> tuple[str, str]:
         )
     if not isinstance(target_id, str):
         raise InvalidInputError("target_id", f"must be a string; got {type(target_id).__name__}")
+    if existing:
+        return str(target_type), _stored_id("target_id", target_id)
     return str(target_type), validate_id("target_id", target_id)
 
 
@@ -79,6 +87,15 @@ def validate_id(field: str, value: object) -> str:
     An id is visible text: 1 to 256 characters, at least one of them not a space, none of them
     hidden (see :data:`HIDDEN_RANGES`), and no word mixing Latin, Greek and Cyrillic letters.
     """
+    text = _stored_id(field, value)
+    problem = id_text_problem(text)
+    if problem is not None:
+        raise InvalidInputError(field, problem)
+    return text
+
+
+def _stored_id(field: str, value: object) -> str:
+    """An id as stored: a string of 1 to 256 characters, not all spaces, storable."""
     if not isinstance(value, str):
         raise InvalidInputError(field, f"must be a string; got {type(value).__name__}")
     if not value.strip():
@@ -88,9 +105,6 @@ def validate_id(field: str, value: object) -> str:
         raise InvalidInputError(
             field, f"must be at most {MAX_TARGET_ID_LENGTH} characters; got {len(value)}"
         )
-    problem = id_text_problem(value)
-    if problem is not None:
-        raise InvalidInputError(field, problem)
     return value
 
 

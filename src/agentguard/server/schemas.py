@@ -49,6 +49,10 @@ IdText = AfterValidator(_id_text)
 TargetId = Annotated[
     str, StringConstraints(min_length=1, max_length=MAX_TARGET_ID_LENGTH, pattern=_ID), IdText
 ]
+# A target killed before ids had to be visible text can still be revived.
+StoredTargetId = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_TARGET_ID_LENGTH, pattern=_VISIBLE)
+]
 Reason = Annotated[str, StringConstraints(max_length=MAX_REASON_LENGTH, pattern=_NO_NUL)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=_ID), IdText]
 Skip = Annotated[int, Field(ge=0, le=2**31 - 1, description="Rows to skip")]
@@ -120,7 +124,7 @@ class ReviveRequest(_Body):
     """Revive a killed target."""
 
     target_type: TargetTypeName
-    target_id: TargetId
+    target_id: StoredTargetId
 
 
 class KillSwitchPublic(BaseModel):
