@@ -86,8 +86,8 @@
   }
 
   /* Text from users (ids, reasons, actors) is isolated, so that bidi controls or right-to-left
-     letters in it cannot reorder what is around it: dir=auto on an element (as <bdi>), and
-     FSI...PDI inside a plain string. */
+     letters in it cannot reorder what is around it: dir=auto on its element, or a <bdi> inside
+     a sentence (see fill). */
   function userText(tag, className, text) {
     return el(tag, { class: className, dir: "auto", text: text });
   }
