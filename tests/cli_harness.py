@@ -103,8 +103,8 @@ class Server:
         return run(*args, env=self.env(api_key), timeout=timeout)
 
 
-def start_server(directory: Path) -> Server:
-    """Start ``agentguard serve`` and wait until it answers; read the admin key it prints."""
+def start_server(directory: Path, *options: str) -> Server:
+    """Start ``agentguard serve [OPTIONS]``, wait until it answers; read the admin key it prints."""
     port = free_port()
     database_url = f"sqlite:///{directory / 'agentguard.db'}"
     log = directory / f"serve-{port}.log"
@@ -118,6 +118,7 @@ def start_server(directory: Path) -> Server:
             database_url,
             "--log-level",
             "warning",
+            *options,
         ],
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,

@@ -158,7 +158,7 @@ def test_tail_ends_on_timeout_or_count_for_scripts(server: Server) -> None:
     assert quiet.stdout == "" and "0 active kill switches at version 0" in quiet.stderr
     short = server.cli(reader, "tail", "--count", "1", "--timeout", "0.5")
     assert short.code == 1, short
-    assert "Error: 0 of 1 events within 0.5 s" in short.stderr
+    assert "Error: 0 of 1 event within 0.5 s" in short.stderr
 
 
 def test_tail_stops_quietly_on_ctrl_c(server: Server, tails: list[Tail]) -> None:

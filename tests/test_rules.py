@@ -210,3 +210,16 @@ def test_parse_rule_builds_each_kind_with_typed_fields() -> None:
         name="error-rate", max_rate=0.2, mode="observe"
     )
     assert parse_rule("loop:repeats=3,tool=search").repeats == 3
+
+
+def test_rule_reasons_count_one_call_in_the_singular() -> None:
+    guard = Guard(clock=Clock(), rules=[ErrorRateRule("errors", max_rate=0.5, min_calls=1)])
+
+    @guard.guarded_action
+    def flaky() -> None:
+        raise RuntimeError("upstream 500")
+
+    with scope(agent_id="a"), pytest.raises(RuntimeError):
+        flaky()
+    wait_for_kill(guard, "agent", "a")
+    assert guard.check("agent", "a").reason == "1 of 1 call failed in 60 s (100%); limit 50%"

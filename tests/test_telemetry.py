@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
@@ -127,7 +128,42 @@ def test_arguments_recorded_only_when_opted_in_and_truncated(otel: Telemetry) ->
         send("a@x", body="x" * 5000)
     (block,) = otel.spans("execute_tool send")
     recorded = block.attributes["agentguard.tool.arguments"]
-    assert recorded.startswith("(('a@x',), {'body': 'xxx") and len(recorded) == 1024
+    assert recorded.startswith("{'to': 'a@x', 'body': 'xxx") and len(recorded) == 1024
+
+
+def test_captured_arguments_are_bound_to_parameter_names(otel: Telemetry) -> None:
+    guard = make_guard(otel, capture_arguments=True)
+
+    class Mailer:
+        @guard.guarded_action(agent_id="bot")
+        def send(self, to: str, cc: str = "", *rest: str, **headers: str) -> None: ...
+
+        @guard.guarded_action(agent_id="bot")
+        async def asend(self, to: str, body: str) -> None: ...
+
+    @guard.guarded_action(agent_id="bot", name="fetch")
+    def fetch(url: str, /, timeout: float = 1.0) -> None: ...
+
+    guard.kill("agent", "bot")
+    with pytest.raises(PolicyViolationError):
+        Mailer().send("a@x", "b@x", "extra", subject="hi")
+    with pytest.raises(PolicyViolationError):
+        asyncio.run(Mailer().asend(to="c@x", body="hello"))
+    with pytest.raises(PolicyViolationError):
+        fetch("https://x", 5)
+    with pytest.raises(PolicyViolationError):
+        fetch("https://x", 5, 6)  # does not fit the signature: recorded as given
+    recorded = [
+        s.attributes["agentguard.tool.arguments"]
+        for s in otel.spans()
+        if s.name.startswith("execute_tool")
+    ]
+    assert recorded == [
+        "{'to': 'a@x', 'cc': 'b@x', 'rest': ('extra',), 'headers': {'subject': 'hi'}}",
+        "{'to': 'c@x', 'body': 'hello'}",
+        "{'url': 'https://x', 'timeout': 5}",
+        "('https://x', 5, 6)",
+    ]
 
 
 def test_enforce_and_integrations_can_name_the_span(otel: Telemetry) -> None:

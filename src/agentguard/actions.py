@@ -22,6 +22,7 @@ import wrapt
 
 from .errors import GuardNotConfiguredError, InvalidInputError
 from .scope import Scope, _current
+from .targets import validate_id
 
 if TYPE_CHECKING:
     from .guard import Guard
@@ -55,16 +56,15 @@ def get_guard() -> Guard:
 def validate_options(
     name: Any = None, agent_id: Any = None, run_id: Any = None, mission_id: Any = None
 ) -> None:
-    """Raise ``InvalidInputError`` naming the first option that is given but not a non-empty
-    string."""
+    """Raise ``InvalidInputError`` naming the first option that is given but not an id."""
     for field, value in (
         ("name", name),
         ("agent_id", agent_id),
         ("run_id", run_id),
         ("mission_id", mission_id),
     ):
-        if value is not None and (not isinstance(value, str) or not value.strip()):
-            raise InvalidInputError(field, f"must be a non-empty string; got {value!r}")
+        if value is not None:
+            validate_id(field, value)
 
 
 class Action:
@@ -119,7 +119,8 @@ def _sync_proxy(fn: Any, action: Action) -> _SyncAction:
 
     def __call__(self: Any, *args: Any, **kwargs: Any) -> Any:
         guard = action.guard or get_guard()
-        key = guard._admit(name, action.scope() if fixed else _current.get(), args, kwargs)
+        scope = action.scope() if fixed else _current.get()
+        key = guard._admit(name, scope, args, kwargs, None, None, self)
         try:
             return self.__wrapped__(*args, **kwargs)
         except Exception:
@@ -143,10 +144,10 @@ def _async_wrapper(action: Action) -> Callable[..., Any]:
             guard = action.resolve_guard()
             if guard._source.strict:  # a per-call HTTP check must not block the event loop
                 key = await asyncio.to_thread(
-                    guard._admit, action.name, action.scope(), args, kwargs
+                    guard._admit, action.name, action.scope(), args, kwargs, None, None, wrapped
                 )
             else:
-                key = guard._admit(action.name, action.scope(), args, kwargs)
+                key = guard._admit(action.name, action.scope(), args, kwargs, None, None, wrapped)
             try:
                 return await wrapped(*args, **kwargs)
             except Exception:
@@ -162,7 +163,7 @@ def _generator_wrapper(action: Action) -> Callable[..., Any]:
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         def run() -> Generator[Any, Any, Any]:
             guard = action.resolve_guard()
-            key = guard._admit(action.name, action.scope(), args, kwargs)
+            key = guard._admit(action.name, action.scope(), args, kwargs, None, None, wrapped)
             try:
                 return (yield from wrapped(*args, **kwargs))
             except Exception:
@@ -178,7 +179,7 @@ def _async_generator_wrapper(action: Action) -> Callable[..., Any]:
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         async def run() -> AsyncGenerator[Any, Any]:
             guard = action.resolve_guard()
-            key = guard._admit(action.name, action.scope(), args, kwargs)
+            key = guard._admit(action.name, action.scope(), args, kwargs, None, None, wrapped)
             agen = wrapped(*args, **kwargs)
             try:
                 value = await agen.__anext__()

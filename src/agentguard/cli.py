@@ -42,9 +42,11 @@ from .errors import (
     PermissionDeniedError,
 )
 from .targets import TARGET_TYPES
+from .wording import plural
 
 EXIT_ERROR = 1
 EXIT_CONFLICT = 3
+EXIT_KILLED = 4  # check --exit-status: the target is killed
 DEFAULT_DATABASE_URL = "sqlite:///agentguard.db"
 DEFAULT_URL = "http://127.0.0.1:8000"
 URL_ENV = "AGENTGUARD_URL"
@@ -254,6 +256,7 @@ def main() -> None:
          kill --wait or tail --count not done in time
       2  usage: bad option or argument, or input the server rejected (the field is named)
       3  conflict or not found: already killed, not killed, unknown agent or API key
+      4  check --exit-status: the target is killed
 
     \b
     Shell completion (click's own):
@@ -385,18 +388,26 @@ def revive(client: Client, target_type: str, target_id: str, as_json: bool) -> N
 @main.command()
 @target_type_argument
 @click.argument("target_id", metavar="ID")
+@click.option(
+    "--exit-status", is_flag=True, help="Exit code 4 if the target is killed, 0 if it is not."
+)
 @json_option
 @remote
-def check(client: Client, target_type: str, target_id: str, as_json: bool) -> None:
+def check(
+    client: Client, target_type: str, target_id: str, exit_status: bool, as_json: bool
+) -> None:
     """Whether a target is killed.
 
-    Exit code 0 either way; scripts read is_killed from --json.
+    Exit code 0 either way, unless --exit-status: then 4 if it is killed (still printed).
+    Scripts may also read is_killed from --json.
     """
     status = client.check(target_type, target_id)
     if as_json:
         echo_json(status)
     else:
         click.echo(out.status(status))
+    if exit_status and status.is_killed:
+        sys.exit(EXIT_KILLED)
 
 
 @main.command()
@@ -680,7 +691,7 @@ def tail(
     finally:
         feed.stop()
     if count is not None and seen < count:
-        raise click.ClickException(f"{seen} of {count} events within {timeout:g} s")
+        raise click.ClickException(f"{seen} of {plural(count, 'event')} within {timeout:g} s")
 
 
 # -- serve ---------------------------------------------------------------------------------------
@@ -718,6 +729,9 @@ def _open_keys(database_url: str) -> Any:
     "(fields of BudgetRule, RateRule, ErrorRateRule; per agent). Default: AGENTGUARD_RULES, "
     "the same specs separated by ';'.",
 )
+@click.option(
+    "--require-reason", is_flag=True, help="Refuse kills without a reason (422 naming reason)."
+)
 @org_option
 def serve(
     database_url: str,
@@ -726,13 +740,14 @@ def serve(
     workers: int,
     log_level: str,
     rules: tuple[str, ...],
+    require_reason: bool,
     organization_id: str,
 ) -> None:
     """Run the API with uvicorn. On an empty database, create an admin key and print it once."""
     import uvicorn
 
     from .server.asgi import DATABASE_URL_ENV as SERVER_DATABASE_URL_ENV
-    from .server.asgi import RULES_ENV, rules_from
+    from .server.asgi import REQUIRE_REASON_ENV, RULES_ENV, rules_from
     from .server.session import SESSION_SECRET_ENV
 
     for spec in rules:
@@ -762,6 +777,8 @@ def serve(
             sys.stdout.flush()
     os.environ[SERVER_DATABASE_URL_ENV] = database_url
     os.environ[RULES_ENV] = specs  # every worker builds the same rules
+    if require_reason:
+        os.environ[REQUIRE_REASON_ENV] = "1"
     for rule in server_rules:
         click.echo(f"Server rule: {rule}")
     # Every worker must sign console sessions alike, or a request landing on another worker

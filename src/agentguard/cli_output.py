@@ -8,6 +8,7 @@ from typing import Any
 
 from .client import Acks, Agent, ApiKey, StreamEvent
 from .records import AuditEntry, Intervention, KillStatus, KillSwitch
+from .wording import last_line, plural
 
 CELL_WIDTH = 60  # free text (reasons, details) is clipped to this in tables
 
@@ -165,7 +166,7 @@ def audit(rows: Sequence[AuditEntry], count: int) -> str:
 
 
 def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "es" if noun.endswith("h") else "s")
+    return plural(n, noun)
 
 
 def _money(value: float) -> str:
@@ -239,7 +240,7 @@ def agent(a: Agent) -> str:
                         i.failed,
                         _money(i.cost_usd),
                         i.version,
-                        clip(i.error, 40),
+                        clip(last_line(i.error), 40),
                     )
                     for i in a.instances
                 ),
@@ -270,20 +271,24 @@ def keys(rows: Sequence[ApiKey], count: int) -> str:
 # -- kill --wait ---------------------------------------------------------------------------------
 
 
+# The words README uses: "acknowledged by 49/50 instances, slowest 41 ms".
+def _acknowledged(a: Acks) -> str:
+    return f"acknowledged by {a.acknowledged}/{_count(a.live, 'instance')}"
+
+
 def acks_progress(a: Acks, elapsed: float) -> str:
-    return f"acknowledged {a.acknowledged}/{a.live} live instances ({elapsed:.1f} s)"
+    return f"{_acknowledged(a)} ({elapsed:.1f} s)"
 
 
 def acks_done(a: Acks) -> str:
     if a.live == 0:
-        return "no live instances run under this target; nothing to acknowledge"
+        return f"{_acknowledged(a)}: no live instance runs under this target"
+    text = _acknowledged(a)
+    if a.slowest_ms is not None:
+        text += f", slowest {a.slowest_ms:.0f} ms"
     slowest = a.slowest
-    took = f" within {a.slowest_ms:.0f} ms of the kill" if a.slowest_ms is not None else ""
-    text = f"all {_count(a.live, 'live instance')} acknowledged{took}"
-    if a.live == 1:
-        text = f"the live instance acknowledged{took}"
     if slowest is not None:
-        text += f"; slowest: {_instance(slowest.instance_id, slowest.agent_id)}"
+        text += f" ({_instance(slowest.instance_id, slowest.agent_id)})"
     return text
 
 
@@ -292,8 +297,7 @@ def acks_missing(a: Acks, timeout: float) -> str:
     names = ", ".join(_instance(i.instance_id, i.agent_id) for i in waiting[:5])
     more = f" and {len(waiting) - 5} more" if len(waiting) > 5 else ""
     return (
-        f"only {a.acknowledged} of {a.live} live instances acknowledged the kill within "
-        f"{timeout:g} s"
+        f"{_acknowledged(a)} within {timeout:g} s"
         + (f"; waiting on {names}{more}" if names else "")
         + " (the kill itself is in force)"
     )

@@ -33,7 +33,7 @@ from .rules import Rule, RuleEngine, Trip
 from .scope import Scope, _refusals, current_scope
 from .sources import CLEAR, KillStateSource, LocalSource
 from .store import KillStore, MemoryStore
-from .targets import validate_reason, validate_target
+from .targets import validate_id, validate_reason, validate_target
 from .telemetry import Telemetry
 
 logger = logging.getLogger("agentguard")
@@ -103,6 +103,10 @@ class Guard:
             raise InvalidInputError(
                 "max_staleness", f"must be a positive number; got {max_staleness!r}"
             )
+        ids = {"agent_id": agent_id, "run_id": run_id, "mission_id": mission_id}
+        for field, value in {**ids, "instance_id": instance_id}.items():
+            if value is not None:
+                validate_id(field, value)
         self.instance_id = instance_id or default_instance_id()
         defaults = Scope(agent_id, run_id, mission_id)
         self._defaults = defaults if any(defaults) else None
@@ -214,8 +218,12 @@ class Guard:
         kwargs: Any = None,
         tool_call_id: str | None = None,
         span_name: str | None = None,
+        fn: Any = None,
     ) -> _CountKey:
-        """Refuse (raise) or count the call as executed. No I/O, no lock, no span if allowed."""
+        """Refuse (raise) or count the call as executed. No I/O, no lock, no span if allowed.
+
+        ``fn`` is the decorated callable: a refusal binds the arguments to its parameters.
+        """
         if self._defaults is not None:
             scope = self._with_defaults(scope)
         index = self._index
@@ -227,11 +235,11 @@ class Guard:
             or index.tool.get(name)
         )
         if ks is not None or (index.fresh_until < _INF and self._clock() > index.fresh_until):
-            self._refuse(name, scope, ks, args, kwargs, tool_call_id, span_name)
+            self._refuse(name, scope, ks, args, kwargs, tool_call_id, span_name, None, fn)
         if self._rules is not None:
             trip = self._rules.before_call(name, scope, args, kwargs)
             if trip is not None:
-                self._refuse(name, scope, None, args, kwargs, tool_call_id, span_name, trip)
+                self._refuse(name, scope, None, args, kwargs, tool_call_id, span_name, trip, fn)
         key = (name, scope)
         counter = self._executed.get(key)
         if counter is None:
@@ -305,6 +313,10 @@ class Guard:
         """Report the cost of work done under a scope (ids default to ``agentguard.scope``)."""
         if not isinstance(cost_usd, (int, float)) or cost_usd < 0 or math.isnan(cost_usd):
             raise InvalidInputError("cost_usd", f"must be a non-negative number; got {cost_usd!r}")
+        ids = {"agent_id": agent_id, "run_id": run_id, "mission_id": mission_id}
+        for field, value in ids.items():
+            if value is not None:
+                validate_id(field, value)
         scope = self._scope_now(agent_id, run_id, mission_id)
         with self._counts_lock:
             self._costs[scope] = self._costs.get(scope, 0.0) + cost_usd
@@ -351,6 +363,7 @@ class Guard:
         tool_call_id: str | None,
         span_name: str | None = None,
         trip: Trip | None = None,
+        fn: Any = None,
     ) -> None:
         """Raise PolicyViolationError for a killed target, or decide on an unverified view."""
         if ks is not None:
@@ -414,7 +427,7 @@ class Guard:
             box[0] = error
         self._last_refusal = error
         self._recorder.submit(iv)
-        arguments = (args, kwargs) if kwargs else args
+        arguments = self.telemetry.arguments(fn, args, kwargs)
         self.telemetry.record_block(error, iv, span_name=span_name, arguments=arguments)
         raise error
 
@@ -474,7 +487,7 @@ class Guard:
 
     def revive(self, target_type: str, target_id: str, *, actor: str | None = None) -> KillSwitch:
         """Revive a target; raises ``NotKilledError`` if it has no active kill."""
-        target_type, target_id = validate_target(target_type, target_id)
+        target_type, target_id = validate_target(target_type, target_id, existing=True)
         who = actor or self.actor
         change = self._source.revive(target_type, target_id, actor=who)
         self.telemetry.record_change(change, actor=who)

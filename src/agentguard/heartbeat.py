@@ -34,6 +34,8 @@ from .errors import AgentGuardError, AgentGuardWarning, InvalidInputError
 from .records import Snapshot
 from .retries import RETRY_FOR, call_with_retries, is_transient
 from .scope import Scope, current_scope
+from .targets import validate_id
+from .wording import one_line
 
 if TYPE_CHECKING:
     from .guard import Guard
@@ -104,6 +106,10 @@ class Heartbeat:
             raise InvalidInputError(
                 "interval", f"must be a number of seconds in (0, 86400]; got {interval!r}"
             )
+        ids = {"agent_id": agent_id, "run_id": run_id, "mission_id": mission_id}
+        for field, value in ids.items():
+            if value is not None:
+                validate_id(field, value)
         source = guard.source
         if not source.supports_heartbeats:
             raise HeartbeatsUnsupportedError(
@@ -224,7 +230,8 @@ class Heartbeat:
                 self.sent += 1
         except Exception as exc:  # a heartbeat must never break the agent
             if self.last_error is None or not is_transient(exc):
-                logger.warning("agentguard: heartbeat failed: %s", exc)
+                logger.warning("agentguard: heartbeat failed: %s", one_line(exc))
+                logger.debug("agentguard: heartbeat delivery failed", exc_info=True)
             self.last_error = str(exc)
             return None
         self.last_error = None

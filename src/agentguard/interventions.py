@@ -10,8 +10,9 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 
-from .errors import AgentGuardError
+from .errors import InvalidInputError
 from .records import Intervention
+from .wording import one_line, plural
 
 logger = logging.getLogger("agentguard")
 
@@ -51,6 +52,7 @@ class InterventionRecorder:
         self._closed = False
         self._hurry = False  # a flush wants delivery now: cut the interval or backoff short
         self.dropped = 0
+        self.refused = 0  # refused by the server (422 naming the item): dropped, never retried
         self._dropped_unreported = 0
         self.sent = 0
         _recorders.add(self)
@@ -102,8 +104,8 @@ class InterventionRecorder:
             self._cond.notify_all()
         if not flushed and self._buffer:
             logger.error(
-                "agentguard: %d interventions could not be delivered before close",
-                len(self._buffer),
+                "agentguard: %s could not be delivered before close",
+                plural(len(self._buffer), "intervention"),
             )
         return flushed
 
@@ -122,6 +124,24 @@ class InterventionRecorder:
             if remaining <= 0:
                 return
             self._cond.wait(remaining)
+
+    def _retry_later(
+        self, batch: list[Intervention], exc: Exception, backoff: float, loud: bool
+    ) -> None:
+        """Put the batch back and wait ``backoff``: one log line, the traceback only at DEBUG."""
+        logger.log(
+            logging.WARNING if loud else logging.DEBUG,
+            "agentguard: could not deliver %s (%s); keeping them and retrying in %.1f s",
+            plural(len(batch), "intervention"),
+            one_line(exc),
+            backoff,
+        )
+        logger.debug("agentguard: intervention delivery failed", exc_info=True)
+        with self._cond:
+            self._buffer.extendleft(reversed(batch))
+            self._in_flight = 0
+            self._cond.notify_all()
+            self._pause(backoff)
 
     def _run(self) -> None:
         # The loop keeps its own backoff rather than tenacity's: it waits on the buffer's
@@ -147,19 +167,29 @@ class InterventionRecorder:
             try:
                 self._sink(batch, dropped)
             except Exception as exc:
-                now = time.monotonic()
-                expected = isinstance(exc, AgentGuardError)  # the server said no, or is away
-                # Logged once (then at debug level) for the server being away or refusing;
-                # with its traceback every time for anything else, which is a bug.
-                logger.log(
-                    logging.WARNING if failing_since is None or not expected else logging.DEBUG,
-                    "agentguard: could not deliver %d interventions (%s); keeping them and "
-                    "retrying in %.1f s",
-                    len(batch),
-                    exc,
-                    backoff,
-                    exc_info=not expected,
+                refused = (
+                    _refused_item(exc.field, len(batch))
+                    if isinstance(exc, InvalidInputError)
+                    else None
                 )
+                if refused is not None:
+                    # The server will never take this one (an id a framework gave, say): drop
+                    # it, send the rest now, rather than retry the whole batch for ever.
+                    item = batch.pop(refused)
+                    logger.error(
+                        "agentguard: the server refused intervention %s, dropped: %s",
+                        item.id,
+                        one_line(exc),
+                    )
+                    with self._cond:
+                        self.refused += 1
+                        self._buffer.extendleft(reversed(batch))
+                        self._in_flight = 0
+                        self._cond.notify_all()
+                    continue
+                # Logged once while the server is away or refusing, then at DEBUG.
+                now = time.monotonic()
+                self._retry_later(batch, exc, backoff, loud=failing_since is None)
                 failing_since = failing_since or now
                 if not complained and now - failing_since > STILL_FAILING_AFTER:
                     complained = True
@@ -167,14 +197,9 @@ class InterventionRecorder:
                         "agentguard: interventions undelivered for %.0f s (%s); %d kept, "
                         "still retrying",
                         now - failing_since,
-                        exc,
-                        len(self._buffer) + len(batch),
+                        one_line(exc),
+                        len(self._buffer),
                     )
-                with self._cond:
-                    self._buffer.extendleft(reversed(batch))
-                    self._in_flight = 0
-                    self._cond.notify_all()
-                    self._pause(backoff)
                 backoff = min(backoff * 2, 30.0)
                 continue
             if failing_since is not None:
@@ -188,6 +213,15 @@ class InterventionRecorder:
                 self.sent += len(batch)
                 self._in_flight = 0
                 self._cond.notify_all()
+
+
+def _refused_item(field: str, size: int) -> int | None:
+    """The index of the item a 422 names (``interventions.3.agent_id``), if it names one."""
+    parts = field.split(".")
+    if len(parts) >= 2 and parts[0] == "interventions" and parts[1].isdigit():
+        index = int(parts[1])
+        return index if index < size else None
+    return None
 
 
 _recorders: weakref.WeakSet[InterventionRecorder] = weakref.WeakSet()

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import AlreadyKilledError, InvalidInputError
 from .scope import Scope
+from .wording import plural
 
 if TYPE_CHECKING:
     from .guard import Guard
@@ -122,7 +123,8 @@ class RateRule(Rule):
             total = window.add(now, 1)
         if total > self.limit:
             return (
-                f"{self.tool or 'guarded calls'} called {int(total):,} times in {self.window:g} s; "
+                f"{self.tool or 'guarded calls'} called {plural(total, 'time')} "
+                f"in {self.window:g} s; "
                 f"limit {self.limit:,}"
             )
         return None
@@ -170,7 +172,7 @@ class LoopRule(Rule):
             self._state[key] = (signature, count)
         if count >= self.repeats:
             return (
-                f"{name} called {count:,} times in a row with the same arguments; "
+                f"{name} called {plural(count, 'time')} in a row with the same arguments; "
                 f"limit {self.repeats - 1:,}"
             )
         return None
@@ -211,7 +213,7 @@ class ErrorRateRule(Rule):
             total = calls.add(now, 0)
         if total >= self.min_calls and failed / total > self.max_rate:
             return (
-                f"{int(failed):,} of {int(total):,} calls failed in {self.window:g} s "
+                f"{int(failed):,} of {plural(total, 'call')} failed in {self.window:g} s "
                 f"({failed / total:.0%}); limit {self.max_rate:.0%}"
             )
         return None

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, NamedTuple
 
-from .errors import InvalidInputError
+from .targets import validate_id
 
 
 class Scope(NamedTuple):
@@ -40,8 +40,8 @@ def scope(
 ) -> Iterator[Scope]:
     """Run the block under these ids; unset ids are inherited from the enclosing scope."""
     for field, value in (("agent_id", agent_id), ("run_id", run_id), ("mission_id", mission_id)):
-        if value is not None and (not isinstance(value, str) or not value):
-            raise InvalidInputError(field, f"must be a non-empty string; got {value!r}")
+        if value is not None:
+            validate_id(field, value)
     outer = _current.get()
     inner = Scope(
         agent_id if agent_id is not None else outer.agent_id,

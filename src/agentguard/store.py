@@ -172,7 +172,7 @@ class MemoryStore:
         actor: str,
         request_id: str | None = None,
     ) -> KillChange:
-        target_type, target_id = validate_target(target_type, target_id)
+        target_type, target_id = validate_target(target_type, target_id, existing=True)
         key = (organization_id, target_type, target_id)
         with self._lock:
             existing = self._active.pop(key, None)

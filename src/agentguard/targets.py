@@ -2,12 +2,47 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from enum import Enum
 
 from .errors import InvalidInputError
 
 MAX_REASON_LENGTH = 2000
 MAX_TARGET_ID_LENGTH = 256
+
+# Characters an id must not contain: controls (Cc), format characters (Cf: zero-width spaces
+# and joiners, bidi marks, embeddings, overrides and isolates, tags), line and paragraph
+# separators (Zl, Zp), and the rest of Unicode's default-ignorable code points (variation
+# selectors, Hangul fillers): all render as nothing, or reorder the text around them.
+HIDDEN_RANGES: tuple[tuple[int, int], ...] = (
+    (0x0000, 0x001F), (0x007F, 0x009F), (0x00AD, 0x00AD), (0x034F, 0x034F),
+    (0x0600, 0x0605), (0x061C, 0x061C), (0x06DD, 0x06DD), (0x070F, 0x070F),
+    (0x0890, 0x0891), (0x08E2, 0x08E2), (0x115F, 0x1160), (0x17B4, 0x17B5),
+    (0x180B, 0x180F), (0x200B, 0x200F), (0x2028, 0x202E), (0x2060, 0x206F),
+    (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0),
+    (0xFFF0, 0xFFFB), (0x110BD, 0x110BD), (0x110CD, 0x110CD), (0x13430, 0x1343F),
+    (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF),
+)  # fmt: skip
+
+
+def _class_member(code: int) -> str:
+    # \uXXXX reads the same in Python's re, pydantic's Rust regex and ECMA-262 (JSON Schema);
+    # beyond the BMP the character itself is the one spelling all three share.
+    return f"\\u{code:04x}" if code <= 0xFFFF else chr(code)
+
+
+# The inside of a regex character class matching every hidden character.
+HIDDEN_CLASS = "".join(
+    _class_member(a) if a == b else f"{_class_member(a)}-{_class_member(b)}"
+    for a, b in HIDDEN_RANGES
+)
+_HIDDEN = re.compile(f"[{HIDDEN_CLASS}]")
+
+# Look-alikes: letters of these scripts are confused with one another (Cyrillic "е" and Latin
+# "e" look the same), so a word of an id (a run of letters) may use letters of at most one of
+# them: "еmail-campaign" with a Cyrillic "е" is refused, "Агент GPT" and "注文-bot" are fine.
+CONFUSABLE_SCRIPTS = ("LATIN", "GREEK", "CYRILLIC")
 
 
 class TargetType(str, Enum):
@@ -25,8 +60,14 @@ class TargetType(str, Enum):
 TARGET_TYPES: tuple[str, ...] = tuple(t.value for t in TargetType)
 
 
-def validate_target(target_type: object, target_id: object) -> tuple[str, str]:
-    """Return ``(target_type, target_id)`` as plain strings, or raise naming the bad field."""
+def validate_target(
+    target_type: object, target_id: object, *, existing: bool = False
+) -> tuple[str, str]:
+    """Return ``(target_type, target_id)`` as plain strings, or raise naming the bad field.
+
+    ``existing``: a target that may have been killed before ids had to be visible text (to
+    revive it): any id a database stores, 1 to 256 characters, not all spaces.
+    """
     if isinstance(target_type, TargetType):
         target_type = target_type.value
     if target_type not in TARGET_TYPES:
@@ -35,14 +76,70 @@ def validate_target(target_type: object, target_id: object) -> tuple[str, str]:
         )
     if not isinstance(target_id, str):
         raise InvalidInputError("target_id", f"must be a string; got {type(target_id).__name__}")
-    if not target_id.strip():
-        raise InvalidInputError("target_id", "must not be empty")
-    _storable("target_id", target_id)
-    if len(target_id) > MAX_TARGET_ID_LENGTH:
+    if existing:
+        return str(target_type), _stored_id("target_id", target_id)
+    return str(target_type), validate_id("target_id", target_id)
+
+
+def validate_id(field: str, value: object) -> str:
+    """Return an id (of a target, agent, run, mission, instance...), or raise naming ``field``.
+
+    An id is visible text: 1 to 256 characters, at least one of them not a space, none of them
+    hidden (see :data:`HIDDEN_RANGES`), and no word mixing Latin, Greek and Cyrillic letters.
+    """
+    text = _stored_id(field, value)
+    problem = id_text_problem(text)
+    if problem is not None:
+        raise InvalidInputError(field, problem)
+    return text
+
+
+def _stored_id(field: str, value: object) -> str:
+    """An id as stored: a string of 1 to 256 characters, not all spaces, storable."""
+    if not isinstance(value, str):
+        raise InvalidInputError(field, f"must be a string; got {type(value).__name__}")
+    if not value.strip():
+        raise InvalidInputError(field, "must not be empty")
+    _storable(field, value)
+    if len(value) > MAX_TARGET_ID_LENGTH:
         raise InvalidInputError(
-            "target_id", f"must be at most {MAX_TARGET_ID_LENGTH} characters; got {len(target_id)}"
+            field, f"must be at most {MAX_TARGET_ID_LENGTH} characters; got {len(value)}"
         )
-    return str(target_type), target_id
+    return value
+
+
+def id_text_problem(value: str) -> str | None:
+    """What makes ``value`` unfit to be an id (hidden characters, mixed scripts), or ``None``."""
+    hidden = _HIDDEN.search(value)
+    if hidden is not None:
+        char = hidden.group()
+        name = unicodedata.name(char, unicodedata.category(char))
+        return (
+            "must not contain control, format or invisible characters; "
+            f"found U+{ord(char):04X} {name} at position {hidden.start()}"
+        )
+    if value.isascii():
+        return None
+    scripts: dict[str, str] = {}  # of the current word: script -> its first letter
+    word_start = 0
+    for i, char in enumerate(value):
+        if not char.isalpha():
+            scripts.clear()
+            word_start = i + 1
+            continue
+        names = unicodedata.name(char, "").split()
+        script = next((n for n in names if n in CONFUSABLE_SCRIPTS), None)
+        if script is None:
+            continue
+        scripts.setdefault(script, char)
+        if len(scripts) > 1:
+            end = next((j for j in range(i, len(value)) if not value[j].isalpha()), len(value))
+            found = ", ".join(f"{s.title()} {c!r} (U+{ord(c):04X})" for s, c in scripts.items())
+            return (
+                "must not mix Latin, Greek and Cyrillic letters in a word, as they look alike; "
+                f"{value[word_start:end]!r} has {found}"
+            )
+    return None
 
 
 def validate_reason(reason: object) -> str | None:
@@ -56,6 +153,13 @@ def validate_reason(reason: object) -> str | None:
             "reason", f"must be at most {MAX_REASON_LENGTH} characters; got {len(reason)}"
         )
     _storable("reason", reason)
+    return reason
+
+
+def require_reason(reason: str | None) -> str:
+    """The reason of a kill on a server that refuses kills without one (``require_reason``)."""
+    if reason is None or not reason.strip():
+        raise InvalidInputError("reason", "required: this server refuses kills without a reason")
     return reason
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -94,6 +95,21 @@ class Telemetry:
                 span.set_status(Status(StatusCode.ERROR, str(error.reason or error)))
         except Exception:  # our telemetry must never break the user's agent
             logger.exception("agentguard: could not record the HARD_BLOCK span")
+
+    def arguments(self, fn: Any, args: Any, kwargs: Any) -> Any:
+        """What a refused call's span records of its arguments: ``None`` unless opted in.
+
+        Bound to ``fn``'s parameters where there is one (``{'to': 'a@x', 'body': 'hi'}``);
+        otherwise as given (an integration's arguments, or ``(args, kwargs)``).
+        """
+        if not self.capture_arguments:
+            return None
+        if fn is not None:
+            try:
+                return dict(inspect.signature(fn).bind(*args, **(kwargs or {})).arguments)
+            except (TypeError, ValueError):  # no signature, or arguments that do not fit it
+                pass
+        return (args, kwargs) if kwargs else args
 
     def _block_attributes(
         self, error: PolicyViolationError, iv: Intervention, arguments: Any

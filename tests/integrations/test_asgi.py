@@ -82,6 +82,10 @@ def test_starlette_host_http_websocket_and_lifespan(
         assert http.get("/tools/whoami").json() == dict.fromkeys(BOT_IDS)
         bad = http.get("/tools/whoami", headers={"X-Run-Id": "r" * 300})
         assert bad.status_code == 400 and bad.json()["field"] == "X-Run-Id"
+        # Ids are visible text: a soft hyphen (U+00AD, latin-1 0xAD) hides inside one.
+        hidden = http.get("/tools/whoami", headers={"X-Agent-Id": b"support\xad-bot"})
+        assert hidden.status_code == 400 and hidden.json()["field"] == "X-Agent-Id"
+        assert "invisible" in hidden.json()["message"]
 
         with connect(f"ws://{host}/ws", additional_headers=BOT, open_timeout=10) as ws:
             with pytest.raises(ConnectionClosed) as closed:

@@ -154,7 +154,13 @@ BAD_TEXT = {
     "a punctuation mark": "a!b",
     "a non-ASCII letter": "é",
     "a slash": "a/b",
+    "a zero-width space": "email\u200b-campaign",
+    "a right-to-left override": "email-campaign\u202e",
+    "a tag character": "email\U000e0041",
+    "a variation selector": "email\ufe0f",
 }
+# Ids (the fields refusing invisible characters) also refuse look-alike letters of another script.
+LOOK_ALIKE = "\u0435mail-campaign"  # a Cyrillic "е", then Latin letters
 
 
 @dataclass(frozen=True)
@@ -276,6 +282,8 @@ def texts(prop: dict[str, Any]) -> Iterator[tuple[str, str]]:
         for what, text in BAD_TEXT.items():
             if not pattern.search(text):
                 yield f"with {what}", text
+        if not pattern.search(BAD_TEXT["a zero-width space"]):
+            yield "with a Cyrillic look-alike letter", LOOK_ALIKE
 
 
 def body_mutations(

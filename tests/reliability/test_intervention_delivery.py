@@ -85,3 +85,32 @@ def test_refusals_are_batched_and_an_outage_backs_off(
         assert deadline_poll(lambda: stored(server, keys["admin"]) == total, 10)
     finally:
         guard.close()
+
+
+def test_an_intervention_the_server_refuses_is_dropped_and_the_rest_still_arrive(
+    start_uvicorn: Callable[..., Uvicorn], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An id a framework gave (integrations pass theirs through ``enforce``) that the server
+    refuses as an id (422 naming ``interventions.K.agent_id``) costs that one record, not the
+    whole buffer: it is never retried, and the refusals around it are stored."""
+    url = f"sqlite:///{tmp_path / 'agentguard.db'}"
+    keys = keys_for(url, "org_a", admin=["admin"], agent=["agent"])
+    server = start_uvicorn(url)
+    kill = {"target_type": "tool", "target_id": "send_email"}
+    httpx.post(f"{server.url}/api/v1/kill-switch/kill", json=kill, headers=bearer(keys["admin"]))
+    guard = Guard(server.url, api_key=keys["agent"], max_staleness=60)
+    try:
+        assert guard.wait_until_synced(5)
+        with caplog.at_level(logging.ERROR, logger="agentguard"):
+            for agent_id in ("bot-1", "GPT\u0447at", "bot-2"):  # a Latin-Cyrillic word
+                with pytest.raises(PolicyViolationError):
+                    guard.enforce("send_email", agent_id=agent_id)
+            assert guard.flush(15)
+        listed = httpx.get(
+            f"{server.url}/api/v1/interventions", headers=bearer(keys["admin"])
+        ).json()
+        assert sorted(iv["agent_id"] for iv in listed["data"]) == ["bot-1", "bot-2"]
+        (refused,) = [r for r in caplog.records if "the server refused" in r.getMessage()]
+        assert "agent_id" in refused.getMessage() and "\n" not in refused.getMessage()
+    finally:
+        guard.close()

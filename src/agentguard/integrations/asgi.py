@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from ..actions import get_guard
 from ..errors import InvalidInputError, PolicyViolationError
 from ..scope import EMPTY_SCOPE, Scope, _current
-from ..targets import MAX_TARGET_ID_LENGTH
+from ..targets import MAX_TARGET_ID_LENGTH, id_text_problem
 
 if TYPE_CHECKING:
     from ..guard import Guard
@@ -65,6 +65,9 @@ def identify_from_headers(scope: ASGIScope) -> Scope:
                 _HEADER_NAMES[field],
                 f"must be a non-empty id of at most {MAX_TARGET_ID_LENGTH} characters",
             )
+        problem = id_text_problem(text)
+        if problem is not None:
+            raise InvalidInputError(_HEADER_NAMES[field], problem)
         ids[field] = text
     return EMPTY_SCOPE if ids is None else Scope(*ids)
 

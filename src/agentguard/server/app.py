@@ -49,7 +49,7 @@ class KillSwitchServer:
     :class:`~agentguard.server.auth.HostUserAuth`, or any Starlette
     ``AuthenticationBackend`` that yields a ``Principal``) after API keys; the console's
     session cookie comes last. ``session_secret`` signs console sessions (see
-    :mod:`agentguard.server.session`).
+    :mod:`agentguard.server.session`). ``require_reason=True`` refuses kills without a reason.
 
     Mounted in a host (``host.mount("/guard", server.app)``) the API is at
     ``/guard/api/v1/...``. Its lifespan never runs there, so the server initialises on the
@@ -69,7 +69,9 @@ class KillSwitchServer:
         keepalive: float = 5.0,
         rules: Sequence[Rule] | None = None,
         clock: Callable[[], datetime] = utcnow,
+        require_reason: bool = False,
     ) -> None:
+        self.require_reason = require_reason  # refuse kills without a reason (422 naming it)
         self.database = Database(database_url, pool_size=pool_size)
         self._store = SQLStore(self.database)
         self.keys = KeyStore(self._store)
@@ -161,7 +163,9 @@ class KillSwitchServer:
     def kill_state_source(self, organization_id: str) -> ServerSource:
         """The source of ``Guard(server)``: reads this server's index in-process."""
         self.start()
-        return ServerSource(self._store, organization_id, fleet=self.fleet)
+        return ServerSource(
+            self._store, organization_id, fleet=self.fleet, reason_required=self.require_reason
+        )
 
     def create_key(
         self,

@@ -4,6 +4,7 @@
 ``AGENTGUARD_STREAM_KEEPALIVE`` the seconds between the change stream's keep-alives (default 5).
 ``AGENTGUARD_RULES`` holds server rules, ``;``-separated, in the form ``agentguard serve --rule``
 takes (``budget:limit_usd=100,window=3600;rate:limit=10000,window=60``).
+``AGENTGUARD_REQUIRE_REASON=1`` refuses kills without a reason.
 ``AGENTGUARD_CLERK_PUBLIC_KEY_FILE`` (a PEM file) with optional comma-separated
 ``AGENTGUARD_CLERK_AUTHORIZED_PARTIES`` enables Clerk session tokens.
 """
@@ -25,6 +26,7 @@ DATABASE_URL_ENV = "AGENTGUARD_DATABASE_URL"
 DEFAULT_DATABASE_URL = "sqlite:///agentguard.db"
 KEEPALIVE_ENV = "AGENTGUARD_STREAM_KEEPALIVE"  # seconds between the stream's keep-alive comments
 RULES_ENV = "AGENTGUARD_RULES"
+REQUIRE_REASON_ENV = "AGENTGUARD_REQUIRE_REASON"  # "1": refuse kills without a reason
 
 
 def rules_from(specs: str) -> list[Rule]:
@@ -49,6 +51,7 @@ def server_from_env() -> KillSwitchServer:
         auth=backends,
         keepalive=float(os.environ.get(KEEPALIVE_ENV, "5")),
         rules=rules_from(os.environ.get(RULES_ENV, "")),
+        require_reason=os.environ.get(REQUIRE_REASON_ENV, "") == "1",
     )
 
 

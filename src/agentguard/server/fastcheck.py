@@ -97,11 +97,13 @@ class FastCheck:
 
 
 def _plain_id(target_id: str | None) -> bool:
+    """Printable ASCII (no control characters); other ids get the full app's validation."""
     return (
         target_id is not None
         and 0 < len(target_id) <= MAX_TARGET_ID_LENGTH
+        and target_id.isascii()
+        and target_id.isprintable()
         and not target_id.isspace()
-        and "\x00" not in target_id
     )
 
 

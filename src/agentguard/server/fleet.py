@@ -46,6 +46,7 @@ from ..index import KillIndex
 from ..records import Intervention, InterventionType, KillSwitch, utcnow
 from ..rules import BudgetRule, ErrorRateRule, LoopRule, RateRule, Rule
 from ..scope import Scope
+from ..wording import plural
 from . import schemas as s
 from .inputs import as_public
 from .problems import ApiError
@@ -170,13 +171,14 @@ def _exceeds(rule: Rule, agent_id: str, used: Usage) -> str | None:
     elif isinstance(rule, RateRule):
         if used.executed > rule.limit:
             return (
-                f"{used.executed:,} guarded calls in {rule.window:g} s {where}; "
+                f"{plural(used.executed, 'guarded call')} in {rule.window:g} s {where}; "
                 f"limit {rule.limit:,}"
             )
     elif isinstance(rule, ErrorRateRule):
         if used.executed >= rule.min_calls and used.failed / used.executed > rule.max_rate:
             return (
-                f"{used.failed:,} of {used.executed:,} calls failed in {rule.window:g} s {where} "
+                f"{used.failed:,} of {plural(used.executed, 'call')} failed "
+                f"in {rule.window:g} s {where} "
                 f"({used.failed / used.executed:.0%}); limit {rule.max_rate:.0%}"
             )
     return None

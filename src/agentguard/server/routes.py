@@ -20,6 +20,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..records import Intervention
+from ..targets import require_reason
+from ..wording import plural
 from . import fleet, stream
 from . import schemas as s
 from .auth import Principal, authenticate, required_scope
@@ -96,6 +98,8 @@ class Api:
 
     async def kill(self, call: Call) -> BaseModel:
         body: s.KillRequest = call.body
+        if self.server.require_reason:
+            require_reason(body.reason)
         change = await run_in_threadpool(
             self.server.store.kill,
             call.org,
@@ -197,7 +201,9 @@ class Api:
     def _record_dropped(self, call: Call, dropped: int) -> None:
         """A reporter lost interventions to a full buffer: say so in the audit log, loudly."""
         logger.warning(
-            "%s dropped %d interventions (its buffer was full)", call.principal.actor, dropped
+            "%s dropped %s (its buffer was full)",
+            call.principal.actor,
+            plural(dropped, "intervention"),
         )
         with self.server.database.write() as conn:
             self.server.store.write_audit(
@@ -205,7 +211,9 @@ class Api:
                 call.org,
                 action="interventions.dropped",
                 actor=call.principal.actor,
-                detail=f"{dropped} interventions dropped by a full buffer before reporting",
+                detail=(
+                    f"{plural(dropped, 'intervention')} dropped by a full buffer before reporting"
+                ),
                 request_id=call.request_id,
             )
 

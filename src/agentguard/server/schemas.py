@@ -17,7 +17,7 @@ from pydantic import (
 )
 
 from ..checkpoints import CHECKPOINT_KEY_PATTERN, CHECKPOINT_KEY_RULE
-from ..targets import MAX_REASON_LENGTH, MAX_TARGET_ID_LENGTH
+from ..targets import HIDDEN_CLASS, MAX_REASON_LENGTH, MAX_TARGET_ID_LENGTH, id_text_problem
 
 TargetTypeName = Literal["agent", "run", "mission", "tool"]
 ScopeName = Literal["admin", "operator", "agent", "read"]
@@ -31,11 +31,30 @@ _NO_NUL = r"^[^\x00]*$"
 # regexes (ECMA-262), Python's and pydantic's (Rust) each read \s differently.
 _SPACE = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 _VISIBLE = rf"^[^\x00]*[^\x00{_SPACE}][^\x00]*$"
+# Ids are visible text: a visible character, and no control, format or invisible character
+# (targets.HIDDEN_RANGES); ``_id_text`` adds the rule on look-alike scripts.
+_ID = rf"^[^{HIDDEN_CLASS}]*[^{HIDDEN_CLASS}{_SPACE}][^{HIDDEN_CLASS}]*$"
+_ID_OR_EMPTY = rf"^[^{HIDDEN_CLASS}]*$"
+
+
+def _id_text(value: str) -> str:
+    """Refuse an id mixing look-alike scripts (the pattern has refused hidden characters)."""
+    problem = id_text_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+IdText = AfterValidator(_id_text)
 TargetId = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_TARGET_ID_LENGTH, pattern=_ID), IdText
+]
+# A target killed before ids had to be visible text can still be revived.
+StoredTargetId = Annotated[
     str, StringConstraints(min_length=1, max_length=MAX_TARGET_ID_LENGTH, pattern=_VISIBLE)
 ]
 Reason = Annotated[str, StringConstraints(max_length=MAX_REASON_LENGTH, pattern=_NO_NUL)]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=_VISIBLE)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=_ID), IdText]
 Skip = Annotated[int, Field(ge=0, le=2**31 - 1, description="Rows to skip")]
 Limit = Annotated[int, Field(ge=1, le=1000, description="Rows to return, 1..1000")]
 
@@ -105,7 +124,7 @@ class ReviveRequest(_Body):
     """Revive a killed target."""
 
     target_type: TargetTypeName
-    target_id: TargetId
+    target_id: StoredTargetId
 
 
 class KillSwitchPublic(BaseModel):
@@ -237,18 +256,21 @@ class AuditEntriesPublic(BaseModel):
 
 # -- interventions -------------------------------------------------------------------------------
 
-_OptionalId = Annotated[str, StringConstraints(max_length=256, pattern=_NO_NUL)] | None
+_OptionalId = Annotated[str, StringConstraints(max_length=256, pattern=_ID_OR_EMPTY), IdText] | None
+ActionName = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=_ID), IdText]
 
 
 class InterventionIn(_Body):
     """A recorded decision about one guarded call; its ``id`` makes re-sending idempotent."""
 
-    id: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=_VISIBLE)]
+    id: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=_ID), IdText]
     type: InterventionTypeName = "HARD_BLOCK"
-    action: Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=_NO_NUL)]
+    action: ActionName
     target_type: TargetTypeName
     target_id: TargetId
-    kill_switch_id: Annotated[str, StringConstraints(max_length=64, pattern=_NO_NUL)] | None = None
+    kill_switch_id: (
+        Annotated[str, StringConstraints(max_length=64, pattern=_ID_OR_EMPTY), IdText] | None
+    ) = None
     killed_by: Annotated[str, StringConstraints(max_length=512, pattern=_NO_NUL)] | None = None
     reason: Reason | None = None
     agent_id: _OptionalId = None
@@ -306,9 +328,7 @@ class InterventionQuery(PageQuery):
     target_type: TargetTypeName | None = None
     target_id: TargetId | None = None
     type: InterventionTypeName | None = None
-    action: (
-        Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=_NO_NUL)] | None
-    ) = None
+    action: ActionName | None = None
     since: Timestamp | None = None
 
 
@@ -345,13 +365,15 @@ MAX_COUNT = 10**15  # per counter: far beyond any fleet, far below 64-bit sums
 Count = Annotated[int, Field(ge=0, le=MAX_COUNT), RealNumber]
 Version = Annotated[int, Field(ge=0, le=2**63 - 1), RealNumber]
 Dollars = Annotated[float, Field(ge=0, le=1e12, allow_inf_nan=False), RealNumber]
-InstanceId = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=_VISIBLE)]
+InstanceId = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=_ID), IdText]
 CheckpointKey = Annotated[str, StringConstraints(max_length=256, pattern=CHECKPOINT_KEY_PATTERN)]
 
 # What each pattern asks for, in words: error messages say this, never the regex.
 PATTERN_RULES: dict[str, str] = {
     _NO_NUL: "must not contain NUL characters",
     _VISIBLE: "needs a visible character, and no NUL characters",
+    _ID: "needs a visible character, and no control, format or invisible characters",
+    _ID_OR_EMPTY: "must not contain control, format or invisible characters",
     KEY_ID_PATTERN: "may contain only letters, digits and underscores",
     CHECKPOINT_KEY_PATTERN: CHECKPOINT_KEY_RULE,
 }

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from ..heartbeat import HeartbeatReply, HeartbeatReport
 from ..records import Intervention, KillChange, KillStatus
 from ..sources import KillStateSource
-from ..targets import validate_target
+from ..targets import require_reason, validate_target
 from .sqlstore import SQLStore
 
 if TYPE_CHECKING:
@@ -24,9 +24,15 @@ class ServerSource(KillStateSource):
     supports_heartbeats = True
 
     def __init__(
-        self, store: SQLStore, organization_id: str, *, fleet: Fleet | None = None
+        self,
+        store: SQLStore,
+        organization_id: str,
+        *,
+        fleet: Fleet | None = None,
+        reason_required: bool = False,
     ) -> None:
         self.store = store
+        self.reason_required = reason_required
         self.organization_id = organization_id
         self.index = store.feed.index(organization_id)
         self.fleet = fleet
@@ -39,6 +45,9 @@ class ServerSource(KillStateSource):
     def kill(
         self, target_type: str, target_id: str, *, reason: str | None, actor: str
     ) -> KillChange:
+        if self.reason_required:
+            validate_target(target_type, target_id)
+            require_reason(reason)
         return self.store.kill(
             self.organization_id, target_type, target_id, reason=reason, actor=actor
         )

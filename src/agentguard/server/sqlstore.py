@@ -131,7 +131,7 @@ class SQLStore:
         actor: str,
         request_id: str | None = None,
     ) -> KillChange:
-        target_type, target_id = validate_target(target_type, target_id)
+        target_type, target_id = validate_target(target_type, target_id, existing=True)
         with self.database.write() as conn:
             change = self._revive_in(
                 conn, organization_id, target_type, target_id, actor, request_id

@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
@@ -64,10 +64,10 @@ class StreamQuery(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    instance_id: str | None = Field(default=None, min_length=1, max_length=256)
-    agent_id: str | None = Field(default=None, min_length=1, max_length=256)
-    run_id: str | None = Field(default=None, min_length=1, max_length=256)
-    mission_id: str | None = Field(default=None, min_length=1, max_length=256)
+    instance_id: s.InstanceId | None = None
+    agent_id: s.TargetId | None = None
+    run_id: s.TargetId | None = None
+    mission_id: s.TargetId | None = None
     include: Literal["interventions"] | None = None
 
 

@@ -71,6 +71,14 @@ class ConsoleSession(BaseModel):
     can_read: bool
     csrf_token: str | None
     expires_at: datetime | None
+    signed_in: bool = True
+
+
+class SignedOut(BaseModel):
+    """``GET session?probe=1`` when nobody is signed in: a 200, so the page logs no error."""
+
+    signed_in: bool = False
+    detail: str
 
 
 class _Asset:
@@ -130,7 +138,11 @@ class Console:
     # -- the session --------------------------------------------------------------------------
 
     async def session(self, request: Request) -> Response:
-        """``GET``: who is signed in; ``POST``: sign in with an API key; ``DELETE``: sign out."""
+        """``GET``: who is signed in; ``POST``: sign in with an API key; ``DELETE``: sign out.
+
+        ``GET ?probe=1`` answers "nobody" with a 200 ``{"signed_in": false, "detail"}`` instead
+        of a 401: the page asks it on every load, and a browser logs every 401 as an error.
+        """
         try:
             if request.method == "POST":
                 return await self._sign_in(request)
@@ -142,6 +154,8 @@ class Console:
             if error is None:
                 raise
             response = error.response()
+            if error.status == 401 and request.method == "GET" and _probing(request):
+                response = _json(SignedOut(detail=error.body.detail))
             response.headers.update(_NO_STORE)
             if error.status == 401 and SESSION_COOKIE in request.cookies:
                 self.server.sessions.clear_cookie(response, request)
@@ -194,6 +208,10 @@ class Console:
         response = Response(status_code=204, headers=_NO_STORE)
         sessions.clear_cookie(response, request)
         return response
+
+
+def _probing(request: Request) -> bool:
+    return request.query_params.get("probe", "").lower() in ("1", "true")
 
 
 def _describe(

@@ -9,6 +9,7 @@
 
   var API = "api/v1/";
   var SESSION = "kill-switch/session";
+  var PROBE = SESSION + "?probe=1"; // 200 {signed_in: false} rather than a 401 the browser logs
   var MAX_REASON = 2000;
   var REFRESH_MS = 5000;
   var FEED_LIMIT = 100;
@@ -65,13 +66,45 @@
     node.hidden = !visible;
   }
 
+  /* Set a node's text from a string or a (nested) list of strings and nodes. */
+  function fill(node, parts) {
+    var flat = [];
+    (function add(part) {
+      if (Array.isArray(part)) part.forEach(add);
+      else if (part !== null && part !== undefined && part !== "") flat.push(part);
+    })(parts);
+    node.replaceChildren.apply(node, flat);
+  }
+
   function setMessage(node, text) {
-    node.textContent = text || "";
-    show(node, Boolean(text));
+    fill(node, text);
+    show(node, node.textContent !== "");
   }
 
   function clear(node) {
     node.replaceChildren();
+  }
+
+  /* Text from users (ids, reasons, actors) is isolated, so that bidi controls or right-to-left
+     letters in it cannot reorder what is around it: dir=auto on its element, or a <bdi> inside
+     a sentence (see fill). */
+  function userText(tag, className, text) {
+    return el(tag, { class: className, dir: "auto", text: text });
+  }
+
+  function isolate(text) {
+    return el("bdi", { text: text });
+  }
+
+  /* The last non-blank line of a reported crash: the exception, not "Traceback (...)". */
+  function lastLine(text) {
+    var lines = String(text || "")
+      .split("\n")
+      .map(function (line) {
+        return line.trim();
+      })
+      .filter(Boolean);
+    return lines.length ? lines[lines.length - 1] : "";
   }
 
   var numberFormat = new Intl.NumberFormat(undefined);
@@ -116,13 +149,13 @@
       { class: "target" },
       el("span", { class: "type type-" + (TYPES[type] ? type : "other"), text: typeLabel(type) }),
       " ",
-      el("span", { class: "target-id", text: id })
+      userText("span", "target-id", id)
     );
   }
 
   function announce(text) {
     var notice = byId("notice");
-    notice.textContent = text;
+    fill(notice, text);
     notice.classList.add("visible");
     window.clearTimeout(announce.timer);
     announce.timer = window.setTimeout(function () {
@@ -235,10 +268,14 @@
     if (state.probing || !state.session) return;
     state.probing = true;
     var generation = state.generation;
-    call("GET", SESSION)
+    call("GET", PROBE)
       .then(
         function (session) {
           if (generation !== state.generation) return;
+          if (session && session.signed_in === false) {
+            sessionEnded(session.detail);
+            return;
+          }
           state.session = session;
           if (state.source && state.source.readyState === EventSource.CLOSED) connect();
         },
@@ -374,13 +411,13 @@
       );
     }
     var reason = ks.reason
-      ? el("p", { class: "reason", text: ks.reason })
+      ? userText("p", "reason", ks.reason)
       : el("p", { class: "reason none", text: "No reason given" });
     var meta = el(
       "p",
       { class: "meta" },
       "Killed by ",
-      el("span", { class: "actor", text: ks.killed_by }),
+      userText("span", "actor", ks.killed_by),
       " · ",
       timeNode(ks.killed_at)
     );
@@ -394,7 +431,7 @@
     var text;
     var complete = ack.acknowledged >= ack.live;
     if (ack.live === 0) text = "No live instances to acknowledge";
-    else text = "Acknowledged by " + ack.acknowledged + "/" + ack.live + " instances";
+    else text = "Acknowledged by " + ack.acknowledged + "/" + ack.live + (ack.live === 1 ? " instance" : " instances");
     if (ack.live > 0 && complete && typeof ack.slowest_ms === "number") {
       text += " (slowest " + Math.round(ack.slowest_ms) + " ms)";
     }
@@ -431,7 +468,7 @@
   }
 
   function describe(type, id) {
-    return typeLabel(type).toLowerCase() + " \u201c" + id + "\u201d";
+    return [typeLabel(type).toLowerCase() + " \u201c", isolate(id), "\u201d"];
   }
 
   function kill(type, id, reason) {
@@ -441,14 +478,14 @@
       state.active.set(targetKey(ks.target_type, ks.target_id), ks);
       renderActive();
       queueRefresh();
-      announce("Killed " + describe(type, id) + ".");
+      announce(["Killed ", describe(type, id), "."]);
       return ks;
     });
   }
 
   function revive(type, id) {
     confirmAction({
-      title: "Revive " + describe(type, id) + "?",
+      title: ["Revive ", describe(type, id), "?"],
       text:
         "Its instances will be allowed to make tool calls again, and resume from their " +
         "checkpoints.",
@@ -461,15 +498,15 @@
           state.active.delete(targetKey(type, id));
           renderActive();
           queueRefresh();
-          announce("Revived " + describe(type, id) + ".");
+          announce(["Revived ", describe(type, id), "."]);
         },
         function (error) {
           if (error instanceof HttpError && error.status === 404) {
             state.active.delete(targetKey(type, id));
             renderActive();
-            announce(describe(type, id) + " was already revived.");
+            announce([describe(type, id), " was already revived."]);
           } else if (!(error instanceof HttpError && error.status === 401)) {
-            announce("Could not revive " + describe(type, id) + ": " + error.message);
+            announce(["Could not revive ", describe(type, id), ": " + error.message]);
           }
         }
       );
@@ -478,7 +515,7 @@
 
   function killError(error, type, id) {
     if (error instanceof HttpError) {
-      if (error.status === 409) return typeLabel(type) + " \u201c" + id + "\u201d is already killed.";
+      if (error.status === 409) return [typeLabel(type) + " \u201c", isolate(id), "\u201d is already killed."];
       if (error.status === 403) return "Your credential cannot kill: " + error.message;
       return error.message;
     }
@@ -502,10 +539,11 @@
       setMessage(error, "");
       var text = reason.value;
       confirmAction({
-        title: "Kill " + describe(type, id) + "?",
-        text:
-          "Every running instance will refuse its next tool call. " +
-          (text ? "Reason: \u201c" + text + "\u201d" : "No reason given."),
+        title: ["Kill ", describe(type, id), "?"],
+        text: [
+          "Every running instance will refuse its next tool call. ",
+          text ? ["Reason: \u201c", isolate(text), "\u201d"] : "No reason given.",
+        ],
         confirm: "Kill " + typeLabel(type).toLowerCase(),
         danger: true,
       }).then(function (answer) {
@@ -543,8 +581,8 @@
   function confirmAction(options) {
     var dialog = byId("confirm");
     if (pending) pending(null);
-    byId("confirm-title").textContent = options.title;
-    byId("confirm-text").textContent = options.text;
+    fill(byId("confirm-title"), options.title);
+    fill(byId("confirm-text"), options.text);
     var ok = byId("confirm-ok");
     ok.textContent = options.confirm;
     ok.className = "button " + (options.danger ? "danger" : "primary");
@@ -680,11 +718,12 @@
     return el(
       "tr",
       { dataset: { agent: agent.agent_id } },
-      el("th", { scope: "row", class: "agent-id", text: agent.agent_id }),
+      el("th", { scope: "row", class: "agent-id" }, userText("span", "", agent.agent_id)),
       el(
         "td",
         { "data-label": "Health" },
-        el("span", { class: "badge health health-" + badgeClass, text: health })
+        el("span", { class: "badge health health-" + badgeClass, text: health }),
+        crashNode(instances)
       ),
       el("td", {
         class: "num",
@@ -712,9 +751,24 @@
     );
   }
 
+  /* A crashed instance's error, by its last line (the whole report in the tooltip). */
+  function crashNode(instances) {
+    var crashed = instances
+      .filter(function (i) {
+        return i.status === "crashed" && i.error;
+      })
+      .sort(function (a, b) {
+        return a.last_seen < b.last_seen ? 1 : a.last_seen > b.last_seen ? -1 : 0;
+      });
+    if (!crashed.length) return null;
+    var node = userText("span", "crash-error", lastLine(crashed[0].error));
+    node.title = crashed[0].error;
+    return node;
+  }
+
   function killAgent(agentId) {
     confirmAction({
-      title: "Kill " + describe("agent", agentId) + "?",
+      title: ["Kill ", describe("agent", agentId), "?"],
       text: "Every running instance will refuse its next tool call.",
       confirm: "Kill agent",
       danger: true,
@@ -723,7 +777,7 @@
       if (!answer) return;
       kill("agent", agentId, answer.reason).catch(function (error) {
         if (!(error instanceof HttpError && error.status === 401)) {
-          announce("Could not kill " + describe("agent", agentId) + ": " + killError(error, "agent", agentId));
+          announce(["Could not kill ", describe("agent", agentId), ": ", killError(error, "agent", agentId)]);
         }
       });
     });
@@ -800,10 +854,16 @@
     clear(list);
     state.interventions.forEach(function (item) {
       var scope = [];
-      if (item.agent_id) scope.push("agent " + item.agent_id);
-      if (item.run_id) scope.push("run " + item.run_id);
-      if (item.mission_id) scope.push("mission " + item.mission_id);
-      if (item.instance_id) scope.push("instance " + item.instance_id);
+      [
+        ["agent", item.agent_id],
+        ["run", item.run_id],
+        ["mission", item.mission_id],
+        ["instance", item.instance_id],
+      ].forEach(function (pair) {
+        if (!pair[1]) return;
+        if (scope.length) scope.push(" \u00b7 ");
+        scope.push(pair[0] + " ", userText("span", "scope-id", pair[1]));
+      });
       var unavailable = item.type === "UNAVAILABLE"; // refused without a kill: not a block
       list.append(
         el(
@@ -817,13 +877,13 @@
               text: item.type === "HARD_BLOCK" ? "Blocked" : unavailable ? "Unavailable" : item.type,
             }),
             " ",
-            el("code", { class: "action", text: item.action }),
+            userText("code", "action", item.action),
             el("span", { class: "muted", text: unavailable ? "refused, no kill state for" : "blocked by" }),
             targetNode(item.target_type, item.target_id),
             el("span", { class: "feed-time" }, timeNode(item.occurred_at))
           ),
-          scope.length ? el("p", { class: "meta", text: scope.join(" · ") }) : null,
-          item.reason ? el("p", { class: "reason small", text: item.reason }) : null
+          scope.length ? el.apply(null, ["p", { class: "meta" }].concat(scope)) : null,
+          item.reason ? userText("p", "reason small", item.reason) : null
         )
       );
     });
@@ -884,7 +944,7 @@
       var target =
         entry.target_type && entry.target_id
           ? entry.target_type === "api_key"
-            ? el("code", { text: entry.target_id })
+            ? userText("code", "", entry.target_id)
             : targetNode(entry.target_type, entry.target_id)
           : null;
       list.append(
@@ -902,8 +962,8 @@
             target,
             el("span", { class: "feed-time" }, timeNode(entry.created_at))
           ),
-          el("p", { class: "meta" }, "by ", el("span", { class: "actor", text: entry.actor })),
-          entry.detail ? el("p", { class: "reason small", text: entry.detail }) : null
+          el("p", { class: "meta" }, "by ", userText("span", "actor", entry.actor)),
+          entry.detail ? userText("p", "reason small", entry.detail) : null
         )
       );
     });
@@ -928,8 +988,8 @@
     show(byId("console"), true);
     show(byId("kill-panel"), canKill());
     document.body.classList.toggle("read-only", !canKill());
-    var who = session.user_id + " · " + session.organization_id + " · " + session.scopes.join(", ");
-    byId("identity-text").textContent = who;
+    var who = [isolate(session.user_id), " · ", isolate(session.organization_id), " · " + session.scopes.join(", ")];
+    fill(byId("identity-text"), who);
     byId("identity-text").title = session.actor;
     show(byId("sign-out"), session.method === "console");
     show(byId("identity"), true);
@@ -1024,7 +1084,10 @@
     setupKillForm();
     setupDialog();
     setupFilter();
-    call("GET", SESSION).then(start, function (error) {
+    call("GET", PROBE).then(function (session) {
+      if (session && session.signed_in === false) showSignIn();
+      else start(session);
+    }, function (error) {
       if (error instanceof Unreachable) {
         setConnection("unreachable");
         banner("error", "Cannot reach the agentguard server. Reload the page to try again.");
