@@ -60,7 +60,7 @@ def test_a_remote_guards_delivery_retries_log_one_line_and_the_traceback_only_at
     assert delivery.getMessage().startswith("agentguard: could not deliver 1 intervention (")
     assert "connection refused" in delivery.getMessage()
     beat = next(r for r in warnings if "heartbeat failed" in r.getMessage())
-    assert beat.getMessage().startswith("agentguard: heartbeat failed: ConnectError: ")
+    assert beat.getMessage().startswith("agentguard: heartbeat failed (ConnectError: ")
     debug = [r for r in caplog.records if r.levelno == logging.DEBUG and r.exc_info]
     assert {r.getMessage() for r in debug} >= {
         "agentguard: intervention delivery failed",

@@ -27,6 +27,7 @@ from tenacity import (
 from tenacity.stop import stop_base
 
 from .client import DatabaseUnavailableError, ServerUnreachableError
+from .wording import one_line
 
 logger = logging.getLogger("agentguard")
 
@@ -69,8 +70,13 @@ def call_with_retries(
         exc = state.outcome.exception() if state.outcome else None
         level = loud if state.attempt_number == 1 else logging.DEBUG
         logger.log(
-            level, "agentguard: %s failed (%s); retrying for up to %g s", what, exc, retry_for
+            level,
+            "agentguard: %s failed (%s); retrying for up to %g s",
+            what,
+            one_line(exc) if exc else "?",
+            retry_for,
         )
+        logger.debug("agentguard: %s delivery failed", what, exc_info=exc)
 
     retrying = Retrying(
         retry=retry_if_exception(is_transient),
@@ -90,7 +96,7 @@ def call_with_retries(
                 "agentguard: %s gave up after %d attempts: %s",
                 what,
                 attempts,
-                exc,
+                one_line(exc),
             )
         raise
     attempts = retrying.statistics.get("attempt_number", 1)
