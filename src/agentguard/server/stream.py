@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import threading
 import time
 from collections import deque
@@ -328,8 +329,12 @@ def _snapshot_event(snapshot: Snapshot) -> ServerSentEvent:
     )
 
 
+_EVENT_ID = re.compile(r"[0-9]{1,18}")  # ASCII digits only: "²".isdigit(), yet int() refuses it
+
+
 def _version(last_event_id: str | None) -> int | None:
-    if last_event_id and last_event_id.isdigit() and len(last_event_id) < 19:
+    """The version a ``Last-Event-ID`` names; ``None`` (a fresh snapshot) for anything else."""
+    if last_event_id and _EVENT_ID.fullmatch(last_event_id):
         return int(last_event_id)
     return None
 
