@@ -718,6 +718,20 @@ def _open_keys(database_url: str) -> Any:
     "(fields of BudgetRule, RateRule, ErrorRateRule; per agent). Default: AGENTGUARD_RULES, "
     "the same specs separated by ';'.",
 )
+@click.option(
+    "--max-streams-per-key",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Open change streams one credential may hold per worker; one more gets 429 "
+    "(default 100, or AGENTGUARD_MAX_STREAMS_PER_KEY).",
+)
+@click.option(
+    "--max-streams-per-organization",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Open change streams one organization may hold per worker "
+    "(default 1000, or AGENTGUARD_MAX_STREAMS_PER_ORGANIZATION).",
+)
 @org_option
 def serve(
     database_url: str,
@@ -726,6 +740,8 @@ def serve(
     workers: int,
     log_level: str,
     rules: tuple[str, ...],
+    max_streams_per_key: int | None,
+    max_streams_per_organization: int | None,
     organization_id: str,
 ) -> None:
     """Run the API with uvicorn. On an empty database, create an admin key and print it once."""
@@ -762,6 +778,14 @@ def serve(
             sys.stdout.flush()
     os.environ[SERVER_DATABASE_URL_ENV] = database_url
     os.environ[RULES_ENV] = specs  # every worker builds the same rules
+    from .server.asgi import MAX_STREAMS_PER_KEY_ENV, MAX_STREAMS_PER_ORG_ENV
+
+    for env, limit in (
+        (MAX_STREAMS_PER_KEY_ENV, max_streams_per_key),
+        (MAX_STREAMS_PER_ORG_ENV, max_streams_per_organization),
+    ):
+        if limit is not None:
+            os.environ[env] = str(limit)
     for rule in server_rules:
         click.echo(f"Server rule: {rule}")
     # Every worker must sign console sessions alike, or a request landing on another worker

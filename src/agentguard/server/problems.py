@@ -24,6 +24,7 @@ STATUS: dict[str, int] = {
     "conflict": 409,
     "payload_too_large": 413,
     "validation_error": 422,
+    "too_many_requests": 429,
 }
 DESCRIPTIONS: dict[int, str] = {
     400: "The body is not valid JSON",
@@ -34,6 +35,7 @@ DESCRIPTIONS: dict[int, str] = {
     409: "Conflict with the current state",
     413: "The body is larger than 1 MiB",
     422: "Invalid input; `field` names the field at fault",
+    429: "Too many open change streams; retry after `Retry-After` seconds",
 }
 
 

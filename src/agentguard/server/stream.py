@@ -19,6 +19,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -32,7 +33,7 @@ from ..records import KillChange, Snapshot
 from ..scope import Scope
 from . import schemas as s
 from .inputs import parse_query
-from .problems import from_exception
+from .problems import ApiError, from_exception
 from .tables import interventions as interventions_table
 
 if TYPE_CHECKING:
@@ -46,6 +47,10 @@ STREAM_PATH = "/api/v1/kill-switch/stream"
 STATE_PATH = "/api/v1/kill-switch/state"
 KEEPALIVE_HEADER = "X-AgentGuard-Keepalive"
 INTERVENTION_POLL = 0.5  # seconds between reads of new interventions for include=interventions
+# Open streams admitted per credential (an API key, a console session's key, a signed-in user)
+# and per organization, in each server process; see StreamHub.admit.
+DEFAULT_MAX_STREAMS_PER_KEY = 100
+DEFAULT_MAX_STREAMS_PER_ORG = 1000
 # Seconds between marks of streaming instances as seen, at most: well inside the fleet's
 # default interval, after three of which an instance counts as stale.
 PRESENCE_INTERVAL = 5.0
@@ -95,7 +100,7 @@ class Published(NamedTuple):
     event: bytes
 
 
-# Put on a connection's queue to end it: its key has been revoked.
+# Put on a connection's queue to end it: its key was revoked or its session signed out.
 _CLOSE = Published(-1, b"")
 
 
@@ -104,13 +109,44 @@ class _Connection(NamedTuple):
     queue: asyncio.Queue[Published]
     key_id: str | None
     instance: tuple[str, Scope] | None  # the instance id and scope the client named
+    session_id: str | None = None  # the console session it was opened with
+
+
+class StreamLimitError(Exception):
+    """Too many open streams for a credential or an organization (HTTP 429)."""
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class StreamSlot:
+    """One admitted stream, counted against its credential and organization until released."""
+
+    def __init__(self, hub: StreamHub, organization_id: str, credential: str) -> None:
+        self._hub = hub
+        self.organization_id = organization_id
+        self.credential = credential
+        self._released = False
+
+    def release(self) -> None:
+        """Give the slot back (idempotent)."""
+        if not self._released:
+            self._released = True
+            self._hub.release(self)
 
 
 class StreamHub:
     """Fans committed changes out to the stream connections of this process.
 
     A connection made with an API key (or a console session of one) ends when that key is
-    revoked, by this process or another: its client's reconnection is then refused.
+    revoked, by this process or another: its client's reconnection is then refused. So does one
+    made with a console session when the session is signed out, and one whose credential has
+    an expiry (a Clerk token, a console cookie) when it expires.
+
+    Each process admits at most ``max_streams_per_key`` open streams per credential (an API
+    key, a console session's key, or a signed-in user) and ``max_streams_per_organization`` per
+    organization; one more is refused with 429 and ``Retry-After``.
 
     A connection that names its ``instance_id`` keeps that instance live in the fleet (for
     ``GET /acks`` and ``POST /kill?wait=``) without heartbeats: it is recorded when it connects
@@ -128,20 +164,66 @@ class StreamHub:
         self._touch_now = threading.Event()
         self._stopped = threading.Event()
         self._toucher: threading.Thread | None = None
+        self._admitted: dict[str, int] = {}  # credential or organization -> open streams
+        self._admit_lock = threading.Lock()
+
+    # -- admission ----------------------------------------------------------------------------
+
+    def admit(self, principal: Principal) -> StreamSlot:
+        """Count one more stream of the principal, or raise :class:`StreamLimitError`."""
+        org = principal.organization_id
+        if principal.key_id is not None:
+            credential = f"key:{principal.key_id}"
+        else:
+            credential = f"user:{principal.method}:{principal.user_id}"
+        per_credential, per_org = self._server.max_streams_per_key, self._server.max_streams_per_org
+        retry_after = max(1, round(self._server.keepalive))
+        with self._admit_lock:
+            if self._admitted.get(f"org:{org}", 0) >= per_org:
+                raise StreamLimitError(
+                    f"this organization has {per_org} open change streams on this server, its "
+                    "limit (max_streams_per_organization); close one or raise the limit",
+                    retry_after,
+                )
+            if self._admitted.get(credential, 0) >= per_credential:
+                raise StreamLimitError(
+                    f"this credential has {per_credential} open change streams on this server, "
+                    "its limit (max_streams_per_key); close one or raise the limit",
+                    retry_after,
+                )
+            for bucket in (f"org:{org}", credential):
+                self._admitted[bucket] = self._admitted.get(bucket, 0) + 1
+        return StreamSlot(self, org, credential)
+
+    def release(self, slot: StreamSlot) -> None:
+        with self._admit_lock:
+            for bucket in (f"org:{slot.organization_id}", slot.credential):
+                left = self._admitted.get(bucket, 0) - 1
+                if left > 0:
+                    self._admitted[bucket] = left
+                else:
+                    self._admitted.pop(bucket, None)
+
+    # -- connections --------------------------------------------------------------------------
 
     def open(
         self,
         organization_id: str,
         key_id: str | None = None,
         instance: tuple[str, Scope] | None = None,
+        session_id: str | None = None,
     ) -> asyncio.Queue[Published]:
         if self._unsubscribe is None:
             self._unsubscribe = self._server.feed.subscribe(self._on_change)
             self._server.keys.on_revoked(self._on_revoked)
+            self._server.sessions.on_signed_out(self._on_signed_out)
+            # Other processes' sign-outs: rechecked whenever the database may have changed,
+            # as the key store rechecks revocations.
+            self._server.feed.on_external_change(self._recheck_sessions)
         queue: asyncio.Queue[Published] = asyncio.Queue()
         if key_id is not None:
             self._unwatch[queue] = self._server.keys.watch(key_id)
-        connection = _Connection(asyncio.get_running_loop(), queue, key_id, instance)
+        connection = _Connection(asyncio.get_running_loop(), queue, key_id, instance, session_id)
         self._connections.setdefault(organization_id, set()).add(connection)
         if instance is not None:
             self._arrive(organization_id, *instance)
@@ -213,14 +295,36 @@ class StreamHub:
 
     def _on_revoked(self, key_ids: set[str]) -> None:
         # Called by the key store, from whichever thread found the keys revoked.
+        ended = self._end(lambda c: c.key_id in key_ids)
+        if ended:
+            logger.info("agentguard: ending %d stream(s) of revoked key(s) %s", ended, key_ids)
+
+    def _on_signed_out(self, session_ids: set[str]) -> None:
+        # Called by the console sessions (this process) or the recheck (another's sign-out).
+        ended = self._end(lambda c: c.session_id in session_ids)
+        if ended:
+            logger.info("agentguard: ending %d stream(s) of signed-out console session(s)", ended)
+
+    def _recheck_sessions(self) -> None:
+        sessions = {
+            c.session_id
+            for connections in list(self._connections.values())
+            for c in list(connections)
+            if c.session_id is not None
+        }
+        if sessions:
+            signed_out = self._server.sessions.signed_out_among(sessions)
+            if signed_out:
+                self._on_signed_out(signed_out)
+
+    def _end(self, which: Callable[[_Connection], bool]) -> int:
         ended = 0
         for connections in list(self._connections.values()):
             for connection in list(connections):
-                if connection.key_id in key_ids:
+                if which(connection):
                     _put(connection, _CLOSE)
                     ended += 1
-        if ended:
-            logger.info("agentguard: ending %d stream(s) of revoked key(s) %s", ended, key_ids)
+        return ended
 
     @property
     def connections(self) -> int:
@@ -239,9 +343,17 @@ async def stream(api: Api, request: Request) -> Response:
     from .routes import _principal, request_id
 
     rid = request_id(request)
+    server = api.server
     try:
         principal = await _principal(api, request, "check")
         query = parse_query(StreamQuery, request)
+        slot = server.stream_hub.admit(principal)
+    except StreamLimitError as exc:
+        return ApiError(
+            "too_many_requests",
+            str(exc),
+            headers={"Retry-After": str(exc.retry_after), "x-request-id": rid},
+        ).response()
     except Exception as exc:
         error = from_exception(exc)
         if error is None:
@@ -249,11 +361,11 @@ async def stream(api: Api, request: Request) -> Response:
         response = error.response()
         response.headers["x-request-id"] = rid
         return response
-    server = api.server
     keepalive = server.keepalive
     events = _events(server, principal, query, request.headers.get("last-event-id"))
-    return EventSourceResponse(
+    return _StreamResponse(
         events,
+        slot,
         ping=keepalive,
         headers={
             KEEPALIVE_HEADER: f"{keepalive:g}",
@@ -262,6 +374,20 @@ async def stream(api: Api, request: Request) -> Response:
         },
         send_timeout=30,
     )
+
+
+class _StreamResponse(EventSourceResponse):
+    """The event stream, holding its admission slot until the response is over, however."""
+
+    def __init__(self, content: Any, slot: StreamSlot, **options: Any) -> None:
+        super().__init__(content, **options)
+        self._slot = slot
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._slot.release()
 
 
 async def _events(
@@ -274,11 +400,22 @@ async def _events(
     instance = None
     if query.instance_id is not None:
         instance = (query.instance_id, Scope(query.agent_id, query.run_id, query.mission_id))
-    queue = server.stream_hub.open(org, key_id, instance)
+    queue = server.stream_hub.open(org, key_id, instance, principal.session_id)
+    # The credential's end, if it has one: the stream ends then (on this loop's clock).
+    ends_at = None
+    if principal.expires_at is not None:
+        remaining = (principal.expires_at - datetime.now(timezone.utc)).total_seconds()
+        ends_at = asyncio.get_running_loop().time() + remaining
     try:
         if key_id is not None:
             revoked = await run_in_threadpool(server.keys.revoked_among, [key_id])
             if revoked:
+                return
+        if principal.session_id is not None:
+            signed_out = await run_in_threadpool(
+                server.sessions.signed_out_among, [principal.session_id]
+            )
+            if signed_out:
                 return
         # Read where interventions stand before the first event: none stored later is missed.
         tail = await run_in_threadpool(InterventionTail, server, org) if query.include else None
@@ -294,8 +431,15 @@ async def _events(
             version = max([resume or 0, *(c.version for c in changes)])
         else:
             yield _snapshot_event(snapshot)
+        loop = asyncio.get_running_loop()
         while True:
             timeout = INTERVENTION_POLL if tail is not None else None
+            if ends_at is not None:
+                left = ends_at - loop.time()
+                if left <= 0:
+                    logger.info("agentguard: ending a stream whose credential expired")
+                    return
+                timeout = left if timeout is None else min(timeout, left)
             try:
                 change: Published | None = await asyncio.wait_for(queue.get(), timeout)
             except asyncio.TimeoutError:
