@@ -82,6 +82,7 @@ class Guard:
         self.instance_id = instance_id or default_instance_id()
         defaults = Scope(agent_id, run_id, mission_id)
         self._defaults = defaults if any(defaults) else None
+        streams = isinstance(source, str) and mode == "stream"
         if isinstance(source, str):
             from .remote import RemoteSource
 
@@ -121,6 +122,11 @@ class Guard:
         self.last_checkpoint: str | None = None  # the key of the latest checkpoint stored
         self._heartbeat: Heartbeat | None = None
         self._outcomes: dict[Scope, list[int]] = {}  # reported [successes, failures]
+        # A streaming guard is live on the server while its stream is open; it reports its
+        # clean exit (close, interpreter exit, SIGTERM) or crash even without heartbeats.
+        self._exit_report: Heartbeat | None = None
+        if streams:
+            self._exit_report = Heartbeat(self, min(5.0, max_staleness / 2)).arm()
 
     @property
     def source(self) -> KillStateSource:
@@ -566,6 +572,8 @@ class Guard:
     def close(self) -> None:
         """Deliver queued interventions and release the source."""
         self.stop_heartbeat()
+        if self._exit_report is not None:
+            self._exit_report.stop("exited")
         self._recorder.close()
         self._source.close()
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import re
 import threading
 import time
@@ -150,11 +151,17 @@ class StreamHub:
 
     A connection that names its ``instance_id`` keeps that instance live in the fleet (for
     ``GET /acks`` and ``POST /kill?wait=``) without heartbeats: it is recorded when it connects
-    and marked seen every keep-alive (at most 5 s) while connected, all in one write.
+    and marked seen every keep-alive (at most 5 s) while connected, all in one write. When its
+    last connection ends and it neither reported a clean exit nor came back (here or on
+    another server) within ``GONE_AFTER`` rounds, it is marked gone; it is live again once back.
     """
+
+    GONE_AFTER = 3  # presence rounds (keep-alives, at most 5 s) after a stream ended
 
     def __init__(self, server: KillSwitchServer) -> None:
         self._server = server
+        # (organization, instance) -> when (monotonic) its last connection here ended.
+        self._left: dict[tuple[str, str], float] = {}
         self._connections: dict[str, set[_Connection]] = {}
         self._unwatch: dict[asyncio.Queue[Published], Callable[[], None]] = {}
         self._unsubscribe: Any = None
@@ -255,6 +262,7 @@ class StreamHub:
         with self._present_lock:
             _, count = self._present.get(key, (scope, 0))
             self._present[key] = (scope, count + 1)
+            self._left.pop(key, None)
             if self._toucher is None and not self._stopped.is_set():
                 self._toucher = threading.Thread(
                     target=self._touch_loop, name="agentguard-presence", daemon=True
@@ -268,19 +276,30 @@ class StreamHub:
             scope, count = self._present.get(key, (Scope(), 1))
             if count <= 1:
                 self._present.pop(key, None)
+                self._left[key] = time.monotonic()
             else:
                 self._present[key] = (scope, count - 1)
 
     def _touch_loop(self) -> None:
+        interval = min(self._server.keepalive, PRESENCE_INTERVAL)
         while not self._stopped.is_set():
-            self._touch_now.wait(min(self._server.keepalive, PRESENCE_INTERVAL))
+            self._touch_now.wait(interval)
             self._touch_now.clear()
             if self._stopped.is_set():
                 return
+            cutoff = time.monotonic() - self.GONE_AFTER * interval
             with self._present_lock:
                 present = {key: scope for key, (scope, _) in self._present.items()}
+                gone = [key for key, left in self._left.items() if left <= cutoff]
             try:
                 self._server.fleet.touch(present)
+                if gone:
+                    # Unseen for two rounds: no other server has a stream of it either.
+                    self._server.fleet.streams_ended(gone, unseen_for=2 * interval)
+                    with self._present_lock:
+                        for key in gone:
+                            if self._left.get(key, math.inf) <= cutoff:
+                                del self._left[key]
             except Exception:  # the database is away: the next round tries again
                 logger.warning("agentguard: could not mark streaming instances seen", exc_info=True)
 
