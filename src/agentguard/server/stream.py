@@ -65,6 +65,14 @@ class KillStatePublic(BaseModel):
     active: list[s.KillSwitchPublic]
 
 
+class KillChangePublic(BaseModel):
+    """The data of a ``kill`` or ``revive`` event: one change of the kill state."""
+
+    version: int
+    kind: Literal["kill", "revive"]
+    kill_switch: s.KillSwitchPublic
+
+
 class StreamQuery(BaseModel):
     """Who is listening (all optional) and what else to stream."""
 
@@ -627,6 +635,14 @@ def stream_operation() -> dict[str, Any]:
     error = {
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
     }
+    # Before OpenAPI 3.2's itemSchema, the schema of an event stream describes each event as
+    # parsed: {event, data, id?, retry?}; the JSON in `data` is described by contentSchema.
+    events = [
+        _event_schema("snapshot", "KillStatePublic", versioned=True),
+        _event_schema("kill", "KillChangePublic", versioned=True),
+        _event_schema("revive", "KillChangePublic", versioned=True),
+        _event_schema("intervention", "InterventionPublic", versioned=False),
+    ]
     return {
         "operationId": "stream",
         "summary": "Stream kill-state changes (Server-Sent Events)",
@@ -635,17 +651,48 @@ def stream_operation() -> dict[str, Any]:
             "Needs the operator, agent or read scope (or admin). Events: `snapshot` "
             "(id = version; data = the kill state), then `kill` / `revive` (id = version; data = "
             "`{version, kind, kill_switch}`), and with `include=interventions` also "
-            "`intervention`. Keep-alive comments every `X-AgentGuard-Keepalive` seconds."
+            "`intervention`. Keep-alive comments every `X-AgentGuard-Keepalive` seconds. "
+            "The stream ends when its credential does (key revoked, console session signed "
+            "out or expired, session token expired)."
         ),
         "parameters": params,
         "responses": {
             "200": {
                 "description": "An endless event stream",
                 "headers": {KEEPALIVE_HEADER: {"schema": {"type": "string"}}},
-                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                "content": {"text/event-stream": {"schema": {"oneOf": events}}},
             },
             "401": {"description": "Missing or invalid credentials", **error},
             "403": {"description": "The credential lacks the scope", **error},
             "422": {"description": "A query parameter is invalid", **error},
+            "429": {
+                "description": "Too many open streams for the credential or the organization",
+                "headers": {
+                    "Retry-After": {
+                        "description": "Seconds to wait before trying again",
+                        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                    }
+                },
+                **error,
+            },
         },
     }
+
+
+STREAM_MODELS: tuple[type[BaseModel], ...] = (KillChangePublic, KillStatePublic)
+
+
+def _event_schema(name: str, model: str, *, versioned: bool) -> dict[str, Any]:
+    """One event as parsed from the stream: its name, its JSON data and (if any) its id."""
+    properties: dict[str, Any] = {
+        "event": {"const": name},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {"$ref": f"#/components/schemas/{model}"},
+        },
+        "id": {"type": "string", "pattern": "^[0-9]+$"} if versioned else {"type": "string"},
+        "retry": {"type": "integer"},
+    }
+    required = ["event", "data", "id"] if versioned else ["event", "data"]
+    return {"type": "object", "required": required, "properties": properties}
