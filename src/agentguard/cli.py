@@ -748,7 +748,12 @@ def serve(
     import uvicorn
 
     from .server.asgi import DATABASE_URL_ENV as SERVER_DATABASE_URL_ENV
-    from .server.asgi import RULES_ENV, rules_from
+    from .server.asgi import (
+        MAX_STREAMS_PER_KEY_ENV,
+        MAX_STREAMS_PER_ORG_ENV,
+        RULES_ENV,
+        rules_from,
+    )
     from .server.session import SESSION_SECRET_ENV
 
     for spec in rules:
@@ -760,6 +765,18 @@ def serve(
     except InvalidInputError as exc:
         hint = "--rule" if rules else RULES_ENV
         raise click.BadParameter(exc.message, param_hint=hint) from None
+    for env, limit in (
+        (MAX_STREAMS_PER_KEY_ENV, max_streams_per_key),
+        (MAX_STREAMS_PER_ORG_ENV, max_streams_per_organization),
+    ):
+        if limit is not None:
+            os.environ[env] = str(limit)
+        elif os.environ.get(env, "").strip() and not re.fullmatch(
+            r"[1-9][0-9]{0,8}", os.environ[env].strip()
+        ):
+            raise click.BadParameter(
+                f"must be a whole number of at least 1; got {os.environ[env]!r}", param_hint=env
+            )
 
     with database_errors():
         keys = _open_keys(database_url)
@@ -778,14 +795,6 @@ def serve(
             sys.stdout.flush()
     os.environ[SERVER_DATABASE_URL_ENV] = database_url
     os.environ[RULES_ENV] = specs  # every worker builds the same rules
-    from .server.asgi import MAX_STREAMS_PER_KEY_ENV, MAX_STREAMS_PER_ORG_ENV
-
-    for env, limit in (
-        (MAX_STREAMS_PER_KEY_ENV, max_streams_per_key),
-        (MAX_STREAMS_PER_ORG_ENV, max_streams_per_organization),
-    ):
-        if limit is not None:
-            os.environ[env] = str(limit)
     for rule in server_rules:
         click.echo(f"Server rule: {rule}")
     # Every worker must sign console sessions alike, or a request landing on another worker

@@ -3,6 +3,7 @@ configured on ``KillSwitchServer``, by environment and by ``agentguard serve``."
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -92,6 +93,19 @@ def test_agentguard_serve_takes_the_limits(
     assert readers(live.url, live.agent).status == 200
     assert_refused(readers(live.url, live.agent), "max_streams_per_key")
     assert readers(live.url, live.admin).status == 200
+
+
+def test_agentguard_serve_refuses_a_bad_limit_before_anything_else(tmp_path: Any) -> None:
+    import subprocess
+
+    env = {**os.environ, "AGENTGUARD_MAX_STREAMS_PER_KEY": "0"}
+    done = subprocess.run(
+        [sys.executable, "-m", "agentguard.cli", "serve", "--database-url",
+         f"sqlite:///{tmp_path / 'never.db'}"],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2 and "AGENTGUARD_MAX_STREAMS_PER_KEY" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "never.db").exists()
 
 
 @pytest.mark.parametrize(
