@@ -335,6 +335,12 @@ def test_stream_needs_credentials_and_valid_parameters(live: Live) -> None:
     assert bad.status_code == 422 and bad.json()["field"] == "include"
     long = httpx.get(url, params={"agent_id": "x" * 257}, headers=bearer(live.agent))
     assert long.status_code == 422 and long.json()["field"] == "agent_id"
+    # Ids as heartbeats take them: a NUL (PostgreSQL text cannot hold one) would fail the
+    # batched presence write of every streaming instance; blank ids name nothing.
+    for field, value in (("instance_id", "i\x00"), ("run_id", " "), ("mission_id", "\u3000")):
+        bad = httpx.get(url, params={field: value}, headers=bearer(live.agent))
+        assert bad.status_code == 422 and bad.json()["field"] == field, bad.text
+    assert "Traceback" not in live.process.output()
 
 
 def test_state_has_an_etag_and_answers_304_when_unchanged(live: Live) -> None:

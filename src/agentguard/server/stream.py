@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
@@ -78,10 +78,12 @@ class StreamQuery(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    instance_id: str | None = Field(default=None, min_length=1, max_length=256)
-    agent_id: str | None = Field(default=None, min_length=1, max_length=256)
-    run_id: str | None = Field(default=None, min_length=1, max_length=256)
-    mission_id: str | None = Field(default=None, min_length=1, max_length=256)
+    # As heartbeats and acks take them: no NUL (PostgreSQL text cannot hold one), one visible
+    # character at least; a stream's instance is written with the others in one batch.
+    instance_id: s.InstanceId | None = None
+    agent_id: s.TargetId | None = None
+    run_id: s.TargetId | None = None
+    mission_id: s.TargetId | None = None
     include: Literal["interventions"] | None = None
 
 
@@ -606,15 +608,10 @@ class InterventionTail:
 def stream_operation() -> dict[str, Any]:
     """The OpenAPI operation of the stream (not a JSON endpoint, so written out here)."""
     params = []
+    properties = StreamQuery.model_json_schema()["properties"]
     for name in ("instance_id", "agent_id", "run_id", "mission_id"):
-        params.append(
-            {
-                "name": name,
-                "in": "query",
-                "required": False,
-                "schema": {"type": "string", "minLength": 1, "maxLength": 256},
-            }
-        )
+        schema = next(o for o in properties[name]["anyOf"] if o.get("type") == "string")
+        params.append({"name": name, "in": "query", "required": False, "schema": schema})
     params.append(
         {
             "name": "include",
