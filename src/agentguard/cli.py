@@ -732,6 +732,20 @@ def _open_keys(database_url: str) -> Any:
 @click.option(
     "--require-reason", is_flag=True, help="Refuse kills without a reason (422 naming reason)."
 )
+@click.option(
+    "--max-streams-per-key",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Open change streams one credential may hold per worker; one more gets 429 "
+    "(default 100, or AGENTGUARD_MAX_STREAMS_PER_KEY).",
+)
+@click.option(
+    "--max-streams-per-organization",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Open change streams one organization may hold per worker "
+    "(default 1000, or AGENTGUARD_MAX_STREAMS_PER_ORGANIZATION).",
+)
 @org_option
 def serve(
     database_url: str,
@@ -741,13 +755,21 @@ def serve(
     log_level: str,
     rules: tuple[str, ...],
     require_reason: bool,
+    max_streams_per_key: int | None,
+    max_streams_per_organization: int | None,
     organization_id: str,
 ) -> None:
     """Run the API with uvicorn. On an empty database, create an admin key and print it once."""
     import uvicorn
 
     from .server.asgi import DATABASE_URL_ENV as SERVER_DATABASE_URL_ENV
-    from .server.asgi import REQUIRE_REASON_ENV, RULES_ENV, rules_from
+    from .server.asgi import (
+        MAX_STREAMS_PER_KEY_ENV,
+        MAX_STREAMS_PER_ORG_ENV,
+        REQUIRE_REASON_ENV,
+        RULES_ENV,
+        rules_from,
+    )
     from .server.session import SESSION_SECRET_ENV
 
     for spec in rules:
@@ -759,6 +781,18 @@ def serve(
     except InvalidInputError as exc:
         hint = "--rule" if rules else RULES_ENV
         raise click.BadParameter(exc.message, param_hint=hint) from None
+    for env, limit in (
+        (MAX_STREAMS_PER_KEY_ENV, max_streams_per_key),
+        (MAX_STREAMS_PER_ORG_ENV, max_streams_per_organization),
+    ):
+        if limit is not None:
+            os.environ[env] = str(limit)
+        elif os.environ.get(env, "").strip() and not re.fullmatch(
+            r"[1-9][0-9]{0,8}", os.environ[env].strip()
+        ):
+            raise click.BadParameter(
+                f"must be a whole number of at least 1; got {os.environ[env]!r}", param_hint=env
+            )
 
     with database_errors():
         keys = _open_keys(database_url)

@@ -110,6 +110,7 @@ class Guard:
         self.instance_id = instance_id or default_instance_id()
         defaults = Scope(agent_id, run_id, mission_id)
         self._defaults = defaults if any(defaults) else None
+        streams = isinstance(source, str) and mode == "stream"
         if isinstance(source, str):
             from .remote import RemoteSource
 
@@ -151,6 +152,11 @@ class Guard:
         self._outcomes: dict[Scope, list[int]] = {}  # reported [successes, failures]
         self._unavailable: dict[_CountKey, int] = {}
         self._last_refusal: PolicyViolationError | None = None  # outside any scope()
+        # A streaming guard is live on the server while its stream is open; it reports its
+        # clean exit (close, interpreter exit, SIGTERM) or crash even without heartbeats.
+        self._exit_report: Heartbeat | None = None
+        if streams:
+            self._exit_report = Heartbeat(self, min(5.0, max_staleness / 2)).arm()
         if start_wait and bootstrap is None and not self.wait_until_synced(start_wait):
             error = getattr(self._source, "last_error", None)
             logger.warning(
@@ -721,6 +727,8 @@ class Guard:
     def close(self) -> None:
         """Deliver queued interventions and release the source."""
         self.stop_heartbeat()
+        if self._exit_report is not None:
+            self._exit_report.stop("exited")
         self._recorder.close()
         self._source.close()
 

@@ -163,6 +163,13 @@ class Heartbeat:
             self._thread.start()
         return self
 
+    def arm(self) -> Heartbeat:
+        """Send no heartbeats, only the last one: at :meth:`stop`, interpreter exit, SIGTERM or
+        an unhandled exception (how a streaming guard tells the server it is gone)."""
+        _ACTIVE.add(self)
+        _install_hooks()
+        return self
+
     @property
     def running(self) -> bool:
         return not self._stop.is_set()

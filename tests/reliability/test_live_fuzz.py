@@ -1,10 +1,12 @@
 """Schemathesis against a live uvicorn server, with valid credentials, on SQLite and PostgreSQL.
 
-Every operation of the server's own OpenAPI document except the endless change stream (its
-answers are covered in ``tests/server/test_stream.py``) gets generated requests, valid and
+Every operation of the server's own OpenAPI document gets generated requests, valid and
 invalid: no 5xx, and every answer conforms to the document (status, content type, schema,
-``Allow``); valid requests are accepted. ``tests/server/test_openapi.py`` does the same in
-process; this run adds the real HTTP stack (uvicorn, httptools, the database over sockets).
+``Allow``); valid requests are accepted. That includes the endless change stream: schemathesis
+reads each stream for a moment (while kills, revives and interventions happen) and checks every
+event against the document. ``tests/server/test_openapi.py`` does the same in process; this run
+adds the real HTTP stack (uvicorn, httptools, the database over sockets). Then every header the
+server reads gets arbitrary values, on every route: never a 5xx, never a traceback.
 
 ``AGENTGUARD_FUZZ_EXAMPLES`` sets the examples per operation and mode (10 by default).
 """
@@ -12,22 +14,29 @@ process; this run adds the real HTTP stack (uvicorn, httptools, the database ove
 from __future__ import annotations
 
 import itertools
+import json
 import re
+import threading
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
+import httpx
 import pytest
 import requests
 import schemathesis
 import schemathesis.checks as checks
 import schemathesis.specs.openapi.checks as openapi_checks
+from harness import bearer, deadline_poll
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from reliability_harness import FUZZ_EXAMPLES, Uvicorn, keys_for
+from schemathesis.core.failures import FailureGroup
 from starlette.testclient import TestClient
 
 from agentguard.server import KillSwitchServer
 
+REF = "#/components/schemas/{}"
 UVICORN_REFUSAL = "Invalid HTTP request received."
 
 
@@ -53,8 +62,13 @@ MODE_CHECKS = {
 }
 
 
+STREAM_PATH = "/api/v1/kill-switch/stream"
+STREAM_READ = 1.5  # seconds schemathesis reads each (endless) change stream
+
+
 def fuzz(operation: Any, mode: Any, base_url: str, session: requests.Session) -> None:
     run = CHECKS + MODE_CHECKS[mode]
+    timeout = STREAM_READ if operation.path == STREAM_PATH else 30
 
     @given(case=operation.as_strategy(mode))
     @settings(
@@ -64,7 +78,7 @@ def fuzz(operation: Any, mode: Any, base_url: str, session: requests.Session) ->
         database=None,
     )
     def one(case: Any) -> None:
-        case.call_and_validate(base_url=base_url, session=session, checks=run, timeout=30)
+        case.call_and_validate(base_url=base_url, session=session, checks=run, timeout=timeout)
 
     one()
 
@@ -76,17 +90,146 @@ def test_live_server_answers_fuzzed_requests_as_documented(
     keys = keys_for(database_url, "org_fuzz", admin=["admin"])
     server = start_uvicorn(database_url)
     schema = schemathesis.openapi.from_url(f"{server.url}/api/v1/openapi.json")
-    every = [result.ok() for result in schema.get_all_operations()]
-    operations = [op for op in every if op.path != "/api/v1/kill-switch/stream"]
-    assert len(operations) == len(every) - 1 >= 19
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) >= 20 and STREAM_PATH in {op.path for op in operations}
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {keys['admin']}"
     modes = (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE)
-    for operation, mode in itertools.product(operations, modes):
-        fuzz(operation, mode, server.url, session)
+    with Churn(server.url, keys["admin"]) as churn:  # every kind of event flows on the streams
+        for operation, mode in itertools.product(operations, modes):
+            fuzz(operation, mode, server.url, session)
+    assert churn.rounds > 0
     # The server is still healthy after it all, and logged no unhandled error.
     assert session.get(f"{server.url}/api/v1/kill-switch/active").status_code == 200
     assert "Traceback" not in server.output()
+
+
+def test_the_change_stream_is_checked_event_by_event(
+    start_uvicorn: Callable[..., Uvicorn], database_url: str
+) -> None:
+    """Schemathesis validates each streamed event (snapshot, kill, revive, intervention) and
+    the JSON in it against the document; a document describing the events wrongly fails."""
+    keys = keys_for(database_url, "org_fuzz", admin=["admin"])
+    server = start_uvicorn(database_url)
+    raw = requests.get(f"{server.url}/api/v1/openapi.json", timeout=10).json()
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {keys['admin']}"
+
+    def stream_case(document: dict[str, Any]) -> Any:
+        schema = schemathesis.openapi.from_dict(document)
+        operation = schema["/api/v1/kill-switch/stream"]["GET"]
+        return operation.Case(query={"include": "interventions"}, headers={})
+
+    with Churn(server.url, keys["admin"]) as churn:
+        assert deadline_poll(lambda: churn.rounds >= 1, 10)
+        response = stream_case(raw).call(base_url=server.url, session=session, timeout=3)
+        kinds = {e.split()[0] for e in response.text.split("event: ")[1:]}
+        assert kinds == {"snapshot", "kill", "revive", "intervention"}, response.text
+        stream_case(raw).validate_response(response, checks=CHECKS)
+        wrong = json.loads(json.dumps(raw))
+        events = wrong["paths"][STREAM_PATH]["get"]["responses"]["200"]["content"]
+        snapshot = events["text/event-stream"]["schema"]["oneOf"][0]
+        snapshot["properties"]["data"]["contentSchema"] = {"$ref": REF.format("KillChangePublic")}
+        with pytest.raises(FailureGroup) as failed:
+            stream_case(wrong).validate_response(response, checks=CHECKS)
+        titles = {getattr(f, "title", None) for f in failed.value.exceptions}
+        assert titles == {"SSE event violates schema"}, failed.value.exceptions
+
+
+# Every header the server reads, and values a client can put on the wire (no CR, LF or NUL).
+HEADERS = [
+    "Authorization", "Cookie", "X-Request-ID", "If-None-Match", "Last-Event-ID",
+    "X-CSRF-Token", "Content-Type", "Accept", "Origin", "Cache-Control",
+]  # fmt: skip
+WIRE_BYTES = [0x09, *range(0x20, 0x7F), *range(0x80, 0x100)]
+TRICKY_VALUES = [
+    b"\xb2", b"1\xb9", b"Bearer \xb2", b"Bearer ag_", b"Bearer ag_\xff_x", b"bearer",
+    b"agentguard_session=\xb2", b"agentguard_session=.", b"__session=a.b.c", b"9" * 40,
+    b'"\xb2"', b"application/json; charset=\xff", b"-1", b"0x10",
+]  # fmt: skip
+header_values = st.one_of(
+    st.sampled_from(TRICKY_VALUES),
+    st.lists(st.sampled_from(WIRE_BYTES), max_size=200).map(lambda b: bytes(b).strip(b" \t")),
+)
+
+
+@pytest.mark.slow
+def test_live_server_takes_any_header_value_on_every_route(
+    start_uvicorn: Callable[..., Uvicorn], database_url: str
+) -> None:
+    """Arbitrary values of every header the server reads, on every route and method of the
+    document (the change stream included), with and without valid credentials: never a 5xx,
+    never a traceback in the server's log."""
+    keys = keys_for(database_url, "org_fuzz", admin=["admin"])
+    server = start_uvicorn(database_url)
+    document = requests.get(f"{server.url}/api/v1/openapi.json", timeout=10).json()
+    routes = sorted(
+        (method.upper(), re.sub(r"\{[^}]+\}", "x", path))
+        for path, methods in document["paths"].items()
+        for method in methods
+    )
+    client = httpx.Client(base_url=server.url, timeout=httpx.Timeout(30, read=5))
+    answers: list[int] = []
+
+    @given(
+        route=st.sampled_from(routes),
+        name=st.sampled_from(HEADERS),
+        value=header_values,
+        authenticated=st.booleans(),
+    )
+    @settings(
+        max_examples=FUZZ_EXAMPLES * 30,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        database=None,
+    )
+    def one(route: tuple[str, str], name: str, value: bytes, authenticated: bool) -> None:
+        method, path = route
+        headers: dict[str, Any] = bearer(keys["admin"]) if authenticated else {}
+        headers[name] = value
+        body = b"{}" if method in ("POST", "PUT") else None
+        with client.stream(method, path, headers=headers, content=body) as response:
+            status = response.status_code
+            if not response.headers.get("content-type", "").startswith("text/event-stream"):
+                response.read()
+        answers.append(status)
+        assert status < 500, (method, path, name, value, status)
+
+    try:
+        one()
+    finally:
+        client.close()
+    assert any(code == 200 for code in answers) and any(code == 401 for code in answers)
+    assert "Traceback" not in server.output()
+
+
+class Churn:
+    """Kills, revives and interventions in a thread, so streams carry every kind of event."""
+
+    def __init__(self, url: str, key: str) -> None:
+        self._client = httpx.Client(base_url=f"{url}/api/v1", headers=bearer(key), timeout=30)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.rounds = 0
+
+    def _run(self) -> None:
+        target = {"target_type": "agent", "target_id": "churned"}
+        while not self._stop.wait(0.3):
+            item = {**target, "id": f"iv-{self.rounds}", "action": "send_email",
+                    "occurred_at": "2026-04-18T17:00:00Z"}  # fmt: skip
+            self._client.post("/interventions", json={"interventions": [item]})
+            self._client.post("/kill-switch/kill", json=target)
+            self._client.post("/kill-switch/revive", json=target)
+            self.rounds += 1
+
+    def __enter__(self) -> Churn:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+        self._client.close()
 
 
 # -- one answer everywhere for ids of whitespace -------------------------------------------------

@@ -131,14 +131,19 @@ def test_last_event_id_resumes_with_the_missed_changes(
     assert r.wait_for(lambda e: len(e) >= 3)[2][1] == "4"
 
 
-@pytest.mark.parametrize("last_id", ["99", "not-a-number", ""])
+# "\xb2" is "²" as the server decodes header bytes (Latin-1): str.isdigit() says yes, int() no.
+@pytest.mark.parametrize(
+    "last_id", ["99", "not-a-number", "", b"\xb2", b"1\xb9", "9" * 30, "+1", "1_0"]
+)
 def test_unknown_last_event_id_gets_a_fresh_snapshot(
-    live: Live, reader: Callable[..., Reader], last_id: str
+    live: Live, reader: Callable[..., Reader], last_id: str | bytes
 ) -> None:
     live.kill("a")
     r = reader(headers={"Last-Event-ID": last_id})
+    assert r.status == 200
     kind, event_id, data = r.wait_for(lambda e: len(e) >= 1)[0]
     assert (kind, event_id, data["version"]) == ("snapshot", "1", 1)
+    assert "Traceback" not in live.process.output()
 
 
 def test_interventions_are_streamed_on_request(live: Live, reader: Callable[..., Reader]) -> None:
@@ -330,6 +335,12 @@ def test_stream_needs_credentials_and_valid_parameters(live: Live) -> None:
     assert bad.status_code == 422 and bad.json()["field"] == "include"
     long = httpx.get(url, params={"agent_id": "x" * 257}, headers=bearer(live.agent))
     assert long.status_code == 422 and long.json()["field"] == "agent_id"
+    # Ids as heartbeats take them: a NUL (PostgreSQL text cannot hold one) would fail the
+    # batched presence write of every streaming instance; blank ids name nothing.
+    for field, value in (("instance_id", "i\x00"), ("run_id", " "), ("mission_id", "\u3000")):
+        bad = httpx.get(url, params={field: value}, headers=bearer(live.agent))
+        assert bad.status_code == 422 and bad.json()["field"] == field, bad.text
+    assert "Traceback" not in live.process.output()
 
 
 def test_state_has_an_etag_and_answers_304_when_unchanged(live: Live) -> None:

@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from ..errors import InvalidInputError
 from ..index import KillIndex
 from ..records import utcnow
 from ..rules import Rule
@@ -37,7 +38,13 @@ from .routes import Api, build_routes
 from .session import ConsoleSessions, SessionAuth
 from .source import ServerSource
 from .sqlstore import SQLStore
-from .stream import STREAM_PATH, StreamHub, stream
+from .stream import (
+    DEFAULT_MAX_STREAMS_PER_KEY,
+    DEFAULT_MAX_STREAMS_PER_ORG,
+    STREAM_PATH,
+    StreamHub,
+    stream,
+)
 
 
 class KillSwitchServer:
@@ -50,6 +57,9 @@ class KillSwitchServer:
     ``AuthenticationBackend`` that yields a ``Principal``) after API keys; the console's
     session cookie comes last. ``session_secret`` signs console sessions (see
     :mod:`agentguard.server.session`). ``require_reason=True`` refuses kills without a reason.
+    ``max_streams_per_key`` and ``max_streams_per_organization`` cap the open change streams of
+    one credential and of one organization in this process (one more is answered 429 with
+    ``Retry-After``).
 
     Mounted in a host (``host.mount("/guard", server.app)``) the API is at
     ``/guard/api/v1/...``. Its lifespan never runs there, so the server initialises on the
@@ -67,6 +77,8 @@ class KillSwitchServer:
         pool_size: int = 10,
         poll_interval: float = 0.05,
         keepalive: float = 5.0,
+        max_streams_per_key: int = DEFAULT_MAX_STREAMS_PER_KEY,
+        max_streams_per_organization: int = DEFAULT_MAX_STREAMS_PER_ORG,
         rules: Sequence[Rule] | None = None,
         clock: Callable[[], datetime] = utcnow,
         require_reason: bool = False,
@@ -90,6 +102,11 @@ class KillSwitchServer:
         self._started = False
         self._closed = False
         self.keepalive = keepalive
+        # Open change streams admitted per credential and per organization, in this process.
+        self.max_streams_per_key = _positive_int("max_streams_per_key", max_streams_per_key)
+        self.max_streams_per_org = _positive_int(
+            "max_streams_per_organization", max_streams_per_organization
+        )
         self.stream_hub = StreamHub(self)
         api = Api(self)
         routes = build_routes(api)
@@ -199,3 +216,9 @@ class KillSwitchServer:
 
     def __repr__(self) -> str:
         return f"<KillSwitchServer {self.database.url.render_as_string(hide_password=True)}>"
+
+
+def _positive_int(name: str, value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise InvalidInputError(name, f"must be a whole number of at least 1; got {value!r}")
+    return value

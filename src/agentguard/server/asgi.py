@@ -2,6 +2,8 @@
 
 ``AGENTGUARD_DATABASE_URL`` names the database (default ``sqlite:///agentguard.db``);
 ``AGENTGUARD_STREAM_KEEPALIVE`` the seconds between the change stream's keep-alives (default 5).
+``AGENTGUARD_MAX_STREAMS_PER_KEY`` and ``AGENTGUARD_MAX_STREAMS_PER_ORGANIZATION`` cap the
+open change streams per credential and per organization in each worker (defaults 100, 1000).
 ``AGENTGUARD_RULES`` holds server rules, ``;``-separated, in the form ``agentguard serve --rule``
 takes (``budget:limit_usd=100,window=3600;rate:limit=10000,window=60``).
 ``AGENTGUARD_REQUIRE_REASON=1`` refuses kills without a reason.
@@ -17,16 +19,20 @@ from pathlib import Path
 from starlette.authentication import AuthenticationBackend
 from starlette.types import ASGIApp
 
+from ..errors import InvalidInputError
 from ..rules import Rule, parse_rule
 from .app import KillSwitchServer
 from .clerk import ClerkAuth
 from .fleet import validate_rules
+from .stream import DEFAULT_MAX_STREAMS_PER_KEY, DEFAULT_MAX_STREAMS_PER_ORG
 
 DATABASE_URL_ENV = "AGENTGUARD_DATABASE_URL"
 DEFAULT_DATABASE_URL = "sqlite:///agentguard.db"
 KEEPALIVE_ENV = "AGENTGUARD_STREAM_KEEPALIVE"  # seconds between the stream's keep-alive comments
 RULES_ENV = "AGENTGUARD_RULES"
 REQUIRE_REASON_ENV = "AGENTGUARD_REQUIRE_REASON"  # "1": refuse kills without a reason
+MAX_STREAMS_PER_KEY_ENV = "AGENTGUARD_MAX_STREAMS_PER_KEY"
+MAX_STREAMS_PER_ORG_ENV = "AGENTGUARD_MAX_STREAMS_PER_ORGANIZATION"
 
 
 def rules_from(specs: str) -> list[Rule]:
@@ -50,9 +56,21 @@ def server_from_env() -> KillSwitchServer:
         os.environ.get(DATABASE_URL_ENV, DEFAULT_DATABASE_URL),
         auth=backends,
         keepalive=float(os.environ.get(KEEPALIVE_ENV, "5")),
+        max_streams_per_key=_count(MAX_STREAMS_PER_KEY_ENV, DEFAULT_MAX_STREAMS_PER_KEY),
+        max_streams_per_organization=_count(MAX_STREAMS_PER_ORG_ENV, DEFAULT_MAX_STREAMS_PER_ORG),
         rules=rules_from(os.environ.get(RULES_ENV, "")),
         require_reason=os.environ.get(REQUIRE_REASON_ENV, "") == "1",
     )
+
+
+def _count(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidInputError(name, f"must be a whole number; got {value!r}") from None
 
 
 def create_app() -> ASGIApp:

@@ -8,6 +8,7 @@ user is a :class:`Principal`. API keys are always tried first; session backends 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 from starlette.authentication import (
@@ -41,12 +42,18 @@ class Principal(BaseUser):
         *,
         key_id: str | None = None,
         method: str = "session",
+        expires_at: datetime | None = None,
+        session_id: str | None = None,
     ) -> None:
         self.organization_id = organization_id
         self.user_id = user_id
         self.scopes = frozenset(scopes)
         self.key_id = key_id
         self.method = method
+        # When the credential stops being valid (a session token's or cookie's expiry), if
+        # known; and the console session it came from: an open change stream ends with either.
+        self.expires_at = expires_at
+        self.session_id = session_id
 
     @property
     def is_authenticated(self) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
 from typing import Any
 
 import jwt
@@ -78,7 +79,12 @@ class ClerkAuth(AuthenticationBackend):
         user_id = str(claims["sub"])
         is_admin = role in ("admin", "org:admin")
         scopes = self.admin_scopes if is_admin else self.member_scopes
-        return Principal(organization_id, user_id, scopes, method="clerk")
+        # Accepted until exp (and the leeway): a stream opened with it ends then.
+        try:
+            expires = datetime.fromtimestamp(float(claims["exp"]) + self.leeway, timezone.utc)
+        except (OverflowError, ValueError, OSError):  # beyond any date: no end to keep
+            expires = None
+        return Principal(organization_id, user_id, scopes, method="clerk", expires_at=expires)
 
 
 def _organization(claims: Mapping[str, Any]) -> tuple[str | None, str | None]:

@@ -322,6 +322,11 @@ class Fleet:
         """Instances with an open change stream are live: mark them seen now."""
         self.store.touch_instances(present, now=self.clock(), first_seen=utcnow())
 
+    def streams_ended(self, ended: list[tuple[str, str]], unseen_for: float) -> None:
+        """Instances whose stream ended without a clean exit, unseen for ``unseen_for`` s: gone."""
+        seen_before = self.clock() - timedelta(seconds=unseen_for)
+        self.store.end_streams(ended, seen_before=seen_before)
+
     # -- acknowledgement of a kill ------------------------------------------------------------
 
     def acks(self, organization_id: str, target_type: str, target_id: str) -> s.AcksPublic | None:

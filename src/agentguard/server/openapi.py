@@ -12,8 +12,8 @@ from .._version import __version__
 from .auth import PERMISSIONS
 from .problems import DESCRIPTIONS
 from .routes import API, ENDPOINTS, VERSION_HEADER, Endpoint
-from .schemas import ErrorResponse
-from .stream import STREAM_PATH, stream_operation
+from .schemas import ErrorResponse, InterventionPublic
+from .stream import STREAM_MODELS, STREAM_PATH, stream_operation
 
 REF = "#/components/schemas/{model}"
 OPENAPI_PATH = f"{API}/openapi.json"
@@ -23,7 +23,7 @@ def build_openapi(
     endpoints: Sequence[Endpoint] = ENDPOINTS, *, server_url: str = "/", clerk: bool = False
 ) -> dict[str, Any]:
     """The OpenAPI 3.1 document of the API served under ``server_url``."""
-    models: list[type[BaseModel]] = [ErrorResponse]
+    models: list[type[BaseModel]] = [ErrorResponse, *STREAM_MODELS, InterventionPublic]
     for e in endpoints:
         models.append(e.response)
         if e.body is not None:

@@ -26,6 +26,7 @@ STATUS: dict[str, int] = {
     "payload_too_large": 413,
     "validation_error": 422,
     "database_unavailable": 503,
+    "too_many_requests": 429,
 }
 DESCRIPTIONS: dict[int, str] = {
     400: "The body is not valid JSON",
@@ -37,6 +38,7 @@ DESCRIPTIONS: dict[int, str] = {
     413: "The body is larger than 1 MiB",
     422: "Invalid input; `field` names the field at fault",
     503: "The server's database is unavailable; retry after `Retry-After` seconds",
+    429: "Too many open change streams; retry after `Retry-After` seconds",
 }
 
 

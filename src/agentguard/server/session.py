@@ -16,8 +16,10 @@ Sessions are signed with ``KillSwitchServer(session_secret=...)``, else the
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 import secrets
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
@@ -36,6 +38,7 @@ from starlette.responses import Response
 
 from .auth import Principal
 from .database import Database
+from .feed import KEYS_CHANNEL
 from .keys import KeyNotFoundError, KeyStore, VerifiedKey
 from .problems import ApiError
 from .tables import console_sign_outs
@@ -46,6 +49,8 @@ SESSION_SECRET_ENV = "AGENTGUARD_SESSION_SECRET"
 DEFAULT_MAX_AGE = 12 * 3600  # seconds
 SAFE_METHODS = frozenset(("GET", "HEAD", "OPTIONS"))
 _SALT = "agentguard.console.session"
+
+logger = logging.getLogger("agentguard.server")
 
 
 class SessionData(BaseModel):
@@ -76,6 +81,7 @@ class ConsoleSessions:
         self.max_age = max_age
         secret = secret or os.environ.get(SESSION_SECRET_ENV) or secrets.token_bytes(32)
         self._serializer = URLSafeTimedSerializer(secret, salt=_SALT)
+        self._sign_out_listeners: list[Callable[[set[str]], None]] = []
 
     def issue(self, key: VerifiedKey) -> tuple[str, SessionData]:
         """A new session of a verified key: the cookie value and what it carries."""
@@ -101,7 +107,7 @@ class ConsoleSessions:
             raise AuthenticationError("invalid console session; sign in again") from None
         return data, signed_at + timedelta(seconds=self.max_age)
 
-    def principal(self, data: SessionData) -> Principal:
+    def principal(self, data: SessionData, expires: datetime | None = None) -> Principal:
         """The caller a session stands for, as its key is now (blocking: reads the database)."""
         with self._database.read() as conn:
             signed_out = conn.execute(
@@ -120,7 +126,15 @@ class ConsoleSessions:
                 "the API key of this console session was revoked; sign in again"
             )
         scopes = set(key.scopes) & set(data.scopes)
-        return Principal(key.organization_id, key.owner, scopes, key_id=key.id, method="console")
+        return Principal(
+            key.organization_id,
+            key.owner,
+            scopes,
+            key_id=key.id,
+            method="console",
+            expires_at=expires,
+            session_id=data.sid,
+        )
 
     def sign_out(self, data: SessionData, expires: datetime) -> None:
         """End a session for good, on every replica (blocking: writes the database)."""
@@ -129,8 +143,29 @@ class ConsoleSessions:
                 conn.execute(
                     insert(console_sign_outs).values(session_id=data.sid, expires_at=expires)
                 )
+                # Other processes recheck what relies on sessions (their open streams) on this
+                # notice, as on a key's revocation; SQLite ones on seeing the database change.
+                self._database.notify(conn, KEYS_CHANNEL, data.sid)
         except IntegrityError:
             pass  # signed out already (twice at once, or from a copy of the cookie)
+        for listener in list(self._sign_out_listeners):
+            try:
+                listener({data.sid})
+            except Exception:  # one broken listener must not keep the others from hearing
+                logger.exception("agentguard: sign-out listener %r failed", listener)
+
+    def on_signed_out(self, listener: Callable[[set[str]], None]) -> None:
+        """Call ``listener(session_ids)`` when sessions are signed out in this process."""
+        self._sign_out_listeners.append(listener)
+
+    def signed_out_among(self, session_ids: Iterable[str]) -> set[str]:
+        """Those of ``session_ids`` signed out by now, by any process (reads the database)."""
+        wanted = set(session_ids)
+        if not wanted:
+            return set()
+        t = console_sign_outs.c
+        with self._database.read() as conn:
+            return set(conn.execute(select(t.session_id).where(t.session_id.in_(wanted))).scalars())
 
     def set_cookie(self, response: Response, conn: HTTPConnection, value: str) -> None:
         """Attach a session cookie scoped to wherever the server is mounted."""
@@ -190,7 +225,7 @@ class SessionAuth(AuthenticationBackend):
         value = conn.cookies.get(SESSION_COOKIE)
         if not value:
             return None
-        data, _ = self.sessions.read(value)
-        principal = await run_in_threadpool(self.sessions.principal, data)
+        data, expires = self.sessions.read(value)
+        principal = await run_in_threadpool(self.sessions.principal, data, expires)
         check_csrf(conn, data)
         return AuthCredentials(sorted(principal.scopes)), principal

@@ -13,6 +13,7 @@ from sqlalchemy import (
     Row,
     and_,
     bindparam,
+    case,
     delete,
     func,
     insert,
@@ -711,7 +712,8 @@ class SQLStore:
 
         ``present`` maps (organization, instance id) to the scope the instance gave. Only
         ``last_seen`` of known instances changes: their scope, counters and status stay as
-        their heartbeats and acknowledgements left them. One transaction, rows in key order.
+        their heartbeats and acknowledgements left them, except that one marked gone by
+        :meth:`end_streams` is running again. One transaction, rows in key order.
         """
         if not present:
             return
@@ -732,7 +734,38 @@ class SQLStore:
                     instances.c.organization_id == bindparam("b_org"),
                     instances.c.instance_id == bindparam("b_instance_id"),
                 )
-                .values(last_seen=now),
+                .values(
+                    last_seen=now,
+                    status=case(
+                        (instances.c.error == STREAM_ENDED, "running"), else_=instances.c.status
+                    ),
+                    error=case((instances.c.error == STREAM_ENDED, None), else_=instances.c.error),
+                ),
+                [{"b_org": org, "b_instance_id": instance_id} for org, instance_id in keys],
+            )
+
+    def end_streams(self, ended: Iterable[tuple[str, str]], *, seen_before: datetime) -> None:
+        """Mark gone (``crashed``) the instances whose change stream ended without a clean exit.
+
+        ``ended`` holds (organization, instance id) pairs. Only instances known from their
+        stream alone (no heartbeats: no interval), still running, and not seen since
+        ``seen_before`` (fleet clock: by a stream on another server) change.
+        """
+        keys = sorted(ended)
+        if not keys:
+            return
+        t = instances.c
+        with self.database.write() as conn:
+            conn.execute(
+                update(instances)
+                .where(
+                    t.organization_id == bindparam("b_org"),
+                    t.instance_id == bindparam("b_instance_id"),
+                    t.status == "running",
+                    t.interval_s.is_(None),
+                    t.last_seen <= seen_before,
+                )
+                .values(status="crashed", error=STREAM_ENDED),
                 [{"b_org": org, "b_instance_id": instance_id} for org, instance_id in keys],
             )
 
@@ -1086,6 +1119,8 @@ def _counts_row(row: Row[Any]) -> dict[str, Any]:
 # -- fleet records -------------------------------------------------------------------------------
 
 USAGE_SLICE = 10  # seconds per usage row
+# The error of an instance whose change stream ended without a clean exit (and not back since).
+STREAM_ENDED = "its change stream ended without a clean exit"
 
 
 def usage_bucket(when: datetime) -> datetime:

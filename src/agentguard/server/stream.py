@@ -14,10 +14,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
+import re
 import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
@@ -32,7 +35,7 @@ from ..scope import Scope
 from . import schemas as s
 from .database import is_unavailable
 from .inputs import parse_query
-from .problems import from_exception
+from .problems import ApiError, from_exception
 from .tables import interventions as interventions_table
 
 if TYPE_CHECKING:
@@ -46,6 +49,10 @@ STREAM_PATH = "/api/v1/kill-switch/stream"
 STATE_PATH = "/api/v1/kill-switch/state"
 KEEPALIVE_HEADER = "X-AgentGuard-Keepalive"
 INTERVENTION_POLL = 0.5  # seconds between reads of new interventions for include=interventions
+# Open streams admitted per credential (an API key, a console session's key, a signed-in user)
+# and per organization, in each server process; see StreamHub.admit.
+DEFAULT_MAX_STREAMS_PER_KEY = 100
+DEFAULT_MAX_STREAMS_PER_ORG = 1000
 # Seconds between marks of streaming instances as seen, at most: well inside the fleet's
 # default interval, after three of which an instance counts as stale.
 PRESENCE_INTERVAL = 5.0
@@ -59,11 +66,21 @@ class KillStatePublic(BaseModel):
     active: list[s.KillSwitchPublic]
 
 
+class KillChangePublic(BaseModel):
+    """The data of a ``kill`` or ``revive`` event: one change of the kill state."""
+
+    version: int
+    kind: Literal["kill", "revive"]
+    kill_switch: s.KillSwitchPublic
+
+
 class StreamQuery(BaseModel):
     """Who is listening (all optional) and what else to stream."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
+    # As heartbeats and acks take them: no NUL (PostgreSQL text cannot hold one), one visible
+    # character at least; a stream's instance is written with the others in one batch.
     instance_id: s.InstanceId | None = None
     agent_id: s.TargetId | None = None
     run_id: s.TargetId | None = None
@@ -95,7 +112,7 @@ class Published(NamedTuple):
     event: bytes
 
 
-# Put on a connection's queue to end it: its key has been revoked.
+# Put on a connection's queue to end it: its key was revoked or its session signed out.
 _CLOSE = Published(-1, b"")
 
 
@@ -104,21 +121,58 @@ class _Connection(NamedTuple):
     queue: asyncio.Queue[Published]
     key_id: str | None
     instance: tuple[str, Scope] | None  # the instance id and scope the client named
+    session_id: str | None = None  # the console session it was opened with
+
+
+class StreamLimitError(Exception):
+    """Too many open streams for a credential or an organization (HTTP 429)."""
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class StreamSlot:
+    """One admitted stream, counted against its credential and organization until released."""
+
+    def __init__(self, hub: StreamHub, organization_id: str, credential: str) -> None:
+        self._hub = hub
+        self.organization_id = organization_id
+        self.credential = credential
+        self._released = False
+
+    def release(self) -> None:
+        """Give the slot back (idempotent)."""
+        if not self._released:
+            self._released = True
+            self._hub.release(self)
 
 
 class StreamHub:
     """Fans committed changes out to the stream connections of this process.
 
     A connection made with an API key (or a console session of one) ends when that key is
-    revoked, by this process or another: its client's reconnection is then refused.
+    revoked, by this process or another: its client's reconnection is then refused. So does one
+    made with a console session when the session is signed out, and one whose credential has
+    an expiry (a Clerk token, a console cookie) when it expires.
+
+    Each process admits at most ``max_streams_per_key`` open streams per credential (an API
+    key, a console session's key, or a signed-in user) and ``max_streams_per_organization`` per
+    organization; one more is refused with 429 and ``Retry-After``.
 
     A connection that names its ``instance_id`` keeps that instance live in the fleet (for
     ``GET /acks`` and ``POST /kill?wait=``) without heartbeats: it is recorded when it connects
-    and marked seen every keep-alive (at most 5 s) while connected, all in one write.
+    and marked seen every keep-alive (at most 5 s) while connected, all in one write. When its
+    last connection ends and it neither reported a clean exit nor came back (here or on
+    another server) within ``GONE_AFTER`` rounds, it is marked gone; it is live again once back.
     """
+
+    GONE_AFTER = 3  # presence rounds (keep-alives, at most 5 s) after a stream ended
 
     def __init__(self, server: KillSwitchServer) -> None:
         self._server = server
+        # (organization, instance) -> when (monotonic) its last connection here ended.
+        self._left: dict[tuple[str, str], float] = {}
         self._connections: dict[str, set[_Connection]] = {}
         self._unwatch: dict[asyncio.Queue[Published], Callable[[], None]] = {}
         self._unsubscribe: Any = None
@@ -128,20 +182,66 @@ class StreamHub:
         self._touch_now = threading.Event()
         self._stopped = threading.Event()
         self._toucher: threading.Thread | None = None
+        self._admitted: dict[str, int] = {}  # credential or organization -> open streams
+        self._admit_lock = threading.Lock()
+
+    # -- admission ----------------------------------------------------------------------------
+
+    def admit(self, principal: Principal) -> StreamSlot:
+        """Count one more stream of the principal, or raise :class:`StreamLimitError`."""
+        org = principal.organization_id
+        if principal.key_id is not None:
+            credential = f"key:{principal.key_id}"
+        else:
+            credential = f"user:{principal.method}:{principal.user_id}"
+        per_credential, per_org = self._server.max_streams_per_key, self._server.max_streams_per_org
+        retry_after = max(1, round(self._server.keepalive))
+        with self._admit_lock:
+            if self._admitted.get(f"org:{org}", 0) >= per_org:
+                raise StreamLimitError(
+                    f"this organization has {per_org} open change streams on this server, its "
+                    "limit (max_streams_per_organization); close one or raise the limit",
+                    retry_after,
+                )
+            if self._admitted.get(credential, 0) >= per_credential:
+                raise StreamLimitError(
+                    f"this credential has {per_credential} open change streams on this server, "
+                    "its limit (max_streams_per_key); close one or raise the limit",
+                    retry_after,
+                )
+            for bucket in (f"org:{org}", credential):
+                self._admitted[bucket] = self._admitted.get(bucket, 0) + 1
+        return StreamSlot(self, org, credential)
+
+    def release(self, slot: StreamSlot) -> None:
+        with self._admit_lock:
+            for bucket in (f"org:{slot.organization_id}", slot.credential):
+                left = self._admitted.get(bucket, 0) - 1
+                if left > 0:
+                    self._admitted[bucket] = left
+                else:
+                    self._admitted.pop(bucket, None)
+
+    # -- connections --------------------------------------------------------------------------
 
     def open(
         self,
         organization_id: str,
         key_id: str | None = None,
         instance: tuple[str, Scope] | None = None,
+        session_id: str | None = None,
     ) -> asyncio.Queue[Published]:
         if self._unsubscribe is None:
             self._unsubscribe = self._server.feed.subscribe(self._on_change)
             self._server.keys.on_revoked(self._on_revoked)
+            self._server.sessions.on_signed_out(self._on_signed_out)
+            # Other processes' sign-outs: rechecked whenever the database may have changed,
+            # as the key store rechecks revocations.
+            self._server.feed.on_external_change(self._recheck_sessions)
         queue: asyncio.Queue[Published] = asyncio.Queue()
         if key_id is not None:
             self._unwatch[queue] = self._server.keys.watch(key_id)
-        connection = _Connection(asyncio.get_running_loop(), queue, key_id, instance)
+        connection = _Connection(asyncio.get_running_loop(), queue, key_id, instance, session_id)
         self._connections.setdefault(organization_id, set()).add(connection)
         if instance is not None:
             self._arrive(organization_id, *instance)
@@ -173,6 +273,7 @@ class StreamHub:
         with self._present_lock:
             _, count = self._present.get(key, (scope, 0))
             self._present[key] = (scope, count + 1)
+            self._left.pop(key, None)
             if self._toucher is None and not self._stopped.is_set():
                 self._toucher = threading.Thread(
                     target=self._touch_loop, name="agentguard-presence", daemon=True
@@ -186,19 +287,30 @@ class StreamHub:
             scope, count = self._present.get(key, (Scope(), 1))
             if count <= 1:
                 self._present.pop(key, None)
+                self._left[key] = time.monotonic()
             else:
                 self._present[key] = (scope, count - 1)
 
     def _touch_loop(self) -> None:
+        interval = min(self._server.keepalive, PRESENCE_INTERVAL)
         while not self._stopped.is_set():
-            self._touch_now.wait(min(self._server.keepalive, PRESENCE_INTERVAL))
+            self._touch_now.wait(interval)
             self._touch_now.clear()
             if self._stopped.is_set():
                 return
+            cutoff = time.monotonic() - self.GONE_AFTER * interval
             with self._present_lock:
                 present = {key: scope for key, (scope, _) in self._present.items()}
+                gone = [key for key, left in self._left.items() if left <= cutoff]
             try:
                 self._server.fleet.touch(present)
+                if gone:
+                    # Unseen for two rounds: no other server has a stream of it either.
+                    self._server.fleet.streams_ended(gone, unseen_for=2 * interval)
+                    with self._present_lock:
+                        for key in gone:
+                            if self._left.get(key, math.inf) <= cutoff:
+                                del self._left[key]
             except Exception as exc:  # the database is away: the next round tries again
                 if is_unavailable(exc):
                     self._server.database.outage.began(exc)  # logged once, not every round
@@ -218,14 +330,36 @@ class StreamHub:
 
     def _on_revoked(self, key_ids: set[str]) -> None:
         # Called by the key store, from whichever thread found the keys revoked.
+        ended = self._end(lambda c: c.key_id in key_ids)
+        if ended:
+            logger.info("agentguard: ending %d stream(s) of revoked key(s) %s", ended, key_ids)
+
+    def _on_signed_out(self, session_ids: set[str]) -> None:
+        # Called by the console sessions (this process) or the recheck (another's sign-out).
+        ended = self._end(lambda c: c.session_id in session_ids)
+        if ended:
+            logger.info("agentguard: ending %d stream(s) of signed-out console session(s)", ended)
+
+    def _recheck_sessions(self) -> None:
+        sessions = {
+            c.session_id
+            for connections in list(self._connections.values())
+            for c in list(connections)
+            if c.session_id is not None
+        }
+        if sessions:
+            signed_out = self._server.sessions.signed_out_among(sessions)
+            if signed_out:
+                self._on_signed_out(signed_out)
+
+    def _end(self, which: Callable[[_Connection], bool]) -> int:
         ended = 0
         for connections in list(self._connections.values()):
             for connection in list(connections):
-                if connection.key_id in key_ids:
+                if which(connection):
                     _put(connection, _CLOSE)
                     ended += 1
-        if ended:
-            logger.info("agentguard: ending %d stream(s) of revoked key(s) %s", ended, key_ids)
+        return ended
 
     @property
     def connections(self) -> int:
@@ -248,12 +382,23 @@ async def stream(api: Api, request: Request) -> Response:
     try:
         principal = await _principal(api, request, "check")
         query = parse_query(StreamQuery, request)
-        org = principal.organization_id
-        # Loaded once per organization: it answers the snapshot while the database is away.
-        await run_in_threadpool(server.index, org)
-        # Read where interventions stand before the first event: none stored later is missed.
-        # (This needs the database: while it is away such streams get a 503 and retry.)
-        tail = await run_in_threadpool(InterventionTail, server, org) if query.include else None
+        slot = server.stream_hub.admit(principal)
+        try:
+            org = principal.organization_id
+            # Loaded once per organization: it answers the snapshot while the database is away.
+            await run_in_threadpool(server.index, org)
+            # Read where interventions stand before the first event: none stored later is
+            # missed. (This needs the database: while it is away such streams get a 503.)
+            tail = await run_in_threadpool(InterventionTail, server, org) if query.include else None
+        except BaseException:
+            slot.release()
+            raise
+    except StreamLimitError as exc:
+        return ApiError(
+            "too_many_requests",
+            str(exc),
+            headers={"Retry-After": str(exc.retry_after), "x-request-id": rid},
+        ).response()
     except Exception as exc:
         error = from_exception(exc, server.database.outage)
         if error is None:
@@ -263,8 +408,9 @@ async def stream(api: Api, request: Request) -> Response:
         return response
     keepalive = server.keepalive
     events = _events(server, principal, query, request.headers.get("last-event-id"), tail)
-    return EventSourceResponse(
+    return _StreamResponse(
         events,
+        slot,
         ping=keepalive,
         headers={
             KEEPALIVE_HEADER: f"{keepalive:g}",
@@ -273,6 +419,20 @@ async def stream(api: Api, request: Request) -> Response:
         },
         send_timeout=30,
     )
+
+
+class _StreamResponse(EventSourceResponse):
+    """The event stream, holding its admission slot until the response is over, however."""
+
+    def __init__(self, content: Any, slot: StreamSlot, **options: Any) -> None:
+        super().__init__(content, **options)
+        self._slot = slot
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._slot.release()
 
 
 async def _events(
@@ -291,13 +451,24 @@ async def _events(
     instance = None
     if query.instance_id is not None:
         instance = (query.instance_id, Scope(query.agent_id, query.run_id, query.mission_id))
-    queue = server.stream_hub.open(org, key_id, instance)
+    queue = server.stream_hub.open(org, key_id, instance, principal.session_id)
+    # The credential's end, if it has one: the stream ends then (on this loop's clock).
+    ends_at = None
+    if principal.expires_at is not None:
+        remaining = (principal.expires_at - datetime.now(timezone.utc)).total_seconds()
+        ends_at = asyncio.get_running_loop().time() + remaining
     try:
         if key_id is not None:
             # While the database is away no revocation can commit; the feed's resync on its
             # return ends this stream if one committed just before.
             revoked = await _unless_unavailable(server, server.keys.revoked_among, [key_id])
             if revoked:
+                return
+        if principal.session_id is not None:
+            signed_out = await _unless_unavailable(
+                server, server.sessions.signed_out_among, [principal.session_id]
+            )
+            if signed_out:
                 return
         snapshot = await _snapshot(server, org)
         version = snapshot.version
@@ -311,8 +482,15 @@ async def _events(
             version = max([resume or 0, *(c.version for c in changes)])
         else:
             yield _snapshot_event(snapshot)
+        loop = asyncio.get_running_loop()
         while True:
             timeout = INTERVENTION_POLL if tail is not None else None
+            if ends_at is not None:
+                left = ends_at - loop.time()
+                if left <= 0:
+                    logger.info("agentguard: ending a stream whose credential expired")
+                    return
+                timeout = left if timeout is None else min(timeout, left)
             try:
                 change: Published | None = await asyncio.wait_for(queue.get(), timeout)
             except asyncio.TimeoutError:
@@ -375,8 +553,12 @@ def _snapshot_event(snapshot: Snapshot) -> ServerSentEvent:
     )
 
 
+_EVENT_ID = re.compile(r"[0-9]{1,18}")  # ASCII digits only: "²".isdigit(), yet int() refuses it
+
+
 def _version(last_event_id: str | None) -> int | None:
-    if last_event_id and last_event_id.isdigit() and len(last_event_id) < 19:
+    """The version a ``Last-Event-ID`` names; ``None`` (a fresh snapshot) for anything else."""
+    if last_event_id and _EVENT_ID.fullmatch(last_event_id):
         return int(last_event_id)
     return None
 
@@ -477,15 +659,10 @@ class InterventionTail:
 def stream_operation() -> dict[str, Any]:
     """The OpenAPI operation of the stream (not a JSON endpoint, so written out here)."""
     params = []
+    properties = StreamQuery.model_json_schema()["properties"]
     for name in ("instance_id", "agent_id", "run_id", "mission_id"):
-        params.append(
-            {
-                "name": name,
-                "in": "query",
-                "required": False,
-                "schema": {"type": "string", "minLength": 1, "maxLength": 256},
-            }
-        )
+        schema = next(o for o in properties[name]["anyOf"] if o.get("type") == "string")
+        params.append({"name": name, "in": "query", "required": False, "schema": schema})
     params.append(
         {
             "name": "include",
@@ -506,6 +683,14 @@ def stream_operation() -> dict[str, Any]:
     error = {
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
     }
+    # Before OpenAPI 3.2's itemSchema, the schema of an event stream describes each event as
+    # parsed: {event, data, id?, retry?}; the JSON in `data` is described by contentSchema.
+    events = [
+        _event_schema("snapshot", "KillStatePublic", versioned=True),
+        _event_schema("kill", "KillChangePublic", versioned=True),
+        _event_schema("revive", "KillChangePublic", versioned=True),
+        _event_schema("intervention", "InterventionPublic", versioned=False),
+    ]
     return {
         "operationId": "stream",
         "summary": "Stream kill-state changes (Server-Sent Events)",
@@ -514,18 +699,49 @@ def stream_operation() -> dict[str, Any]:
             "Needs the operator, agent or read scope (or admin). Events: `snapshot` "
             "(id = version; data = the kill state), then `kill` / `revive` (id = version; data = "
             "`{version, kind, kill_switch}`), and with `include=interventions` also "
-            "`intervention`. Keep-alive comments every `X-AgentGuard-Keepalive` seconds."
+            "`intervention`. Keep-alive comments every `X-AgentGuard-Keepalive` seconds. "
+            "The stream ends when its credential does (key revoked, console session signed "
+            "out or expired, session token expired)."
         ),
         "parameters": params,
         "responses": {
             "200": {
                 "description": "An endless event stream",
                 "headers": {KEEPALIVE_HEADER: {"schema": {"type": "string"}}},
-                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                "content": {"text/event-stream": {"schema": {"oneOf": events}}},
             },
             "401": {"description": "Missing or invalid credentials", **error},
             "403": {"description": "The credential lacks the scope", **error},
             "422": {"description": "A query parameter is invalid", **error},
             "503": {"description": "The server's database is unavailable", **error},
+            "429": {
+                "description": "Too many open streams for the credential or the organization",
+                "headers": {
+                    "Retry-After": {
+                        "description": "Seconds to wait before trying again",
+                        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                    }
+                },
+                **error,
+            },
         },
     }
+
+
+STREAM_MODELS: tuple[type[BaseModel], ...] = (KillChangePublic, KillStatePublic)
+
+
+def _event_schema(name: str, model: str, *, versioned: bool) -> dict[str, Any]:
+    """One event as parsed from the stream: its name, its JSON data and (if any) its id."""
+    properties: dict[str, Any] = {
+        "event": {"const": name},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {"$ref": f"#/components/schemas/{model}"},
+        },
+        "id": {"type": "string", "pattern": "^[0-9]+$"} if versioned else {"type": "string"},
+        "retry": {"type": "integer"},
+    }
+    required = ["event", "data", "id"] if versioned else ["event", "data"]
+    return {"type": "object", "required": required, "properties": properties}
