@@ -126,14 +126,6 @@ class Heartbeat:
             run_id or context.run_id or defaults.run_id,
             mission_id or context.mission_id or defaults.mission_id,
         )
-        if self.scope.agent_id is None:
-            warnings.warn(
-                "agentguard: this heartbeat names no agent, so `agentguard agents` cannot list "
-                "it: pass start_heartbeat(agent_id=...), start it inside "
-                "agentguard.scope(agent_id=...), or give Guard(agent_id=...)",
-                AgentGuardWarning,
-                stacklevel=3,
-            )
         self.last_reply: HeartbeatReply | None = None
         self.last_error: str | None = None
         self.sent = 0
@@ -148,6 +140,14 @@ class Heartbeat:
 
     def start(self) -> Heartbeat:
         """Start beating: a task inside a running asyncio loop, else a daemon thread."""
+        if self.scope.agent_id is None:
+            warnings.warn(
+                "agentguard: this heartbeat names no agent, so `agentguard agents` cannot list "
+                "it: pass start_heartbeat(agent_id=...), start it inside "
+                "agentguard.scope(agent_id=...), or give Guard(agent_id=...)",
+                AgentGuardWarning,
+                stacklevel=3,
+            )
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
