@@ -27,7 +27,7 @@ def test_db_upgrade_command_creates_the_schema(database_url: str) -> None:
     assert Database(database_url).revision() is None
     first = upgrade(database_url)
     assert first.returncode == 0, first.stderr
-    assert "database at revision 0004 (was None)" in first.stdout
+    assert "database at revision 0005 (was None)" in first.stdout
     engine = create_engine(Database(database_url).url)
     inspector = inspect(engine)
     assert TABLES | {"agentguard_alembic_version"} <= set(inspector.get_table_names())
@@ -38,7 +38,7 @@ def test_db_upgrade_command_creates_the_schema(database_url: str) -> None:
     engine.dispose()
     again = upgrade(database_url)
     assert again.returncode == 0, again.stderr
-    assert again.stdout.strip() == "database at revision 0004"
+    assert again.stdout.strip() == "database at revision 0005"
 
 
 def test_migrations_match_the_tables(database_url: str) -> None:
@@ -70,7 +70,7 @@ def test_concurrent_first_starts_do_not_collide(make_server: Any, database_url: 
     for t in threads:
         t.join()
     assert errors == []
-    assert servers[0].database.revision() == "0004"
+    assert servers[0].database.revision() == "0005"
 
 
 def test_many_connections_opening_a_new_sqlite_file_together(tmp_path: Any) -> None:

@@ -18,6 +18,7 @@ from starlette.authentication import (
 )
 from starlette.requests import HTTPConnection
 
+from .binding import AgentBinding
 from .keys import KEY_PREFIX, SCOPES, KeyStore
 
 # What each kind of request needs, as the scopes that grant it (``admin`` grants everything).
@@ -41,12 +42,14 @@ class Principal(BaseUser):
         *,
         key_id: str | None = None,
         method: str = "session",
+        agents: Iterable[str] = (),
     ) -> None:
         self.organization_id = organization_id
         self.user_id = user_id
         self.scopes = frozenset(scopes)
         self.key_id = key_id
         self.method = method
+        self.agents = tuple(agents)
 
     @property
     def is_authenticated(self) -> bool:
@@ -70,6 +73,13 @@ class Principal(BaseUser):
         if "admin" in self.scopes:
             return True
         return any(scope in self.scopes for scope in PERMISSIONS[permission])
+
+    @property
+    def binding(self) -> AgentBinding | None:
+        """The agents this caller may write for; ``None``: any (operator and admin)."""
+        if self.scopes & {"admin", "operator"}:
+            return None
+        return AgentBinding(self.agents)
 
     def __repr__(self) -> str:
         return f"<Principal {self.actor} org={self.organization_id} scopes={sorted(self.scopes)}>"
@@ -110,7 +120,12 @@ class ApiKeyAuth(AuthenticationBackend):
         if key is None:
             raise AuthenticationError("invalid or revoked API key")
         principal = Principal(
-            key.organization_id, key.owner, key.scopes, key_id=key.id, method="api_key"
+            key.organization_id,
+            key.owner,
+            key.scopes,
+            key_id=key.id,
+            method="api_key",
+            agents=key.agents,
         )
         return AuthCredentials(sorted(principal.scopes)), principal
 

@@ -21,7 +21,15 @@ from ..targets import MAX_REASON_LENGTH, MAX_TARGET_ID_LENGTH
 
 TargetTypeName = Literal["agent", "run", "mission", "tool"]
 ScopeName = Literal["admin", "operator", "agent", "read"]
-AuditAction = Literal["kill", "revive", "key.create", "key.revoke", "interventions.dropped"]
+AuditAction = Literal[
+    "kill",
+    "revive",
+    "key.create",
+    "key.revoke",
+    "interventions.dropped",
+    "ack.refused",
+    "rule.observed",
+]
 AuditTargetType = Literal["agent", "run", "mission", "tool", "api_key"]
 InterventionTypeName = Literal["HARD_BLOCK", "OBSERVED"]
 
@@ -66,6 +74,22 @@ def _as_utc(value: datetime) -> datetime:
 
 
 Timestamp = Annotated[datetime, BeforeValidator(_rfc3339), AfterValidator(_as_utc)]
+
+REPORTED_EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
+REPORTED_AHEAD = timedelta(minutes=5)
+
+
+def _sane(value: datetime) -> datetime:
+    """Refuse a reported time before 2000 or more than 5 minutes ahead of the server's clock."""
+    if value < REPORTED_EARLIEST:
+        raise ValueError("must not be before 2000-01-01T00:00:00Z")
+    if value > datetime.now(timezone.utc) + REPORTED_AHEAD:
+        raise ValueError("must not be more than 5 minutes ahead of the server's clock")
+    return value
+
+
+# When a client says something happened: it must be plausible, or it is refused.
+ReportedTime = Annotated[Timestamp, AfterValidator(_sane)]
 
 
 def _real_number(value: Any) -> Any:
@@ -163,6 +187,8 @@ class ApiKeyCreate(_Body):
     scopes: Annotated[list[ScopeName], Field(min_length=1, max_length=4)]
     owner: Name | None = None
     name: Name | None = None
+    agents: Annotated[list[TargetId], Field(max_length=100)] | None = None
+    """What an agent key speaks for: agent ids, ``prefix-*``, or ``*`` for any agent."""
 
 
 class ApiKeyPublic(BaseModel):
@@ -173,6 +199,7 @@ class ApiKeyPublic(BaseModel):
     owner: str
     name: str | None
     scopes: list[ScopeName]
+    agents: list[str] | None = None
     created_by: str
     created_at: datetime
     revoked_by: str | None
@@ -256,7 +283,7 @@ class InterventionIn(_Body):
     mission_id: _OptionalId = None
     instance_id: _OptionalId = None
     tool_call_id: _OptionalId = None
-    occurred_at: Timestamp
+    occurred_at: ReportedTime
 
 
 class InterventionsBatch(_Body):

@@ -120,7 +120,14 @@ class ConsoleSessions:
                 "the API key of this console session was revoked; sign in again"
             )
         scopes = set(key.scopes) & set(data.scopes)
-        return Principal(key.organization_id, key.owner, scopes, key_id=key.id, method="console")
+        return Principal(
+            key.organization_id,
+            key.owner,
+            scopes,
+            key_id=key.id,
+            method="console",
+            agents=key.agents or (),
+        )
 
     def sign_out(self, data: SessionData, expires: datetime) -> None:
         """End a session for good, on every replica (blocking: writes the database)."""

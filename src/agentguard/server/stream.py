@@ -30,6 +30,7 @@ from starlette.responses import Response
 from ..records import KillChange, Snapshot
 from ..scope import Scope
 from . import schemas as s
+from .binding import AgentNotAllowedError
 from .inputs import parse_query
 from .problems import from_exception
 from .tables import interventions as interventions_table
@@ -241,6 +242,7 @@ async def stream(api: Api, request: Request) -> Response:
     try:
         principal = await _principal(api, request, "check")
         query = parse_query(StreamQuery, request)
+        query = await _identity(api, principal, query)
     except Exception as exc:
         error = from_exception(exc)
         if error is None:
@@ -261,6 +263,32 @@ async def stream(api: Api, request: Request) -> Response:
         },
         send_timeout=30,
     )
+
+
+async def _identity(api: Api, principal: Principal, query: StreamQuery) -> StreamQuery:
+    """The identity a stream may announce: an agent key's only for one of its agents.
+
+    An agent key announcing no agent streams the kill state, but its instance is not recorded
+    (it may keep no instance live); one naming another agent, or another agent's instance, is
+    refused with 403.
+    """
+    binding = principal.binding
+    if binding is None or (query.agent_id is None and query.instance_id is None):
+        return query
+    if query.agent_id is None:
+        return query.model_copy(update={"instance_id": None})
+    binding.require("agent_id", query.agent_id)
+    if query.instance_id is not None:
+        _, owner = await run_in_threadpool(
+            api.server.store.instance_agent, principal.organization_id, query.instance_id
+        )
+        if owner is not None and not binding.allows(owner):
+            raise AgentNotAllowedError(
+                "instance_id",
+                f"instance_id: instance {query.instance_id!r} belongs to agent {owner!r}; "
+                f"this key speaks for {binding.speaks_for()}",
+            )
+    return query
 
 
 async def _events(
