@@ -552,9 +552,15 @@ class Fleet:
             return
         if self._index(org).agent.get(agent_id) is not None:
             return  # already killed (by this rule or anyone): nothing to add
-        reason = f"{reason} (tripped by {tripper})"
         try:
-            change = self.store.kill(org, "agent", agent_id, reason=reason[:2000], actor=actor)
+            change = self.store.kill(
+                org,
+                "agent",
+                agent_id,
+                reason=reason,
+                actor=actor,
+                audit_note=f"tripped by {tripper}",
+            )
         except AlreadyKilledError:
             return
         logger.warning("agentguard: rule %s killed agent %r: %s", rule.name, agent_id, reason)

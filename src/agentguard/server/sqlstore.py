@@ -78,7 +78,9 @@ class SQLStore:
         reason: str | None,
         actor: str,
         request_id: str | None = None,
+        audit_note: str | None = None,
     ) -> KillChange:
+        """Kill a target; ``audit_note`` is added to the audit entry's detail (after the reason)."""
         target_type, target_id = validate_target(target_type, target_id)
         reason = validate_reason(reason)
         for _ in range(_KILL_ATTEMPTS):
@@ -87,6 +89,8 @@ class SQLStore:
                     change = self._kill_in(
                         conn, organization_id, target_type, target_id, reason, actor, request_id
                     )
+                    if audit_note:
+                        self._note(conn, organization_id, change.version, audit_note)
             except IntegrityError:
                 existing = self.get_active(organization_id, target_type, target_id)
                 if existing is not None:
@@ -168,6 +172,22 @@ class SQLStore:
         ks = _kill_switch(row)
         self._log(conn, org, version, "revive", ks, actor, request_id, now)
         return KillChange(version=version, kind="revive", kill_switch=ks)
+
+    @staticmethod
+    def _note(conn: Connection, org: str, version: int, note: str) -> None:
+        """Add ``note`` to the detail of the audit entry of the change ``version``."""
+        detail = audit_log.c.detail
+        conn.execute(
+            update(audit_log)
+            .where(
+                audit_log.c.organization_id == org,
+                audit_log.c.version == version,
+                audit_log.c.action == "kill",
+            )
+            .values(
+                detail=func.coalesce(detail + "; ", "") + note,
+            )
+        )
 
     def warm_up(self) -> None:
         """Compile the statements of a kill and a revive (both rolled back, nothing is written),
