@@ -3,8 +3,10 @@
 An agent key names them when it is created: exact agent ids, ``prefix-*`` (every id starting
 with ``prefix-``), or ``*`` alone for any agent. Everything such a key writes for an agent
 (heartbeats and the cost in them, acknowledgements, the identity a stream announces,
-interventions, checkpoints) is accepted only for those agents. Keys with the ``operator`` or
-``admin`` scope speak for every agent, as before. A key that names no agents (an agent key made
+interventions, checkpoints) is accepted only for those agents; only ``*`` also speaks for
+reports that name no agent. Checkpoints live in a namespace of the key's agents (``*``: the
+organization's own). Keys with the ``operator`` or ``admin`` scope speak for every agent, as
+before. A key that names no agents (an agent key made
 before bindings existed, or made without any) speaks for none: it may still check and stream
 the kill state, but writes nothing for any agent until it is re-created with agents.
 """
@@ -72,9 +74,9 @@ class AgentBinding:
     patterns: tuple[str, ...]
 
     def allows(self, agent_id: str | None) -> bool:
-        """Whether the credential may speak for ``agent_id`` (never for no agent)."""
+        """Whether the credential may speak for ``agent_id``; for none only with ``*``."""
         if not agent_id:
-            return False
+            return ANY_AGENT in self.patterns
         for pattern in self.patterns:
             if pattern.endswith("*"):
                 if agent_id.startswith(pattern[:-1]):
@@ -105,7 +107,12 @@ class AgentBinding:
 
     @property
     def namespace(self) -> str:
-        """Where the credential's checkpoints live: never where another binding's do."""
+        """Where the credential's checkpoints live: never where another binding's do.
+
+        A key for any agent shares the organization's own namespace, as operators do.
+        """
+        if ANY_AGENT in self.patterns:
+            return ""
         joined = ",".join(self.patterns)
         if len(joined) > _NAMESPACE_LENGTH:
             joined = "sha256:" + hashlib.sha256(joined.encode()).hexdigest()[:32]

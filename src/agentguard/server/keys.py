@@ -121,12 +121,11 @@ class KeyStore:
         """Make a key; return it and its secret token, which is never retrievable again.
 
         ``agents`` (exact ids, ``prefix-*``, or ``*`` for any) are what an agent key speaks
-        for; without them it speaks for no agent.
+        for; without them it speaks for no agent. Operator and admin keys speak for every agent
+        whatever they name.
         """
         scope_list = validate_scopes(scopes)
         agent_list = validate_agents(agents or ())
-        if agent_list and "agent" not in scope_list:
-            raise InvalidInputError("agents", "only a key with the 'agent' scope names agents")
         key_id = KEY_PREFIX + "".join(secrets.choice(_ALPHABET) for _ in range(_ID_LENGTH))
         secret = "".join(secrets.choice(_ALPHABET) for _ in range(_SECRET_LENGTH))
         token = f"{key_id}_{secret}"

@@ -180,6 +180,12 @@ class PageQuery(_Query):
 
 # -- API keys ------------------------------------------------------------------------------------
 
+# An agent id, a prefix ending in "*", or "*" alone: no NUL, no comma, "*" only at the end.
+_AGENT_PATTERN = rf"^(\*|[^\x00,*]*[^\x00,*{_SPACE}][^\x00,*]*\*?)$"
+AgentPattern = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_TARGET_ID_LENGTH, pattern=_AGENT_PATTERN)
+]
+
 
 class ApiKeyCreate(_Body):
     """A key to create; ``owner`` defaults to the calling user."""
@@ -187,7 +193,7 @@ class ApiKeyCreate(_Body):
     scopes: Annotated[list[ScopeName], Field(min_length=1, max_length=4)]
     owner: Name | None = None
     name: Name | None = None
-    agents: Annotated[list[TargetId], Field(max_length=100)] | None = None
+    agents: Annotated[list[AgentPattern], Field(max_length=100)] | None = None
     """What an agent key speaks for: agent ids, ``prefix-*``, or ``*`` for any agent."""
 
 
@@ -380,6 +386,8 @@ PATTERN_RULES: dict[str, str] = {
     _NO_NUL: "must not contain NUL characters",
     _VISIBLE: "needs a visible character, and no NUL characters",
     KEY_ID_PATTERN: "may contain only letters, digits and underscores",
+    _AGENT_PATTERN: "must be an agent id, a prefix ending in '*' ('billing-*'), or '*' alone "
+    "(no commas; '*' only at the end)",
     CHECKPOINT_KEY_PATTERN: CHECKPOINT_KEY_RULE,
 }
 

@@ -275,9 +275,10 @@ async def _identity(api: Api, principal: Principal, query: StreamQuery) -> Strea
     binding = principal.binding
     if binding is None or (query.agent_id is None and query.instance_id is None):
         return query
-    if query.agent_id is None:
+    if query.agent_id is None and not binding.allows(None):
         return query.model_copy(update={"instance_id": None})
-    binding.require("agent_id", query.agent_id)
+    if query.agent_id is not None:
+        binding.require("agent_id", query.agent_id)
     if query.instance_id is not None:
         _, owner = await run_in_threadpool(
             api.server.store.instance_agent, principal.organization_id, query.instance_id
