@@ -896,7 +896,8 @@ def keys_create(
     if as_json:
         echo_json(created)
     else:
-        speaks = out.key_agents(created["scopes"], created.get("agents"))
+        pure_agent = not {"admin", "operator"} & set(created["scopes"])
+        speaks = out.key_agents(created["scopes"], created.get("agents")) if pure_agent else ""
         click.echo(
             f"created {created['id']} (scopes {','.join(created['scopes'])}, owner "
             f"{created['owner']}{', for ' + speaks if speaks else ''}); "
