@@ -222,6 +222,19 @@ def test_keys_without_agents_speak_for_no_agent(fleet_server: KillSwitchServer, 
         conn.execute(update(api_keys).where(api_keys.c.id == legacy.key_id).values(agents=None))
     fleet_server.keys.forget([legacy.key_id])  # as a fresh process would read it
     assert legacy.check("agent", "bot").status_code == 200  # checking is still fine
+    # Streaming too (guards keep enforcing kills), but it keeps no instance live.
+    fleet_key = api(fleet_server, scopes=("agent",), agents=["*"])
+    url, store = "/api/v1/kill-switch/stream", fleet_server.store
+    params = {"instance_id": "b-1", "agent_id": "bot"}
+    with legacy.client.stream("GET", url, params=params) as answer:
+        assert answer.status_code == 200
+        lines = answer.iter_lines()
+        assert "event: snapshot" in (next(lines), next(lines))
+        control = {"instance_id": "c-1", "agent_id": "bot"}
+        with fleet_key.client.stream("GET", url, params=control) as other:
+            assert other.status_code == 200
+            assert deadline_poll(lambda: store.instance_agent("org_a", "c-1")[0], 10)
+            assert store.instance_agent("org_a", "b-1") == (False, None)
     refused = legacy.client.post("/api/v1/heartbeats", json=beat("bot", "b-1"))
     assert refused.status_code == 403 and "re-create" in refused.json()["detail"]
     put = legacy.client.put("/api/v1/checkpoints/k", json={"state": 1})

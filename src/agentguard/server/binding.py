@@ -89,20 +89,18 @@ class AgentBinding:
         """Raise :class:`AgentNotAllowedError` naming ``field`` unless ``agent_id`` is allowed."""
         if self.allows(agent_id):
             return
-        if agent_id is None:
-            raise AgentNotAllowedError(
-                field, f"{field}: required: this key speaks for {self.speaks_for()}; name one"
+        if not self.patterns:
+            message = (
+                "this key speaks for no agent (it was made without agents, or before keys "
+                "named them); re-create it with --agent / agents"
             )
-        raise AgentNotAllowedError(
-            field, f"{field}: this key speaks for {self.speaks_for()}, not for {agent_id!r}"
-        )
+        elif agent_id is None:
+            message = f"required: this key speaks for {self.speaks_for()}; name one of them"
+        else:
+            message = f"this key speaks for {self.speaks_for()}, not for {agent_id!r}"
+        raise AgentNotAllowedError(field, f"{field}: {message}")
 
     def speaks_for(self) -> str:
-        if not self.patterns:
-            return (
-                "no agent (made without agents, or before keys named them): re-create it "
-                "with --agent / agents"
-            )
         return describe(self.patterns)
 
     @property

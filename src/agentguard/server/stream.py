@@ -268,15 +268,15 @@ async def stream(api: Api, request: Request) -> Response:
 async def _identity(api: Api, principal: Principal, query: StreamQuery) -> StreamQuery:
     """The identity a stream may announce: an agent key's only for one of its agents.
 
-    An agent key announcing no agent streams the kill state, but its instance is not recorded
-    (it may keep no instance live); one naming another agent, or another agent's instance, is
-    refused with 403.
+    An agent key announcing no agent, or one that speaks for no agent (made before keys named
+    them), streams the kill state but its instance is not recorded (it keeps no instance live);
+    one naming another agent, or another agent's instance, is refused with 403.
     """
     binding = principal.binding
     if binding is None or (query.agent_id is None and query.instance_id is None):
         return query
-    if query.agent_id is None and not binding.allows(None):
-        return query.model_copy(update={"instance_id": None})
+    if not binding.patterns or (query.agent_id is None and not binding.allows(None)):
+        return query.model_copy(update={"instance_id": None, "agent_id": None})
     if query.agent_id is not None:
         binding.require("agent_id", query.agent_id)
     if query.instance_id is not None:
