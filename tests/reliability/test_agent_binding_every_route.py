@@ -75,8 +75,10 @@ class Scene:
         agent = a.get(f"/agents/{B}").json()
         acks = a.get("/kill-switch/acks", params={"target_type": "run", "target_id": B_RUN}).json()
         return {
-            "instances": [(i["instance_id"], i["cost_usd"], i["version"], i["executed"])
-                          for i in agent["instances"]],  # fmt: skip
+            "instances": [
+                (i["instance_id"], i["cost_usd"], i["version"], i["executed"])
+                for i in agent["instances"]
+            ],  # fmt: skip
             "cost": agent["cost_usd"],
             "acks": [(i["instance_id"], i["acknowledged"]) for i in acks["instances"]],
             "active": [k["target_id"] for k in a.get("/kill-switch/active").json()["data"]],
