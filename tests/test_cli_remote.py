@@ -298,6 +298,11 @@ def test_agent_keys_name_their_agents_over_http(server: Server) -> None:
     assert httpx.post(api, json={**beat, "agent_id": "billing-eu"}, headers=headers).is_success
     refused = httpx.post(api, json={**beat, "agent_id": "payments"}, headers=headers)
     assert refused.status_code == 403 and refused.json()["field"] == "agent_id"
+    ack = {"instance_id": "i-1", "version": 0, "agent_id": "payments"}
+    acked = httpx.post(f"{server.url}/api/v1/kill-switch/ack", json=ack, headers=headers)
+    assert acked.status_code == 403
+    audited = server.cli(admin, "audit", "--action", "ack.refused", "--json").json()
+    assert audited["count"] == 1 and "'payments'" in audited["data"][0]["detail"]
     anyone = server.cli(admin, "keys", "create", "--scope", "agent", "--agent", "*", "--json")
     assert anyone.json()["agents"] == ["*"]
     bare = server.cli(admin, "keys", "create", "--scope", "agent")

@@ -51,7 +51,7 @@ URL_ENV = "AGENTGUARD_URL"
 API_KEY_ENV = "AGENTGUARD_API_KEY"
 DATABASE_URL_ENV = "AGENTGUARD_DATABASE_URL"
 SCOPE_NAMES = ("admin", "operator", "agent", "read")
-AUDIT_ACTIONS = ("kill", "revive", "key.create", "key.revoke")
+AUDIT_ACTIONS = ("kill", "revive", "key.create", "key.revoke", "ack.refused", "rule.observed")
 INTERVENTION_TYPES = ("HARD_BLOCK",)
 STREAMED = ("kill", "revive", "intervention")  # the events --count counts
 # API field names that differ from the CLI parameter holding them.
