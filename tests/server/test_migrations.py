@@ -108,3 +108,48 @@ def test_bad_database_url_is_a_usage_error() -> None:
     result = upgrade("mysql://nope")
     assert result.returncode == 2
     assert "--database-url" in result.stderr and "mysql" in result.stderr
+
+
+def test_keys_from_before_0005_speak_for_no_agent(database_url: str) -> None:
+    """Upgrading 0004 -> 0005 keeps every key working for checks; agents stay unset (NULL)."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import text
+    from starlette.testclient import TestClient
+
+    from agentguard.server import KillSwitchServer
+    from agentguard.server.database import MIGRATIONS
+    from agentguard.server.keys import hash_secret
+
+    database = Database(database_url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with database.write() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0004")
+    token = "ag_Legacy01_" + "L" * 40
+    with database.write() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO agentguard_api_keys (id, organization_id, owner, scopes, "
+                "secret_hash, created_by, created_at) VALUES ('ag_Legacy01', 'org_a', 'bot', "
+                "'agent', :digest, 'old', CURRENT_TIMESTAMP)"
+            ),
+            {"digest": hash_secret(token)},
+        )
+    database.dispose()
+    server = KillSwitchServer(database_url)
+    try:
+        server.start()
+        assert server.database.revision() == "0005"
+        (key,) = server.keys.list("org_a")[0]
+        assert key.agents is None
+        client = TestClient(server.app, headers={"Authorization": f"Bearer {token}"})
+        target = {"target_type": "agent", "target_id": "x"}
+        assert client.get("/api/v1/kill-switch/check", params=target).status_code == 200
+        beat = {"instance_id": "i", "agent_id": "x", "interval": 10, "executed": 0,
+                "refused": 0, "failed": 0, "cost_usd": 0, "version": 0}  # fmt: skip
+        refused = client.post("/api/v1/heartbeats", json=beat)
+        assert refused.status_code == 403 and "re-create" in refused.json()["detail"]
+    finally:
+        server.close()
