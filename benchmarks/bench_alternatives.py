@@ -311,7 +311,7 @@ def prepare(database_url: str, unrelated: int) -> tuple[str, str]:
     """Keys (agent, admin) and ``unrelated`` active kills of other targets."""
     server = KillSwitchServer(database_url)
     try:
-        agent_key = server.create_key(ORG, owner="bench", scopes=["agent"])
+        agent_key = server.create_key(ORG, owner="bench", scopes=["agent"], agents=["*"])
         admin_key = server.create_key(ORG, owner="usr_ops", scopes=["admin"])
         store = server.store
         for i in range(unrelated):

@@ -94,7 +94,7 @@ def measure(backend: str, size: int, clients: int, total: int) -> Result:
     with database(backend) as url:
         setup = KillSwitchServer(url)
         try:
-            token = setup.create_key("org_bench", owner="bench", scopes=["agent"])
+            token = setup.create_key("org_bench", owner="bench", scopes=["agent"], agents=["*"])
             reader = setup.create_key("org_bench", owner="bench", scopes=["read"])
         finally:
             setup.close()

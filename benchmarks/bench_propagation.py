@@ -162,7 +162,7 @@ def measure(
     try:
         keys = KillSwitchServer(database_url)
         admin = keys.create_key("org_bench", owner="usr_ops", scopes=["admin"])
-        agent_key = keys.create_key("org_bench", owner="bench", scopes=["agent"])
+        agent_key = keys.create_key("org_bench", owner="bench", scopes=["agent"], agents=["*"])
         keys.close()
         servers = [start_server(database_url, workdir / f"server-{i}.log") for i in range(replicas)]
         outs = []

@@ -78,7 +78,7 @@ def prepare(database_url: str) -> str:
     """Migrate, kill the benchmark's target and a few others; return an agent-scope key."""
     server = KillSwitchServer(database_url)
     try:
-        token = server.create_key("org_bench", owner="usr_bench", scopes=["agent"])
+        token = server.create_key("org_bench", owner="usr_bench", scopes=["agent"], agents=["*"])
         store = server.store
         store.kill(
             "org_bench", "agent", "rogue-bot", reason="Drained $3k in 4 minutes", actor="bench"

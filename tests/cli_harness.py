@@ -85,6 +85,7 @@ class Server:
                 org or f"org_{uuid.uuid4().hex[:8]}",
                 owner=owner,
                 scopes=list(scopes),
+                agents=["*"] if "agent" in scopes else None,  # agent keys: for any agent
                 actor="test",
             )
         finally:

@@ -226,3 +226,15 @@ def test_serve_refuses_a_bad_rule_before_starting(tmp_path: Path, spec: str, say
     assert popen.returncode == 2, out
     assert "Invalid value for --rule" in out and says in out, out
     assert not (tmp_path / "agentguard.db").exists()  # refused before touching the database
+
+
+def test_keys_create_on_the_database_names_agents(database_url: str) -> None:
+    on_db = ("--database-url", database_url, "--org", "org_a")
+    created = run("keys", "create", *on_db, "--owner", "bot", "--scope", "agent",
+                  "--agent", "billing-*", "--json")  # fmt: skip
+    assert created.exit_code == 0, created.output
+    assert json.loads(created.output)["agents"] == ["billing-*"]
+    bad = run("keys", "create", *on_db, "--owner", "bot", "--scope", "agent", "--agent", "a*b")
+    assert bad.exit_code == 2 and "Invalid value for '--agent'" in bad.output
+    human = run("keys", "list", *on_db)
+    assert "billing-*" in human.output.splitlines()[1]

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner
 
@@ -262,11 +263,12 @@ def test_keys_over_http(server: Server) -> None:
     assert listed["count"] == 3 and all("secret" not in k for k in listed["data"])
     table = server.cli(admin, "keys", "list")
     header, *rows = table.stdout.splitlines()
-    assert header.split() == ["ID", "SCOPES", "OWNER", "NAME", "CREATED", "STATE"]
+    assert header.split() == ["ID", "SCOPES", "AGENTS", "OWNER", "NAME", "CREATED", "STATE"]
     assert len(rows) == 3 and all(r.endswith("active") for r in rows)
 
     revoked = server.cli(admin, "keys", "revoke", key["id"])
     assert revoked.code == 0 and revoked.stdout.strip() == f"revoked {key['id']}"
+
     assert server.cli(key["secret"], "active").code == 1  # refused at once
     again = server.cli(admin, "keys", "revoke", key["id"])
     assert again.code == 3 and "already revoked" in again.stderr
@@ -280,6 +282,39 @@ def test_keys_over_http(server: Server) -> None:
     assert org.code == 2 and "--org works only with --database-url" in org.stderr
     both = run("keys", "list", "--url", server.url, "--database-url", server.database_url)
     assert both.code == 2 and "not both" in both.stderr
+
+
+def test_agent_keys_name_their_agents_over_http(server: Server) -> None:
+    admin = server.key("admin", org="org_agents", owner="usr_admin")
+    made = server.cli(admin, "keys", "create", "--scope", "agent", "--agent", "email-campaign",
+                      "--agent", "billing-*")  # fmt: skip
+    assert made.code == 0, made
+    assert "for billing-*,email-campaign);" in made.stdout.splitlines()[0]
+    secret = made.stdout.strip().splitlines()[-1]
+    beat = {"instance_id": "i-1", "interval": 10, "executed": 0, "refused": 0, "failed": 0,
+            "cost_usd": 0, "version": 0}  # fmt: skip
+    api = f"{server.url}/api/v1/heartbeats"
+    headers = {"Authorization": f"Bearer {secret}"}
+    assert httpx.post(api, json={**beat, "agent_id": "billing-eu"}, headers=headers).is_success
+    refused = httpx.post(api, json={**beat, "agent_id": "payments"}, headers=headers)
+    assert refused.status_code == 403 and refused.json()["field"] == "agent_id"
+    ack = {"instance_id": "i-1", "version": 0, "agent_id": "payments"}
+    acked = httpx.post(f"{server.url}/api/v1/kill-switch/ack", json=ack, headers=headers)
+    assert acked.status_code == 403
+    audited = server.cli(admin, "audit", "--action", "ack.refused", "--json").json()
+    assert audited["count"] == 1 and "'payments'" in audited["data"][0]["detail"]
+    anyone = server.cli(admin, "keys", "create", "--scope", "agent", "--agent", "*", "--json")
+    assert anyone.json()["agents"] == ["*"]
+    bare = server.cli(admin, "keys", "create", "--scope", "agent")
+    assert bare.code == 0 and "names no --agent" in bare.stderr
+    table = server.cli(admin, "keys", "list").stdout
+    assert "billing-*,email-campaign" in table and "any agent" in table and "no agent" in table
+    listed = server.cli(admin, "keys", "list", "--json").json()["data"]
+    assert sorted(str(k["agents"]) for k in listed) == sorted(
+        ["['billing-*', 'email-campaign']", "['*']", "[]", "[]"]
+    )
+    wrong = server.cli(admin, "keys", "create", "--scope", "read", "--agent", "x")
+    assert wrong.code == 2 and "--agent goes with --scope agent" in wrong.stderr
 
 
 def test_keys_on_the_database_from_the_environment(server: Server) -> None:

@@ -106,7 +106,7 @@ def test_the_answer_stops_a_guard_whose_feed_is_behind(tmp_path: Path) -> None:
 
     server = Server(f"sqlite:///{tmp_path / 'db.sqlite'}")
     server.start()
-    token = server.create_key("default", owner="bot", scopes=["agent"])
+    token = server.create_key("default", owner="bot", scopes=["agent"], agents=["*"])
     config = uvicorn.Config(server.app, host="127.0.0.1", port=0, log_level="warning")
     web = uvicorn.Server(config)
     import threading

@@ -53,7 +53,7 @@ URL_ENV = "AGENTGUARD_URL"
 API_KEY_ENV = "AGENTGUARD_API_KEY"
 DATABASE_URL_ENV = "AGENTGUARD_DATABASE_URL"
 SCOPE_NAMES = ("admin", "operator", "agent", "read")
-AUDIT_ACTIONS = ("kill", "revive", "key.create", "key.revoke")
+AUDIT_ACTIONS = ("kill", "revive", "key.create", "key.revoke", "ack.refused", "rule.observed")
 INTERVENTION_TYPES = ("HARD_BLOCK", "OBSERVED", "UNAVAILABLE")
 STREAMED = ("kill", "revive", "intervention")  # the events --count counts
 # API field names that differ from the CLI parameter holding them.
@@ -889,6 +889,13 @@ def keys() -> None:
     help="Repeat for several scopes.",
 )
 @click.option("--name", default=None, help="A label for the key.")
+@click.option(
+    "--agent",
+    "agents",
+    multiple=True,
+    help="An agent the (agent-scoped) key speaks for: an id, or a prefix ending in '*' "
+    "('billing-*'); '*' alone for any agent. Repeat for several.",
+)
 @json_option
 @click.pass_context
 def keys_create(
@@ -900,9 +907,23 @@ def keys_create(
     owner: str | None,
     scopes: tuple[str, ...],
     name: str | None,
+    agents: tuple[str, ...],
     as_json: bool,
 ) -> None:
-    """Create a key and print its secret (shown only this once)."""
+    """Create a key and print its secret (shown only this once).
+
+    An agent key writes (heartbeats, acknowledgements, interventions, checkpoints) only for
+    the agents named with --agent; without any it can only check and stream the kill state.
+    """
+    if agents and "agent" not in scopes:
+        raise click.UsageError("--agent goes with --scope agent")
+    if "agent" in scopes and not agents and not {"admin", "operator"} & set(scopes):
+        click.echo(
+            "warning: this agent key names no --agent, so it may report for no agent "
+            "(heartbeats, acknowledgements, interventions, checkpoints); "
+            "add --agent ID (or --agent '*' for any agent)",
+            err=True,
+        )
     database = _keys_database(ctx, database_url)
     if database is not None:
         if owner is None:
@@ -913,19 +934,25 @@ def keys_create(
                 owner=owner,
                 scopes=scopes,
                 name=name,
+                agents=agents,
                 actor="agentguard keys create",
             )
         created = {**key.model_dump(mode="json"), "secret": token}
     else:
         with connect(url, api_key) as client:
-            answer = client.create_key(list(scopes), owner=owner, name=name)
+            answer = client.create_key(
+                list(scopes), owner=owner, name=name, agents=list(agents) or None
+            )
         created = answer.model_dump(mode="json", exclude_unset=True)
     if as_json:
         echo_json(created)
     else:
+        pure_agent = not {"admin", "operator"} & set(created["scopes"])
+        speaks = out.key_agents(created["scopes"], created.get("agents")) if pure_agent else ""
         click.echo(
             f"created {created['id']} (scopes {','.join(created['scopes'])}, owner "
-            f"{created['owner']}); its secret is shown only this once:"
+            f"{created['owner']}{', for ' + speaks if speaks else ''}); "
+            "its secret is shown only this once:"
         )
         click.echo(created["secret"])
 

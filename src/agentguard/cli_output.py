@@ -249,14 +249,26 @@ def agent(a: Agent) -> str:
     return "\n".join(lines)
 
 
+def key_agents(scopes: Sequence[str], agents: Sequence[str] | None) -> str:
+    """What a key may speak for, in words: ``any agent`` for ``*``; blank if not an agent key."""
+    if "agent" not in scopes:
+        return ""
+    if {"admin", "operator"} & set(scopes):
+        return "any agent"
+    if not agents:
+        return "no agent (re-create with --agent)"
+    return "any agent" if "*" in agents else ",".join(agents)
+
+
 def keys(rows: Sequence[ApiKey], count: int) -> str:
     at = now()
     body = table(
-        ("ID", "SCOPES", "OWNER", "NAME", "CREATED", "STATE"),
+        ("ID", "SCOPES", "AGENTS", "OWNER", "NAME", "CREATED", "STATE"),
         (
             (
                 k.id,
                 ",".join(k.scopes),
+                key_agents(k.scopes, k.agents),
                 k.owner,
                 k.name,
                 ago(k.created_at, at),

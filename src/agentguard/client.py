@@ -117,6 +117,7 @@ class ApiKey(_Answer):
     owner: str
     name: str | None = None
     scopes: list[str]
+    agents: list[str] | None = None  # what an agent key speaks for; ["*"]: any agent
     created_by: str
     created_at: datetime
     revoked_by: str | None = None
@@ -387,14 +388,24 @@ class Client:
     # -- API keys ------------------------------------------------------------------------------
 
     def create_key(
-        self, scopes: list[str], *, owner: str | None = None, name: str | None = None
+        self,
+        scopes: list[str],
+        *,
+        owner: str | None = None,
+        name: str | None = None,
+        agents: list[str] | None = None,
     ) -> ApiKeyCreated:
-        """Create an API key; its secret is in the answer and nowhere else."""
+        """Create an API key; its secret is in the answer and nowhere else.
+
+        An agent key writes only for its ``agents``: ids, ``prefix-*``, or ``["*"]`` for any.
+        """
         body: dict[str, Any] = {"scopes": scopes}
         if owner is not None:
             body["owner"] = owner
         if name is not None:
             body["name"] = name
+        if agents:
+            body["agents"] = agents
         return self._parse(ApiKeyCreated, self._send("POST", "/keys", json=body))
 
     def keys(self, *, skip: int = 0, limit: int = 100) -> Page[ApiKey]:

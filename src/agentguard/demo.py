@@ -163,7 +163,8 @@ class Demo:
             raise RuntimeError(f"the server did not start:\n{self.server_log()}")
         log(f"agentguard serve is up at {self.url} (SQLite {self.workdir / 'agentguard.db'})")
         created = self.http.post(
-            "/keys", json={"scopes": ["agent"], "owner": AGENT, "name": "replicas"}
+            "/keys",
+            json={"scopes": ["agent"], "owner": AGENT, "name": "replicas", "agents": [AGENT]},
         )
         created.raise_for_status()
         return str(created.json()["secret"])

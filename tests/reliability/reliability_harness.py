@@ -78,11 +78,19 @@ class Uvicorn:
 
 
 def keys_for(database_url: str, org: str, **scopes: list[str]) -> dict[str, str]:
-    """API keys of one organization, by name: ``keys_for(url, "org_a", admin=["admin"])``."""
+    """API keys of one organization, by name: ``keys_for(url, "org_a", admin=["admin"])``.
+
+    Agent keys speak for any agent (``*``).
+    """
     server = KillSwitchServer(database_url)
     try:
         return {
-            name: server.create_key(org, owner=f"usr_{name}", scopes=granted)
+            name: server.create_key(
+                org,
+                owner=f"usr_{name}",
+                scopes=granted,
+                agents=["*"] if "agent" in granted else None,
+            )
             for name, granted in scopes.items()
         }
     finally:

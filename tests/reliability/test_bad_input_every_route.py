@@ -79,7 +79,12 @@ EXAMPLES: dict[type[BaseModel], dict[str, Any]] = {
     s.ReviveRequest: {"target_type": "agent", "target_id": "seed-bot"},
     s.CheckQuery: {"target_type": "agent", "target_id": "seed-bot"},
     s.PageQuery: {"skip": 0, "limit": 10},
-    s.ApiKeyCreate: {"scopes": ["read", "agent"], "owner": "usr_matrix", "name": "matrix"},
+    s.ApiKeyCreate: {
+        "scopes": ["read", "agent"],
+        "owner": "usr_matrix",
+        "name": "matrix",
+        "agents": ["matrix-*"],
+    },
     s.KeyPath: {"key_id": "ag_matrix"},
     s.AuditQuery: {
         "skip": 0,

@@ -26,15 +26,19 @@ def server(make_server: ServerFactory, database_url: str) -> KillSwitchServer:
 
 @pytest.fixture
 def api() -> Callable[..., Api]:
-    """Factory: ``api(server, org="org_a", scopes=("admin",), owner="usr_abc")``."""
+    """Factory: ``api(server, org="org_a", scopes=("admin",), owner="usr_abc", agents=None)``.
+
+    An agent key speaks for any agent unless ``agents`` says otherwise.
+    """
 
     def make(
         server: KillSwitchServer,
         org: str = "org_a",
         scopes: tuple[str, ...] = ("admin",),
         owner: str = "usr_abc",
+        agents: list[str] | None = None,
     ) -> Api:
-        return Api(server, org, list(scopes), owner)
+        return Api(server, org, list(scopes), owner, agents)
 
     return make
 

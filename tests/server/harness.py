@@ -23,11 +23,20 @@ def bearer(token: str) -> dict[str, str]:
 class Api:
     """A test client of one server acting with one API key."""
 
-    def __init__(self, server: KillSwitchServer, org: str, scopes: list[str], owner: str) -> None:
+    def __init__(
+        self,
+        server: KillSwitchServer,
+        org: str,
+        scopes: list[str],
+        owner: str,
+        agents: list[str] | None = None,
+    ) -> None:
         self.server = server
         self.org = org
         self.owner = owner
-        self.token = server.create_key(org, owner=owner, scopes=scopes)
+        if agents is None and "agent" in scopes:
+            agents = ["*"]  # an agent key of these tests speaks for any agent unless told
+        self.token = server.create_key(org, owner=owner, scopes=scopes, agents=agents)
         self.key_id = self.token.rsplit("_", 1)[0]
         self.client = TestClient(server.app, headers=bearer(self.token))
 

@@ -56,7 +56,9 @@ class Live:
         keys_server = KillSwitchServer(database_url)
         try:
             self.admin = keys_server.create_key("org_a", owner="usr_ops", scopes=["admin"])
-            self.agent = keys_server.create_key("org_a", owner="bot", scopes=["agent"])
+            self.agent = keys_server.create_key(
+                "org_a", owner="bot", scopes=["agent"], agents=["*"]
+            )
             self.other = keys_server.create_key("org_b", owner="usr_b", scopes=["admin"])
         finally:
             keys_server.close()

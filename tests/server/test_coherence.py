@@ -55,7 +55,7 @@ def test_a_key_revoked_in_one_process_stops_working_in_another(
 ) -> None:
     setup = KillSwitchServer(database_url)
     admin = setup.create_key("org_a", owner="usr_admin", scopes=["admin"])
-    agent = setup.create_key("org_a", owner="usr_bot", scopes=["agent"])
+    agent = setup.create_key("org_a", owner="usr_bot", scopes=["agent"], agents=["*"])
     setup.close()
     one, two = start_uvicorn(database_url), start_uvicorn(database_url)
     check = f"{two.url}/api/v1/kill-switch/check"

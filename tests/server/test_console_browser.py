@@ -90,7 +90,8 @@ class Site:
     screenshots: Path
 
     def key(self, org: str, scopes: list[str], owner: str) -> str:
-        return self.admin.create_key(org, owner=owner, scopes=scopes)
+        agents = ["*"] if "agent" in scopes else None
+        return self.admin.create_key(org, owner=owner, scopes=scopes, agents=agents)
 
 
 def serve(

@@ -511,7 +511,7 @@ def test_checkpoints_over_http(fleet: KillSwitchServer, api: Any) -> None:
 
 def test_remote_guard_checkpoints_through_the_api(start_uvicorn: Any, database_url: str) -> None:
     setup = KillSwitchServer(database_url)
-    token = setup.create_key("org_a", owner="bot", scopes=["agent"])
+    token = setup.create_key("org_a", owner="bot", scopes=["agent"], agents=["*"])
     process = start_uvicorn(database_url)
     guard = Guard(process.url, api_key=token, mode="strict")
     guard.checkpoint("campaign.r0", {"next": 7})
@@ -556,7 +556,7 @@ def test_real_processes_exit_crash_and_vanish(
     start_uvicorn: Any, database_url: str, tmp_path: Path
 ) -> None:
     setup = KillSwitchServer(database_url)
-    agent_key = setup.create_key("org_a", owner="bot", scopes=["agent"])
+    agent_key = setup.create_key("org_a", owner="bot", scopes=["agent"], agents=["*"])
     reader_key = setup.create_key("org_a", owner="usr_ops", scopes=["operator"])
     setup.close()
     server = start_uvicorn(database_url)

@@ -27,7 +27,7 @@ def test_db_upgrade_command_creates_the_schema(database_url: str) -> None:
     assert Database(database_url).revision() is None
     first = upgrade(database_url)
     assert first.returncode == 0, first.stderr
-    assert "database at revision 0004 (was None)" in first.stdout
+    assert "database at revision 0005 (was None)" in first.stdout
     engine = create_engine(Database(database_url).url)
     inspector = inspect(engine)
     assert TABLES | {"agentguard_alembic_version"} <= set(inspector.get_table_names())
@@ -38,7 +38,7 @@ def test_db_upgrade_command_creates_the_schema(database_url: str) -> None:
     engine.dispose()
     again = upgrade(database_url)
     assert again.returncode == 0, again.stderr
-    assert again.stdout.strip() == "database at revision 0004"
+    assert again.stdout.strip() == "database at revision 0005"
 
 
 def test_migrations_match_the_tables(database_url: str) -> None:
@@ -70,7 +70,7 @@ def test_concurrent_first_starts_do_not_collide(make_server: Any, database_url: 
     for t in threads:
         t.join()
     assert errors == []
-    assert servers[0].database.revision() == "0004"
+    assert servers[0].database.revision() == "0005"
 
 
 def test_many_connections_opening_a_new_sqlite_file_together(tmp_path: Any) -> None:
@@ -108,3 +108,48 @@ def test_bad_database_url_is_a_usage_error() -> None:
     result = upgrade("mysql://nope")
     assert result.returncode == 2
     assert "--database-url" in result.stderr and "mysql" in result.stderr
+
+
+def test_keys_from_before_0005_speak_for_no_agent(database_url: str) -> None:
+    """Upgrading 0004 -> 0005 keeps every key working for checks; agents stay unset (NULL)."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import text
+    from starlette.testclient import TestClient
+
+    from agentguard.server import KillSwitchServer
+    from agentguard.server.database import MIGRATIONS
+    from agentguard.server.keys import hash_secret
+
+    database = Database(database_url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with database.write() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0004")
+    token = "ag_Legacy01_" + "L" * 40
+    with database.write() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO agentguard_api_keys (id, organization_id, owner, scopes, "
+                "secret_hash, created_by, created_at) VALUES ('ag_Legacy01', 'org_a', 'bot', "
+                "'agent', :digest, 'old', CURRENT_TIMESTAMP)"
+            ),
+            {"digest": hash_secret(token)},
+        )
+    database.dispose()
+    server = KillSwitchServer(database_url)
+    try:
+        server.start()
+        assert server.database.revision() == "0005"
+        (key,) = server.keys.list("org_a")[0]
+        assert key.agents is None
+        client = TestClient(server.app, headers={"Authorization": f"Bearer {token}"})
+        target = {"target_type": "agent", "target_id": "x"}
+        assert client.get("/api/v1/kill-switch/check", params=target).status_code == 200
+        beat = {"instance_id": "i", "agent_id": "x", "interval": 10, "executed": 0,
+                "refused": 0, "failed": 0, "cost_usd": 0, "version": 0}  # fmt: skip
+        refused = client.post("/api/v1/heartbeats", json=beat)
+        assert refused.status_code == 403 and "re-create" in refused.json()["detail"]
+    finally:
+        server.close()

@@ -191,12 +191,17 @@ class KillSwitchServer:
         owner: str,
         scopes: Sequence[str],
         name: str | None = None,
+        agents: Sequence[str] | None = None,
         actor: str = "local",
     ) -> str:
-        """Create an API key and return its secret token."""
+        """Create an API key and return its secret token.
+
+        An ``agent`` key writes only for the ``agents`` it names: exact ids, ``prefix-*``,
+        or ``["*"]`` for any agent.
+        """
         self.start()
         _, token = self.keys.create(
-            organization_id, owner=owner, scopes=scopes, name=name, actor=actor
+            organization_id, owner=owner, scopes=scopes, name=name, agents=agents, actor=actor
         )
         return token
 

@@ -19,6 +19,7 @@ from starlette.authentication import (
 )
 from starlette.requests import HTTPConnection
 
+from .binding import AgentBinding
 from .keys import KEY_PREFIX, SCOPES, KeyStore
 
 # What each kind of request needs, as the scopes that grant it (``admin`` grants everything).
@@ -44,6 +45,7 @@ class Principal(BaseUser):
         method: str = "session",
         expires_at: datetime | None = None,
         session_id: str | None = None,
+        agents: Iterable[str] = (),
     ) -> None:
         self.organization_id = organization_id
         self.user_id = user_id
@@ -54,6 +56,7 @@ class Principal(BaseUser):
         # known; and the console session it came from: an open change stream ends with either.
         self.expires_at = expires_at
         self.session_id = session_id
+        self.agents = tuple(agents)
 
     @property
     def is_authenticated(self) -> bool:
@@ -77,6 +80,13 @@ class Principal(BaseUser):
         if "admin" in self.scopes:
             return True
         return any(scope in self.scopes for scope in PERMISSIONS[permission])
+
+    @property
+    def binding(self) -> AgentBinding | None:
+        """The agents this caller may write for; ``None``: any (operator and admin)."""
+        if self.scopes & {"admin", "operator"}:
+            return None
+        return AgentBinding(self.agents)
 
     def __repr__(self) -> str:
         return f"<Principal {self.actor} org={self.organization_id} scopes={sorted(self.scopes)}>"
@@ -117,7 +127,12 @@ class ApiKeyAuth(AuthenticationBackend):
         if key is None:
             raise AuthenticationError("invalid or revoked API key")
         principal = Principal(
-            key.organization_id, key.owner, key.scopes, key_id=key.id, method="api_key"
+            key.organization_id,
+            key.owner,
+            key.scopes,
+            key_id=key.id,
+            method="api_key",
+            agents=key.agents,
         )
         return AuthCredentials(sorted(principal.scopes)), principal
 

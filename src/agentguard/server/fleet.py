@@ -48,9 +48,11 @@ from ..rules import BudgetRule, ErrorRateRule, LoopRule, RateRule, Rule
 from ..scope import Scope
 from ..wording import plural
 from . import schemas as s
+from .binding import AgentBinding, AgentNotAllowedError
 from .inputs import as_public
 from .problems import ApiError
 from .sqlstore import (
+    RULE_OBSERVED,
     USAGE_SLICE,
     AckReport,
     InstanceRow,
@@ -217,13 +219,27 @@ class Fleet:
 
     # -- reports from instances ----------------------------------------------------------------
 
-    def heartbeat(self, organization_id: str, report: HeartbeatReport) -> HeartbeatReply:
-        """Record a heartbeat, evaluate the server rules, answer with health and kill state."""
+    def heartbeat(
+        self,
+        organization_id: str,
+        report: HeartbeatReport,
+        *,
+        binding: AgentBinding | None = None,
+        reporter: str = "an in-process guard",
+    ) -> HeartbeatReply:
+        """Record a heartbeat, evaluate the server rules, answer with health and kill state.
+
+        ``binding`` limits the agents the reporting key may speak for; ``reporter`` names it
+        in the audit record of a kill the heartbeat trips.
+        """
         now = self.clock()
-        row, acks = self.store.record_heartbeat(organization_id, report, now=now, acked_at=utcnow())
+        row, acks = self.store.record_heartbeat(
+            organization_id, report, now=now, acked_at=utcnow(), binding=binding
+        )
         self._acknowledged(organization_id, acks)
         if self.rules and row.agent_id and report.status == "running":
-            self._evaluate_rules(organization_id, row.agent_id, now)
+            tripper = f"the heartbeat of instance {row.instance_id!r} from {reporter}"
+            self._evaluate_rules(organization_id, row.agent_id, now, tripper)
         index = self._index(organization_id)
         ks = blocking_kill(index, _scope(row))
         snapshot = None
@@ -238,7 +254,12 @@ class Fleet:
         )
 
     async def acknowledge(
-        self, organization_id: str, instance_id: str, version: int, scope: Scope
+        self,
+        organization_id: str,
+        instance_id: str,
+        version: int,
+        scope: Scope,
+        binding: AgentBinding | None = None,
     ) -> int:
         """Record that an instance applied every change up to ``version``; kills newly acked.
 
@@ -249,7 +270,8 @@ class Fleet:
         """
         loop = asyncio.get_running_loop()
         pending = _PendingAck(
-            self._ack_report(organization_id, instance_id, version, scope), loop.create_future()
+            self._ack_report(organization_id, instance_id, version, scope, binding),
+            loop.create_future(),
         )
         queued = self._ack_queues.get(loop)
         if queued is not None:  # a writer task is busy: it takes this one next
@@ -292,16 +314,25 @@ class Fleet:
                     pending.future.cancel()
 
     def _ack_report(
-        self, organization_id: str, instance_id: str, version: int, scope: Scope
+        self,
+        organization_id: str,
+        instance_id: str,
+        version: int,
+        scope: Scope,
+        binding: AgentBinding | None = None,
     ) -> AckReport:
-        return AckReport(organization_id, instance_id, version, scope, self.clock(), utcnow())
+        return AckReport(
+            organization_id, instance_id, version, scope, self.clock(), utcnow(), binding
+        )
 
-    def _write_acks(self, reports: list[AckReport]) -> list[int | VersionAheadError]:
+    def _write_acks(
+        self, reports: list[AckReport]
+    ) -> list[int | VersionAheadError | AgentNotAllowedError]:
         """Store acknowledgements in one transaction; per report, kills newly acked or error."""
-        counts: list[int | VersionAheadError] = []
+        counts: list[int | VersionAheadError | AgentNotAllowedError] = []
         acked: dict[str, list[NewAck]] = {}
         for report, result in zip(reports, self.store.record_acks(reports), strict=True):
-            if isinstance(result, VersionAheadError):
+            if isinstance(result, Exception):
                 counts.append(result)
                 continue
             acked.setdefault(report.organization_id, []).extend(result[1])
@@ -470,14 +501,16 @@ class Fleet:
 
     # -- server rules ----------------------------------------------------------------------------
 
-    def _evaluate_rules(self, organization_id: str, agent_id: str, now: datetime) -> None:
+    def _evaluate_rules(
+        self, organization_id: str, agent_id: str, now: datetime, tripper: str
+    ) -> None:
         for rule in self.rules:
             try:
-                self._evaluate(rule, organization_id, agent_id, now)
+                self._evaluate(rule, organization_id, agent_id, now, tripper)
             except Exception:  # a broken rule must not fail the instance's heartbeat
                 logger.exception("agentguard: server rule %s failed", rule.name)
 
-    def _evaluate(self, rule: Rule, org: str, agent_id: str, now: datetime) -> None:
+    def _evaluate(self, rule: Rule, org: str, agent_id: str, now: datetime, tripper: str) -> None:
         since = now - timedelta(seconds=_window(rule))
         used = self.store.usage_since(org, [agent_id], since).get(agent_id, Usage())
         reason = _exceeds(rule, agent_id, used)
@@ -511,11 +544,30 @@ class Fleet:
                     )
                 ],
             )
+            # What the rule itself reads back: clients cannot write audit entries.
+            with self.store.database.write() as conn:
+                self.store.write_audit(
+                    conn,
+                    org,
+                    action=RULE_OBSERVED,
+                    actor=actor,
+                    target_type="agent",
+                    target_id=agent_id,
+                    detail=f"{reason}; tripped by {tripper}",
+                    created_at=now,
+                )
             return
         if self._index(org).agent.get(agent_id) is not None:
             return  # already killed (by this rule or anyone): nothing to add
         try:
-            change = self.store.kill(org, "agent", agent_id, reason=reason, actor=actor)
+            change = self.store.kill(
+                org,
+                "agent",
+                agent_id,
+                reason=reason,
+                actor=actor,
+                audit_note=f"tripped by {tripper}",
+            )
         except AlreadyKilledError:
             return
         logger.warning("agentguard: rule %s killed agent %r: %s", rule.name, agent_id, reason)
@@ -535,9 +587,16 @@ def _version_conflict() -> Iterator[None]:
 
 async def heartbeat(api: Api, call: Call) -> BaseModel:
     body: s.HeartbeatIn = call.body
+    binding = call.principal.binding
+    if binding is not None:  # the heartbeat and the cost in it are for one of the key's agents
+        binding.require("agent_id", body.agent_id)
     report = HeartbeatReport(**body.model_dump())
     with _version_conflict():
-        reply = await run_in_threadpool(api.server.fleet.heartbeat, call.org, report)
+        reply = await run_in_threadpool(
+            lambda: api.server.fleet.heartbeat(
+                call.org, report, binding=binding, reporter=call.principal.actor
+            )
+        )
     return HeartbeatAnswer(
         health=reply.health,
         version=reply.version,
@@ -550,9 +609,34 @@ async def heartbeat(api: Api, call: Call) -> BaseModel:
 async def ack(api: Api, call: Call) -> BaseModel:
     body: s.AckIn = call.body
     scope = Scope(body.agent_id, body.run_id, body.mission_id)
-    with _version_conflict():
-        count = await api.server.fleet.acknowledge(call.org, body.instance_id, body.version, scope)
+    binding = call.principal.binding
+    try:
+        if binding is not None:  # only the instance's own agent's key acknowledges for it
+            binding.require("agent_id", body.agent_id)
+        with _version_conflict():
+            count = await api.server.fleet.acknowledge(
+                call.org, body.instance_id, body.version, scope, binding
+            )
+    except AgentNotAllowedError as refused:
+        await run_in_threadpool(_audit_refused_ack, api, call, refused)
+        raise
     return s.AckAccepted(acknowledged=count)
+
+
+def _audit_refused_ack(api: Api, call: Call, refused: AgentNotAllowedError) -> None:
+    body: s.AckIn = call.body
+    logger.warning("agentguard: refused an ack by %s: %s", call.principal.actor, refused)
+    with api.server.database.write() as conn:
+        api.server.store.write_audit(
+            conn,
+            call.org,
+            action="ack.refused",
+            actor=call.principal.actor,
+            target_type="agent" if body.agent_id else None,
+            target_id=body.agent_id,
+            detail=f"instance {body.instance_id!r}, version {body.version}: {refused}",
+            request_id=call.request_id,
+        )
 
 
 async def acks(api: Api, call: Call) -> BaseModel:
@@ -595,18 +679,28 @@ async def agent(api: Api, call: Call) -> BaseModel:
     return found[0]
 
 
+def _stored_key(call: Call, key: str) -> str:
+    """Where a checkpoint lives: an agent key's under its agents' namespace."""
+    binding = call.principal.binding
+    return key if binding is None else binding.namespace + key
+
+
 async def put_checkpoint(api: Api, call: Call) -> BaseModel:
     path: s.CheckpointPath = call.path
     body: s.CheckpointIn = call.body
     encoded = encode_checkpoint(path.key, body.state)
+    binding = call.principal.binding
+    if binding is not None and not binding.patterns:
+        binding.require("key", None)  # speaks for no agent: stores no checkpoints
     store = api.server.store
-    await run_in_threadpool(store.save_checkpoint, call.org, path.key, encoded)
+    await run_in_threadpool(store.save_checkpoint, call.org, _stored_key(call, path.key), encoded)
     return await get_checkpoint(api, call)
 
 
 async def get_checkpoint(api: Api, call: Call) -> BaseModel:
     path: s.CheckpointPath = call.path
-    found = await run_in_threadpool(api.server.store.get_checkpoint, call.org, path.key)
+    stored = _stored_key(call, path.key)
+    found = await run_in_threadpool(api.server.store.get_checkpoint, call.org, stored)
     if found is None:
         raise ApiError("not_found", f"no checkpoint {path.key!r}", field="key")
     state_json, updated_at = found

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import re
 import secrets
@@ -18,6 +19,7 @@ from sqlalchemy import func, insert, select, update
 
 from ..errors import AgentGuardError, InvalidInputError
 from ..records import utcnow
+from .binding import validate_agents
 from .feed import KEYS_CHANNEL
 from .sqlstore import SQLStore
 from .tables import api_keys
@@ -51,6 +53,8 @@ class ApiKey(BaseModel):
     owner: str
     name: str | None = None
     scopes: list[str]
+    # The agents an agent key speaks for; None for a key made before keys named them.
+    agents: list[str] | None = None
     created_by: str
     created_at: datetime
     revoked_by: str | None = None
@@ -66,6 +70,7 @@ class VerifiedKey(BaseModel):
     organization_id: str
     owner: str
     scopes: frozenset[str]
+    agents: tuple[str, ...] = ()
 
 
 def hash_secret(token: str) -> str:
@@ -109,11 +114,18 @@ class KeyStore:
         owner: str,
         scopes: Iterable[str],
         name: str | None = None,
+        agents: Iterable[str] | None = None,
         actor: str,
         request_id: str | None = None,
     ) -> tuple[ApiKey, str]:
-        """Make a key; return it and its secret token, which is never retrievable again."""
+        """Make a key; return it and its secret token, which is never retrievable again.
+
+        ``agents`` (exact ids, ``prefix-*``, or ``*`` for any) are what an agent key speaks
+        for; without them it speaks for no agent. Operator and admin keys speak for every agent
+        whatever they name.
+        """
         scope_list = validate_scopes(scopes)
+        agent_list = validate_agents(agents or ())
         key_id = KEY_PREFIX + "".join(secrets.choice(_ALPHABET) for _ in range(_ID_LENGTH))
         secret = "".join(secrets.choice(_ALPHABET) for _ in range(_SECRET_LENGTH))
         token = f"{key_id}_{secret}"
@@ -123,14 +135,16 @@ class KeyStore:
             owner=owner,
             name=name,
             scopes=scope_list,
+            agents=agent_list,
             created_by=actor,
             created_at=utcnow(),
         )
         with self._database.write() as conn:
             conn.execute(
                 insert(api_keys).values(
-                    **key.model_dump(exclude={"scopes"}),
+                    **key.model_dump(exclude={"scopes", "agents"}),
                     scopes=",".join(scope_list),
+                    agents=json.dumps(agent_list),
                     secret_hash=hash_secret(token),
                 )
             )
@@ -141,7 +155,8 @@ class KeyStore:
                 actor=actor,
                 target_type="api_key",
                 target_id=key_id,
-                detail=f"owner={owner} scopes={','.join(scope_list)}",
+                detail=f"owner={owner} scopes={','.join(scope_list)}"
+                + (f" agents={','.join(agent_list)}" if agent_list else ""),
                 request_id=request_id,
                 created_at=key.created_at,
             )
@@ -247,6 +262,7 @@ class KeyStore:
             organization_id=row.organization_id,
             owner=row.owner,
             scopes=frozenset(row.scopes.split(",")),
+            agents=tuple(_agents(row.agents) or ()),
         )
         with self._lock:
             if len(self._verified) >= _CACHE_SIZE:
@@ -317,4 +333,9 @@ def _api_key(m: object) -> ApiKey:
     data = dict(m)  # type: ignore[call-overload]
     data.pop("secret_hash", None)
     data["scopes"] = data["scopes"].split(",")
+    data["agents"] = _agents(data.get("agents"))
     return ApiKey(**data)
+
+
+def _agents(stored: str | None) -> list[str] | None:
+    return None if stored is None else list(json.loads(stored))

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..errors import AlreadyKilledError, InvalidInputError, NotKilledError
+from .binding import AgentNotAllowedError
 from .database import RETRY_AFTER, Outage, is_unavailable
 from .keys import KeyNotFoundError, KeyRevokedError
 from .schemas import PATTERN_RULES, ErrorResponse, KillSwitchPublic
@@ -100,6 +101,8 @@ def from_exception(exc: Exception, outage: Outage | None = None) -> ApiError | N
         return ApiError("conflict", str(exc), kill_switch=ks)
     if isinstance(exc, NotKilledError):
         return ApiError("not_found", f"{exc}: no active kill switch to revive")
+    if isinstance(exc, AgentNotAllowedError):
+        return ApiError("forbidden", str(exc), field=exc.field)
     if isinstance(exc, KeyNotFoundError):
         return ApiError("not_found", str(exc), field="key_id")
     if isinstance(exc, KeyRevokedError):

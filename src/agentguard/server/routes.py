@@ -157,6 +157,7 @@ class Api:
             owner=body.owner or call.principal.user_id,
             scopes=body.scopes,
             name=body.name,
+            agents=body.agents,
             actor=call.principal.actor,
             request_id=call.request_id,
         )
@@ -219,6 +220,12 @@ class Api:
 
     async def report_interventions(self, call: Call) -> BaseModel:
         body: s.InterventionsBatch = call.body
+        binding = call.principal.binding
+        if binding is not None:  # an agent key reports only for the agents it speaks for
+            for i, iv in enumerate(body.interventions):
+                binding.require(f"interventions.{i}.agent_id", iv.agent_id)
+                if iv.target_type == "agent":
+                    binding.require(f"interventions.{i}.target_id", iv.target_id)
         items = [Intervention(**iv.model_dump()) for iv in body.interventions]
         created = await run_in_threadpool(self.server.store.add_interventions, call.org, items)
         if body.dropped:

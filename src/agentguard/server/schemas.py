@@ -21,7 +21,15 @@ from ..targets import HIDDEN_CLASS, MAX_REASON_LENGTH, MAX_TARGET_ID_LENGTH, id_
 
 TargetTypeName = Literal["agent", "run", "mission", "tool"]
 ScopeName = Literal["admin", "operator", "agent", "read"]
-AuditAction = Literal["kill", "revive", "key.create", "key.revoke", "interventions.dropped"]
+AuditAction = Literal[
+    "kill",
+    "revive",
+    "key.create",
+    "key.revoke",
+    "interventions.dropped",
+    "ack.refused",
+    "rule.observed",
+]
 AuditTargetType = Literal["agent", "run", "mission", "tool", "api_key"]
 InterventionTypeName = Literal["HARD_BLOCK", "OBSERVED", "UNAVAILABLE"]
 
@@ -85,6 +93,22 @@ def _as_utc(value: datetime) -> datetime:
 
 
 Timestamp = Annotated[datetime, BeforeValidator(_rfc3339), AfterValidator(_as_utc)]
+
+REPORTED_EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
+REPORTED_AHEAD = timedelta(minutes=5)
+
+
+def _sane(value: datetime) -> datetime:
+    """Refuse a reported time before 2000 or more than 5 minutes ahead of the server's clock."""
+    if value < REPORTED_EARLIEST:
+        raise ValueError("must not be before 2000-01-01T00:00:00Z")
+    if value > datetime.now(timezone.utc) + REPORTED_AHEAD:
+        raise ValueError("must not be more than 5 minutes ahead of the server's clock")
+    return value
+
+
+# When a client says something happened: it must be plausible, or it is refused.
+ReportedTime = Annotated[Timestamp, AfterValidator(_sane)]
 
 
 def _real_number(value: Any) -> Any:
@@ -175,6 +199,12 @@ class PageQuery(_Query):
 
 # -- API keys ------------------------------------------------------------------------------------
 
+# An agent id, a prefix ending in "*", or "*" alone: no NUL, no comma, "*" only at the end.
+_AGENT_PATTERN = rf"^(\*|[^\x00,*]*[^\x00,*{_SPACE}][^\x00,*]*\*?)$"
+AgentPattern = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_TARGET_ID_LENGTH, pattern=_AGENT_PATTERN)
+]
+
 
 class ApiKeyCreate(_Body):
     """A key to create; ``owner`` defaults to the calling user."""
@@ -182,6 +212,8 @@ class ApiKeyCreate(_Body):
     scopes: Annotated[list[ScopeName], Field(min_length=1, max_length=4)]
     owner: Name | None = None
     name: Name | None = None
+    agents: Annotated[list[AgentPattern], Field(max_length=100)] | None = None
+    """What an agent key speaks for: agent ids, ``prefix-*``, or ``*`` for any agent."""
 
 
 class ApiKeyPublic(BaseModel):
@@ -192,6 +224,7 @@ class ApiKeyPublic(BaseModel):
     owner: str
     name: str | None
     scopes: list[ScopeName]
+    agents: list[str] | None = None
     created_by: str
     created_at: datetime
     revoked_by: str | None
@@ -278,7 +311,7 @@ class InterventionIn(_Body):
     mission_id: _OptionalId = None
     instance_id: _OptionalId = None
     tool_call_id: _OptionalId = None
-    occurred_at: Timestamp
+    occurred_at: ReportedTime
 
 
 class InterventionsBatch(_Body):
@@ -375,6 +408,8 @@ PATTERN_RULES: dict[str, str] = {
     _ID: "needs a visible character, and no control, format or invisible characters",
     _ID_OR_EMPTY: "must not contain control, format or invisible characters",
     KEY_ID_PATTERN: "may contain only letters, digits and underscores",
+    _AGENT_PATTERN: "must be an agent id, a prefix ending in '*' ('billing-*'), or '*' alone "
+    "(no commas; '*' only at the end)",
     CHECKPOINT_KEY_PATTERN: CHECKPOINT_KEY_RULE,
 }
 

@@ -134,6 +134,7 @@ class ConsoleSessions:
             method="console",
             expires_at=expires,
             session_id=data.sid,
+            agents=key.agents or (),
         )
 
     def sign_out(self, data: SessionData, expires: datetime) -> None:

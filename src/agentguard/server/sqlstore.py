@@ -30,6 +30,7 @@ from ..records import AuditEntry, Intervention, KillChange, KillSwitch, Snapshot
 from ..scope import EMPTY_SCOPE, Scope
 from ..store import ChangeListener
 from ..targets import validate_reason, validate_target
+from .binding import AgentBinding, AgentNotAllowedError
 from .database import Database
 from .feed import CHANGES_CHANNEL, ChangeFeed
 from .tables import (
@@ -49,6 +50,7 @@ from .tables import (
 # then finds the winner's record (or, if it was revived meanwhile, kills afresh).
 _KILL_ATTEMPTS = 5
 _WARM_UP = "agentguard-warm-up"  # the organization, target and actor of the rolled-back warm-up
+RULE_OBSERVED = "rule.observed"  # the audit action of a server rule's observation
 
 
 class _RolledBack(Exception):
@@ -77,7 +79,9 @@ class SQLStore:
         reason: str | None,
         actor: str,
         request_id: str | None = None,
+        audit_note: str | None = None,
     ) -> KillChange:
+        """Kill a target; ``audit_note`` is added to the audit entry's detail (after the reason)."""
         target_type, target_id = validate_target(target_type, target_id)
         reason = validate_reason(reason)
         for _ in range(_KILL_ATTEMPTS):
@@ -86,6 +90,8 @@ class SQLStore:
                     change = self._kill_in(
                         conn, organization_id, target_type, target_id, reason, actor, request_id
                     )
+                    if audit_note:
+                        self._note(conn, organization_id, change.version, audit_note)
             except IntegrityError:
                 existing = self.get_active(organization_id, target_type, target_id)
                 if existing is not None:
@@ -167,6 +173,22 @@ class SQLStore:
         ks = _kill_switch(row)
         self._log(conn, org, version, "revive", ks, actor, request_id, now)
         return KillChange(version=version, kind="revive", kill_switch=ks)
+
+    @staticmethod
+    def _note(conn: Connection, org: str, version: int, note: str) -> None:
+        """Add ``note`` to the detail of the audit entry of the change ``version``."""
+        detail = audit_log.c.detail
+        conn.execute(
+            update(audit_log)
+            .where(
+                audit_log.c.organization_id == org,
+                audit_log.c.version == version,
+                audit_log.c.action == "kill",
+            )
+            .values(
+                detail=func.coalesce(detail + "; ", "") + note,
+            )
+        )
 
     def warm_up(self) -> None:
         """Compile the statements of a kill and a revive (both rolled back, nothing is written),
@@ -519,16 +541,25 @@ class SQLStore:
     # -- fleet: heartbeats, acknowledgements, usage --------------------------------------------
 
     def record_heartbeat(
-        self, organization_id: str, report: HeartbeatReport, *, now: datetime, acked_at: datetime
+        self,
+        organization_id: str,
+        report: HeartbeatReport,
+        *,
+        now: datetime,
+        acked_at: datetime,
+        binding: AgentBinding | None = None,
     ) -> tuple[InstanceRow, list[NewAck]]:
         """Store a heartbeat: the instance's state, its usage since the last one, its acks.
 
         Raises :class:`VersionAheadError` (and writes nothing) if it claims a version the
-        organization has not reached.
+        organization has not reached, and :class:`AgentNotAllowedError` (writing nothing) if
+        the instance belongs to an agent ``binding`` does not allow.
         """
         with self.database.write() as conn:
             self._check_version(conn, organization_id, report.version)
             previous = self._lock_instance(conn, organization_id, report.instance_id, now, acked_at)
+            if binding is not None:
+                _check_owner(binding, previous)
             scope = Scope(
                 report.agent_id or previous.agent_id,
                 report.run_id or previous.run_id,
@@ -578,22 +609,25 @@ class SQLStore:
         (result,) = self.record_acks(
             [AckReport(organization_id, instance_id, version, scope, now, acked_at)]
         )
-        if isinstance(result, VersionAheadError):
+        if isinstance(result, Exception):
             raise result
         return result
 
     def record_acks(
         self, reports: Sequence[AckReport]
-    ) -> list[tuple[InstanceRow, list[NewAck]] | VersionAheadError]:
+    ) -> list[tuple[InstanceRow, list[NewAck]] | VersionAheadError | AgentNotAllowedError]:
         """Store many acknowledgements in one transaction (a group commit).
 
         Per report, in order: the instance's row and the kills it newly acknowledged, or the
         :class:`VersionAheadError` of a report claiming a version its organization has not
-        reached (nothing of that report is written). A few statements per organization,
+        reached, or the :class:`AgentNotAllowedError` of one whose key does not speak for the
+        instance's agent (nothing of those is written). A few statements per organization,
         whatever the number of reports; instances are locked in (organization, instance)
         order, so concurrent batches (other replicas) cannot deadlock.
         """
-        results: dict[int, tuple[InstanceRow, list[NewAck]] | VersionAheadError] = {}
+        results: dict[
+            int, tuple[InstanceRow, list[NewAck]] | VersionAheadError | AgentNotAllowedError
+        ] = {}
         by_org: dict[str, list[int]] = {}
         for i, report in enumerate(reports):
             by_org.setdefault(report.organization_id, []).append(i)
@@ -613,7 +647,7 @@ class SQLStore:
 
     def _record_org_acks(
         self, conn: Connection, org: str, reports: list[AckReport]
-    ) -> list[tuple[InstanceRow, list[NewAck]]]:
+    ) -> list[tuple[InstanceRow, list[NewAck]] | AgentNotAllowedError]:
         """:meth:`record_acks` for the valid reports of one organization, in order."""
         first: dict[str, AckReport] = {}
         for report in reports:
@@ -623,9 +657,15 @@ class SQLStore:
             conn, org, min(r.version for r in rows.values()), max(r.version for r in reports)
         )
         changed: dict[str, dict[str, Any]] = {}
-        proposed: list[tuple[InstanceRow, list[NewAck]]] = []
+        proposed: list[tuple[InstanceRow, list[NewAck]] | AgentNotAllowedError] = []
         for report in reports:
             previous = rows[report.instance_id]
+            if report.binding is not None:
+                try:
+                    _check_owner(report.binding, previous)
+                except AgentNotAllowedError as refused:
+                    proposed.append(refused)
+                    continue
             values = {
                 "agent_id": report.scope.agent_id or previous.agent_id,
                 "run_id": report.scope.run_id or previous.run_id,
@@ -637,29 +677,40 @@ class SQLStore:
             changed.setdefault(report.instance_id, {}).update(values)
             new = _new_acks(kills, row, previous.version, report.version, report.received_at)
             proposed.append((row, new))
-        conn.execute(
-            update(instances)
-            .where(
-                instances.c.organization_id == org,
-                instances.c.instance_id == bindparam("b_instance_id"),
+        if changed:
+            conn.execute(
+                update(instances)
+                .where(
+                    instances.c.organization_id == org,
+                    instances.c.instance_id == bindparam("b_instance_id"),
+                )
+                .values({column: bindparam(f"b_{column}") for column in _ACK_COLUMNS}),
+                [
+                    {"b_instance_id": instance_id, **{f"b_{c}": values[c] for c in _ACK_COLUMNS}}
+                    for instance_id, values in changed.items()
+                ],
             )
-            .values({column: bindparam(f"b_{column}") for column in _ACK_COLUMNS}),
-            [
-                {"b_instance_id": instance_id, **{f"b_{c}": values[c] for c in _ACK_COLUMNS}}
-                for instance_id, values in changed.items()
-            ],
-        )
         created = self._insert_acks(
             conn,
             [
-                (org, row.instance_id, ack, report.received_at)
-                for report, (row, new) in zip(reports, proposed, strict=True)
-                for ack in new
+                (org, result[0].instance_id, ack, report.received_at)
+                for report, result in zip(reports, proposed, strict=True)
+                if not isinstance(result, AgentNotAllowedError)
+                for ack in result[1]
             ],
         )
         return [
-            (row, [ack for ack in new if (org, row.instance_id, ack.kill_switch_id) in created])
-            for row, new in proposed
+            result
+            if isinstance(result, AgentNotAllowedError)
+            else (
+                result[0],
+                [
+                    ack
+                    for ack in result[1]
+                    if (org, result[0].instance_id, ack.kill_switch_id) in created
+                ],
+            )
+            for result in proposed
         ]
 
     def prune(
@@ -945,6 +996,17 @@ class SQLStore:
             ).all()
         return [InstanceRow.of(r) for r in rows]
 
+    def instance_agent(self, organization_id: str, instance_id: str) -> tuple[bool, str | None]:
+        """Whether the instance is known, and the agent it belongs to."""
+        with self.database.read() as conn:
+            row = conn.execute(
+                select(instances.c.agent_id).where(
+                    instances.c.organization_id == organization_id,
+                    instances.c.instance_id == instance_id,
+                )
+            ).first()
+        return (False, None) if row is None else (True, row.agent_id)
+
     def instances_of_kill(
         self, organization_id: str, target_type: str, target_id: str
     ) -> list[InstanceRow]:
@@ -1017,8 +1079,12 @@ class SQLStore:
     def last_rule_action(
         self, organization_id: str, actor: str, target_type: str, target_id: str
     ) -> datetime | None:
-        """When a rule last killed or observed the target (its kills and OBSERVED records)."""
-        ks, iv = kill_switches.c, interventions.c
+        """When a rule last killed or observed the target.
+
+        Read from what only the server writes (kill switches, and the audit entries of its
+        observations), never from interventions, which clients report.
+        """
+        ks, au = kill_switches.c, audit_log.c
         with self.database.read() as conn:
             killed = conn.execute(
                 select(func.max(ks.killed_at)).where(
@@ -1029,12 +1095,12 @@ class SQLStore:
                 )
             ).scalar()
             observed = conn.execute(
-                select(func.max(iv.occurred_at)).where(
-                    iv.organization_id == organization_id,
-                    iv.type == "OBSERVED",
-                    iv.killed_by == actor,
-                    iv.target_type == target_type,
-                    iv.target_id == target_id,
+                select(func.max(au.created_at)).where(
+                    au.organization_id == organization_id,
+                    au.action == RULE_OBSERVED,
+                    au.actor == actor,
+                    au.target_type == target_type,
+                    au.target_id == target_id,
                 )
             ).scalar()
         times = [_aware(t) for t in (killed, observed) if t is not None]
@@ -1142,6 +1208,16 @@ class VersionAheadError(AgentGuardError):
     """An instance claims a kill-state version its organization has not reached."""
 
 
+def _check_owner(binding: AgentBinding, instance: InstanceRow) -> None:
+    """Refuse a report about an instance of an agent the reporting key does not speak for."""
+    if instance.agent_id is not None and not binding.allows(instance.agent_id):
+        raise AgentNotAllowedError(
+            "instance_id",
+            f"instance_id: instance {instance.instance_id!r} belongs to agent "
+            f"{instance.agent_id!r}; this key speaks for {binding.speaks_for()}",
+        )
+
+
 def _version_ahead(version: int, current: int) -> VersionAheadError:
     return VersionAheadError(
         f"version {version} is ahead of the organization's kill-state version {current}"
@@ -1217,6 +1293,7 @@ class AckReport:
     scope: Scope
     now: datetime
     received_at: datetime
+    binding: AgentBinding | None = None  # the reporting key's agents; None: any
 
 
 def _new_acks(

@@ -33,6 +33,7 @@ from starlette.responses import Response
 from ..records import KillChange, Snapshot
 from ..scope import Scope
 from . import schemas as s
+from .binding import AgentNotAllowedError
 from .database import is_unavailable
 from .inputs import parse_query
 from .problems import ApiError, from_exception
@@ -382,6 +383,7 @@ async def stream(api: Api, request: Request) -> Response:
     try:
         principal = await _principal(api, request, "check")
         query = parse_query(StreamQuery, request)
+        query = await _identity(api, principal, query)
         slot = server.stream_hub.admit(principal)
         try:
             org = principal.organization_id
@@ -433,6 +435,33 @@ class _StreamResponse(EventSourceResponse):
             await super().__call__(scope, receive, send)
         finally:
             self._slot.release()
+
+
+async def _identity(api: Api, principal: Principal, query: StreamQuery) -> StreamQuery:
+    """The identity a stream may announce: an agent key's only for one of its agents.
+
+    An agent key announcing no agent, or one that speaks for no agent (made before keys named
+    them), streams the kill state but its instance is not recorded (it keeps no instance live);
+    one naming another agent, or another agent's instance, is refused with 403.
+    """
+    binding = principal.binding
+    if binding is None or (query.agent_id is None and query.instance_id is None):
+        return query
+    if not binding.patterns or (query.agent_id is None and not binding.allows(None)):
+        return query.model_copy(update={"instance_id": None, "agent_id": None})
+    if query.agent_id is not None:
+        binding.require("agent_id", query.agent_id)
+    if query.instance_id is not None:
+        _, owner = await run_in_threadpool(
+            api.server.store.instance_agent, principal.organization_id, query.instance_id
+        )
+        if owner is not None and not binding.allows(owner):
+            raise AgentNotAllowedError(
+                "instance_id",
+                f"instance_id: instance {query.instance_id!r} belongs to agent {owner!r}; "
+                f"this key speaks for {binding.speaks_for()}",
+            )
+    return query
 
 
 async def _events(

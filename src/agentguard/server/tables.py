@@ -146,6 +146,8 @@ api_keys = Table(
     Column("owner", String(256), nullable=False),
     Column("name", String(256)),
     Column("scopes", String(256), nullable=False),
+    # The agents an agent key speaks for, as a JSON list; NULL for keys made before agents.
+    Column("agents", Text),
     Column("secret_hash", String(64), nullable=False),
     Column("created_by", String(512), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
@@ -158,7 +160,8 @@ checkpoints = Table(
     "agentguard_checkpoints",
     metadata,
     Column("organization_id", String(256), primary_key=True),
-    Column("key", String(256), primary_key=True),
+    # The caller's key; an agent key's under its agents' namespace (``agents=.../key``).
+    Column("key", String(512), primary_key=True),
     Column("state_json", Text, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
 )

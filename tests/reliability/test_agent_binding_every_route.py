@@ -1,0 +1,188 @@
+"""A key bound to agent A acting for agent B, on every agent-writable route, over real HTTP.
+
+The routes come from the server's Endpoint table (every endpoint an agent key may call that
+writes: permission ``report``) and the change stream (the identity it announces); a new one
+without a probe here fails the test. Agent B has an instance, cost, a kill, acknowledgements,
+interventions and a checkpoint; each probe runs as a key bound to agent A (and one bound to a
+prefix that does not cover B) and must be refused, naming the field, or land in A's own
+namespace, and leave everything of B's as it was. Runs on SQLite and PostgreSQL, with a server
+budget rule (so forged cost would kill B).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+import httpx
+import pytest
+from harness import bearer
+from reliability_harness import Uvicorn
+
+from agentguard.server import KillSwitchServer
+from agentguard.server.routes import ENDPOINTS
+
+B = "agent-b"
+B_INSTANCE = "b-instance"
+B_RUN = "b-run"
+CHECKPOINT = "/checkpoints/b.replica-0"
+
+
+def beat(agent_id: str | None, instance_id: str, cost: float = 0.0, version: int = 0) -> dict:
+    body: dict[str, Any] = {"instance_id": instance_id, "interval": 10, "executed": 1,
+                            "refused": 0, "failed": 0, "cost_usd": cost,
+                            "version": version}  # fmt: skip
+    if agent_id is not None:
+        body["agent_id"] = agent_id
+    return body
+
+
+class Scene:
+    """Agent B's data everywhere, and keys bound to other agents."""
+
+    def __init__(self, url: str, server: KillSwitchServer) -> None:
+        self.url = url
+
+        def client(token: str) -> httpx.Client:
+            return httpx.Client(base_url=f"{url}/api/v1", headers=bearer(token), timeout=10)
+
+        self.admin = client(server.create_key("org_a", owner="usr_admin", scopes=["admin"]))
+        self.b = client(server.create_key("org_a", owner="usr_b", scopes=["agent"], agents=[B]))
+        self.attackers = {
+            "exact": server.create_key(
+                "org_a", owner="usr_x", scopes=["agent"], agents=["agent-a"]
+            ),
+            "prefix": server.create_key(
+                "org_a", owner="usr_y", scopes=["agent"], agents=["agent-a*", "agent-bb*"]
+            ),
+        }
+        first = {**beat(B, B_INSTANCE, cost=5), "run_id": B_RUN}
+        assert self.b.post("/heartbeats", json=first).is_success
+        # B's run is killed (B itself is not, so forged cost would show as a rule's kill of B).
+        kill = {"target_type": "run", "target_id": B_RUN, "reason": "B's"}
+        assert self.admin.post("/kill-switch/kill", json=kill).is_success
+        self.version = self.admin.get("/kill-switch/state").json()["version"]
+        iv = {"id": "iv-b", "action": "send_email", "target_type": "agent", "target_id": B,
+              "agent_id": B, "occurred_at": datetime.now(timezone.utc).isoformat()}  # fmt: skip
+        assert self.b.post("/interventions", json={"interventions": [iv]}).is_success
+        assert self.b.put(CHECKPOINT, json={"state": {"next": 40}}).is_success
+        self.before = self.view()
+
+    def view(self) -> dict[str, Any]:
+        """Everything of B's (its instance's last_seen left out)."""
+        a = self.admin
+        agent = a.get(f"/agents/{B}").json()
+        acks = a.get("/kill-switch/acks", params={"target_type": "run", "target_id": B_RUN}).json()
+        return {
+            "instances": [
+                (i["instance_id"], i["cost_usd"], i["version"], i["executed"])
+                for i in agent["instances"]
+            ],  # fmt: skip
+            "cost": agent["cost_usd"],
+            "acks": [(i["instance_id"], i["acknowledged"]) for i in acks["instances"]],
+            "active": [k["target_id"] for k in a.get("/kill-switch/active").json()["data"]],
+            "interventions": a.get("/interventions").json()["count"],
+            "checkpoint": self.b.get(CHECKPOINT).json()["state"],
+        }
+
+
+def refused(answer: httpx.Response, field: str) -> None:
+    assert answer.status_code == 403, answer.text
+    assert answer.json()["field"] == field, answer.json()
+
+
+# -- one probe per agent-writable route: what a key bound to another agent tries ---------------
+
+
+def heartbeat(s: Scene, c: httpx.Client) -> None:
+    """Heartbeats, and the cost they carry: for B, for B's instance, or for no agent."""
+    refused(c.post("/heartbeats", json=beat(B, "x-1", cost=1e6)), "agent_id")
+    refused(c.post("/heartbeats", json=beat("agent-a", B_INSTANCE, cost=1e6)), "instance_id")
+    refused(c.post("/heartbeats", json=beat(None, B_INSTANCE, cost=1e6)), "agent_id")
+    # A version in a heartbeat acknowledges kills: never for B's instance.
+    refused(c.post("/heartbeats", json=beat("agent-a", B_INSTANCE, version=s.version)),
+            "instance_id")  # fmt: skip
+
+
+def acknowledge(s: Scene, c: httpx.Client) -> None:
+    for agent, field in ((None, "agent_id"), (B, "agent_id"), ("agent-a", "instance_id")):
+        body: dict[str, Any] = {"instance_id": B_INSTANCE, "version": s.version}
+        if agent is not None:
+            body["agent_id"] = agent
+        refused(c.post("/kill-switch/ack", json=body), field)
+
+
+def report_interventions(s: Scene, c: httpx.Client) -> None:
+    now = datetime.now(timezone.utc).isoformat()
+    own = {"id": "iv-own", "action": "send_email", "target_type": "tool",
+           "target_id": "send_email", "agent_id": "agent-a", "occurred_at": now}  # fmt: skip
+    as_b = {**own, "id": "iv-as-b", "agent_id": B}
+    against_b = {**own, "id": "iv-against-b", "target_type": "agent", "target_id": B,
+                 "type": "OBSERVED", "killed_by": "rule:fleet-budget"}  # fmt: skip
+    refused(c.post("/interventions", json={"interventions": [own, as_b]}),
+            "interventions.1.agent_id")  # fmt: skip
+    refused(c.post("/interventions", json={"interventions": [own, against_b]}),
+            "interventions.1.target_id")  # fmt: skip
+
+
+def put_checkpoint(s: Scene, c: httpx.Client) -> None:
+    written = c.put(CHECKPOINT, json={"state": "overwritten"})
+    assert written.status_code == 200 and written.json()["state"] == "overwritten"
+    assert c.get(CHECKPOINT).json()["state"] == "overwritten"  # in its own namespace
+
+
+def get_checkpoint(s: Scene, c: httpx.Client) -> None:
+    answer = c.get("/checkpoints/b.replica-0")
+    assert answer.status_code == 404 or answer.json()["state"] != {"next": 40}
+
+
+def stream(s: Scene, c: httpx.Client) -> None:
+    """The identity a stream announces: B, or B's instance."""
+    for params, field in (
+        ({"instance_id": "x-9", "agent_id": B}, "agent_id"),
+        ({"instance_id": B_INSTANCE, "agent_id": "agent-a"}, "instance_id"),
+    ):
+        with c.stream("GET", "/kill-switch/stream", params=params) as answer:
+            assert answer.status_code == 403
+            answer.read()
+            assert answer.json()["field"] == field
+
+
+PROBES: dict[str, Callable[[Scene, httpx.Client], None]] = {
+    "heartbeat": heartbeat,
+    "acknowledge": acknowledge,
+    "report_interventions": report_interventions,
+    "put_checkpoint": put_checkpoint,
+    "get_checkpoint": get_checkpoint,
+    "stream": stream,
+}
+
+
+def agent_writable() -> set[str]:
+    """Every operation an agent key may call that writes or announces something."""
+    return {e.operation_id for e in ENDPOINTS if e.permission == "report"} | {"stream"}
+
+
+def test_a_key_bound_to_one_agent_never_acts_for_another(
+    database_url: str,
+    make_server: Callable[..., KillSwitchServer],
+    start_uvicorn: Callable[..., Uvicorn],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    missing = agent_writable() - set(PROBES)
+    assert not missing, f"agent-writable routes without a binding probe: {sorted(missing)}"
+    monkeypatch.setenv("AGENTGUARD_RULES", "budget:name=fleet-budget,limit_usd=100,window=3600")
+    keys = make_server(database_url)
+    server = start_uvicorn(database_url)
+    scene = Scene(server.url, keys)
+    assert scene.before["acks"] == [(B_INSTANCE, False)] and scene.before["active"] == [B_RUN]
+    for name, token in scene.attackers.items():
+        with httpx.Client(base_url=f"{server.url}/api/v1", headers=bearer(token)) as c:
+            for operation, probe in PROBES.items():
+                probe(scene, c)
+                assert scene.view() == scene.before, f"{operation} by a {name} key changed B's"
+    rules = scene.admin.get("/audit", params={"action": "kill"}).json()["data"]
+    assert not [e for e in rules if e["actor"].startswith("rule:")], "forged cost tripped a rule"
+    refusals = scene.admin.get("/audit", params={"action": "ack.refused"}).json()["count"]
+    assert refusals == 3 * len(scene.attackers)
