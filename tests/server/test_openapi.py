@@ -76,6 +76,7 @@ def test_error_responses_are_documented(document: dict[str, Any]) -> None:
         "403",
         "409",
         "413",
+        "415",
         "422",
     }
     assert codes("post", "/api/v1/kill-switch/revive") == {
@@ -85,6 +86,7 @@ def test_error_responses_are_documented(document: dict[str, Any]) -> None:
         "403",
         "404",
         "413",
+        "415",
         "422",
     }
     assert codes("get", "/api/v1/kill-switch/check") == {"200", "401", "403", "422"}
@@ -162,7 +164,11 @@ def test_real_responses_match_the_document(server: Any, api: Any) -> None:
             {"json": {"target_type": "agent", "target_id": "bot"}},
         ),
         ("post", "/api/v1/kill-switch/kill", {"json": {"target_type": "robot", "target_id": "x"}}),
-        ("post", "/api/v1/kill-switch/kill", {"content": b"{"}),
+        (
+            "post",
+            "/api/v1/kill-switch/kill",
+            {"content": b"{", "headers": {"content-type": "application/json"}},
+        ),
         (
             "get",
             "/api/v1/kill-switch/check",

@@ -14,7 +14,7 @@ from starlette.authentication import (
 )
 from starlette.requests import HTTPConnection
 
-from .auth import Principal, bearer_token
+from .auth import Principal, bearer_token, check_same_origin
 from .keys import KEY_PREFIX, validate_scopes
 
 SESSION_COOKIE = "__session"
@@ -48,11 +48,14 @@ class ClerkAuth(AuthenticationBackend):
         token = bearer_token(conn)
         if token is not None and token.startswith(KEY_PREFIX):
             return None  # an API key: not ours
+        from_cookie = token is None
         if token is None:
             token = conn.cookies.get(SESSION_COOKIE)
         if not token:
             return None
         principal = self.verify(token)
+        if from_cookie:
+            check_same_origin(conn)
         return AuthCredentials(sorted(principal.scopes)), principal
 
     def verify(self, token: str) -> Principal:

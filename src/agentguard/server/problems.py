@@ -23,16 +23,18 @@ STATUS: dict[str, int] = {
     "method_not_allowed": 405,
     "conflict": 409,
     "payload_too_large": 413,
+    "unsupported_media_type": 415,
     "validation_error": 422,
 }
 DESCRIPTIONS: dict[int, str] = {
-    400: "The body is not valid JSON",
+    400: "The body is not valid JSON, or repeats a key",
     401: "Missing or invalid credentials",
     403: "The credential lacks the required scope",
     404: "Not found",
     405: "Method not allowed",
     409: "Conflict with the current state",
     413: "The body is larger than 1 MiB",
+    415: "The body is not sent as Content-Type: application/json",
     422: "Invalid input; `field` names the field at fault",
 }
 
