@@ -2,7 +2,8 @@
 no worker of any replica accepts the key, even when the key's first use in a process overlaps
 the revocation (the use then must not put the key back into that process's cache).
 
-Two uvicorn replicas with two workers each on one PostgreSQL, over loopback. Each round makes
+Two uvicorn replicas with two workers each on one PostgreSQL (and, for SQLite, on one database
+file: four processes on one machine), over loopback. Each round makes
 a fresh key and starts many concurrent users of it on both replicas while an admin revokes it;
 every request sent after the 200 arrived must be refused (401), and so must a sweep of new
 connections to every replica afterwards.
@@ -25,7 +26,7 @@ from live import uvicorn_argv
 
 from agentguard.server import KillSwitchServer
 
-pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 ATTEMPTS = 30  # keys, each raced against its revocation in turn
 USERS = 8  # concurrent first users of each key, half on each replica
@@ -33,12 +34,14 @@ AFTER = 2  # requests each user sends after the revocation's 200 arrived
 SWEEP = 8  # fresh connections per replica after each attempt
 
 
-@pytest.fixture
-def replicas(
-    make_postgres_url: Callable[[], str], tmp_path: Path
-) -> Iterator[tuple[str, list[Process]]]:
-    """Two replicas of two uvicorn workers each on one fresh PostgreSQL database."""
-    url = make_postgres_url()
+@pytest.fixture(params=[pytest.param("postgres", marks=pytest.mark.postgres), "sqlite"])
+def replicas(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, list[Process]]]:
+    """Two replicas of two uvicorn workers each on one fresh database."""
+    if request.param == "postgres":
+        make_postgres_url: Callable[[], str] = request.getfixturevalue("make_postgres_url")
+        url = make_postgres_url()
+    else:
+        url = f"sqlite:///{tmp_path / 'agentguard.db'}"
     KillSwitchServer(url).close()  # migrate once, before four workers start at the same time
     started: list[Process] = []
     try:
@@ -77,9 +80,12 @@ CHECK = ("/api/v1/kill-switch/check", {"target_type": "agent", "target_id": "bot
 ACTIVE: tuple[str, dict[str, str]] = ("/api/v1/kill-switch/active", {})
 
 
-async def _race(urls: list[str], admin: str, token: str) -> tuple[list[str], int]:
-    """Race first uses of ``token`` against its revocation, then try it on fresh connections:
-    what was accepted after the 200, and how many requests were sent after it."""
+async def _race(
+    client: httpx.AsyncClient, urls: list[str], admin: str, token: str
+) -> tuple[list[str], int]:
+    """Race first uses of ``token`` against its revocation, then try it some more: what was
+    accepted after the 200, and how many requests were sent after it. Every request opens a
+    new connection, so it may land on either worker of its replica."""
     key_id = token.rsplit("_", 1)[0]
     revoked_at: list[float] = []
     late: list[str] = []
@@ -91,23 +97,21 @@ async def _race(urls: list[str], admin: str, token: str) -> tuple[list[str], int
         # Half the users go through the full app (a list), the other half through /check.
         path, params = CHECK if n % 2 else ACTIVE
         await asyncio.sleep(random.uniform(0.0, 0.03))
-        async with httpx.AsyncClient(base_url=url, headers=bearer(token), timeout=60) as client:
-            while after < AFTER:
-                sent = time.monotonic()
-                response = await client.get(path, params=params)
-                assert response.status_code in (200, 401), response.text
-                if revoked_at and sent > revoked_at[0]:
-                    after += 1
-                    sent_after += 1
-                    if response.status_code == 200:
-                        delay = (time.monotonic() - revoked_at[0]) * 1000
-                        late.append(f"{path} on {url} {delay:.1f} ms after the 200")
+        while after < AFTER:
+            sent = time.monotonic()
+            response = await client.get(url + path, params=params, headers=bearer(token))
+            assert response.status_code in (200, 401), response.text
+            if revoked_at and sent > revoked_at[0]:
+                after += 1
+                sent_after += 1
+                if response.status_code == 200:
+                    delay = (time.monotonic() - revoked_at[0]) * 1000
+                    late.append(f"{path} on {url} {delay:.1f} ms after the 200")
 
     async def revoke() -> None:
         await asyncio.sleep(random.uniform(0.0, 0.03))
         url = random.choice(urls)
-        async with httpx.AsyncClient(base_url=url, headers=bearer(admin), timeout=60) as c:
-            response = await c.delete(f"/api/v1/keys/{key_id}")
+        response = await client.delete(f"{url}/api/v1/keys/{key_id}", headers=bearer(admin))
         assert response.status_code == 200, response.text
         revoked_at.append(time.monotonic())
 
@@ -115,26 +119,32 @@ async def _race(urls: list[str], admin: str, token: str) -> tuple[list[str], int
     # Fresh connections reach every worker of each replica, in all likelihood.
     for url in urls:
         for _ in range(SWEEP):
-            async with httpx.AsyncClient(base_url=url, headers=bearer(token), timeout=60) as c:
-                path, params = CHECK
-                response = await c.get(path, params=params)
+            path, params = CHECK
+            response = await client.get(url + path, params=params, headers=bearer(token))
             sent_after += 1
             if response.status_code != 401:
                 late.append(f"a fresh connection to {url}: {response.status_code}")
     return late, sent_after
 
 
+async def _attempts(urls: list[str], admin: str, tokens: list[str]) -> tuple[list[str], int]:
+    late: list[str] = []
+    total_after = 0
+    fresh = httpx.Limits(max_connections=USERS + 2, max_keepalive_connections=0)
+    async with httpx.AsyncClient(timeout=60, limits=fresh) as client:
+        for n, token in enumerate(tokens):
+            accepted, sent_after = await _race(client, urls, admin, token)
+            total_after += sent_after
+            late += [f"key {n}: {line}" for line in accepted]
+    return late, total_after
+
+
+@pytest.mark.timeout(600)
 def test_no_replica_or_worker_accepts_a_key_after_its_revocation(
     replicas: tuple[str, list[Process]],
 ) -> None:
     database_url, processes = replicas
-    urls = [p.url for p in processes]
     admin, tokens = _make_keys(database_url, ATTEMPTS)
-    late: list[str] = []
-    total_after = 0
-    for n, token in enumerate(tokens):
-        accepted, sent_after = asyncio.run(_race(urls, admin, token))
-        total_after += sent_after
-        late += [f"key {n}: {line}" for line in accepted]
+    late, total_after = asyncio.run(_attempts([p.url for p in processes], admin, tokens))
     assert total_after >= ATTEMPTS * (USERS * AFTER + 2 * SWEEP)
     assert not late, f"{len(late)} requests accepted after the revocation:\n" + "\n".join(late)
