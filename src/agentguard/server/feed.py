@@ -105,11 +105,11 @@ class ChangeFeed:
             return
         import psycopg
 
-        deadline = time.monotonic() + timeout
         conninfo = self._store.database.psycopg_conninfo()
         with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as conn:
             conn.execute(f"LISTEN {KEYS_ACK_CHANNEL}")
             yield token
+            deadline = time.monotonic() + timeout  # counted from the commit
             try:
                 _await_acks(conn, token, deadline)
             except psycopg.Error:
@@ -269,6 +269,7 @@ class ChangeFeed:
     def stop(self) -> None:
         """Stop the listener or poller thread."""
         self._stop.set()
+        self.listening.clear()  # revocations go unheard from now on
         if self._thread is not None:
             self._thread.join(5.0)
             self._thread = None
@@ -340,13 +341,15 @@ def _await_acks(conn: psycopg.Connection[Any], token: str, deadline: float) -> N
     row = conn.execute("SELECT clock_timestamp()").fetchone()
     assert row is not None
     since = row[0]  # a listener connected later read the revocation when it (re)synced
+    # backend_start is hidden for other roles' sessions (without pg_read_all_stats): wait for
+    # those listeners too.
     acked: set[int] = set()
     while True:
         pending = {
             pid
             for (pid,) in conn.execute(
                 "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-                "AND application_name = %s AND backend_start < %s",
+                "AND application_name = %s AND (backend_start IS NULL OR backend_start < %s)",
                 (LISTENER_NAME, since),
             )
         } - acked
