@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 try:
@@ -746,6 +747,12 @@ def _open_keys(database_url: str) -> Any:
     help="Open change streams one organization may hold per worker "
     "(default 1000, or AGENTGUARD_MAX_STREAMS_PER_ORGANIZATION).",
 )
+@click.option(
+    "--admin-key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="On an empty database, write the first admin key to this new file (mode 0600) "
+    "instead of printing it (so it stays out of container logs). It must not exist yet.",
+)
 @org_option
 def serve(
     database_url: str,
@@ -757,9 +764,11 @@ def serve(
     require_reason: bool,
     max_streams_per_key: int | None,
     max_streams_per_organization: int | None,
+    admin_key_file: Path | None,
     organization_id: str,
 ) -> None:
-    """Run the API with uvicorn. On an empty database, create an admin key and print it once."""
+    """Run the API with uvicorn. On an empty database, create an admin key and print it once
+    (or write it to --admin-key-file)."""
     import uvicorn
 
     from .server.asgi import DATABASE_URL_ENV as SERVER_DATABASE_URL_ENV
@@ -797,17 +806,33 @@ def serve(
     with database_errors():
         keys = _open_keys(database_url)
         if keys.count() == 0:
-            key, token = keys.create(
-                organization_id,
-                owner="admin",
-                scopes=["admin"],
-                name="first admin key",
-                actor="agentguard serve",
-            )
-            click.echo(
-                f"Created the first admin key {key.id} for organization {organization_id!r}.\n"
-                f"It is shown only this once; store it now:\n\n    {token}\n"
-            )
+            key_file = _new_secret_file(admin_key_file) if admin_key_file else None
+            try:
+                key, token = keys.create(
+                    organization_id,
+                    owner="admin",
+                    scopes=["admin"],
+                    name="first admin key",
+                    actor="agentguard serve",
+                )
+            except BaseException:
+                if admin_key_file is not None and key_file is not None:
+                    os.close(key_file)
+                    admin_key_file.unlink()
+                raise
+            if key_file is not None:
+                with os.fdopen(key_file, "w") as f:
+                    f.write(token + "\n")
+                click.echo(
+                    f"Created the first admin key {key.id} for organization "
+                    f"{organization_id!r}; wrote it to {admin_key_file} (mode 0600)."
+                )
+            else:
+                click.echo(
+                    f"Created the first admin key {key.id} for organization "
+                    f"{organization_id!r}.\n"
+                    f"It is shown only this once; store it now:\n\n    {token}\n"
+                )
             sys.stdout.flush()
     os.environ[SERVER_DATABASE_URL_ENV] = database_url
     os.environ[RULES_ENV] = specs  # every worker builds the same rules
@@ -828,6 +853,20 @@ def serve(
         workers=workers,
         log_level=log_level,
     )
+
+
+def _new_secret_file(path: Path) -> int:
+    """Create ``path`` readable by its owner only; a usage error if it exists or cannot be."""
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise click.BadParameter(
+            f"{path} exists already; remove it or name a new file", param_hint="--admin-key-file"
+        ) from None
+    except OSError as exc:
+        raise click.BadParameter(
+            f"cannot create {path}: {exc.strerror}", param_hint="--admin-key-file"
+        ) from None
 
 
 # -- keys ----------------------------------------------------------------------------------------

@@ -479,6 +479,25 @@ def body_cases(model: type[BaseModel], base: Case) -> Iterator[Case]:
         yield replace(
             base, label=f"body {what}", field="body", words="must be a JSON object", body=raw
         )
+    # Anything but application/json is refused before the body is read: a cross-site form can
+    # send text/plain, never JSON.
+    for what, content_type in {
+        "as text/plain": "text/plain",
+        "as a form": "application/x-www-form-urlencoded",
+        "as multipart": "multipart/form-data; boundary=x",
+        "as application/jsonp": "application/jsonp",
+        "without a content type": None,
+    }.items():
+        yield replace(
+            base,
+            label=f"JSON body {what}",
+            status=415,
+            error="unsupported_media_type",
+            words="Content-Type must be application/json",
+            body=valid,
+            content_type=content_type,
+        )
+    yield from duplicate_cases(model, base, valid)
     huge = b'{"x": "' + b"a" * MAX_BODY_SIZE + b'"}'
     yield replace(base, label="body over 1 MiB", status=413, error="payload_too_large", body=huge)
     yield replace(
@@ -497,6 +516,43 @@ def body_cases(model: type[BaseModel], base: Case) -> Iterator[Case]:
     ):
         body = json.dumps(bad).encode()  # NaN and Infinity as JavaScript writes them
         yield replace(base, label=f"body.{what}", field=field, words=words, body=body)
+
+
+def duplicate_cases(model: type[BaseModel], base: Case, valid: bytes) -> Iterator[Case]:
+    """Each top-level key of the example sent twice with its valid value (a parser keeping
+    either would accept it), and one key repeated inside a nested object."""
+    example = EXAMPLES.get(model)
+    if not example:
+        return
+    for name, value in example.items():
+        rest = json.dumps({k: v for k, v in example.items() if k != name})[1:-1]
+        twice = f'{{"{name}": {json.dumps(value)}, {rest}{", " if rest else ""}'
+        twice += f'"{name}": {json.dumps(value)}}}'
+        yield replace(
+            base,
+            label=f"body.{name} twice",
+            status=400,
+            error="malformed_json",
+            field=name,
+            words="more than once",
+            body=twice.encode(),
+        )
+    lists = [(k, v) for k, v in example.items() if isinstance(v, list) and v]
+    nested = next(((k, v) for k, v in lists if isinstance(v[0], dict)), None)
+    if nested is not None:
+        name, items = nested
+        inner = next(iter(items[0]))
+        first = json.dumps(items[0])[:-1] + f', "{inner}": {json.dumps(items[0][inner])}}}'
+        body = json.dumps({**example, name: ["FIRST", *items[1:]]}).replace('"FIRST"', first)
+        yield replace(
+            base,
+            label=f"body.{name}.0.{inner} twice",
+            status=400,
+            error="malformed_json",
+            field=f"{name}.0.{inner}",
+            words="more than once",
+            body=body.encode(),
+        )
 
 
 def route_cases() -> Iterator[Case]:
@@ -535,8 +591,8 @@ def hand_cases() -> Iterator[Case]:
         "POST",
         SESSION_PATH,
         "",
-        400,
-        "malformed_json",
+        415,
+        "unsupported_media_type",
         body=b"api_key=ag_x",
         words="application/json",
         auth="none",

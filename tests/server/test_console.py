@@ -154,7 +154,7 @@ def test_the_cookie_is_secure_over_https(make_server: Any) -> None:
         ({"json": {"api_key": "x", "organization_id": "org_b"}}, 422, "validation_error"),
         ({"content": b"{", "headers": {"content-type": "application/json"}}, 400, "malformed_json"),
         # A form post (what a cross-site page can send without asking) is not accepted.
-        ({"data": {"api_key": "x"}}, 400, "malformed_json"),
+        ({"data": {"api_key": "x"}}, 415, "unsupported_media_type"),
     ],
 )
 def test_bad_sign_ins(

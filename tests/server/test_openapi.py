@@ -77,6 +77,7 @@ def test_error_responses_are_documented(document: dict[str, Any]) -> None:
         "403",
         "409",
         "413",
+        "415",
         "422",
         "503",
     }
@@ -87,6 +88,7 @@ def test_error_responses_are_documented(document: dict[str, Any]) -> None:
         "403",
         "404",
         "413",
+        "415",
         "422",
         "503",
     }
@@ -174,7 +176,11 @@ def test_real_responses_match_the_document(server: Any, api: Any) -> None:
             {"json": {"target_type": "agent", "target_id": "bot"}},
         ),
         ("post", "/api/v1/kill-switch/kill", {"json": {"target_type": "robot", "target_id": "x"}}),
-        ("post", "/api/v1/kill-switch/kill", {"content": b"{"}),
+        (
+            "post",
+            "/api/v1/kill-switch/kill",
+            {"content": b"{", "headers": {"content-type": "application/json"}},
+        ),
         (
             "get",
             "/api/v1/kill-switch/check",

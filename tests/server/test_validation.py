@@ -84,7 +84,9 @@ def test_malformed_json_is_400(server: Any, api: Any, raw: bytes) -> None:
 
 @pytest.mark.parametrize("raw", [b"[]", b'"agent"', b"42", b"null"])
 def test_a_body_that_is_not_an_object(server: Any, api: Any, raw: bytes) -> None:
-    response = api(server).client.post(KILL, content=raw)
+    response = api(server).client.post(
+        KILL, content=raw, headers={"content-type": "application/json"}
+    )
     assert response.status_code == 422
     assert response.json()["detail"].endswith("must be a JSON object")
 

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from functools import partial
 from typing import Any
+from urllib.parse import quote
 
 from opentelemetry import metrics, trace
 from starlette.applications import Starlette
@@ -15,9 +16,9 @@ from starlette.authentication import AuthenticationBackend
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.responses import JSONResponse, RedirectResponse
+from starlette.routing import Match, Route, Router
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import InvalidInputError
 from ..index import KillIndex
@@ -118,6 +119,9 @@ class KillSwitchServer:
             exception_handlers={HTTPException: http_exception},
             lifespan=self.lifespan,
         )
+        # Starlette's own trailing-slash redirect writes the Host header into Location.
+        self.starlette.router.redirect_slashes = False
+        self.starlette.router.default = _SlashRedirect(self.starlette.router)
         self.app = FastCheck(self, self.starlette)
         self._openapi_documents: dict[str, dict[str, Any]] = {}
 
@@ -227,3 +231,30 @@ def _positive_int(name: str, value: object) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise InvalidInputError(name, f"must be a whole number of at least 1; got {value!r}")
     return value
+
+
+class _SlashRedirect:
+    """A 307 to the path with the trailing slash added or removed, if that one has a route.
+
+    ``Location`` is the path alone (relative to the host the client used), never built from
+    the ``Host`` header. Otherwise, the router's usual 404.
+    """
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+        self.not_found: ASGIApp = router.not_found
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            other = path.rstrip("/") if path.endswith("/") else path + "/"
+            if other not in ("", "/") and not other.startswith("//"):
+                moved = {**scope, "path": other}
+                if any(r.matches(moved)[0] is not Match.NONE for r in self.router.routes):
+                    location = quote(other, safe="/:@!$&'()*+,;=-._~")
+                    query = scope.get("query_string", b"").decode("latin-1")
+                    if query:
+                        location += f"?{query}"
+                    await RedirectResponse(location, status_code=307)(scope, receive, send)
+                    return
+        await self.not_found(scope, receive, send)

@@ -8,7 +8,8 @@ open change streams per credential and per organization in each worker (defaults
 takes (``budget:limit_usd=100,window=3600;rate:limit=10000,window=60``).
 ``AGENTGUARD_REQUIRE_REASON=1`` refuses kills without a reason.
 ``AGENTGUARD_CLERK_PUBLIC_KEY_FILE`` (a PEM file) with optional comma-separated
-``AGENTGUARD_CLERK_AUTHORIZED_PARTIES`` enables Clerk session tokens.
+``AGENTGUARD_CLERK_AUTHORIZED_PARTIES`` and optional ``AGENTGUARD_CLERK_ISSUER`` enables
+Clerk session tokens.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def server_from_env() -> KillSwitchServer:
             ClerkAuth(
                 Path(pem_file).read_text(),
                 authorized_parties=[p.strip() for p in parties.split(",") if p.strip()],
+                issuer=os.environ.get("AGENTGUARD_CLERK_ISSUER") or None,
             )
         )
     return KillSwitchServer(

@@ -3,6 +3,11 @@
 Every backend is a Starlette :class:`~starlette.authentication.AuthenticationBackend` whose
 user is a :class:`Principal`. API keys are always tried first; session backends (e.g.
 :class:`~agentguard.server.clerk.ClerkAuth`, :class:`HostUserAuth`) follow in the order given.
+
+A browser sends cookies with requests that other sites make it send, so a state-changing
+request authenticated by a cookie must prove it comes from this origin: the console's cookie
+by its CSRF token, Clerk's ``__session`` cookie and the host app's user by
+:func:`check_same_origin`.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.authentication import (
     AuthCredentials,
@@ -21,6 +27,7 @@ from starlette.requests import HTTPConnection
 
 from .binding import AgentBinding
 from .keys import KEY_PREFIX, SCOPES, KeyStore
+from .problems import ApiError
 
 # What each kind of request needs, as the scopes that grant it (``admin`` grants everything).
 PERMISSIONS: dict[str, tuple[str, ...]] = {
@@ -98,6 +105,39 @@ def required_scope(permission: str) -> str:
     return granted[0] if granted else "admin"
 
 
+SAFE_METHODS = frozenset(("GET", "HEAD", "OPTIONS"))
+
+
+def check_same_origin(conn: HTTPConnection) -> None:
+    """Refuse (403) a state-changing request that a browser sent for another origin.
+
+    ``Sec-Fetch-Site`` must be ``same-origin`` (or ``none``: typed by the user); without it,
+    an ``Origin`` header must name this host. A request with neither did not come from a
+    current browser's cross-site page (Go's ``CrossOriginProtection`` decides the same way).
+    Another port of the same host is another origin.
+    """
+    if conn.scope["type"] != "http" or conn.scope["method"] in SAFE_METHODS:
+        return
+    site = conn.headers.get("sec-fetch-site")
+    if site is not None:
+        if site.lower() in ("same-origin", "none"):
+            return
+        sent = f"Sec-Fetch-Site: {site}"
+    else:
+        origin = conn.headers.get("origin")
+        if origin is None:
+            return
+        host = conn.headers.get("host", "")
+        if origin != "null" and host and urlsplit(origin).netloc.lower() == host.lower():
+            return
+        sent = f"Origin: {origin}"
+    raise ApiError(
+        "forbidden",
+        f"a request made with a session cookie must come from this site's own pages; "
+        f"the browser sent {sent}",
+    )
+
+
 def bearer_token(conn: HTTPConnection) -> str | None:
     """The token of an ``Authorization: Bearer`` header, if any."""
     header = conn.headers.get("authorization")
@@ -162,6 +202,7 @@ class HostUserAuth(AuthenticationBackend):
         organization_id, user_id, scopes = resolved
         if not organization_id or not user_id:
             raise AuthenticationError("the signed-in user has no organization")
+        check_same_origin(conn)  # the host's user most likely came from a cookie
         principal = Principal(organization_id, user_id, _known(scopes), method="host")
         return AuthCredentials(sorted(principal.scopes)), principal
 

@@ -15,7 +15,7 @@ from starlette.authentication import (
 )
 from starlette.requests import HTTPConnection
 
-from .auth import Principal, bearer_token
+from .auth import Principal, bearer_token, check_same_origin
 from .keys import KEY_PREFIX, validate_scopes
 
 SESSION_COOKIE = "__session"
@@ -25,9 +25,12 @@ class ClerkAuth(AuthenticationBackend):
     """Verify a Clerk session JWT (RS256) against the instance's PEM public key.
 
     The organization comes from the v2 ``o.id`` claim or the v1 ``org_id`` claim, the user from
-    ``sub``. An organization admin (role ``admin`` / ``org:admin``) gets ``admin_scopes``,
-    every other member ``member_scopes``. ``authorized_parties`` lists the allowed ``azp``
-    origins, as Clerk's own SDKs check them.
+    ``sub`` (which must not be empty). An organization admin (role ``admin`` / ``org:admin``)
+    gets ``admin_scopes``, every other member ``member_scopes``. ``authorized_parties`` lists
+    the allowed ``azp`` origins, as Clerk's own SDKs check them: when given, a token must name
+    one of them. ``issuer`` (the instance's Frontend API URL), when given, must be the
+    token's ``iss``. A token read from the cookie is accepted for a state-changing request
+    only from this origin (see :func:`~agentguard.server.auth.check_same_origin`).
     """
 
     def __init__(
@@ -38,8 +41,10 @@ class ClerkAuth(AuthenticationBackend):
         member_scopes: Iterable[str] = ("operator",),
         admin_scopes: Iterable[str] = ("admin",),
         leeway: float = 5.0,
+        issuer: str | None = None,
     ) -> None:
         self.public_key = public_key
+        self.issuer = issuer or None
         self.authorized_parties = frozenset(authorized_parties or ())
         self.member_scopes = validate_scopes(member_scopes)
         self.admin_scopes = validate_scopes(admin_scopes)
@@ -49,11 +54,14 @@ class ClerkAuth(AuthenticationBackend):
         token = bearer_token(conn)
         if token is not None and token.startswith(KEY_PREFIX):
             return None  # an API key: not ours
+        from_cookie = token is None
         if token is None:
             token = conn.cookies.get(SESSION_COOKIE)
         if not token:
             return None
         principal = self.verify(token)
+        if from_cookie:
+            check_same_origin(conn)
         return AuthCredentials(sorted(principal.scopes)), principal
 
     def verify(self, token: str) -> Principal:
@@ -65,18 +73,23 @@ class ClerkAuth(AuthenticationBackend):
                 algorithms=["RS256"],
                 options={"require": ["exp", "sub"], "verify_aud": False},
                 leeway=self.leeway,
+                issuer=self.issuer,
             )
         except jwt.ExpiredSignatureError:
             raise AuthenticationError("session token expired") from None
         except jwt.PyJWTError as exc:
             raise AuthenticationError(f"invalid session token: {exc}") from None
         azp = claims.get("azp")
-        if self.authorized_parties and azp and azp not in self.authorized_parties:
-            raise AuthenticationError(f"session token issued for an unauthorized party: {azp}")
+        if self.authorized_parties and azp not in self.authorized_parties:
+            party = azp or "none named (no azp claim)"
+            raise AuthenticationError(f"session token issued for an unauthorized party: {party}")
+        sub = claims["sub"]
+        if not isinstance(sub, str) or not sub.strip():
+            raise AuthenticationError("invalid session token: the subject (sub) is empty")
         organization_id, role = _organization(claims)
         if not organization_id:
             raise AuthenticationError("session has no active organization")
-        user_id = str(claims["sub"])
+        user_id = sub
         is_admin = role in ("admin", "org:admin")
         scopes = self.admin_scopes if is_admin else self.member_scopes
         # Accepted until exp (and the leeway): a stream opened with it ends then.

@@ -5,17 +5,24 @@ PostgreSQL LISTEN/NOTIFY (a listener thread that resyncs from the database after
 reconnect) or, on SQLite, through ``PRAGMA data_version`` on a dedicated connection, probed
 before each answer from an index and by a background poller. Either way the feed reads the
 change log from the database and applies versions strictly in order.
+
+Key revocations travel the same way. On PostgreSQL each listener acknowledges a revocation
+once this process has forgotten the key, and the revoking call waits for every listener
+(:meth:`ChangeFeed.key_revocation`); a process trusts its cache of verified keys only while
+its listener is connected and has looked for notices within :data:`KEY_CACHE_LEASE` seconds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from ..index import KillIndex
 from ..records import KillChange, Snapshot
@@ -23,12 +30,22 @@ from ..store import ChangeListener
 from .database import describe, is_unavailable
 
 if TYPE_CHECKING:
+    import psycopg
+
     from .sqlstore import SQLStore
 
 logger = logging.getLogger("agentguard.server")
 
 CHANGES_CHANNEL = "agentguard_changes"
 KEYS_CHANNEL = "agentguard_keys"
+KEYS_ACK_CHANNEL = "agentguard_keys_ack"
+LISTENER_NAME = "agentguard-feed"  # the listener's application_name, as revocations find it
+# Seconds a process trusts its verified keys after its listener last looked for notices.
+KEY_CACHE_LEASE = 1.0
+# Seconds a revocation waits for every listener: past the lease, so a listener that has not
+# acknowledged by then has stopped trusting its cache.
+REVOCATION_WAIT = 2.5
+_LISTEN_TIMEOUT = 0.25
 _CATCH_UP_PAGE = 1000
 
 
@@ -57,6 +74,8 @@ class ChangeFeed:
         self._probe: _DataVersionProbe | None = None
         self.listening = threading.Event()
         self.reconnects = 0
+        self._listens = store.database.is_postgres
+        self._alive_at = 0.0  # when the listener last looked for notices (monotonic)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -66,6 +85,41 @@ class ChangeFeed:
         if state is not None and state.index is not None:
             return state.index
         return self._load_index(organization_id)
+
+    def trusts_key_cache(self) -> bool:
+        """Whether cached verified keys are current: no revocation can be unheard of."""
+        if not self._listens:
+            return True  # SQLite: the probe before each answer catches up first
+        return self.listening.is_set() and time.monotonic() - self._alive_at < KEY_CACHE_LEASE
+
+    @contextlib.contextmanager
+    def key_revocation(self, timeout: float = REVOCATION_WAIT) -> Iterator[str]:
+        """Yield the token to notify a key revocation with (``"<key id> <token>"``).
+
+        On PostgreSQL, when the block (which commits the revocation) ends without an error,
+        wait until every listening process has acknowledged the token, at most ``timeout`` s;
+        one that does not answer by then has stopped trusting its cache (see the lease).
+        """
+        token = secrets.token_hex(8)
+        if not self._listens:
+            yield token
+            return
+        import psycopg
+
+        conninfo = self._store.database.psycopg_conninfo()
+        with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f"LISTEN {KEYS_ACK_CHANNEL}")
+            yield token
+            deadline = time.monotonic() + timeout  # counted from the commit
+            try:
+                _await_acks(conn, token, deadline)
+            except psycopg.Error:
+                logger.warning(
+                    "agentguard: could not confirm a key revocation with every process; "
+                    "waiting out their cache lease",
+                    exc_info=True,
+                )
+                time.sleep(max(0.0, deadline - time.monotonic()))
 
     def refresh(self) -> None:
         """Catch up with writes of other processes if SQLite says there were any (cheap)."""
@@ -216,6 +270,7 @@ class ChangeFeed:
     def stop(self) -> None:
         """Stop the listener or poller thread."""
         self._stop.set()
+        self.listening.clear()  # revocations go unheard from now on
         if self._thread is not None:
             self._thread.join(5.0)
             self._thread = None
@@ -242,10 +297,13 @@ class ChangeFeed:
         failures = 0  # in a row: the first is logged, the others only at debug level
         while not self._stop.is_set():
             try:
-                with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as conn:
+                with psycopg.connect(
+                    conninfo, autocommit=True, connect_timeout=5, application_name=LISTENER_NAME
+                ) as conn:
                     conn.execute(f"LISTEN {CHANGES_CHANNEL}")
                     conn.execute(f"LISTEN {KEYS_CHANNEL}")
                     self.resync()  # whatever was committed while we were not listening
+                    self._alive_at = time.monotonic()
                     self.listening.set()
                     if failures:
                         logger.warning(
@@ -254,8 +312,14 @@ class ChangeFeed:
                         )
                     backoff, failures = 0.05, 0
                     while not self._stop.is_set():
-                        for notice in conn.notifies(timeout=0.25):
-                            self._on_notice(notice.channel, notice.payload)
+                        acks = []
+                        for notice in conn.notifies(timeout=_LISTEN_TIMEOUT, stop_after=1):
+                            ack = self._on_notice(notice.channel, notice.payload)
+                            if ack:
+                                acks.append(ack)
+                        for ack in acks:  # the revoked keys are forgotten: say so
+                            conn.execute("SELECT pg_notify(%s, %s)", (KEYS_ACK_CHANNEL, ack))
+                        self._alive_at = time.monotonic()
             except Exception as exc:
                 if self._stop.is_set():
                     return
@@ -276,16 +340,52 @@ class ChangeFeed:
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
 
-    def _on_notice(self, channel: str, payload: str) -> None:
+    def _on_notice(self, channel: str, payload: str) -> str | None:
+        """Act on a notice; for a key revocation, the token to acknowledge it with."""
         if channel == KEYS_CHANNEL:
             self._external_change()
-            return
+            return payload.partition(" ")[2] or None
         try:
             organization_id, version = json.loads(payload)
         except (ValueError, TypeError):
             logger.warning("agentguard: ignoring malformed change notice %r", payload)
-            return
+            return None
         self.notified(str(organization_id), int(version))
+        return None
+
+
+def _await_acks(conn: psycopg.Connection[Any], token: str, deadline: float) -> None:
+    """Wait until every listener of this database that connected before now acknowledged."""
+    row = conn.execute("SELECT clock_timestamp()").fetchone()
+    assert row is not None
+    since = row[0]  # a listener connected later read the revocation when it (re)synced
+    # backend_start is hidden for other roles' sessions (without pg_read_all_stats): wait for
+    # those listeners too.
+    acked: set[int] = set()
+    while True:
+        pending = {
+            pid
+            for (pid,) in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND application_name = %s AND (backend_start IS NULL OR backend_start < %s)",
+                (LISTENER_NAME, since),
+            )
+        } - acked
+        if not pending:
+            return
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            logger.warning(
+                "agentguard: %d change listener(s) did not acknowledge a key revocation; "
+                "they no longer trust their cached keys",
+                len(pending),
+            )
+            return
+        for notice in conn.notifies(timeout=min(remaining, 0.1)):
+            if notice.channel == KEYS_ACK_CHANNEL and notice.payload == token:
+                acked.add(notice.pid)
+                if pending <= acked:
+                    break
 
 
 def _index(snapshot: Snapshot) -> KillIndex:

@@ -1,7 +1,13 @@
-"""Reading request input: query strings, path parameters, and JSON bodies of bounded size."""
+"""Reading request input: query strings, path parameters, and JSON bodies of bounded size.
+
+A body must be sent as ``Content-Type: application/json`` (415 otherwise: a cross-site form
+can send ``text/plain`` but not JSON) and must not repeat a key in any object (400: a proxy
+reading the first of two equal keys would see another request than this server).
+"""
 
 from __future__ import annotations
 
+import json
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -10,6 +16,7 @@ from starlette.requests import Request
 from .problems import ApiError, from_validation
 
 MAX_BODY_SIZE = 1024 * 1024  # 1 MiB
+JSON_MEDIA_TYPE = "application/json"
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -40,6 +47,7 @@ async def parse_body(model: type[M], request: Request, *, max_size: int = MAX_BO
             raise ApiError("malformed_json", "Content-Length is not a number") from None
         if too_large:
             raise _too_large(max_size)
+    require_json(request)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -50,10 +58,79 @@ async def parse_body(model: type[M], request: Request, *, max_size: int = MAX_BO
     body = b"".join(chunks)
     if not body.strip():
         raise ApiError("malformed_json", "the body is empty; send a JSON object")
+    repeated = repeated_key(body)
+    if repeated is not None:
+        raise ApiError(
+            "malformed_json",
+            f"{repeated}: appears more than once in its JSON object; send each key once",
+            field=repeated,
+        )
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:
         raise from_validation(exc) from None
+
+
+def require_json(request: Request) -> None:
+    """Refuse (415) a body not sent as ``application/json`` (parameters such as charset aside)."""
+    given = request.headers.get("content-type", "")
+    media_type = given.split(";", 1)[0].strip().lower()
+    if media_type != JSON_MEDIA_TYPE:
+        got = f"got {media_type!r}" if media_type else "none was sent"
+        raise ApiError(
+            "unsupported_media_type",
+            f"Content-Type must be {JSON_MEDIA_TYPE} for a JSON body; {got}",
+        )
+
+
+class _Repeated(dict[str, Any]):
+    """A JSON object that repeated ``key`` (the last value kept, as ``json`` does)."""
+
+    key = ""
+
+
+def repeated_key(body: bytes) -> str | None:
+    """The dotted path of the first key a JSON object of ``body`` repeats, if any.
+
+    ``None`` too when ``body`` is not JSON: the model's parser then says what is wrong.
+    """
+    found = False
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal found
+        obj = dict(items)
+        if len(obj) == len(items):
+            return obj
+        found = True
+        repeated = _Repeated(obj)
+        seen: set[str] = set()
+        for k, _ in items:
+            if k in seen:
+                repeated.key = k
+                break
+            seen.add(k)
+        return repeated
+
+    try:
+        value = json.loads(body, object_pairs_hook=pairs)
+    except (ValueError, RecursionError):
+        return None
+    if not found:
+        return None
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:  # depth first, in document order
+        node, path = stack.pop()
+        if isinstance(node, _Repeated):
+            return f"{path}.{node.key}" if path else node.key
+        if isinstance(node, dict):
+            items = list(node.items())
+        elif isinstance(node, list):
+            items = [(str(i), v) for i, v in enumerate(node)]
+        else:
+            continue
+        for k, v in reversed(items):
+            stack.append((v, f"{path}.{k}" if path else k))
+    return None
 
 
 def _too_large(max_size: int) -> ApiError:

@@ -1,4 +1,12 @@
-"""API keys: generated once, stored hashed, verified from an in-process cache."""
+"""API keys: generated once, stored hashed, verified from an in-process cache.
+
+A revocation is final everywhere once :meth:`KeyStore.revoke` returns. In this process the
+cache forgets the key at once, and a generation counter keeps a verification that read the
+key before the revocation from caching it afterwards. Other processes forget it through the
+change feed, and on PostgreSQL ``revoke`` returns only when every process listening has
+acknowledged it (see :meth:`ChangeFeed.key_revocation`); a process whose listener is not
+known to be current does not trust its cache and reads the key from the database.
+"""
 
 from __future__ import annotations
 
@@ -101,6 +109,9 @@ class KeyStore:
         self._store = store
         self._database = store.database
         self._verified: dict[str, VerifiedKey] = {}
+        # Bumped whenever keys may have been revoked: a verification that read the database
+        # under an older generation does not cache what it read.
+        self._generation = 0
         # Keys that open connections (streams) still rely on, with how many rely on each.
         self._watched: Counter[str] = Counter()
         self._revocation_listeners: list[Callable[[set[str]], None]] = []
@@ -197,38 +208,40 @@ class KeyStore:
     ) -> ApiKey:
         """Revoke a key at once in this process, and in others as soon as they hear of it."""
         now = utcnow()
-        with self._database.write() as conn:
-            row = conn.execute(
-                update(api_keys)
-                .where(
-                    api_keys.c.organization_id == organization_id,
-                    api_keys.c.id == key_id,
-                    api_keys.c.revoked_at.is_(None),
-                )
-                .values(revoked_at=now, revoked_by=actor)
-                .returning(*api_keys.c)
-            ).first()
-            if row is None:
-                existing = conn.execute(
-                    select(api_keys.c.id).where(
-                        api_keys.c.organization_id == organization_id, api_keys.c.id == key_id
+        # The revocation block waits, after the commit, for every listening process.
+        with self._store.feed.key_revocation() as notice:
+            with self._database.write() as conn:
+                row = conn.execute(
+                    update(api_keys)
+                    .where(
+                        api_keys.c.organization_id == organization_id,
+                        api_keys.c.id == key_id,
+                        api_keys.c.revoked_at.is_(None),
                     )
+                    .values(revoked_at=now, revoked_by=actor)
+                    .returning(*api_keys.c)
                 ).first()
-                if existing is None:
-                    raise KeyNotFoundError(f"no API key {key_id!r} in this organization")
-                raise KeyRevokedError(f"API key {key_id!r} is already revoked")
-            self._store.write_audit(
-                conn,
-                organization_id,
-                action="key.revoke",
-                actor=actor,
-                target_type="api_key",
-                target_id=key_id,
-                request_id=request_id,
-                created_at=now,
-            )
-            self._database.notify(conn, KEYS_CHANNEL, key_id)
-        self.forget([key_id])
+                if row is None:
+                    existing = conn.execute(
+                        select(api_keys.c.id).where(
+                            api_keys.c.organization_id == organization_id, api_keys.c.id == key_id
+                        )
+                    ).first()
+                    if existing is None:
+                        raise KeyNotFoundError(f"no API key {key_id!r} in this organization")
+                    raise KeyRevokedError(f"API key {key_id!r} is already revoked")
+                self._store.write_audit(
+                    conn,
+                    organization_id,
+                    action="key.revoke",
+                    actor=actor,
+                    target_type="api_key",
+                    target_id=key_id,
+                    request_id=request_id,
+                    created_at=now,
+                )
+                self._database.notify(conn, KEYS_CHANNEL, f"{key_id} {notice}")
+            self.forget([key_id])
         return _api_key(row._mapping)
 
     def count(self) -> int:
@@ -237,18 +250,25 @@ class KeyStore:
             return int(conn.execute(select(func.count()).select_from(api_keys)).scalar_one())
 
     def cached(self, token: str) -> VerifiedKey | None:
-        """The verified key for a token if this process has already verified it (no I/O)."""
+        """The verified key for a token if this process has already verified it (no I/O).
+
+        ``None`` while the cache cannot be trusted (the change feed is not known to be
+        current), so the caller verifies the token against the database instead.
+        """
+        if not self._store.feed.trusts_key_cache():
+            return None
         return self._verified.get(hash_secret(token))
 
     def verify(self, token: str) -> VerifiedKey | None:
         """The key a presented token belongs to, or ``None`` if it is unknown or revoked."""
         digest = hash_secret(token)
-        hit = self._verified.get(digest)
+        hit = self.cached(token)
         if hit is not None:
             return hit
         match = _TOKEN.match(token)
         if match is None:
             return None
+        generation = self._generation  # read before the database, compared before caching
         with self._database.read() as conn:
             row = conn.execute(
                 select(api_keys).where(api_keys.c.id == KEY_PREFIX + match.group(1))
@@ -265,6 +285,8 @@ class KeyStore:
             agents=tuple(_agents(row.agents) or ()),
         )
         with self._lock:
+            if self._generation != generation:
+                return verified  # keys were revoked meanwhile: valid when read, not cached
             if len(self._verified) >= _CACHE_SIZE:
                 self._verified.clear()
             self._verified[digest] = verified
@@ -273,6 +295,7 @@ class KeyStore:
     def recheck(self) -> None:
         """Forget verified and watched keys that have been revoked meanwhile (by any process)."""
         with self._lock:
+            self._generation += 1  # a verification reading before now must not cache
             known = {key.id for key in self._verified.values()} | set(self._watched)
         if known:
             revoked = self.revoked_among(known)
@@ -294,6 +317,7 @@ class KeyStore:
         """Drop revoked keys from the verified-key cache and tell the revocation listeners."""
         gone = set(key_ids)
         with self._lock:
+            self._generation += 1
             self._verified = {d: k for d, k in self._verified.items() if k.id not in gone}
             listeners = list(self._revocation_listeners)
         for listener in listeners:

@@ -84,7 +84,7 @@ class Endpoint:
         if self.query or self.body or self.path_params:
             codes.add(422)
         if self.body:
-            codes.update((400, 413))
+            codes.update((400, 413, 415))
         return tuple(sorted(codes))
 
 
