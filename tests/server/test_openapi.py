@@ -12,10 +12,11 @@ import schemathesis
 import schemathesis.checks as checks
 import schemathesis.specs.openapi.checks as openapi_checks
 from harness import bearer
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from starlette.testclient import TestClient
 
 from agentguard.server import KillSwitchServer
+from agentguard.targets import id_text_problem
 
 OPERATIONS = {
     ("post", "/api/v1/kill-switch/kill"),
@@ -245,6 +246,31 @@ MODE_CHECKS = {
 }
 
 
+def strings(value: Any) -> Any:
+    """Every string in a JSON value."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings(item)
+
+
+def look_alike(case: Any) -> bool:
+    """Whether a generated request holds a word mixing Latin, Greek and Cyrillic letters: a rule
+    of ids that JSON Schema cannot state (their schema says it in words), so a "valid" case with
+    one is not valid. (Reasons may mix scripts; a case with one is skipped all the same.)"""
+    problems = (
+        id_text_problem(text) or ""
+        for part in (case.body, case.query, case.path_parameters)
+        if part
+        for text in strings(part)
+    )
+    return any("look alike" in problem for problem in problems)
+
+
 def fuzzer(operation: Any, mode: Any, token: str) -> Any:
     """A hypothesis test of one operation in one generation mode."""
     run = CHECKS + MODE_CHECKS[mode]
@@ -255,6 +281,7 @@ def fuzzer(operation: Any, mode: Any, token: str) -> Any:
     )
     def fuzz(case: Any) -> None:
         if mode == schemathesis.GenerationMode.POSITIVE:
+            assume(not look_alike(case))
             _reported_now(case.body)
         case.call_and_validate(headers=bearer(token), checks=run)
 

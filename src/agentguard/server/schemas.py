@@ -54,15 +54,23 @@ def _id_text(value: str) -> str:
 
 
 IdText = AfterValidator(_id_text)
+# What the pattern cannot say: the rule on look-alike letters, in words (OpenAPI shows it).
+ID_RULE = Field(
+    description="An id: visible text, no control, format or invisible characters, and no word "
+    "mixing Latin, Greek and Cyrillic letters"
+)
 TargetId = Annotated[
-    str, StringConstraints(min_length=1, max_length=MAX_TARGET_ID_LENGTH, pattern=_ID), IdText
+    str,
+    StringConstraints(min_length=1, max_length=MAX_TARGET_ID_LENGTH, pattern=_ID),
+    ID_RULE,
+    IdText,
 ]
 # A target killed before ids had to be visible text can still be revived.
 StoredTargetId = Annotated[
     str, StringConstraints(min_length=1, max_length=MAX_TARGET_ID_LENGTH, pattern=_VISIBLE)
 ]
 Reason = Annotated[str, StringConstraints(max_length=MAX_REASON_LENGTH, pattern=_NO_NUL)]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=_ID), IdText]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=_ID), ID_RULE, IdText]
 Skip = Annotated[int, Field(ge=0, le=2**31 - 1, description="Rows to skip")]
 Limit = Annotated[int, Field(ge=1, le=1000, description="Rows to return, 1..1000")]
 
@@ -289,20 +297,25 @@ class AuditEntriesPublic(BaseModel):
 
 # -- interventions -------------------------------------------------------------------------------
 
-_OptionalId = Annotated[str, StringConstraints(max_length=256, pattern=_ID_OR_EMPTY), IdText] | None
-ActionName = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=_ID), IdText]
+_OptionalId = (
+    Annotated[str, StringConstraints(max_length=256, pattern=_ID_OR_EMPTY), ID_RULE, IdText] | None
+)
+ActionName = Annotated[
+    str, StringConstraints(min_length=1, max_length=256, pattern=_ID), ID_RULE, IdText
+]
 
 
 class InterventionIn(_Body):
     """A recorded decision about one guarded call; its ``id`` makes re-sending idempotent."""
 
-    id: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=_ID), IdText]
+    id: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=_ID), ID_RULE, IdText]
     type: InterventionTypeName = "HARD_BLOCK"
     action: ActionName
     target_type: TargetTypeName
     target_id: TargetId
     kill_switch_id: (
-        Annotated[str, StringConstraints(max_length=64, pattern=_ID_OR_EMPTY), IdText] | None
+        Annotated[str, StringConstraints(max_length=64, pattern=_ID_OR_EMPTY), ID_RULE, IdText]
+        | None
     ) = None
     killed_by: Annotated[str, StringConstraints(max_length=512, pattern=_NO_NUL)] | None = None
     reason: Reason | None = None
@@ -398,7 +411,9 @@ MAX_COUNT = 10**15  # per counter: far beyond any fleet, far below 64-bit sums
 Count = Annotated[int, Field(ge=0, le=MAX_COUNT), RealNumber]
 Version = Annotated[int, Field(ge=0, le=2**63 - 1), RealNumber]
 Dollars = Annotated[float, Field(ge=0, le=1e12, allow_inf_nan=False), RealNumber]
-InstanceId = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=_ID), IdText]
+InstanceId = Annotated[
+    str, StringConstraints(min_length=1, max_length=256, pattern=_ID), ID_RULE, IdText
+]
 CheckpointKey = Annotated[str, StringConstraints(max_length=256, pattern=CHECKPOINT_KEY_PATTERN)]
 
 # What each pattern asks for, in words: error messages say this, never the regex.
