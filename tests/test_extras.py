@@ -112,8 +112,21 @@ install(server, guard=Guard())
 uninstall(server)
 """
 
+CLI = """
+from click.testing import CliRunner
+from agentguard.cli import main
+
+unreachable = ["check", "--url", "http://127.0.0.1:1", "agent", "x"]
+for args in (["--help"], ["kill", "--help"], unreachable):
+    result = CliRunner().invoke(main, args)
+    assert "Traceback" not in result.output and not isinstance(result.exception, ImportError), (
+        args, result.output, result.exception)
+assert "cannot reach the agentguard server" in result.output, result.output
+"""
+
 EXTRAS = {
     "core": ("", CORE),
+    "cli": ("cli", CLI),
     "server": ("server", SERVER),
     "server+postgres": ("server,postgres", POSTGRES),
     "langchain": ("langchain", LANGCHAIN),

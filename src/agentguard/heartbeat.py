@@ -32,7 +32,6 @@ from pydantic import BaseModel, ConfigDict
 
 from .errors import AgentGuardError, AgentGuardWarning, InvalidInputError
 from .records import Snapshot
-from .retries import RETRY_FOR, call_with_retries, is_transient
 from .scope import Scope, current_scope
 from .targets import validate_id
 from .wording import one_line
@@ -223,6 +222,9 @@ class Heartbeat:
         # While the server or its database is away a beat is retried with backoff until the
         # next one is due (the last one, at exit, for FINAL_RETRY_FOR s), then given up:
         # logged when the failures start, not for every beat.
+        # Imported here: `import agentguard` stays free of httpx and the HTTP client.
+        from .retries import RETRY_FOR, call_with_retries, is_transient
+
         final = status != "running"
         retry_for = FINAL_RETRY_FOR if final else min(self.interval, RETRY_FOR)
         try:
