@@ -442,7 +442,7 @@ def test_on_a_phone(site: Site, open_page: Callable[..., Page]) -> None:
         "occurred_at": now(),
     }
     assert api(site.url, fleet, "POST", "interventions", interventions=[blocked]).status_code == 200
-    expect(page.locator("#active-list > li .ack")).to_contain_text("Acknowledged by 1/1 instances")
+    expect(page.locator("#active-list > li .ack")).to_contain_text("Acknowledged by 1/1 instance ")
 
     # Nothing is wider than the screen.
     assert page.evaluate("document.documentElement.scrollWidth") <= 390

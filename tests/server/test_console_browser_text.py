@@ -7,6 +7,7 @@ F811, the fixtures' names as test parameters).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -37,6 +38,7 @@ RLO = "\u202e"  # RIGHT-TO-LEFT OVERRIDE: reverses the text after it, up to the 
 # Where the browser draws a piece of text: the first occurrence of `needle` in `root`'s text
 # (across its text nodes), as the left edge of its first character.
 CHAR_LEFT = """([root, needle]) => {
+    if (!root.isConnected) return "detached";  // the list was redrawn since it was found
     const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
     let text = "", nodes = [];
     while (walker.nextNode()) {
@@ -54,8 +56,12 @@ CHAR_LEFT = """([root, needle]) => {
 
 
 def char_left(page: Page, root: Any, needle: str) -> float:
+    """Measured on the element ``root`` finds now (again, if the page redraws it meanwhile)."""
+    deadline = time.monotonic() + 5
     left = page.evaluate(CHAR_LEFT, [root.element_handle(), needle])
-    assert left is not None, f"{needle!r} not shown"
+    while left == "detached" and time.monotonic() < deadline:
+        left = page.evaluate(CHAR_LEFT, [root.element_handle(), needle])
+    assert left is not None and left != "detached", f"{needle!r} not shown"
     return float(left)
 
 

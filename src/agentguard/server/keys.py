@@ -28,6 +28,7 @@ from sqlalchemy import func, insert, select, update
 from ..errors import AgentGuardError, InvalidInputError
 from ..records import utcnow
 from .binding import validate_agents
+from .database import is_unavailable
 from .feed import KEYS_CHANNEL
 from .sqlstore import SQLStore
 from .tables import api_keys
@@ -269,10 +270,19 @@ class KeyStore:
         if match is None:
             return None
         generation = self._generation  # read before the database, compared before caching
-        with self._database.read() as conn:
-            row = conn.execute(
-                select(api_keys).where(api_keys.c.id == KEY_PREFIX + match.group(1))
-            ).first()
+        try:
+            with self._database.read() as conn:
+                row = conn.execute(
+                    select(api_keys).where(api_keys.c.id == KEY_PREFIX + match.group(1))
+                ).first()
+        except Exception as exc:
+            # The database is away, so every route that changes or reads stored data answers
+            # 503 anyway: a key verified before may still read kill state from the index
+            # (/check, /state, the stream), as guards need through an outage.
+            known = self._verified.get(digest)
+            if known is not None and is_unavailable(exc):
+                return known
+            raise
         if row is None or row.revoked_at is not None:
             return None
         if not hmac.compare_digest(row.secret_hash, digest):
