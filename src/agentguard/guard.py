@@ -284,7 +284,7 @@ class Guard:
         Ids not given come from ``agentguard.scope``; ``span_name`` overrides the HARD_BLOCK
         span's default ``execute_tool {action}``. Returns a key for ``count_failure``.
         """
-        scope = _over_context(agent_id, run_id, mission_id)  # _admit applies the guard's defaults
+        scope = _over_context(agent_id, run_id, mission_id)  # admit applies the guard's defaults
         return self.admit(action, scope, arguments, None, tool_call_id, span_name)
 
     async def enforce_async(
