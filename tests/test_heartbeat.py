@@ -144,14 +144,19 @@ def test_the_answer_stops_a_guard_whose_feed_is_behind(tmp_path: Path) -> None:
 async def test_inside_asyncio_it_runs_as_a_task(server: KillSwitchServer) -> None:
     guard = Guard(server, agent_id="bot")
     heartbeat = guard.start_heartbeat(interval=0.05)
-    assert heartbeat._task is not None and heartbeat._thread is None
+    def beating_task() -> asyncio.Task[object] | None:
+        tasks = [t for t in asyncio.all_tasks() if t.get_name() == "agentguard-heartbeat"]
+        return tasks[0] if tasks else None
+
+    task = beating_task()
+    assert task is not None
     deadline = asyncio.get_running_loop().time() + 5
     while heartbeat.sent < 3 and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.01)
     assert heartbeat.sent >= 3
     guard.stop_heartbeat()
     await asyncio.sleep(0.1)
-    assert heartbeat._task.done()
+    assert task.done() and beating_task() is None
     (instance,) = instances(server)
     assert instance.status == "exited"
     guard.close()

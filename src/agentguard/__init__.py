@@ -24,7 +24,7 @@ from .records import (
     Snapshot,
 )
 from .rules import BudgetRule, ErrorRateRule, LoopRule, RateRule, Rule
-from .scope import Scope, current_scope, scope
+from .scope import Scope, current_scope, enter_scope, exit_scope, scope
 from .store import KillStore, MemoryStore
 from .targets import TargetType
 
@@ -58,6 +58,8 @@ __all__ = [
     "__version__",
     "configure",
     "current_scope",
+    "enter_scope",
+    "exit_scope",
     "get_guard",
     "guarded_action",
     "is_guarded",

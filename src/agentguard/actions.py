@@ -13,7 +13,6 @@ See benchmarks/RESULTS.md.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 from collections.abc import AsyncGenerator, Callable, Generator
 from typing import TYPE_CHECKING, Any, TypeVar, overload
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 import wrapt
 
 from .errors import GuardNotConfiguredError, InvalidInputError
-from .scope import Scope, _current
+from .scope import CURRENT_SCOPE, Scope
 from .targets import validate_id
 
 if TYPE_CHECKING:
@@ -90,7 +89,7 @@ class Action:
 
     def scope(self) -> Scope:
         """The scope of a call now: ids fixed on the decorator win over the context's."""
-        s = _current.get()
+        s = CURRENT_SCOPE.get()
         if not self.fixed:
             return s
         return Scope(
@@ -119,12 +118,12 @@ def _sync_proxy(fn: Any, action: Action) -> _SyncAction:
 
     def __call__(self: Any, *args: Any, **kwargs: Any) -> Any:
         guard = action.guard or get_guard()
-        scope = action.scope() if fixed else _current.get()
-        key = guard._admit(name, scope, args, kwargs, None, None, self)
+        scope = action.scope() if fixed else CURRENT_SCOPE.get()
+        key = guard.admit(name, scope, args, kwargs, None, None, self)
         try:
             return self.__wrapped__(*args, **kwargs)
         except Exception:
-            guard._count_failure(key)
+            guard.count_failure(key)
             raise
 
     bound = type("_BoundSyncAction", (_BoundSyncAction,), {"__call__": __call__})
@@ -142,16 +141,16 @@ def _async_wrapper(action: Action) -> Callable[..., Any]:
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         async def run() -> Any:
             guard = action.resolve_guard()
-            if guard._source.strict:  # a per-call HTTP check must not block the event loop
-                key = await asyncio.to_thread(
-                    guard._admit, action.name, action.scope(), args, kwargs, None, None, wrapped
+            if guard.strict:  # a per-call HTTP check must not block the event loop
+                key = await guard.admit_async(
+                    action.name, action.scope(), args, kwargs, None, None, wrapped
                 )
-            else:
-                key = guard._admit(action.name, action.scope(), args, kwargs, None, None, wrapped)
+            else:  # inline: no extra coroutine on the hot path
+                key = guard.admit(action.name, action.scope(), args, kwargs, None, None, wrapped)
             try:
                 return await wrapped(*args, **kwargs)
             except Exception:
-                guard._count_failure(key)
+                guard.count_failure(key)
                 raise
 
         return run()
@@ -163,11 +162,11 @@ def _generator_wrapper(action: Action) -> Callable[..., Any]:
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         def run() -> Generator[Any, Any, Any]:
             guard = action.resolve_guard()
-            key = guard._admit(action.name, action.scope(), args, kwargs, None, None, wrapped)
+            key = guard.admit(action.name, action.scope(), args, kwargs, None, None, wrapped)
             try:
                 return (yield from wrapped(*args, **kwargs))
             except Exception:
-                guard._count_failure(key)
+                guard.count_failure(key)
                 raise
 
         return run()
@@ -179,7 +178,7 @@ def _async_generator_wrapper(action: Action) -> Callable[..., Any]:
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         async def run() -> AsyncGenerator[Any, Any]:
             guard = action.resolve_guard()
-            key = guard._admit(action.name, action.scope(), args, kwargs, None, None, wrapped)
+            key = guard.admit(action.name, action.scope(), args, kwargs, None, None, wrapped)
             agen = wrapped(*args, **kwargs)
             try:
                 value = await agen.__anext__()
@@ -196,7 +195,7 @@ def _async_generator_wrapper(action: Action) -> Callable[..., Any]:
             except StopAsyncIteration:
                 return
             except Exception:
-                guard._count_failure(key)
+                guard.count_failure(key)
                 raise
 
         return run()
@@ -248,7 +247,7 @@ def wrap(
         proxy = _DelegatingAction(fn, _generator_wrapper(action))
     else:
         proxy = _sync_proxy(fn, action)
-    proxy._self_action = action
+    proxy._self_action = action  # noqa: SLF001 - wrapt's prefix for the proxy's own attributes
     return proxy
 
 

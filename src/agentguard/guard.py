@@ -28,9 +28,10 @@ from .errors import (
     PolicyViolationError,
 )
 from .heartbeat import Heartbeat
+from .index import KillIndex
 from .records import CallCounts, Intervention, InterventionType, KillStatus, KillSwitch, utcnow
 from .rules import Rule, RuleEngine, Trip
-from .scope import Scope, _refusals, current_scope
+from .scope import EMPTY_SCOPE, LAST_REFUSAL, Scope, current_scope
 from .sources import CLEAR, KillStateSource, LocalSource
 from .store import KillStore, MemoryStore
 from .targets import validate_id, validate_reason, validate_target
@@ -127,6 +128,8 @@ class Guard:
             )
         self._source = _resolve_source(source, organization_id)
         self._index = self._source.index
+        # Each call asks the server (mode="strict"): async code must admit with admit_async.
+        self.strict: bool = self._source.strict
         self._index.max_staleness = float(max_staleness)
         self.actor = actor
         self.fail_mode: FailMode = fail_mode
@@ -194,6 +197,16 @@ class Guard:
     def organization_id(self) -> str:
         return self._source.organization_id
 
+    @property
+    def index(self) -> KillIndex:
+        """The in-memory kill state guarded calls are checked against (its source writes it)."""
+        return self._index
+
+    @property
+    def defaults(self) -> Scope:
+        """The ids given to ``Guard(...)``, ``None`` where unset."""
+        return self._defaults or EMPTY_SCOPE
+
     # -- decorating ------------------------------------------------------------------------
 
     def guarded_action(
@@ -216,7 +229,7 @@ class Guard:
 
     # -- the check -------------------------------------------------------------------------
 
-    def _admit(
+    def admit(
         self,
         name: str,
         scope: Scope,
@@ -226,9 +239,11 @@ class Guard:
         span_name: str | None = None,
         fn: Any = None,
     ) -> _CountKey:
-        """Refuse (raise) or count the call as executed. No I/O, no lock, no span if allowed.
+        """Refuse (raise) or count the call as executed; returns the key for ``count_failure``.
 
-        ``fn`` is the decorated callable: a refusal binds the arguments to its parameters.
+        No I/O, no lock, no span if allowed. ``scope`` is the call's ids before the guard's
+        defaults; ``fn`` is the decorated callable: a refusal binds the arguments to its
+        parameters.
         """
         if self._defaults is not None:
             scope = self._with_defaults(scope)
@@ -269,8 +284,8 @@ class Guard:
         Ids not given come from ``agentguard.scope``; ``span_name`` overrides the HARD_BLOCK
         span's default ``execute_tool {action}``. Returns a key for ``count_failure``.
         """
-        scope = _over_context(agent_id, run_id, mission_id)  # _admit applies the guard's defaults
-        return self._admit(action, scope, arguments, None, tool_call_id, span_name)
+        scope = _over_context(agent_id, run_id, mission_id)  # admit applies the guard's defaults
+        return self.admit(action, scope, arguments, None, tool_call_id, span_name)
 
     async def enforce_async(
         self,
@@ -289,17 +304,27 @@ class Guard:
         in-memory index inline, as ``enforce`` does.
         """
         scope = _over_context(agent_id, run_id, mission_id)
-        if self._source.strict:
+        return await self.admit_async(action, scope, arguments, None, tool_call_id, span_name)
+
+    async def admit_async(
+        self,
+        name: str,
+        scope: Scope,
+        args: Any = None,
+        kwargs: Any = None,
+        tool_call_id: str | None = None,
+        span_name: str | None = None,
+        fn: Any = None,
+    ) -> _CountKey:
+        """``admit`` for asyncio code: a strict guard asks its server in a worker thread."""
+        if self.strict:  # a per-call HTTP check must not block the event loop
             return await asyncio.to_thread(
-                self._admit, action, scope, arguments, None, tool_call_id, span_name
+                self.admit, name, scope, args, kwargs, tool_call_id, span_name, fn
             )
-        return self._admit(action, scope, arguments, None, tool_call_id, span_name)
+        return self.admit(name, scope, args, kwargs, tool_call_id, span_name, fn)
 
     def count_failure(self, key: _CountKey) -> None:
         """Count an admitted call whose body raised."""
-        self._count_failure(key)
-
-    def _count_failure(self, key: _CountKey) -> None:
         counter = self._failed.get(key)
         if counter is None:
             counter = self._new_counter(self._failed, key)
@@ -342,7 +367,8 @@ class Guard:
                 if getattr(s, f"{target_type}_id", None) == target_id
             )
 
-    def _total_cost(self) -> float:
+    def total_cost(self) -> float:
+        """Total cost reported in this process under every scope."""
         with self._counts_lock:
             return sum(self._costs.values())
 
@@ -428,7 +454,7 @@ class Guard:
         counted = self._unavailable if unavailable else self._refused
         with self._counts_lock:
             counted[key] = counted.get(key, 0) + 1
-        box = _refusals.get()
+        box = LAST_REFUSAL.get()
         if box is not None:
             box[0] = error
         self._last_refusal = error
@@ -437,8 +463,8 @@ class Guard:
         self.telemetry.record_block(error, iv, span_name=span_name, arguments=arguments)
         raise error
 
-    def _record_observation(self, trip: Trip) -> None:
-        """An observe-mode rule tripped: record it, block nothing."""
+    def record_observation(self, trip: Trip) -> None:
+        """Record an observe-mode rule's trip (a warning and an OBSERVED intervention)."""
         logger.warning(
             "agentguard: rule %s would kill %s %r: %s",
             trip.rule.name,
@@ -512,15 +538,6 @@ class Guard:
         """Block until a remote guard has its first kill state; True at once for local ones."""
         wait = getattr(self._source, "wait_until_synced", None)
         return True if wait is None else bool(wait(timeout))
-
-    def _blocking(self, scope: Scope) -> KillSwitch | None:
-        index = self._index
-        agent_id, run_id, mission_id = scope
-        return (
-            index.mission.get(mission_id)  # type: ignore[arg-type]
-            or index.run.get(run_id)  # type: ignore[arg-type]
-            or index.agent.get(agent_id)  # type: ignore[arg-type]
-        )
 
     def _scope_now(self, agent_id: str | None, run_id: str | None, mission_id: str | None) -> Scope:
         scope = _over_context(agent_id, run_id, mission_id)
@@ -596,11 +613,12 @@ class Guard:
                 )
             error = None  # a timeout given positionally
         if error is None and agent_id is None and run_id is None and mission_id is None:
-            box = _refusals.get()
+            box = LAST_REFUSAL.get()
             error = self._last_refusal if box is None else box[0]
         if error is None:
             scope = self._scope_now(agent_id, run_id, mission_id)
-            return lambda: self._blocking(scope) is not None
+            index = self._index
+            return lambda: index.blocking(scope) is not None
         index = self._index
         target_type, target_id = error.target_type, error.target_id
 

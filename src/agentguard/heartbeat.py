@@ -118,7 +118,7 @@ class Heartbeat:
             )
         self.guard = guard
         self.interval = float(interval)
-        defaults = guard._defaults or Scope()
+        defaults = guard.defaults
         context = current_scope()
         self.scope = Scope(
             agent_id or context.agent_id or defaults.agent_id,
@@ -182,7 +182,7 @@ class Heartbeat:
             self._finished = True
         self._stop.set()
         _ACTIVE.discard(self)
-        index = self.guard._index
+        index = self.guard.index
         with index.changed:
             index.changed.notify_all()  # wake the thread from its wait
         # The task notices the stop within 50 ms; the thread wakes from its wait now.
@@ -211,7 +211,7 @@ class Heartbeat:
             executed=counts.executed,
             refused=counts.refused,
             failed=counts.failed,
-            cost_usd=guard._total_cost(),
+            cost_usd=guard.total_cost(),
             version=guard.version,
             checkpoint=guard.last_checkpoint,
             status=status,
@@ -245,12 +245,12 @@ class Heartbeat:
             return None
         self.last_error = None
         self.last_reply = reply
-        if reply.snapshot is not None and reply.snapshot.version > self.guard._index.version:
-            self.guard._index.replace(reply.snapshot)
+        if reply.snapshot is not None and reply.snapshot.version > self.guard.index.version:
+            self.guard.index.replace(reply.snapshot)
         return reply
 
     def _run_thread(self) -> None:
-        index = self.guard._index
+        index = self.guard.index
         next_at = 0.0
         reported = -1
         while not self._stop.is_set():
@@ -267,7 +267,7 @@ class Heartbeat:
                     index.changed.wait(max(0.0, next_at - time.monotonic()))
 
     async def _run_async(self) -> None:
-        index = self.guard._index
+        index = self.guard.index
         loop = asyncio.get_running_loop()
         next_at = 0.0
         reported = -1

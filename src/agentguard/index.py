@@ -6,6 +6,7 @@ import math
 import threading
 
 from .records import KillChange, KillSwitch, Snapshot
+from .scope import Scope
 
 
 class KillIndex:
@@ -58,6 +59,14 @@ class KillIndex:
     def get(self, target_type: str, target_id: str) -> KillSwitch | None:
         """The active kill switch of a target, if any."""
         return self._table(target_type).get(target_id)
+
+    def blocking(self, scope: Scope) -> KillSwitch | None:
+        """The active kill of the scope's mission, run or agent, if any (most specific first)."""
+        return (
+            (self.mission.get(scope.mission_id) if scope.mission_id else None)
+            or (self.run.get(scope.run_id) if scope.run_id else None)
+            or (self.agent.get(scope.agent_id) if scope.agent_id else None)
+        )
 
     def active(self) -> list[KillSwitch]:
         """Every active kill switch in the index."""

@@ -345,7 +345,7 @@ class RuleEngine:
         trip = Trip(rule, rule.per, key, reason)
         rule.reset(key)  # start counting afresh (after a revive, or after an observation)
         if rule.mode == "observe":
-            self.guard._record_observation(trip)
+            self.guard.record_observation(trip)
             return None
         with self._lock:
             if (rule.per, key) in self.pending:

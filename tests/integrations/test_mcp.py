@@ -61,7 +61,8 @@ async def test_killed_agent_gets_an_error_result_other_agents_keep_working(
     make_guard: MakeGuard, spans: Spans, hard_block: HardBlock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The SDK's own SERVER span per message uses the global tracer; point it at ours.
-    monkeypatch.setattr(mcp.shared._otel, "_tracer", spans.provider.get_tracer("mcp-python-sdk"))
+    otel = mcp.shared._otel  # noqa: SLF001 - the SDK offers no public hook for its tracer
+    monkeypatch.setattr(otel, "_tracer", spans.provider.get_tracer("mcp-python-sdk"))
     guard = make_guard()
     server, refunds = billing_server()
     install(server, guard=guard)

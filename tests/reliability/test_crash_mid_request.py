@@ -116,7 +116,7 @@ class Writer:
                 response = self._send("POST", "/interventions", json={"interventions": items})
             except ServerGone as lost:
                 gone = self._note(lost, action) or gone
-                stored = self._stored(action)
+                stored = self.stored(action)
                 if stored not in (0, BATCH):
                     self.torn.append(f"{action}: {stored} of {BATCH} stored")
                 continue
@@ -175,7 +175,7 @@ class Writer:
                     raise
                 time.sleep(0.05)
 
-    def _stored(self, action: str) -> int:
+    def stored(self, action: str) -> int:
         return int(self._answer("GET", "/interventions", action=action, limit=1).json()["count"])
 
     def _note(self, lost: ServerGone, what: str) -> bool:
@@ -229,7 +229,7 @@ def check_everything(server: Uvicorn, key: str, writers: list[Writer]) -> None:
         assert mine == w.toggles, f"writer {w.index}: audit {mine} != sent {w.toggles}"
         assert (w.target["target_id"] in active) == (w.toggles[-1:] == ["kill"])
         for action in w.batches:
-            assert w._stored(action) == BATCH, action
+            assert w.stored(action) == BATCH, action
         stored = client.get(f"/checkpoints/writer-{w.index}").json()["state"]["n"]
         assert stored == w.checkpoints
     counts = client.get("/interventions/counts", params={"limit": 1000}).json()["data"]

@@ -80,9 +80,9 @@ async def test_host_composes_the_lifespan(make_server: Any, database_url: str) -
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
         async with server.lifespan(app):
-            events.append(f"started={server._started}")
+            events.append(f"started={server.started}")
             yield
-        events.append(f"closed={server._closed}")
+        events.append(f"closed={not server.started}")
 
     host = FastAPI(lifespan=lifespan)
     host.mount("/guard", server.app)

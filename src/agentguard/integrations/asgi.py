@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..actions import get_guard
 from ..errors import InvalidInputError, PolicyViolationError
-from ..scope import EMPTY_SCOPE, Scope, _current
+from ..scope import EMPTY_SCOPE, Scope, enter_scope, exit_scope
 from ..targets import MAX_TARGET_ID_LENGTH, id_text_problem
 
 if TYPE_CHECKING:
@@ -94,39 +94,35 @@ class KillSwitchMiddleware:
             await self.app(scope_, receive, send)
             return
         try:
-            ids = self.identify(scope_)
+            ids = self.identify(scope_) or EMPTY_SCOPE
+            # agentguard.scope(*ids), minus its generator; it validates ids a custom
+            # ``identify`` returned
+            token = None if ids is EMPTY_SCOPE else enter_scope(*ids)
         except InvalidInputError as error:
-            body = {"error": "invalid_request", "field": error.field, "message": str(error)}
-            await _reject(kind, receive, send, 400, body)
+            await _reject(kind, receive, send, 400, _invalid_body(error))
             return
-        guard = self.guard or get_guard()
-        if ids is None:
-            ids = EMPTY_SCOPE
-        method = scope_.get("method", "GET") if kind == "http" else "WEBSOCKET"
         try:
-            await guard.enforce_async(
-                self.action,
-                agent_id=ids.agent_id,
-                run_id=ids.run_id,
-                mission_id=ids.mission_id,
-                span_name=f"agentguard.gateway {method} {scope_.get('path', '')}",
-            )
-        except PolicyViolationError as error:
-            await _reject(kind, receive, send, 403, _violation_body(error))
-            return
-        if ids is EMPTY_SCOPE:
-            await self.app(scope_, receive, send)
-            return
-        outer = _current.get()  # what agentguard.scope(*ids) does, minus its generator
-        token = _current.set(Scope(
-            ids.agent_id or outer.agent_id,
-            ids.run_id or outer.run_id,
-            ids.mission_id or outer.mission_id,
-        ))
-        try:
+            guard = self.guard or get_guard()
+            method = scope_.get("method", "GET") if kind == "http" else "WEBSOCKET"
+            try:
+                await guard.enforce_async(
+                    self.action,
+                    agent_id=ids.agent_id,
+                    run_id=ids.run_id,
+                    mission_id=ids.mission_id,
+                    span_name=f"agentguard.gateway {method} {scope_.get('path', '')}",
+                )
+            except PolicyViolationError as error:
+                await _reject(kind, receive, send, 403, _violation_body(error))
+                return
             await self.app(scope_, receive, send)
         finally:
-            _current.reset(token)
+            if token is not None:
+                exit_scope(token)
+
+
+def _invalid_body(error: InvalidInputError) -> dict[str, Any]:
+    return {"error": "invalid_request", "field": error.field, "message": str(error)}
 
 
 def _violation_body(error: PolicyViolationError) -> dict[str, Any]:

@@ -63,7 +63,8 @@ def guard_function(
     proxy = actions.wrap(
         fn, guard=guard, name=name, agent_id=agent_id, run_id=run_id, mission_id=mission_id
     )
-    proxy._self_agentguard_registry = True  # marks it as ours, for unguard_registry
+    # wrapt's prefix for an attribute of the proxy itself: marks it as ours, for unguard_registry
+    proxy._self_agentguard_registry = True  # noqa: SLF001
     return proxy  # type: ignore[no-any-return]
 
 

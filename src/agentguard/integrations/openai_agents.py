@@ -102,6 +102,11 @@ class GuardedInvoker(wrapt.BaseObjectProxy[Any]):
         self._self_fixed = fixed
         self._self_original = original
 
+    @property
+    def original(self) -> FunctionTool:
+        """The tool as it was before ``guard_tool``."""
+        return self._self_original
+
     async def __call__(self, ctx: ToolContext[Any], input: str) -> Any:
         """Check the call, then invoke the tool (or answer with the refusal)."""
         guard = self._self_guard or get_guard()
@@ -174,7 +179,7 @@ def guard_tools(
 def unguard_tools(tools: Iterable[Any]) -> list[Any]:
     """Undo ``guard_tools``: the original tool objects."""
     return [
-        t.on_invoke_tool._self_original
+        t.on_invoke_tool.original
         if isinstance(t, FunctionTool) and isinstance(t.on_invoke_tool, GuardedInvoker)
         else t
         for t in tools

@@ -141,6 +141,11 @@ class KillSwitchServer:
             self._store.feed.start(poll_interval=self._poll_interval)
             self._started = True
 
+    @property
+    def started(self) -> bool:
+        """Whether ``start`` has run (and ``close`` has not since)."""
+        return self._started
+
     async def ready(self) -> None:
         """Start in a worker thread unless already started."""
         if not self._started:

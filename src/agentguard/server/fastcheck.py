@@ -14,7 +14,6 @@ import os
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
-from starlette._utils import get_route_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..records import KillSwitch
@@ -42,9 +41,9 @@ class FastCheck:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             try:
-                if not self.server._started:
+                if not self.server.started:
                     await self.server.ready()
-                if scope["method"] == "GET" and get_route_path(scope) == CHECK_PATH:
+                if scope["method"] == "GET" and _route_path(scope) == CHECK_PATH:
                     if await self._check(scope, send):
                         return
             except Exception as exc:  # before anything was sent: a 503 if the database is away
@@ -126,3 +125,12 @@ def _answer(target_type: str, target_id: str, ks: KillSwitch | None) -> bytes:
             "killed_at": ks.killed_at.isoformat().replace("+00:00", "Z"),
         }
     return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _route_path(scope: Scope) -> str:
+    """The request's path below the mount point (``root_path``), as Starlette's router sees it."""
+    path: str = scope["path"]
+    root = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
+        return path[len(root) :]
+    return path

@@ -43,7 +43,7 @@ from ..checkpoints import encode_checkpoint
 from ..errors import AlreadyKilledError, InvalidInputError
 from ..heartbeat import HeartbeatReply, HeartbeatReport
 from ..index import KillIndex
-from ..records import Intervention, InterventionType, KillSwitch, utcnow
+from ..records import Intervention, InterventionType, utcnow
 from ..rules import BudgetRule, ErrorRateRule, LoopRule, RateRule, Rule
 from ..scope import Scope
 from ..wording import plural
@@ -91,15 +91,6 @@ def liveness(row: InstanceRow, now: datetime) -> str:
     return "active"
 
 
-def blocking_kill(index: KillIndex, scope: Scope) -> KillSwitch | None:
-    """The active kill of the scope's mission, run or agent, if any."""
-    return (
-        (index.mission.get(scope.mission_id) if scope.mission_id else None)
-        or (index.run.get(scope.run_id) if scope.run_id else None)
-        or (index.agent.get(scope.agent_id) if scope.agent_id else None)
-    )
-
-
 def _scope(row: InstanceRow) -> Scope:
     return Scope(row.agent_id, row.run_id, row.mission_id)
 
@@ -107,7 +98,7 @@ def _scope(row: InstanceRow) -> Scope:
 def health(row: InstanceRow, now: datetime, index: KillIndex) -> str:
     """The health of one instance."""
     state = liveness(row, now)
-    if state in ("active", "stale") and blocking_kill(index, _scope(row)) is not None:
+    if state in ("active", "stale") and index.blocking(_scope(row)) is not None:
         return "killed"
     return state
 
@@ -241,7 +232,7 @@ class Fleet:
             tripper = f"the heartbeat of instance {row.instance_id!r} from {reporter}"
             self._evaluate_rules(organization_id, row.agent_id, now, tripper)
         index = self._index(organization_id)
-        ks = blocking_kill(index, _scope(row))
+        ks = index.blocking(_scope(row))
         snapshot = None
         if report.version < index.version:
             snapshot = self.store.snapshot(organization_id)

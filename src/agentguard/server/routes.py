@@ -526,7 +526,7 @@ def _endpoint(api: Api, endpoint: Endpoint) -> Callable[[Request], Awaitable[Res
     async def run(request: Request) -> Response:
         rid = request_id(request)
         try:
-            principal = await _principal(api, request, endpoint.permission)
+            principal = await require_principal(api, request, endpoint.permission)
             call = Call(request, principal, rid)
             if endpoint.path_params is not None:
                 call.path = parse_path(endpoint.path_params, request)
@@ -554,7 +554,8 @@ def _endpoint(api: Api, endpoint: Endpoint) -> Callable[[Request], Awaitable[Res
     return run
 
 
-async def _principal(api: Api, request: Request, permission: str) -> Principal:
+async def require_principal(api: Api, request: Request, permission: str) -> Principal:
+    """The request's credential if it grants ``permission``; else a 401 or 403 ``ApiError``."""
     api.server.feed.refresh()  # another process may have revoked a key or killed a target
     try:
         principal = await authenticate(request, api.server.auth_backends)

@@ -376,12 +376,12 @@ def _put(connection: _Connection, item: Published) -> None:
 
 async def stream(api: Api, request: Request) -> Response:
     """The SSE endpoint."""
-    from .routes import _principal, request_id
+    from .routes import request_id, require_principal
 
     rid = request_id(request)
     server = api.server
     try:
-        principal = await _principal(api, request, "check")
+        principal = await require_principal(api, request, "check")
         query = parse_query(StreamQuery, request)
         query = await _identity(api, principal, query)
         slot = server.stream_hub.admit(principal)
