@@ -31,7 +31,8 @@ def closed_port() -> int:
 def test_a_remote_guards_delivery_retries_log_one_line_and_the_traceback_only_at_debug(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    guard = Guard(f"http://127.0.0.1:{closed_port()}", api_key="ag_x_y", agent_id="bot")
+    url = f"http://127.0.0.1:{closed_port()}"
+    guard = Guard(url, api_key="ag_x_y", agent_id="bot", start_wait=0)
     try:
         with caplog.at_level(logging.DEBUG, logger="agentguard"):
 
@@ -40,7 +41,7 @@ def test_a_remote_guards_delivery_retries_log_one_line_and_the_traceback_only_at
 
             with pytest.raises(PolicyViolationError):
                 send()  # never synced: refused, and the refusal is reported (and fails)
-            Heartbeat(guard, 10).beat()
+            Heartbeat(guard, 1).beat()
             deadline = time.monotonic() + 15
             while not any("could not deliver" in r.getMessage() for r in caplog.records):
                 assert time.monotonic() < deadline, "the refusal was never sent"

@@ -125,6 +125,7 @@ class Heartbeat:
             run_id or context.run_id or defaults.run_id,
             mission_id or context.mission_id or defaults.mission_id,
         )
+        self._exit_only = False  # armed: only the last report (a streaming guard's exit)
         self.last_reply: HeartbeatReply | None = None
         self.last_error: str | None = None
         self.sent = 0
@@ -165,6 +166,7 @@ class Heartbeat:
     def arm(self) -> Heartbeat:
         """Send no heartbeats, only the last one: at :meth:`stop`, interpreter exit, SIGTERM or
         an unhandled exception (how a streaming guard tells the server it is gone)."""
+        self._exit_only = True
         _ACTIVE.add(self)
         _install_hooks()
         return self
@@ -188,6 +190,8 @@ class Heartbeat:
         # The task notices the stop within 50 ms; the thread wakes from its wait now.
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=FINAL_TIMEOUT)
+        if self._exit_only and not self.guard.wait_until_synced(0):
+            return None  # its stream never got through: the server has no instance to end
         return self._send(status, error)
 
     # -- beating ------------------------------------------------------------------------------
