@@ -3,62 +3,12 @@
 
 from __future__ import annotations
 
-import os
-import re
-import socket
 import stat
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 
-TOKEN = re.compile(r"ag_[A-Za-z0-9]{8}_[A-Za-z0-9]{40}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def serve(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], int]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "AGENTGUARD_DATABASE_URL"}
-    argv = [sys.executable, "-m", "agentguard.cli", "serve", "--port", str(port), *args]
-    popen = subprocess.Popen(
-        [*argv, "--log-level", "warning"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
-    return popen, port
-
-
-def wait_serving(port: int, popen: subprocess.Popen[str], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert popen.poll() is None, "server exited"
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/api/v1/openapi.json", timeout=1.0)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    raise AssertionError("server did not answer")
-
-
-def stop(popen: subprocess.Popen[str]) -> str:
-    popen.terminate()
-    try:
-        out, _ = popen.communicate(timeout=10)
-    except subprocess.TimeoutExpired:
-        popen.kill()
-        out, _ = popen.communicate(timeout=5)
-    return out or ""
+from test_cli import TOKEN, serve, stop, wait_serving  # the serve command's test helpers
 
 
 def test_the_first_admin_key_goes_to_a_private_file(tmp_path: Path) -> None:
