@@ -75,7 +75,9 @@ def test_the_page_and_its_assets(console: tuple[KillSwitchServer, TestClient]) -
     assert "http://" not in page.text and "https://" not in page.text
     assert 'href="/' not in page.text and 'src="/' not in page.text
 
-    for name, media_type in [("console.js", "text/javascript"), ("console.css", "text/css")]:
+    assets = [(f.name, "text/javascript") for f in STATIC.iterdir() if f.name.endswith(".js")]
+    assert len(assets) > 1 and ("console.js", "text/javascript") in assets  # the entry module
+    for name, media_type in [*assets, ("console.css", "text/css")]:
         asset = client.get(f"/kill-switch/static/{name}")
         assert asset.status_code == 200
         assert asset.headers["content-type"].startswith(media_type)
@@ -84,17 +86,20 @@ def test_the_page_and_its_assets(console: tuple[KillSwitchServer, TestClient]) -
             f"/kill-switch/static/{name}", headers={"if-none-match": asset.headers["etag"]}
         )
         assert again.status_code == 304
-    missing = client.get("/kill-switch/static/secrets.txt")
-    assert missing.status_code == 404 and missing.json()["error"] == "not_found"
+    for name in ("secrets.txt", "kill-switch.html"):  # the page is served at its own path only
+        missing = client.get(f"/kill-switch/static/{name}")
+        assert missing.status_code == 404 and missing.json()["error"] == "not_found"
 
 
-def test_the_script_never_parses_strings_as_html() -> None:
-    script = STATIC.joinpath("console.js").read_text()
-    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
-        assert sink not in script
-    assert "http://" not in script and "https://" not in script
-    assert 'var API = "api/v1/";' in script  # relative to the mount point
-    assert 'var SESSION = "kill-switch/session";' in script
+def test_the_scripts_never_parse_strings_as_html() -> None:
+    for module in (f for f in STATIC.iterdir() if f.name.endswith(".js")):
+        script = module.read_text()
+        for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+            assert sink not in script, module.name
+        assert "http://" not in script and "https://" not in script, module.name
+    api = STATIC.joinpath("api.js").read_text()
+    assert 'export const API = "api/v1/";' in api  # relative to the mount point
+    assert 'export const SESSION = "kill-switch/session";' in api
 
 
 def test_the_root_and_a_trailing_slash_lead_to_the_page(

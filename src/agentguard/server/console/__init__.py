@@ -1,4 +1,4 @@
-"""The console: the ``/kill-switch`` page, its two assets, and console sign-in and sign-out.
+"""The console: the ``/kill-switch`` page, its script modules and style, and console sign-in.
 
 Everything is relative to wherever the server is mounted: the page at ``kill-switch``, its
 assets under ``kill-switch/static/``, the session at ``kill-switch/session``; the page talks
@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime
 from importlib import resources
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Annotated
 
 from pydantic import BaseModel, ConfigDict, StringConstraints
@@ -31,9 +32,13 @@ PAGE_PATH = "/kill-switch"
 SESSION_PATH = "/kill-switch/session"
 ASSET_PATH = "/kill-switch/static/{name}"
 
+# Every script module and style sheet in static/ is an asset (a module must come as JavaScript,
+# or the browser refuses it); the page itself is served only at PAGE_PATH.
+_MEDIA_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
 _ASSETS = {
-    "console.css": "text/css; charset=utf-8",
-    "console.js": "text/javascript; charset=utf-8",
+    file.name: _MEDIA_TYPES[suffix]
+    for file in resources.files(__name__).joinpath("static").iterdir()
+    if (suffix := PurePosixPath(file.name).suffix) in _MEDIA_TYPES
 }
 _PAGE = "kill-switch.html"
 # The page loads only its own script, style and API; nothing may frame it but its own origin.

@@ -1,0 +1,69 @@
+/* How targets, times, numbers and money read on the page. */
+import { el, isolate, userText } from "./dom.js";
+
+const TYPES = { agent: "Agent", run: "Run", mission: "Mission", tool: "Tool" };
+
+export const numberFormat = new Intl.NumberFormat(undefined);
+export const moneyFormat = new Intl.NumberFormat(undefined, {
+  style: "currency",
+  currency: "USD",
+  maximumFractionDigits: 2,
+});
+const timeFormat = new Intl.DateTimeFormat(undefined, {
+  month: "short",
+  day: "numeric",
+  hour: "2-digit",
+  minute: "2-digit",
+  second: "2-digit",
+});
+export const clockFormat = new Intl.DateTimeFormat(undefined, {
+  hour: "2-digit",
+  minute: "2-digit",
+  second: "2-digit",
+});
+
+export function timeNode(iso) {
+  if (!iso) return el("span", { class: "muted", text: "never" });
+  const date = new Date(iso);
+  if (isNaN(date.getTime())) return el("span", { text: String(iso) });
+  const today = new Date().toDateString() === date.toDateString();
+  const text = (today ? clockFormat : timeFormat).format(date);
+  return el("time", { datetime: iso, title: date.toString(), text: text });
+}
+
+/* A comparator: the latest ISO time in `field` first. */
+export function newestFirst(field) {
+  return (a, b) => (a[field] < b[field] ? 1 : a[field] > b[field] ? -1 : 0);
+}
+
+/* The last non-blank line of a reported crash: the exception, not "Traceback (...)". */
+export function lastLine(text) {
+  const lines = String(text || "")
+    .split("\n")
+    .map((line) => line.trim())
+    .filter(Boolean);
+  return lines.length ? lines[lines.length - 1] : "";
+}
+
+export function targetKey(type, id) {
+  return type + "\u0000" + id;
+}
+
+export function typeLabel(type) {
+  return TYPES[type] || String(type);
+}
+
+export function targetNode(type, id) {
+  return el(
+    "span",
+    { class: "target" },
+    el("span", { class: "type type-" + (TYPES[type] ? type : "other"), text: typeLabel(type) }),
+    " ",
+    userText("span", "target-id", id)
+  );
+}
+
+/* "agent “id”", for a sentence (see fill). */
+export function describe(type, id) {
+  return [typeLabel(type).toLowerCase() + " \u201c", isolate(id), "\u201d"];
+}

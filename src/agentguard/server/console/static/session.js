@@ -1,0 +1,39 @@
+/* The end of a session (signed out, expired or revoked): stop everything, show the sign-in. */
+import { byId, clear, show } from "./dom.js";
+import { state } from "./state.js";
+import { banner, setConnection } from "./status.js";
+
+export function showSignIn() {
+  show(byId("console"), false);
+  show(byId("identity"), false);
+  show(byId("sign-in"), true);
+  setConnection("signedout");
+  byId("api-key").focus();
+}
+
+export function stop() {
+  state.generation += 1;
+  if (state.source) state.source.close();
+  state.source = null;
+  state.timers.forEach(window.clearInterval);
+  state.timers = [];
+  window.clearTimeout(state.reconnectTimer);
+  state.reconnectTimer = null;
+  state.session = null;
+  state.active = new Map();
+  state.acks = new Map();
+  state.agents = null;
+  state.interventions = [];
+  state.syncedAt = null;
+  state.retry = 0;
+  for (const id of ["active-list", "agents-body", "iv-list", "audit-list"]) clear(byId(id));
+}
+
+export function sessionEnded(detail) {
+  stop();
+  showSignIn();
+  banner(
+    "warning",
+    "Your console session has ended" + (detail ? " (" + detail + ")" : "") + ". Sign in again to continue."
+  );
+}

@@ -1,0 +1,22 @@
+/* What the page knows. `generation` counts sessions: an answer for an ended one is dropped. */
+
+export const state = {
+  session: null,
+  source: null,
+  active: new Map(),
+  acks: new Map(),
+  agents: null,
+  interventions: [],
+  syncedAt: null,
+  timers: [],
+  reconnectTimer: null,
+  retry: 0,
+  probing: false,
+  refreshQueued: false,
+  generation: 0,
+  openedGeneration: -1, // the session whose stream has opened once already
+};
+
+export function canKill() {
+  return Boolean(state.session && state.session.can_kill);
+}
