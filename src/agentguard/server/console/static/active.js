@@ -53,9 +53,9 @@ function activeItem(ks) {
 
 function ackNode(ack) {
   const complete = ack.acknowledged >= ack.live;
-  let text;
+  const instances = ack.live === 1 ? "instance" : "instances";
+  let text = `Acknowledged by ${ack.acknowledged}/${ack.live} ${instances}`;
   if (ack.live === 0) text = "No live instances to acknowledge";
-  else text = "Acknowledged by " + ack.acknowledged + "/" + ack.live + (ack.live === 1 ? " instance" : " instances");
   if (ack.live > 0 && complete && typeof ack.slowest_ms === "number") {
     text += " (slowest " + Math.round(ack.slowest_ms) + " ms)";
   }
@@ -67,7 +67,8 @@ export function loadAcks() {
   const generation = state.generation;
   for (const ks of sortedActive().slice(0, 50)) {
     const key = targetKey(ks.target_type, ks.target_id);
-    call("GET", API + "kill-switch/acks" + query({ target_type: ks.target_type, target_id: ks.target_id })).then(
+    const target = query({ target_type: ks.target_type, target_id: ks.target_id });
+    call("GET", API + "kill-switch/acks" + target).then(
       (ack) => {
         if (generation !== state.generation) return;
         state.acks.set(key, ack);

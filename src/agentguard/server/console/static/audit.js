@@ -8,7 +8,10 @@ const ACTIONS = { kill: "Kill", revive: "Revive", "key.create": "Key created", "
 
 export function loadAudit() {
   if (!state.session.can_read) {
-    setMessage(byId("audit-empty"), "Your credential cannot read the audit log (it needs the read or operator scope).");
+    setMessage(
+      byId("audit-empty"),
+      "Your credential cannot read the audit log (it needs the read or operator scope)."
+    );
     return;
   }
   const generation = state.generation;

@@ -20,14 +20,18 @@ function matches(item, filter) {
 export function loadInterventions(merge) {
   const panel = byId("interventions-panel");
   if (!state.session.can_read) {
-    setMessage(byId("iv-empty"), "Your credential cannot read interventions (it needs the read or operator scope).");
+    setMessage(
+      byId("iv-empty"),
+      "Your credential cannot read interventions (it needs the read or operator scope)."
+    );
     byId("iv-filter").hidden = true;
     return;
   }
   panel.dataset.loading = "true";
   const filter = ivFilter();
   const generation = state.generation;
-  call("GET", API + "interventions" + query({ limit: FEED_LIMIT, target_type: filter.type, target_id: filter.id })).then(
+  const params = query({ limit: FEED_LIMIT, target_type: filter.type, target_id: filter.id });
+  call("GET", API + "interventions" + params).then(
     (page) => {
       if (generation !== state.generation) return;
       const now = ivFilter();

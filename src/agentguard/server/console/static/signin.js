@@ -16,8 +16,8 @@ export function start(session) {
   show(byId("console"), true);
   show(byId("kill-panel"), canKill());
   document.body.classList.toggle("read-only", !canKill());
-  const who = [isolate(session.user_id), " · ", isolate(session.organization_id), " · " + session.scopes.join(", ")];
-  fill(byId("identity-text"), who);
+  const scopes = " · " + session.scopes.join(", ");
+  fill(byId("identity-text"), [isolate(session.user_id), " · ", isolate(session.organization_id), scopes]);
   byId("identity-text").title = session.actor;
   show(byId("sign-out"), session.method === "console");
   show(byId("identity"), true);
