@@ -153,6 +153,10 @@ def _meta_id(meta: Mapping[str, Any], key: str) -> str | None:
 
 
 def _is_error(result: HandlerResult) -> bool:
+    # MCPServer hands the middleware its result already serialised (a dict); a low-level
+    # Server's handler may return the model
+    if isinstance(result, dict):
+        return result.get("isError") is True
     return isinstance(result, CallToolResult) and bool(result.is_error)
 
 
