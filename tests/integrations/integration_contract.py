@@ -206,4 +206,3 @@ class IntegrationContract:
         assert self.refusal(outcome) is None and ran == ["ran"]
         assert took >= DELAY, took  # the check really waited
         assert gap < DELAY / 2, gap  # and the loop went on meanwhile
-

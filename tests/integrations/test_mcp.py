@@ -180,7 +180,8 @@ class TestContract(IntegrationContract):
         return made
 
     def refusal(self, outcome: Any) -> str | None:
-        if isinstance(outcome, CallToolResult) and outcome.is_error and " refused: " in text(outcome):
+        if isinstance(outcome, CallToolResult) and " refused: " in text(outcome):
+            assert outcome.is_error
             return text(outcome)
         return super().refusal(outcome)
 

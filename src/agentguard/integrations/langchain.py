@@ -28,7 +28,8 @@ Scope: ids fixed here win, then ``agentguard.scope(...)``, then the run's config
 ``create_agent``'s default tool-error handling re-raises it. (A ``ToolNode`` you build yourself
 with ``handle_tool_errors=True`` catches every exception; use ``on_block="message"`` there.)
 ``on_block="message"`` answers the model with an error ``ToolMessage`` naming the kill and its
-reason, and the run goes on.
+reason, and the run goes on. A call that raises or ends in an error ``ToolMessage`` (a
+``ToolException`` the tool handled) counts as failed, with tools and middleware alike.
 """
 
 from __future__ import annotations
@@ -105,6 +106,7 @@ class GuardedTool(wrapt.BaseObjectProxy[BaseTool]):
             tool_call_id=call_id,
             arguments=tool_input,
             answer=lambda error: _answer(error, self._self_name, call_id),
+            failed=_is_error,
         )
 
     async def arun(self, tool_input: Any, *args: Any, **kwargs: Any) -> Any:
@@ -117,6 +119,7 @@ class GuardedTool(wrapt.BaseObjectProxy[BaseTool]):
             tool_call_id=call_id,
             arguments=tool_input,
             answer=lambda error: _answer(error, self._self_name, call_id),
+            failed=_is_error,
         )
 
     def __copy__(self) -> GuardedTool:
@@ -181,10 +184,7 @@ def unguard_tools(tools: Iterable[BaseTool]) -> list[BaseTool]:
 
 
 class AgentGuardMiddleware(AgentMiddleware):
-    """``create_agent`` middleware refusing tool calls while any of their targets is killed.
-
-    A tool call the agent answers with an error ``ToolMessage`` counts as failed.
-    """
+    """``create_agent`` middleware refusing tool calls while any of their targets is killed."""
 
     def __init__(
         self,
