@@ -24,6 +24,11 @@ is the agent id and ``RunConfig.group_id`` (the conversation) the run id.
 wrapped in ``UserError`` (its class is ``AgentsPolicyViolationError``, a ``PolicyViolationError``
 that is also an ``AgentsException``, which the SDK passes through). ``on_block="message"``: the
 model gets the refusal, naming the kill and its reason, as the tool's output and the run goes on.
+
+A guarded tool counts a call as failed when its exception reaches the guard: the SDK's default
+``failure_error_function`` turns it into a message for the model first, so pass
+``failure_error_function=None`` to ``function_tool`` where failures should count (error-rate
+rules). The guardrail only checks; it counts no failures.
 """
 
 from __future__ import annotations
