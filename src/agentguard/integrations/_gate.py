@@ -22,6 +22,9 @@ The gate resolves the guard at call time, takes the call's ids (fixed on the ada
 ``agentguard.scope()``, then what the framework knows), refuses before the body runs, counts
 a body that raises as failed, and answers a refusal as ``on_block`` says. Async paths admit
 with ``Guard.admit_async``, so a strict guard's per-call check never blocks the event loop.
+Undo comes with every guard: a proxy keeps the original (``__wrapped__``), ``install_once``/
+``uninstall_all`` manage a framework's hook list, ``Patches`` patches attributes in place.
+A new adapter's tests subclass ``tests/integrations/integration_contract.py``.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ if TYPE_CHECKING:
     from ..guard import Guard
 
 R = TypeVar("R")
+T = TypeVar("T")
 OnBlock = Literal["raise", "message"]
 
 
@@ -208,6 +212,26 @@ def enter(ids: Scope) -> ScopeToken | None:
 def leave(token: ScopeToken | None) -> None:
     if token is not None:
         exit_scope(token)
+
+
+def install_once(chain: list[Any], kind: type[T], make: Callable[[], T]) -> T:
+    """Add ``make()`` to a framework's hook list unless a ``kind`` is there; return the one
+    that is."""
+    for existing in chain:
+        if isinstance(existing, kind):
+            return existing
+    made = make()
+    chain.append(made)
+    return made
+
+
+def uninstall_all(chain: list[Any], kind: type) -> bool:
+    """Remove every ``kind`` from a framework's hook list; return whether there was one."""
+    kept = [hook for hook in chain if not isinstance(hook, kind)]
+    if len(kept) == len(chain):
+        return False
+    chain[:] = kept
+    return True
 
 
 class Patches:

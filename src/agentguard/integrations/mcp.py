@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import InvalidInputError, PolicyViolationError
 from ..scope import Scope
 from ..targets import MAX_TARGET_ID_LENGTH
-from ._gate import Gate, enter, leave, missing, refusal_text
+from ._gate import Gate, enter, install_once, leave, missing, refusal_text, uninstall_all
 
 try:
     from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
@@ -117,24 +117,18 @@ def install(
     mission_id: str | None = None,
 ) -> AgentGuardMiddleware:
     """Add the middleware to an ``MCPServer`` or low-level ``Server`` (once; returns it)."""
-    for existing in server.middleware:
-        if isinstance(existing, AgentGuardMiddleware):
-            return existing
-    middleware = AgentGuardMiddleware(
-        guard, agent_id=agent_id, run_id=run_id, mission_id=mission_id
+    return install_once(
+        server.middleware,
+        AgentGuardMiddleware,
+        lambda: AgentGuardMiddleware(
+            guard, agent_id=agent_id, run_id=run_id, mission_id=mission_id
+        ),
     )
-    server.middleware.append(middleware)
-    return middleware
 
 
 def uninstall(server: Any) -> bool:
     """Remove the middleware from the server; return whether it was there."""
-    chain = server.middleware
-    kept = [m for m in chain if not isinstance(m, AgentGuardMiddleware)]
-    if len(kept) == len(chain):
-        return False
-    chain[:] = kept
-    return True
+    return uninstall_all(server.middleware, AgentGuardMiddleware)
 
 
 _META_KEYS = (META_AGENT_ID, META_RUN_ID, META_MISSION_ID)
