@@ -228,3 +228,39 @@ class TestContract(IntegrationContract):
 
     def undo(self, made: Any) -> Any:
         return tuple(unguard_registry(tools) for tools in made)
+
+
+class TestInstrumentContract(TestContract):
+    """Functions patched where they live keep the contract too; undo is ``uninstrument``."""
+
+    TARGETS = ("contract_tools:lookup", "contract_tools:alookup")
+
+    @pytest.fixture(autouse=True)
+    def forget_the_module(self) -> Iterator[None]:
+        yield
+        for target in self.TARGETS:
+            uninstrument(target)
+        sys.modules.pop("contract_tools", None)
+
+    def make(self, guard: Guard, body: Body, *, on_block: str | None, **ids: str) -> Any:
+        module = types.ModuleType("contract_tools")
+
+        def lookup() -> str:
+            return body()
+
+        async def alookup() -> str:
+            return body()
+
+        module.lookup, module.alookup = lookup, alookup  # type: ignore[attr-defined]
+        sys.modules["contract_tools"] = module
+        for target in self.TARGETS:
+            instrument(target, guard=guard, name="lookup", **ids)
+        return module
+
+    async def call(self, made: Any, *, sync: bool) -> Any:
+        return made.lookup() if sync else await made.alookup()
+
+    def undo(self, made: Any) -> Any:
+        assert all(uninstrument(target) for target in self.TARGETS)
+        assert not is_guarded(made.lookup) and not is_guarded(made.alookup)
+        return made

@@ -254,11 +254,11 @@ class Patches:
 
     def undo(self, target: str) -> bool:
         """Put the original back; return whether anything was removed."""
-        module, path = _split(target)
         with self._lock:
             wrapper = self._installed.pop(target, None)
             if wrapper is None:
                 return False
+            module, path = _split(target)
             return wrapt.unwrap_object(module, path, wrapper, missing_ok=True) is not None
 
     def targets(self) -> list[str]:
