@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 from fastapi import FastAPI, Header
+from integration_contract import Body, IntegrationContract
 from opentelemetry.trace import SpanKind
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from websockets.exceptions import ConnectionClosed
@@ -164,3 +165,33 @@ def test_killing_the_gateway_action_closes_it_to_everyone(
     with httpx.Client(base_url=f"http://{host}", timeout=10) as http:
         response = http.get("/tools/whoami")
     assert response.status_code == 403 and response.json()["target_type"] == "tool"
+
+
+class TestContract(IntegrationContract):
+    """The gateway keeps the integration contract; ids are the caller's headers."""
+
+    action = "gateway"
+    sync_path = False
+    on_block = ("message",)  # a 403 naming the kill
+    fixed_ids = False
+    found_agent = "caller"
+    found_wins = True  # the request's claim wins over the host's agentguard.scope
+
+    def make(self, guard: agentguard.Guard, body: Body, *, on_block: str | None) -> Any:
+        async def tool(request: Request) -> PlainTextResponse:
+            return PlainTextResponse(body())
+
+        return KillSwitchMiddleware(Starlette(routes=[Route("/tool", tool)]), guard=guard)
+
+    async def call(self, made: Any, *, sync: bool) -> Any:
+        transport = httpx.ASGITransport(app=made)
+        async with httpx.AsyncClient(transport=transport, base_url="http://host") as client:
+            return await client.get("/tool", headers={"X-Agent-Id": "caller"})
+
+    def undo(self, made: Any) -> Any:
+        return made.app
+
+    def refusal(self, outcome: Any) -> str | None:
+        if isinstance(outcome, httpx.Response) and outcome.status_code == 403:
+            return str(outcome.json()["message"])
+        return super().refusal(outcome)

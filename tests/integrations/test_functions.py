@@ -11,8 +11,9 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from integration_contract import Body, IntegrationContract
 
-from agentguard import InvalidInputError, PolicyViolationError, is_guarded, scope
+from agentguard import Guard, InvalidInputError, PolicyViolationError, is_guarded, scope
 from agentguard.integrations.functions import (
     guard_registry,
     instrument,
@@ -202,3 +203,64 @@ def test_instrument_rejects_bad_targets(tools_module: Any, make_guard: MakeGuard
     tools_module.already = guarded
     with pytest.raises(InvalidInputError, match="already a guarded action"):
         instrument("fake_tools:already", guard=guard)
+
+
+class TestContract(IntegrationContract):
+    """A registry's sync and async functions keep the integration contract."""
+
+    on_block = ("raise",)
+
+    def make(self, guard: Guard, body: Body, *, on_block: str | None, **ids: str) -> Any:
+        def lookup() -> str:
+            return body()
+
+        async def alookup() -> str:
+            return body()
+
+        return (
+            guard_registry({"lookup": lookup}, guard=guard, **ids),
+            guard_registry({"lookup": alookup}, guard=guard, **ids),
+        )
+
+    async def call(self, made: Any, *, sync: bool) -> Any:
+        sync_tools, async_tools = made
+        return sync_tools["lookup"]() if sync else await async_tools["lookup"]()
+
+    def undo(self, made: Any) -> Any:
+        return tuple(unguard_registry(tools) for tools in made)
+
+
+class TestInstrumentContract(TestContract):
+    """Functions patched where they live keep the contract too; undo is ``uninstrument``."""
+
+    TARGETS = ("contract_tools:lookup", "contract_tools:alookup")
+
+    @pytest.fixture(autouse=True)
+    def forget_the_module(self) -> Iterator[None]:
+        yield
+        for target in self.TARGETS:
+            uninstrument(target)
+        sys.modules.pop("contract_tools", None)
+
+    def make(self, guard: Guard, body: Body, *, on_block: str | None, **ids: str) -> Any:
+        module = types.ModuleType("contract_tools")
+
+        def lookup() -> str:
+            return body()
+
+        async def alookup() -> str:
+            return body()
+
+        module.lookup, module.alookup = lookup, alookup  # type: ignore[attr-defined]
+        sys.modules["contract_tools"] = module
+        for target in self.TARGETS:
+            instrument(target, guard=guard, name="lookup", **ids)
+        return module
+
+    async def call(self, made: Any, *, sync: bool) -> Any:
+        return made.lookup() if sync else await made.alookup()
+
+    def undo(self, made: Any) -> Any:
+        assert all(uninstrument(target) for target in self.TARGETS)
+        assert not is_guarded(made.lookup) and not is_guarded(made.alookup)
+        return made

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from integration_contract import Body, IntegrationContract
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from agentguard import PolicyViolationError, scope
+from agentguard import Guard, PolicyViolationError, scope
 from agentguard.integrations.httpx import AsyncGuardedTransport, GuardedTransport
 
 if TYPE_CHECKING:
@@ -99,3 +100,26 @@ def test_transport_is_a_plain_wrapper(make_guard: MakeGuard) -> None:
     assert isinstance(AsyncGuardedTransport(guard=make_guard()).inner, httpx.AsyncHTTPTransport)
     with httpx.Client(transport=transport) as client:
         assert client.get("https://example.com/").status_code == 204
+
+
+class TestContract(IntegrationContract):
+    """The sync and async transports keep the integration contract."""
+
+    action = "http_request"
+    on_block = ("raise",)
+    fixed_ids = False
+
+    def make(self, guard: Guard, body: Body, *, on_block: str | None, **ids: str) -> Any:
+        inner = httpx.MockTransport(lambda request: httpx.Response(200, text=body()))
+        return GuardedTransport(inner, guard=guard), AsyncGuardedTransport(inner, guard=guard)
+
+    async def call(self, made: Any, *, sync: bool) -> Any:
+        transport, async_transport = made
+        if sync:
+            with httpx.Client(transport=transport) as client:
+                return client.get("https://api.example.com/").text
+        async with httpx.AsyncClient(transport=async_transport) as aclient:
+            return (await aclient.get("https://api.example.com/")).text
+
+    def undo(self, made: Any) -> Any:
+        return made[0].inner, made[1].inner

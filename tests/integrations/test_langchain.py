@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from integration_contract import Body, IntegrationContract
 from langchain.agents import create_agent
 from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel
 from langchain_core.messages import AIMessage, ToolMessage
@@ -391,3 +393,94 @@ def test_default_guard_is_resolved_at_call_time() -> None:
     finally:
         agentguard.configure(None)
         guard.close()
+
+
+def contract_tool(body: Body) -> StructuredTool:
+    async def alookup(query: str) -> str:
+        return body()
+
+    return StructuredTool.from_function(
+        func=lambda query: body(), coroutine=alookup, name="lookup", description="Look up."
+    )
+
+
+def refusal_in(outcome: Any) -> str | None:
+    """The refusal a guarded tool or agent answered with (``on_block="message"``), if any."""
+    messages = outcome["messages"] if isinstance(outcome, dict) else [outcome]
+    for message in messages:
+        content = getattr(message, "content", message)
+        if isinstance(content, str) and " refused: " in content:
+            assert getattr(message, "status", "error") == "error"
+            return content
+    return None
+
+
+class TestContract(IntegrationContract):
+    """Guarded tools keep the integration contract; the run's config names the agent."""
+
+    found_agent = "lc-agent"
+
+    def make(self, guard: Guard, body: Body, *, on_block: str | None, **ids: str) -> Any:
+        return guard_tool(contract_tool(body), guard=guard, on_block=on_block or "raise", **ids)
+
+    async def call(self, made: Any, *, sync: bool) -> Any:
+        config = {"metadata": {"lc_agent_name": "lc-agent"}}
+        if sync:
+            return made.invoke(tool_call("lookup"), config)
+        return await made.ainvoke(tool_call("lookup"), config)
+
+    def undo(self, made: Any) -> Any:
+        return unguard_tools([made])[0]
+
+    def refusal(self, outcome: Any) -> str | None:
+        return super().refusal(outcome) or refusal_in(outcome)
+
+
+class TestMiddlewareContract(IntegrationContract):
+    """The ``create_agent`` middleware keeps the integration contract; the agent's name is
+    its agent id."""
+
+    found_agent = "lc-agent"
+
+    def make(self, guard: Guard, body: Body, *, on_block: str | None, **ids: str) -> Any:
+        middleware = AgentGuardMiddleware(guard=guard, on_block=on_block or "raise", **ids)
+        return middleware, contract_tool(body)
+
+    async def call(self, made: Any, *, sync: bool) -> Any:
+        middleware, lookup_tool = made
+        agent = create_agent(
+            calls(("lookup", ARGS["lookup"], "call-1"), "done"), [lookup_tool], name="lc-agent",
+            middleware=[middleware] if middleware else [],
+        )
+        messages = {"messages": [("user", "look it up")]}
+        return agent.invoke(messages) if sync else await agent.ainvoke(messages)
+
+    def undo(self, made: Any) -> Any:
+        return None, made[1]  # the agent without the middleware
+
+    def refusal(self, outcome: Any) -> str | None:
+        return super().refusal(outcome) or refusal_in(outcome)
+
+
+@pytest.mark.parametrize("middleware", [False, True])
+def test_a_tool_error_the_tool_handles_counts_as_failed(
+    make_guard: MakeGuard, middleware: bool
+) -> None:
+    from langchain_core.tools import ToolException
+
+    guard = make_guard()
+
+    def flaky(query: str) -> str:
+        raise ToolException("index offline")
+
+    handled = StructuredTool.from_function(
+        func=flaky, name="lookup", description="Look up.", handle_tool_error=True
+    )
+    contract = TestMiddlewareContract() if middleware else TestContract()
+    made = (
+        (AgentGuardMiddleware(guard=guard), handled) if middleware else guard_tool(handled, guard)
+    )
+    outcome = asyncio.run(contract.call(made, sync=True))
+    assert contract.refusal(outcome) is None
+    counts = guard.counts(action="lookup")
+    assert (counts.executed, counts.failed) == (1, 1)

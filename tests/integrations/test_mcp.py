@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import mcp.shared._otel
 import pytest
+from integration_contract import Body, IntegrationContract
 from mcp import Client
 from mcp.server.mcpserver import MCPServer
+from mcp.types import CallToolResult
 from opentelemetry.trace import SpanKind
 
+from agentguard import Guard, current_scope
 from agentguard.integrations.mcp import (
     META_AGENT_ID,
     META_RUN_ID,
@@ -147,3 +150,53 @@ async def test_middleware_in_the_constructor_and_bad_meta(make_guard: MakeGuard)
         assert bad.is_error and "_meta.agentguard/agent_id" in text(bad)
         assert text(await client.call_tool("ping", {}, meta={META_AGENT_ID: "ok"})) == "pong"
     assert guard.interventions() == []  # bad input is not a HARD_BLOCK
+
+
+class TestContract(IntegrationContract):
+    """The server middleware keeps the integration contract; ids come in the request's _meta."""
+
+    sync_path = False
+    on_block = ("message",)  # an error result naming the kill
+    found_agent = "caller"
+    found_wins = True  # the request's claim wins over the server's agentguard.scope
+
+    def make(self, guard: Guard, body: Body, *, on_block: str | None, **ids: str) -> Any:
+        server = MCPServer("contract")
+
+        @server.tool()
+        def lookup() -> str:
+            """Look something up."""
+            return body()
+
+        install(server, guard=guard, **ids)
+        return server
+
+    async def call(self, made: Any, *, sync: bool) -> Any:
+        async with connected(made) as client:
+            return await client.call_tool("lookup", {}, meta={META_AGENT_ID: "caller"})
+
+    def undo(self, made: Any) -> Any:
+        assert uninstall(made)
+        return made
+
+    def refusal(self, outcome: Any) -> str | None:
+        if isinstance(outcome, CallToolResult) and " refused: " in text(outcome):
+            assert outcome.is_error
+            return text(outcome)
+        return super().refusal(outcome)
+
+
+async def test_tools_run_inside_the_callers_scope(make_guard: MakeGuard) -> None:
+    server = MCPServer("scoped")
+
+    @server.tool()
+    def whoami() -> str:
+        """The scope the tool runs in."""
+        return repr(tuple(current_scope()))
+
+    install(server, guard=make_guard(), mission_id="q4")
+    async with connected(server) as client:
+        result = await client.call_tool("whoami", {}, meta=BOT)
+        invisible = await client.call_tool("whoami", {}, meta={META_AGENT_ID: "bot\u200b"})
+    assert text(result) == repr(("billing-bot", "run-9", None))  # fixed ids are for the check
+    assert invisible.is_error and "agent_id" in text(invisible)

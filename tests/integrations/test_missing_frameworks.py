@@ -15,7 +15,6 @@ import pytest
         ("langchain", "langchain", "langchain"),
         ("openai_agents", "agents", "openai-agents"),
         ("mcp", "mcp", "mcp"),
-        ("httpx", "httpx", "httpx"),
     ],
 )
 def test_missing_framework_gives_the_install_hint(module: str, framework: str, extra: str) -> None:
@@ -32,12 +31,13 @@ def test_missing_framework_gives_the_install_hint(module: str, framework: str, e
     assert f'pip install "agentguard[{extra}]"' in last_line
 
 
-def test_the_gateway_and_plain_functions_need_no_framework() -> None:
+def test_the_gateway_outbound_http_and_plain_functions_need_no_extra() -> None:
     script = (
         "import sys\n"
         "for name in ('starlette', 'fastapi', 'langchain_core', 'agents', 'mcp'):\n"
         "    sys.modules[name] = None\n"
         "import agentguard.integrations.asgi, agentguard.integrations.functions\n"
+        "import agentguard.integrations.httpx  # httpx is a core dependency\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60

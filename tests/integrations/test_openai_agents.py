@@ -6,14 +6,16 @@ The model is the SDK's own scripted test double, so nothing touches the network.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from agents import Agent, FunctionTool, RunConfig, Runner, WebSearchTool, function_tool
 from agents.testing import ScriptedModel, assistant_message, function_call
+from integration_contract import Body, IntegrationContract
 
-from agentguard import InvalidInputError, PolicyViolationError
+from agentguard import Guard, InvalidInputError, PolicyViolationError
 from agentguard.integrations.openai_agents import (
     AgentsPolicyViolationError,
     GuardedInvoker,
@@ -194,3 +196,53 @@ def test_the_error_still_pickles_as_a_policy_violation(make_guard: MakeGuard) ->
         asyncio.run(invoker(Ctx(), Ctx.tool_arguments))
     restored = pickle.loads(pickle.dumps(caught.value))
     assert type(restored) is PolicyViolationError and str(restored) == str(caught.value)
+
+
+class TestContract(IntegrationContract):
+    """Guarded function tools keep the integration contract; the agent's name is its id."""
+
+    sync_path = False  # Runner.run_sync cannot run inside the test's event loop
+    found_agent = "oa-agent"
+
+    def make(self, guard: Guard, body: Body, *, on_block: str | None, **ids: str) -> Any:
+        # failure_error_function=None: the SDK lets a tool's exception out instead of telling
+        # the model, so the guard sees the failure (see the module docstring)
+        @function_tool(failure_error_function=None)
+        def lookup(query: str) -> str:
+            """Look something up."""
+            return body()
+
+        return guard_tools([lookup], guard=guard, on_block=on_block or "raise", **ids)
+
+    async def call(self, made: Any, *, sync: bool) -> Any:
+        model = script(("lookup", {"query": "x"}, "c1"), "done")
+        agent = Agent(name="oa-agent", model=model, tools=made)
+        await Runner.run(agent, "look it up", run_config=RUN)
+        return tool_outputs(model)
+
+    def undo(self, made: Any) -> Any:
+        return unguard_tools(made)
+
+    def refusal(self, outcome: Any) -> str | None:
+        if isinstance(outcome, list):
+            return next((o for o in outcome if " refused: " in o), None)
+        return super().refusal(outcome)
+
+
+class TestGuardrailContract(TestContract):
+    """The tool input guardrail keeps the contract too (undo: the tool without it)."""
+
+    sees_the_body = False
+
+    def make(self, guard: Guard, body: Body, *, on_block: str | None, **ids: str) -> Any:
+        guardrail = kill_switch_guardrail(guard, on_block=on_block or "raise", **ids)
+
+        @function_tool(failure_error_function=None, tool_input_guardrails=[guardrail])
+        def lookup(query: str) -> str:
+            """Look something up."""
+            return body()
+
+        return [lookup]
+
+    def undo(self, made: Any) -> Any:
+        return [dataclasses.replace(made[0], tool_input_guardrails=[])]

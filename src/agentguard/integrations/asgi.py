@@ -18,7 +18,8 @@ killed_by, killed_at, intervention_id}``; a refused websocket is accepted and cl
 with code 1008 (policy violation). Each refusal is a HARD_BLOCK with one span named
 ``agentguard.gateway {METHOD} {path}``. Malformed identity headers get ``400`` naming the
 header. Allowed requests run inside ``agentguard.scope`` with the caller's ids, so guarded
-tools behind the gateway see them. Lifespan and other scope types pass straight through.
+tools behind the gateway see them; a request whose app raises counts as failed. Lifespan
+and other scope types pass straight through.
 This module needs no framework: it speaks ASGI directly.
 """
 
@@ -28,10 +29,10 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from ..actions import get_guard
 from ..errors import InvalidInputError, PolicyViolationError
-from ..scope import EMPTY_SCOPE, Scope, enter_scope, exit_scope
+from ..scope import EMPTY_SCOPE, Scope
 from ..targets import MAX_TARGET_ID_LENGTH, id_text_problem
+from ._gate import Gate, enter, leave
 
 if TYPE_CHECKING:
     from ..guard import Guard
@@ -84,9 +85,13 @@ class KillSwitchMiddleware:
         action: str = GATEWAY_ACTION,
     ) -> None:
         self.app = app
-        self.guard = guard
         self.identify = identify or identify_from_headers
         self.action = action
+        self._gate = Gate(guard)
+
+    @property
+    def guard(self) -> Guard | None:
+        return self._gate.guard
 
     async def __call__(self, scope_: ASGIScope, receive: Receive, send: Send) -> None:
         kind = scope_["type"]
@@ -94,31 +99,27 @@ class KillSwitchMiddleware:
             await self.app(scope_, receive, send)
             return
         try:
-            ids = self.identify(scope_) or EMPTY_SCOPE
-            # agentguard.scope(*ids), minus its generator; it validates ids a custom
-            # ``identify`` returned
-            token = None if ids is EMPTY_SCOPE else enter_scope(*ids)
+            # validates the ids a custom ``identify`` returned
+            token = enter(self.identify(scope_) or EMPTY_SCOPE)
         except InvalidInputError as error:
             await _reject(kind, receive, send, 400, _invalid_body(error))
             return
         try:
-            guard = self.guard or get_guard()
             method = scope_.get("method", "GET") if kind == "http" else "WEBSOCKET"
             try:
-                await guard.enforce_async(
-                    self.action,
-                    agent_id=ids.agent_id,
-                    run_id=ids.run_id,
-                    mission_id=ids.mission_id,
-                    span_name=f"agentguard.gateway {method} {scope_.get('path', '')}",
+                admitted = await self._gate.acheck(
+                    self.action, span_name=f"agentguard.gateway {method} {scope_.get('path', '')}"
                 )
             except PolicyViolationError as error:
                 await _reject(kind, receive, send, 403, _violation_body(error))
                 return
-            await self.app(scope_, receive, send)
+            try:
+                await self.app(scope_, receive, send)
+            except Exception:
+                admitted.failed()
+                raise
         finally:
-            if token is not None:
-                exit_scope(token)
+            leave(token)
 
 
 def _invalid_body(error: InvalidInputError) -> dict[str, Any]:
@@ -149,19 +150,23 @@ async def _reject(
         await send({"type": "websocket.accept"})
         what = body.get("target_type", body.get("field"))
         reason = f"{body['error']}: {what} {body.get('target_id', '')}".strip()
-        await send({
-            "type": "websocket.close",
-            "code": POLICY_VIOLATION,
-            "reason": reason.encode("utf-8")[:123].decode("utf-8", "ignore"),
-        })
+        await send(
+            {
+                "type": "websocket.close",
+                "code": POLICY_VIOLATION,
+                "reason": reason.encode("utf-8")[:123].decode("utf-8", "ignore"),
+            }
+        )
         return
     payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(payload)).encode()),
-        ],
-    })
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": payload})

@@ -16,19 +16,17 @@ Usage::
 Registry keys become the action names (the tool names a model calls); list items and patched
 functions use their ``__name__``. Wrapping twice is a no-op and every wrap can be undone:
 ``unguard_registry`` returns the originals and ``uninstrument`` restores the attribute.
+A guarded callable is a ``guarded_action``, the hot path of every other adapter's gate.
 """
 
 from __future__ import annotations
 
-import importlib
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-import wrapt
-
 from .. import actions
 from ..errors import InvalidInputError
+from ._gate import Patches
 
 if TYPE_CHECKING:
     from ..guard import Guard
@@ -44,8 +42,7 @@ __all__ = [
 
 R = TypeVar("R")
 
-_installed: dict[str, Any] = {}  # "module:attr.path" -> the wrapper wrapt installed
-_installed_lock = threading.Lock()
+_patches = Patches()
 
 
 def guard_function(
@@ -78,9 +75,7 @@ def guard_registry(registry: Any, guard: Guard | None = None, **ids: str | None)
         return _rebuild(registry, pairs)
     if isinstance(registry, (list, tuple)):
         return type(registry)(guard_function(fn, guard, **ids) for fn in registry)
-    raise InvalidInputError(
-        "registry", f"must be a mapping, list or tuple of callables; got {type(registry).__name__}"
-    )
+    raise _not_a_registry(registry)
 
 
 def unguard_registry(registry: Any) -> Any:
@@ -89,9 +84,7 @@ def unguard_registry(registry: Any) -> Any:
         return _rebuild(registry, ((key, _original(fn)) for key, fn in registry.items()))
     if isinstance(registry, (list, tuple)):
         return type(registry)(_original(fn) for fn in registry)
-    raise InvalidInputError(
-        "registry", f"must be a mapping, list or tuple of callables; got {type(registry).__name__}"
-    )
+    raise _not_a_registry(registry)
 
 
 def instrument(
@@ -107,57 +100,31 @@ def instrument(
 
     Returns the installed wrapper. Instrumenting the same target again returns the same one.
     """
-    module, path = _split(target)
-    with _installed_lock:
-        installed = _installed.get(target)
-        if installed is not None and _is_current(module, path, installed):
-            return installed
-        _, _, original = wrapt.resolve_path(module, path)
-        if actions.is_guarded(original):
+
+    def factory(fn: Any) -> Any:
+        if actions.is_guarded(fn):
             raise InvalidInputError("target", f"{target!r} is already a guarded action")
+        return actions.wrap(
+            fn, guard=guard, name=name, agent_id=agent_id, run_id=run_id, mission_id=mission_id
+        )
 
-        def factory(fn: Any) -> Any:
-            return actions.wrap(
-                fn, guard=guard, name=name, agent_id=agent_id, run_id=run_id, mission_id=mission_id
-            )
-
-        wrapper = wrapt.wrap_object(module, path, cast(Any, factory))
-        _installed[target] = wrapper
-        return wrapper
+    return _patches.apply(target, factory)
 
 
 def uninstrument(target: str) -> bool:
     """Restore the original attribute; return whether anything was removed."""
-    module, path = _split(target)
-    with _installed_lock:
-        wrapper = _installed.pop(target, None)
-        if wrapper is None:
-            return False
-        return wrapt.unwrap_object(module, path, wrapper, missing_ok=True) is not None
+    return _patches.undo(target)
 
 
 def instrumented() -> list[str]:
     """The targets currently patched by ``instrument``."""
-    with _installed_lock:
-        return sorted(_installed)
+    return _patches.targets()
 
 
-def _split(target: str) -> tuple[Any, str]:
-    module_name, sep, path = target.partition(":")
-    if not sep or not module_name or not path:
-        raise InvalidInputError(
-            "target",
-            f"must look like 'package.module:function' or 'package.module:Class.method'; "
-            f"got {target!r}",
-        )
-    return importlib.import_module(module_name), path
-
-
-def _is_current(module: Any, path: str, wrapper: Any) -> bool:
-    try:
-        return bool(wrapt.is_wrapped_by(wrapt.resolve_path(module, path)[2], wrapper))
-    except wrapt.PathResolutionError:
-        return False
+def _not_a_registry(registry: Any) -> InvalidInputError:
+    return InvalidInputError(
+        "registry", f"must be a mapping, list or tuple of callables; got {type(registry).__name__}"
+    )
 
 
 def _original(fn: Any) -> Any:

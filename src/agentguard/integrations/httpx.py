@@ -15,20 +15,16 @@ Each transport wraps an inner one (default: httpx's own) and checks the current
 ``agentguard.scope`` before handing the request on, so a refused request never leaves the
 process. Requests are checked as the action ``"http_request"`` (``action=`` to change it), so
 ``guard.kill("tool", "http_request")`` cuts every guarded client off. Unwrap with ``.inner``.
+httpx is a core dependency of agentguard: this module needs no extra.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..actions import get_guard
+import httpx
 
-try:
-    import httpx
-except ImportError as exc:  # pragma: no cover - exercised in a test with the import blocked
-    raise ImportError(
-        'agentguard.integrations.httpx needs httpx: pip install "agentguard[httpx]"'
-    ) from exc
+from ._gate import Gate
 
 if TYPE_CHECKING:
     from ..guard import Guard
@@ -49,18 +45,18 @@ class GuardedTransport(httpx.BaseTransport):
         action: str = HTTP_ACTION,
     ) -> None:
         self.inner = inner if inner is not None else httpx.HTTPTransport()
-        self.guard = guard
         self.action = action
+        self._gate = Gate(guard)
+
+    @property
+    def guard(self) -> Guard | None:
+        return self._gate.guard
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Refuse (raise ``PolicyViolationError``) or send through the inner transport."""
-        guard = self.guard or get_guard()
-        key = guard.enforce(self.action, arguments=request)
-        try:
-            return self.inner.handle_request(request)
-        except Exception:
-            guard.count_failure(key)
-            raise
+        return self._gate.run(
+            self.action, lambda: self.inner.handle_request(request), arguments=request
+        )
 
     def close(self) -> None:
         """Close the inner transport."""
@@ -78,18 +74,18 @@ class AsyncGuardedTransport(httpx.AsyncBaseTransport):
         action: str = HTTP_ACTION,
     ) -> None:
         self.inner = inner if inner is not None else httpx.AsyncHTTPTransport()
-        self.guard = guard
         self.action = action
+        self._gate = Gate(guard)
+
+    @property
+    def guard(self) -> Guard | None:
+        return self._gate.guard
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Refuse (raise ``PolicyViolationError``) or send through the inner transport."""
-        guard = self.guard or get_guard()
-        key = await guard.enforce_async(self.action, arguments=request)
-        try:
-            return await self.inner.handle_async_request(request)
-        except Exception:
-            guard.count_failure(key)
-            raise
+        return await self._gate.arun(
+            self.action, lambda: self.inner.handle_async_request(request), arguments=request
+        )
 
     async def aclose(self) -> None:
         """Close the inner transport."""

@@ -15,9 +15,11 @@ Usage::
 
 ``_meta`` keys: ``agentguard/agent_id``, ``agentguard/run_id``, ``agentguard/mission_id`` (strings
 of at most 256 characters). Ids fixed on the middleware win, then the request's ``_meta``, then
-``agentguard.scope``/the guard's defaults. A refused call gets an ordinary tool result with
+``agentguard.scope``/the guard's defaults; the tool runs inside ``agentguard.scope`` with the
+caller's ids, so guarded code it calls sees them. A refused call gets an ordinary tool result with
 ``isError: true`` whose text names the kill and its reason; the tool never runs, other tools
-keep working, and the HARD_BLOCK span is a child of the SDK's ``tools/call`` server span.
+keep working, and the HARD_BLOCK span is a child of the SDK's ``tools/call`` server span. A
+call whose result has ``isError: true`` (the SDK's answer to a tool that raised) counts as failed.
 
 Provisional upstream: this relies on ``Server.middleware`` (``async (ctx, call_next)``), which
 mcp 2.x marks provisional — its signature and semantics may change in a 2.x minor release.
@@ -29,18 +31,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..actions import get_guard
 from ..errors import InvalidInputError, PolicyViolationError
 from ..scope import Scope
 from ..targets import MAX_TARGET_ID_LENGTH
+from ._gate import Gate, enter, install_once, leave, missing, refusal_text, uninstall_all
 
 try:
     from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
     from mcp.types import CallToolResult, TextContent
 except ImportError as exc:  # pragma: no cover - exercised in a test with the import blocked
-    raise ImportError(
-        'agentguard.integrations.mcp needs the MCP SDK: pip install "agentguard[mcp]"'
-    ) from exc
+    raise missing("mcp", "the MCP SDK", "mcp") from exc
 
 if TYPE_CHECKING:
     from ..guard import Guard
@@ -72,8 +72,14 @@ class AgentGuardMiddleware:
         run_id: str | None = None,
         mission_id: str | None = None,
     ) -> None:
-        self.guard = guard
-        self._fixed = Scope(agent_id, run_id, mission_id)
+        # A refusal is always an error result: the client sees it, the server goes on.
+        self._gate = Gate(
+            guard, on_block="message", agent_id=agent_id, run_id=run_id, mission_id=mission_id
+        )
+
+    @property
+    def guard(self) -> Guard | None:
+        return self._gate.guard
 
     async def __call__(
         self, ctx: ServerRequestContext[Any, Any], call_next: CallNext
@@ -85,33 +91,21 @@ class AgentGuardMiddleware:
         if not isinstance(name, str) or not name:
             return await call_next(ctx)  # malformed: the SDK answers with its own error
         meta = ctx.meta or _EMPTY
-        fixed = self._fixed
         try:
-            agent_id = fixed.agent_id or _meta_id(meta, META_AGENT_ID)
-            run_id = fixed.run_id or _meta_id(meta, META_RUN_ID)
-            mission_id = fixed.mission_id or _meta_id(meta, META_MISSION_ID)
+            token = enter(Scope(*(_meta_id(meta, key) for key in _META_KEYS)))
         except InvalidInputError as error:
             return _error_result(f"Error: {error}")
-        guard = self.guard or get_guard()
         try:
-            key = await guard.enforce_async(
+            return await self._gate.arun(
                 name,
-                agent_id=agent_id,
-                run_id=run_id,
-                mission_id=mission_id,
+                lambda: call_next(ctx),
                 tool_call_id=None if ctx.request_id is None else str(ctx.request_id),
                 arguments=params.get("arguments"),
+                answer=_refused,
+                failed=_is_error,
             )
-        except PolicyViolationError as error:
-            return _error_result(f"Error: {error}")
-        try:
-            result = await call_next(ctx)
-        except Exception:
-            guard.count_failure(key)
-            raise
-        if isinstance(result, CallToolResult) and result.is_error:
-            guard.count_failure(key)
-        return result
+        finally:
+            leave(token)
 
 
 def install(
@@ -123,24 +117,21 @@ def install(
     mission_id: str | None = None,
 ) -> AgentGuardMiddleware:
     """Add the middleware to an ``MCPServer`` or low-level ``Server`` (once; returns it)."""
-    for existing in server.middleware:
-        if isinstance(existing, AgentGuardMiddleware):
-            return existing
-    middleware = AgentGuardMiddleware(
-        guard, agent_id=agent_id, run_id=run_id, mission_id=mission_id
+    return install_once(
+        server.middleware,
+        AgentGuardMiddleware,
+        lambda: AgentGuardMiddleware(
+            guard, agent_id=agent_id, run_id=run_id, mission_id=mission_id
+        ),
     )
-    server.middleware.append(middleware)
-    return middleware
 
 
 def uninstall(server: Any) -> bool:
     """Remove the middleware from the server; return whether it was there."""
-    chain = server.middleware
-    kept = [m for m in chain if not isinstance(m, AgentGuardMiddleware)]
-    if len(kept) == len(chain):
-        return False
-    chain[:] = kept
-    return True
+    return uninstall_all(server.middleware, AgentGuardMiddleware)
+
+
+_META_KEYS = (META_AGENT_ID, META_RUN_ID, META_MISSION_ID)
 
 
 def _meta_id(meta: Mapping[str, Any], key: str) -> str | None:
@@ -153,6 +144,18 @@ def _meta_id(meta: Mapping[str, Any], key: str) -> str | None:
             f"must be a non-empty string of at most {MAX_TARGET_ID_LENGTH} characters",
         )
     return value
+
+
+def _is_error(result: HandlerResult) -> bool:
+    # MCPServer hands the middleware its result already serialised (a dict); a low-level
+    # Server's handler may return the model
+    if isinstance(result, dict):
+        return result.get("isError") is True
+    return isinstance(result, CallToolResult) and bool(result.is_error)
+
+
+def _refused(error: PolicyViolationError) -> CallToolResult:
+    return _error_result(refusal_text(error))
 
 
 def _error_result(text: str) -> CallToolResult:

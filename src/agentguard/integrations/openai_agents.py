@@ -24,24 +24,29 @@ is the agent id and ``RunConfig.group_id`` (the conversation) the run id.
 wrapped in ``UserError`` (its class is ``AgentsPolicyViolationError``, a ``PolicyViolationError``
 that is also an ``AgentsException``, which the SDK passes through). ``on_block="message"``: the
 model gets the refusal, naming the kill and its reason, as the tool's output and the run goes on.
+
+A guarded tool counts a call as failed when its exception reaches the guard: the SDK's default
+``failure_error_function`` turns it into a message for the model first, so pass
+``failure_error_function=None`` to ``function_tool`` where failures should count (error-rate
+rules). The guardrail only checks; it counts no failures.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import wrapt
 
-from ..actions import get_guard
 from ..errors import (
     InvalidInputError,
     KillStateUnavailableError,
     PolicyViolationError,
     _rebuild_violation,
 )
-from ..scope import Scope, current_scope
+from ..scope import Scope
+from ._gate import Gate, OnBlock, missing, refusal_text
 
 try:
     from agents import AgentsException, FunctionTool
@@ -52,10 +57,7 @@ try:
         ToolInputGuardrailData,
     )
 except ImportError as exc:  # pragma: no cover - exercised in a test with the import blocked
-    raise ImportError(
-        'agentguard.integrations.openai_agents needs the OpenAI Agents SDK: '
-        'pip install "agentguard[openai-agents]"'
-    ) from exc
+    raise missing("openai_agents", "the OpenAI Agents SDK", "openai-agents") from exc
 
 if TYPE_CHECKING:
     from ..guard import Guard
@@ -70,7 +72,7 @@ __all__ = [
     "unguard_tools",
 ]
 
-OnBlock = Literal["raise", "message"]
+R = TypeVar("R")
 
 
 class AgentsPolicyViolationError(PolicyViolationError, AgentsException):
@@ -85,21 +87,30 @@ class AgentsKillStateUnavailableError(AgentsPolicyViolationError, KillStateUnava
     """A ``KillStateUnavailableError`` the Agents SDK lets out of ``Runner.run`` unwrapped."""
 
 
+class _AgentsGate(Gate):
+    """The gate, raising refusals as the subclass the SDK re-raises instead of wrapping them
+    in ``UserError``."""
+
+    __slots__ = ()
+
+    def refused(
+        self, error: PolicyViolationError, answer: Callable[[PolicyViolationError], R] | None
+    ) -> R:
+        if answer is None or self.on_block == "raise":
+            unavailable = isinstance(error, KillStateUnavailableError)
+            error.__class__ = (
+                AgentsKillStateUnavailableError if unavailable else AgentsPolicyViolationError
+            )
+            error.run_data = None  # type: ignore[attr-defined]
+        return super().refused(error, answer)
+
+
 class GuardedInvoker(wrapt.BaseObjectProxy[Any]):
     """A tool's ``on_invoke_tool`` behind the kill check."""
 
-    def __init__(
-        self,
-        invoker: Any,
-        guard: Guard | None,
-        on_block: OnBlock,
-        fixed: Scope,
-        original: FunctionTool,
-    ) -> None:
+    def __init__(self, invoker: Any, gate: Gate, original: FunctionTool) -> None:
         super().__init__(invoker)
-        self._self_guard = guard
-        self._self_on_block = on_block
-        self._self_fixed = fixed
+        self._self_gate = gate
         self._self_original = original
 
     @property
@@ -109,21 +120,14 @@ class GuardedInvoker(wrapt.BaseObjectProxy[Any]):
 
     async def __call__(self, ctx: ToolContext[Any], input: str) -> Any:
         """Check the call, then invoke the tool (or answer with the refusal)."""
-        guard = self._self_guard or get_guard()
-        try:
-            key = await _enforce(
-                guard, self._self_fixed, ctx, getattr(ctx, "agent", None), input
-            )
-        except PolicyViolationError as error:
-            if self._self_on_block == "message":
-                return f"Error: {error}"
-            _pass_through(error)
-            raise
-        try:
-            return await self.__wrapped__(ctx, input)
-        except Exception:
-            guard.count_failure(key)
-            raise
+        return await self._self_gate.arun(
+            ctx.tool_name,
+            lambda: self.__wrapped__(ctx, input),
+            _found(ctx, getattr(ctx, "agent", None)),
+            tool_call_id=ctx.tool_call_id,
+            arguments=input,
+            answer=refusal_text,
+        )
 
     def __agents_bind_function_tool__(self, tool: FunctionTool) -> Any:
         """Keep the guard when the SDK copies the tool and rebinds its invoker."""
@@ -131,9 +135,7 @@ class GuardedInvoker(wrapt.BaseObjectProxy[Any]):
         inner = bind(tool) if callable(bind) else self.__wrapped__
         if inner is self.__wrapped__:
             return self
-        return GuardedInvoker(
-            inner, self._self_guard, self._self_on_block, self._self_fixed, self._self_original
-        )
+        return GuardedInvoker(inner, self._self_gate, self._self_original)
 
 
 def guard_tool(
@@ -146,7 +148,9 @@ def guard_tool(
     mission_id: str | None = None,
 ) -> FunctionTool:
     """Return a guarded copy of ``tool`` (a tool already guarded is returned as it is)."""
-    _check_on_block(on_block)
+    gate = _AgentsGate(
+        guard, on_block=on_block, agent_id=agent_id, run_id=run_id, mission_id=mission_id
+    )
     if not isinstance(tool, FunctionTool):
         raise InvalidInputError(
             "tool",
@@ -156,9 +160,7 @@ def guard_tool(
     if isinstance(tool.on_invoke_tool, GuardedInvoker):
         return tool
     guarded = copy.copy(tool)
-    guarded.on_invoke_tool = GuardedInvoker(
-        guarded.on_invoke_tool, guard, on_block, Scope(agent_id, run_id, mission_id), tool
-    )
+    guarded.on_invoke_tool = GuardedInvoker(guarded.on_invoke_tool, gate, tool)
     return guarded
 
 
@@ -195,22 +197,23 @@ def kill_switch_guardrail(
     mission_id: str | None = None,
 ) -> ToolInputGuardrail[Any]:
     """A tool input guardrail that refuses the call while any of its targets is killed."""
-    _check_on_block(on_block)
-    fixed = Scope(agent_id, run_id, mission_id)
+    gate = _AgentsGate(
+        guard, on_block=on_block, agent_id=agent_id, run_id=run_id, mission_id=mission_id
+    )
 
     async def agentguard_kill_switch(
         data: ToolInputGuardrailData,
     ) -> ToolGuardrailFunctionOutput:
         ctx = data.context
         try:
-            await _enforce(guard or get_guard(), fixed, ctx, data.agent, ctx.tool_arguments)
+            await gate.acheck(
+                ctx.tool_name,
+                _found(ctx, data.agent),
+                tool_call_id=ctx.tool_call_id,
+                arguments=ctx.tool_arguments,
+            )
         except PolicyViolationError as error:
-            if on_block == "message":
-                return ToolGuardrailFunctionOutput.reject_content(
-                    f"Error: {error}", output_info={"intervention_id": error.intervention_id}
-                )
-            _pass_through(error)
-            raise
+            return gate.refused(error, _reject)
         return ToolGuardrailFunctionOutput.allow()
 
     return ToolInputGuardrail(
@@ -218,38 +221,15 @@ def kill_switch_guardrail(
     )
 
 
-async def _enforce(
-    guard: Guard, fixed: Scope, ctx: ToolContext[Any], agent: Any, arguments: Any
-) -> Any:
-    """Resolve the scope (fixed, then ``agentguard.scope``, then the run) and check without
-    blocking the event loop."""
-    s = current_scope()
-    agent_id = fixed.agent_id or s.agent_id
-    if agent_id is None and agent is not None:
-        agent_id = getattr(agent, "name", None) or None
-    run_id = fixed.run_id or s.run_id
-    if run_id is None:
-        run_config = getattr(ctx, "run_config", None)
-        run_id = getattr(run_config, "group_id", None) or None
-    return await guard.enforce_async(
-        ctx.tool_name,
-        agent_id=agent_id,
-        run_id=run_id,
-        mission_id=fixed.mission_id or s.mission_id,
-        tool_call_id=ctx.tool_call_id,
-        arguments=arguments,
+def _found(ctx: ToolContext[Any], agent: Any) -> Scope:
+    """The run's ids: the agent's ``name`` and ``RunConfig.group_id``."""
+    run_config = getattr(ctx, "run_config", None)
+    return Scope(
+        getattr(agent, "name", None) or None, getattr(run_config, "group_id", None) or None
     )
 
 
-def _pass_through(error: PolicyViolationError) -> None:
-    """Make the error the subclass the SDK re-raises instead of wrapping in ``UserError``."""
-    unavailable = isinstance(error, KillStateUnavailableError)
-    error.__class__ = (
-        AgentsKillStateUnavailableError if unavailable else AgentsPolicyViolationError
+def _reject(error: PolicyViolationError) -> ToolGuardrailFunctionOutput:
+    return ToolGuardrailFunctionOutput.reject_content(
+        refusal_text(error), output_info={"intervention_id": error.intervention_id}
     )
-    error.run_data = None  # type: ignore[attr-defined]
-
-
-def _check_on_block(on_block: str) -> None:
-    if on_block not in ("raise", "message"):
-        raise InvalidInputError("on_block", f"must be 'raise' or 'message'; got {on_block!r}")

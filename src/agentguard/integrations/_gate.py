@@ -1,0 +1,284 @@
+"""The gate every integration shares; an adapter is this gate plus its framework's hook.
+
+Usage (an adapter for a framework whose tools have ``name`` and ``call(args)``)::
+
+    try:
+        from someframework import Tool
+    except ImportError as exc:
+        raise missing("someframework", "SomeFramework", "someframework") from exc
+
+    class GuardedTool(wrapt.BaseObjectProxy):
+        def __init__(self, tool, gate):
+            super().__init__(tool)
+            self._self_gate = gate
+
+        async def call(self, args):
+            return await self._self_gate.arun(
+                self.name, lambda: self.__wrapped__.call(args), arguments=args,
+                answer=refusal_text,   # what the model gets when on_block="message"
+            )
+
+The gate resolves the guard at call time, takes the call's ids (fixed on the adapter, then
+``agentguard.scope()``, then what the framework knows), refuses before the body runs, counts
+a body that raises as failed, and answers a refusal as ``on_block`` says. Async paths admit
+with ``Guard.admit_async``, so a strict guard's per-call check never blocks the event loop.
+Undo comes with every guard: a proxy keeps the original (``__wrapped__``), ``install_once``/
+``uninstall_all`` manage a framework's hook list, ``Patches`` patches attributes in place.
+A new adapter's tests subclass ``tests/integrations/integration_contract.py``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar, cast
+
+import wrapt
+
+from .. import actions
+from ..errors import InvalidInputError, PolicyViolationError
+from ..scope import EMPTY_SCOPE, Scope, ScopeToken, current_scope, enter_scope, exit_scope
+
+if TYPE_CHECKING:
+    from ..guard import Guard
+
+R = TypeVar("R")
+T = TypeVar("T")
+OnBlock = Literal["raise", "message"]
+
+
+def missing(module: str, framework: str, extra: str) -> ImportError:
+    """The error an integration raises when its framework is not installed."""
+    return ImportError(
+        f'agentguard.integrations.{module} needs {framework}: pip install "agentguard[{extra}]"'
+    )
+
+
+def check_on_block(on_block: object) -> OnBlock:
+    """``on_block`` itself, or ``InvalidInputError`` naming it."""
+    if on_block != "raise" and on_block != "message":
+        raise InvalidInputError("on_block", f"must be 'raise' or 'message'; got {on_block!r}")
+    return on_block
+
+
+def refusal_text(error: PolicyViolationError) -> str:
+    """What a model is told instead of a refused tool's output (``on_block="message"``)."""
+    return f"Error: {error}"
+
+
+class Admitted(NamedTuple):
+    """An admitted call: ``failed()`` counts it as failed when its body raises."""
+
+    guard: Guard
+    key: tuple[str, Scope]
+
+    def failed(self) -> None:
+        self.guard.count_failure(self.key)
+
+
+class Gate:
+    """One adapter's guard, fixed ids and ``on_block``: checks and runs its calls."""
+
+    __slots__ = ("guard", "fixed", "on_block")
+
+    def __init__(
+        self,
+        guard: Guard | None = None,
+        *,
+        on_block: OnBlock = "raise",
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        mission_id: str | None = None,
+    ) -> None:
+        actions.validate_options(None, agent_id, run_id, mission_id)
+        self.guard = guard  # None: the configured default, looked up at each call
+        self.on_block = check_on_block(on_block)
+        self.fixed = Scope(agent_id, run_id, mission_id)
+
+    def resolve(self) -> Guard:
+        return self.guard or actions.get_guard()
+
+    def scope(self, found: Scope = EMPTY_SCOPE) -> Scope:
+        """The call's ids: fixed on the adapter, then ``agentguard.scope()``, then ``found``
+        (the framework's: a run's thread id, an agent's name)."""
+        fixed, s = self.fixed, current_scope()
+        return Scope(
+            fixed.agent_id or s.agent_id or found.agent_id,
+            fixed.run_id or s.run_id or found.run_id,
+            fixed.mission_id or s.mission_id or found.mission_id,
+        )
+
+    def check(
+        self,
+        name: str,
+        found: Scope = EMPTY_SCOPE,
+        *,
+        tool_call_id: str | None = None,
+        arguments: Any = None,
+        span_name: str | None = None,
+    ) -> Admitted:
+        """Admit the call or raise ``PolicyViolationError`` (whatever ``on_block`` says)."""
+        guard = self.resolve()
+        scope = self.scope(found)
+        return Admitted(guard, guard.admit(name, scope, arguments, None, tool_call_id, span_name))
+
+    async def acheck(
+        self,
+        name: str,
+        found: Scope = EMPTY_SCOPE,
+        *,
+        tool_call_id: str | None = None,
+        arguments: Any = None,
+        span_name: str | None = None,
+    ) -> Admitted:
+        """``check`` for asyncio code: a strict guard asks its server off the event loop."""
+        guard = self.resolve()
+        scope = self.scope(found)
+        key = await guard.admit_async(name, scope, arguments, None, tool_call_id, span_name)
+        return Admitted(guard, key)
+
+    def run(
+        self,
+        name: str,
+        body: Callable[[], R],
+        found: Scope = EMPTY_SCOPE,
+        *,
+        tool_call_id: str | None = None,
+        arguments: Any = None,
+        answer: Callable[[PolicyViolationError], R] | None = None,
+        failed: Callable[[R], bool] | None = None,
+    ) -> R:
+        """Check, then run ``body``; a refusal is raised or ``answer``-ed as ``on_block`` says.
+
+        ``failed`` tells a result the framework made of a failure (an error result) from a
+        success, so both count alike with a body that raised.
+        """
+        try:
+            admitted = self.check(name, found, tool_call_id=tool_call_id, arguments=arguments)
+        except PolicyViolationError as error:
+            return self.refused(error, answer)
+        try:
+            result = body()
+        except Exception:
+            admitted.failed()
+            raise
+        if failed is not None and failed(result):
+            admitted.failed()
+        return result
+
+    async def arun(
+        self,
+        name: str,
+        body: Callable[[], Awaitable[R]],
+        found: Scope = EMPTY_SCOPE,
+        *,
+        tool_call_id: str | None = None,
+        arguments: Any = None,
+        answer: Callable[[PolicyViolationError], R] | None = None,
+        failed: Callable[[R], bool] | None = None,
+    ) -> R:
+        """``run`` for asyncio code (``acheck``, then ``await body()``)."""
+        try:
+            admitted = await self.acheck(
+                name, found, tool_call_id=tool_call_id, arguments=arguments
+            )
+        except PolicyViolationError as error:
+            return self.refused(error, answer)
+        try:
+            result = await body()
+        except Exception:
+            admitted.failed()
+            raise
+        if failed is not None and failed(result):
+            admitted.failed()
+        return result
+
+    def refused(
+        self, error: PolicyViolationError, answer: Callable[[PolicyViolationError], R] | None
+    ) -> R:
+        """``on_block``: the adapter's answer to the model, or the error raised."""
+        if answer is not None and self.on_block == "message":
+            return answer(error)
+        raise error
+
+
+def enter(ids: Scope) -> ScopeToken | None:
+    """Enter the ids a request carries as ``agentguard.scope`` for its handling (``None``: no
+    ids, nothing entered); ``leave`` with the token. Raises ``InvalidInputError`` for bad ids."""
+    return None if ids == EMPTY_SCOPE else enter_scope(*ids)
+
+
+def leave(token: ScopeToken | None) -> None:
+    if token is not None:
+        exit_scope(token)
+
+
+def install_once(chain: list[Any], kind: type[T], make: Callable[[], T]) -> T:
+    """Add ``make()`` to a framework's hook list unless a ``kind`` is there; return the one
+    that is."""
+    for existing in chain:
+        if isinstance(existing, kind):
+            return existing
+    made = make()
+    chain.append(made)
+    return made
+
+
+def uninstall_all(chain: list[Any], kind: type) -> bool:
+    """Remove every ``kind`` from a framework's hook list; return whether there was one."""
+    kept = [hook for hook in chain if not isinstance(hook, kind)]
+    if len(kept) == len(chain):
+        return False
+    chain[:] = kept
+    return True
+
+
+class Patches:
+    """Idempotent, reversible ``wrapt`` patches of attributes, by ``"module:attr.path"``."""
+
+    def __init__(self) -> None:
+        self._installed: dict[str, Any] = {}  # target -> the wrapper wrapt installed
+        self._lock = threading.Lock()
+
+    def apply(self, target: str, factory: Callable[[Any], Any]) -> Any:
+        """Replace the target with ``factory(original)``; again, the same wrapper comes back."""
+        module, path = _split(target)
+        with self._lock:
+            installed = self._installed.get(target)
+            if installed is not None and _is_current(module, path, installed):
+                return installed
+            wrapper = wrapt.wrap_object(module, path, cast(Any, factory))
+            self._installed[target] = wrapper
+            return wrapper
+
+    def undo(self, target: str) -> bool:
+        """Put the original back; return whether anything was removed."""
+        with self._lock:
+            wrapper = self._installed.pop(target, None)
+            if wrapper is None:
+                return False
+            module, path = _split(target)
+            return wrapt.unwrap_object(module, path, wrapper, missing_ok=True) is not None
+
+    def targets(self) -> list[str]:
+        with self._lock:
+            return sorted(self._installed)
+
+
+def _split(target: str) -> tuple[Any, str]:
+    module_name, sep, path = target.partition(":")
+    if not sep or not module_name or not path:
+        raise InvalidInputError(
+            "target",
+            f"must look like 'package.module:function' or 'package.module:Class.method'; "
+            f"got {target!r}",
+        )
+    return importlib.import_module(module_name), path
+
+
+def _is_current(module: Any, path: str, wrapper: Any) -> bool:
+    try:
+        return bool(wrapt.is_wrapped_by(wrapt.resolve_path(module, path)[2], wrapper))
+    except wrapt.PathResolutionError:
+        return False
