@@ -150,12 +150,13 @@ def _health(health: str, shown: str | None = None) -> Text:
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> Table:
     """Left-aligned columns two spaces apart, headers first; empty cells show ``-``.
 
-    No borders, so the piped text is the columns alone; on a narrow terminal rich shrinks the
-    widest columns with an ellipsis rather than wrapping rows.
+    No borders, so the piped text is the columns alone. On a narrow terminal the last column
+    (free text, mostly) wraps, and only then do the others shrink, with an ellipsis.
     """
     grid = Table(box=None, pad_edge=False, padding=(0, 1), header_style="bold")
-    for header in headers:
-        grid.add_column(header, no_wrap=True, overflow="ellipsis")
+    for n, header in enumerate(headers, 1):
+        last = n == len(headers)
+        grid.add_column(header, no_wrap=not last, overflow="fold" if last else "ellipsis")
     for row in rows:
         grid.add_row(*(_cell(c) for c in row))
     return grid
