@@ -22,6 +22,7 @@ import pytest
 from rich.console import Console
 
 from agentguard.cli import output as out
+from agentguard.client import Agent
 from agentguard.records import KillSwitch
 from cli_harness import COMMAND, Server, clean_env, start_server, stop
 
@@ -112,6 +113,18 @@ def test_a_piped_table_is_plain_columns_two_spaces_apart() -> None:
         "agent  b          2 min ago  usr_ops  -\n"
         "(2 of 3; see --limit and --skip)"
     )
+
+
+def test_piped_sentences_keep_the_reason_as_given() -> None:
+    reason = "loops\tagain [red]x[/]\x07"
+    agent = Agent(agent_id="bot", health="killed", kill_switch=kill_switch("bot", reason))
+    assert out.plain(out.agent(agent)).splitlines()[1:] == [
+        "health     killed",
+        "last seen  - (-)",
+        "calls      0 executed, 0 refused, 0 failed",
+        "cost       $0.00 in all, $0.00 today",
+        f"killed     2 min ago by usr_ops: {reason}",
+    ]
 
 
 def test_a_table_on_a_narrow_terminal_has_a_bold_header_and_wraps_its_last_column() -> None:

@@ -51,11 +51,22 @@ def console(*, err: bool = False) -> Console:
         width=None if tty else PLAIN_WIDTH,
         highlight=False,  # colour only what we colour, not every number and quote
         emoji=False,
+        markup=False,  # a "[red]" in a reason is text
     )
 
 
 def plain(renderable: RenderableType) -> str:
-    """``renderable`` as piped text: no styles, no trailing blanks."""
+    """``renderable`` as piped text: no styles; tables without trailing blanks.
+
+    Strings and Text pass as they are (rich would expand their tabs and drop control
+    characters, and a reason is printed as it was given).
+    """
+    if isinstance(renderable, str):
+        return renderable
+    if isinstance(renderable, Text):
+        return renderable.plain
+    if isinstance(renderable, Group):
+        return "\n".join(plain(part) for part in renderable.renderables)
     quiet = Console(file=io.StringIO(), force_terminal=False, width=PLAIN_WIDTH)
     with quiet.capture() as captured:
         quiet.print(renderable, highlight=False, emoji=False)
@@ -285,22 +296,20 @@ def agents(rows: Sequence[Agent], count: int) -> RenderableType:
 def agent(a: Agent) -> RenderableType:
     at = now()
     lines: list[RenderableType] = [
-        Text(f"agent      {a.agent_id}"),
+        f"agent      {a.agent_id}",
         Text.assemble("health     ", _health(a.health)),
-        Text(f"last seen  {local(a.last_seen)} ({ago(a.last_seen, at)})"),
-        Text(f"calls      {a.executed} executed, {a.refused} refused, {a.failed} failed"),
-        Text(f"cost       {_money(a.cost_usd)} in all, {_money(a.cost_usd_today)} today"),
+        f"last seen  {local(a.last_seen)} ({ago(a.last_seen, at)})",
+        f"calls      {a.executed} executed, {a.refused} refused, {a.failed} failed",
+        f"cost       {_money(a.cost_usd)} in all, {_money(a.cost_usd_today)} today",
     ]
     if a.kill_switch is not None:
         ks = a.kill_switch
         lines.append(
-            Text(
-                f"killed     {ago(ks.killed_at, at)} by {ks.killed_by}"
-                + (f": {ks.reason}" if ks.reason else "")
-            )
+            f"killed     {ago(ks.killed_at, at)} by {ks.killed_by}"
+            + (f": {ks.reason}" if ks.reason else "")
         )
     if a.instances:
-        lines.append(Text(""))
+        lines.append("")
         lines.append(
             table(
                 (
