@@ -32,7 +32,7 @@ class AcksProgress:
         if self.console.is_terminal:
             self._bar = Progress(
                 SpinnerColumn(),
-                TextColumn("{task.description}"),
+                TextColumn("{task.description}", markup=False),
                 BarColumn(),
                 console=self.console,
             )
