@@ -9,6 +9,7 @@ import os
 import pty
 import re
 import select
+import signal
 import struct
 import subprocess
 import termios
@@ -191,3 +192,11 @@ def test_tail_on_a_terminal_prints_events_above_a_live_status_line(server: Serve
         "loops"
     )
     assert "\x1b[1;31mKILLED" in terminal.raw  # bold red
+
+
+def test_tail_on_a_terminal_stops_quietly_on_ctrl_c(server: Server) -> None:
+    terminal = Terminal(server.env(server.key("read")), "tail")
+    terminal.wait_for("0 events shown")
+    terminal.popen.send_signal(signal.SIGINT)
+    assert terminal.wait() == 0, terminal.raw
+    assert "Traceback" not in terminal.text and "Aborted" not in terminal.text
