@@ -13,7 +13,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from agentguard import Guard, PolicyViolationError
-from agentguard import cli_output as out
+from agentguard.cli import output as out
 from agentguard.client import Acks, Agent, InstanceAck
 from agentguard.heartbeat import Heartbeat
 from agentguard.server import KillSwitchServer
@@ -100,7 +100,7 @@ def test_a_crash_shows_the_exceptions_last_line_not_the_traceback_header() -> No
     client = TestClient(server.app, headers={"Authorization": f"Bearer {token}"})
     agent = Agent.model_validate(client.get("/api/v1/agents/crashy").json())
     assert agent.instances[0].error == text  # stored whole; shown by its last line
-    shown = out.agent(agent)
+    shown = out.plain(out.agent(agent))  # as piped
     row = next(line for line in shown.splitlines() if line.startswith("inst-1"))
     assert row.rstrip().endswith("RuntimeError: disk full") and "Traceback" not in shown
     assert last_line(text) == "RuntimeError: disk full"

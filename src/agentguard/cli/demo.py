@@ -9,7 +9,9 @@ interventions), checks them against the sink, revives the agent, and the paused 
 resume from their checkpoints until every email is delivered exactly once. Any disagreement
 exits non-zero.
 
-    python -m agentguard.demo        (or: make demo, agentguard demo)
+    agentguard demo        (or: make demo, python examples/email_campaign.py)
+
+The ``demo`` command is the last thing here; the replicas are ``agentguard demo --replica N``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import click
+
 TOTAL_EMAILS = 50_000
 BATCH = 100
 REPLICAS = 3
@@ -34,6 +38,7 @@ AGENT = "email-campaign"
 PROVIDER_LATENCY = 0.01  # seconds per batch at the mail provider
 HEARTBEAT_INTERVAL = 1.0
 
+CLI = (sys.executable, "-m", "agentguard.cli")
 _URL, _KEY, _DIR = "AGENTGUARD_DEMO_URL", "AGENTGUARD_DEMO_KEY", "AGENTGUARD_DEMO_DIR"
 _started = time.monotonic()
 
@@ -45,9 +50,9 @@ def log(message: str) -> None:
 # -- a replica: one process of the agent -----------------------------------------------------------
 
 
-def replica(number: int) -> int:
+def run_replica(number: int) -> int:
     """Send this replica's share of the campaign; pause on a kill, resume from the checkpoint."""
-    from . import Guard, PolicyViolationError
+    from .. import Guard, PolicyViolationError
 
     url, key, workdir = os.environ[_URL], os.environ[_KEY], Path(os.environ[_DIR])
     guard = Guard(url, api_key=key, agent_id=AGENT, run_id=f"replica-{number}")
@@ -108,7 +113,7 @@ class Demo:
 
     def cli(self, *args: str) -> str:
         done = subprocess.run(
-            [sys.executable, "-m", "agentguard.cli", *args],
+            [*CLI, *args],
             capture_output=True,
             text=True,
             timeout=60,
@@ -142,9 +147,7 @@ class Demo:
         self.url = f"http://127.0.0.1:{port}"
         self.server = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "agentguard.cli",
+                *CLI,
                 "serve",
                 "--database-url",
                 self.database_url,
@@ -186,7 +189,7 @@ class Demo:
         for number in range(REPLICAS):
             self.replicas.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "agentguard.demo", "--replica", str(number)],
+                    [*CLI, "demo", "--replica", str(number)],
                     env=env,
                     stderr=(self.workdir / f"replica-{number}.log").open("wb"),
                 )
@@ -327,6 +330,10 @@ def _free_port() -> int:
 
 
 def _until(predicate: Any, timeout: float, step: float = 0.02) -> bool:
+    """Whether ``predicate`` came true in time.
+
+    A bool rather than tenacity's RetryError: the demo reports a miss as a MISMATCH and goes on.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -335,22 +342,28 @@ def _until(predicate: Any, timeout: float, step: float = 0.02) -> bool:
     return bool(predicate())
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the demo (``--replica N``: one replica of it); exit code 0 if every number agreed."""
-    args = list(argv or ())
-    if args[:1] == ["--replica"]:
-        return replica(int(args[1]))
+def main() -> int:
+    """Run the demo; exit code 0 if every number agreed."""
     workdir = Path(tempfile.mkdtemp(prefix="agentguard-demo-"))
-    demo = Demo(workdir)
+    operator = Demo(workdir)
     try:
-        return demo.run()
+        return operator.run()
     except Exception as exc:
         log(f"FAILED: {exc}")
         return 1
     finally:
-        demo.close()
+        operator.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+@click.command()
+@click.option("--replica", type=click.IntRange(0, REPLICAS - 1), hidden=True)
+def demo(replica: int | None) -> None:
+    """Run the demo.
+
+    A runaway email agent on a real server: killed, refused, revived.
+    """
+    sys.exit(main() if replica is None else run_replica(replica))
+
+
+COMMANDS = (demo,)

@@ -1,16 +1,97 @@
-"""How the ``agentguard`` command prints: aligned tables, relative times, one-line events."""
+"""How the ``agentguard`` command prints: rich tables and colours on a terminal; the same text as
+plain lines when piped, so scripts see what they always saw.
+
+Piped output is decided here, not by rich: rich would also treat FORCE_COLOR or TTY_COMPATIBLE
+in the environment (set by many CI systems) as a terminal and change what a script reads.
+"""
 
 from __future__ import annotations
 
+import io
+import json
+import os
+import sys
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import IO, Any
 
-from .client import Acks, Agent, ApiKey, StreamEvent
-from .records import AuditEntry, Intervention, KillStatus, KillSwitch
-from .wording import last_line, plural
+import click
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from ..client import Acks, Agent, ApiKey, StreamEvent
+from ..records import AuditEntry, Intervention, KillStatus, KillSwitch
+from ..wording import last_line, plural
 
 CELL_WIDTH = 60  # free text (reasons, details) is clipped to this in tables
+PLAIN_WIDTH = 1 << 20  # piped output is never wrapped or cropped
+HEALTH_STYLES = {"active": "green", "killed": "bold red", "stale": "yellow", "crashed": "red"}
+
+
+# -- consoles ------------------------------------------------------------------------------------
+
+
+def is_terminal(stream: IO[str]) -> bool:
+    """Whether ``stream`` is a terminal that understands rich's escape codes."""
+    try:
+        tty = stream.isatty()
+    except ValueError:  # closed
+        return False
+    return tty and os.environ.get("TERM", "").lower() not in ("dumb", "unknown")
+
+
+def console(*, err: bool = False) -> Console:
+    """A console on stdout (or stderr): rich on a terminal, plain text otherwise."""
+    stream = sys.stderr if err else sys.stdout
+    tty = is_terminal(stream)
+    return Console(
+        file=stream,
+        force_terminal=tty,
+        width=None if tty else PLAIN_WIDTH,
+        highlight=False,  # colour only what we colour, not every number and quote
+        emoji=False,
+        markup=False,  # a "[red]" in a reason is text
+    )
+
+
+def plain(renderable: RenderableType) -> str:
+    """``renderable`` as piped text: no styles; tables without trailing blanks.
+
+    Strings and Text pass as they are (rich would expand their tabs and drop control
+    characters, and a reason is printed as it was given).
+    """
+    if isinstance(renderable, str):
+        return renderable
+    if isinstance(renderable, Text):
+        return renderable.plain
+    if isinstance(renderable, Group):
+        return "\n".join(plain(part) for part in renderable.renderables)
+    quiet = Console(file=io.StringIO(), force_terminal=False, width=PLAIN_WIDTH)
+    with quiet.capture() as captured:
+        quiet.print(renderable, highlight=False, emoji=False)
+    return "\n".join(line.rstrip() for line in captured.get().splitlines())
+
+
+def show(renderable: RenderableType, *, err: bool = False) -> None:
+    """Print a table or text: rich on a terminal, :func:`plain` lines when piped."""
+    out = console(err=err)
+    if out.is_terminal:
+        out.print(renderable)
+    else:
+        click.echo(plain(renderable), err=err)
+
+
+def echo_json(value: Any) -> None:
+    """A model (as the API sent it) or plain data, as indented JSON."""
+    if hasattr(value, "model_dump"):
+        value = value.model_dump(mode="json", exclude_unset=True)
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+# -- words ---------------------------------------------------------------------------------------
+# Relative times are written here rather than by humanize: its words ("2 minutes ago") differ
+# from the ones scripts and README know ("2 min ago"), and a dependency for 20 lines is dear.
 
 
 def now() -> datetime:
@@ -43,7 +124,11 @@ def local(when: datetime | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
 
 
 def clip(text: str | None, width: int = CELL_WIDTH) -> str:
-    """One line of at most ``width`` characters."""
+    """One line of at most ``width`` characters.
+
+    Clipped here, not by rich's ellipsis overflow: rich clips to the terminal, and piped rows
+    must keep the same width everywhere. (textwrap.shorten breaks at words, which hides ids.)
+    """
     if not text:
         return ""
     line = " ".join(text.split())
@@ -62,28 +147,50 @@ def cell_target(target_type: str | None, target_id: str | None) -> str:
     return f"{target_type}/{target_id}"
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    """Left-aligned columns two spaces apart, headers first; empty cells show ``-``."""
-    lines = [list(headers)] + [["-" if c is None or c == "" else str(c) for c in r] for r in rows]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(headers))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        for line in lines
-    )
+def _money(value: float) -> str:
+    return f"${value:,.2f}"
 
 
-def _listing(rows: str, shown: int, count: int, empty: str) -> str:
+def _health(health: str, shown: str | None = None) -> Text:
+    return Text(shown or health, style=HEALTH_STYLES.get(health, ""))
+
+
+# -- tables --------------------------------------------------------------------------------------
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> Table:
+    """Left-aligned columns two spaces apart, headers first; empty cells show ``-``.
+
+    No borders, so the piped text is the columns alone. On a narrow terminal the last column
+    (free text, mostly) wraps, and only then do the others shrink, with an ellipsis.
+    """
+    grid = Table(box=None, pad_edge=False, padding=(0, 1), header_style="bold")
+    for n, header in enumerate(headers, 1):
+        last = n == len(headers)
+        grid.add_column(header, no_wrap=not last, overflow="fold" if last else "ellipsis")
+    for row in rows:
+        grid.add_row(*(_cell(c) for c in row))
+    return grid
+
+
+def _cell(value: object) -> Text:
+    if isinstance(value, Text):
+        return value if value.plain else Text("-")
+    return Text("-" if value is None or value == "" else str(value))  # never read as markup
+
+
+def _listing(rows: Table, shown: int, count: int, empty: str) -> RenderableType:
     if shown == 0:
-        return empty if count == 0 else f"no rows on this page ({count} in all)"
+        return Text(empty if count == 0 else f"no rows on this page ({count} in all)")
     if count > shown:
-        return f"{rows}\n({shown} of {count}; see --limit and --skip)"
+        return Group(rows, Text(f"({shown} of {count}; see --limit and --skip)", style="dim"))
     return rows
 
 
 # -- records -------------------------------------------------------------------------------------
 
 
-def kill_switches(rows: Sequence[KillSwitch], count: int) -> str:
+def kill_switches(rows: Sequence[KillSwitch], count: int) -> RenderableType:
     at = now()
     body = table(
         ("TYPE", "ID", "KILLED", "BY", "REASON"),
@@ -125,7 +232,7 @@ def status(s: KillStatus) -> str:
     )
 
 
-def interventions(rows: Sequence[Intervention], count: int) -> str:
+def interventions(rows: Sequence[Intervention], count: int) -> RenderableType:
     at = now()
     body = table(
         ("WHEN", "TYPE", "ACTION", "TARGET", "AGENT", "RUN", "INSTANCE", "REASON"),
@@ -146,7 +253,7 @@ def interventions(rows: Sequence[Intervention], count: int) -> str:
     return _listing(body, len(rows), count, "no interventions")
 
 
-def audit(rows: Sequence[AuditEntry], count: int) -> str:
+def audit(rows: Sequence[AuditEntry], count: int) -> RenderableType:
     at = now()
     body = table(
         ("WHEN", "ACTION", "TARGET", "ACTOR", "VERSION", "DETAIL"),
@@ -165,22 +272,14 @@ def audit(rows: Sequence[AuditEntry], count: int) -> str:
     return _listing(body, len(rows), count, "no audit entries")
 
 
-def _count(n: int, noun: str) -> str:
-    return plural(n, noun)
-
-
-def _money(value: float) -> str:
-    return f"${value:,.2f}"
-
-
-def agents(rows: Sequence[Agent], count: int) -> str:
+def agents(rows: Sequence[Agent], count: int) -> RenderableType:
     at = now()
     body = table(
         ("AGENT", "HEALTH", "INSTANCES", "LAST SEEN", "EXECUTED", "REFUSED", "FAILED", "COST"),
         (
             (
                 a.agent_id,
-                a.health.upper() if a.health == "killed" else a.health,
+                _health(a.health, a.health.upper() if a.health == "killed" else None),
                 len(a.instances),
                 ago(a.last_seen, at),
                 a.executed,
@@ -194,11 +293,11 @@ def agents(rows: Sequence[Agent], count: int) -> str:
     return _listing(body, len(rows), count, "no agents have reported yet")
 
 
-def agent(a: Agent) -> str:
+def agent(a: Agent) -> RenderableType:
     at = now()
-    lines = [
+    lines: list[RenderableType] = [
         f"agent      {a.agent_id}",
-        f"health     {a.health}",
+        Text.assemble("health     ", _health(a.health)),
         f"last seen  {local(a.last_seen)} ({ago(a.last_seen, at)})",
         f"calls      {a.executed} executed, {a.refused} refused, {a.failed} failed",
         f"cost       {_money(a.cost_usd)} in all, {_money(a.cost_usd_today)} today",
@@ -226,11 +325,11 @@ def agent(a: Agent) -> str:
                     "COST",
                     "VERSION",
                     "ERROR",
-                ),
+                ),  # fmt: skip
                 (
                     (
                         i.instance_id,
-                        i.health,
+                        _health(i.health),
                         i.status,
                         ago(i.last_seen, at),
                         i.run_id,
@@ -246,7 +345,7 @@ def agent(a: Agent) -> str:
                 ),
             )
         )
-    return "\n".join(lines)
+    return Group(*lines)
 
 
 def key_agents(scopes: Sequence[str], agents: Sequence[str] | None) -> str:
@@ -260,7 +359,7 @@ def key_agents(scopes: Sequence[str], agents: Sequence[str] | None) -> str:
     return "any agent" if "*" in agents else ",".join(agents)
 
 
-def keys(rows: Sequence[ApiKey], count: int) -> str:
+def keys(rows: Sequence[ApiKey], count: int) -> RenderableType:
     at = now()
     body = table(
         ("ID", "SCOPES", "AGENTS", "OWNER", "NAME", "CREATED", "STATE"),
@@ -272,7 +371,9 @@ def keys(rows: Sequence[ApiKey], count: int) -> str:
                 k.owner,
                 k.name,
                 ago(k.created_at, at),
-                f"revoked {ago(k.revoked_at, at)}" if k.revoked_at else "active",
+                Text(f"revoked {ago(k.revoked_at, at)}", style="dim")
+                if k.revoked_at
+                else Text("active", style="green"),
             )
             for k in rows
         ),
@@ -284,18 +385,18 @@ def keys(rows: Sequence[ApiKey], count: int) -> str:
 
 
 # The words README uses: "acknowledged by 49/50 instances, slowest 41 ms".
-def _acknowledged(a: Acks) -> str:
-    return f"acknowledged by {a.acknowledged}/{_count(a.live, 'instance')}"
+def acknowledged(a: Acks) -> str:
+    return f"acknowledged by {a.acknowledged}/{plural(a.live, 'instance')}"
 
 
 def acks_progress(a: Acks, elapsed: float) -> str:
-    return f"{_acknowledged(a)} ({elapsed:.1f} s)"
+    return f"{acknowledged(a)} ({elapsed:.1f} s)"
 
 
 def acks_done(a: Acks) -> str:
     if a.live == 0:
-        return f"{_acknowledged(a)}: no live instance runs under this target"
-    text = _acknowledged(a)
+        return f"{acknowledged(a)}: no live instance runs under this target"
+    text = acknowledged(a)
     if a.slowest_ms is not None:
         text += f", slowest {a.slowest_ms:.0f} ms"
     slowest = a.slowest
@@ -309,7 +410,7 @@ def acks_missing(a: Acks, timeout: float) -> str:
     names = ", ".join(_instance(i.instance_id, i.agent_id) for i in waiting[:5])
     more = f" and {len(waiting) - 5} more" if len(waiting) > 5 else ""
     return (
-        f"{_acknowledged(a)} within {timeout:g} s"
+        f"{acknowledged(a)} within {timeout:g} s"
         + (f"; waiting on {names}{more}" if names else "")
         + " (the kill itself is in force)"
     )
@@ -320,6 +421,8 @@ def _instance(instance_id: str, agent_id: str | None) -> str:
 
 
 # -- tail ----------------------------------------------------------------------------------------
+
+TAIL_STYLES = {"KILLED": "bold red", "REVIVED": "bold green", "BLOCKED": "bold yellow"}
 
 
 def _when(value: Any) -> str:
@@ -334,10 +437,10 @@ def _when(value: Any) -> str:
 def snapshot(event: StreamEvent, url: str) -> str:
     active = event.data.get("active") or []
     version = event.data.get("version")
-    return f"watching {url}: {_count(len(active), 'active kill switch')} at version {version}"
+    return f"watching {url}: {plural(len(active), 'active kill switch')} at version {version}"
 
 
-def stream_event(event: StreamEvent) -> str | None:
+def stream_event(event: StreamEvent) -> Text | None:
     """One line per kill, revive or intervention; ``None`` for other events."""
     data = event.data
     if event.event in ("kill", "revive"):
@@ -346,12 +449,13 @@ def stream_event(event: StreamEvent) -> str | None:
         version = data.get("version", event.id)
         if event.event == "kill":
             reason = f"  {clip(ks.get('reason'))}" if ks.get("reason") else ""
-            return (
-                f"{_when(ks.get('killed_at'))}  KILLED   {what}  by {ks.get('killed_by')}"
-                f"  v{version}{reason}"
+            return _event_line(
+                _when(ks.get("killed_at")),
+                "KILLED ",
+                f"{what}  by {ks.get('killed_by')}  v{version}{reason}",
             )
-        return (
-            f"{_when(ks.get('revived_at'))}  REVIVED  {what}  by {ks.get('revived_by')}  v{version}"
+        return _event_line(
+            _when(ks.get("revived_at")), "REVIVED", f"{what}  by {ks.get('revived_by')}  v{version}"
         )
     if event.event == "intervention":
         kind = "BLOCKED" if data.get("type") == "HARD_BLOCK" else str(data.get("type"))
@@ -361,10 +465,18 @@ def stream_event(event: StreamEvent) -> str | None:
             if data.get(key)
         )
         reason = f"  {clip(data.get('reason'))}" if data.get("reason") else ""
-        return (
-            f"{_when(data.get('occurred_at'))}  {kind:<7}  {data.get('action')}  "
+        return _event_line(
+            _when(data.get("occurred_at")),
+            f"{kind:<7}",
+            f"{data.get('action')}  "
             f"{cell_target(data.get('target_type'), data.get('target_id'))}"
             + (f"  {scope}" if scope else "")
-            + reason
+            + reason,
         )
     return None
+
+
+def _event_line(when: str, kind: str, rest: str) -> Text:
+    return Text.assemble(
+        (when, "dim"), "  ", (kind, TAIL_STYLES.get(kind.strip(), "bold")), "  ", rest
+    )

@@ -1,0 +1,163 @@
+"""``kill``, ``revive``, ``check`` and ``active``: the kill switches themselves."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import click
+from click.shell_completion import CompletionItem
+
+from ..client import Client
+from . import output as out
+from .errors import API_KEY_ENV, EXIT_KILLED
+from .live import AcksProgress
+from .options import (
+    DEFAULT_URL,
+    URL_ENV,
+    Seconds,
+    json_option,
+    limit_option,
+    remote,
+    skip_option,
+    target_type_argument,
+)
+
+
+def _complete_killed(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """Complete a revive's ID from the server's active kill switches (quietly, 2 s at most)."""
+    url = ctx.params.get("url") or os.environ.get(URL_ENV, DEFAULT_URL)
+    api_key = ctx.params.get("api_key") or os.environ.get(API_KEY_ENV)
+    target_type = ctx.params.get("target_type")
+    try:
+        with Client(url, api_key=api_key, timeout=2.0) as client:
+            rows = client.active(limit=1000).data
+    except Exception:  # completion must never fail loudly
+        return []
+    return [
+        CompletionItem(k.target_id, help=k.reason or None)
+        for k in rows
+        if k.target_id.startswith(incomplete) and target_type in (None, k.target_type)
+    ]
+
+
+@click.command()
+@target_type_argument
+@click.argument("target_id", metavar="ID")
+@click.option("--reason", "-r", help="Why: recorded, audited, and told to every refused agent.")
+@click.option(
+    "--wait", is_flag=True, help="Then wait until every live instance has acknowledged the kill."
+)
+@click.option(
+    "--timeout",
+    default=30.0,
+    show_default=True,
+    type=Seconds(0, 3600),
+    help="Seconds --wait waits.",
+)
+@json_option
+@remote
+def kill(
+    client: Client,
+    target_type: str,
+    target_id: str,
+    reason: str | None,
+    wait: bool,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """Kill a target.
+
+    Every instance of it refuses its next guarded call. TYPE is agent, run, mission or
+    tool. Exit code 3 if it is already killed. With --wait, progress goes to stderr, and the
+    exit code is 1 if not every live instance acknowledged within --timeout (the kill stays
+    in force).
+    """
+    change = client.kill(target_type, target_id, reason=reason)
+    if not wait:
+        if as_json:
+            out.echo_json(change.kill_switch)
+        else:
+            click.echo(out.kill_switch("kill", change.kill_switch, change.version))
+        return
+    if not as_json:
+        click.echo(out.kill_switch("kill", change.kill_switch, change.version))
+    with AcksProgress() as progress:
+        acks = client.wait_for_acks(target_type, target_id, timeout=timeout, progress=progress)
+    waited = time.monotonic() - progress.started
+    if as_json:
+        out.echo_json(
+            {
+                "kill_switch": change.kill_switch.model_dump(mode="json"),
+                "version": change.version,
+                "acks": acks.model_dump(mode="json", exclude_unset=True),
+                "complete": acks.complete,
+                "waited_s": round(waited, 3),
+            }
+        )
+    if not acks.complete:
+        raise click.ClickException(out.acks_missing(acks, timeout))
+    if not as_json:
+        click.echo(out.acks_done(acks))
+
+
+@click.command()
+@target_type_argument
+@click.argument("target_id", metavar="ID", shell_complete=_complete_killed)
+@json_option
+@remote
+def revive(client: Client, target_type: str, target_id: str, as_json: bool) -> None:
+    """Revive a killed target.
+
+    Its agents resume. Exit code 3 if it is not killed.
+    """
+    change = client.revive(target_type, target_id)
+    if as_json:
+        out.echo_json(change.kill_switch)
+    else:
+        click.echo(out.kill_switch("revive", change.kill_switch, change.version))
+
+
+@click.command()
+@target_type_argument
+@click.argument("target_id", metavar="ID")
+@click.option(
+    "--exit-status", is_flag=True, help="Exit code 4 if the target is killed, 0 if it is not."
+)
+@json_option
+@remote
+def check(
+    client: Client, target_type: str, target_id: str, exit_status: bool, as_json: bool
+) -> None:
+    """Whether a target is killed.
+
+    Exit code 0 either way, unless --exit-status: then 4 if it is killed (still printed).
+    Scripts may also read is_killed from --json.
+    """
+    status = client.check(target_type, target_id)
+    if as_json:
+        out.echo_json(status)
+    else:
+        click.echo(out.status(status))
+    if exit_status and status.is_killed:
+        sys.exit(EXIT_KILLED)
+
+
+@click.command()
+@limit_option
+@skip_option
+@json_option
+@remote
+def active(client: Client, limit: int, skip: int, as_json: bool) -> None:
+    """Active kill switches, newest first."""
+    page = client.active(skip=skip, limit=limit)
+    if as_json:
+        out.echo_json(page)
+    else:
+        out.show(out.kill_switches(page.data, page.count))
+
+
+COMMANDS = (kill, revive, check, active)
