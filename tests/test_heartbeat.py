@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from agentguard import AgentGuardError, Guard, InvalidInputError, PolicyViolationError
-from agentguard.heartbeat import HeartbeatsUnsupportedError
 from agentguard.server import KillSwitchServer
+from agentguard.sources import HeartbeatsUnsupportedError
 
 
 def poll(predicate: Any, timeout: float = 5.0) -> bool:

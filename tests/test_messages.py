@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 from agentguard import Guard, PolicyViolationError
 from agentguard.cli import output as out
 from agentguard.client import Acks, Agent, InstanceAck
-from agentguard.heartbeat import Heartbeat
+from agentguard.remote.heartbeat import Heartbeat
 from agentguard.server import KillSwitchServer
 from agentguard.wording import last_line, plural
 

@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 
 import agentguard
 from agentguard import Guard, InvalidInputError, NotKilledError
-from agentguard.heartbeat import Heartbeat
+from agentguard.remote.heartbeat import Heartbeat
 from agentguard.server import KillSwitchServer
 from agentguard.server.tables import kill_switches
 from agentguard.targets import HIDDEN_RANGES, id_text_problem, validate_id

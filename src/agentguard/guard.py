@@ -27,9 +27,9 @@ from .errors import (
     KillStateUnavailableError,
     PolicyViolationError,
 )
-from .heartbeat import Heartbeat
 from .index import KillIndex
 from .records import CallCounts, Intervention, InterventionType, KillStatus, KillSwitch, utcnow
+from .remote.heartbeat import Heartbeat
 from .rules import Rule, RuleEngine, Trip
 from .scope import EMPTY_SCOPE, LAST_REFUSAL, Scope, current_scope
 from .sources import CLEAR, KillStateSource, LocalSource

@@ -6,13 +6,18 @@ import math
 from abc import ABC, abstractmethod
 from typing import Any
 
-from .heartbeat import HeartbeatReply, HeartbeatReport, HeartbeatsUnsupportedError
+from .errors import AgentGuardError
 from .index import KillIndex
 from .interventions import InterventionRecorder
+from .protocol import HeartbeatReply, HeartbeatReport
 from .records import Intervention, KillChange, KillStatus
 from .scope import Scope
 from .store import KillStore
 from .targets import validate_target
+
+
+class HeartbeatsUnsupportedError(AgentGuardError):
+    """The guard's kill state lives only in this process: there is no server to tell."""
 
 
 class _Clear:

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import func, insert, select
 
-from agentguard.heartbeat import HeartbeatReport
+from agentguard.protocol import HeartbeatReport
 from agentguard.scope import Scope
 from agentguard.server.tables import (
     audit_log,

@@ -41,8 +41,8 @@ from starlette.concurrency import run_in_threadpool
 
 from ..checkpoints import encode_checkpoint
 from ..errors import AlreadyKilledError, InvalidInputError
-from ..heartbeat import HeartbeatReply, HeartbeatReport
 from ..index import KillIndex
+from ..protocol import HeartbeatReply, HeartbeatReport
 from ..records import Intervention, InterventionType, utcnow
 from ..rules import BudgetRule, ErrorRateRule, LoopRule, RateRule, Rule
 from ..scope import Scope

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..heartbeat import HeartbeatReply, HeartbeatReport
+from ..protocol import HeartbeatReply, HeartbeatReport
 from ..records import Intervention, KillChange, KillStatus
 from ..sources import KillStateSource
 from ..targets import require_reason, validate_target

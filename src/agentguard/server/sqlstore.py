@@ -25,7 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import AgentGuardError, AlreadyKilledError, NotKilledError
-from ..heartbeat import HeartbeatReport
+from ..protocol import HeartbeatReport
 from ..records import AuditEntry, Intervention, KillChange, KillSwitch, Snapshot, new_id, utcnow
 from ..scope import EMPTY_SCOPE, Scope
 from ..store import ChangeListener

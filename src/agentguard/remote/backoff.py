@@ -1,4 +1,4 @@
-"""Bounded retries of requests the server could not serve for now.
+"""Waiting out a server that is away: backoff delays for the feeds, bounded retries for calls.
 
 A server whose database restarts answers 503 for a few seconds; a server restarting refuses
 connections for as long. Checkpoints and heartbeats retry through that with exponential backoff
@@ -9,6 +9,7 @@ Anything else (a bad key, bad input, a bug) is raised at once.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -26,8 +27,8 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from .client import DatabaseUnavailableError, ServerUnreachableError
-from .wording import one_line
+from ..wording import one_line
+from .errors import DatabaseUnavailableError, ServerUnreachableError
 
 logger = logging.getLogger("agentguard")
 
@@ -35,6 +36,30 @@ T = TypeVar("T")
 
 RETRY_FOR = 30.0  # seconds a checkpoint keeps retrying before its error reaches the agent
 MAX_DELAY = 5.0  # seconds between attempts, at most
+
+
+class Backoff:
+    """Exponential backoff with full jitter, reset after a healthy period.
+
+    Hand-written rather than tenacity: the stream, poll and ack loops need the next delay,
+    not a retrying call.
+    """
+
+    def __init__(self, initial: float = 1.0, maximum: float = 30.0, healthy_after: float = 30.0):
+        self.initial, self.maximum, self.healthy_after = initial, maximum, healthy_after
+        self.attempt = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self.maximum, self.initial * (2**self.attempt))
+        self.attempt += 1
+        return random.uniform(self.initial / 2, ceiling)
+
+    def connected_for(self, seconds: float) -> None:
+        if seconds >= self.healthy_after:
+            self.reset()
+
+    def reset(self) -> None:
+        self.attempt = 0
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -26,62 +26,23 @@ import traceback
 import warnings
 import weakref
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict
-
-from .errors import AgentGuardError, AgentGuardWarning, InvalidInputError
-from .records import Snapshot
-from .scope import Scope, current_scope
-from .targets import validate_id
-from .wording import one_line
+from ..errors import AgentGuardWarning, InvalidInputError
+from ..protocol import HeartbeatReply, HeartbeatReport, InstanceStatusName
+from ..scope import Scope, current_scope
+from ..sources import HeartbeatsUnsupportedError
+from ..targets import validate_id
+from ..wording import one_line
 
 if TYPE_CHECKING:
-    from .guard import Guard
+    from ..guard import Guard
 
 logger = logging.getLogger("agentguard")
 
-Status = Literal["running", "exited", "crashed"]
-Health = Literal["active", "stale", "crashed", "killed", "exited"]
 MAX_ERROR_LENGTH = 2000
 FINAL_TIMEOUT = 5.0  # seconds the last heartbeat (exited/crashed) may take
 FINAL_RETRY_FOR = 2.0  # of which retrying while the server or its database is away
-
-
-class HeartbeatReport(BaseModel):
-    """What an instance tells the server (``POST /api/v1/heartbeats``)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    instance_id: str
-    agent_id: str | None = None
-    run_id: str | None = None
-    mission_id: str | None = None
-    interval: float
-    executed: int = 0
-    refused: int = 0
-    failed: int = 0
-    cost_usd: float = 0.0
-    version: int = 0
-    checkpoint: str | None = None
-    status: Status = "running"
-    error: str | None = None
-
-
-class HeartbeatReply(BaseModel):
-    """The server's answer: the instance's health and its kill state."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    health: Health
-    version: int
-    killed: bool
-    reason: str | None = None
-    snapshot: Snapshot | None = None
-
-
-class HeartbeatsUnsupportedError(AgentGuardError):
-    """The guard's kill state lives only in this process: there is no server to tell."""
 
 
 class Heartbeat:
@@ -175,7 +136,9 @@ class Heartbeat:
     def running(self) -> bool:
         return not self._stop.is_set()
 
-    def stop(self, status: Status = "exited", error: str | None = None) -> HeartbeatReply | None:
+    def stop(
+        self, status: InstanceStatusName = "exited", error: str | None = None
+    ) -> HeartbeatReply | None:
         """Stop beating and send a last heartbeat with ``status``; safe to call twice."""
         self._stop.set()  # first: a beat retrying through an outage gives up now
         with self._send_lock:
@@ -202,7 +165,9 @@ class Heartbeat:
             return None
         return self._send("running", None)
 
-    def report(self, status: Status = "running", error: str | None = None) -> HeartbeatReport:
+    def report(
+        self, status: InstanceStatusName = "running", error: str | None = None
+    ) -> HeartbeatReport:
         """The heartbeat as it would be sent now."""
         guard = self.guard
         counts = guard.counts()
@@ -222,12 +187,12 @@ class Heartbeat:
             error=error[:MAX_ERROR_LENGTH] if error else None,
         )
 
-    def _send(self, status: Status, error: str | None) -> HeartbeatReply | None:
+    def _send(self, status: InstanceStatusName, error: str | None) -> HeartbeatReply | None:
         # While the server or its database is away a beat is retried with backoff until the
         # next one is due (the last one, at exit, for FINAL_RETRY_FOR s), then given up:
         # logged when the failures start, not for every beat.
         # Imported here: `import agentguard` stays free of httpx and the HTTP client.
-        from .retries import RETRY_FOR, call_with_retries, is_transient
+        from .backoff import RETRY_FOR, call_with_retries, is_transient
 
         final = status != "running"
         retry_for = FINAL_RETRY_FOR if final else min(self.interval, RETRY_FOR)
@@ -361,7 +326,7 @@ def _install_sigterm_handler() -> None:
     signal.signal(signal.SIGTERM, on_sigterm)
 
 
-def _stop_all(status: Status, error: str | None) -> None:
+def _stop_all(status: InstanceStatusName, error: str | None) -> None:
     for heartbeat in list(_ACTIVE):
         try:
             heartbeat.stop(status, error)

@@ -1,0 +1,205 @@
+"""The wire protocol client and server share: paths, headers, scope names and answer bodies.
+
+Defined once here; the remote client parses these and the server answers with them. Plain
+pydantic only: nothing from ``agentguard.server`` or its dependencies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar, get_args
+
+from pydantic import BaseModel, ConfigDict
+
+from .records import KillSwitch, Snapshot
+
+__all__ = [
+    "API",
+    "SCOPES",
+    "VERSION_HEADER",
+    "Acks",
+    "Agent",
+    "AgentInstance",
+    "ApiKey",
+    "ApiKeyCreated",
+    "HealthName",
+    "HeartbeatReply",
+    "HeartbeatReport",
+    "InstanceAck",
+    "InstanceStatusName",
+    "Page",
+    "ScopeName",
+    "StreamEvent",
+]
+
+API = "/api/v1"
+VERSION_HEADER = "X-AgentGuard-Version"  # the organization's kill-state version after a change
+
+ScopeName = Literal["admin", "operator", "agent", "read"]
+SCOPES: tuple[ScopeName, ...] = get_args(ScopeName)
+HealthName = Literal["active", "stale", "crashed", "killed", "exited"]
+InstanceStatusName = Literal["running", "exited", "crashed"]
+
+T = TypeVar("T")
+
+
+class _Answer(BaseModel):
+    # Fields the server adds later are kept, so ``--json`` passes them through.
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+
+class Page(BaseModel, Generic[T]):
+    """A page of records and how many match in all."""
+
+    model_config = ConfigDict(frozen=True)
+
+    data: list[T]
+    count: int
+
+
+# -- heartbeats ----------------------------------------------------------------------------------
+
+
+class HeartbeatReport(BaseModel):
+    """What an instance tells the server (``POST /api/v1/heartbeats``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    instance_id: str
+    agent_id: str | None = None
+    run_id: str | None = None
+    mission_id: str | None = None
+    interval: float
+    executed: int = 0
+    refused: int = 0
+    failed: int = 0
+    cost_usd: float = 0.0
+    version: int = 0
+    checkpoint: str | None = None
+    status: InstanceStatusName = "running"
+    error: str | None = None
+
+
+class HeartbeatReply(BaseModel):
+    """The server's answer: the instance's health and its kill state."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    health: HealthName
+    version: int
+    killed: bool
+    reason: str | None = None
+    snapshot: Snapshot | None = None
+
+
+# -- API keys ------------------------------------------------------------------------------------
+
+
+class ApiKey(_Answer):
+    """An API key, without its secret."""
+
+    id: str
+    organization_id: str
+    owner: str
+    name: str | None = None
+    scopes: list[ScopeName]
+    agents: list[str] | None = None  # what an agent key speaks for; ["*"]: any agent
+    created_by: str
+    created_at: datetime
+    revoked_by: str | None = None
+    revoked_at: datetime | None = None
+
+
+class ApiKeyCreated(ApiKey):
+    """A new API key with its secret, shown this once."""
+
+    secret: str
+
+
+# -- the fleet -----------------------------------------------------------------------------------
+
+
+class AgentInstance(_Answer):
+    """One running (or ended) process of an agent, as its heartbeats describe it."""
+
+    instance_id: str
+    health: HealthName
+    last_seen: datetime | None = None
+    run_id: str | None = None
+    mission_id: str | None = None
+    executed: int = 0
+    refused: int = 0
+    failed: int = 0
+    cost_usd: float = 0.0
+    version: int | None = None
+    status: InstanceStatusName | None = None
+    error: str | None = None
+
+
+class Agent(_Answer):
+    """An agent's health across its instances, its counters and its kill switch if killed."""
+
+    agent_id: str
+    health: HealthName
+    last_seen: datetime | None = None
+    instances: list[AgentInstance] = []
+    executed: int = 0
+    refused: int = 0
+    failed: int = 0
+    cost_usd: float = 0.0
+    cost_usd_today: float = 0.0
+    kill_switch: KillSwitch | None = None
+
+
+class InstanceAck(_Answer):
+    """Whether one live instance has applied a kill, and how long after it."""
+
+    instance_id: str
+    agent_id: str | None = None
+    run_id: str | None = None
+    mission_id: str | None = None
+    acknowledged: bool
+    acknowledged_at: datetime | None = None
+    latency_ms: float | None = None
+
+
+class Acks(_Answer):
+    """How many of the live instances a kill applies to have acknowledged it."""
+
+    target_type: str
+    target_id: str
+    kill_switch_id: str
+    version: int
+    killed_at: datetime
+    live: int
+    acknowledged: int
+    slowest_ms: float | None = None
+    instances: list[InstanceAck] = []
+
+    @property
+    def complete(self) -> bool:
+        """Every live instance has acknowledged."""
+        return self.acknowledged >= self.live
+
+    @property
+    def slowest(self) -> InstanceAck | None:
+        """The acknowledged instance that took longest."""
+        done = [i for i in self.instances if i.acknowledged and i.latency_ms is not None]
+        return max(done, key=lambda i: i.latency_ms or 0.0, default=None)
+
+
+# -- the change stream ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """One event of the change stream: ``snapshot``, ``kill``, ``revive`` or ``intervention``.
+
+    ``id`` is the kill-state version of a snapshot, kill or revive (resume after it with
+    ``last_event_id``); interventions have none.
+    """
+
+    event: str
+    id: str | None
+    data: dict[str, Any]

@@ -1,0 +1,60 @@
+"""The wire protocol: defined once, importable without the server, and the server speaks it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any, get_args
+
+from starlette.testclient import TestClient
+
+from agentguard.protocol import SCOPES, HealthName, InstanceStatusName, ScopeName
+from agentguard.server import KillSwitchServer
+
+
+def loaded_after(statement: str, modules: list[str]) -> list[str]:
+    """Which of ``modules`` a fresh interpreter has loaded after running ``statement``."""
+    code = f"import sys\n{statement}\nprint(' '.join(m for m in {modules!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+def test_the_protocol_needs_nothing_of_the_server() -> None:
+    heavy = ["agentguard.server", "starlette", "sqlalchemy", "httpx"]
+    assert loaded_after("import agentguard.protocol", heavy) == []
+
+
+def test_import_agentguard_leaves_the_http_client_for_later() -> None:
+    remote = ["httpx", "httpx_sse", "tenacity", "agentguard.remote.source"]
+    assert loaded_after("import agentguard", remote) == []
+
+
+def test_scope_names_are_one_list() -> None:
+    assert SCOPES == get_args(ScopeName) == ("admin", "operator", "agent", "read")
+
+
+def enums(schema: dict[str, Any]) -> list[list[str]]:
+    """The enums a property schema allows (through arrays and nullable ``anyOf``)."""
+    if "enum" in schema:
+        return [schema["enum"]]
+    found = enums(schema["items"]) if "items" in schema else []
+    for option in schema.get("anyOf", []):
+        found += enums(option)
+    return found
+
+
+def test_the_server_documents_the_protocols_names() -> None:
+    app = KillSwitchServer("sqlite://").app
+    doc: dict[str, Any] = TestClient(app).get("/api/v1/openapi.json").json()
+    expected = {
+        "scopes": list(SCOPES),
+        "health": list(get_args(HealthName)),
+        "status": list(get_args(InstanceStatusName)),
+    }
+    seen = set()
+    for name, schema in doc["components"]["schemas"].items():
+        for field, allowed in expected.items():
+            for enum in enums(schema.get("properties", {}).get(field, {})):
+                assert enum == allowed, f"{name}.{field}"
+                seen.add(field)
+    assert seen == set(expected)
