@@ -9,12 +9,12 @@ import click
 from click.core import ParameterSource
 
 from ..client import ApiKey
+from ..protocol import SCOPES
 from . import output as out
 from .database import open_keys
 from .errors import ConflictOrNotFound, connect, database_errors
 from .options import (
     DATABASE_URL_ENV,
-    SCOPE_NAMES,
     connection_options,
     json_option,
     limit_option,
@@ -75,7 +75,7 @@ def keys() -> None:
     "scopes",
     multiple=True,
     required=True,
-    type=click.Choice(SCOPE_NAMES),
+    type=click.Choice(SCOPES),
     help="Repeat for several scopes.",
 )
 @click.option("--name", default=None, help="A label for the key.")

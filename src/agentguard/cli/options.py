@@ -18,9 +18,6 @@ DEFAULT_DATABASE_URL = "sqlite:///agentguard.db"
 DEFAULT_URL = "http://127.0.0.1:8000"
 URL_ENV = "AGENTGUARD_URL"
 DATABASE_URL_ENV = "AGENTGUARD_DATABASE_URL"
-# The server's list lives in agentguard.server.keys, which needs the server extra; the CLI
-# alone must not.
-SCOPE_NAMES = ("admin", "operator", "agent", "read")  # TODO(merge): protocol.SCOPES
 
 database_option = click.option(
     "--database-url",
