@@ -700,13 +700,13 @@ def tail(
 
 def _open_keys(database_url: str) -> Any:
     """The key store of an upgraded database."""
-    from .server.database import Database
-    from .server.keys import KeyStore
-    from .server.sqlstore import SQLStore
+    from .server.auth.keys import KeyStore
+    from .server.store.database import Database
+    from .server.store.sqlstore import SQLStore
 
     database = Database(database_url)
     database.upgrade()
-    return KeyStore(SQLStore(database))
+    return KeyStore(database, SQLStore(database).feed)
 
 
 @main.command()
@@ -779,7 +779,7 @@ def serve(
         RULES_ENV,
         rules_from,
     )
-    from .server.session import SESSION_SECRET_ENV
+    from .server.auth.session import SESSION_SECRET_ENV
 
     for spec in rules:
         if ";" in spec:
@@ -1045,7 +1045,7 @@ def keys_revoke(
     """Revoke a key at once; exit code 3 if it does not exist or is already revoked."""
     database = _keys_database(ctx, database_url)
     if database is not None:
-        from .server.keys import KeyNotFoundError, KeyRevokedError
+        from .server.store.keys import KeyNotFoundError, KeyRevokedError
 
         with database_errors():
             try:
@@ -1077,7 +1077,7 @@ def db() -> None:
 @database_option
 def db_upgrade(database_url: str) -> None:
     """Apply pending migrations."""
-    from .server.database import Database
+    from .server.store.database import Database
 
     with database_errors():
         database = Database(database_url)
@@ -1131,8 +1131,8 @@ def db_prune(database_url: str, age: timedelta, interventions_too: bool, dry_run
     Kill switches, the change log, the audit log and checkpoints are never deleted. One
     transaction: on any error nothing is deleted.
     """
-    from .server.database import Database
-    from .server.sqlstore import SQLStore
+    from .server.store.database import Database
+    from .server.store.sqlstore import SQLStore
 
     before = datetime.now(timezone.utc) - age
     with database_errors():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from agentguard.server.database import VERSION_TABLE
-from agentguard.server.tables import metadata
+from agentguard.server.store.database import VERSION_TABLE
+from agentguard.server.store.tables import metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:
