@@ -11,7 +11,7 @@ connection = context.config.attributes.get("connection")
 if connection is None:
     raise RuntimeError(
         "agentguard's migrations run through `agentguard db upgrade` or "
-        "agentguard.server.database.Database.upgrade(), which supply the connection"
+        "agentguard.server.store.database.Database.upgrade(), which supply the connection"
     )
 context.configure(
     connection=connection,

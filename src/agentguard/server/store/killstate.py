@@ -60,7 +60,7 @@ class KillStateRows(Rows):
     and an audit entry in one transaction, then hand the change to :attr:`feed`.
     """
 
-    feed: ChangeFeed
+    feed: ChangeFeed  # set by SQLStore, which composes the rows with the feed
 
     def kill(
         self,
