@@ -75,13 +75,13 @@ class Server:
 
     def key(self, *scopes: str, org: str | None = None, owner: str = "usr_ops") -> str:
         """A new API key; by default in a fresh organization, so tests do not see each other."""
-        from agentguard.server.database import Database
-        from agentguard.server.keys import KeyStore
-        from agentguard.server.sqlstore import SQLStore
+        from agentguard.server.auth.keys import KeyStore
+        from agentguard.server.store.database import Database
+        from agentguard.server.store.sqlstore import SQLStore
 
         database = Database(self.database_url)
         try:
-            _, token = KeyStore(SQLStore(database)).create(
+            _, token = KeyStore(database, SQLStore(database).feed).create(
                 org or f"org_{uuid.uuid4().hex[:8]}",
                 owner=owner,
                 scopes=list(scopes),

@@ -18,8 +18,8 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from agentguard.cli import main
-from agentguard.server.database import Database
-from agentguard.server.tables import api_keys, audit_log
+from agentguard.server.store.database import Database
+from agentguard.server.store.tables import api_keys, audit_log
 
 TOKEN = re.compile(r"ag_[A-Za-z0-9]{8}_[A-Za-z0-9]{40}")
 

@@ -185,8 +185,8 @@ def stored_meanwhile(database_url: str) -> None:
     """An intervention stored while ``tail`` is away (written straight to the database)."""
     from sqlalchemy import insert
 
-    from agentguard.server.database import Database
-    from agentguard.server.tables import interventions
+    from agentguard.server.store.database import Database
+    from agentguard.server.store.tables import interventions
     from db_rows import intervention_row
 
     database = Database(database_url)

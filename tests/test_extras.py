@@ -66,7 +66,7 @@ assert result.exit_code == 0, result.output
 POSTGRES = (
     SERVER
     + """
-from agentguard.server.database import Database
+from agentguard.server.store.database import Database
 Database("postgresql://nobody@127.0.0.1:1/none").engine.dialect.dbapi  # loads psycopg
 import psycopg
 """

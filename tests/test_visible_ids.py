@@ -16,7 +16,7 @@ import agentguard
 from agentguard import Guard, InvalidInputError, NotKilledError
 from agentguard.remote.heartbeat import Heartbeat
 from agentguard.server import KillSwitchServer
-from agentguard.server.tables import kill_switches
+from agentguard.server.store.tables import kill_switches
 from agentguard.targets import HIDDEN_RANGES, id_text_problem, validate_id
 
 INVISIBLE = {

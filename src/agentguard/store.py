@@ -121,7 +121,6 @@ class MemoryStore:
         # and may read the store.
         self._lock = threading.RLock()
         self._active: dict[tuple[str, str, str], KillSwitch] = {}
-        self._history: list[KillSwitch] = []
         self._versions: dict[str, int] = {}
         self._changes: dict[str, deque[KillChange]] = {}
         self._change_log_size = change_log_size
@@ -158,7 +157,6 @@ class MemoryStore:
                 organization_id=organization_id,
             )
             self._active[key] = ks
-            self._history.append(ks)
             change = self._commit(organization_id, "kill", ks, actor, request_id)
             self._notify(organization_id, change)
         return change
@@ -181,7 +179,6 @@ class MemoryStore:
             ks = existing.model_copy(
                 update={"is_active": False, "revived_by": actor, "revived_at": utcnow()}
             )
-            self._history[self._history.index(existing)] = ks
             change = self._commit(organization_id, "revive", ks, actor, request_id)
             self._notify(organization_id, change)
         return change

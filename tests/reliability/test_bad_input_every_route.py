@@ -37,13 +37,13 @@ from starlette.types import Message
 
 from agentguard.server import KillSwitchServer
 from agentguard.server import schemas as s
+from agentguard.server.auth.session import CSRF_HEADER, SESSION_COOKIE
 from agentguard.server.console import ASSET_PATH, PAGE_PATH, SESSION_PATH, SignIn
 from agentguard.server.inputs import MAX_BODY_SIZE
 from agentguard.server.openapi import OPENAPI_PATH
 from agentguard.server.routes import ENDPOINTS
-from agentguard.server.session import CSRF_HEADER, SESSION_COOKIE
+from agentguard.server.store.tables import metadata
 from agentguard.server.stream import STATE_PATH, STREAM_PATH, StreamQuery
-from agentguard.server.tables import metadata
 
 API = "/api/v1"
 WHEN = "2026-04-18T17:00:00Z"

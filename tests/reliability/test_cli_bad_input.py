@@ -129,13 +129,13 @@ def written(server: Server, admin: str) -> dict[str, Any]:
 
 
 def all_keys(server: Server) -> int:
-    from agentguard.server.database import Database
-    from agentguard.server.keys import KeyStore
-    from agentguard.server.sqlstore import SQLStore
+    from agentguard.server.auth.keys import KeyStore
+    from agentguard.server.store.database import Database
+    from agentguard.server.store.sqlstore import SQLStore
 
     database = Database(server.database_url)
     try:
-        return KeyStore(SQLStore(database)).count()
+        return KeyStore(database, SQLStore(database).feed).count()
     finally:
         database.dispose()
 

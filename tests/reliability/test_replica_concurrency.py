@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 
 from agentguard import Guard
 from agentguard.server import KillSwitchServer
-from agentguard.server.tables import kill_switches
+from agentguard.server.store.tables import kill_switches
 
 CLIENTS = 50
 TARGETS = [

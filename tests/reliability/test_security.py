@@ -25,7 +25,7 @@ from starlette.testclient import TestClient
 
 from agentguard import Guard
 from agentguard.server import KillSwitchServer
-from agentguard.server.tables import api_keys
+from agentguard.server.store.tables import api_keys
 
 SCOPES = ("operator", "agent", "read")
 # Who may call what besides admin, as the design says: agents check, stream, heartbeat and

@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from agentguard import AlreadyKilledError, InvalidInputError, NotKilledError
 from agentguard.records import Intervention, KillSwitch
 from agentguard.server import KillSwitchServer
-from agentguard.server.tables import kill_switches
+from agentguard.server.store.tables import kill_switches
 from agentguard.store import KillStore, MemoryStore
 
 TARGETS = [("agent", "bot-a"), ("agent", "bot-b"), ("run", "bot-a"), ("tool", "send_email")]

@@ -22,7 +22,7 @@ from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
 from agentguard.server import ClerkAuth, HostUserAuth
-from agentguard.server.tables import api_keys
+from agentguard.server.store.tables import api_keys
 
 KILL_BODY = {"target_type": "agent", "target_id": "bot"}
 INTERVENTION = {

@@ -23,7 +23,7 @@ from starlette.routing import Mount
 from starlette.testclient import TestClient
 
 from agentguard.server import HostUserAuth, KillSwitchServer
-from agentguard.server.session import CSRF_HEADER, SESSION_COOKIE
+from agentguard.server.auth.session import CSRF_HEADER, SESSION_COOKIE
 
 KILL = {"target_type": "agent", "target_id": "rogue-bot", "reason": "Drained $3k in 4 minutes"}
 STATIC = resources.files("agentguard.server.console").joinpath("static")

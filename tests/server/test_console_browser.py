@@ -26,8 +26,8 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from sqlalchemy import insert
 
 from agentguard.server import KillSwitchServer
-from agentguard.server.session import SESSION_COOKIE
-from agentguard.server.tables import interventions
+from agentguard.server.auth.session import SESSION_COOKIE
+from agentguard.server.store.tables import interventions
 from db_rows import intervention_row
 
 pytestmark = pytest.mark.browser

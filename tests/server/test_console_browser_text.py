@@ -27,8 +27,8 @@ from test_console_browser import (  # noqa: F401  (fixtures)
     site,
 )
 
-from agentguard.server.session import SESSION_COOKIE
-from agentguard.server.tables import interventions
+from agentguard.server.auth.session import SESSION_COOKIE
+from agentguard.server.store.tables import interventions
 from db_rows import intervention_row
 
 pytestmark = pytest.mark.browser

@@ -171,8 +171,8 @@ def test_a_checkpoint_gives_up_after_its_bound_with_a_clear_error(
 def test_only_unreachability_is_a_503_not_a_bug(tmp_path: Path) -> None:
     from sqlalchemy import text
 
-    from agentguard.server.database import Database, is_unavailable
     from agentguard.server.problems import from_exception
+    from agentguard.server.store.database import Database, is_unavailable
 
     database = Database(f"sqlite:///{tmp_path / 'a.db'}")
     try:

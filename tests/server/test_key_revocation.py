@@ -17,7 +17,12 @@ import psycopg
 import pytest
 
 from agentguard.server import KillSwitchServer
-from agentguard.server.feed import KEY_CACHE_LEASE, KEYS_CHANNEL, LISTENER_NAME, REVOCATION_WAIT
+from agentguard.server.store.feed import (
+    KEY_CACHE_LEASE,
+    KEYS_CHANNEL,
+    LISTENER_NAME,
+    REVOCATION_WAIT,
+)
 
 pytestmark = pytest.mark.postgres
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from sqlalchemy import create_engine, inspect
 
-from agentguard.server.database import Database
-from agentguard.server.tables import metadata
+from agentguard.server.store.database import Database
+from agentguard.server.store.tables import metadata
 
 TABLES = {t.name for t in metadata.sorted_tables}
 
@@ -118,8 +118,8 @@ def test_keys_from_before_0005_speak_for_no_agent(database_url: str) -> None:
     from starlette.testclient import TestClient
 
     from agentguard.server import KillSwitchServer
-    from agentguard.server.database import MIGRATIONS
-    from agentguard.server.keys import hash_secret
+    from agentguard.server.auth.keys import hash_secret
+    from agentguard.server.store.database import MIGRATIONS
 
     database = Database(database_url)
     config = Config()

@@ -11,7 +11,7 @@ from sqlalchemy import func, insert, select
 
 from agentguard.protocol import HeartbeatReport
 from agentguard.scope import Scope
-from agentguard.server.tables import (
+from agentguard.server.store.tables import (
     audit_log,
     console_sign_outs,
     instances,

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from agentguard.server.tables import kill_switches
+from agentguard.server.store.tables import kill_switches
 
 RECORD_KEYS = {
     "id",

@@ -15,7 +15,8 @@ from agentguard import (
 )
 from agentguard.records import utcnow
 from agentguard.scope import Scope
-from agentguard.server.sqlstore import AckReport, VersionAheadError
+from agentguard.server.store.acks import AckReport
+from agentguard.server.store.killstate import VersionAheadError
 
 
 @pytest.fixture
@@ -156,7 +157,7 @@ def test_start_warms_up_without_writing(server: Any) -> None:
     """The start compiles a kill and a revive in a rolled-back transaction: no row remains."""
     from sqlalchemy import func, select
 
-    from agentguard.server.tables import metadata
+    from agentguard.server.store.tables import metadata
 
     server.start()
     with server.database.read() as conn:

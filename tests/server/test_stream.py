@@ -177,8 +177,8 @@ def test_an_intervention_committed_out_of_order_is_still_streamed_once(
     from live import start_live
     from sqlalchemy import create_engine, insert
 
-    from agentguard.server.database import Database
-    from agentguard.server.tables import interventions
+    from agentguard.server.store.database import Database
+    from agentguard.server.store.tables import interventions
     from db_rows import intervention_row
 
     live = start_live(start_process, make_postgres_url())
@@ -271,8 +271,8 @@ def test_a_revocation_on_another_replica_ends_the_stream(
 def _last_seen(database_url: str, instance_id: str) -> Any:
     from sqlalchemy import select
 
-    from agentguard.server.database import Database
-    from agentguard.server.tables import instances
+    from agentguard.server.store.database import Database
+    from agentguard.server.store.tables import instances
 
     database = Database(database_url)
     try:

@@ -17,7 +17,7 @@ from live import Live, uvicorn_argv
 from stream_client import StreamReader, ThreadServer
 
 from agentguard.server import KillSwitchServer
-from agentguard.server.clerk import ClerkAuth
+from agentguard.server.auth.clerk import ClerkAuth
 
 SESSION = "/kill-switch/session"
 

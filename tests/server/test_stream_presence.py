@@ -47,8 +47,8 @@ def row(live: Live, instance_id: str) -> dict[str, Any]:
     """An instance as stored (the agents view lists only heartbeating instances)."""
     from sqlalchemy import select
 
-    from agentguard.server.database import Database
-    from agentguard.server.tables import instances
+    from agentguard.server.store.database import Database
+    from agentguard.server.store.tables import instances
 
     database = Database(live.database_url)
     try:

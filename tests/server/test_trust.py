@@ -20,7 +20,7 @@ from starlette.testclient import TestClient
 
 from agentguard.rules import BudgetRule
 from agentguard.server import KillSwitchServer
-from agentguard.server.tables import api_keys
+from agentguard.server.store.tables import api_keys
 
 BUDGET = BudgetRule("fleet-budget", limit_usd=100, window=3600)
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from agentguard.server.tables import audit_log, interventions, kill_switches, org_versions
+from agentguard.server.store.tables import audit_log, interventions, kill_switches, org_versions
 
 KILL = "/api/v1/kill-switch/kill"
 REVIVE = "/api/v1/kill-switch/revive"

@@ -13,13 +13,13 @@ from .options import database_option, duration_seconds, seconds_ago
 
 def open_keys(database_url: str) -> Any:
     """The key store of an upgraded database."""
-    from ..server.database import Database
-    from ..server.keys import KeyStore
-    from ..server.sqlstore import SQLStore
+    from ..server.auth.keys import KeyStore
+    from ..server.store.database import Database
+    from ..server.store.sqlstore import SQLStore
 
     database = Database(database_url)
     database.upgrade()
-    return KeyStore(SQLStore(database))
+    return KeyStore(database, SQLStore(database).feed)
 
 
 @click.group()
@@ -31,7 +31,7 @@ def db() -> None:
 @database_option
 def db_upgrade(database_url: str) -> None:
     """Apply pending migrations."""
-    from ..server.database import Database
+    from ..server.store.database import Database
 
     with database_errors():
         database = Database(database_url)
@@ -82,8 +82,8 @@ def db_prune(database_url: str, age: timedelta, interventions_too: bool, dry_run
     Kill switches, the change log, the audit log and checkpoints are never deleted. One
     transaction: on any error nothing is deleted.
     """
-    from ..server.database import Database
-    from ..server.sqlstore import SQLStore
+    from ..server.store.database import Database
+    from ..server.store.sqlstore import SQLStore
 
     before = datetime.now(timezone.utc) - age
     with database_errors():

@@ -196,7 +196,7 @@ def keys_revoke(
     """Revoke a key at once; exit code 3 if it does not exist or is already revoked."""
     database = _keys_database(ctx, database_url)
     if database is not None:
-        from ..server.keys import KeyNotFoundError, KeyRevokedError
+        from ..server.store.keys import KeyNotFoundError, KeyRevokedError
 
         with database_errors():
             try:

@@ -86,7 +86,7 @@ def serve(
         RULES_ENV,
         rules_from,
     )
-    from ..server.session import SESSION_SECRET_ENV
+    from ..server.auth.session import SESSION_SECRET_ENV
 
     for spec in rules:
         if ";" in spec:

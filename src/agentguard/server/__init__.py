@@ -20,8 +20,8 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 from .app import KillSwitchServer
-from .auth import HostUserAuth, Principal
-from .clerk import ClerkAuth
-from .sqlstore import SQLStore
+from .auth.clerk import ClerkAuth
+from .auth.principal import HostUserAuth, Principal
+from .store.sqlstore import SQLStore
 
 __all__ = ["ClerkAuth", "HostUserAuth", "KillSwitchServer", "Principal", "SQLStore"]

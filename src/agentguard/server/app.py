@@ -25,20 +25,20 @@ from ..index import KillIndex
 from ..records import utcnow
 from ..rules import Rule
 from ..telemetry import Telemetry
-from .auth import ApiKeyAuth
-from .clerk import ClerkAuth
+from .auth.clerk import ClerkAuth
+from .auth.keys import KeyStore
+from .auth.principal import ApiKeyAuth
+from .auth.session import ConsoleSessions, SessionAuth
 from .console import Console
-from .database import Database
 from .fastcheck import FastCheck
-from .feed import ChangeFeed
 from .fleet import Fleet
-from .keys import KeyStore
 from .openapi import OPENAPI_PATH, build_openapi
 from .problems import http_exception
 from .routes import Api, build_routes
-from .session import ConsoleSessions, SessionAuth
 from .source import ServerSource
-from .sqlstore import SQLStore
+from .store.database import Database
+from .store.feed import ChangeFeed
+from .store.sqlstore import SQLStore
 from .stream import (
     DEFAULT_MAX_STREAMS_PER_KEY,
     DEFAULT_MAX_STREAMS_PER_ORG,
@@ -87,7 +87,7 @@ class KillSwitchServer:
         self.require_reason = require_reason  # refuse kills without a reason (422 naming it)
         self.database = Database(database_url, pool_size=pool_size)
         self._store = SQLStore(self.database)
-        self.keys = KeyStore(self._store)
+        self.keys = KeyStore(self.database, self._store.feed)
         extra = [auth] if isinstance(auth, AuthenticationBackend) else list(auth or ())
         self.sessions = ConsoleSessions(self.keys, self.database, session_secret)
         self.auth_backends: list[AuthenticationBackend] = [

@@ -23,7 +23,7 @@ from starlette.types import ASGIApp
 from ..errors import InvalidInputError
 from ..rules import Rule, parse_rule
 from .app import KillSwitchServer
-from .clerk import ClerkAuth
+from .auth.clerk import ClerkAuth
 from .fleet import validate_rules
 from .stream import DEFAULT_MAX_STREAMS_PER_KEY, DEFAULT_MAX_STREAMS_PER_ORG
 

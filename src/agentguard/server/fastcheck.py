@@ -18,10 +18,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..records import KillSwitch
 from ..targets import MAX_TARGET_ID_LENGTH, TARGET_TYPES
-from .auth import PERMISSIONS
-from .database import is_unavailable
+from .auth.principal import PERMISSIONS
 from .problems import database_unavailable
 from .routes import API
+from .store.database import is_unavailable
 
 if TYPE_CHECKING:
     from .app import KillSwitchServer

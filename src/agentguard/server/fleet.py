@@ -48,19 +48,15 @@ from ..rules import BudgetRule, ErrorRateRule, LoopRule, RateRule, Rule
 from ..scope import Scope
 from ..wording import plural
 from . import schemas as s
-from .binding import AgentBinding, AgentNotAllowedError
+from .auth.binding import AgentBinding, AgentNotAllowedError
 from .inputs import as_public
 from .problems import ApiError
-from .sqlstore import (
-    RULE_OBSERVED,
-    USAGE_SLICE,
-    AckReport,
-    InstanceRow,
-    NewAck,
-    SQLStore,
-    Usage,
-    VersionAheadError,
-)
+from .store.acks import AckReport, NewAck
+from .store.audit import RULE_OBSERVED
+from .store.instances import InstanceRow
+from .store.killstate import VersionAheadError
+from .store.sqlstore import SQLStore
+from .store.usage import USAGE_SLICE, Usage
 from .stream import KillStatePublic, public_state
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from .._version import __version__
-from .auth import PERMISSIONS
+from .auth.principal import PERMISSIONS
 from .problems import DESCRIPTIONS
 from .routes import API, ENDPOINTS, VERSION_HEADER, Endpoint
 from .schemas import ErrorResponse, InterventionPublic

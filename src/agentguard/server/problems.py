@@ -11,10 +11,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..errors import AlreadyKilledError, InvalidInputError, NotKilledError
-from .binding import AgentNotAllowedError
-from .database import RETRY_AFTER, Outage, is_unavailable
-from .keys import KeyNotFoundError, KeyRevokedError
+from .auth.binding import AgentNotAllowedError
 from .schemas import PATTERN_RULES, ErrorResponse, KillSwitchPublic
+from .store.database import RETRY_AFTER, Outage, is_unavailable
+from .store.keys import KeyNotFoundError, KeyRevokedError
 
 # The status of each error code, and the sentence OpenAPI uses for it.
 STATUS: dict[str, int] = {

@@ -24,7 +24,7 @@ from ..targets import require_reason
 from ..wording import plural
 from . import fleet, stream
 from . import schemas as s
-from .auth import Principal, authenticate, required_scope
+from .auth.principal import Principal, authenticate, required_scope
 from .inputs import as_public, dump, parse_body, parse_path, parse_query
 from .problems import ApiError, from_exception
 

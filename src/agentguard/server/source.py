@@ -8,7 +8,7 @@ from ..protocol import HeartbeatReply, HeartbeatReport
 from ..records import Intervention, KillChange, KillStatus
 from ..sources import KillStateSource
 from ..targets import require_reason, validate_target
-from .sqlstore import SQLStore
+from .store.sqlstore import SQLStore
 
 if TYPE_CHECKING:
     from .fleet import Fleet

@@ -33,15 +33,15 @@ from starlette.responses import Response
 from ..records import KillChange, Snapshot
 from ..scope import Scope
 from . import schemas as s
-from .binding import AgentNotAllowedError
-from .database import is_unavailable
+from .auth.binding import AgentNotAllowedError
 from .inputs import parse_query
 from .problems import ApiError, from_exception
-from .tables import interventions as interventions_table
+from .store.database import is_unavailable
+from .store.tables import interventions as interventions_table
 
 if TYPE_CHECKING:
     from .app import KillSwitchServer
-    from .auth import Principal
+    from .auth.principal import Principal
     from .routes import Api, Call
 
 logger = logging.getLogger("agentguard.server")

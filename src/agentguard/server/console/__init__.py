@@ -20,10 +20,10 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from ..auth import Principal, authenticate
+from ..auth.principal import Principal, authenticate
+from ..auth.session import SESSION_COOKIE, SessionData, check_csrf
 from ..inputs import parse_body
 from ..problems import ApiError, from_exception
-from ..session import SESSION_COOKIE, SessionData, check_csrf
 
 if TYPE_CHECKING:
     from ..app import KillSwitchServer

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from alembic import context
 
-from agentguard.server.database import VERSION_TABLE
-from agentguard.server.tables import metadata
+from agentguard.server.store.database import VERSION_TABLE
+from agentguard.server.store.tables import metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:
     raise RuntimeError(
         "agentguard's migrations run through `agentguard db upgrade` or "
-        "agentguard.server.database.Database.upgrade(), which supply the connection"
+        "agentguard.server.store.database.Database.upgrade(), which supply the connection"
     )
 context.configure(
     connection=connection,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import re
 import secrets
@@ -20,18 +19,15 @@ import string
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
-from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import func, insert, select, update
 
-from ..errors import AgentGuardError, InvalidInputError
-from ..records import utcnow
+from ...errors import InvalidInputError
+from ...records import utcnow
+from ..store.database import Database, is_unavailable
+from ..store.feed import ChangeFeed
+from ..store.keys import ApiKey, KeyRows
 from .binding import validate_agents
-from .database import is_unavailable
-from .feed import KEYS_CHANNEL
-from .sqlstore import SQLStore
-from .tables import api_keys
 
 SCOPES: tuple[str, ...] = ("admin", "operator", "agent", "read")
 KEY_PREFIX = "ag_"
@@ -42,32 +38,6 @@ _TOKEN = re.compile(rf"^ag_([A-Za-z0-9]{{{_ID_LENGTH}}})_([A-Za-z0-9]{{{_SECRET_
 _CACHE_SIZE = 10_000
 
 logger = logging.getLogger("agentguard.server")
-
-
-class KeyNotFoundError(AgentGuardError):
-    """No such API key in the organization (HTTP 404)."""
-
-
-class KeyRevokedError(AgentGuardError):
-    """The API key is already revoked (HTTP 409)."""
-
-
-class ApiKey(BaseModel):
-    """An API key as listed: everything but the secret."""
-
-    model_config = ConfigDict(frozen=True)
-
-    id: str
-    organization_id: str
-    owner: str
-    name: str | None = None
-    scopes: list[str]
-    # The agents an agent key speaks for; None for a key made before keys named them.
-    agents: list[str] | None = None
-    created_by: str
-    created_at: datetime
-    revoked_by: str | None = None
-    revoked_at: datetime | None = None
 
 
 class VerifiedKey(BaseModel):
@@ -106,9 +76,9 @@ def validate_scopes(scopes: Iterable[str]) -> list[str]:
 class KeyStore:
     """Create, list, revoke and verify API keys; every create and revoke is audited."""
 
-    def __init__(self, store: SQLStore) -> None:
-        self._store = store
-        self._database = store.database
+    def __init__(self, database: Database, feed: ChangeFeed) -> None:
+        self._rows = KeyRows(database)
+        self._feed = feed
         self._verified: dict[str, VerifiedKey] = {}
         # Bumped whenever keys may have been revoked: a verification that read the database
         # under an older generation does not cache what it read.
@@ -117,7 +87,7 @@ class KeyStore:
         self._watched: Counter[str] = Counter()
         self._revocation_listeners: list[Callable[[set[str]], None]] = []
         self._lock = threading.Lock()
-        store.feed.on_external_change(self.recheck)
+        feed.on_external_change(self.recheck)
 
     def create(
         self,
@@ -151,104 +121,39 @@ class KeyStore:
             created_by=actor,
             created_at=utcnow(),
         )
-        with self._database.write() as conn:
-            conn.execute(
-                insert(api_keys).values(
-                    **key.model_dump(exclude={"scopes", "agents"}),
-                    scopes=",".join(scope_list),
-                    agents=json.dumps(agent_list),
-                    secret_hash=hash_secret(token),
-                )
-            )
-            self._store.write_audit(
-                conn,
-                organization_id,
-                action="key.create",
-                actor=actor,
-                target_type="api_key",
-                target_id=key_id,
-                detail=f"owner={owner} scopes={','.join(scope_list)}"
-                + (f" agents={','.join(agent_list)}" if agent_list else ""),
-                request_id=request_id,
-                created_at=key.created_at,
-            )
+        self._rows.create(key, hash_secret(token), request_id=request_id)
         return key, token
 
     def list(
         self, organization_id: str, *, skip: int = 0, limit: int = 100
     ) -> tuple[list[ApiKey], int]:
         """The organization's keys, newest first (revoked ones included), and their count."""
-        where = api_keys.c.organization_id == organization_id
-        with self._database.read() as conn:
-            rows = conn.execute(
-                select(api_keys)
-                .where(where)
-                .order_by(api_keys.c.created_at.desc(), api_keys.c.id)
-                .offset(skip)
-                .limit(limit)
-            ).all()
-            count = conn.execute(
-                select(func.count()).select_from(api_keys).where(where)
-            ).scalar_one()
-        return [_api_key(r._mapping) for r in rows], int(count)
+        return self._rows.list(organization_id, skip=skip, limit=limit)
 
     def get(self, organization_id: str, key_id: str) -> ApiKey:
-        """One key of the organization."""
-        with self._database.read() as conn:
-            row = conn.execute(
-                select(api_keys).where(
-                    api_keys.c.organization_id == organization_id, api_keys.c.id == key_id
-                )
-            ).first()
-        if row is None:
-            raise KeyNotFoundError(f"no API key {key_id!r} in this organization")
-        return _api_key(row._mapping)
+        """One key of the organization; :class:`KeyNotFoundError` if there is none."""
+        return self._rows.get(organization_id, key_id)
 
     def revoke(
         self, organization_id: str, key_id: str, *, actor: str, request_id: str | None = None
     ) -> ApiKey:
         """Revoke a key at once in this process, and in others as soon as they hear of it."""
-        now = utcnow()
         # The revocation block waits, after the commit, for every listening process.
-        with self._store.feed.key_revocation() as notice:
-            with self._database.write() as conn:
-                row = conn.execute(
-                    update(api_keys)
-                    .where(
-                        api_keys.c.organization_id == organization_id,
-                        api_keys.c.id == key_id,
-                        api_keys.c.revoked_at.is_(None),
-                    )
-                    .values(revoked_at=now, revoked_by=actor)
-                    .returning(*api_keys.c)
-                ).first()
-                if row is None:
-                    existing = conn.execute(
-                        select(api_keys.c.id).where(
-                            api_keys.c.organization_id == organization_id, api_keys.c.id == key_id
-                        )
-                    ).first()
-                    if existing is None:
-                        raise KeyNotFoundError(f"no API key {key_id!r} in this organization")
-                    raise KeyRevokedError(f"API key {key_id!r} is already revoked")
-                self._store.write_audit(
-                    conn,
-                    organization_id,
-                    action="key.revoke",
-                    actor=actor,
-                    target_type="api_key",
-                    target_id=key_id,
-                    request_id=request_id,
-                    created_at=now,
-                )
-                self._database.notify(conn, KEYS_CHANNEL, f"{key_id} {notice}")
+        with self._feed.key_revocation() as notice:
+            key = self._rows.revoke(
+                organization_id,
+                key_id,
+                actor=actor,
+                now=utcnow(),
+                notice=notice,
+                request_id=request_id,
+            )
             self.forget([key_id])
-        return _api_key(row._mapping)
+        return key
 
     def count(self) -> int:
         """How many keys exist in all organizations (revoked included)."""
-        with self._database.read() as conn:
-            return int(conn.execute(select(func.count()).select_from(api_keys)).scalar_one())
+        return self._rows.count()
 
     def cached(self, token: str) -> VerifiedKey | None:
         """The verified key for a token if this process has already verified it (no I/O).
@@ -256,7 +161,7 @@ class KeyStore:
         ``None`` while the cache cannot be trusted (the change feed is not known to be
         current), so the caller verifies the token against the database instead.
         """
-        if not self._store.feed.trusts_key_cache():
+        if not self._feed.trusts_key_cache():
             return None
         return self._verified.get(hash_secret(token))
 
@@ -271,10 +176,7 @@ class KeyStore:
             return None
         generation = self._generation  # read before the database, compared before caching
         try:
-            with self._database.read() as conn:
-                row = conn.execute(
-                    select(api_keys).where(api_keys.c.id == KEY_PREFIX + match.group(1))
-                ).first()
+            found = self._rows.find(KEY_PREFIX + match.group(1))
         except Exception as exc:
             # The database is away, so every route that changes or reads stored data answers
             # 503 anyway: a key verified before may still read kill state from the index
@@ -283,16 +185,17 @@ class KeyStore:
             if known is not None and is_unavailable(exc):
                 return known
             raise
-        if row is None or row.revoked_at is not None:
+        if found is None:
             return None
-        if not hmac.compare_digest(row.secret_hash, digest):
+        key, secret_hash = found
+        if key.revoked_at is not None or not hmac.compare_digest(secret_hash, digest):
             return None
         verified = VerifiedKey(
-            id=row.id,
-            organization_id=row.organization_id,
-            owner=row.owner,
-            scopes=frozenset(row.scopes.split(",")),
-            agents=tuple(_agents(row.agents) or ()),
+            id=key.id,
+            organization_id=key.organization_id,
+            owner=key.owner,
+            scopes=frozenset(key.scopes),
+            agents=tuple(key.agents or ()),
         )
         with self._lock:
             if self._generation != generation:
@@ -314,14 +217,7 @@ class KeyStore:
 
     def revoked_among(self, key_ids: Iterable[str]) -> set[str]:
         """Those of ``key_ids`` that are revoked now."""
-        with self._database.read() as conn:
-            return set(
-                conn.execute(
-                    select(api_keys.c.id).where(
-                        api_keys.c.id.in_(set(key_ids)), api_keys.c.revoked_at.is_not(None)
-                    )
-                ).scalars()
-            )
+        return self._rows.revoked_among(key_ids)
 
     def forget(self, key_ids: Iterable[str]) -> None:
         """Drop revoked keys from the verified-key cache and tell the revocation listeners."""
@@ -361,15 +257,3 @@ class KeyStore:
         """Call ``listener(key_ids)`` whenever keys are found revoked (from any thread)."""
         with self._lock:
             self._revocation_listeners.append(listener)
-
-
-def _api_key(m: object) -> ApiKey:
-    data = dict(m)  # type: ignore[call-overload]
-    data.pop("secret_hash", None)
-    data["scopes"] = data["scopes"].split(",")
-    data["agents"] = _agents(data.get("agents"))
-    return ApiKey(**data)
-
-
-def _agents(stored: str | None) -> list[str] | None:
-    return None if stored is None else list(json.loads(stored))

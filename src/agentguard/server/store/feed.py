@@ -21,18 +21,16 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ..index import KillIndex
-from ..records import KillChange, Snapshot
-from ..store import ChangeListener
-from .database import describe, is_unavailable
+from ...index import KillIndex
+from ...records import KillChange, Snapshot
+from ...store import ChangeListener
+from .database import Database, describe, is_unavailable
 
 if TYPE_CHECKING:
     import psycopg
-
-    from .sqlstore import SQLStore
 
 logger = logging.getLogger("agentguard.server")
 
@@ -49,6 +47,18 @@ _LISTEN_TIMEOUT = 0.25
 _CATCH_UP_PAGE = 1000
 
 
+class ChangeLog(Protocol):
+    """Where the feed reads kill state and changes from (the store's kill-state rows)."""
+
+    def versions(self, organization_ids: Iterable[str] | None) -> dict[str, int]: ...
+
+    def snapshot(self, organization_id: str) -> Snapshot: ...
+
+    def changes_since(
+        self, organization_id: str, version: int, *, limit: int = 1000
+    ) -> list[KillChange] | None: ...
+
+
 class _OrgState:
     __slots__ = ("index", "delivered", "lock")
 
@@ -59,10 +69,11 @@ class _OrgState:
 
 
 class ChangeFeed:
-    """Per-organization :class:`KillIndex` views and change listeners of one store."""
+    """Per-organization :class:`KillIndex` views and change listeners of one database."""
 
-    def __init__(self, store: SQLStore) -> None:
-        self._store = store
+    def __init__(self, database: Database, log: ChangeLog) -> None:
+        self._database = database
+        self._log = log
         self._orgs: dict[str, _OrgState] = {}
         self._orgs_lock = threading.Lock()
         self._listeners: list[ChangeListener] = []
@@ -74,7 +85,7 @@ class ChangeFeed:
         self._probe: _DataVersionProbe | None = None
         self.listening = threading.Event()
         self.reconnects = 0
-        self._listens = store.database.is_postgres
+        self._listens = database.is_postgres
         self._alive_at = 0.0  # when the listener last looked for notices (monotonic)
 
     # -- reading ------------------------------------------------------------------------------
@@ -106,7 +117,7 @@ class ChangeFeed:
             return
         import psycopg
 
-        conninfo = self._store.database.psycopg_conninfo()
+        conninfo = self._database.psycopg_conninfo()
         with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as conn:
             conn.execute(f"LISTEN {KEYS_ACK_CHANNEL}")
             yield token
@@ -154,9 +165,9 @@ class ChangeFeed:
         organizations this process has not read yet; without, only the loaded indexes.
         """
         if self._listeners:
-            versions = self._store.versions(None)
+            versions = self._log.versions(None)
         else:
-            versions = self._store.versions(
+            versions = self._log.versions(
                 [org for org, state in list(self._orgs.items()) if state.index is not None]
             )
         for organization_id, version in versions.items():
@@ -175,7 +186,7 @@ class ChangeFeed:
     def subscribe(self, listener: ChangeListener) -> Callable[[], None]:
         """Call ``listener(organization_id, change)`` for every change, in version order."""
         if not self._listeners and self._thread is not None:
-            self._baseline = self._store.versions(None)
+            self._baseline = self._log.versions(None)
         self._listeners.append(listener)
 
         def unsubscribe() -> None:
@@ -203,12 +214,12 @@ class ChangeFeed:
         with self._orgs_lock:
             state = self._orgs.get(organization_id)
             if state is None:  # first sight: the snapshot is the starting point for listeners too
-                snapshot = self._store.snapshot(organization_id)
+                snapshot = self._log.snapshot(organization_id)
                 state = self._orgs[organization_id] = _OrgState(snapshot.version, _index(snapshot))
                 return state.index  # type: ignore[return-value]
         with state.lock:
             if state.index is None:
-                snapshot = self._store.snapshot(organization_id)
+                snapshot = self._log.snapshot(organization_id)
                 state.index = _index(snapshot)
                 if snapshot.version > state.delivered:  # listeners still owed these
                     self._catch_up(organization_id, state)
@@ -216,7 +227,7 @@ class ChangeFeed:
 
     def _catch_up(self, organization_id: str, state: _OrgState) -> None:
         while True:
-            changes = self._store.changes_since(
+            changes = self._log.changes_since(
                 organization_id, state.delivered, limit=_CATCH_UP_PAGE
             )
             if not changes:
@@ -251,7 +262,7 @@ class ChangeFeed:
         """Start following other processes' writes (PostgreSQL LISTEN, or SQLite probing)."""
         if self._thread is not None:
             return
-        database = self._store.database
+        database = self._database
         self._stop.clear()
         if database.is_postgres:
             target = self._listen
@@ -261,7 +272,7 @@ class ChangeFeed:
         else:
             return  # in-memory SQLite: no other process can write to it
         self._poll_interval = poll_interval
-        self._baseline = self._store.versions(None)
+        self._baseline = self._log.versions(None)
         self._thread = threading.Thread(target=target, name="agentguard-feed", daemon=True)
         self._thread.start()
         if database.is_postgres:
@@ -284,14 +295,14 @@ class ChangeFeed:
                 self.refresh()
             except Exception as exc:
                 if is_unavailable(exc):
-                    self._store.database.outage.began(exc)  # logged once, not every poll
+                    self._database.outage.began(exc)  # logged once, not every poll
                 else:
                     logger.exception("agentguard: could not read changes from the database")
 
     def _listen(self) -> None:
         import psycopg
 
-        database = self._store.database
+        database = self._database
         conninfo = database.psycopg_conninfo()
         backoff = 0.05
         failures = 0  # in a row: the first is logged, the others only at debug level

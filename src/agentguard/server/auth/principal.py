@@ -2,7 +2,7 @@
 
 Every backend is a Starlette :class:`~starlette.authentication.AuthenticationBackend` whose
 user is a :class:`Principal`. API keys are always tried first; session backends (e.g.
-:class:`~agentguard.server.clerk.ClerkAuth`, :class:`HostUserAuth`) follow in the order given.
+:class:`~agentguard.server.auth.clerk.ClerkAuth`, :class:`HostUserAuth`) follow in the order given.
 
 A browser sends cookies with requests that other sites make it send, so a state-changing
 request authenticated by a cookie must prove it comes from this origin: the console's cookie
@@ -25,9 +25,9 @@ from starlette.authentication import (
 )
 from starlette.requests import HTTPConnection
 
+from ..problems import ApiError
 from .binding import AgentBinding
 from .keys import KEY_PREFIX, SCOPES, KeyStore
-from .problems import ApiError
 
 # What each kind of request needs, as the scopes that grant it (``admin`` grants everything).
 PERMISSIONS: dict[str, tuple[str, ...]] = {

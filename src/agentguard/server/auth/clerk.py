@@ -15,8 +15,8 @@ from starlette.authentication import (
 )
 from starlette.requests import HTTPConnection
 
-from .auth import Principal, bearer_token, check_same_origin
 from .keys import KEY_PREFIX, validate_scopes
+from .principal import Principal, bearer_token, check_same_origin
 
 SESSION_COOKIE = "__session"
 
@@ -30,7 +30,7 @@ class ClerkAuth(AuthenticationBackend):
     the allowed ``azp`` origins, as Clerk's own SDKs check them: when given, a token must name
     one of them. ``issuer`` (the instance's Frontend API URL), when given, must be the
     token's ``iss``. A token read from the cookie is accepted for a state-changing request
-    only from this origin (see :func:`~agentguard.server.auth.check_same_origin`).
+    only from this origin (see :func:`~agentguard.server.auth.principal.check_same_origin`).
     """
 
     def __init__(

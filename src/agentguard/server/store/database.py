@@ -16,11 +16,11 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import StaticPool
 
-from ..errors import InvalidInputError
+from ...errors import InvalidInputError
 
 logger = logging.getLogger("agentguard.server")
 
-MIGRATIONS = Path(__file__).with_name("migrations")
+MIGRATIONS = Path(__file__).parent.parent / "migrations"
 # Any constant shared by every agentguard process: serialises concurrent upgrades on PostgreSQL.
 _MIGRATION_LOCK_KEY = 0x61677264
 SQLITE_BUSY_TIMEOUT = 30.0

@@ -17,8 +17,8 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..errors import AgentGuardError, InvalidInputError
-from ..targets import MAX_TARGET_ID_LENGTH
+from ...errors import AgentGuardError, InvalidInputError
+from ...targets import MAX_TARGET_ID_LENGTH
 
 ANY_AGENT = "*"
 MAX_AGENTS = 100

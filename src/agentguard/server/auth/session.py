@@ -24,8 +24,6 @@ from datetime import datetime, timedelta
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from pydantic import BaseModel, ConfigDict, ValidationError
-from sqlalchemy import insert, select
-from sqlalchemy.exc import IntegrityError
 from starlette.authentication import (
     AuthCredentials,
     AuthenticationBackend,
@@ -36,12 +34,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
-from .auth import Principal
-from .database import Database
-from .feed import KEYS_CHANNEL
-from .keys import KeyNotFoundError, KeyStore, VerifiedKey
-from .problems import ApiError
-from .tables import console_sign_outs
+from ..problems import ApiError
+from ..store.database import Database
+from ..store.keys import KeyNotFoundError
+from ..store.sessions import SignOutRows
+from .keys import KeyStore, VerifiedKey
+from .principal import Principal
 
 SESSION_COOKIE = "agentguard_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -77,7 +75,7 @@ class ConsoleSessions:
         max_age: int = DEFAULT_MAX_AGE,
     ) -> None:
         self.keys = keys
-        self._database = database
+        self._sign_outs = SignOutRows(database)
         self.max_age = max_age
         secret = secret or os.environ.get(SESSION_SECRET_ENV) or secrets.token_bytes(32)
         self._serializer = URLSafeTimedSerializer(secret, salt=_SALT)
@@ -109,13 +107,7 @@ class ConsoleSessions:
 
     def principal(self, data: SessionData, expires: datetime | None = None) -> Principal:
         """The caller a session stands for, as its key is now (blocking: reads the database)."""
-        with self._database.read() as conn:
-            signed_out = conn.execute(
-                select(console_sign_outs.c.session_id).where(
-                    console_sign_outs.c.session_id == data.sid
-                )
-            ).first()
-        if signed_out is not None:
+        if self._sign_outs.is_signed_out(data.sid):
             raise AuthenticationError("this console session was signed out; sign in again")
         try:
             key = self.keys.get(data.organization_id, data.key_id)
@@ -139,16 +131,7 @@ class ConsoleSessions:
 
     def sign_out(self, data: SessionData, expires: datetime) -> None:
         """End a session for good, on every replica (blocking: writes the database)."""
-        try:
-            with self._database.write() as conn:
-                conn.execute(
-                    insert(console_sign_outs).values(session_id=data.sid, expires_at=expires)
-                )
-                # Other processes recheck what relies on sessions (their open streams) on this
-                # notice, as on a key's revocation; SQLite ones on seeing the database change.
-                self._database.notify(conn, KEYS_CHANNEL, data.sid)
-        except IntegrityError:
-            pass  # signed out already (twice at once, or from a copy of the cookie)
+        self._sign_outs.sign_out(data.sid, expires)
         for listener in list(self._sign_out_listeners):
             try:
                 listener({data.sid})
@@ -161,12 +144,7 @@ class ConsoleSessions:
 
     def signed_out_among(self, session_ids: Iterable[str]) -> set[str]:
         """Those of ``session_ids`` signed out by now, by any process (reads the database)."""
-        wanted = set(session_ids)
-        if not wanted:
-            return set()
-        t = console_sign_outs.c
-        with self._database.read() as conn:
-            return set(conn.execute(select(t.session_id).where(t.session_id.in_(wanted))).scalars())
+        return self._sign_outs.signed_out_among(session_ids)
 
     def set_cookie(self, response: Response, conn: HTTPConnection, value: str) -> None:
         """Attach a session cookie scoped to wherever the server is mounted."""

@@ -1,0 +1,105 @@
+"""Heartbeats: an instance's state, its usage since the last one and its acknowledgements."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Connection, select, update
+
+from ...protocol import HeartbeatReport
+from ...scope import Scope
+from ..auth.binding import AgentBinding
+from .acks import NewAck, acknowledge
+from .instances import InstanceRow, check_owner, new_instance
+from .killstate import check_version
+from .rows import Rows, upsert
+from .tables import instances
+from .usage import add_usage
+
+
+class HeartbeatRows(Rows):
+    """Record heartbeats."""
+
+    def record_heartbeat(
+        self,
+        organization_id: str,
+        report: HeartbeatReport,
+        *,
+        now: datetime,
+        acked_at: datetime,
+        binding: AgentBinding | None = None,
+    ) -> tuple[InstanceRow, list[NewAck]]:
+        """Store a heartbeat: the instance's state, its usage since the last one, its acks.
+
+        Raises :class:`VersionAheadError` (and writes nothing) if it claims a version the
+        organization has not reached, and :class:`AgentNotAllowedError` (writing nothing) if
+        the instance belongs to an agent ``binding`` does not allow.
+        """
+        with self.database.write() as conn:
+            check_version(conn, organization_id, report.version)
+            previous = _lock_instance(conn, organization_id, report.instance_id, now, acked_at)
+            if binding is not None:
+                check_owner(binding, previous)
+            scope = Scope(
+                report.agent_id or previous.agent_id,
+                report.run_id or previous.run_id,
+                report.mission_id or previous.mission_id,
+            )
+            values = {
+                "agent_id": scope.agent_id,
+                "run_id": scope.run_id,
+                "mission_id": scope.mission_id,
+                "interval_s": report.interval,
+                "executed": report.executed,
+                "refused": report.refused,
+                "failed": report.failed,
+                "cost_usd": report.cost_usd,
+                "version": max(previous.version, report.version),
+                "checkpoint": report.checkpoint or previous.checkpoint,
+                "status": report.status,
+                "error": report.error,
+                "last_seen": now,
+            }
+            conn.execute(
+                update(instances)
+                .where(
+                    instances.c.organization_id == organization_id,
+                    instances.c.instance_id == report.instance_id,
+                )
+                .values(**values)
+            )
+            delta = (
+                max(0, report.executed - previous.executed),
+                max(0, report.refused - previous.refused),
+                max(0, report.failed - previous.failed),
+                max(0.0, report.cost_usd - previous.cost_usd),
+            )
+            if scope.agent_id and any(delta):
+                add_usage(conn, organization_id, scope.agent_id, now, delta)
+            row = previous.updated(values)
+            acks = acknowledge(
+                conn, organization_id, row, previous.version, report.version, acked_at
+            )
+        return row, acks
+
+
+def _lock_instance(
+    conn: Connection, org: str, instance_id: str, now: datetime, first_seen: datetime
+) -> InstanceRow:
+    """The instance's row, created if new, locked until commit (PostgreSQL).
+
+    ``now`` is the fleet's clock (health); ``first_seen`` real time (ack latencies).
+    """
+    conn.execute(
+        upsert(conn, instances)
+        .values(**new_instance(org, instance_id, first_seen, now))
+        .on_conflict_do_nothing(
+            index_elements=[instances.c.organization_id, instances.c.instance_id]
+        )
+    )
+    row = conn.execute(
+        select(instances)
+        .where(instances.c.organization_id == org, instances.c.instance_id == instance_id)
+        .with_for_update()
+    ).one()
+    return InstanceRow.of(row)

@@ -1,0 +1,54 @@
+"""Pruning: deleting fleet rows nobody has touched for a while."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import delete, func, select
+
+from ...records import utcnow
+from .rows import Rows
+from .tables import console_sign_outs, instances, interventions, kill_acks, usage
+
+
+class PruneRows(Rows):
+    """Delete old fleet rows in every organization."""
+
+    def prune(
+        self, before: datetime, *, interventions_too: bool = False, dry_run: bool = False
+    ) -> dict[str, int]:
+        """Delete fleet rows last touched before ``before``, in every organization; the counts.
+
+        Instances not seen since (with their acknowledgements) and usage slices; with
+        ``interventions_too`` also interventions received before it; and console sign-outs of
+        sessions that have expired anyway. Kill switches, the change log, the audit log and
+        checkpoints are kept. One transaction: all or nothing; ``dry_run`` counts and deletes
+        nothing.
+        """
+        acks_of_gone = (
+            select(instances.c.instance_id)
+            .where(
+                instances.c.organization_id == kill_acks.c.organization_id,
+                instances.c.instance_id == kill_acks.c.instance_id,
+                instances.c.last_seen < before,
+            )
+            .exists()
+        )
+        targets = [
+            ("acknowledgements", kill_acks, acks_of_gone),
+            ("instances", instances, instances.c.last_seen < before),
+            ("usage", usage, usage.c.bucket < before),
+        ]
+        if interventions_too:
+            targets.append(("interventions", interventions, interventions.c.received_at < before))
+        expired = console_sign_outs.c.expires_at < utcnow()
+        targets.append(("expired console sign-outs", console_sign_outs, expired))
+        counts: dict[str, int] = {}
+        with self.database.write() as conn:
+            for name, table, where in targets:
+                counts[name] = int(
+                    conn.execute(select(func.count()).select_from(table).where(where)).scalar_one()
+                )
+                if not dry_run and counts[name]:
+                    conn.execute(delete(table).where(where))
+        return counts
