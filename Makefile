@@ -33,8 +33,11 @@ bench: $(STAMP)
 serve: $(STAMP)
 	$(VENV)/bin/agentguard serve
 
+# CI runs both before the suite (.ci/run): ruff with SLF001 (no module reaches into another's
+# private names), the formatter's check, and mypy --strict over src/agentguard.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests examples benchmarks
+	$(VENV)/bin/ruff format --check src tests examples benchmarks
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
