@@ -127,11 +127,17 @@ class KillSwitchServer:
             max_streams_per_key=self.max_streams_per_key,
             max_streams_per_org=self.max_streams_per_org,
         )
+        self.starlette = self._starlette(store)
+        self.app = FastCheck(self.starlette, server=self, feed=feed, keys=self.keys, outage=outage)
+
+    def _starlette(self, store: SQLStore) -> Starlette:
+        """The app: every endpoint's handlers, the stream, the OpenAPI document, the console."""
+        feed, outage = store.feed, self.database.outage
         authenticator = Authenticator(self.auth_backends, feed)
         state = KillStateReader(store, feed.index, outage)
         handlers = [
             KillHandlers(
-                store, feed.index, self.telemetry, self.fleet, require_reason=require_reason
+                store, feed.index, self.telemetry, self.fleet, require_reason=self.require_reason
             ),
             state,
             KeyHandlers(self.keys),
@@ -160,15 +166,15 @@ class KillSwitchServer:
             Route(OPENAPI_PATH, OpenApiEndpoint(clerk=clerk).serve, methods=["GET"], name="openapi")
         )
         routes.extend(console.routes())  # the page at kill-switch, and its session
-        self.starlette = Starlette(
+        starlette = Starlette(
             routes=routes,
             exception_handlers={HTTPException: http_exception},
             lifespan=self.lifespan,
         )
         # Starlette's own trailing-slash redirect writes the Host header into Location.
-        self.starlette.router.redirect_slashes = False
-        self.starlette.router.default = SlashRedirect(self.starlette.router)
-        self.app = FastCheck(self.starlette, server=self, feed=feed, keys=self.keys, outage=outage)
+        starlette.router.redirect_slashes = False
+        starlette.router.default = SlashRedirect(starlette.router)
+        return starlette
 
     # -- life cycle ---------------------------------------------------------------------------
 
