@@ -21,7 +21,7 @@ from harness import bearer
 from reliability_harness import Uvicorn
 
 from agentguard.server import KillSwitchServer
-from agentguard.server.routes import ENDPOINTS
+from agentguard.server.api.endpoints import ENDPOINTS
 
 B = "agent-b"
 B_INSTANCE = "b-instance"

@@ -1,7 +1,7 @@
 """Bad input on every registered route: a clear 4xx naming the field, and nothing half-written.
 
 ``tests/server/test_validation.py`` picks cases by hand; this matrix derives them from the
-models each route reads (``routes.ENDPOINTS`` plus the stream and the console), so a new field
+models each route reads (``endpoints.ENDPOINTS`` plus the stream and the console), so a new field
 is covered as soon as it is declared, and it fails when the server registers a route without
 cases here. Every case checks the status DESIGN.md gives (400 not JSON, 413 over 1 MiB, 422
 invalid, 405 wrong method), the error shape, that ``field`` names the offending field (dotted
@@ -37,13 +37,14 @@ from starlette.types import Message
 
 from agentguard.server import KillSwitchServer
 from agentguard.server import schemas as s
+from agentguard.server.api.endpoints import ENDPOINTS
+from agentguard.server.api.openapi import OPENAPI_PATH
+from agentguard.server.api.state import STATE_PATH
+from agentguard.server.api.stream import STREAM_PATH, StreamQuery
 from agentguard.server.auth.session import CSRF_HEADER, SESSION_COOKIE
 from agentguard.server.console import ASSET_PATH, PAGE_PATH, SESSION_PATH, SignIn
 from agentguard.server.inputs import MAX_BODY_SIZE
-from agentguard.server.openapi import OPENAPI_PATH
-from agentguard.server.routes import ENDPOINTS
 from agentguard.server.store.tables import metadata
-from agentguard.server.stream import STATE_PATH, STREAM_PATH, StreamQuery
 
 API = "/api/v1"
 WHEN = "2026-04-18T17:00:00Z"

@@ -6,25 +6,33 @@ import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
-from functools import partial
 from typing import Any
-from urllib.parse import quote
 
 from opentelemetry import metrics, trace
 from starlette.applications import Starlette
 from starlette.authentication import AuthenticationBackend
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse
-from starlette.routing import Match, Route, Router
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from ..errors import InvalidInputError
 from ..index import KillIndex
 from ..records import utcnow
 from ..rules import Rule
 from ..telemetry import Telemetry
+from .api.audit import AuditHandlers
+from .api.authenticator import Authenticator
+from .api.checkpoints import CheckpointHandlers
+from .api.endpoints import ENDPOINTS
+from .api.fleet import FleetHandlers
+from .api.interventions import InterventionHandlers
+from .api.keys import KeyHandlers
+from .api.kills import KillHandlers
+from .api.openapi import OPENAPI_PATH, OpenApiEndpoint
+from .api.routes import SlashRedirect, build_routes
+from .api.state import KillStateReader
+from .api.stream import STREAM_PATH, StreamEndpoint, encode_change
 from .auth.clerk import ClerkAuth
 from .auth.keys import KeyStore
 from .auth.principal import ApiKeyAuth
@@ -32,20 +40,13 @@ from .auth.session import ConsoleSessions, SessionAuth
 from .console import Console
 from .fastcheck import FastCheck
 from .fleet import Fleet
-from .openapi import OPENAPI_PATH, build_openapi
+from .hub import DEFAULT_MAX_STREAMS_PER_KEY, DEFAULT_MAX_STREAMS_PER_ORG, StreamHub
 from .problems import http_exception
-from .routes import Api, build_routes
+from .rules import ServerRules
 from .source import ServerSource
 from .store.database import Database
 from .store.feed import ChangeFeed
 from .store.sqlstore import SQLStore
-from .stream import (
-    DEFAULT_MAX_STREAMS_PER_KEY,
-    DEFAULT_MAX_STREAMS_PER_ORG,
-    STREAM_PATH,
-    StreamHub,
-    stream,
-)
 
 
 class KillSwitchServer:
@@ -86,8 +87,9 @@ class KillSwitchServer:
     ) -> None:
         self.require_reason = require_reason  # refuse kills without a reason (422 naming it)
         self.database = Database(database_url, pool_size=pool_size)
-        self._store = SQLStore(self.database)
-        self.keys = KeyStore(self.database, self._store.feed)
+        store = self._store = SQLStore(self.database)
+        feed = store.feed
+        self.keys = KeyStore(self.database, feed)
         extra = [auth] if isinstance(auth, AuthenticationBackend) else list(auth or ())
         self.sessions = ConsoleSessions(self.keys, self.database, session_secret)
         self.auth_backends: list[AuthenticationBackend] = [
@@ -97,7 +99,12 @@ class KillSwitchServer:
         ]
         self.telemetry = Telemetry(tracer_provider, meter_provider)
         # Heartbeats, health, acknowledgements and server rules; ``clock`` is its wall time.
-        self.fleet = Fleet(self._store, self.index, self.telemetry, clock=clock, rules=rules)
+        server_rules = None
+        if rules:
+            server_rules = ServerRules(
+                rules, store=store, index=feed.index, telemetry=self.telemetry
+            )
+        self.fleet = Fleet(store, feed.index, self.telemetry, clock=clock, rules=server_rules)
         self._poll_interval = poll_interval
         self._start_lock = threading.Lock()
         self._started = False
@@ -108,22 +115,66 @@ class KillSwitchServer:
         self.max_streams_per_org = _positive_int(
             "max_streams_per_organization", max_streams_per_organization
         )
-        self.stream_hub = StreamHub(self)
-        api = Api(self)
-        routes = build_routes(api)
-        routes.append(Route(STREAM_PATH, partial(stream, api), methods=["GET"], name="stream"))
-        routes.append(Route(OPENAPI_PATH, self._openapi, methods=["GET"], name="openapi"))
-        routes.extend(Console(self).routes())  # the page at kill-switch, and its session
-        self.starlette = Starlette(
+        outage = self.database.outage
+        self.stream_hub = StreamHub(
+            feed=feed,
+            keys=self.keys,
+            sessions=self.sessions,
+            fleet=self.fleet,
+            outage=outage,
+            encode=encode_change,
+            keepalive=keepalive,
+            max_streams_per_key=self.max_streams_per_key,
+            max_streams_per_org=self.max_streams_per_org,
+        )
+        self.starlette = self._starlette(store)
+        self.app = FastCheck(self.starlette, server=self, feed=feed, keys=self.keys, outage=outage)
+
+    def _starlette(self, store: SQLStore) -> Starlette:
+        """The app: every endpoint's handlers, the stream, the OpenAPI document, the console."""
+        feed, outage = store.feed, self.database.outage
+        authenticator = Authenticator(self.auth_backends, feed)
+        state = KillStateReader(store, feed.index, outage)
+        handlers = [
+            KillHandlers(
+                store, feed.index, self.telemetry, self.fleet, require_reason=self.require_reason
+            ),
+            state,
+            KeyHandlers(self.keys),
+            AuditHandlers(store),
+            InterventionHandlers(store),
+            FleetHandlers(self.fleet, store),
+            CheckpointHandlers(store),
+        ]
+        stream = StreamEndpoint(
+            hub=self.stream_hub,
+            auth=authenticator,
+            state=state,
+            store=store,
+            keys=self.keys,
+            sessions=self.sessions,
+            database=self.database,
+            index=feed.index,
+        )
+        clerk = any(isinstance(b, ClerkAuth) for b in self.auth_backends)
+        console = Console(
+            auth=authenticator, keys=self.keys, sessions=self.sessions, feed=feed, outage=outage
+        )
+        routes = build_routes(ENDPOINTS, handlers, auth=authenticator, outage=outage)
+        routes.append(Route(STREAM_PATH, stream.serve, methods=["GET"], name="stream"))
+        routes.append(
+            Route(OPENAPI_PATH, OpenApiEndpoint(clerk=clerk).serve, methods=["GET"], name="openapi")
+        )
+        routes.extend(console.routes())  # the page at kill-switch, and its session
+        starlette = Starlette(
             routes=routes,
             exception_handlers={HTTPException: http_exception},
             lifespan=self.lifespan,
         )
         # Starlette's own trailing-slash redirect writes the Host header into Location.
-        self.starlette.router.redirect_slashes = False
-        self.starlette.router.default = _SlashRedirect(self.starlette.router)
-        self.app = FastCheck(self, self.starlette)
-        self._openapi_documents: dict[str, dict[str, Any]] = {}
+        starlette.router.redirect_slashes = False
+        starlette.router.default = SlashRedirect(starlette.router)
+        return starlette
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -216,15 +267,6 @@ class KillSwitchServer:
 
     # -- the app ------------------------------------------------------------------------------
 
-    async def _openapi(self, request: Request) -> JSONResponse:
-        server_url = request.scope.get("root_path", "") or "/"
-        document = self._openapi_documents.get(server_url)
-        if document is None:
-            clerk = any(isinstance(b, ClerkAuth) for b in self.auth_backends)
-            document = build_openapi(server_url=server_url, clerk=clerk)
-            self._openapi_documents[server_url] = document
-        return JSONResponse(document)
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.app(scope, receive, send)
 
@@ -236,30 +278,3 @@ def _positive_int(name: str, value: object) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise InvalidInputError(name, f"must be a whole number of at least 1; got {value!r}")
     return value
-
-
-class _SlashRedirect:
-    """A 307 to the path with the trailing slash added or removed, if that one has a route.
-
-    ``Location`` is the path alone (relative to the host the client used), never built from
-    the ``Host`` header. Otherwise, the router's usual 404.
-    """
-
-    def __init__(self, router: Router) -> None:
-        self.router = router
-        self.not_found: ASGIApp = router.not_found
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            path: str = scope["path"]
-            other = path.rstrip("/") if path.endswith("/") else path + "/"
-            if other not in ("", "/") and not other.startswith("//"):
-                moved = {**scope, "path": other}
-                if any(r.matches(moved)[0] is not Match.NONE for r in self.router.routes):
-                    location = quote(other, safe="/:@!$&'()*+,;=-._~")
-                    query = scope.get("query_string", b"").decode("latin-1")
-                    if query:
-                        location += f"?{query}"
-                    await RedirectResponse(location, status_code=307)(scope, receive, send)
-                    return
-        await self.not_found(scope, receive, send)

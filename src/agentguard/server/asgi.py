@@ -24,8 +24,8 @@ from ..errors import InvalidInputError
 from ..rules import Rule, parse_rule
 from .app import KillSwitchServer
 from .auth.clerk import ClerkAuth
-from .fleet import validate_rules
-from .stream import DEFAULT_MAX_STREAMS_PER_KEY, DEFAULT_MAX_STREAMS_PER_ORG
+from .hub import DEFAULT_MAX_STREAMS_PER_KEY, DEFAULT_MAX_STREAMS_PER_ORG
+from .rules import validate_rules
 
 DATABASE_URL_ENV = "AGENTGUARD_DATABASE_URL"
 DEFAULT_DATABASE_URL = "sqlite:///agentguard.db"

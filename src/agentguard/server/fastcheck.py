@@ -11,32 +11,51 @@ from __future__ import annotations
 
 import json
 import os
-from typing import TYPE_CHECKING
+from typing import Protocol
 from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..records import KillSwitch
 from ..targets import MAX_TARGET_ID_LENGTH, TARGET_TYPES
+from .api.call import API
+from .auth.keys import KeyStore
 from .auth.principal import PERMISSIONS
 from .problems import database_unavailable
-from .routes import API
-from .store.database import is_unavailable
-
-if TYPE_CHECKING:
-    from .app import KillSwitchServer
+from .store.database import Outage, is_unavailable
+from .store.feed import ChangeFeed
 
 CHECK_PATH = f"{API}/kill-switch/check"
 _CHECK_SCOPES = frozenset(("admin", *PERMISSIONS["check"]))
 _BEARER = b"bearer ag_"
 
 
+class Startable(Protocol):
+    """What starts on the first request (the server: migrations, the change feed)."""
+
+    @property
+    def started(self) -> bool: ...
+
+    async def ready(self) -> None: ...
+
+
 class FastCheck:
     """Pure ASGI: start the server on first use; answer plain ``/check`` calls directly."""
 
-    def __init__(self, server: KillSwitchServer, app: ASGIApp) -> None:
-        self.server = server
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        server: Startable,
+        feed: ChangeFeed,
+        keys: KeyStore,
+        outage: Outage,
+    ) -> None:
         self.app = app
+        self.server = server
+        self.feed = feed
+        self.keys = keys
+        self.outage = outage
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -47,10 +66,9 @@ class FastCheck:
                     if await self._check(scope, send):
                         return
             except Exception as exc:  # before anything was sent: a 503 if the database is away
-                outage = self.server.database.outage
                 if not is_unavailable(exc):
                     raise
-                outage.began(exc)
+                self.outage.began(exc)
                 await database_unavailable(exc).response()(scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -66,9 +84,9 @@ class FastCheck:
                 return False  # let the full app validate and echo it
         if token is None:
             return False
-        feed = self.server.feed
+        feed = self.feed
         feed.refresh()  # first: another process may have revoked the key or killed the target
-        key = self.server.keys.cached(token)
+        key = self.keys.cached(token)
         if key is None or key.scopes.isdisjoint(_CHECK_SCOPES):
             return False
         query = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))

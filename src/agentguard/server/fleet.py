@@ -1,4 +1,4 @@
-"""The fleet: heartbeats and health, kill acknowledgements, cost, checkpoints, server rules.
+"""The fleet: heartbeats and health, kill acknowledgements and cost.
 
 Every guarded process may send heartbeats (``guard.start_heartbeat()``): cumulative counts,
 cost, the kill-state version it applied. From them the server knows each agent's instances
@@ -20,48 +20,34 @@ and ``POST /kill?wait=`` can wait for every live instance the kill applies to. A
 an open change stream is live without heartbeats: the stream marks it seen every keep-alive
 (at most 5 s).
 
-Server rules (``KillSwitchServer(rules=[BudgetRule(...)])``) evaluate each agent's totals
-across all its instances, summed from heartbeats in 10-second slices, after every heartbeat.
+Each heartbeat is then put to the server rules (:mod:`agentguard.server.rules`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 
-from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from ..checkpoints import encode_checkpoint
-from ..errors import AlreadyKilledError, InvalidInputError
 from ..index import KillIndex
 from ..protocol import HeartbeatReply, HeartbeatReport
-from ..records import Intervention, InterventionType, utcnow
-from ..rules import BudgetRule, ErrorRateRule, LoopRule, RateRule, Rule
+from ..records import utcnow
 from ..scope import Scope
-from ..wording import plural
+from ..telemetry import Telemetry
 from . import schemas as s
 from .auth.binding import AgentBinding, AgentNotAllowedError
 from .inputs import as_public
-from .problems import ApiError
+from .rules import ServerRules
 from .store.acks import AckReport, NewAck
-from .store.audit import RULE_OBSERVED
 from .store.instances import InstanceRow
 from .store.killstate import VersionAheadError
 from .store.sqlstore import SQLStore
-from .store.usage import USAGE_SLICE, Usage
-from .stream import KillStatePublic, public_state
-
-if TYPE_CHECKING:
-    from ..telemetry import Telemetry
-    from .routes import Api, Call
+from .store.usage import Usage
 
 logger = logging.getLogger("agentguard.server")
 
@@ -69,7 +55,6 @@ Clock = Callable[[], datetime]
 DEFAULT_INTERVAL = 10.0  # seconds, for instances only known from their acknowledgements
 STALE_AFTER = 3  # missed intervals
 VANISHED_AFTER = 10  # missed intervals without a clean exit: crashed
-ACK_HEADER = "X-AgentGuard-Acknowledged"
 _WAIT_POLL = 0.1  # seconds between reads while waiting (acks may land on another server)
 _ACK_BATCH = 100  # acks per transaction at most, so a kill waits on the write lock briefly
 
@@ -105,84 +90,11 @@ class _PendingAck:
     future: asyncio.Future[int]
 
 
-class HeartbeatAnswer(BaseModel):
-    """The instance's health and kill state; ``snapshot`` when its version is behind."""
-
-    health: s.HealthName
-    version: int
-    killed: bool
-    reason: str | None = None
-    snapshot: KillStatePublic | None = None
-
-
-# -- server rules ----------------------------------------------------------------------------------
-
-
-def validate_rules(rules: Sequence[Rule] | None) -> list[Rule]:
-    """The rules a server can evaluate from heartbeat totals, or an error naming the misfit."""
-    checked = list(rules or ())
-    for rule in checked:
-        if not isinstance(rule, (BudgetRule, RateRule, ErrorRateRule)):
-            what = (
-                "LoopRule needs each call's arguments"
-                if isinstance(rule, LoopRule)
-                else (f"{type(rule).__name__} is not a rule a server can evaluate")
-            )
-            raise InvalidInputError(
-                "rules", f"{what}; declare it on the Guard (server rules: budget, rate, error rate)"
-            )
-        if rule.per != "agent":
-            raise InvalidInputError(
-                "rules",
-                f"server rule {rule.name!r}: heartbeats are totalled per agent; per='agent'",
-            )
-        if isinstance(rule, RateRule) and rule.tool is not None:
-            raise InvalidInputError(
-                "rules",
-                f"server rule {rule.name!r}: heartbeats carry totals, not per-tool counts; "
-                "declare a per-tool rate rule on the Guard",
-            )
-    names = [r.name for r in checked]
-    if len(set(names)) != len(names):
-        raise InvalidInputError("rules", f"rule names must be unique; got {names}")
-    return checked
-
-
-def _exceeds(rule: Rule, agent_id: str, used: Usage) -> str | None:
-    """The trip reason if the agent's totals exceed the rule."""
-    where = f"across all instances of agent {agent_id!r}"
-    if isinstance(rule, BudgetRule):
-        if used.cost_usd > rule.limit_usd:
-            return (
-                f"spent ${used.cost_usd:,.2f} in {rule.window:g} s {where}; "
-                f"limit ${rule.limit_usd:,.2f}"
-            )
-    elif isinstance(rule, RateRule):
-        if used.executed > rule.limit:
-            return (
-                f"{plural(used.executed, 'guarded call')} in {rule.window:g} s {where}; "
-                f"limit {rule.limit:,}"
-            )
-    elif isinstance(rule, ErrorRateRule):
-        if used.executed >= rule.min_calls and used.failed / used.executed > rule.max_rate:
-            return (
-                f"{used.failed:,} of {plural(used.executed, 'call')} failed "
-                f"in {rule.window:g} s {where} "
-                f"({used.failed / used.executed:.0%}); limit {rule.max_rate:.0%}"
-            )
-    return None
-
-
-def _window(rule: Rule) -> float:
-    window: float = rule.window  # type: ignore[attr-defined]  # every server rule has one
-    return float(window)
-
-
 # -- the fleet -------------------------------------------------------------------------------------
 
 
 class Fleet:
-    """Heartbeats, health, acknowledgements and server rules of one server's store."""
+    """Heartbeats, health and acknowledgements of one server's store."""
 
     def __init__(
         self,
@@ -191,13 +103,13 @@ class Fleet:
         telemetry: Telemetry,
         *,
         clock: Clock = utcnow,
-        rules: Sequence[Rule] | None = None,
+        rules: ServerRules | None = None,
     ) -> None:
         self.store = store
         self._index = index
         self.telemetry = telemetry
         self.clock = clock
-        self.rules = validate_rules(rules)
+        self.rules = rules  # evaluated after each heartbeat of a running agent
         self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
         self._waiters_lock = threading.Lock()
         # Acks waiting for the transaction after the one being written, per event loop.
@@ -224,9 +136,9 @@ class Fleet:
             organization_id, report, now=now, acked_at=utcnow(), binding=binding
         )
         self._acknowledged(organization_id, acks)
-        if self.rules and row.agent_id and report.status == "running":
+        if self.rules is not None and row.agent_id and report.status == "running":
             tripper = f"the heartbeat of instance {row.instance_id!r} from {reporter}"
-            self._evaluate_rules(organization_id, row.agent_id, now, tripper)
+            self.rules.evaluate(organization_id, row.agent_id, now, tripper)
         index = self._index(organization_id)
         ks = index.blocking(_scope(row))
         snapshot = None
@@ -485,210 +397,3 @@ class Fleet:
             cost_usd_today=today.cost_usd,
             kill_switch=as_public(s.KillSwitchPublic, ks) if ks is not None else None,
         )
-
-    # -- server rules ----------------------------------------------------------------------------
-
-    def _evaluate_rules(
-        self, organization_id: str, agent_id: str, now: datetime, tripper: str
-    ) -> None:
-        for rule in self.rules:
-            try:
-                self._evaluate(rule, organization_id, agent_id, now, tripper)
-            except Exception:  # a broken rule must not fail the instance's heartbeat
-                logger.exception("agentguard: server rule %s failed", rule.name)
-
-    def _evaluate(self, rule: Rule, org: str, agent_id: str, now: datetime, tripper: str) -> None:
-        since = now - timedelta(seconds=_window(rule))
-        used = self.store.usage_since(org, [agent_id], since).get(agent_id, Usage())
-        reason = _exceeds(rule, agent_id, used)
-        if reason is None:
-            return
-        actor = f"rule:{rule.name}"
-        last = self.store.last_rule_action(org, actor, "agent", agent_id)
-        if last is not None and last >= since - timedelta(seconds=USAGE_SLICE):
-            # Count afresh after the rule's last kill or observation: slices after its own.
-            after = last + timedelta(seconds=USAGE_SLICE)
-            used = self.store.usage_since(org, [agent_id], after).get(agent_id, Usage())
-            reason = _exceeds(rule, agent_id, used)
-            if reason is None:
-                return
-        if rule.mode == "observe":
-            logger.warning(
-                "agentguard: rule %s would kill agent %r: %s", rule.name, agent_id, reason
-            )
-            self.store.add_interventions(
-                org,
-                [
-                    Intervention(
-                        type=InterventionType.OBSERVED,
-                        action=actor,
-                        target_type="agent",
-                        target_id=agent_id,
-                        killed_by=actor,
-                        reason=reason,
-                        agent_id=agent_id,
-                        occurred_at=now,
-                    )
-                ],
-            )
-            # What the rule itself reads back: clients cannot write audit entries.
-            with self.store.database.write() as conn:
-                self.store.write_audit(
-                    conn,
-                    org,
-                    action=RULE_OBSERVED,
-                    actor=actor,
-                    target_type="agent",
-                    target_id=agent_id,
-                    detail=f"{reason}; tripped by {tripper}",
-                    created_at=now,
-                )
-            return
-        if self._index(org).agent.get(agent_id) is not None:
-            return  # already killed (by this rule or anyone): nothing to add
-        try:
-            change = self.store.kill(
-                org,
-                "agent",
-                agent_id,
-                reason=reason,
-                actor=actor,
-                audit_note=f"tripped by {tripper}",
-            )
-        except AlreadyKilledError:
-            return
-        logger.warning("agentguard: rule %s killed agent %r: %s", rule.name, agent_id, reason)
-        self.telemetry.record_change(change, actor=actor)
-
-
-# -- HTTP handlers -------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _version_conflict() -> Iterator[None]:
-    try:
-        yield
-    except VersionAheadError as exc:
-        raise ApiError("conflict", str(exc), field="version") from None
-
-
-async def heartbeat(api: Api, call: Call) -> BaseModel:
-    body: s.HeartbeatIn = call.body
-    binding = call.principal.binding
-    if binding is not None:  # the heartbeat and the cost in it are for one of the key's agents
-        binding.require("agent_id", body.agent_id)
-    report = HeartbeatReport(**body.model_dump())
-    with _version_conflict():
-        reply = await run_in_threadpool(
-            lambda: api.server.fleet.heartbeat(
-                call.org, report, binding=binding, reporter=call.principal.actor
-            )
-        )
-    return HeartbeatAnswer(
-        health=reply.health,
-        version=reply.version,
-        killed=reply.killed,
-        reason=reply.reason,
-        snapshot=public_state(reply.snapshot) if reply.snapshot is not None else None,
-    )
-
-
-async def ack(api: Api, call: Call) -> BaseModel:
-    body: s.AckIn = call.body
-    scope = Scope(body.agent_id, body.run_id, body.mission_id)
-    binding = call.principal.binding
-    try:
-        if binding is not None:  # only the instance's own agent's key acknowledges for it
-            binding.require("agent_id", body.agent_id)
-        with _version_conflict():
-            count = await api.server.fleet.acknowledge(
-                call.org, body.instance_id, body.version, scope, binding
-            )
-    except AgentNotAllowedError as refused:
-        await run_in_threadpool(_audit_refused_ack, api, call, refused)
-        raise
-    return s.AckAccepted(acknowledged=count)
-
-
-def _audit_refused_ack(api: Api, call: Call, refused: AgentNotAllowedError) -> None:
-    body: s.AckIn = call.body
-    logger.warning("agentguard: refused an ack by %s: %s", call.principal.actor, refused)
-    with api.server.database.write() as conn:
-        api.server.store.write_audit(
-            conn,
-            call.org,
-            action="ack.refused",
-            actor=call.principal.actor,
-            target_type="agent" if body.agent_id else None,
-            target_id=body.agent_id,
-            detail=f"instance {body.instance_id!r}, version {body.version}: {refused}",
-            request_id=call.request_id,
-        )
-
-
-async def acks(api: Api, call: Call) -> BaseModel:
-    query: s.AcksQuery = call.query
-    status = await run_in_threadpool(
-        api.server.fleet.acks, call.org, query.target_type, query.target_id
-    )
-    if status is None:
-        raise ApiError(
-            "not_found", f"{query.target_type} {query.target_id!r} has no active kill switch"
-        )
-    return status
-
-
-async def kill(api: Api, call: Call) -> BaseModel:
-    """The seed's kill; with ``?wait=`` it then waits for the live instances' acks."""
-    record = await api.kill(call)
-    query: s.KillQuery | None = call.query
-    if query is not None and query.wait is not None:
-        body: s.KillRequest = call.body
-        status = await api.server.fleet.wait_for_acks(
-            call.org, body.target_type, body.target_id, query.wait
-        )
-        if status is not None:
-            call.headers[ACK_HEADER] = f"{status.acknowledged}/{status.live}"
-    return record
-
-
-async def agents(api: Api, call: Call) -> BaseModel:
-    query: s.PageQuery = call.query
-    found = await run_in_threadpool(api.server.fleet.agents, call.org)
-    return s.AgentsPublic(data=found[query.skip : query.skip + query.limit], count=len(found))
-
-
-async def agent(api: Api, call: Call) -> BaseModel:
-    path: s.AgentPath = call.path
-    found = await run_in_threadpool(api.server.fleet.agents, call.org, path.agent_id)
-    if not found:
-        raise ApiError("not_found", f"no heartbeats from agent {path.agent_id!r}", field="agent_id")
-    return found[0]
-
-
-def _stored_key(call: Call, key: str) -> str:
-    """Where a checkpoint lives: an agent key's under its agents' namespace."""
-    binding = call.principal.binding
-    return key if binding is None else binding.namespace + key
-
-
-async def put_checkpoint(api: Api, call: Call) -> BaseModel:
-    path: s.CheckpointPath = call.path
-    body: s.CheckpointIn = call.body
-    encoded = encode_checkpoint(path.key, body.state)
-    binding = call.principal.binding
-    if binding is not None and not binding.patterns:
-        binding.require("key", None)  # speaks for no agent: stores no checkpoints
-    store = api.server.store
-    await run_in_threadpool(store.save_checkpoint, call.org, _stored_key(call, path.key), encoded)
-    return await get_checkpoint(api, call)
-
-
-async def get_checkpoint(api: Api, call: Call) -> BaseModel:
-    path: s.CheckpointPath = call.path
-    stored = _stored_key(call, path.key)
-    found = await run_in_threadpool(api.server.store.get_checkpoint, call.org, stored)
-    if found is None:
-        raise ApiError("not_found", f"no checkpoint {path.key!r}", field="key")
-    state_json, updated_at = found
-    return s.CheckpointPublic(key=path.key, state=json.loads(state_json), updated_at=updated_at)

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..protocol import HeartbeatReply, HeartbeatReport
 from ..records import Intervention, KillChange, KillStatus
 from ..sources import KillStateSource
 from ..targets import require_reason, validate_target
+from .fleet import Fleet
 from .store.sqlstore import SQLStore
-
-if TYPE_CHECKING:
-    from .fleet import Fleet
 
 
 class ServerSource(KillStateSource):

@@ -11,7 +11,7 @@ import hashlib
 from datetime import datetime
 from importlib import resources
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, StringConstraints
 from starlette.authentication import AuthenticationError
@@ -20,13 +20,14 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from ..auth.principal import Principal, authenticate
-from ..auth.session import SESSION_COOKIE, SessionData, check_csrf
+from ..api.authenticator import Authenticator
+from ..auth.keys import KeyStore
+from ..auth.principal import Principal
+from ..auth.session import SESSION_COOKIE, ConsoleSessions, SessionData, check_csrf
 from ..inputs import parse_body
 from ..problems import ApiError, from_exception
-
-if TYPE_CHECKING:
-    from ..app import KillSwitchServer
+from ..store.database import Outage
+from ..store.feed import ChangeFeed
 
 PAGE_PATH = "/kill-switch"
 SESSION_PATH = "/kill-switch/session"
@@ -94,10 +95,22 @@ class _Asset:
 
 
 class Console:
-    """The console's routes, bound to one server."""
+    """The console's routes, with what they use of the server."""
 
-    def __init__(self, server: KillSwitchServer) -> None:
-        self.server = server
+    def __init__(
+        self,
+        *,
+        auth: Authenticator,
+        keys: KeyStore,
+        sessions: ConsoleSessions,
+        feed: ChangeFeed,
+        outage: Outage,
+    ) -> None:
+        self.auth = auth
+        self.keys = keys
+        self.sessions = sessions
+        self.feed = feed
+        self.outage = outage
         self._assets: dict[str, _Asset] = {}
 
     def routes(self) -> list[Route]:
@@ -155,7 +168,7 @@ class Console:
                 return await self._sign_out(request)
             return await self._current(request)
         except Exception as exc:
-            error = from_exception(exc, self.server.database.outage)
+            error = from_exception(exc, self.outage)
             if error is None:
                 raise
             response = error.response()
@@ -163,13 +176,12 @@ class Console:
                 response = _json(SignedOut(detail=error.body.detail))
             response.headers.update(_NO_STORE)
             if error.status == 401 and SESSION_COOKIE in request.cookies:
-                self.server.sessions.clear_cookie(response, request)
+                self.sessions.clear_cookie(response, request)
             return response
 
     async def _current(self, request: Request) -> Response:
-        self.server.feed.refresh()  # another process may have revoked the session's key
-        try:
-            principal = await authenticate(request, self.server.auth_backends)
+        try:  # after catching up: another process may have revoked the session's key
+            principal = await self.auth.identify(request)
         except AuthenticationError as exc:
             raise ApiError("unauthorized", str(exc) or "invalid credentials") from None
         if principal is None:
@@ -177,16 +189,16 @@ class Console:
         data: SessionData | None = None
         expires = None
         if principal.method == "console":
-            data, expires = self.server.sessions.read(request.cookies[SESSION_COOKIE])
+            data, expires = self.sessions.read(request.cookies[SESSION_COOKIE])
         return _json(_describe(principal, data, expires))
 
     async def _sign_in(self, request: Request) -> Response:
         body = await parse_body(SignIn, request)  # 415 unless sent as application/json
-        self.server.feed.refresh()  # another process may have revoked the key
-        key = await run_in_threadpool(self.server.keys.verify, body.api_key)
+        self.feed.refresh()  # another process may have revoked the key
+        key = await run_in_threadpool(self.keys.verify, body.api_key)
         if key is None:
             raise ApiError("unauthorized", "this API key is not valid or has been revoked")
-        sessions = self.server.sessions
+        sessions = self.sessions
         value, data = sessions.issue(key)
         _, expires = sessions.read(value)
         principal = Principal(
@@ -197,7 +209,7 @@ class Console:
         return response
 
     async def _sign_out(self, request: Request) -> Response:
-        sessions = self.server.sessions
+        sessions = self.sessions
         value = request.cookies.get(SESSION_COOKIE)
         if value:
             try:

@@ -7,16 +7,36 @@ from typing import Any
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
+from starlette.requests import Request
+from starlette.responses import JSONResponse
 
-from .._version import __version__
-from .auth.principal import PERMISSIONS
-from .problems import DESCRIPTIONS
-from .routes import API, ENDPOINTS, VERSION_HEADER, Endpoint
-from .schemas import ErrorResponse, InterventionPublic
-from .stream import STREAM_MODELS, STREAM_PATH, stream_operation
+from ..._version import __version__
+from ..auth.principal import PERMISSIONS
+from ..problems import DESCRIPTIONS
+from ..schemas import ErrorResponse, InterventionPublic
+from .call import API
+from .endpoints import ENDPOINTS, Endpoint
+from .kills import VERSION_HEADER
+from .stream import KEEPALIVE_HEADER, STREAM_MODELS, STREAM_PATH, StreamQuery
 
 REF = "#/components/schemas/{model}"
 OPENAPI_PATH = f"{API}/openapi.json"
+
+
+class OpenApiEndpoint:
+    """``GET /openapi.json``: the document, built once per mount point."""
+
+    def __init__(self, *, clerk: bool = False) -> None:
+        self.clerk = clerk  # documents the Clerk session cookie
+        self._documents: dict[str, dict[str, Any]] = {}
+
+    async def serve(self, request: Request) -> JSONResponse:
+        server_url = request.scope.get("root_path", "") or "/"
+        document = self._documents.get(server_url)
+        if document is None:
+            document = build_openapi(server_url=server_url, clerk=self.clerk)
+            self._documents[server_url] = document
+        return JSONResponse(document)
 
 
 def build_openapi(
@@ -37,7 +57,7 @@ def build_openapi(
     paths: dict[str, dict[str, Any]] = {}
     for e in endpoints:
         paths.setdefault(e.path, {})[e.method.lower()] = _operation(e, refs)
-    paths[STREAM_PATH] = {"get": stream_operation()}
+    paths[STREAM_PATH] = {"get": _stream_operation()}
     security_schemes: dict[str, Any] = {
         "apiKey": {
             "type": "http",
@@ -160,3 +180,91 @@ def _without_nulls(prop: dict[str, Any]) -> dict[str, Any]:
 def _scope_text(permission: str) -> str:
     scopes = ["admin", *PERMISSIONS[permission]]
     return " or ".join(f"`{s}`" for s in scopes) + " scope"
+
+
+def _stream_operation() -> dict[str, Any]:
+    """The OpenAPI operation of the stream (not a JSON endpoint, so written out)."""
+    params = []
+    properties = StreamQuery.model_json_schema()["properties"]
+    for name in ("instance_id", "agent_id", "run_id", "mission_id"):
+        schema = next(o for o in properties[name]["anyOf"] if o.get("type") == "string")
+        params.append({"name": name, "in": "query", "required": False, "schema": schema})
+    params.append(
+        {
+            "name": "include",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string", "enum": ["interventions"]},
+        }
+    )
+    params.append(
+        {
+            "name": "Last-Event-ID",
+            "in": "header",
+            "required": False,
+            "description": "Resume after this version",
+            "schema": {"type": "string"},
+        }
+    )
+    error = {
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
+    }
+    # Before OpenAPI 3.2's itemSchema, the schema of an event stream describes each event as
+    # parsed: {event, data, id?, retry?}; the JSON in `data` is described by contentSchema.
+    events = [
+        _event_schema("snapshot", "KillStatePublic", versioned=True),
+        _event_schema("kill", "KillChangePublic", versioned=True),
+        _event_schema("revive", "KillChangePublic", versioned=True),
+        _event_schema("intervention", "InterventionPublic", versioned=False),
+    ]
+    return {
+        "operationId": "stream",
+        "summary": "Stream kill-state changes (Server-Sent Events)",
+        "tags": ["kill-switch"],
+        "description": (
+            "Needs the operator, agent or read scope (or admin). Events: `snapshot` "
+            "(id = version; data = the kill state), then `kill` / `revive` (id = version; data = "
+            "`{version, kind, kill_switch}`), and with `include=interventions` also "
+            "`intervention`. Keep-alive comments every `X-AgentGuard-Keepalive` seconds. "
+            "The stream ends when its credential does (key revoked, console session signed "
+            "out or expired, session token expired)."
+        ),
+        "parameters": params,
+        "responses": {
+            "200": {
+                "description": "An endless event stream",
+                "headers": {KEEPALIVE_HEADER: {"schema": {"type": "string"}}},
+                "content": {"text/event-stream": {"schema": {"oneOf": events}}},
+            },
+            "401": {"description": "Missing or invalid credentials", **error},
+            "403": {"description": "The credential lacks the scope", **error},
+            "422": {"description": "A query parameter is invalid", **error},
+            "503": {"description": "The server's database is unavailable", **error},
+            "429": {
+                "description": "Too many open streams for the credential or the organization",
+                "headers": {
+                    "Retry-After": {
+                        "description": "Seconds to wait before trying again",
+                        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                    }
+                },
+                **error,
+            },
+        },
+    }
+
+
+def _event_schema(name: str, model: str, *, versioned: bool) -> dict[str, Any]:
+    """One event as parsed from the stream: its name, its JSON data and (if any) its id."""
+    properties: dict[str, Any] = {
+        "event": {"const": name},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {"$ref": f"#/components/schemas/{model}"},
+        },
+        "id": {"type": "string", "pattern": "^[0-9]+$"} if versioned else {"type": "string"},
+        "retry": {"type": "integer"},
+    }
+    required = ["event", "data", "id"] if versioned else ["event", "data"]
+    return {"type": "object", "required": required, "properties": properties}

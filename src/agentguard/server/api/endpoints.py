@@ -1,0 +1,279 @@
+"""Every JSON endpoint of the API, declared once: what it reads, returns, requires and raises.
+
+The table drives the Starlette routes (:mod:`.routes`), the OpenAPI document (:mod:`.openapi`)
+and the bad-input test matrix alike. The change stream is not a JSON endpoint: see :mod:`.stream`.
+To add an endpoint, write its handler as a method of its resource's handler class, declare it
+here, and give the class what it uses in ``KillSwitchServer``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from .. import schemas as s
+from .audit import AuditHandlers
+from .call import API, Handler
+from .checkpoints import CheckpointHandlers
+from .fleet import FleetHandlers, HeartbeatAnswer
+from .interventions import InterventionHandlers
+from .keys import KeyHandlers
+from .kills import KillHandlers
+from .state import KillStatePublic, KillStateReader
+
+
+@dataclass(frozen=True, kw_only=True)
+class Endpoint:
+    """One operation of the API."""
+
+    method: str
+    path: str
+    operation_id: str
+    summary: str
+    permission: str
+    response: type[BaseModel]
+    handler: Handler
+    query: type[BaseModel] | None = None
+    body: type[BaseModel] | None = None
+    path_params: type[BaseModel] | None = None
+    errors: tuple[int, ...] = ()
+    tags: tuple[str, ...] = ()
+    versioned: bool = False  # answers with the change's version in VERSION_HEADER
+    conditional: bool = False  # answers with an ETag; If-None-Match of the same tag gets 304
+
+    @property
+    def statuses(self) -> tuple[int, ...]:
+        """Every error status this endpoint can answer with."""
+        codes = {401, 403, 503, *self.errors}  # 503: the database is unreachable
+        if self.query or self.body or self.path_params:
+            codes.add(422)
+        if self.body:
+            codes.update((400, 413, 415))
+        return tuple(sorted(codes))
+
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint(
+        method="POST",
+        path=f"{API}/kill-switch/kill",
+        operation_id="kill",
+        summary="Kill a target",
+        permission="kill",
+        response=s.KillSwitchPublic,
+        handler=KillHandlers.kill,
+        body=s.KillRequest,
+        query=s.KillQuery,
+        errors=(409,),
+        versioned=True,
+        tags=("kill-switch",),
+    ),
+    Endpoint(
+        method="POST",
+        path=f"{API}/kill-switch/revive",
+        operation_id="revive",
+        summary="Revive a killed target",
+        permission="kill",
+        response=s.KillSwitchPublic,
+        handler=KillHandlers.revive,
+        body=s.ReviveRequest,
+        errors=(404,),
+        versioned=True,
+        tags=("kill-switch",),
+    ),
+    Endpoint(
+        method="GET",
+        path=f"{API}/kill-switch/check",
+        operation_id="check",
+        summary="Whether a target is killed",
+        permission="check",
+        response=s.CheckResponse,
+        handler=KillHandlers.check,
+        query=s.CheckQuery,
+        tags=("kill-switch",),
+    ),
+    Endpoint(
+        method="GET",
+        path=f"{API}/kill-switch/state",
+        operation_id="kill_state",
+        summary="Every active kill switch and the organization's version (for polling guards)",
+        permission="check",
+        response=KillStatePublic,
+        handler=KillStateReader.state,
+        conditional=True,
+        tags=("kill-switch",),
+    ),
+    Endpoint(
+        method="GET",
+        path=f"{API}/kill-switch/active",
+        operation_id="list_active",
+        summary="Active kill switches, newest first",
+        permission="check",
+        response=s.KillSwitchesPublic,
+        handler=KillHandlers.active,
+        query=s.PageQuery,
+        tags=("kill-switch",),
+    ),
+    Endpoint(
+        method="POST",
+        path=f"{API}/keys",
+        operation_id="create_key",
+        summary="Create an API key (its secret is shown once)",
+        permission="keys",
+        response=s.ApiKeyCreated,
+        handler=KeyHandlers.create,
+        body=s.ApiKeyCreate,
+        tags=("keys",),
+    ),
+    Endpoint(
+        method="GET",
+        path=f"{API}/keys",
+        operation_id="list_keys",
+        summary="API keys, newest first",
+        permission="keys",
+        response=s.ApiKeysPublic,
+        handler=KeyHandlers.list_keys,
+        query=s.PageQuery,
+        tags=("keys",),
+    ),
+    Endpoint(
+        method="DELETE",
+        path=f"{API}/keys/{{key_id}}",
+        operation_id="revoke_key",
+        summary="Revoke an API key",
+        permission="keys",
+        response=s.ApiKeyPublic,
+        handler=KeyHandlers.revoke,
+        path_params=s.KeyPath,
+        errors=(404, 409),
+        tags=("keys",),
+    ),
+    Endpoint(
+        method="GET",
+        path=f"{API}/audit",
+        operation_id="list_audit",
+        summary="Audit log, newest first",
+        permission="read",
+        response=s.AuditEntriesPublic,
+        handler=AuditHandlers.list_audit,
+        query=s.AuditQuery,
+        tags=("audit",),
+    ),
+    Endpoint(
+        method="POST",
+        path=f"{API}/interventions",
+        operation_id="report_interventions",
+        summary="Report up to 1,000 interventions (idempotent per id)",
+        permission="report",
+        response=s.InterventionsAccepted,
+        handler=InterventionHandlers.report,
+        body=s.InterventionsBatch,
+        tags=("interventions",),
+    ),
+    Endpoint(
+        method="GET",
+        path=f"{API}/interventions",
+        operation_id="list_interventions",
+        summary="Interventions, newest first",
+        permission="read",
+        response=s.InterventionsPublic,
+        handler=InterventionHandlers.list_interventions,
+        query=s.InterventionQuery,
+        tags=("interventions",),
+    ),
+    Endpoint(
+        method="GET",
+        path=f"{API}/interventions/counts",
+        operation_id="intervention_counts",
+        summary="Intervention counts per target and type",
+        permission="read",
+        response=s.InterventionCountsPublic,
+        handler=InterventionHandlers.counts,
+        query=s.InterventionCountsQuery,
+        tags=("interventions",),
+    ),
+    # -- fleet: heartbeats, acknowledgements, agents, checkpoints ---------------------------------
+    Endpoint(
+        method="POST",
+        path=f"{API}/heartbeats",
+        operation_id="heartbeat",
+        summary="Report an instance's heartbeat; answers its health and kill state",
+        permission="report",
+        response=HeartbeatAnswer,
+        handler=FleetHandlers.heartbeat,
+        body=s.HeartbeatIn,
+        errors=(409,),
+        tags=("fleet",),
+    ),
+    Endpoint(
+        method="POST",
+        path=f"{API}/kill-switch/ack",
+        operation_id="acknowledge",
+        summary="Acknowledge that an instance applied every change up to a version",
+        permission="report",
+        response=s.AckAccepted,
+        handler=FleetHandlers.ack,
+        body=s.AckIn,
+        errors=(409,),
+        tags=("kill-switch",),
+    ),
+    Endpoint(
+        method="GET",
+        path=f"{API}/kill-switch/acks",
+        operation_id="list_acks",
+        summary="Which live instances have applied a target's active kill, and how fast",
+        permission="read",
+        response=s.AcksPublic,
+        handler=FleetHandlers.acks,
+        query=s.AcksQuery,
+        errors=(404,),
+        tags=("kill-switch",),
+    ),
+    Endpoint(
+        method="GET",
+        path=f"{API}/agents",
+        operation_id="list_agents",
+        summary="Agents with their instances, health, totals and cost",
+        permission="read",
+        response=s.AgentsPublic,
+        handler=FleetHandlers.agents,
+        query=s.PageQuery,
+        tags=("fleet",),
+    ),
+    Endpoint(
+        method="GET",
+        path=f"{API}/agents/{{agent_id}}",
+        operation_id="get_agent",
+        summary="One agent with its instances, health, totals and cost",
+        permission="read",
+        response=s.AgentPublic,
+        handler=FleetHandlers.agent,
+        path_params=s.AgentPath,
+        errors=(404,),
+        tags=("fleet",),
+    ),
+    Endpoint(
+        method="PUT",
+        path=f"{API}/checkpoints/{{key}}",
+        operation_id="put_checkpoint",
+        summary="Store a JSON checkpoint (at most 256 KiB)",
+        permission="report",
+        response=s.CheckpointPublic,
+        handler=CheckpointHandlers.put,
+        body=s.CheckpointIn,
+        path_params=s.CheckpointPath,
+        tags=("fleet",),
+    ),
+    Endpoint(
+        method="GET",
+        path=f"{API}/checkpoints/{{key}}",
+        operation_id="get_checkpoint",
+        summary="The last checkpoint stored under a key",
+        permission="report",
+        response=s.CheckpointPublic,
+        handler=CheckpointHandlers.get,
+        path_params=s.CheckpointPath,
+        errors=(404,),
+        tags=("fleet",),
+    ),
+)

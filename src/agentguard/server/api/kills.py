@@ -1,0 +1,98 @@
+"""``/kill-switch/kill``, ``revive``, ``check`` and ``active``: the seed's kill switch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from ...index import KillIndex
+from ...targets import require_reason
+from ...telemetry import Telemetry
+from .. import schemas as s
+from ..fleet import Fleet
+from ..inputs import as_public
+from ..store.sqlstore import SQLStore
+from .call import Call
+
+VERSION_HEADER = "X-AgentGuard-Version"  # the organization's kill-state version after a change
+ACK_HEADER = "X-AgentGuard-Acknowledged"  # after ?wait=: live instances that applied the kill
+
+
+class KillHandlers:
+    """Kill, revive, check and list the active kill switches of the caller's organization."""
+
+    def __init__(
+        self,
+        store: SQLStore,
+        index: Callable[[str], KillIndex],
+        telemetry: Telemetry,
+        fleet: Fleet,
+        *,
+        require_reason: bool = False,
+    ) -> None:
+        self.store = store
+        self.index = index
+        self.telemetry = telemetry
+        self.fleet = fleet
+        self.require_reason = require_reason  # refuse kills without a reason (422 naming it)
+
+    async def kill(self, call: Call) -> BaseModel:
+        """Kill; with ``?wait=`` then wait for the live instances' acknowledgements."""
+        body: s.KillRequest = call.body
+        if self.require_reason:
+            require_reason(body.reason)
+        change = await run_in_threadpool(
+            self.store.kill,
+            call.org,
+            body.target_type,
+            body.target_id,
+            reason=body.reason,
+            actor=call.principal.actor,
+            request_id=call.request_id,
+        )
+        self.telemetry.record_change(change, actor=call.principal.actor)
+        call.headers[VERSION_HEADER] = str(change.version)
+        query: s.KillQuery | None = call.query
+        if query is not None and query.wait is not None:
+            status = await self.fleet.wait_for_acks(
+                call.org, body.target_type, body.target_id, query.wait
+            )
+            if status is not None:
+                call.headers[ACK_HEADER] = f"{status.acknowledged}/{status.live}"
+        return as_public(s.KillSwitchPublic, change.kill_switch)
+
+    async def revive(self, call: Call) -> BaseModel:
+        body: s.ReviveRequest = call.body
+        change = await run_in_threadpool(
+            self.store.revive,
+            call.org,
+            body.target_type,
+            body.target_id,
+            actor=call.principal.actor,
+            request_id=call.request_id,
+        )
+        self.telemetry.record_change(change, actor=call.principal.actor)
+        call.headers[VERSION_HEADER] = str(change.version)
+        return as_public(s.KillSwitchPublic, change.kill_switch)
+
+    async def check(self, call: Call) -> BaseModel:
+        query: s.CheckQuery = call.query
+        ks = self.index(call.org).get(query.target_type, query.target_id)
+        return s.CheckResponse(
+            is_killed=ks is not None,
+            target_type=query.target_type,
+            target_id=query.target_id,
+            reason=ks.reason if ks else None,
+            killed_at=ks.killed_at if ks else None,
+        )
+
+    async def active(self, call: Call) -> BaseModel:
+        query: s.PageQuery = call.query
+        rows, count = await run_in_threadpool(
+            self.store.list_active, call.org, skip=query.skip, limit=query.limit
+        )
+        return s.KillSwitchesPublic(
+            data=[as_public(s.KillSwitchPublic, r) for r in rows], count=count
+        )

@@ -1,0 +1,325 @@
+"""The change stream (SSE): how remote guards stay current.
+
+``GET /api/v1/kill-switch/stream`` sends a ``snapshot`` event carrying the organization's
+version, then one ``kill`` or ``revive`` event per change whose id is its version, and SSE
+comments as keep-alives. With ``Last-Event-ID`` it resumes with the missed changes while the
+change log still has them, else with a fresh snapshot. ``include=interventions`` adds
+``intervention`` events (for ``agentguard tail`` and the console).
+
+Polling guards read the same snapshot from ``GET /api/v1/kill-switch/state`` (:mod:`.state`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ...index import KillIndex
+from ...records import KillChange, Snapshot
+from ...scope import Scope
+from .. import schemas as s
+from ..auth.binding import AgentNotAllowedError
+from ..auth.keys import KeyStore
+from ..auth.principal import Principal
+from ..auth.session import ConsoleSessions
+from ..hub import CLOSE, Published, StreamHub, StreamLimitError, StreamSlot
+from ..inputs import parse_query
+from ..problems import ApiError, from_exception
+from ..store.database import Database, is_unavailable
+from ..store.sqlstore import SQLStore
+from ..store.streams import InterventionTail
+from .authenticator import Authenticator
+from .call import API, request_id
+from .state import KillStatePublic, KillStateReader, public_state
+
+logger = logging.getLogger("agentguard.server")
+
+STREAM_PATH = f"{API}/kill-switch/stream"
+KEEPALIVE_HEADER = "X-AgentGuard-Keepalive"
+INTERVENTION_POLL = 0.5  # seconds between reads of new interventions for include=interventions
+
+
+class KillChangePublic(BaseModel):
+    """The data of a ``kill`` or ``revive`` event: one change of the kill state."""
+
+    version: int
+    kind: Literal["kill", "revive"]
+    kill_switch: s.KillSwitchPublic
+
+
+class StreamQuery(BaseModel):
+    """Who is listening (all optional) and what else to stream."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    # As heartbeats and acks take them: no NUL (PostgreSQL text cannot hold one), one visible
+    # character at least; a stream's instance is written with the others in one batch.
+    instance_id: s.InstanceId | None = None
+    agent_id: s.TargetId | None = None
+    run_id: s.TargetId | None = None
+    mission_id: s.TargetId | None = None
+    include: Literal["interventions"] | None = None
+
+
+STREAM_MODELS: tuple[type[BaseModel], ...] = (KillChangePublic, KillStatePublic)
+
+
+class StreamEndpoint:
+    """The SSE endpoint: admits a stream, then sends its events until it or its credential ends."""
+
+    def __init__(
+        self,
+        *,
+        hub: StreamHub,
+        auth: Authenticator,
+        state: KillStateReader,
+        store: SQLStore,
+        keys: KeyStore,
+        sessions: ConsoleSessions,
+        database: Database,
+        index: Callable[[str], KillIndex],
+    ) -> None:
+        self.hub = hub
+        self.auth = auth
+        self.state = state
+        self.store = store
+        self.keys = keys
+        self.sessions = sessions
+        self.database = database
+        self.index = index
+
+    async def serve(self, request: Request) -> Response:
+        """``GET /kill-switch/stream``."""
+        rid = request_id(request)
+        try:
+            principal = await self.auth.require(request, "check")
+            query = parse_query(StreamQuery, request)
+            query = await self._identity(principal, query)
+            slot = self.hub.admit(principal)
+            try:
+                org = principal.organization_id
+                # Loaded once per organization: it answers the snapshot while the database is
+                # away.
+                await run_in_threadpool(self.index, org)
+                # Read where interventions stand before the first event: none stored later is
+                # missed. (This needs the database: while it is away such streams get a 503.)
+                tail = (
+                    await run_in_threadpool(InterventionTail, self.database, org)
+                    if query.include
+                    else None
+                )
+            except BaseException:
+                slot.release()
+                raise
+        except StreamLimitError as exc:
+            return ApiError(
+                "too_many_requests",
+                str(exc),
+                headers={"Retry-After": str(exc.retry_after), "x-request-id": rid},
+            ).response()
+        except Exception as exc:
+            error = from_exception(exc, self.database.outage)
+            if error is None:
+                raise
+            response = error.response()
+            response.headers["x-request-id"] = rid
+            return response
+        keepalive = self.hub.keepalive
+        events = self._events(principal, query, request.headers.get("last-event-id"), tail)
+        return _StreamResponse(
+            events,
+            slot,
+            ping=keepalive,
+            headers={
+                KEEPALIVE_HEADER: f"{keepalive:g}",
+                "Cache-Control": "no-store",
+                "x-request-id": rid,
+            },
+            send_timeout=30,
+        )
+
+    async def _identity(self, principal: Principal, query: StreamQuery) -> StreamQuery:
+        """The identity a stream may announce: an agent key's only for one of its agents.
+
+        An agent key announcing no agent, or one that speaks for no agent (made before keys
+        named them), streams the kill state but its instance is not recorded (it keeps no
+        instance live); one naming another agent, or another agent's instance, is refused
+        with 403.
+        """
+        binding = principal.binding
+        if binding is None or (query.agent_id is None and query.instance_id is None):
+            return query
+        if not binding.patterns or (query.agent_id is None and not binding.allows(None)):
+            return query.model_copy(update={"instance_id": None, "agent_id": None})
+        if query.agent_id is not None:
+            binding.require("agent_id", query.agent_id)
+        if query.instance_id is not None:
+            _, owner = await run_in_threadpool(
+                self.store.instance_agent, principal.organization_id, query.instance_id
+            )
+            if owner is not None and not binding.allows(owner):
+                raise AgentNotAllowedError(
+                    "instance_id",
+                    f"instance_id: instance {query.instance_id!r} belongs to agent {owner!r}; "
+                    f"this key speaks for {binding.speaks_for()}",
+                )
+        return query
+
+    async def _events(
+        self,
+        principal: Principal,
+        query: StreamQuery,
+        last_event_id: str | None,
+        tail: InterventionTail | None,
+    ) -> AsyncIterator[ServerSentEvent | bytes]:
+        """The events of one connection. While the database is unreachable the kill state
+        comes from the organization's index (kept by the change feed) and interventions wait."""
+        store = self.store
+        org, key_id = principal.organization_id, principal.key_id
+        # Open before reading the state (no change falls in between) and before checking the
+        # key once more (no revocation since it was authenticated goes unseen).
+        instance = None
+        if query.instance_id is not None:
+            instance = (query.instance_id, Scope(query.agent_id, query.run_id, query.mission_id))
+        queue = self.hub.open(org, key_id, instance, principal.session_id)
+        # The credential's end, if it has one: the stream ends then (on this loop's clock).
+        ends_at = None
+        if principal.expires_at is not None:
+            remaining = (principal.expires_at - datetime.now(timezone.utc)).total_seconds()
+            ends_at = asyncio.get_running_loop().time() + remaining
+        try:
+            if key_id is not None:
+                # While the database is away no revocation can commit; the feed's resync on
+                # its return ends this stream if one committed just before.
+                revoked = await self._unless_unavailable(self.keys.revoked_among, [key_id])
+                if revoked:
+                    return
+            if principal.session_id is not None:
+                signed_out = await self._unless_unavailable(
+                    self.sessions.signed_out_among, [principal.session_id]
+                )
+                if signed_out:
+                    return
+            snapshot = await self.state.snapshot(org)
+            version = snapshot.version
+            resume = _version(last_event_id)
+            changes = None
+            if resume is not None and resume <= version:  # a newer id than ours: not from us
+                changes = await self._unless_unavailable(store.changes_since, org, resume)
+            if changes is not None:  # resume with the missed changes (maybe none)
+                for missed in changes:
+                    yield _change_event(missed)
+                version = max([resume or 0, *(c.version for c in changes)])
+            else:
+                yield _snapshot_event(snapshot)
+            loop = asyncio.get_running_loop()
+            while True:
+                timeout = INTERVENTION_POLL if tail is not None else None
+                if ends_at is not None:
+                    left = ends_at - loop.time()
+                    if left <= 0:
+                        logger.info("agentguard: ending a stream whose credential expired")
+                        return
+                    timeout = left if timeout is None else min(timeout, left)
+                try:
+                    change: Published | None = await asyncio.wait_for(queue.get(), timeout)
+                except asyncio.TimeoutError:
+                    change = None
+                if change is CLOSE:
+                    return
+                if change is not None and change.version > version:
+                    if change.version > version + 1:  # a gap: read the missing changes in order
+                        missing = await self._unless_unavailable(store.changes_since, org, version)
+                        if missing is None:
+                            snapshot = await self.state.snapshot(org)
+                            yield _snapshot_event(snapshot)
+                            version = snapshot.version
+                            continue
+                        for earlier in missing:
+                            if earlier.version < change.version:
+                                yield _change_event(earlier)
+                    yield change.event
+                    version = change.version
+                if tail is not None:
+                    # Nothing is lost while the database is away: the tail reads on from its
+                    # cursor.
+                    rows = await self._unless_unavailable(tail.read) or []
+                    for row in rows:
+                        yield ServerSentEvent(_intervention_json(row), event="intervention")
+        finally:
+            self.hub.close(org, queue)
+
+    async def _unless_unavailable(self, read: Callable[..., Any], *args: Any) -> Any:
+        """``read(*args)`` in a worker thread, or ``None`` while the database is unreachable."""
+        try:
+            return await run_in_threadpool(read, *args)
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            self.database.outage.began(exc)
+            return None
+
+
+class _StreamResponse(EventSourceResponse):
+    """The event stream, holding its admission slot until the response is over, however."""
+
+    def __init__(self, content: Any, slot: StreamSlot, **options: Any) -> None:
+        super().__init__(content, **options)
+        self._slot = slot
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._slot.release()
+
+
+def encode_change(change: KillChange) -> bytes:
+    """A change as the SSE event every stream connection is sent (the hub encodes it once)."""
+    return _change_event(change).encode()
+
+
+def _snapshot_event(snapshot: Snapshot) -> ServerSentEvent:
+    return ServerSentEvent(
+        public_state(snapshot).model_dump_json(), event="snapshot", id=str(snapshot.version)
+    )
+
+
+_EVENT_ID = re.compile(r"[0-9]{1,18}")  # ASCII digits only: "²".isdigit(), yet int() refuses it
+
+
+def _version(last_event_id: str | None) -> int | None:
+    """The version a ``Last-Event-ID`` names; ``None`` (a fresh snapshot) for anything else."""
+    if last_event_id and _EVENT_ID.fullmatch(last_event_id):
+        return int(last_event_id)
+    return None
+
+
+def _change_event(change: KillChange) -> ServerSentEvent:
+    body = {
+        "version": change.version,
+        "kind": change.kind,
+        "kill_switch": json.loads(
+            s.KillSwitchPublic.model_validate(change.kill_switch.model_dump()).model_dump_json()
+        ),
+    }
+    return ServerSentEvent(json.dumps(body), event=change.kind, id=str(change.version))
+
+
+def _intervention_json(row: dict[str, Any]) -> str:
+    """The data of an ``intervention`` event: the stored row in its public form."""
+    item = s.InterventionPublic.model_validate(
+        {k: v for k, v in row.items() if k in s.InterventionPublic.model_fields}
+    )
+    return json.dumps(json.loads(item.model_dump_json()))
