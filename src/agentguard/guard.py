@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import math
@@ -71,7 +72,10 @@ class Guard:
             lambda: len(index.agent) + len(index.run) + len(index.mission) + len(index.tool)
         )
         self._tally = CallTally()
-        self._executed = self._tally.executed  # read on every admitted call
+        self._executed = self._tally.executed
+        # (name, scope) -> (index revision at which no kill applied, its executed counter): an
+        # allowed call whose kill state has not changed since does one dict look-up.
+        self._clear: dict[CountKey, tuple[int, itertools.count[int]]] = {}
         self._refusals = Refusals(
             self._source,
             self.telemetry,
@@ -160,7 +164,36 @@ class Guard:
         if self._defaults is not None:
             scope = self._with_defaults(scope)
         index = self._index
-        agent_id, run_id, mission_id = scope
+        key = (name, scope)
+        clear = self._clear.get(key)
+        if clear is None or clear[0] != index.revision:
+            clear = self._look_up(key, args, kwargs, tool_call_id, span_name, fn)
+        elif index.fresh_until < _INF and self._clock() > index.fresh_until:
+            self._refusals.refuse(
+                name, scope, None, args, kwargs, tool_call_id, span_name, None, fn
+            )
+        if self._rules is not None:
+            trip = self._rules.before_call(name, scope, args, kwargs)
+            if trip is not None:
+                self._refusals.refuse(
+                    name, scope, None, args, kwargs, tool_call_id, span_name, trip, fn
+                )
+        next(clear[1])
+        return key
+
+    def _look_up(
+        self,
+        key: CountKey,
+        args: Any,
+        kwargs: Any,
+        tool_call_id: str | None,
+        span_name: str | None,
+        fn: Any,
+    ) -> tuple[int, itertools.count[int]]:
+        """Check a call against the kill tables; remember that it was clear at this revision."""
+        index = self._index
+        revision = index.revision  # read first: a change while looking makes the entry stale
+        name, (agent_id, run_id, mission_id) = key
         ks = (
             index.mission.get(mission_id)  # type: ignore[arg-type]
             or index.run.get(run_id)  # type: ignore[arg-type]
@@ -168,19 +201,10 @@ class Guard:
             or index.tool.get(name)
         )
         if ks is not None or (index.fresh_until < _INF and self._clock() > index.fresh_until):
-            self._refusals.refuse(name, scope, ks, args, kwargs, tool_call_id, span_name, None, fn)
-        if self._rules is not None:
-            trip = self._rules.before_call(name, scope, args, kwargs)
-            if trip is not None:
-                self._refusals.refuse(
-                    name, scope, None, args, kwargs, tool_call_id, span_name, trip, fn
-                )
-        key = (name, scope)
-        counter = self._executed.get(key)
-        if counter is None:
-            counter = self._tally.counter(self._executed, key)
-        next(counter)
-        return key
+            self._refusals.refuse(name, key[1], ks, args, kwargs, tool_call_id, span_name, None, fn)
+        clear = (revision, self._tally.counter(self._executed, key))
+        self._clear[key] = clear
+        return clear
 
     async def admit_async(
         self,
