@@ -24,6 +24,7 @@ from agentguard import Guard, scope  # noqa: E402
 
 TARGET_NS = 1000
 AIM_NS = 500
+EVERY_KIND_NS = 700  # sync, module-level, method and async alike (issue 16)
 
 
 def per_call_ns(loop: Callable[[int], None], calls: int, repeats: int) -> float:
@@ -107,11 +108,13 @@ def main() -> None:
     for name, base, wrapped, overhead, ratio in rows:
         lines.append(f"| {name} | {base:.0f} | {wrapped:.0f} | {overhead:.0f} | {ratio:.1f}x |")
     sync_overhead = rows[0][3]
+    worst = max(row[3] for row in rows)
     verdict = "meets" if sync_overhead <= TARGET_NS else "MISSES"
     lines.append("")
     lines.append(
         f"Allowed sync call overhead: **{sync_overhead:.0f} ns** — {verdict} the target of "
-        f"≤ {TARGET_NS} ns (aim ≤ {AIM_NS} ns)."
+        f"≤ {TARGET_NS} ns (aim ≤ {AIM_NS} ns). Every kind: at most **{worst:.0f} ns** — "
+        f"{'meets' if worst <= EVERY_KIND_NS else 'MISSES'} ≤ {EVERY_KIND_NS} ns."
     )
     table = "\n".join(lines)
     print(table)
@@ -122,9 +125,11 @@ def main() -> None:
             "bench_guard",
             "## Guard overhead (allowed path)\n\n"
             f"`python benchmarks/bench_guard.py --calls {args.calls} --repeats {args.repeats}`: "
-            "median per-call time over the repeats, all three scope ids set, 10,000 unrelated "
-            "active kills in the index. The loop itself is included in both columns, so the "
-            "overhead column is the guard's cost.\n\n" + table,
+            "median per-call CPU time of the process over the repeats (time spent waiting for "
+            "a core on the shared machine is left out), all three scope ids set, 10,000 "
+            "unrelated active kills in the index. The loop itself, and for methods the binding "
+            "on each access, is included in both columns, so the overhead column is the "
+            "guard's cost.\n\n" + table,
         )
 
 
