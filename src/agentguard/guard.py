@@ -290,11 +290,11 @@ class Guard:
     def cost(self, target_type: str, target_id: str) -> float:
         """Total cost reported in this process under a target (agent, run or mission)."""
         target_type, target_id = validate_target(target_type, target_id)
-        return self._tally.cost(lambda s: getattr(s, f"{target_type}_id", None) == target_id)
+        return self._tally.cost(target_type, target_id)
 
     def total_cost(self) -> float:
         """Total cost reported in this process under every scope."""
-        return self._tally.cost(lambda s: True)
+        return self._tally.cost()
 
     def record_observation(self, trip: Trip) -> None:
         """Record an observe-mode rule's trip (a warning and an OBSERVED intervention)."""
@@ -444,18 +444,7 @@ class Guard:
         """
         if target_type is not None:
             target_type, target_id = validate_target(target_type, target_id)
-
-        def matches(key: CountKey) -> bool:
-            name, scope = key
-            if action is not None and name != action:
-                return False
-            if target_type is None:
-                return True
-            if target_type == "tool":
-                return name == target_id
-            return bool(getattr(scope, f"{target_type}_id") == target_id)
-
-        return self._tally.counts(matches)
+        return self._tally.counts(target_type, target_id, action)
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Deliver queued interventions; return whether all were delivered in time."""

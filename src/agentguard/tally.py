@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Callable
 
 from .records import CallCounts
 from .scope import Scope
@@ -48,13 +47,31 @@ class CallTally:
         with self._lock:
             self._costs[scope] = self._costs.get(scope, 0.0) + cost_usd
 
-    def cost(self, matches: Callable[[Scope], bool]) -> float:
-        """Total cost reported under the scopes ``matches`` accepts."""
+    def cost(self, target_type: str | None = None, target_id: str | None = None) -> float:
+        """Total cost reported under a target (agent, run or mission), or under any scope."""
+        field = f"{target_type}_id"
         with self._lock:
-            return sum(v for s, v in self._costs.items() if matches(s))
+            return sum(
+                v
+                for s, v in self._costs.items()
+                if target_type is None or getattr(s, field, None) == target_id
+            )
 
-    def counts(self, matches: Callable[[CountKey], bool]) -> CallCounts:
-        """The counts of the keys ``matches`` accepts."""
+    def counts(
+        self, target_type: str | None, target_id: str | None, action: str | None
+    ) -> CallCounts:
+        """Counts of the calls that ran under a target (tool: of that name), of ``action``."""
+
+        def matches(key: CountKey) -> bool:
+            name, scope = key
+            if action is not None and name != action:
+                return False
+            if target_type is None:
+                return True
+            if target_type == "tool":
+                return name == target_id
+            return bool(getattr(scope, f"{target_type}_id") == target_id)
+
         with self._lock:
             executed = {k: _value(c) for k, c in self.executed.items()}
             failed = {k: _value(c) for k, c in self.failed.items()}
