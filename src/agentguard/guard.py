@@ -72,7 +72,6 @@ class Guard:
             lambda: len(index.agent) + len(index.run) + len(index.mission) + len(index.tool)
         )
         self._tally = CallTally()
-        self._executed = self._tally.executed
         # (name, scope) -> (index revision at which no kill applied, its executed counter): an
         # allowed call whose kill state has not changed since does one dict look-up.
         self._clear: dict[CountKey, tuple[int, itertools.count[int]]] = {}
@@ -202,7 +201,7 @@ class Guard:
         )
         if ks is not None or (index.fresh_until < _INF and self._clock() > index.fresh_until):
             self._refusals.refuse(name, key[1], ks, args, kwargs, tool_call_id, span_name, None, fn)
-        clear = (revision, self._tally.counter(self._executed, key))
+        clear = (revision, self._tally.counter(self._tally.executed, key))
         self._clear[key] = clear
         return clear
 
@@ -278,7 +277,7 @@ class Guard:
         self._tally.add_cost(scope, cost_usd)
         if success is not None:
             key = (REPORTED, scope)
-            next(self._tally.counter(self._executed, key))
+            next(self._tally.counter(self._tally.executed, key))
             if not success:
                 next(self._tally.counter(self._tally.failed, key))
         if self._rules is not None:
