@@ -97,6 +97,10 @@ def test_rules_are_per_agent_and_skip_unscoped_calls() -> None:
             act()
     for _ in range(10):
         act()  # no agent id: the per-agent rule does not apply
+    assert guard.counts().executed == 14 and guard.counts().refused == 0
+    with scope(agent_id="a"), pytest.raises(PolicyViolationError) as info:
+        act()  # a's third call in the window: a alone is over the limit
+    assert (info.value.target_type, info.value.target_id) == ("agent", "a")
 
 
 def test_observe_mode_records_without_blocking() -> None:

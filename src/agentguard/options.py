@@ -27,7 +27,7 @@ AGENT_ID_ENV = "AGENTGUARD_AGENT_ID"
 
 
 class GuardOptions(Ids, total=False):
-    """The keyword arguments of ``Guard(...)`` (see :class:`Settings` for what each means)."""
+    """The keyword arguments of ``Guard(...)``; :class:`Settings` holds them checked."""
 
     api_key: str | None
     mode: str
