@@ -190,19 +190,24 @@ def _kind(target: Any) -> Callable[[Action, Any, Any], Callable[..., Any]]:
     return _sync
 
 
-def _binder(fn: Any, bound: Any) -> Callable[..., Any] | None:
-    """The proxy's ``__get__``: bind to an instance (or class) as ``fn`` would, via ``bound``."""
+def _binder(fn: Any, bound: Callable[[], Any]) -> Callable[..., Any] | None:
+    """The proxy's ``__get__``: bind to an instance (or class) as ``fn`` would.
+
+    ``bound()`` makes the proxy a bound call goes through: its ``__call__`` takes the instance
+    (or class) first, like a function's; None where ``fn`` does not bind.
+    """
+    if isinstance(fn, staticmethod) or not hasattr(type(fn), "__get__"):
+        return None  # staticmethods and callables that are no descriptor do not bind
+    through = bound()
     if isinstance(fn, classmethod):
 
         def bind_class(self: Any, instance: Any, owner: Any = None) -> Any:
-            return MethodType(bound, owner if owner is not None else type(instance))
+            return MethodType(through, owner if owner is not None else type(instance))
 
         return bind_class
-    if isinstance(fn, staticmethod) or not hasattr(type(fn), "__get__"):
-        return None  # staticmethods and callables that are no descriptor do not bind
 
     def bind(self: Any, instance: Any, owner: Any = None) -> Any:
-        return self if instance is None else MethodType(bound, instance)
+        return self if instance is None else MethodType(through, instance)
 
     return bind
 
@@ -210,11 +215,12 @@ def _binder(fn: Any, bound: Any) -> Callable[..., Any] | None:
 def _proxy(fn: Any, action: Action) -> GuardedAction:
     target = fn.__func__ if isinstance(fn, (classmethod, staticmethod)) else fn
     kind = _kind(target)
-    # Called with the instance (or class) first: a refusal does not record it.
-    bound_cls = type(
-        "GuardedAction", (GuardedAction,), {"__call__": kind(action, target, Method(target))}
-    )
-    bound = bound_cls(target)
+
+    def bound() -> GuardedAction:  # a refusal does not record the instance (or class)
+        call = kind(action, target, Method(target))
+        through: GuardedAction = type("GuardedAction", (GuardedAction,), {"__call__": call})(target)
+        return through
+
     attributes: dict[str, Any] = {"__call__": kind(action, target, target)}
     binder = _binder(fn, bound)
     if binder is not None:
@@ -255,6 +261,6 @@ def guarded_action(
 def guarded_action(fn: Any = None, /, *, name: str | None = None, **ids: Unpack[Ids]) -> Any:
     """Guard a callable with the configured default guard (resolved at call time)."""
     if fn is not None:
-        return wrap(fn)
+        return wrap(fn, name=name, **ids)
     validate_options(name, ids)
     return lambda f: wrap(f, name=name, **ids)
