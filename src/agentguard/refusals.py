@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import AgentGuardWarning, KillStateUnavailableError, PolicyViolationError
+from .options import FailMode
 from .records import Intervention, InterventionType, KillStatus, KillSwitch, utcnow
 from .rules import Trip
 from .scope import LAST_REFUSAL, Scope
@@ -29,7 +30,7 @@ class Refusals:
         tally: CallTally,
         *,
         instance_id: str,
-        fail_mode: str,
+        fail_mode: FailMode,
         max_staleness: float,
         clock: Callable[[], float],
     ) -> None:
