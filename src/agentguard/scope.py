@@ -35,12 +35,17 @@ class Ids(TypedDict, total=False):
 
 def scope_of(ids: Mapping[str, object], where: str) -> Scope:
     """The ``Scope`` of keyword ids, each validated; ``where`` names the callee of a bad keyword."""
-    for field, value in ids.items():
+    for field in ids:
         if field not in ID_FIELDS:
             raise TypeError(f"{where}() got an unexpected keyword argument {field!r}")
+    return _validated(Scope(*(ids.get(field) for field in ID_FIELDS)))  # type: ignore[arg-type]
+
+
+def _validated(ids: Scope) -> Scope:
+    for field, value in zip(ID_FIELDS, ids, strict=True):
         if value is not None:
             validate_id(field, value)
-    return Scope(*(ids.get(field) for field in ID_FIELDS))  # type: ignore[arg-type]
+    return ids
 
 
 # One variable holding a tuple: a guarded call reads its whole scope with a single ``get``.
@@ -82,10 +87,10 @@ def enter_scope(
 
     The one place that spells the ids out: they may be given by position (``enter_scope(*s)``).
     """
-    ids = Scope(agent_id, run_id, mission_id)
-    for field, value in zip(ID_FIELDS, ids, strict=True):
-        if value is not None:
-            validate_id(field, value)
+    return _enter(_validated(Scope(agent_id, run_id, mission_id)))
+
+
+def _enter(ids: Scope) -> ScopeToken:
     inner = over(ids, CURRENT_SCOPE.get())
     return ScopeToken(inner, CURRENT_SCOPE.set(inner), LAST_REFUSAL.set([None]))
 
@@ -99,7 +104,7 @@ def exit_scope(token: ScopeToken) -> None:
 @contextmanager
 def scope(**ids: Unpack[Ids]) -> Iterator[Scope]:
     """Run the block under these ids; unset ids are inherited from the enclosing scope."""
-    token = enter_scope(*scope_of(ids, "scope"))
+    token = _enter(scope_of(ids, "scope"))
     try:
         yield token.scope
     finally:
