@@ -1,7 +1,9 @@
 """Allowed-path overhead of a guarded call against a plain call, sync and async.
 
 Every call runs under all three scope ids with 10,000 unrelated active kills in the index.
-Each figure is the median over ``--repeats`` runs of ``--calls`` calls.
+Each figure is the fastest of ``--repeats`` runs of ``--calls`` calls, in CPU time of this
+process, plain and guarded runs taken in turns. The machine is shared: waiting for a core is
+not counted, and a slower run was slowed by a neighbour, not by the code (as ``timeit`` advises).
 
     python benchmarks/bench_guard.py [--calls 200000] [--repeats 15] [--update]
 """
@@ -10,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -23,15 +24,22 @@ from agentguard import Guard, scope  # noqa: E402
 
 TARGET_NS = 1000
 AIM_NS = 500
+EVERY_KIND_NS = 700  # sync, module-level, method and async alike (issue 16)
 
 
-def per_call_ns(loop: Callable[[int], None], calls: int, repeats: int) -> float:
-    samples = []
+def per_call_ns(
+    plain: Callable[[int], None], guarded: Callable[[int], None], calls: int, repeats: int
+) -> tuple[float, float]:
+    """The fastest repeat of each loop, taken in turns so both see the same machine."""
+    plain(calls)  # warm up: caches, the guard's first look-up of this scope
+    guarded(calls)
+    samples: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeats):
-        start = time.perf_counter_ns()
-        loop(calls)
-        samples.append((time.perf_counter_ns() - start) / calls)
-    return statistics.median(samples)
+        for loop, times in zip((plain, guarded), samples, strict=True):
+            start = time.process_time_ns()
+            loop(calls)
+            times.append((time.process_time_ns() - start) / calls)
+    return min(samples[0]), min(samples[1])
 
 
 def sync_loop(fn: Callable[[int], int]) -> Callable[[int], None]:
@@ -86,16 +94,15 @@ def main() -> None:
         cases = [
             ("sync function", sync_loop(plain), sync_loop(guarded)),
             ("sync, module-level @guarded_action", sync_loop(plain), sync_loop(module_level)),
-            (
+            (  # both bound on each access, as `obj.method(...)` is
                 "sync method (bound per access)",
-                sync_loop(mailer_plain.send),
+                sync_loop(lambda i: mailer_plain.send(i)),
                 sync_loop(lambda i: mailer.send(i)),
             ),
             ("async function", async_loop(plain_async), async_loop(guarded_async)),
         ]
         for name, base_loop, guarded_loop in cases:
-            base = per_call_ns(base_loop, args.calls, args.repeats)
-            wrapped = per_call_ns(guarded_loop, args.calls, args.repeats)
+            base, wrapped = per_call_ns(base_loop, guarded_loop, args.calls, args.repeats)
             rows.append((name, base, wrapped, wrapped - base, wrapped / base))
     assert guard.counts().executed >= args.calls * args.repeats * 4  # the guarded loops really ran
 
@@ -106,11 +113,13 @@ def main() -> None:
     for name, base, wrapped, overhead, ratio in rows:
         lines.append(f"| {name} | {base:.0f} | {wrapped:.0f} | {overhead:.0f} | {ratio:.1f}x |")
     sync_overhead = rows[0][3]
+    worst = max(row[3] for row in rows)
     verdict = "meets" if sync_overhead <= TARGET_NS else "MISSES"
     lines.append("")
     lines.append(
         f"Allowed sync call overhead: **{sync_overhead:.0f} ns** — {verdict} the target of "
-        f"≤ {TARGET_NS} ns (aim ≤ {AIM_NS} ns)."
+        f"≤ {TARGET_NS} ns (aim ≤ {AIM_NS} ns). Every kind: at most **{worst:.0f} ns** — "
+        f"{'meets' if worst <= EVERY_KIND_NS else 'MISSES'} ≤ {EVERY_KIND_NS} ns."
     )
     table = "\n".join(lines)
     print(table)
@@ -121,9 +130,11 @@ def main() -> None:
             "bench_guard",
             "## Guard overhead (allowed path)\n\n"
             f"`python benchmarks/bench_guard.py --calls {args.calls} --repeats {args.repeats}`: "
-            "median per-call time over the repeats, all three scope ids set, 10,000 unrelated "
-            "active kills in the index. The loop itself is included in both columns, so the "
-            "overhead column is the guard's cost.\n\n" + table,
+            "the fastest repeat's per-call CPU time (plain and guarded repeats in turns; on the "
+            "shared machine a slower repeat was slowed by a neighbour), all three scope ids "
+            "set, 10,000 unrelated active kills in the index. The loop itself, and for methods "
+            "the binding on each access, is in both columns, so the overhead column is the "
+            "guard's cost.\n\n" + table,
         )
 
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import math
+import threading
 import types
 
 import pytest
 
 import agentguard
-from agentguard import Guard, PolicyViolationError, scope
+from agentguard import Guard, MemoryStore, PolicyViolationError, Scope, scope
 from agentguard.errors import GuardNotConfiguredError, InvalidInputError
+from agentguard.sources import CLEAR, LocalSource, Verdict
 
 
 @pytest.fixture
@@ -152,6 +155,7 @@ def test_methods_classmethods_staticmethods(guard: Guard) -> None:
         assert m.version() == 2 and cls.version() == 2
         assert cls.kind_outer() == cls.__name__
         assert list(inspect.signature(m.send).parameters) == ["to"]
+        assert all(agentguard.is_guarded(f) for f in (m.send, cls.send, m.kind, cls.version))
         guard.kill("agent", "bot")
         for call in (
             lambda: m.send("c"),
@@ -339,3 +343,36 @@ def test_policy_violation_error_pickles(guard: Guard) -> None:
         f()
     copy = pickle.loads(pickle.dumps(info.value))
     assert str(copy) == str(info.value) and copy.killed_by == info.value.killed_by
+
+
+class StrictSource(LocalSource):
+    """Asks "the server" on every call, noting which thread asked."""
+
+    strict = True
+
+    def __init__(self) -> None:
+        super().__init__(MemoryStore(), "org")
+        self.index.fresh_until = -math.inf  # nothing cached is ever current
+        self.askers: list[threading.Thread] = []
+
+    def verify(self, action: str, scope: Scope) -> Verdict:
+        self.askers.append(threading.current_thread())
+        return CLEAR
+
+
+async def test_strict_async_calls_and_async_generators_ask_off_the_event_loop() -> None:
+    source = StrictSource()
+    guard = Guard(source)
+
+    @guard.guarded_action
+    async def fetch() -> int:
+        return 1
+
+    @guard.guarded_action
+    async def stream():  # type: ignore[no-untyped-def]
+        yield 1
+
+    assert await fetch() == 1
+    assert [i async for i in stream()] == [1]
+    assert len(source.askers) == 2
+    assert threading.current_thread() not in source.askers

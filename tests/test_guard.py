@@ -195,3 +195,18 @@ def test_guard_defaults_fill_unset_ids() -> None:
         act()
     with scope(agent_id="explicit"):
         assert act() == 1
+
+
+def test_a_misspelt_keyword_is_a_type_error_naming_it() -> None:
+    guard = Guard()
+    calls = [
+        lambda: Guard(agentid="a"),
+        lambda: guard.report_metric(agnet_id="a"),
+        lambda: guard.guarded_action(runid="r"),
+        lambda: guard.enforce("send", mision_id="m"),
+        lambda: guard.wait_until_revived(0, agent="a"),
+        lambda: scope(agent="a").__enter__(),
+    ]
+    for call in calls:
+        with pytest.raises(TypeError, match="unexpected keyword argument"):
+            call()

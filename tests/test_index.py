@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from agentguard import MemoryStore
+import pytest
+
+from agentguard import CallCounts, Guard, MemoryStore, PolicyViolationError, Scope
 from agentguard.index import KillIndex
 
 
@@ -38,3 +40,19 @@ def test_snapshot_older_than_index_is_ignored() -> None:
     index.replace(store.snapshot("org"))
     assert not index.replace(old)
     assert {ks.target_id for ks in index.active()} == {"a", "b"}
+
+
+def test_a_guard_sees_every_write_even_a_snapshot_of_the_same_version() -> None:
+    # e.g. a server restarted with empty memory that reached the same version number again
+    elsewhere = MemoryStore()
+    elsewhere.kill("org", "agent", "x", reason=None, actor="u")
+    elsewhere.kill("org", "agent", "a", reason=None, actor="u")
+    guard = Guard()
+    guard.kill("agent", "other-1")
+    guard.kill("agent", "other-2")
+    assert guard.index.version == elsewhere.snapshot("org").version
+    guard.admit("send", Scope("a"))  # allowed: remembered as clear until the index changes
+    assert guard.index.replace(elsewhere.snapshot("org"))
+    with pytest.raises(PolicyViolationError):
+        guard.admit("send", Scope("a"))
+    assert guard.counts(action="send") == CallCounts(executed=1, refused=1)

@@ -97,6 +97,10 @@ def test_rules_are_per_agent_and_skip_unscoped_calls() -> None:
             act()
     for _ in range(10):
         act()  # no agent id: the per-agent rule does not apply
+    assert guard.counts().executed == 14 and guard.counts().refused == 0
+    with scope(agent_id="a"), pytest.raises(PolicyViolationError) as info:
+        act()  # a's third call in the window: a alone is over the limit
+    assert (info.value.target_type, info.value.target_id) == ("agent", "a")
 
 
 def test_observe_mode_records_without_blocking() -> None:
@@ -223,3 +227,20 @@ def test_rule_reasons_count_one_call_in_the_singular() -> None:
         flaky()
     wait_for_kill(guard, "agent", "a")
     assert guard.check("agent", "a").reason == "1 of 1 call failed in 60 s (100%); limit 50%"
+
+
+def test_reported_outcomes_count_and_trip_the_error_rate_rule() -> None:
+    clock = Clock()
+    guard = Guard(
+        clock=clock, rules=[ErrorRateRule("errors", max_rate=0.5, min_calls=4, window=60)]
+    )
+    with scope(agent_id="a"):
+        guard.report_metric(success=True)
+        for _ in range(3):
+            guard.report_metric(success=False)  # e.g. LLM calls no guarded call counted
+        wait_for_kill(guard, "agent", "a")
+    counts = guard.counts("agent", "a")
+    assert (counts.executed, counts.failed) == (4, 3)  # what heartbeats report to the fleet
+    assert guard.check("agent", "a").reason == "3 of 4 calls failed in 60 s (75%); limit 50%"
+    guard.report_metric(cost_usd=1.0, agent_id="b")  # a cost alone is no outcome
+    assert guard.counts("agent", "b").executed == 0

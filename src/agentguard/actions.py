@@ -1,29 +1,36 @@
 """``guarded_action``: wrap a callable so every call is checked against the kill state.
 
-The decorated object is a ``wrapt.FunctionWrapper`` subclass, so name, docstring,
-``inspect.signature``, ``isinstance`` and descriptor binding (methods, classmethods,
-staticmethods) behave as for the original. The kind of wrapper (sync, async, generator,
-async generator) is chosen once, at decoration time.
+The decorated object is a wrapt object proxy, so name, docstring, ``inspect.signature`` and
+``isinstance`` behave as for the original; methods, classmethods and staticmethods bind as
+theirs do. What a call runs (sync, async, generator, async generator) is chosen once, at
+decoration time.
 
-Performance note: for plain sync calls the subclass overrides ``__call__`` and checks inline
-instead of dispatching through wrapt's ``(wrapped, instance, args, kwargs)`` wrapper. That
-dispatch alone costs about 0.45 µs per call here; the override costs about 0.2 µs.
-See benchmarks/RESULTS.md.
+Why not ``wrapt.FunctionWrapper`` with a ``(wrapped, instance, args, kwargs)`` wrapper: its
+dispatch costs about 0.55 µs per call (its binding check looks up ``__self__`` on a plain
+function, which raises and catches inside), and binding a method on each attribute access
+another 0.35 µs, against a budget of 0.7 µs for the whole allowed path. So each decoration
+gets its own proxy subclass whose ``__call__`` is the kind's function, closing over the action
+(an attribute read on a proxy costs about 80 ns), and whose ``__get__`` binds a method as
+Python binds a function, with ``types.MethodType``. See benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncGenerator, Callable, Generator
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping
+from types import MethodType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import wrapt
 
 from .errors import GuardNotConfiguredError, InvalidInputError
-from .scope import CURRENT_SCOPE, Scope
+from .scope import CURRENT_SCOPE, EMPTY_SCOPE, Ids, Scope, over, scope_of
 from .targets import validate_id
+from .telemetry import Method
 
 if TYPE_CHECKING:
+    from typing import Unpack
+
     from .guard import Guard
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -52,242 +59,208 @@ def get_guard() -> Guard:
     return guard
 
 
-def validate_options(
-    name: Any = None, agent_id: Any = None, run_id: Any = None, mission_id: Any = None
-) -> None:
-    """Raise ``InvalidInputError`` naming the first option that is given but not an id."""
-    for field, value in (
-        ("name", name),
-        ("agent_id", agent_id),
-        ("run_id", run_id),
-        ("mission_id", mission_id),
-    ):
-        if value is not None:
-            validate_id(field, value)
+def validate_options(name: Any, ids: Mapping[str, object]) -> Scope:
+    """The decorator's fixed ids; raises ``InvalidInputError`` naming an option that is no id."""
+    if name is not None:
+        validate_id("name", name)
+    return scope_of(ids, "guarded_action")
 
 
 class Action:
     """What one decorated callable is: its action name, fixed scope ids, and guard."""
 
-    __slots__ = ("name", "guard", "agent_id", "run_id", "mission_id", "fixed")
+    __slots__ = ("name", "guard", "ids", "_last")
 
-    def __init__(
-        self,
-        name: str,
-        guard: Guard | None,
-        agent_id: str | None,
-        run_id: str | None,
-        mission_id: str | None,
-    ) -> None:
-        validate_options(name, agent_id, run_id, mission_id)
+    def __init__(self, name: str, guard: Guard | None, ids: Scope) -> None:
         self.name = name
         self.guard = guard
-        self.agent_id = agent_id
-        self.run_id = run_id
-        self.mission_id = mission_id
-        self.fixed = agent_id is not None or run_id is not None or mission_id is not None
+        self.ids = ids
+        self._last = (EMPTY_SCOPE, ids)  # (context scope, merged), by identity: see scope()
 
     def scope(self) -> Scope:
         """The scope of a call now: ids fixed on the decorator win over the context's."""
-        s = CURRENT_SCOPE.get()
-        if not self.fixed:
-            return s
-        return Scope(
-            self.agent_id or s.agent_id, self.run_id or s.run_id, self.mission_id or s.mission_id
-        )
+        context = CURRENT_SCOPE.get()
+        last = self._last  # one tuple, read and written whole: safe across threads
+        if last[0] is context:
+            return last[1]
+        merged = over(self.ids, context)
+        self._last = (context, merged)
+        return merged
 
-    def resolve_guard(self) -> Guard:
-        return self.guard or get_guard()
-
-
-# -- plain functions: the hot path ------------------------------------------------------------
-
-
-class _SyncAction(wrapt.FunctionWrapper):  # type: ignore[type-arg]
-    """A guarded plain callable; each decoration gets its own subclass (see ``_sync_proxy``)."""
+    def scope_now(self) -> Callable[[], Scope]:
+        """How a call reads its scope: the context's alone when no id is fixed."""
+        return self.scope if any(self.ids) else CURRENT_SCOPE.get
 
 
-class _BoundSyncAction(wrapt.BoundFunctionWrapper):  # type: ignore[type-arg]
-    """A guarded plain method bound to an instance or class."""
+class GuardedAction(wrapt.BaseObjectProxy):  # type: ignore[type-arg]
+    """A guarded callable; each decoration makes its own subclass (see ``wrap``)."""
 
 
-def _sync_proxy(fn: Any, action: Action) -> _SyncAction:
-    # Attribute lookups on a wrapt proxy cost ~80 ns each, so ``__call__`` reads the action
-    # from its closure instead of from the proxy: one small subclass per decorated callable.
-    name, fixed = action.name, action.fixed
+# -- what a call runs, by kind: each returns the proxy's __call__ ------------------------------
+#
+# ``sig`` is what a refusal binds the arguments to (``Method`` when the first is the instance).
+# The guard is resolved per call: ``@agentguard.guarded_action`` uses whatever is configured.
 
-    def __call__(self: Any, *args: Any, **kwargs: Any) -> Any:
-        guard = action.guard or get_guard()
-        scope = action.scope() if fixed else CURRENT_SCOPE.get()
-        key = guard.admit(name, scope, args, kwargs, None, None, self)
+
+def _sync(action: Action, target: Any, sig: Any) -> Callable[..., Any]:
+    name, fixed, scope_now = action.name, action.guard, action.scope_now()
+
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        guard = fixed or _default[0] or get_guard()
+        key = guard.admit(name, scope_now(), args, kwargs, None, None, sig)
         try:
-            return self.__wrapped__(*args, **kwargs)
+            return target(*args, **kwargs)
         except Exception:
             guard.count_failure(key)
             raise
 
-    bound = type("_BoundSyncAction", (_BoundSyncAction,), {"__call__": __call__})
-    cls = type(
-        "_SyncAction", (_SyncAction,), {"__call__": __call__, "__bound_function_wrapper__": bound}
-    )
-    proxy: _SyncAction = cls(fn, _unused_wrapper)
+    return call
+
+
+def _async(action: Action, target: Any, sig: Any) -> Callable[..., Any]:
+    name, fixed, scope_now = action.name, action.guard, action.scope_now()
+
+    async def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        guard = fixed or _default[0] or get_guard()
+        key = (  # inline unless strict: no extra coroutine on the hot path
+            await guard.admit_async(name, scope_now(), args, kwargs, None, None, sig)
+            if guard.strict
+            else guard.admit(name, scope_now(), args, kwargs, None, None, sig)
+        )
+        try:
+            return await target(*args, **kwargs)
+        except Exception:
+            guard.count_failure(key)
+            raise
+
+    return call
+
+
+def _generator(action: Action, target: Any, sig: Any) -> Callable[..., Any]:
+    name, fixed, scope_now = action.name, action.guard, action.scope_now()
+
+    def call(self: Any, *args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+        guard = fixed or _default[0] or get_guard()
+        key = guard.admit(name, scope_now(), args, kwargs, None, None, sig)
+        try:
+            return (yield from target(*args, **kwargs))
+        except Exception:
+            guard.count_failure(key)
+            raise
+
+    return call
+
+
+def _async_generator(action: Action, target: Any, sig: Any) -> Callable[..., Any]:
+    name, fixed, scope_now = action.name, action.guard, action.scope_now()
+
+    async def call(self: Any, *args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
+        guard = fixed or _default[0] or get_guard()
+        # A strict guard asks its server in a worker thread: never block the event loop.
+        key = await guard.admit_async(name, scope_now(), args, kwargs, None, None, sig)
+        agen = target(*args, **kwargs)
+        try:
+            value = await agen.__anext__()
+            while True:
+                try:
+                    sent = yield value
+                except GeneratorExit:
+                    await agen.aclose()
+                    raise
+                except BaseException as exc:  # thrown in by the consumer: pass it on
+                    value = await agen.athrow(exc)
+                else:
+                    value = await (agen.__anext__() if sent is None else agen.asend(sent))
+        except StopAsyncIteration:
+            return
+        except Exception:
+            guard.count_failure(key)
+            raise
+
+    return call
+
+
+def _kind(target: Any) -> Callable[[Action, Any, Any], Callable[..., Any]]:
+    if inspect.isasyncgenfunction(target):
+        return _async_generator
+    if inspect.iscoroutinefunction(target):
+        return _async
+    if inspect.isgeneratorfunction(target):
+        return _generator
+    return _sync
+
+
+def _binder(fn: Any, bound: Callable[[], Any]) -> Callable[..., Any] | None:
+    """The proxy's ``__get__``: bind to an instance (or class) as ``fn`` would.
+
+    ``bound()`` makes the proxy a bound call goes through: its ``__call__`` takes the instance
+    (or class) first, like a function's; None where ``fn`` does not bind.
+    """
+    if isinstance(fn, staticmethod) or not hasattr(type(fn), "__get__"):
+        return None  # staticmethods and callables that are no descriptor do not bind
+    through = bound()
+    if isinstance(fn, classmethod):
+
+        def bind_class(self: Any, instance: Any, owner: Any = None) -> Any:
+            return MethodType(through, owner if owner is not None else type(instance))
+
+        return bind_class
+
+    def bind(self: Any, instance: Any, owner: Any = None) -> Any:
+        return self if instance is None else MethodType(through, instance)
+
+    return bind
+
+
+def _proxy(fn: Any, action: Action) -> GuardedAction:
+    target = fn.__func__ if isinstance(fn, (classmethod, staticmethod)) else fn
+    kind = _kind(target)
+
+    def bound() -> GuardedAction:  # a refusal does not record the instance (or class)
+        call = kind(action, target, Method(target))
+        through: GuardedAction = type("GuardedAction", (GuardedAction,), {"__call__": call})(target)
+        return through
+
+    attributes: dict[str, Any] = {"__call__": kind(action, target, target)}
+    binder = _binder(fn, bound)
+    if binder is not None:
+        attributes["__get__"] = binder
+    proxy: GuardedAction = type("GuardedAction", (GuardedAction,), attributes)(fn)
     return proxy
-
-
-# -- coroutines and generators: wrapt wrappers chosen at decoration time -----------------------
-
-
-def _async_wrapper(action: Action) -> Callable[..., Any]:
-    def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        async def run() -> Any:
-            guard = action.resolve_guard()
-            if guard.strict:  # a per-call HTTP check must not block the event loop
-                key = await guard.admit_async(
-                    action.name, action.scope(), args, kwargs, None, None, wrapped
-                )
-            else:  # inline: no extra coroutine on the hot path
-                key = guard.admit(action.name, action.scope(), args, kwargs, None, None, wrapped)
-            try:
-                return await wrapped(*args, **kwargs)
-            except Exception:
-                guard.count_failure(key)
-                raise
-
-        return run()
-
-    return wrapper
-
-
-def _generator_wrapper(action: Action) -> Callable[..., Any]:
-    def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        def run() -> Generator[Any, Any, Any]:
-            guard = action.resolve_guard()
-            key = guard.admit(action.name, action.scope(), args, kwargs, None, None, wrapped)
-            try:
-                return (yield from wrapped(*args, **kwargs))
-            except Exception:
-                guard.count_failure(key)
-                raise
-
-        return run()
-
-    return wrapper
-
-
-def _async_generator_wrapper(action: Action) -> Callable[..., Any]:
-    def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        async def run() -> AsyncGenerator[Any, Any]:
-            guard = action.resolve_guard()
-            key = guard.admit(action.name, action.scope(), args, kwargs, None, None, wrapped)
-            agen = wrapped(*args, **kwargs)
-            try:
-                value = await agen.__anext__()
-                while True:
-                    try:
-                        sent = yield value
-                    except GeneratorExit:
-                        await agen.aclose()
-                        raise
-                    except BaseException as exc:  # thrown in by the consumer: pass it on
-                        value = await agen.athrow(exc)
-                    else:
-                        value = await (agen.__anext__() if sent is None else agen.asend(sent))
-            except StopAsyncIteration:
-                return
-            except Exception:
-                guard.count_failure(key)
-                raise
-
-        return run()
-
-    return wrapper
-
-
-class _BoundDelegatingAction(wrapt.BoundFunctionWrapper):  # type: ignore[type-arg]
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        wrapper: Any = self._self_wrapper
-        return wrapper(self.__wrapped__, None, args, kwargs)
-
-
-class _DelegatingAction(wrapt.FunctionWrapper):  # type: ignore[type-arg]
-    __bound_function_wrapper__ = _BoundDelegatingAction
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        wrapper: Any = self._self_wrapper
-        return wrapper(self.__wrapped__, None, args, kwargs)
-
-
-def _underlying(fn: Any) -> Any:
-    return fn.__func__ if isinstance(fn, (classmethod, staticmethod)) else fn
 
 
 def wrap(
-    fn: Any,
-    *,
-    guard: Guard | None = None,
-    name: str | None = None,
-    agent_id: str | None = None,
-    run_id: str | None = None,
-    mission_id: str | None = None,
+    fn: Any, *, guard: Guard | None = None, name: str | None = None, **ids: Unpack[Ids]
 ) -> Any:
     """Return ``fn`` guarded (the functional form of ``guarded_action``)."""
-    validate_options(name, agent_id, run_id, mission_id)
-    target = _underlying(fn)
+    fixed = validate_options(name, ids)
+    target = fn.__func__ if isinstance(fn, (classmethod, staticmethod)) else fn
     if not callable(target):
         raise InvalidInputError("fn", f"must be callable; got {type(fn).__name__}")
-    if isinstance(fn, (_SyncAction, _DelegatingAction)):
+    if is_guarded(fn):
         raise InvalidInputError("fn", f"{name or fn.__name__!r} is already a guarded action")
     action_name = name or getattr(target, "__name__", None) or type(target).__name__
-    action = Action(action_name, guard, agent_id, run_id, mission_id)
-    if inspect.isasyncgenfunction(target):
-        proxy: Any = _DelegatingAction(fn, _async_generator_wrapper(action))
-    elif inspect.iscoroutinefunction(target):
-        proxy = _DelegatingAction(fn, _async_wrapper(action))
-    elif inspect.isgeneratorfunction(target):
-        proxy = _DelegatingAction(fn, _generator_wrapper(action))
-    else:
-        proxy = _sync_proxy(fn, action)
-    proxy._self_action = action  # noqa: SLF001 - wrapt's prefix for the proxy's own attributes
-    return proxy
-
-
-def _unused_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    # A _SyncAction dispatches in its own __call__; this is only wrapt's required argument.
-    return wrapped(*args, **kwargs)
+    return _proxy(fn, Action(action_name, guard, fixed))
 
 
 def is_guarded(fn: Any) -> bool:
-    """Whether ``fn`` is a guarded action."""
-    return isinstance(
-        fn, (_SyncAction, _DelegatingAction, _BoundSyncAction, _BoundDelegatingAction)
-    )
+    """Whether ``fn`` is a guarded action (or one bound to an instance or class)."""
+    if isinstance(fn, MethodType):
+        fn = fn.__func__
+    return isinstance(fn, GuardedAction)
 
 
 @overload
 def guarded_action(fn: F, /) -> F: ...
 @overload
 def guarded_action(
-    fn: None = None,
-    /,
-    *,
-    name: str | None = None,
-    agent_id: str | None = None,
-    run_id: str | None = None,
-    mission_id: str | None = None,
+    fn: None = None, /, *, name: str | None = None, **ids: Unpack[Ids]
 ) -> Callable[[F], F]: ...
 
 
-def guarded_action(
-    fn: Any = None,
-    /,
-    *,
-    name: str | None = None,
-    agent_id: str | None = None,
-    run_id: str | None = None,
-    mission_id: str | None = None,
-) -> Any:
+def guarded_action(fn: Any = None, /, *, name: str | None = None, **ids: Unpack[Ids]) -> Any:
     """Guard a callable with the configured default guard (resolved at call time)."""
     if fn is not None:
-        return wrap(fn)
-    validate_options(name, agent_id, run_id, mission_id)
-    return lambda f: wrap(f, name=name, agent_id=agent_id, run_id=run_id, mission_id=mission_id)
+        return wrap(fn, name=name, **ids)
+    validate_options(name, ids)
+    return lambda f: wrap(f, name=name, **ids)

@@ -22,6 +22,7 @@ class KillIndex:
         "mission",
         "tool",
         "version",
+        "revision",
         "fresh_until",
         "synced_at",
         "max_staleness",
@@ -35,6 +36,9 @@ class KillIndex:
         self.mission: dict[str, KillSwitch] = {}
         self.tool: dict[str, KillSwitch] = {}
         self.version = 0
+        # Advanced after every write, even one that keeps the version (a snapshot of equal
+        # version): a reader that sees the same revision before and after saw the same tables.
+        self.revision = 0
         # Monotonic deadline until which this view may be trusted; sources push it forward.
         self.fresh_until = -math.inf
         self.synced_at: float | None = None
@@ -91,6 +95,7 @@ class KillIndex:
                 if current is not None and current.id == ks.id:
                     del table[ks.target_id]
             self.version = change.version
+            self.revision += 1
             self.changed.notify_all()
             return True
 
@@ -100,6 +105,7 @@ class KillIndex:
             if snapshot.version < self.version:
                 return False
             self._install(snapshot)
+            self.revision += 1
             self.changed.notify_all()
             return True
 

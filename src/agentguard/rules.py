@@ -15,14 +15,11 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 from .errors import AlreadyKilledError, InvalidInputError
 from .scope import Scope
 from .wording import plural
-
-if TYPE_CHECKING:
-    from .guard import Guard
 
 logger = logging.getLogger("agentguard")
 
@@ -87,6 +84,10 @@ class Rule:
         return None
 
     def on_failure(self, name: str, key: str, now: float) -> str | None:
+        return None
+
+    def on_outcome(self, key: str, now: float, success: bool) -> str | None:
+        """Account one outcome reported with ``report_metric(success=...)``."""
         return None
 
     def on_cost(self, key: str, now: float, cost_usd: float) -> str | None:
@@ -200,18 +201,20 @@ class ErrorRateRule(Rule):
         return pair
 
     def on_call(self, name: str, key: str, now: float, args: Any, kwargs: Any) -> str | None:
-        with self._lock:
-            calls, failures = self._windows(key)
-            calls.add(now, 1)
-            failures.add(now, 0)
-        return None
+        return self._account(key, now, calls=1, failures=0)
 
     def on_failure(self, name: str, key: str, now: float) -> str | None:
+        return self._account(key, now, calls=0, failures=1)
+
+    def on_outcome(self, key: str, now: float, success: bool) -> str | None:
+        return self._account(key, now, calls=1, failures=0 if success else 1)
+
+    def _account(self, key: str, now: float, calls: int, failures: int) -> str | None:
         with self._lock:
-            calls, failures = self._windows(key)
-            failed = failures.add(now, 1)
-            total = calls.add(now, 0)
-        if total >= self.min_calls and failed / total > self.max_rate:
+            call_window, failure_window = self._windows(key)
+            failed = failure_window.add(now, failures)
+            total = call_window.add(now, calls)
+        if failures and total >= self.min_calls and failed / total > self.max_rate:
             return (
                 f"{int(failed):,} of {plural(total, 'call')} failed in {self.window:g} s "
                 f"({failed / total:.0%}); limit {self.max_rate:.0%}"
@@ -290,10 +293,20 @@ class Trip:
         return f"rule:{self.rule.name}"
 
 
+class Enforcer(Protocol):
+    """What rules act through: the guard's kill and its record of an observe-mode trip."""
+
+    def kill(
+        self, target_type: str, target_id: str, *, reason: str | None = ..., actor: str | None = ...
+    ) -> object: ...
+
+    def record_observation(self, trip: Trip) -> None: ...
+
+
 class RuleEngine:
     """Evaluates a guard's rules on its calls; kills happen on a background thread."""
 
-    def __init__(self, guard: Guard, rules: list[Rule], clock: Callable[[], float]) -> None:
+    def __init__(self, guard: Enforcer, rules: list[Rule], clock: Callable[[], float]) -> None:
         names = [r.name for r in rules]
         if len(set(names)) != len(names):
             raise InvalidInputError("rules", f"rule names must be unique; got {names}")
@@ -324,20 +337,21 @@ class RuleEngine:
         return None
 
     def after_failure(self, name: str, scope: Scope) -> None:
-        now = self.clock()
-        for rule in self.rules:
-            key = rule.key(scope)
-            if key is not None:
-                reason = rule.on_failure(name, key, now)
-                if reason is not None:
-                    self._trip(rule, key, reason)
+        self._after(scope, lambda rule, key, now: rule.on_failure(name, key, now))
 
     def on_cost(self, scope: Scope, cost_usd: float) -> None:
+        self._after(scope, lambda rule, key, now: rule.on_cost(key, now, cost_usd))
+
+    def on_outcome(self, scope: Scope, success: bool) -> None:
+        self._after(scope, lambda rule, key, now: rule.on_outcome(key, now, success))
+
+    def _after(self, scope: Scope, account: Callable[[Rule, str, float], str | None]) -> None:
+        """Account something that already happened; trip every rule it takes over its limit."""
         now = self.clock()
         for rule in self.rules:
             key = rule.key(scope)
             if key is not None:
-                reason = rule.on_cost(key, now, cost_usd)
+                reason = account(rule, key, now)
                 if reason is not None:
                     self._trip(rule, key, reason)
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict
 
 from .targets import validate_id
+
+if TYPE_CHECKING:
+    from typing import Unpack
 
 
 class Scope(NamedTuple):
@@ -19,6 +22,31 @@ class Scope(NamedTuple):
 
 
 EMPTY_SCOPE = Scope()
+ID_FIELDS = Scope._fields
+
+
+class Ids(TypedDict, total=False):
+    """The scope ids a guard, decorator, check or heartbeat takes as keyword arguments."""
+
+    agent_id: str | None
+    run_id: str | None
+    mission_id: str | None
+
+
+def scope_of(ids: Mapping[str, object], where: str) -> Scope:
+    """The ``Scope`` of keyword ids, each validated; ``where`` names the callee of a bad keyword."""
+    for field in ids:
+        if field not in ID_FIELDS:
+            raise TypeError(f"{where}() got an unexpected keyword argument {field!r}")
+    return _validated(Scope(*(ids.get(field) for field in ID_FIELDS)))  # type: ignore[arg-type]
+
+
+def _validated(ids: Scope) -> Scope:
+    for field, value in zip(ID_FIELDS, ids, strict=True):
+        if value is not None:
+            validate_id(field, value)
+    return ids
+
 
 # One variable holding a tuple: a guarded call reads its whole scope with a single ``get``.
 # Read it anywhere; set it only through ``scope()`` or ``enter_scope()``.
@@ -43,19 +71,27 @@ class ScopeToken(NamedTuple):
     refusals_token: Token[list[Any] | None]
 
 
+def over(scope: Scope, base: Scope) -> Scope:
+    """``scope``'s ids, falling back to ``base``'s where unset."""
+    return Scope(
+        scope.agent_id or base.agent_id,
+        scope.run_id or base.run_id,
+        scope.mission_id or base.mission_id,
+    )
+
+
 def enter_scope(
     agent_id: str | None = None, run_id: str | None = None, mission_id: str | None = None
 ) -> ScopeToken:
-    """Enter ``scope(...)`` without a ``with`` block (middleware); leave with ``exit_scope``."""
-    for field, value in (("agent_id", agent_id), ("run_id", run_id), ("mission_id", mission_id)):
-        if value is not None:
-            validate_id(field, value)
-    outer = CURRENT_SCOPE.get()
-    inner = Scope(
-        agent_id if agent_id is not None else outer.agent_id,
-        run_id if run_id is not None else outer.run_id,
-        mission_id if mission_id is not None else outer.mission_id,
-    )
+    """Enter ``scope(...)`` without a ``with`` block (middleware); leave with ``exit_scope``.
+
+    The one place that spells the ids out: they may be given by position (``enter_scope(*s)``).
+    """
+    return _enter(_validated(Scope(agent_id, run_id, mission_id)))
+
+
+def _enter(ids: Scope) -> ScopeToken:
+    inner = over(ids, CURRENT_SCOPE.get())
     return ScopeToken(inner, CURRENT_SCOPE.set(inner), LAST_REFUSAL.set([None]))
 
 
@@ -66,11 +102,9 @@ def exit_scope(token: ScopeToken) -> None:
 
 
 @contextmanager
-def scope(
-    agent_id: str | None = None, run_id: str | None = None, mission_id: str | None = None
-) -> Iterator[Scope]:
+def scope(**ids: Unpack[Ids]) -> Iterator[Scope]:
     """Run the block under these ids; unset ids are inherited from the enclosing scope."""
-    token = enter_scope(agent_id, run_id, mission_id)
+    token = _enter(scope_of(ids, "scope"))
     try:
         yield token.scope
     finally:

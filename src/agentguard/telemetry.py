@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -19,6 +19,12 @@ from .records import Intervention, KillChange
 logger = logging.getLogger("agentguard")
 
 MAX_ARGUMENTS_LENGTH = 1024
+
+
+class Method(NamedTuple):
+    """The function of a method whose calls pass the instance (or class) first, unrecorded."""
+
+    function: Any
 
 
 class Telemetry:
@@ -104,11 +110,20 @@ class Telemetry:
         """
         if not self.capture_arguments:
             return None
+        method = isinstance(fn, Method)
+        if method:
+            fn = fn.function
         if fn is not None:
             try:
-                return dict(inspect.signature(fn).bind(*args, **(kwargs or {})).arguments)
+                bound = dict(inspect.signature(fn).bind(*args, **(kwargs or {})).arguments)
             except (TypeError, ValueError):  # no signature, or arguments that do not fit it
                 pass
+            else:
+                if method:  # the instance or class the method was called on
+                    del bound[next(iter(bound))]
+                return bound
+        if method:
+            args = args[1:]
         return (args, kwargs) if kwargs else args
 
     def _block_attributes(

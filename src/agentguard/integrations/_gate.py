@@ -32,13 +32,22 @@ from __future__ import annotations
 import importlib
 import threading
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar, Unpack, cast
 
 import wrapt
 
 from .. import actions
 from ..errors import InvalidInputError, PolicyViolationError
-from ..scope import EMPTY_SCOPE, Scope, ScopeToken, current_scope, enter_scope, exit_scope
+from ..scope import (
+    EMPTY_SCOPE,
+    Ids,
+    Scope,
+    ScopeToken,
+    current_scope,
+    enter_scope,
+    exit_scope,
+    scope_of,
+)
 
 if TYPE_CHECKING:
     from ..guard import Guard
@@ -87,14 +96,11 @@ class Gate:
         guard: Guard | None = None,
         *,
         on_block: OnBlock = "raise",
-        agent_id: str | None = None,
-        run_id: str | None = None,
-        mission_id: str | None = None,
+        **ids: Unpack[Ids],
     ) -> None:
-        actions.validate_options(None, agent_id, run_id, mission_id)
         self.guard = guard  # None: the configured default, looked up at each call
         self.on_block = check_on_block(on_block)
-        self.fixed = Scope(agent_id, run_id, mission_id)
+        self.fixed = scope_of(ids, type(self).__name__)
 
     def resolve(self) -> Guard:
         return self.guard or actions.get_guard()
