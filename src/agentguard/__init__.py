@@ -1,7 +1,7 @@
 """agentguard: an embeddable kill switch for AI agents."""
 
 from ._version import __version__
-from .actions import configure, get_guard, guarded_action, is_guarded
+from .actions import guarded_action, is_guarded
 from .errors import (
     AgentGuardError,
     AgentGuardWarning,
@@ -12,7 +12,7 @@ from .errors import (
     NotKilledError,
     PolicyViolationError,
 )
-from .guard import Guard
+from .guard import Guard, configure, get_guard
 from .records import (
     AuditEntry,
     CallCounts,

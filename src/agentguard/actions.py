@@ -19,37 +19,60 @@ from __future__ import annotations
 import inspect
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from types import MethodType
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
 import wrapt
 
 from .errors import GuardNotConfiguredError, InvalidInputError
 from .scope import CURRENT_SCOPE, EMPTY_SCOPE, Ids, Scope, over, scope_of
+from .tally import CountKey
 from .targets import validate_id
 from .telemetry import Method
 
 if TYPE_CHECKING:
     from typing import Unpack
 
-    from .guard import Guard
-
 F = TypeVar("F", bound=Callable[..., Any])
 
-_default: list[Guard | None] = [None]
+
+class Admitting(Protocol):
+    """What a guarded action calls on its guard (``Guard``'s extension API)."""
+
+    strict: bool
+
+    def admit(
+        self,
+        name: str,
+        scope: Scope,
+        args: Any = None,
+        kwargs: Any = None,
+        tool_call_id: str | None = None,
+        span_name: str | None = None,
+        fn: Any = None,
+    ) -> CountKey: ...
+
+    async def admit_async(
+        self,
+        name: str,
+        scope: Scope,
+        args: Any = None,
+        kwargs: Any = None,
+        tool_call_id: str | None = None,
+        span_name: str | None = None,
+        fn: Any = None,
+    ) -> CountKey: ...
+
+    def count_failure(self, key: CountKey) -> None: ...
 
 
-def configure(guard: Guard | None) -> None:
-    """Make ``guard`` the default for ``@agentguard.guarded_action`` (``None`` clears it)."""
-    from .guard import Guard
-
-    if guard is not None and not isinstance(guard, Guard):
-        raise InvalidInputError("guard", f"must be a Guard; got {type(guard).__name__}")
-    _default[0] = guard
+# The guard ``agentguard.configure`` set (it lives in guard.py, where Guard is), read on every
+# call of a module-level ``@agentguard.guarded_action``.
+configured: list[Admitting | None] = [None]
 
 
-def get_guard() -> Guard:
-    """The guard set with ``configure``; raises ``GuardNotConfiguredError`` if there is none."""
-    guard = _default[0]
+def configured_guard() -> Admitting:
+    """The configured guard; raises ``GuardNotConfiguredError`` if there is none."""
+    guard = configured[0]
     if guard is None:
         raise GuardNotConfiguredError(
             "no agentguard Guard is configured: call agentguard.configure(Guard(...)) before "
@@ -71,7 +94,7 @@ class Action:
 
     __slots__ = ("name", "guard", "ids", "_last")
 
-    def __init__(self, name: str, guard: Guard | None, ids: Scope) -> None:
+    def __init__(self, name: str, guard: Admitting | None, ids: Scope) -> None:
         self.name = name
         self.guard = guard
         self.ids = ids
@@ -106,7 +129,7 @@ def _sync(action: Action, target: Any, sig: Any) -> Callable[..., Any]:
     name, fixed, scope_now = action.name, action.guard, action.scope_now()
 
     def call(self: Any, *args: Any, **kwargs: Any) -> Any:
-        guard = fixed or _default[0] or get_guard()
+        guard = fixed or configured[0] or configured_guard()
         key = guard.admit(name, scope_now(), args, kwargs, None, None, sig)
         try:
             return target(*args, **kwargs)
@@ -121,7 +144,7 @@ def _async(action: Action, target: Any, sig: Any) -> Callable[..., Any]:
     name, fixed, scope_now = action.name, action.guard, action.scope_now()
 
     async def call(self: Any, *args: Any, **kwargs: Any) -> Any:
-        guard = fixed or _default[0] or get_guard()
+        guard = fixed or configured[0] or configured_guard()
         key = (  # inline unless strict: no extra coroutine on the hot path
             await guard.admit_async(name, scope_now(), args, kwargs, None, None, sig)
             if guard.strict
@@ -140,7 +163,7 @@ def _generator(action: Action, target: Any, sig: Any) -> Callable[..., Any]:
     name, fixed, scope_now = action.name, action.guard, action.scope_now()
 
     def call(self: Any, *args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
-        guard = fixed or _default[0] or get_guard()
+        guard = fixed or configured[0] or configured_guard()
         key = guard.admit(name, scope_now(), args, kwargs, None, None, sig)
         try:
             return (yield from target(*args, **kwargs))
@@ -155,7 +178,7 @@ def _async_generator(action: Action, target: Any, sig: Any) -> Callable[..., Any
     name, fixed, scope_now = action.name, action.guard, action.scope_now()
 
     async def call(self: Any, *args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
-        guard = fixed or _default[0] or get_guard()
+        guard = fixed or configured[0] or configured_guard()
         # A strict guard asks its server in a worker thread: never block the event loop.
         key = await guard.admit_async(name, scope_now(), args, kwargs, None, None, sig)
         agen = target(*args, **kwargs)
@@ -230,7 +253,7 @@ def _proxy(fn: Any, action: Action) -> GuardedAction:
 
 
 def wrap(
-    fn: Any, *, guard: Guard | None = None, name: str | None = None, **ids: Unpack[Ids]
+    fn: Any, *, guard: Admitting | None = None, name: str | None = None, **ids: Unpack[Ids]
 ) -> Any:
     """Return ``fn`` guarded (the functional form of ``guarded_action``)."""
     fixed = validate_options(name, ids)

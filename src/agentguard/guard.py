@@ -8,7 +8,7 @@ import json
 import logging
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from . import actions
 from .checkpoints import encode_checkpoint, validate_checkpoint_key
@@ -489,3 +489,15 @@ class Guard:
     def __repr__(self) -> str:
         source = type(self._source).__name__
         return f"<Guard {source} org={self.organization_id!r} version={self.version}>"
+
+
+def configure(guard: Guard | None) -> None:
+    """Make ``guard`` the default for ``@agentguard.guarded_action`` (``None`` clears it)."""
+    if guard is not None and not isinstance(guard, Guard):
+        raise InvalidInputError("guard", f"must be a Guard; got {type(guard).__name__}")
+    actions.configured[0] = guard
+
+
+def get_guard() -> Guard:
+    """The guard set with ``configure``; raises ``GuardNotConfiguredError`` if there is none."""
+    return cast(Guard, actions.configured_guard())  # configure() sets nothing but a Guard

@@ -32,12 +32,12 @@ from __future__ import annotations
 import importlib
 import threading
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar, Unpack, cast
+from typing import Any, Literal, NamedTuple, TypeVar, Unpack, cast
 
 import wrapt
 
-from .. import actions
 from ..errors import InvalidInputError, PolicyViolationError
+from ..guard import Guard, get_guard
 from ..scope import (
     EMPTY_SCOPE,
     Ids,
@@ -48,9 +48,6 @@ from ..scope import (
     exit_scope,
     scope_of,
 )
-
-if TYPE_CHECKING:
-    from ..guard import Guard
 
 R = TypeVar("R")
 T = TypeVar("T")
@@ -103,7 +100,7 @@ class Gate:
         self.fixed = scope_of(ids, type(self).__name__)
 
     def resolve(self) -> Guard:
-        return self.guard or actions.get_guard()
+        return self.guard or get_guard()
 
     def scope(self, found: Scope = EMPTY_SCOPE) -> Scope:
         """The call's ids: fixed on the adapter, then ``agentguard.scope()``, then ``found``

@@ -26,17 +26,16 @@ import traceback
 import warnings
 import weakref
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..errors import AgentGuardWarning, InvalidInputError
+from ..index import KillIndex
 from ..protocol import HeartbeatReply, HeartbeatReport, InstanceStatusName
+from ..records import CallCounts
 from ..scope import Scope, current_scope
-from ..sources import HeartbeatsUnsupportedError
+from ..sources import HeartbeatsUnsupportedError, KillStateSource
 from ..targets import validate_id
 from ..wording import one_line
-
-if TYPE_CHECKING:
-    from ..guard import Guard
 
 logger = logging.getLogger("agentguard")
 
@@ -45,12 +44,37 @@ FINAL_TIMEOUT = 5.0  # seconds the last heartbeat (exited/crashed) may take
 FINAL_RETRY_FOR = 2.0  # of which retrying while the server or its database is away
 
 
+class Reported(Protocol):
+    """The guard a heartbeat reports on (a ``Guard``)."""
+
+    instance_id: str
+    last_checkpoint: str | None
+
+    @property
+    def source(self) -> KillStateSource: ...
+
+    @property
+    def index(self) -> KillIndex: ...
+
+    @property
+    def defaults(self) -> Scope: ...
+
+    @property
+    def version(self) -> int: ...
+
+    def wait_until_synced(self, timeout: float | None = None) -> bool: ...
+
+    def counts(self) -> CallCounts: ...
+
+    def total_cost(self) -> float: ...
+
+
 class Heartbeat:
     """The heartbeat of one guard; see :meth:`agentguard.Guard.start_heartbeat`."""
 
     def __init__(
         self,
-        guard: Guard,
+        guard: Reported,
         interval: float,
         *,
         agent_id: str | None = None,
