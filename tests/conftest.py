@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pg_cluster import PrivateCluster, find_bindir
+from support.pg_cluster import PrivateCluster, find_bindir
 
 if TYPE_CHECKING:
     from agentguard.server import KillSwitchServer

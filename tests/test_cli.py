@@ -3,12 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import re
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +14,8 @@ from sqlalchemy import select
 from agentguard.cli import main
 from agentguard.server.database import Database
 from agentguard.server.tables import api_keys, audit_log
-
-TOKEN = re.compile(r"ag_[A-Za-z0-9]{8}_[A-Za-z0-9]{40}")
+from support.cli import TOKEN, first_token, serve, wait_serving
+from support.processes import stop
 
 
 def run(*args: str) -> Any:
@@ -85,75 +79,6 @@ def test_keys_create_needs_a_valid_scope(tmp_path: Path) -> None:
 
 def test_unknown_command_is_a_usage_error() -> None:
     assert CliRunner().invoke(main, ["frobnicate"]).exit_code == 2
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def serve(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], int]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "AGENTGUARD_DATABASE_URL"}
-    popen = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "agentguard.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            *args,
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
-    return popen, port
-
-
-def first_token(popen: subprocess.Popen[str], timeout: float = 30.0) -> str:
-    """Read the server's output until the admin key appears."""
-    assert popen.stdout is not None
-    deadline = time.monotonic() + timeout
-    seen = ""
-    while time.monotonic() < deadline:
-        line = popen.stdout.readline()
-        seen += line
-        match = TOKEN.search(line)
-        if match:
-            return match.group(0)
-        if not line and popen.poll() is not None:
-            break
-    raise AssertionError(f"no admin key printed:\n{seen}")
-
-
-def wait_serving(port: int, popen: subprocess.Popen[str], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert popen.poll() is None, "server exited"
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/api/v1/openapi.json", timeout=1.0)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    raise AssertionError("server did not answer")
-
-
-def stop(popen: subprocess.Popen[str]) -> str:
-    popen.terminate()
-    try:
-        out, _ = popen.communicate(timeout=10)
-    except subprocess.TimeoutExpired:
-        popen.kill()
-        out, _ = popen.communicate(timeout=5)
-    return out or ""
 
 
 @pytest.mark.parametrize("workers", [1, 2])

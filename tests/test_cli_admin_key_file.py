@@ -8,7 +8,8 @@ from pathlib import Path
 
 import httpx
 
-from test_cli import TOKEN, serve, stop, wait_serving  # the serve command's test helpers
+from support.cli import TOKEN, serve, wait_serving
+from support.processes import stop
 
 
 def test_the_first_admin_key_goes_to_a_private_file(tmp_path: Path) -> None:

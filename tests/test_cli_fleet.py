@@ -6,13 +6,14 @@ import json
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
 
-from cli_harness import Server, clean_env, start_server, stop
+from support import eventually
+from support.cli import Server, clean_env, start_server
+from support.processes import stop
 
 AGENT = "email-campaign"
 
@@ -75,13 +76,14 @@ def start_instances(server: Server) -> Iterator[Callable[..., list[str]]]:
 
 def wait_for_instances(server: Server, key: str, agent: str, count: int) -> dict[str, object]:
     """Poll ``agentguard agents AGENT --json`` until it lists ``count`` instances."""
-    deadline = time.monotonic() + 15
-    while True:
+
+    def listed() -> dict[str, object] | None:
         result = server.cli(key, "agents", agent, "--json")
-        if result.code == 0 and len(result.json()["instances"]) >= count:
-            return result.json()  # type: ignore[no-any-return]
-        assert time.monotonic() < deadline, f"{count} instances never reported: {result}"
-        time.sleep(0.2)
+        assert result.code == 0, result
+        body: dict[str, object] = result.json()
+        return body if len(body["instances"]) >= count else None  # type: ignore[arg-type]
+
+    return eventually(listed, 15, 0.2, message=f"{count} instances never reported")
 
 
 def test_agents_and_kill_wait_until_every_live_instance_acknowledged(

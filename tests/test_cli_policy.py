@@ -10,7 +10,8 @@ import pytest
 from agentguard import Guard, InvalidInputError
 from agentguard.cli import EXIT_KILLED
 from agentguard.server import KillSwitchServer
-from cli_harness import Server, start_server, stop
+from support.cli import Server, start_server
+from support.processes import stop
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ from click.testing import CliRunner
 
 from agentguard import Guard, PolicyViolationError
 from agentguard.cli import main
-from cli_harness import COMMAND, Server, clean_env, free_port, run, start_server, stop
+from support.cli import COMMAND, Server, clean_env, run, start_server
+from support.processes import free_port, stop
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,8 @@ from typing import IO
 import pytest
 
 from agentguard import Guard, PolicyViolationError
-from cli_harness import COMMAND, Server, clean_env, free_port, run, start_server, stop
+from support.cli import COMMAND, Server, clean_env, run, start_server
+from support.processes import free_port, stop
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +188,7 @@ def stored_meanwhile(database_url: str) -> None:
 
     from agentguard.server.database import Database
     from agentguard.server.tables import interventions
-    from db_rows import intervention_row
+    from support.db_rows import intervention_row
 
     database = Database(database_url)
     try:

@@ -6,7 +6,6 @@ import asyncio
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,15 +15,7 @@ import pytest
 from agentguard import AgentGuardError, Guard, InvalidInputError, PolicyViolationError
 from agentguard.heartbeat import HeartbeatsUnsupportedError
 from agentguard.server import KillSwitchServer
-
-
-def poll(predicate: Any, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return bool(predicate())
+from support import eventually
 
 
 @pytest.fixture
@@ -73,7 +64,7 @@ def test_the_report_carries_counts_cost_version_and_checkpoint(server: KillSwitc
     assert (report.executed, report.refused, report.failed) == (2, 0, 0)
     assert report.cost_usd == pytest.approx(0.75)  # everything this process reported
     assert (report.version, report.checkpoint, report.interval) == (1, "bot.progress", 60)
-    assert poll(lambda: heartbeat.sent >= 1)
+    eventually(lambda: heartbeat.sent >= 1)
     (instance,) = instances(server)
     assert (instance.executed, instance.version, instance.run_id) == (2, 1, "run-1")
     with pytest.raises(AgentGuardError, match="already running"):
@@ -88,9 +79,9 @@ def test_the_report_carries_counts_cost_version_and_checkpoint(server: KillSwitc
 def test_a_kill_is_acknowledged_at_once_by_an_in_process_guard(server: KillSwitchServer) -> None:
     guard = Guard(server, agent_id="bot")
     heartbeat = guard.start_heartbeat(interval=60)
-    assert poll(lambda: heartbeat.sent == 1)
+    eventually(lambda: heartbeat.sent == 1)
     server.store.kill("default", "agent", "bot", reason="runaway", actor="usr_ops")
-    assert poll(lambda: heartbeat.sent == 2)  # sent on the change, not after 60 s
+    eventually(lambda: heartbeat.sent == 2)  # sent on the change, not after 60 s
     status = server.fleet.acks("default", "agent", "bot")
     assert status is not None and (status.live, status.acknowledged) == (1, 1)
     assert heartbeat.last_reply is not None and heartbeat.last_reply.killed
@@ -113,7 +104,7 @@ def test_the_answer_stops_a_guard_whose_feed_is_behind(tmp_path: Path) -> None:
 
     thread = threading.Thread(target=web.run, daemon=True)
     thread.start()
-    assert poll(lambda: web.started and bool(web.servers))
+    eventually(lambda: web.started and bool(web.servers))
     port = web.servers[0].sockets[0].getsockname()[1]
     guard = Guard(
         f"http://127.0.0.1:{port}",
@@ -130,7 +121,7 @@ def test_the_answer_stops_a_guard_whose_feed_is_behind(tmp_path: Path) -> None:
         server.store.kill("default", "agent", "bot", reason="runaway", actor="usr_ops")
         send()  # the next poll is an hour away: the guard does not know yet
         heartbeat = guard.start_heartbeat(interval=3600)
-        assert poll(lambda: heartbeat.sent >= 1)
+        eventually(lambda: heartbeat.sent >= 1)
         assert guard.version == 1
         with pytest.raises(PolicyViolationError, match="runaway"):
             send()

@@ -28,7 +28,6 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import pytest
-from harness import bearer
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import select
 from starlette.routing import Route
@@ -44,6 +43,7 @@ from agentguard.server.routes import ENDPOINTS
 from agentguard.server.session import CSRF_HEADER, SESSION_COOKIE
 from agentguard.server.stream import STATE_PATH, STREAM_PATH, StreamQuery
 from agentguard.server.tables import metadata
+from support.api import bearer
 
 API = "/api/v1"
 WHEN = "2026-04-18T17:00:00Z"

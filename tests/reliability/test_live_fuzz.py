@@ -28,14 +28,15 @@ import requests
 import schemathesis
 import schemathesis.checks as checks
 import schemathesis.specs.openapi.checks as openapi_checks
-from harness import bearer, deadline_poll
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from reliability_harness import FUZZ_EXAMPLES, Uvicorn, keys_for
 from schemathesis.core.failures import FailureGroup
 from starlette.testclient import TestClient
 
 from agentguard.server import KillSwitchServer
+from support import eventually
+from support.api import bearer
+from support.reliability import FUZZ_EXAMPLES, Uvicorn, keys_for
 
 REF = "#/components/schemas/{}"
 UVICORN_REFUSAL = "Invalid HTTP request received."
@@ -134,7 +135,7 @@ def test_the_change_stream_is_checked_event_by_event(
         return operation.Case(query={"include": "interventions"}, headers={})
 
     with Churn(server.url, keys["admin"]) as churn:
-        assert deadline_poll(lambda: churn.rounds >= 1, 10)
+        eventually(lambda: churn.rounds >= 1, 10)
         response = stream_case(raw).call(base_url=server.url, session=session, timeout=3)
         kinds = {e.split()[0] for e in response.text.split("event: ")[1:]}
         assert kinds == {"snapshot", "kill", "revive", "intervention"}, response.text

@@ -8,10 +8,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from harness import Api, Process, free_port, stop, wait_until_serving
-from live import Live, start_live, uvicorn_argv
 
 from agentguard.server import KillSwitchServer
+from support.api import Api
+from support.live import Live, start_live, uvicorn_argv
+from support.processes import Process, free_port, stop, wait_until_serving
 
 ServerFactory = Callable[..., KillSwitchServer]
 

@@ -10,7 +10,6 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from harness import bearer
 from sqlalchemy import select
 from starlette.applications import Starlette
 from starlette.authentication import AuthCredentials, AuthenticationBackend, SimpleUser
@@ -23,6 +22,7 @@ from starlette.testclient import TestClient
 
 from agentguard.server import ClerkAuth, HostUserAuth
 from agentguard.server.tables import api_keys
+from support.api import bearer
 
 KILL_BODY = {"target_type": "agent", "target_id": "bot"}
 INTERVENTION = {

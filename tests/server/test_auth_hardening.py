@@ -15,7 +15,6 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from harness import bearer
 from starlette.applications import Starlette
 from starlette.authentication import AuthCredentials, AuthenticationBackend, SimpleUser
 from starlette.middleware import Middleware
@@ -25,6 +24,7 @@ from starlette.routing import Mount
 from starlette.testclient import TestClient
 
 from agentguard.server import ClerkAuth, HostUserAuth, KillSwitchServer
+from support.api import bearer
 
 KILL = "/api/v1/kill-switch/kill"
 ISSUER = "https://clerk.example.com"

@@ -12,7 +12,6 @@ from typing import Any
 
 import httpx
 import pytest
-from harness import bearer
 from itsdangerous.timed import TimestampSigner
 from starlette.applications import Starlette
 from starlette.authentication import AuthCredentials, AuthenticationBackend, SimpleUser
@@ -24,6 +23,7 @@ from starlette.testclient import TestClient
 
 from agentguard.server import HostUserAuth, KillSwitchServer
 from agentguard.server.session import CSRF_HEADER, SESSION_COOKIE
+from support.api import bearer
 
 KILL = {"target_type": "agent", "target_id": "rogue-bot", "reason": "Drained $3k in 4 minutes"}
 STATIC = resources.files("agentguard.server.console").joinpath("static")

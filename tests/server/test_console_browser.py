@@ -21,14 +21,15 @@ from typing import Any
 
 import httpx
 import pytest
-from harness import Process, bearer, free_port, stop, wait_until_serving
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from sqlalchemy import insert
 
 from agentguard.server import KillSwitchServer
 from agentguard.server.session import SESSION_COOKIE
 from agentguard.server.tables import interventions
-from db_rows import intervention_row
+from support.api import bearer
+from support.db_rows import intervention_row
+from support.processes import Process, free_port, stop, wait_until_serving
 
 pytestmark = pytest.mark.browser
 

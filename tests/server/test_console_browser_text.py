@@ -29,7 +29,7 @@ from test_console_browser import (  # noqa: F401  (fixtures)
 
 from agentguard.server.session import SESSION_COOKIE
 from agentguard.server.tables import interventions
-from db_rows import intervention_row
+from support.db_rows import intervention_row
 
 pytestmark = pytest.mark.browser
 

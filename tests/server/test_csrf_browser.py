@@ -27,10 +27,11 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from harness import Process, bearer, free_port, stop, wait_until_serving
 from playwright.sync_api import Browser, sync_playwright
 
 from agentguard.server import KillSwitchServer
+from support.api import bearer
+from support.processes import Process, free_port, stop, wait_until_serving
 
 pytestmark = pytest.mark.browser
 

@@ -15,7 +15,6 @@ from typing import Any
 
 import httpx
 import pytest
-from harness import bearer, deadline_poll
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from starlette.testclient import TestClient
@@ -31,6 +30,8 @@ from agentguard import (
 )
 from agentguard.records import utcnow
 from agentguard.server import KillSwitchServer
+from support import eventually
+from support.api import bearer
 
 AGENTS = "/api/v1/agents"
 ACKS = "/api/v1/kill-switch/acks"
@@ -326,7 +327,7 @@ def test_kill_wait_returns_once_every_live_instance_applied_it(
     guards = [Guard(fleet, organization_id="org_a", agent_id="bot") for _ in range(3)]
     for g in guards:
         g.start_heartbeat(interval=30)
-    assert deadline_poll(lambda: len(agent_of(ops.client)["instances"]) == 3)
+    eventually(lambda: len(agent_of(ops.client)["instances"]) == 3)
     started = time.monotonic()
     response = ops.client.post(
         "/api/v1/kill-switch/kill",
@@ -578,7 +579,7 @@ def test_real_processes_exit_crash_and_vanish(
         return response.json() if response.status_code == 200 else {"health": None}
 
     try:
-        assert deadline_poll(lambda: agent("hang")["health"] == "active", timeout=20)
+        eventually(lambda: agent("hang")["health"] == "active", timeout=20)
         # The hanging agent's guard acknowledges a kill through its stream.
         killed = client.post(
             "/api/v1/kill-switch/kill",
@@ -586,28 +587,30 @@ def test_real_processes_exit_crash_and_vanish(
             json={"target_type": "agent", "target_id": "bot-hang"},
         )
         assert killed.headers["x-agentguard-acknowledged"] == "1/1"
-        assert deadline_poll(lambda: agent("hang")["health"] == "killed")
+        eventually(lambda: agent("hang")["health"] == "killed")
         client.post(
             "/api/v1/kill-switch/revive", json={"target_type": "agent", "target_id": "bot-hang"}
         )
-        assert deadline_poll(lambda: agent("hang")["health"] == "active")
+        eventually(lambda: agent("hang")["health"] == "active")
         assert children["exit"].wait(20) == 0
         assert children["raise"].wait(20) == 1
-        assert deadline_poll(lambda: agent("exit")["health"] == "exited")
+        eventually(lambda: agent("exit")["health"] == "exited")
         crashed = agent("raise")
         assert crashed["health"] == "crashed", crashed
         assert "RuntimeError: the model returned garbage" in crashed["instances"][0]["error"]
         # SIGTERM (a deploy): reported as a clean exit, and the process still ends by it.
         for ending in ("term", "term-own"):
-            assert deadline_poll(lambda e=ending: agent(e)["health"] == "active", timeout=20)
+            eventually(lambda e=ending: agent(e)["health"] == "active", timeout=20)
             os.kill(children[ending].pid, signal.SIGTERM)
         assert children["term"].wait(20) == -signal.SIGTERM
         assert children["term-own"].wait(20) == 3  # its own handler ran, then atexit reported
         for ending in ("term", "term-own"):
-            assert deadline_poll(lambda e=ending: agent(e)["health"] == "exited"), agent(ending)
+            eventually(
+                lambda e=ending: agent(e)["health"] == "exited", message=lambda e=ending: agent(e)
+            )
         os.kill(children["hang"].pid, signal.SIGKILL)  # no chance to say goodbye
-        assert deadline_poll(lambda: agent("hang")["health"] == "stale", timeout=5)
-        assert deadline_poll(lambda: agent("hang")["health"] == "crashed", timeout=5)
+        eventually(lambda: agent("hang")["health"] == "stale", timeout=5)
+        eventually(lambda: agent("hang")["health"] == "crashed", timeout=5)
         assert agent("hang")["instances"][0]["error"] is None
     finally:
         for child in children.values():

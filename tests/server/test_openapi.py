@@ -11,12 +11,12 @@ import pytest
 import schemathesis
 import schemathesis.checks as checks
 import schemathesis.specs.openapi.checks as openapi_checks
-from harness import bearer
 from hypothesis import HealthCheck, assume, given, settings
 from starlette.testclient import TestClient
 
 from agentguard.server import KillSwitchServer
 from agentguard.targets import id_text_problem
+from support.api import bearer
 
 OPERATIONS = {
     ("post", "/api/v1/kill-switch/kill"),

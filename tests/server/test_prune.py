@@ -21,7 +21,7 @@ from agentguard.server.tables import (
     kill_switches,
     usage,
 )
-from db_rows import intervention_row
+from support.db_rows import intervention_row
 
 
 def prune(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:

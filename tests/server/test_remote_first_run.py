@@ -11,9 +11,6 @@ from typing import Any
 
 import httpx
 import pytest
-from harness import bearer, deadline_poll, free_port
-from live import Live
-from tcpproxy import TcpProxy
 
 from agentguard import (
     Guard,
@@ -21,6 +18,11 @@ from agentguard import (
     PolicyViolationError,
     scope,
 )
+from support import eventually
+from support.api import bearer
+from support.live import Live
+from support.processes import free_port
+from support.tcpproxy import TcpProxy
 
 SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
@@ -77,7 +79,7 @@ def test_unavailable_refusals_reach_the_server_as_their_own_type(
         assert guard.wait_until_synced(15)
         assert guard.flush(15)
         assert live.kill("bot").status_code == 200
-        assert deadline_poll(lambda: _refused(guard), 10)
+        eventually(lambda: _refused(guard), 10)
         assert guard.flush(15)
     finally:
         guard.close()
@@ -128,7 +130,7 @@ def test_heartbeats_started_in_a_scope_carry_its_agent(live: Live) -> None:
         with scope(agent_id="scoped-bot"):
             heartbeat = guard.start_heartbeat(interval=60)
         assert heartbeat.scope.agent_id == "scoped-bot"
-        assert deadline_poll(lambda: heartbeat.sent >= 1, 10)
+        eventually(lambda: heartbeat.sent >= 1, 10)
     finally:
         guard.close()
     agents = subprocess.run(

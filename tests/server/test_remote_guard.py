@@ -15,12 +15,14 @@ from typing import Any
 
 import httpx
 import pytest
-from harness import Process, bearer, deadline_poll, free_port
-from live import Live, start_live
-from tcpproxy import TcpProxy
 
 from agentguard import AgentGuardWarning, Guard, PolicyViolationError, scope
-from pg_cluster import PrivateCluster
+from support import eventually
+from support.api import bearer
+from support.live import Live, start_live
+from support.pg_cluster import PrivateCluster
+from support.processes import Process, free_port
+from support.tcpproxy import TcpProxy
 
 GuardFactory = Callable[..., Guard]
 
@@ -66,13 +68,13 @@ def test_every_mode_refuses_after_a_kill_and_allows_after_the_revive(
 
     assert send() == "sent" and asyncio.run(send_async()) == "sent"
     assert live.kill("bot").status_code == 200
-    assert deadline_poll(lambda: refuses(guard), 5)
+    eventually(lambda: refuses(guard), 5)
     with pytest.raises(PolicyViolationError, match="'bot' was killed"):
         send()
     with pytest.raises(PolicyViolationError):
         asyncio.run(send_async())
     assert live.revive("bot").status_code == 200
-    assert deadline_poll(lambda: not refuses(guard), 5)
+    eventually(lambda: not refuses(guard), 5)
     assert send() == "sent"
 
 
@@ -82,7 +84,7 @@ def test_remote_refusals_reach_the_server_exactly_once(
     guard = make_guard(live.url, live.agent, instance_id="inst-7")
     assert guard.wait_until_synced(5)
     live.kill("bot")
-    assert deadline_poll(lambda: refuses(guard), 5)
+    eventually(lambda: refuses(guard), 5)
     for _ in range(24):
         refuses(guard)
     refused = guard.counts("agent", "bot").refused
@@ -110,7 +112,7 @@ def test_the_guard_acknowledges_kills(live: Live, make_guard: GuardFactory) -> N
         ).json()
         return any(i["instance_id"] == "inst-ack" and i["acknowledged"] for i in body["instances"])
 
-    assert deadline_poll(acked, 5)
+    eventually(acked, 5)
 
 
 def test_server_killed_mid_stream_and_restarted(
@@ -122,16 +124,16 @@ def test_server_killed_mid_stream_and_restarted(
     guard = make_guard(live.url, live.agent, max_staleness=30)
     assert guard.wait_until_synced(5)
     live.kill("bot")
-    assert deadline_poll(lambda: refuses(guard), 5)
+    eventually(lambda: refuses(guard), 5)
     os.killpg(live.process.popen.pid, signal.SIGKILL)
     live.process.popen.wait(5)
     assert refuses(guard)  # last known state, within max_staleness
     restarted = start_live(start_process, url, port=port, keys=False).with_keys_of(live)
     assert refuses(guard)  # the kill survived the crash
     assert restarted.revive("bot").status_code == 200
-    assert deadline_poll(lambda: not refuses(guard), 15)  # the client reconnected and resynced
+    eventually(lambda: not refuses(guard), 15)  # the client reconnected and resynced
     restarted.kill("bot")
-    assert deadline_poll(lambda: refuses(guard), 5)
+    eventually(lambda: refuses(guard), 5)
 
 
 def test_a_cut_stream_is_noticed_and_resynced(live: Live, make_guard: GuardFactory) -> None:
@@ -145,7 +147,7 @@ def test_a_cut_stream_is_noticed_and_resynced(live: Live, make_guard: GuardFacto
         time.sleep(0.2)
         assert not refuses(guard)
         proxy.refusing = False
-        assert deadline_poll(lambda: refuses(guard), 15)  # reconnect + snapshot
+        eventually(lambda: refuses(guard), 15)  # reconnect + snapshot
         assert guard.source.resyncs >= 2
     finally:
         proxy.close()
@@ -161,13 +163,13 @@ def test_a_silent_stream_times_out_and_the_guard_fails_closed(
         assert not refuses(guard)
         proxy.refusing = True
         proxy.silent.set()  # the connection stays open but nothing arrives
-        assert deadline_poll(lambda: refuses(guard), 10)
+        eventually(lambda: refuses(guard), 10)
         with scope(agent_id="bot"), pytest.raises(PolicyViolationError, match="stale|never"):
             guard.enforce("probe")
         proxy.silent.clear()
         proxy.refusing = False
         proxy.cut()
-        assert deadline_poll(lambda: not refuses(guard), 15)
+        eventually(lambda: not refuses(guard), 15)
     finally:
         proxy.close()
 
@@ -235,8 +237,8 @@ def test_revoked_key_is_a_configuration_error(
         )
         with caplog.at_level(logging.ERROR, logger="agentguard"):
             proxy.cut()  # the reconnect presents the revoked key
-            assert deadline_poll(lambda: "refused the API key (HTTP 401" in caplog.text, 10)
-        assert deadline_poll(lambda: refuses(guard), 10)  # stale, closed: refuses
+            eventually(lambda: "refused the API key (HTTP 401" in caplog.text, 10)
+        eventually(lambda: refuses(guard), 10)  # stale, closed: refuses
     finally:
         proxy.close()
 
@@ -273,7 +275,7 @@ class ScriptedStream:
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
-        assert deadline_poll(lambda: self.server.started, 10)
+        eventually(lambda: self.server.started, 10)
         self.url = f"http://127.0.0.1:{self.port}"
 
     def close(self) -> None:
@@ -310,8 +312,8 @@ def test_a_malformed_event_drops_the_connection_and_resyncs(make_guard: GuardFac
     )
     try:
         guard = make_guard(peer.url, "k", max_staleness=30)
-        assert deadline_poll(lambda: peer.connections >= 2, 10)
-        assert deadline_poll(lambda: refuses(guard), 5)
+        eventually(lambda: peer.connections >= 2, 10)
+        eventually(lambda: refuses(guard), 5)
         assert guard.version == 2
     finally:
         peer.close()
@@ -351,8 +353,8 @@ def test_a_version_going_backwards_never_undoes_a_kill(
     try:
         with caplog.at_level(logging.ERROR, logger="agentguard"):
             guard = make_guard(peer.url, "k", max_staleness=30)
-            assert deadline_poll(lambda: peer.connections >= 2, 10)
-            assert deadline_poll(lambda: "older than the 5 already applied" in caplog.text, 5)
+            eventually(lambda: peer.connections >= 2, 10)
+            eventually(lambda: "older than the 5 already applied" in caplog.text, 5)
         assert refuses(guard) and guard.version == 5
     finally:
         peer.close()
@@ -371,10 +373,10 @@ def test_a_kill_through_one_replica_reaches_guards_of_another(
     assert on_b.wait_until_synced(5)
     started = time.monotonic()
     assert a.kill("bot").status_code == 200
-    assert deadline_poll(lambda: refuses(on_b), 5)
+    eventually(lambda: refuses(on_b), 5)
     assert time.monotonic() - started < 5
     a.revive("bot")
-    assert deadline_poll(lambda: not refuses(on_b), 5)
+    eventually(lambda: not refuses(on_b), 5)
 
 
 @pytest.mark.postgres
@@ -389,12 +391,12 @@ def test_postgres_restarted_under_two_replicas(
     on_b = make_guard(b.url, b.agent, max_staleness=60)
     assert on_b.wait_until_synced(5)
     a.kill("before")
-    assert deadline_poll(lambda: refuses(on_b, "before"), 5)
+    eventually(lambda: refuses(on_b, "before"), 5)
     private_postgres.restart()
     # The replicas reconnect (pool and LISTEN) and resync; kills made after the restart, through
     # either replica, reach the guard on the other one.
-    assert deadline_poll(lambda: a.kill("after").status_code == 200, 30)
-    assert deadline_poll(lambda: refuses(on_b, "after"), 15)
+    eventually(lambda: a.kill("after").status_code == 200, 30)
+    eventually(lambda: refuses(on_b, "after"), 15)
     assert refuses(on_b, "before")
-    assert deadline_poll(lambda: b.revive("before").status_code == 200, 30)
-    assert deadline_poll(lambda: not refuses(on_b, "before"), 15)
+    eventually(lambda: b.revive("before").status_code == 200, 30)
+    eventually(lambda: not refuses(on_b, "before"), 15)

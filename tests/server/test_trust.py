@@ -14,13 +14,14 @@ from typing import Any
 
 import httpx
 import pytest
-from harness import Api, bearer, deadline_poll
 from sqlalchemy import update
 from starlette.testclient import TestClient
 
 from agentguard.rules import BudgetRule
 from agentguard.server import KillSwitchServer
 from agentguard.server.tables import api_keys
+from support import eventually
+from support.api import Api, bearer
 
 BUDGET = BudgetRule("fleet-budget", limit_usd=100, window=3600)
 
@@ -233,7 +234,7 @@ def test_keys_without_agents_speak_for_no_agent(fleet_server: KillSwitchServer, 
         control = {"instance_id": "c-1", "agent_id": "bot"}
         with fleet_key.client.stream("GET", url, params=control) as other:
             assert other.status_code == 200
-            assert deadline_poll(lambda: store.instance_agent("org_a", "c-1")[0], 10)
+            eventually(lambda: store.instance_agent("org_a", "c-1")[0], 10)
             assert store.instance_agent("org_a", "b-1") == (False, None)
     refused = legacy.client.post("/api/v1/heartbeats", json=beat("bot", "b-1"))
     assert refused.status_code == 403 and "re-create" in refused.json()["detail"]
@@ -273,7 +274,7 @@ def test_only_the_instances_own_agent_key_acknowledges_for_it(
 
     waiting = threading.Thread(target=kill_and_wait)
     waiting.start()
-    assert deadline_poll(lambda: killed(admin, "worker"), 10)
+    eventually(lambda: killed(admin, "worker"), 10)
     version = admin.get("/api/v1/kill-switch/state").json()["version"]
     for body, field in (
         ({"instance_id": "w-1", "version": version}, "agent_id"),

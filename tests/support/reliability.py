@@ -16,10 +16,9 @@ import signal
 import subprocess
 from pathlib import Path
 
-from harness import Process, free_port, stop, wait_until_serving
-from live import uvicorn_argv
-
 from agentguard.server import KillSwitchServer
+from support.live import uvicorn_argv
+from support.processes import Process, free_port, stop, wait_until_serving
 
 
 def size(name: str, default: int) -> int:

@@ -7,9 +7,10 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-from harness import Process, bearer
 
 from agentguard.server import KillSwitchServer
+from support.api import bearer
+from support.processes import Process
 
 
 def uvicorn_argv(*, workers: int = 1) -> list[str]:

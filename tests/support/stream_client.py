@@ -9,10 +9,11 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-from harness import deadline_poll, free_port
 from httpx_sse import connect_sse
 
 from agentguard.server import KillSwitchServer
+from support.polling import eventually
+from support.processes import free_port
 
 STREAM = "/api/v1/kill-switch/stream"
 
@@ -64,8 +65,14 @@ class StreamReader:
     def kinds(self) -> list[str]:
         return [kind for kind, _, _ in self.events]
 
-    def wait_for(self, predicate: Callable[[list[tuple[str, str, Any]]], bool]) -> None:
-        assert deadline_poll(lambda: predicate(self.events), 10), (self.events, self.error)
+    def wait_for(
+        self, predicate: Callable[[list[tuple[str, str, Any]]], bool], timeout: float = 10
+    ) -> list[tuple[str, str, Any]]:
+        """Wait until the events read so far satisfy ``predicate``; return them."""
+        eventually(
+            lambda: predicate(self.events), timeout, message=lambda: (self.events, self.error)
+        )
+        return self.events
 
     def close(self) -> None:
         self._client.close()
@@ -86,7 +93,7 @@ class ThreadServer:
         self._uvicorn = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._uvicorn.run, daemon=True)
         self._thread.start()
-        assert deadline_poll(lambda: self._uvicorn.started, 10)
+        eventually(lambda: self._uvicorn.started, 10)
         self.url = f"http://127.0.0.1:{self.port}"
 
     def close(self) -> None:

@@ -1,31 +1,24 @@
 """What the CLI tests share: a real server on loopback, keys in fresh organizations, and the
-``agentguard`` command run as a subprocess."""
+``agentguard`` command run as a subprocess (``serve`` also with its output piped, to read it)."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+from support.polling import eventually
+from support.processes import Process, free_port, serving, stop, wait_until_serving
 
 TOKEN = re.compile(r"ag_[A-Za-z0-9]{8}_[A-Za-z0-9]{40}")
 COMMAND = [sys.executable, "-m", "agentguard.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -127,30 +120,45 @@ def start_server(directory: Path, *options: str) -> Server:
         cwd=directory,
         start_new_session=True,
     )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if popen.poll() is not None:
-            raise AssertionError(f"agentguard serve exited:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{url}/api/v1/openapi.json", timeout=1.0).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    else:
+    process = Process(popen, port, log)
+    try:
+        wait_until_serving(process)
+    except BaseException:
         stop(popen)
-        raise AssertionError(f"agentguard serve did not answer:\n{log.read_text()}")
+        raise
     match = TOKEN.search(log.read_text())
     assert match, log.read_text()
-    return Server(popen, url, database_url, match.group(0), log)
+    return Server(popen, process.url, database_url, match.group(0), log)
 
 
-def stop(popen: subprocess.Popen[Any]) -> None:
-    """Terminate a process, killing it if it lingers."""
-    if popen.poll() is None:
-        popen.terminate()
-        try:
-            popen.wait(10)
-        except subprocess.TimeoutExpired:
-            popen.kill()
-            popen.wait(5)
+def serve(directory: Path, *args: str) -> tuple[subprocess.Popen[str], int]:
+    """Start ``agentguard serve ARGS`` in ``directory`` with its output piped; (process, port)."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "AGENTGUARD_DATABASE_URL"}
+    popen = subprocess.Popen(
+        [*COMMAND, "serve", "--port", str(port), "--log-level", "warning", *args],
+        cwd=directory,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    return popen, port
+
+
+def first_token(popen: subprocess.Popen[str]) -> str:
+    """Read the server's output until the admin key appears (or the output ends)."""
+    assert popen.stdout is not None
+    seen = ""
+    for line in popen.stdout:  # blocks per line; pytest's timeout bounds a server gone silent
+        seen += line
+        match = TOKEN.search(line)
+        if match:
+            return match.group(0)
+    raise AssertionError(f"no admin key printed:\n{seen}")
+
+
+def wait_serving(port: int, popen: subprocess.Popen[str], timeout: float = 30.0) -> None:
+    """Wait until the server on ``port`` answers (fail at once if it exited)."""
+    eventually(lambda: serving(f"http://127.0.0.1:{port}", popen), timeout, 0.05)

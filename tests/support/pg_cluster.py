@@ -11,11 +11,12 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
 from pathlib import Path
+
+from support.processes import free_port
 
 SERVER_USER = "postgres"
 
@@ -37,12 +38,6 @@ def find_bindir() -> Path | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class PrivateCluster:
     """One initdb'd cluster: ``start``, ``stop``, ``restart``, ``create_database``, ``remove``."""
 
@@ -52,7 +47,7 @@ class PrivateCluster:
         self.directory = Path(tempfile.mkdtemp(prefix="agentguard-pg-"))
         self.data = self.directory / "data"
         self.log = self.directory / "server.log"
-        self.port = _free_port()
+        self.port = free_port()
         self.user = SERVER_USER if self.as_root else _current_user()
         if self.as_root:
             shutil.chown(self.directory, SERVER_USER, SERVER_USER)
