@@ -1,6 +1,6 @@
 """Bad input on every registered route: a clear 4xx naming the field, and nothing half-written.
 
-``tests/server/test_validation.py`` picks cases by hand; this matrix derives them from the
+``tests/server/api/test_validation.py`` picks cases by hand; this matrix derives them from the
 models each route reads (``routes.ENDPOINTS`` plus the stream and the console), so a new field
 is covered as soon as it is declared, and it fails when the server registers a route without
 cases here. Every case checks the status DESIGN.md gives (400 not JSON, 413 over 1 MiB, 422

@@ -1,6 +1,6 @@
 """Organization isolation on every registered route, over real HTTP.
 
-``tests/server/test_isolation.py`` probes the endpoints one by one; this test enumerates the
+``tests/server/api/test_isolation.py`` probes the endpoints one by one; this test enumerates the
 routes the server actually registers and fails when one has no probe here, so a new route
 cannot ship without an isolation check. Organization B has data everywhere; each probe runs as
 a fresh organization A and must neither see nor change anything of B's.

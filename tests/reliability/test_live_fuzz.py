@@ -4,7 +4,7 @@ Every operation of the server's own OpenAPI document gets generated requests, va
 invalid: no 5xx, and every answer conforms to the document (status, content type, schema,
 ``Allow``); valid requests are accepted. That includes the endless change stream: schemathesis
 reads each stream for a moment (while kills, revives and interventions happen) and checks every
-event against the document. ``tests/server/test_openapi.py`` does the same in process; this run
+event against the document. ``tests/server/api/test_openapi.py`` does the same in process; this run
 adds the real HTTP stack (uvicorn, httptools, the database over sockets). Then every header the
 server reads gets arbitrary values, on every route: never a 5xx, never a traceback.
 
@@ -89,7 +89,7 @@ def fuzz(operation: Any, mode: Any, base_url: str, session: requests.Session) ->
 
 def reported_now(body: Any) -> None:
     """Valid reported times are relative to the server's clock, which no schema can say:
-    a generated ``occurred_at`` is set to now (tests/server/test_trust.py tests the window)."""
+    a generated ``occurred_at`` is set to now (tests/server/auth/test_trust.py tests the window)."""
     if isinstance(body, dict) and isinstance(body.get("interventions"), list):
         now = datetime.now(timezone.utc).isoformat()
         for item in body["interventions"]:

@@ -159,7 +159,7 @@ def test_an_intervention_committed_out_of_order_is_still_streamed_once(
             time.sleep(1.2)  # two more reads past the held row's sequence number
             transaction.commit()
         r.wait_for(lambda e: sum(k == "intervention" for k, _, _ in e) >= 2)
-        time.sleep(1.2)  # nothing is sent twice
+        time.sleep(1.2)  # nothing is sent twice meanwhile: a wait for no event
         ids = [d["id"] for k, _, d in r.events if k == "intervention"]
         assert ids == ["iv-early", "iv-late"]
     finally:
@@ -279,9 +279,11 @@ def test_a_streaming_instance_is_live_without_heartbeats(
     eventually(lambda: _last_seen(live.database_url, "i-stream") > first)
     streaming.close()
     assert streaming.ended.wait(5)
-    time.sleep(1.0)  # the server notices the disconnect
+    # Nothing to wait on: what is checked is that last_seen stops moving once the server
+    # notices the disconnect (within a second), over three keep-alive rounds after that.
+    time.sleep(1.0)
     gone = _last_seen(live.database_url, "i-stream")
-    time.sleep(1.0)  # three keep-alive rounds
+    time.sleep(1.0)
     assert _last_seen(live.database_url, "i-stream") == gone
 
 

@@ -144,7 +144,7 @@ def test_a_cut_stream_is_noticed_and_resynced(live: Live, make_guard: GuardFacto
         proxy.refusing = True
         proxy.cut()
         live.kill("bot")  # committed while this guard cannot hear it
-        time.sleep(0.2)
+        time.sleep(0.2)  # nothing may reach the guard meanwhile: a wait for no event
         assert not refuses(guard)
         proxy.refusing = False
         eventually(lambda: refuses(guard), 15)  # reconnect + snapshot

@@ -40,7 +40,7 @@ def test_check_exit_status_says_killed_or_not(strict_server: Server) -> None:
 def test_exit_status_4_is_documented_beside_the_other_exit_codes(strict_server: Server) -> None:
     from pathlib import Path
 
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
     assert "4 killed (`check --exit-status`" in readme
     usage = strict_server.cli(None, "--help").stdout
     assert "4  check --exit-status: the target is killed" in usage

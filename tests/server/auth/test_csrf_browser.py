@@ -9,7 +9,6 @@ the server's own origin still works.
 from __future__ import annotations
 
 import html
-import importlib.util
 import json
 import os
 import subprocess
@@ -19,7 +18,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -32,22 +30,12 @@ from playwright.sync_api import Browser, sync_playwright
 from agentguard.server import KillSwitchServer
 from support.api import bearer
 from support.processes import Process, free_port, stop, wait_until_serving
+from support.services import require_browser
 
 pytestmark = pytest.mark.browser
 
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
 KILL = "/api/v1/kill-switch/kill"
-
-
-def require_browser() -> str:
-    """``tests/conftest.py``'s gate: Chromium's path, else skip (or fail when required)."""
-    path = Path(__file__).parents[1] / "conftest.py"
-    spec = importlib.util.spec_from_file_location("agentguard_tests_conftest", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    chromium: str = module.require_browser()
-    return chromium
 
 
 @dataclass

@@ -8,7 +8,6 @@ temporary directory.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import subprocess
@@ -30,6 +29,7 @@ from agentguard.server.tables import interventions
 from support.api import bearer
 from support.db_rows import intervention_row
 from support.processes import Process, free_port, stop, wait_until_serving
+from support.services import require_browser
 
 pytestmark = pytest.mark.browser
 
@@ -68,17 +68,6 @@ async def home(request):
 
 app = Starlette(routes=[Route("/", home), Mount("{PREFIX}", server.app)])
 '''
-
-
-def require_browser() -> str:
-    """``tests/conftest.py``'s gate: Chromium's path, else skip (or fail when required)."""
-    path = Path(__file__).parents[1] / "conftest.py"
-    spec = importlib.util.spec_from_file_location("agentguard_tests_conftest", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    chromium: str = module.require_browser()
-    return chromium
 
 
 @dataclass
