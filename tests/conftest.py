@@ -69,7 +69,10 @@ def make_postgres_url() -> Iterator[Callable[[], str]]:
     def make() -> str:
         name = f"agentguard_test_{uuid.uuid4().hex[:12]}"
         with psycopg.connect(
-            host=POSTGRES_HOST, port=POSTGRES_PORT, user=POSTGRES_USER, dbname="postgres",
+            host=POSTGRES_HOST,
+            port=POSTGRES_PORT,
+            user=POSTGRES_USER,
+            dbname="postgres",
             autocommit=True,
         ) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
@@ -78,7 +81,10 @@ def make_postgres_url() -> Iterator[Callable[[], str]]:
 
     yield make
     with psycopg.connect(
-        host=POSTGRES_HOST, port=POSTGRES_PORT, user=POSTGRES_USER, dbname="postgres",
+        host=POSTGRES_HOST,
+        port=POSTGRES_PORT,
+        user=POSTGRES_USER,
+        dbname="postgres",
         autocommit=True,
     ) as conn:
         for name in created:

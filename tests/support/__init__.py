@@ -10,6 +10,7 @@
 - ``cli``: the ``agentguard`` command run as a subprocess, and ``agentguard serve``.
 - ``db_rows``: rows written straight to the database.
 - ``pg_cluster``: a private PostgreSQL cluster that a test may stop and restart.
+- ``services``: gates that skip (or, in CI, fail) a test whose PostgreSQL or Chromium is missing.
 
 The package is found as ``support`` because pytest's ``pythonpath = ["tests"]`` (pyproject.toml)
 puts tests/ on sys.path before any conftest loads; see the comment there.
