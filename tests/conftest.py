@@ -1,18 +1,19 @@
-"""Shared fixtures: real PostgreSQL databases made and dropped per test, and service gates.
+"""Shared fixtures: real PostgreSQL databases made and dropped per test, and server processes
+(for the server's tests and the remote source's).
 
 PostgreSQL tests skip with a reason when no server answers, unless
-``AGENTGUARD_REQUIRE_POSTGRES=1`` (set by CI), which turns the skip into a failure.
-The same holds for Chromium and ``AGENTGUARD_REQUIRE_BROWSER=1``.
+``AGENTGUARD_REQUIRE_POSTGRES=1`` (set by CI), which turns the skip into a failure (see
+support/services.py; the same holds for Chromium and ``AGENTGUARD_REQUIRE_BROWSER=1``).
 
 Tests that stop or restart PostgreSQL use ``private_postgres``, a cluster of their own (see
-pg_cluster.py), never the shared one: restarting that broke concurrent runs and its other users.
+support/pg_cluster.py), never the shared one: restarting that broke concurrent runs and its other
+users. Server modules are imported inside the fixtures: the core tests never import the server.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import socket
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,62 +21,20 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pg_cluster import PrivateCluster, find_bindir
+from agentguard import KillStore, MemoryStore
+from support.pg_cluster import PrivateCluster
+from support.services import (
+    POSTGRES_HOST,
+    POSTGRES_PORT,
+    POSTGRES_USER,
+    require_postgres,
+    require_postgres_binaries,
+)
 
 if TYPE_CHECKING:
     from agentguard.server import KillSwitchServer
-
-POSTGRES_HOST = os.environ.get("AGENTGUARD_TEST_PG_HOST", "127.0.0.1")
-POSTGRES_PORT = int(os.environ.get("AGENTGUARD_TEST_PG_PORT", "5432"))
-POSTGRES_USER = os.environ.get("AGENTGUARD_TEST_PG_USER", "postgres")
-CHROMIUM = os.environ.get("AGENTGUARD_CHROMIUM", "/usr/bin/chromium")
-
-
-def _required(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
-
-
-def _port_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1.0):
-            return True
-    except OSError:
-        return False
-
-
-def require_postgres() -> None:
-    """Skip the test when PostgreSQL is missing, or fail if it is required."""
-    if _port_open(POSTGRES_HOST, POSTGRES_PORT):
-        return
-    message = f"PostgreSQL is not reachable at {POSTGRES_HOST}:{POSTGRES_PORT}"
-    if _required("AGENTGUARD_REQUIRE_POSTGRES"):
-        pytest.fail(f"{message} and AGENTGUARD_REQUIRE_POSTGRES is set")
-    pytest.skip(f"{message} (set AGENTGUARD_TEST_PG_HOST/PORT to point at one)")
-
-
-def require_postgres_binaries() -> Path:
-    """The directory of initdb and pg_ctl; skip when missing, or fail if PostgreSQL is required."""
-    bindir = find_bindir()
-    if bindir is not None:
-        return bindir
-    message = (
-        "PostgreSQL's initdb and pg_ctl were not found (in AGENTGUARD_TEST_PG_BINDIR, "
-        "/usr/lib/postgresql/*/bin or the PATH), so no private cluster can be made"
-    )
-    if _required("AGENTGUARD_REQUIRE_POSTGRES"):
-        pytest.fail(f"{message} and AGENTGUARD_REQUIRE_POSTGRES is set")
-    pytest.skip(f"{message} (apt-get install postgresql)")
-
-
-def require_browser() -> str:
-    """Return Chromium's path; skip when missing, or fail if it is required."""
-    path = CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
-    if path:
-        return path
-    message = f"Chromium not found at {CHROMIUM}"
-    if _required("AGENTGUARD_REQUIRE_BROWSER"):
-        pytest.fail(f"{message} and AGENTGUARD_REQUIRE_BROWSER is set")
-    pytest.skip(f"{message} (apt-get install chromium)")
+    from support.live import Live
+    from support.processes import Process
 
 
 def _admin_url(database: str = "postgres") -> str:
@@ -110,7 +69,10 @@ def make_postgres_url() -> Iterator[Callable[[], str]]:
     def make() -> str:
         name = f"agentguard_test_{uuid.uuid4().hex[:12]}"
         with psycopg.connect(
-            host=POSTGRES_HOST, port=POSTGRES_PORT, user=POSTGRES_USER, dbname="postgres",
+            host=POSTGRES_HOST,
+            port=POSTGRES_PORT,
+            user=POSTGRES_USER,
+            dbname="postgres",
             autocommit=True,
         ) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
@@ -119,7 +81,10 @@ def make_postgres_url() -> Iterator[Callable[[], str]]:
 
     yield make
     with psycopg.connect(
-        host=POSTGRES_HOST, port=POSTGRES_PORT, user=POSTGRES_USER, dbname="postgres",
+        host=POSTGRES_HOST,
+        port=POSTGRES_PORT,
+        user=POSTGRES_USER,
+        dbname="postgres",
         autocommit=True,
     ) as conn:
         for name in created:
@@ -150,10 +115,77 @@ def private_postgres(_private_cluster: PrivateCluster) -> Iterator[PrivateCluste
         _private_cluster.start()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> str:
-    """A fresh database URL, once for SQLite (a file) and once for PostgreSQL."""
+SQL_BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+def _fresh_database_url(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{os.path.join(tmp_path, 'agentguard.db')}"
     make: Callable[[], str] = request.getfixturevalue("make_postgres_url")
     return make()
+
+
+@pytest.fixture(params=SQL_BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> str:
+    """A fresh database URL, once for SQLite (a file) and once for PostgreSQL."""
+    return _fresh_database_url(request, tmp_path)
+
+
+@pytest.fixture(params=["memory", *SQL_BACKENDS])
+def kill_store(
+    request: pytest.FixtureRequest,
+    tmp_path: os.PathLike[str],
+    make_server: Callable[..., KillSwitchServer],
+) -> KillStore:
+    """Each KillStore, for its one contract suite: MemoryStore, then the server's store on a fresh
+    SQLite file and on a fresh PostgreSQL database (the server is started, as in production)."""
+    if request.param == "memory":
+        return MemoryStore()
+    server = make_server(_fresh_database_url(request, tmp_path))
+    server.start()
+    store: KillStore = server.store
+    return store
+
+
+@pytest.fixture
+def start_process(tmp_path: Path) -> Iterator[Callable[..., Process]]:
+    """Factory: run ``argv`` (a server) with env vars on a free port; stopped in teardown."""
+    from support.processes import Process, free_port, stop, wait_until_serving
+
+    processes: list[Process] = []
+
+    def start(
+        argv: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        wait: bool = True,
+    ) -> Process:
+        port = port or free_port()
+        log = tmp_path / f"server-{port}.log"
+        full_env = {**os.environ, **(env or {})}
+        popen = subprocess.Popen(
+            [a.replace("{port}", str(port)) for a in argv],
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=tmp_path,
+            start_new_session=True,
+        )
+        process = Process(popen, port, log)
+        processes.append(process)
+        if wait:
+            wait_until_serving(process)
+        return process
+
+    yield start
+    for process in processes:
+        stop(process)
+
+
+@pytest.fixture
+def live(start_process: Callable[..., Process], database_url: str) -> Live:
+    """A server process on a fresh database, with keys of two organizations."""
+    from support.live import start_live
+
+    return start_live(start_process, database_url)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import time
 import traceback
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,6 +17,7 @@ from agentguard.client import Acks, Agent, InstanceAck
 from agentguard.remote.heartbeat import Heartbeat
 from agentguard.server import KillSwitchServer
 from agentguard.wording import last_line, plural
+from support import eventually
 
 README = (Path(__file__).parents[1] / "README.md").read_text()
 
@@ -42,10 +42,12 @@ def test_a_remote_guards_delivery_retries_log_one_line_and_the_traceback_only_at
             with pytest.raises(PolicyViolationError):
                 send()  # never synced: refused, and the refusal is reported (and fails)
             Heartbeat(guard, 1).beat()
-            deadline = time.monotonic() + 15
-            while not any("could not deliver" in r.getMessage() for r in caplog.records):
-                assert time.monotonic() < deadline, "the refusal was never sent"
-                time.sleep(0.05)
+            eventually(
+                lambda: any("could not deliver" in r.getMessage() for r in caplog.records),
+                15,
+                0.05,
+                message="the refusal was never sent",
+            )
     finally:
         guard.close()
     warnings = [

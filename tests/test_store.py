@@ -1,4 +1,7 @@
-"""MemoryStore: the KillStore contract the SQL store also meets."""
+"""The KillStore contract, one suite run against every store: MemoryStore, and the server's SQL
+store on SQLite and on PostgreSQL (the ``kill_store`` fixture of tests/conftest.py). What only one
+store does is tested at the end of this file (memory) and in tests/server/store/test_sqlstore.py.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +9,28 @@ import threading
 
 import pytest
 
-from agentguard import AlreadyKilledError, Intervention, KillStore, MemoryStore, NotKilledError
+from agentguard import (
+    AlreadyKilledError,
+    Intervention,
+    InvalidInputError,
+    KillStore,
+    MemoryStore,
+    NotKilledError,
+)
 
 
-def test_memory_store_is_a_kill_store() -> None:
-    assert isinstance(MemoryStore(), KillStore)
+def test_is_a_kill_store(kill_store: KillStore) -> None:
+    assert isinstance(kill_store, KillStore)
 
 
-def test_concurrent_kills_of_one_target_have_one_winner() -> None:
-    store = MemoryStore()
+def test_concurrent_kills_of_one_target_have_one_winner(kill_store: KillStore) -> None:
     results: list[str] = []
     barrier = threading.Barrier(24)
 
     def kill() -> None:
         barrier.wait()
         try:
-            store.kill("org", "agent", "bot", reason=None, actor="u")
+            kill_store.kill("org", "agent", "bot", reason=None, actor="u")
             results.append("ok")
         except AlreadyKilledError:
             results.append("conflict")
@@ -32,11 +41,11 @@ def test_concurrent_kills_of_one_target_have_one_winner() -> None:
     for t in threads:
         t.join()
     assert results.count("ok") == 1 and results.count("conflict") == 23
-    assert store.snapshot("org").version == 1
+    assert kill_store.snapshot("org").version == 1
 
 
-def test_versions_changes_and_snapshots() -> None:
-    store = MemoryStore()
+def test_versions_changes_and_snapshots(kill_store: KillStore) -> None:
+    store = kill_store
     a = store.kill("org", "agent", "a", reason="x", actor="u")
     b = store.kill("org", "run", "r", reason=None, actor="u")
     c = store.revive("org", "agent", "a", actor="v")
@@ -48,11 +57,82 @@ def test_versions_changes_and_snapshots() -> None:
     assert store.snapshot("other").version == 1
     assert [ch.version for ch in store.changes_since("org", 1) or []] == [2, 3]
     assert store.changes_since("org", 3) == []
+    assert [ch.version for ch in store.changes_since("org", 0, limit=2) or []] == [1, 2]
     assert store.get_active("org", "agent", "a") is None
     assert store.get_active("other", "agent", "a") is not None
 
 
-def test_changes_since_returns_none_when_the_log_is_trimmed() -> None:
+def test_kill_twice_raises_with_the_existing_record(kill_store: KillStore) -> None:
+    store = kill_store
+    first = store.kill("org", "tool", "send_email", reason="spam", actor="u")
+    with pytest.raises(AlreadyKilledError) as caught:
+        store.kill("org", "tool", "send_email", reason="again", actor="v")
+    assert caught.value.kill_switch == first.kill_switch
+    assert store.snapshot("org").version == 1 and store.list_audit("org")[1] == 1
+
+
+def test_revive_unknown_target_raises_and_writes_nothing(kill_store: KillStore) -> None:
+    with pytest.raises(NotKilledError):
+        kill_store.revive("org", "agent", "nobody", actor="u")
+    assert kill_store.snapshot("org").version == 0 and kill_store.list_audit("org")[1] == 0
+
+
+def test_invalid_input_writes_nothing(kill_store: KillStore) -> None:
+    with pytest.raises(InvalidInputError):
+        kill_store.kill("org", "robot", "a", reason=None, actor="u")
+    with pytest.raises(InvalidInputError):
+        kill_store.kill("org", "agent", "a", reason="x" * 2001, actor="u")
+    assert kill_store.snapshot("org").version == 0
+
+
+def test_list_active_pages_newest_first(kill_store: KillStore) -> None:
+    for i in range(5):
+        kill_store.kill("org", "agent", f"a{i}", reason=None, actor="u")
+    page, count = kill_store.list_active("org", skip=1, limit=2)
+    assert count == 5 and [ks.target_id for ks in page] == ["a3", "a2"]
+
+
+def test_interventions_are_idempotent_by_id_and_filterable(kill_store: KillStore) -> None:
+    store = kill_store
+    iv = Intervention(action="send", target_type="agent", target_id="a")
+    other = Intervention(action="pay", target_type="run", target_id="r")
+    assert store.add_interventions("org", [iv, other]) == 2
+    assert store.add_interventions("org", [iv]) == 0
+    assert store.list_interventions("org")[1] == 2
+    assert [i.id for i in store.list_interventions("org", action="pay")[0]] == [other.id]
+    assert store.list_interventions("other")[1] == 0
+    assert store.list_interventions("org")[0][0] in (iv, other)
+
+
+def test_audit_records_every_change_with_actor(kill_store: KillStore) -> None:
+    store = kill_store
+    store.kill("org", "agent", "a", reason="why", actor="usr_a", request_id="req-1")
+    store.revive("org", "agent", "a", actor="usr_b")
+    entries, count = store.list_audit("org")
+    assert count == 2
+    assert [(e.action, e.actor, e.version) for e in entries] == [
+        ("revive", "usr_b", 2),
+        ("kill", "usr_a", 1),
+    ]
+    assert entries[1].request_id == "req-1" and entries[1].detail == "why"
+    assert store.list_audit("org", action="kill")[1] == 1
+
+
+def test_checkpoints_are_stored_per_org_and_replaced(kill_store: KillStore) -> None:
+    store = kill_store
+    assert store.load_checkpoint("org", "run-1") is None
+    store.save_checkpoint("org", "run-1", '{"sent":10}')
+    store.save_checkpoint("org", "run-1", '{"sent":20}')
+    store.save_checkpoint("other", "run-1", '{"sent":1}')
+    assert store.load_checkpoint("org", "run-1") == '{"sent":20}'
+    assert store.load_checkpoint("other", "run-1") == '{"sent":1}'
+
+
+# MemoryStore only: its bounded change log, and listeners called under its lock (the SQL store's
+# listeners hear commits through the change feed: tests/server/test_coherence.py).
+
+
+def test_memory_changes_since_returns_none_when_the_log_is_trimmed() -> None:
     store = MemoryStore(change_log_size=2)
     for i in range(4):
         store.kill("org", "agent", f"a{i}", reason=None, actor="u")
@@ -60,7 +140,7 @@ def test_changes_since_returns_none_when_the_log_is_trimmed() -> None:
     assert [c.version for c in store.changes_since("org", 2) or []] == [3, 4]
 
 
-def test_listeners_see_changes_in_version_order_across_threads() -> None:
+def test_memory_listeners_see_changes_in_version_order_across_threads() -> None:
     store = MemoryStore()
     seen: list[int] = []
     unsubscribe = store.subscribe(lambda org, change: seen.append(change.version))
@@ -78,43 +158,3 @@ def test_listeners_see_changes_in_version_order_across_threads() -> None:
     unsubscribe()
     store.kill("org", "agent", "late", reason=None, actor="u")
     assert len(seen) == 200
-
-
-def test_revive_unknown_target_raises_and_writes_nothing() -> None:
-    store = MemoryStore()
-    with pytest.raises(NotKilledError):
-        store.revive("org", "agent", "nobody", actor="u")
-    assert store.snapshot("org").version == 0 and store.list_audit("org")[1] == 0
-
-
-def test_list_active_pages_newest_first() -> None:
-    store = MemoryStore()
-    for i in range(5):
-        store.kill("org", "agent", f"a{i}", reason=None, actor="u")
-    page, count = store.list_active("org", skip=1, limit=2)
-    assert count == 5 and [ks.target_id for ks in page] == ["a3", "a2"]
-
-
-def test_interventions_are_idempotent_by_id_and_filterable() -> None:
-    store = MemoryStore()
-    iv = Intervention(action="send", target_type="agent", target_id="a")
-    other = Intervention(action="pay", target_type="run", target_id="r")
-    assert store.add_interventions("org", [iv, other]) == 2
-    assert store.add_interventions("org", [iv]) == 0
-    assert store.list_interventions("org")[1] == 2
-    assert [i.id for i in store.list_interventions("org", action="pay")[0]] == [other.id]
-    assert store.list_interventions("other")[1] == 0
-
-
-def test_audit_records_every_change_with_actor() -> None:
-    store = MemoryStore()
-    store.kill("org", "agent", "a", reason="why", actor="usr_a", request_id="req-1")
-    store.revive("org", "agent", "a", actor="usr_b")
-    entries, count = store.list_audit("org")
-    assert count == 2
-    assert [(e.action, e.actor, e.version) for e in entries] == [
-        ("revive", "usr_b", 2),
-        ("kill", "usr_a", 1),
-    ]
-    assert entries[1].request_id == "req-1" and entries[1].detail == "why"
-    assert store.list_audit("org", action="kill")[1] == 1

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,6 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 from agentguard import Guard, Intervention, InterventionType
+from support import eventually
 
 
 class Spans:
@@ -97,11 +97,8 @@ def live_server() -> Iterator[Callable[[Any], str]]:
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
         thread.start()
         running.append((server, thread))
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if time.monotonic() > deadline or not thread.is_alive():
-                raise RuntimeError("uvicorn did not start within 10 s")
-            time.sleep(0.01)
+        eventually(lambda: server.started or not thread.is_alive(), 10)
+        assert server.started, "uvicorn stopped before it started"
         return f"127.0.0.1:{port}"
 
     yield start

@@ -1,18 +1,14 @@
 """Reliability fixtures: uvicorn processes that can be crashed and restarted on the same port
-(``make_server`` is in tests/conftest.py). The process helpers of ``tests/server`` are reused.
-"""
+(``make_server`` is in tests/conftest.py)."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "server"))
-
-from reliability_harness import Uvicorn  # noqa: E402
+from support.reliability import Uvicorn
 
 
 @pytest.fixture

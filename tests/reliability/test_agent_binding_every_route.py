@@ -17,11 +17,11 @@ from typing import Any
 
 import httpx
 import pytest
-from harness import bearer
-from reliability_harness import Uvicorn
 
 from agentguard.server import KillSwitchServer
 from agentguard.server.api.endpoints import ENDPOINTS
+from support.api import bearer
+from support.reliability import Uvicorn
 
 B = "agent-b"
 B_INSTANCE = "b-instance"

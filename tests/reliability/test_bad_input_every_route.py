@@ -1,6 +1,6 @@
 """Bad input on every registered route: a clear 4xx naming the field, and nothing half-written.
 
-``tests/server/test_validation.py`` picks cases by hand; this matrix derives them from the
+``tests/server/api/test_validation.py`` picks cases by hand; this matrix derives them from the
 models each route reads (``endpoints.ENDPOINTS`` plus the stream and the console), so a new field
 is covered as soon as it is declared, and it fails when the server registers a route without
 cases here. Every case checks the status DESIGN.md gives (400 not JSON, 413 over 1 MiB, 422
@@ -28,7 +28,6 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import pytest
-from harness import bearer
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import select
 from starlette.routing import Route
@@ -45,6 +44,7 @@ from agentguard.server.auth.session import CSRF_HEADER, SESSION_COOKIE
 from agentguard.server.console import ASSET_PATH, PAGE_PATH, SESSION_PATH, SignIn
 from agentguard.server.inputs import MAX_BODY_SIZE
 from agentguard.server.store.tables import metadata
+from support.api import bearer
 
 API = "/api/v1"
 WHEN = "2026-04-18T17:00:00Z"

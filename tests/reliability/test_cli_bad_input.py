@@ -12,9 +12,10 @@ from typing import Any
 
 import httpx
 import pytest
-from harness import bearer
 
-from cli_harness import Server, run, start_server, stop
+from support.api import bearer
+from support.cli import Server, run, start_server
+from support.processes import stop
 
 LONG_ID = "x" * 257
 CASES: list[tuple[list[str], str]] = [

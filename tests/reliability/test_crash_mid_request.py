@@ -30,9 +30,10 @@ from typing import Any
 
 import httpx
 import pytest
-from harness import bearer
-from reliability_harness import Uvicorn, keys_for
 from sqlalchemy import create_engine, text
+
+from support.api import bearer
+from support.reliability import Uvicorn, keys_for
 
 WRITERS = 4
 CRASHES = 3

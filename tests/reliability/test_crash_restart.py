@@ -24,10 +24,11 @@ from typing import Any
 
 import httpx
 import pytest
-from harness import bearer
-from reliability_harness import TOGGLES, Uvicorn, keys_for
 
-from pg_cluster import PrivateCluster
+from support import eventually
+from support.api import bearer
+from support.pg_cluster import PrivateCluster
+from support.reliability import TOGGLES, Uvicorn, keys_for
 
 AGENTS = 3
 TARGET = {"target_type": "agent", "target_id": "bot"}
@@ -110,15 +111,13 @@ class Operator:
         raise AssertionError(f"the server did not answer a {kind} within 45 s")
 
     def _wait_for_acks(self) -> int:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
+        def all_acknowledged() -> bool:
             response = self.client.get("/api/v1/kill-switch/acks", params=TARGET)
-            if response.status_code == 200:
-                body = response.json()
-                if body["live"] == self.agents and body["acknowledged"] == self.agents:
-                    return time.monotonic_ns()
-            time.sleep(0.02)
-        raise AssertionError("the retried kill was not acknowledged by every agent")
+            body = response.json() if response.status_code == 200 else {}
+            return body.get("live") == body.get("acknowledged") == self.agents
+
+        eventually(all_acknowledged, 15, 0.02, message="not acknowledged by every agent")
+        return time.monotonic_ns()
 
     def get_all(self, path: str, **params: Any) -> list[dict[str, Any]]:
         """Every item of a paged list."""
@@ -203,17 +202,13 @@ def stop_agents(agents: list[Agent], tmp_path: Path) -> dict[str, dict[str, Any]
     return reports
 
 
-def wait_until_registered(operator: Operator) -> None:
-    """Until every agent's heartbeat has reached the server (so kill?wait waits for each)."""
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        response = operator.client.get("/api/v1/agents/bot")
-        if response.status_code == 200:
-            live = [i for i in response.json()["instances"] if i["health"] == "active"]
-            if len(live) == AGENTS:
-                return
-        time.sleep(0.05)
-    raise AssertionError("the agents never all reported")
+def registered(operator: Operator) -> bool:
+    """Whether every agent's heartbeat has reached the server (so kill?wait waits for each)."""
+    response = operator.client.get("/api/v1/agents/bot")
+    if response.status_code != 200:
+        return False
+    live = [i for i in response.json()["instances"] if i["health"] == "active"]
+    return len(live) == AGENTS
 
 
 def exercise(
@@ -224,7 +219,7 @@ def exercise(
     a last kill, then every check; returns the agents' reports."""
     agents = run_agents(server.url, keys["agent"], checkpoint_every)
     operator = Operator(server.url, keys["admin"], AGENTS)
-    wait_until_registered(operator)
+    eventually(lambda: registered(operator), 20, 0.05, message="the agents never all reported")
     for i in range(TOGGLES):
         operator.kill()
         time.sleep(PAUSE)  # pacing, not a timing assertion: the agents keep calling meanwhile

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from harness import bearer, deadline_poll
-from reliability_harness import Uvicorn, keys_for
 
 from agentguard import Guard, PolicyViolationError, scope
+from support import eventually
+from support.api import bearer
+from support.reliability import Uvicorn, keys_for
 
 INTERVENTIONS = "POST /api/v1/interventions"
 
@@ -79,10 +80,10 @@ def test_refusals_are_batched_and_an_outage_backs_off(
         httpx.post(
             f"{server.url}/api/v1/kill-switch/revive", json=kill, headers=bearer(keys["admin"])
         )
-        assert deadline_poll(lambda: refuse_for(guard, 0.01) == 0, 15)
+        eventually(lambda: refuse_for(guard, 0.01) == 0, 15)
         total = guard.counts("agent", "bot").refused
         assert total >= refused + refused_meanwhile
-        assert deadline_poll(lambda: stored(server, keys["admin"]) == total, 10)
+        eventually(lambda: stored(server, keys["admin"]) == total, 10)
     finally:
         guard.close()
 

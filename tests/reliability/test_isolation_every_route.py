@@ -1,6 +1,6 @@
 """Organization isolation on every registered route, over real HTTP.
 
-``tests/server/test_isolation.py`` probes the endpoints one by one; this test enumerates the
+``tests/server/api/test_isolation.py`` probes the endpoints one by one; this test enumerates the
 routes the server actually registers and fails when one has no probe here, so a new route
 cannot ship without an isolation check. Organization B has data everywhere; each probe runs as
 a fresh organization A and must neither see nor change anything of B's.
@@ -15,12 +15,13 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-from harness import bearer, deadline_poll
 from httpx_sse import connect_sse
-from reliability_harness import Uvicorn
 from starlette.routing import Route
 
 from agentguard.server import KillSwitchServer
+from support import eventually
+from support.api import bearer
+from support.reliability import Uvicorn
 
 B_TARGET = {"target_type": "agent", "target_id": "shared-bot"}
 B_INTERVENTION = {
@@ -133,7 +134,7 @@ def stream(s: Scene, a: Org) -> None:
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    assert deadline_poll(lambda: len(events) >= 1, 10)
+    eventually(lambda: len(events) >= 1, 10)
     assert events[0] == ("snapshot", {"organization_id": events[0][1]["organization_id"],
                                       "version": 0, "active": []})  # fmt: skip
     # B changes and reports first; then A does. A's stream must carry only A's.

@@ -4,7 +4,7 @@ Every operation of the server's own OpenAPI document gets generated requests, va
 invalid: no 5xx, and every answer conforms to the document (status, content type, schema,
 ``Allow``); valid requests are accepted. That includes the endless change stream: schemathesis
 reads each stream for a moment (while kills, revives and interventions happen) and checks every
-event against the document. ``tests/server/test_openapi.py`` does the same in process; this run
+event against the document. ``tests/server/api/test_openapi.py`` does the same in process; this run
 adds the real HTTP stack (uvicorn, httptools, the database over sockets). Then every header the
 server reads gets arbitrary values, on every route: never a 5xx, never a traceback.
 
@@ -28,14 +28,15 @@ import requests
 import schemathesis
 import schemathesis.checks as checks
 import schemathesis.specs.openapi.checks as openapi_checks
-from harness import bearer, deadline_poll
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from reliability_harness import FUZZ_EXAMPLES, Uvicorn, keys_for
 from schemathesis.core.failures import FailureGroup
 from starlette.testclient import TestClient
 
 from agentguard.server import KillSwitchServer
+from support import eventually
+from support.api import bearer
+from support.reliability import FUZZ_EXAMPLES, Uvicorn, keys_for
 
 REF = "#/components/schemas/{}"
 UVICORN_REFUSAL = "Invalid HTTP request received."
@@ -88,7 +89,7 @@ def fuzz(operation: Any, mode: Any, base_url: str, session: requests.Session) ->
 
 def reported_now(body: Any) -> None:
     """Valid reported times are relative to the server's clock, which no schema can say:
-    a generated ``occurred_at`` is set to now (tests/server/test_trust.py tests the window)."""
+    a generated ``occurred_at`` is set to now (tests/server/auth/test_trust.py tests the window)."""
     if isinstance(body, dict) and isinstance(body.get("interventions"), list):
         now = datetime.now(timezone.utc).isoformat()
         for item in body["interventions"]:
@@ -134,7 +135,7 @@ def test_the_change_stream_is_checked_event_by_event(
         return operation.Case(query={"include": "interventions"}, headers={})
 
     with Churn(server.url, keys["admin"]) as churn:
-        assert deadline_poll(lambda: churn.rounds >= 1, 10)
+        eventually(lambda: churn.rounds >= 1, 10)
         response = stream_case(raw).call(base_url=server.url, session=session, timeout=3)
         kinds = {e.split()[0] for e in response.text.split("event: ")[1:]}
         assert kinds == {"snapshot", "kill", "revive", "intervention"}, response.text

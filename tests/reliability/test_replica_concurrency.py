@@ -16,13 +16,14 @@ from typing import Any
 
 import httpx
 import pytest
-from harness import bearer, deadline_poll
-from reliability_harness import OPS_PER_CLIENT, Uvicorn, keys_for
 from sqlalchemy import func, select
 
 from agentguard import Guard
 from agentguard.server import KillSwitchServer
 from agentguard.server.store.tables import kill_switches
+from support import eventually
+from support.api import bearer
+from support.reliability import OPS_PER_CLIENT, Uvicorn, keys_for
 
 CLIENTS = 50
 TARGETS = [
@@ -158,7 +159,7 @@ def test_fifty_clients_through_two_replicas(
     # Every stream client, on either replica, reaches the final version and state.
     final_version = len(changes)
     for guard in guards:
-        assert deadline_poll(lambda g=guard: g.version == final_version, 10), guard
+        eventually(lambda g=guard: g.version == final_version, 10, message=repr(guard))
         assert {(ks.target_type, ks.target_id): ks.id for ks in guard.active()} == final_ids
 
     # And the database itself never holds two active records for one target.

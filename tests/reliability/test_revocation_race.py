@@ -21,10 +21,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from harness import Process, bearer, free_port, stop, wait_until_serving
-from live import uvicorn_argv
 
 from agentguard.server import KillSwitchServer
+from support.api import bearer
+from support.live import uvicorn_argv
+from support.processes import Process, free_port, stop, wait_until_serving
 
 pytestmark = pytest.mark.slow
 

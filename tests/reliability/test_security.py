@@ -18,14 +18,14 @@ from typing import Any
 
 import httpx
 import pytest
-from harness import bearer
-from reliability_harness import Uvicorn, keys_for
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from agentguard import Guard
 from agentguard.server import KillSwitchServer
 from agentguard.server.store.tables import api_keys
+from support.api import bearer
+from support.reliability import Uvicorn, keys_for
 
 SCOPES = ("operator", "agent", "read")
 # Who may call what besides admin, as the design says: agents check, stream, heartbeat and

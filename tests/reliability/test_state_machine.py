@@ -16,7 +16,6 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
-from reliability_harness import STATE_EXAMPLES
 from sqlalchemy import func, select
 
 from agentguard import AlreadyKilledError, InvalidInputError, NotKilledError
@@ -24,6 +23,7 @@ from agentguard.records import Intervention, KillSwitch
 from agentguard.server import KillSwitchServer
 from agentguard.server.store.tables import kill_switches
 from agentguard.store import KillStore, MemoryStore
+from support.reliability import STATE_EXAMPLES
 
 TARGETS = [("agent", "bot-a"), ("agent", "bot-b"), ("run", "bot-a"), ("tool", "send_email")]
 ACTORS = ["usr_a", "usr_b (key ag_12345678)"]

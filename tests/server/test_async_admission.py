@@ -20,10 +20,8 @@ from langchain_core.language_models.fake_chat_models import FakeMessagesListChat
 from langchain_core.messages import AIMessage
 from langchain_core.tools import tool
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from live import Live
 from mcp import Client
 from mcp.server.mcpserver import MCPServer
-from tcpproxy import TcpProxy
 
 import agentguard
 from agentguard import Guard, PolicyViolationError
@@ -32,6 +30,8 @@ from agentguard.integrations.httpx import AsyncGuardedTransport
 from agentguard.integrations.langchain import AgentGuardMiddleware, guard_tool
 from agentguard.integrations.mcp import META_AGENT_ID, install
 from agentguard.integrations.openai_agents import guard_tools, kill_switch_guardrail
+from support.live import Live
+from support.tcpproxy import TcpProxy
 
 DELAY = 0.3  # each /check answer is held back this long; a guarded call asks at least twice
 SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

@@ -7,11 +7,12 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from harness import bearer, deadline_poll
 from starlette.testclient import TestClient
 
 from agentguard import Guard, PolicyViolationError
 from agentguard.server import KillSwitchServer
+from support import eventually
+from support.api import bearer
 
 CHECK = {"target_type": "agent", "target_id": "bot"}
 
@@ -21,7 +22,7 @@ def seen_at_once_or_soon(database_url: str, check: Any) -> None:
     if database_url.startswith("sqlite"):
         assert check()
     else:
-        assert deadline_poll(check, timeout=5.0)
+        eventually(check, timeout=5.0)
 
 
 def test_two_server_processes_share_kill_state(start_uvicorn: Any, database_url: str) -> None:
@@ -90,7 +91,7 @@ def test_in_process_guard_follows_another_process(make_server: Any, database_url
         return False
 
     # Nobody asks the reader anything: its poller (SQLite) or listener (PostgreSQL) catches up.
-    assert deadline_poll(refused, timeout=5.0)
+    eventually(refused, timeout=5.0)
     guard.close()
 
 
@@ -135,8 +136,8 @@ def test_listener_reconnects_and_resyncs(make_postgres_url: Any, make_server: An
         # Committed while the follower may not be listening: the resync must bring it in.
         writer.store.kill("org_a", "agent", "bot", reason="during outage", actor="usr_ops")
         writer.store.kill("org_a", "run", "r1", reason=None, actor="usr_ops")
-    assert deadline_poll(lambda: follower.feed.reconnects >= 1, timeout=10.0)
-    assert deadline_poll(
+    eventually(lambda: follower.feed.reconnects >= 1, timeout=10.0)
+    eventually(
         lambda: (
             follower.index("org_a").get("agent", "bot") is not None
             and follower.index("org_a").get("run", "r1") is not None
@@ -157,7 +158,7 @@ def test_listeners_hear_other_processes_changes_of_unread_orgs(
     writer.store.kill("org_new", "agent", "bot", reason=None, actor="t")
     writer.store.revive("org_new", "agent", "bot", actor="t")
     writer.store.kill("org_other", "tool", "send_email", reason=None, actor="t")
-    assert deadline_poll(lambda: len(seen) == 3, timeout=5.0), seen
+    eventually(lambda: len(seen) == 3, timeout=5.0, message=lambda: seen)
     assert sorted(seen) == [
         ("org_new", 1, "kill"),
         ("org_new", 2, "revive"),

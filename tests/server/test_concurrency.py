@@ -7,9 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
-from harness import bearer
 
 from agentguard import AlreadyKilledError
+from support.api import bearer
 
 RACERS = 24
 

@@ -15,13 +15,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-from harness import Process, bearer, deadline_poll
-from live import Live, start_live
 
 from agentguard import Guard
 from agentguard.client import Client, DatabaseUnavailableError, StreamEvent
-from cli_harness import run as run_cli
-from pg_cluster import PrivateCluster
+from support import eventually
+from support.api import bearer
+from support.cli import run as run_cli
+from support.live import Live, start_live
+from support.pg_cluster import PrivateCluster
+from support.processes import Process
 
 UNAVAILABLE = "the server's database is unavailable"
 
@@ -110,7 +112,7 @@ def test_a_stopped_database_gets_503_while_check_and_the_stream_serve_from_the_i
         private_postgres.start()
 
     # Back: writes work again, and the stream opened before the outage carries the next kill.
-    assert deadline_poll(lambda: live.kill("after").status_code == 200, 30)
+    eventually(lambda: live.kill("after").status_code == 200, 30)
     change = next_event(events, 15)
     assert change.event == "kill" and change.data["kill_switch"]["target_id"] == "after"
     following.close()

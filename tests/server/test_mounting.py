@@ -8,13 +8,13 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
-from harness import bearer
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
 from agentguard.server import KillSwitchServer
+from support.api import bearer
 
 CHECK = {"target_type": "agent", "target_id": "rogue-bot"}
 

@@ -12,12 +12,13 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from harness import Process, bearer
-from live import Live, uvicorn_argv
-from stream_client import StreamReader, ThreadServer
 
 from agentguard.server import KillSwitchServer
 from agentguard.server.auth.clerk import ClerkAuth
+from support.api import bearer
+from support.live import Live, uvicorn_argv
+from support.processes import Process
+from support.stream_client import StreamReader, ThreadServer
 
 SESSION = "/kill-switch/session"
 

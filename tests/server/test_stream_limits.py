@@ -10,12 +10,14 @@ from typing import Any
 
 import httpx
 import pytest
-from harness import Process, bearer, deadline_poll
-from live import Live, uvicorn_argv
-from stream_client import STREAM, StreamReader
 
 from agentguard.errors import InvalidInputError
 from agentguard.server import KillSwitchServer
+from support import eventually
+from support.api import bearer
+from support.live import Live, uvicorn_argv
+from support.processes import Process
+from support.stream_client import STREAM, StreamReader
 
 
 @pytest.fixture
@@ -70,7 +72,7 @@ def test_streams_beyond_the_limits_are_refused_with_429(
         again.append(reader)
         return reader.status == 200
 
-    assert deadline_poll(admitted, 10)
+    eventually(admitted, 10)
     # HEAD opens no stream and keeps no place.
     for _ in range(3):
         assert httpx.head(live.url + STREAM, headers=bearer(live.other)).status_code == 200
