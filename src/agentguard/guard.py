@@ -236,7 +236,8 @@ class Guard:
         Ids not given come from ``agentguard.scope``; ``span_name`` overrides the HARD_BLOCK
         span's default ``execute_tool {action}``. Returns a key for ``count_failure``.
         """
-        scope = over(scope_of(ids, "enforce"), current_scope())  # admit adds the defaults
+        # Ids not validated: a framework's id must not fail the call (see scope_of).
+        scope = over(scope_of(ids, "enforce", validate=False), current_scope())
         return self.admit(action, scope, arguments, None, tool_call_id, span_name)
 
     async def enforce_async(
@@ -253,7 +254,7 @@ class Guard:
         A strict guard asks the server in a worker thread; every other guard checks its
         in-memory index inline, as ``enforce`` does.
         """
-        scope = over(scope_of(ids, "enforce_async"), current_scope())
+        scope = over(scope_of(ids, "enforce_async", validate=False), current_scope())
         return await self.admit_async(action, scope, arguments, None, tool_call_id, span_name)
 
     def count_failure(self, key: CountKey) -> None:

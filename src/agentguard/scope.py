@@ -33,12 +33,17 @@ class Ids(TypedDict, total=False):
     mission_id: str | None
 
 
-def scope_of(ids: Mapping[str, object], where: str) -> Scope:
-    """The ``Scope`` of keyword ids, each validated; ``where`` names the callee of a bad keyword."""
+def scope_of(ids: Mapping[str, object], where: str, *, validate: bool = True) -> Scope:
+    """The ``Scope`` of keyword ids, each validated; ``where`` names the callee of a bad keyword.
+
+    ``validate=False`` is for ids a framework hands to ``enforce``: the call is still checked,
+    and a record the server refuses costs that one record, not the agent's call.
+    """
     for field in ids:
         if field not in ID_FIELDS:
             raise TypeError(f"{where}() got an unexpected keyword argument {field!r}")
-    return _validated(Scope(*(ids.get(field) for field in ID_FIELDS)))  # type: ignore[arg-type]
+    scope = Scope(*(ids.get(field) for field in ID_FIELDS))  # type: ignore[arg-type]
+    return _validated(scope) if validate else scope
 
 
 def _validated(ids: Scope) -> Scope:

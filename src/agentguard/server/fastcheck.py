@@ -16,9 +16,9 @@ from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..protocol import API
 from ..records import KillSwitch
 from ..targets import MAX_TARGET_ID_LENGTH, TARGET_TYPES
-from .api.call import API
 from .auth.keys import KeyStore
 from .auth.principal import PERMISSIONS
 from .problems import database_unavailable

@@ -17,10 +17,10 @@ from pydantic import (
 )
 
 from ..checkpoints import CHECKPOINT_KEY_PATTERN, CHECKPOINT_KEY_RULE
+from ..protocol import HealthName, InstanceStatusName, ScopeName
 from ..targets import HIDDEN_CLASS, MAX_REASON_LENGTH, MAX_TARGET_ID_LENGTH, id_text_problem
 
 TargetTypeName = Literal["agent", "run", "mission", "tool"]
-ScopeName = Literal["admin", "operator", "agent", "read"]
 AuditAction = Literal[
     "kill",
     "revive",
@@ -405,8 +405,6 @@ class InterventionCountsPublic(BaseModel):
 
 # -- fleet: heartbeats, acknowledgements, agents, checkpoints ----------------------------------
 
-HealthName = Literal["active", "stale", "crashed", "killed", "exited"]
-InstanceStatusName = Literal["running", "exited", "crashed"]
 MAX_COUNT = 10**15  # per counter: far beyond any fleet, far below 64-bit sums
 Count = Annotated[int, Field(ge=0, le=MAX_COUNT), RealNumber]
 Version = Annotated[int, Field(ge=0, le=2**63 - 1), RealNumber]

@@ -13,7 +13,6 @@ from starlette.requests import Request
 
 from ..auth.principal import Principal
 
-API = "/api/v1"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 

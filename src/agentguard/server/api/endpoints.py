@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
+from ...protocol import API
 from .. import schemas as s
 from .audit import AuditHandlers
-from .call import API, Handler
+from .call import Handler
 from .checkpoints import CheckpointHandlers
 from .fleet import FleetHandlers, HeartbeatAnswer
 from .interventions import InterventionHandlers

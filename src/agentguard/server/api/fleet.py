@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from ...protocol import HeartbeatReport
+from ...protocol import HealthName, HeartbeatReport
 from ...scope import Scope
 from .. import schemas as s
 from ..auth.binding import AgentNotAllowedError
@@ -26,7 +26,7 @@ logger = logging.getLogger("agentguard.server")
 class HeartbeatAnswer(BaseModel):
     """The instance's health and kill state; ``snapshot`` when its version is behind."""
 
-    health: s.HealthName
+    health: HealthName
     version: int
     killed: bool
     reason: str | None = None

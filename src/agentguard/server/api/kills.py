@@ -8,6 +8,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from ...index import KillIndex
+from ...protocol import VERSION_HEADER
 from ...targets import require_reason
 from ...telemetry import Telemetry
 from .. import schemas as s
@@ -16,7 +17,6 @@ from ..inputs import as_public
 from ..store.sqlstore import SQLStore
 from .call import Call
 
-VERSION_HEADER = "X-AgentGuard-Version"  # the organization's kill-state version after a change
 ACK_HEADER = "X-AgentGuard-Acknowledged"  # after ?wait=: live instances that applied the kill
 
 

@@ -11,12 +11,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from ..._version import __version__
+from ...protocol import API, VERSION_HEADER
 from ..auth.principal import PERMISSIONS
 from ..problems import DESCRIPTIONS
 from ..schemas import ErrorResponse, InterventionPublic
-from .call import API
 from .endpoints import ENDPOINTS, Endpoint
-from .kills import VERSION_HEADER
 from .stream import KEEPALIVE_HEADER, STREAM_MODELS, STREAM_PATH, StreamQuery
 
 REF = "#/components/schemas/{model}"

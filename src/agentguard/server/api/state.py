@@ -8,11 +8,12 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from ...index import KillIndex
+from ...protocol import API
 from ...records import Snapshot
 from .. import schemas as s
 from ..store.database import Outage, is_unavailable
 from ..store.sqlstore import SQLStore
-from .call import API, Call
+from .call import Call
 
 STATE_PATH = f"{API}/kill-switch/state"
 

@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ...index import KillIndex
+from ...protocol import API
 from ...records import KillChange, Snapshot
 from ...scope import Scope
 from .. import schemas as s
@@ -40,7 +41,7 @@ from ..store.database import Database, is_unavailable
 from ..store.sqlstore import SQLStore
 from ..store.streams import InterventionTail
 from .authenticator import Authenticator
-from .call import API, request_id
+from .call import request_id
 from .state import KillStatePublic, KillStateReader, public_state
 
 logger = logging.getLogger("agentguard.server")

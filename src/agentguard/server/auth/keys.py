@@ -23,13 +23,13 @@ from collections.abc import Callable, Iterable
 from pydantic import BaseModel, ConfigDict
 
 from ...errors import InvalidInputError
+from ...protocol import SCOPES
 from ...records import utcnow
 from ..store.database import Database, is_unavailable
 from ..store.feed import ChangeFeed
 from ..store.keys import ApiKey, KeyRows
 from .binding import validate_agents
 
-SCOPES: tuple[str, ...] = ("admin", "operator", "agent", "read")
 KEY_PREFIX = "ag_"
 _ALPHABET = string.ascii_letters + string.digits
 _ID_LENGTH = 8

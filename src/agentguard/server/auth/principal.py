@@ -25,9 +25,10 @@ from starlette.authentication import (
 )
 from starlette.requests import HTTPConnection
 
+from ...protocol import SCOPES
 from ..problems import ApiError
 from .binding import AgentBinding
-from .keys import KEY_PREFIX, SCOPES, KeyStore
+from .keys import KEY_PREFIX, KeyStore
 
 # What each kind of request needs, as the scopes that grant it (``admin`` grants everything).
 PERMISSIONS: dict[str, tuple[str, ...]] = {
