@@ -6,8 +6,11 @@ import subprocess
 import sys
 from typing import Any, get_args
 
+import pytest
+from pydantic import BaseModel
 from starlette.testclient import TestClient
 
+from agentguard import protocol
 from agentguard.protocol import SCOPES, HealthName, InstanceStatusName, ScopeName
 from agentguard.server import KillSwitchServer
 
@@ -58,3 +61,34 @@ def test_the_server_documents_the_protocols_names() -> None:
                 assert enum == allowed, f"{name}.{field}"
                 seen.add(field)
     assert seen == set(expected)
+
+
+def client_and_server_models() -> list[tuple[type[BaseModel], type[BaseModel]]]:
+    from agentguard.server import schemas
+    from agentguard.server.api.fleet import HeartbeatAnswer
+
+    return [
+        (protocol.ApiKey, schemas.ApiKeyPublic),
+        (protocol.ApiKeyCreated, schemas.ApiKeyCreated),
+        (protocol.AgentInstance, schemas.InstancePublic),
+        (protocol.Agent, schemas.AgentPublic),
+        (protocol.InstanceAck, schemas.InstanceAck),
+        (protocol.Acks, schemas.AcksPublic),
+        (protocol.HeartbeatReply, HeartbeatAnswer),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("client", "server"), client_and_server_models(), ids=lambda model: model.__name__
+)
+def test_the_client_reads_only_what_the_server_sends(
+    client: type[BaseModel], server: type[BaseModel]
+) -> None:
+    """The client's answers are tolerant (unknown fields kept, optional ones defaulted) where the
+    server's are strict (constraints documented in OpenAPI); this keeps the two from drifting:
+    every field the client reads is one the server writes, and one the client requires the
+    server always sends."""
+    assert set(client.model_fields) <= set(server.model_fields)
+    for name, field in client.model_fields.items():
+        if field.is_required():
+            assert server.model_fields[name].is_required(), name
