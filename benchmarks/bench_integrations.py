@@ -96,8 +96,15 @@ def cases(guard: Guard) -> list[tuple[str, str, Loop, Loop, int]]:
         return to
 
     registry = ag_functions.guard_registry({"send_email": send_email}, guard=guard)
-    out.append(("functions", "registry function call", sync_loop(lambda: send_email("a")),
-                sync_loop(lambda: registry["send_email"]("a")), 200_000))
+    out.append(
+        (
+            "functions",
+            "registry function call",
+            sync_loop(lambda: send_email("a")),
+            sync_loop(lambda: registry["send_email"]("a")),
+            200_000,
+        )
+    )
 
     # LangChain
     @tool
@@ -113,17 +120,32 @@ def cases(guard: Guard) -> list[tuple[str, str, Loop, Loop, int]]:
     guarded_lookup = ag_langchain.guard_tool(lookup, guard=guard)
     guarded_alookup = ag_langchain.guard_tool(alookup, guard=guard)
     call = {"name": "lookup", "args": {"query": "x"}, "id": "c1", "type": "tool_call"}
-    out.append(("langchain", "tool.invoke(tool_call)", sync_loop(lambda: lookup.invoke(call)),
-                sync_loop(lambda: guarded_lookup.invoke(call)), 3_000))
-    out.append(("langchain", "await tool.ainvoke(tool_call), async tool",
-                async_loop(lambda: alookup.ainvoke(call)),
-                async_loop(lambda: guarded_alookup.ainvoke(call)), 3_000))
+    out.append(
+        (
+            "langchain",
+            "tool.invoke(tool_call)",
+            sync_loop(lambda: lookup.invoke(call)),
+            sync_loop(lambda: guarded_lookup.invoke(call)),
+            3_000,
+        )
+    )
+    out.append(
+        (
+            "langchain",
+            "await tool.ainvoke(tool_call), async tool",
+            async_loop(lambda: alookup.ainvoke(call)),
+            async_loop(lambda: guarded_alookup.ainvoke(call)),
+            3_000,
+        )
+    )
 
     def agent(middleware: list[Any]) -> Any:
-        model = ToolModel(responses=[
-            AIMessage("", tool_calls=[{"name": "lookup", "args": {"query": "x"}, "id": "c1"}]),
-            AIMessage("done"),
-        ])
+        model = ToolModel(
+            responses=[
+                AIMessage("", tool_calls=[{"name": "lookup", "args": {"query": "x"}, "id": "c1"}]),
+                AIMessage("done"),
+            ]
+        )
         return create_agent(model, [lookup], name="bench-bot", middleware=middleware)
 
     class PassThrough(AgentMiddleware):  # type: ignore[type-arg]
@@ -134,12 +156,24 @@ def cases(guard: Guard) -> list[tuple[str, str, Loop, Loop, int]]:
     pass_through_agent = agent([PassThrough()])
     guarded_agent = agent([ag_langchain.AgentGuardMiddleware(guard=guard)])
     request = {"messages": [("user", "hi")]}
-    out.append(("langchain", "create_agent run, 1 tool call: AgentGuardMiddleware",
-                sync_loop(lambda: plain_agent.invoke(request)),
-                sync_loop(lambda: guarded_agent.invoke(request)), 200))
-    out.append(("langchain", "same, vs. a pass-through middleware",
-                sync_loop(lambda: pass_through_agent.invoke(request)),
-                sync_loop(lambda: guarded_agent.invoke(request)), 200))
+    out.append(
+        (
+            "langchain",
+            "create_agent run, 1 tool call: AgentGuardMiddleware",
+            sync_loop(lambda: plain_agent.invoke(request)),
+            sync_loop(lambda: guarded_agent.invoke(request)),
+            200,
+        )
+    )
+    out.append(
+        (
+            "langchain",
+            "same, vs. a pass-through middleware",
+            sync_loop(lambda: pass_through_agent.invoke(request)),
+            sync_loop(lambda: guarded_agent.invoke(request)),
+            200,
+        )
+    )
 
     # ASGI gateway
     async def hello(request: Any) -> PlainTextResponse:
@@ -157,16 +191,33 @@ def cases(guard: Guard) -> list[tuple[str, str, Loop, Loop, int]]:
             pass
 
         async def call() -> None:
-            http = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-                    "method": "GET", "scheme": "http", "path": "/tools/x", "raw_path": b"/tools/x",
-                    "query_string": b"", "root_path": "", "headers": headers,
-                    "server": ("bench", 80), "client": ("127.0.0.1", 5000)}
+            http = {
+                "type": "http",
+                "asgi": {"version": "3.0"},
+                "http_version": "1.1",
+                "method": "GET",
+                "scheme": "http",
+                "path": "/tools/x",
+                "raw_path": b"/tools/x",
+                "query_string": b"",
+                "root_path": "",
+                "headers": headers,
+                "server": ("bench", 80),
+                "client": ("127.0.0.1", 5000),
+            }
             await target(http, receive, send)
 
         return call
 
-    out.append(("asgi", "Starlette request through ASGI", async_loop(asgi_call(app)),
-                async_loop(asgi_call(gated)), 5_000))
+    out.append(
+        (
+            "asgi",
+            "Starlette request through ASGI",
+            async_loop(asgi_call(app)),
+            async_loop(asgi_call(gated)),
+            5_000,
+        )
+    )
 
     # httpx
     def ok(request: httpx.Request) -> httpx.Response:
@@ -176,9 +227,15 @@ def cases(guard: Guard) -> list[tuple[str, str, Loop, Loop, int]]:
     guarded_client = httpx.Client(
         transport=ag_httpx.GuardedTransport(httpx.MockTransport(ok), guard=guard)
     )
-    out.append(("httpx", "client.get (MockTransport inside)",
-                sync_loop(lambda: plain_client.get("https://example.com/")),
-                sync_loop(lambda: guarded_client.get("https://example.com/")), 3_000))
+    out.append(
+        (
+            "httpx",
+            "client.get (MockTransport inside)",
+            sync_loop(lambda: plain_client.get("https://example.com/")),
+            sync_loop(lambda: guarded_client.get("https://example.com/")),
+            3_000,
+        )
+    )
 
     # OpenAI Agents SDK
     @function_tool
@@ -192,24 +249,41 @@ def cases(guard: Guard) -> list[tuple[str, str, Loop, Loop, int]]:
         tool_name, tool_call_id, agent, run_config = "refund", "c1", None, None
 
     arguments = json.dumps({"order_id": "o-1"})
-    out.append(("openai_agents", "tool.on_invoke_tool(ctx, json)",
-                async_loop(lambda: refund.on_invoke_tool(Ctx(), arguments)),  # type: ignore[arg-type]
-                async_loop(lambda: guarded_refund.on_invoke_tool(Ctx(), arguments)),  # type: ignore[arg-type]
-                5_000))
+    out.append(
+        (
+            "openai_agents",
+            "tool.on_invoke_tool(ctx, json)",
+            async_loop(lambda: refund.on_invoke_tool(Ctx(), arguments)),  # type: ignore[arg-type]
+            async_loop(lambda: guarded_refund.on_invoke_tool(Ctx(), arguments)),  # type: ignore[arg-type]
+            5_000,
+        )
+    )
 
     config = RunConfig(tracing_disabled=True, group_id="run-1")
 
     def runner(tools: list[Any]) -> Callable[[], Awaitable[Any]]:
         def run() -> Awaitable[Any]:
-            model = ScriptedModel([[function_call("refund", {"order_id": "o-1"}, call_id="c1")],
-                                   [assistant_message("done")]])
-            return Runner.run(Agent(name="bench-bot", model=model, tools=tools), "go",
-                              run_config=config)
+            model = ScriptedModel(
+                [
+                    [function_call("refund", {"order_id": "o-1"}, call_id="c1")],
+                    [assistant_message("done")],
+                ]
+            )
+            return Runner.run(
+                Agent(name="bench-bot", model=model, tools=tools), "go", run_config=config
+            )
 
         return run
 
-    out.append(("openai_agents", "Runner.run, 1 tool call", async_loop(runner([refund])),
-                async_loop(runner([guarded_refund])), 100))
+    out.append(
+        (
+            "openai_agents",
+            "Runner.run, 1 tool call",
+            async_loop(runner([refund])),
+            async_loop(runner([guarded_refund])),
+            100,
+        )
+    )
 
     # MCP
     def server(guarded: bool) -> MCPServer:
@@ -234,8 +308,9 @@ def cases(guard: Guard) -> list[tuple[str, str, Loop, Loop, int]]:
 
         return lambda n: asyncio.run(run(n))
 
-    out.append(("mcp", "in-process client.call_tool", mcp_loop(server(False)),
-                mcp_loop(server(True)), 300))
+    out.append(
+        ("mcp", "in-process client.call_tool", mcp_loop(server(False)), mcp_loop(server(True)), 300)
+    )
     return out
 
 
@@ -259,8 +334,11 @@ def main() -> None:
             n = max(1, int(calls * args.scale))
             base, wrapped = compare(plain, guarded, n, args.repeats)
             rows.append((integration, call, base, wrapped))
-            print(f"{integration:14} {call:52} {base / 1000:9.2f} µs {wrapped / 1000:9.2f} µs "
-                  f"{wrapped / base:6.3f}x", flush=True)
+            print(
+                f"{integration:14} {call:52} {base / 1000:9.2f} µs {wrapped / 1000:9.2f} µs "
+                f"{wrapped / base:6.3f}x",
+                flush=True,
+            )
     assert not guard.interventions(), "the benchmark must only take the allowed path"
     guard.close()
 

@@ -40,6 +40,7 @@ app = Starlette(
 async def main() -> None:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
+
         async def call(agent: str) -> None:
             headers = {"X-Agent-Id": agent, "X-Run-Id": "run-1"}
             response = await http.post("/tools/charge", headers=headers)

@@ -66,8 +66,9 @@ try:
 except PolicyViolationError as e:
     print(f"  run stopped: {e.target_type} {e.target_id!r} killed by {e.killed_by}: {e.reason}")
 block = guard.interventions()[0]
-print(f"  {block.type} recorded for {block.action!r}, run {block.run_id!r}, "
-      f"call {block.tool_call_id}")
+print(
+    f"  {block.type} recorded for {block.action!r}, run {block.run_id!r}, call {block.tool_call_id}"
+)
 
 guard.revive("agent", "email-bot", actor="usr_abc")
 print("revived; resuming thread 'campaign-7' from its checkpoint:")

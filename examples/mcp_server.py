@@ -31,6 +31,7 @@ def refund(order_id: str) -> str:
 
 async def main() -> None:
     async with Client(server) as client:
+
         async def call(agent: str, order_id: str) -> None:
             meta = {META_AGENT_ID: agent, META_RUN_ID: f"{agent}-run-1"}
             result = await client.call_tool("refund", {"order_id": order_id}, meta=meta)
@@ -47,8 +48,10 @@ async def main() -> None:
         await call("billing-bot", "A-3")
 
     block = guard.interventions()[0]
-    print(f"{block.type} recorded for {block.action!r}: "
-          f"agent {block.agent_id!r}, run {block.run_id!r}")
+    print(
+        f"{block.type} recorded for {block.action!r}: "
+        f"agent {block.agent_id!r}, run {block.run_id!r}"
+    )
 
 
 asyncio.run(main())

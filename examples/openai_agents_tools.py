@@ -37,28 +37,34 @@ def escalate(reason: str) -> str:
 
 
 async def main() -> None:
-    model = ScriptedModel([
-        [function_call("refund", {"order_id": "A-1"}, call_id="call-1")],
-        [function_call("refund", {"order_id": "A-2"}, call_id="call-2")],
-        [assistant_message("All refunds done.")],
-    ])
+    model = ScriptedModel(
+        [
+            [function_call("refund", {"order_id": "A-1"}, call_id="call-1")],
+            [function_call("refund", {"order_id": "A-2"}, call_id="call-2")],
+            [assistant_message("All refunds done.")],
+        ]
+    )
     agent = Agent(name="refund-bot", model=model, tools=guard_tools([refund], guard=guard))
     run = RunConfig(group_id="ticket-881", tracing_disabled=True)
     print("run 1:")
     try:
         await Runner.run(agent, "Refund both orders", run_config=run)
     except PolicyViolationError as e:
-        print(f"  Runner.run raised PolicyViolationError: "
-              f"{e.target_type} {e.target_id!r}: {e.reason}")
+        print(
+            f"  Runner.run raised PolicyViolationError: {e.target_type} {e.target_id!r}: {e.reason}"
+        )
     block = guard.interventions()[0]
-    print(f"  {block.type} for {block.action!r} "
-          f"(agent {block.agent_id!r}, call {block.tool_call_id})")
+    print(
+        f"  {block.type} for {block.action!r} (agent {block.agent_id!r}, call {block.tool_call_id})"
+    )
 
     print("run 2 (guardrail, on_block='message'):")
-    model = ScriptedModel([
-        [function_call("escalate", {"reason": "angry customer"}, call_id="call-3")],
-        [assistant_message("I could not escalate: this ticket was stopped by an operator.")],
-    ])
+    model = ScriptedModel(
+        [
+            [function_call("escalate", {"reason": "angry customer"}, call_id="call-3")],
+            [assistant_message("I could not escalate: this ticket was stopped by an operator.")],
+        ]
+    )
     agent = Agent(name="triage-bot", model=model, tools=[escalate])
     result = await Runner.run(agent, "Escalate", run_config=run)
     sent = [i["output"] for i in model.last_call.input if isinstance(i, dict) and "output" in i]

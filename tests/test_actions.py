@@ -327,7 +327,10 @@ def test_exceptions_of_the_body_pass_through_and_are_counted(guard: Guard) -> No
     with pytest.raises(KeyError):
         boom()
     assert guard.counts("agent", "bot").model_dump() == {
-        "executed": 1, "refused": 0, "failed": 1, "unavailable": 0
+        "executed": 1,
+        "refused": 0,
+        "failed": 1,
+        "unavailable": 0,
     }
 
 

@@ -65,7 +65,10 @@ def test_fresh_view_allows_and_stale_view_refuses_when_closed() -> None:
     assert act() == 1
     # Refused for want of kill state: counted apart from refusals by a kill.
     assert guard.counts().model_dump() == {
-        "executed": 2, "refused": 0, "failed": 0, "unavailable": 1
+        "executed": 2,
+        "refused": 0,
+        "failed": 0,
+        "unavailable": 1,
     }
 
 

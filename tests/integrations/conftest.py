@@ -30,7 +30,8 @@ class Spans:
     def blocks(self) -> list[ReadableSpan]:
         """Spans of refused calls (operator kill/revive spans left out)."""
         return [
-            s for s in self.exporter.get_finished_spans()
+            s
+            for s in self.exporter.get_finished_spans()
             if (s.attributes or {}).get("agentguard.intervention.type") == "HARD_BLOCK"
         ]
 

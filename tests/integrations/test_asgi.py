@@ -130,7 +130,8 @@ def test_fastapi_host_with_custom_identity_inside_the_hosts_trace(
         return {"tool": name, "mission": agentguard.current_scope().mission_id}
 
     app.add_middleware(
-        KillSwitchMiddleware, guard=guard,
+        KillSwitchMiddleware,
+        guard=guard,
         identify=lambda scope: keys.get(dict(scope["headers"]).get(b"x-api-key", b"").decode()),
     )
     app.add_middleware(ServerSpans, tracer=spans.tracer)  # added last: outermost
@@ -150,7 +151,8 @@ def test_fastapi_host_with_custom_identity_inside_the_hosts_trace(
     assert (block.target_type, block.agent_id, block.mission_id) == ("mission", "agent-a", "launch")
     span = spans.one_block("agentguard.gateway POST /v1/tools/search", "gateway")
     (server_span,) = [
-        s for s in spans.exporter.get_finished_spans()
+        s
+        for s in spans.exporter.get_finished_spans()
         if s.kind is SpanKind.SERVER and s.context.span_id == span.parent.span_id
     ]
     assert server_span.name == "POST /v1/tools/search"

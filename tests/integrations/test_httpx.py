@@ -62,6 +62,7 @@ async def test_async_transport_follows_the_scope_into_tasks(
     guard = make_guard()
     transport = AsyncGuardedTransport(httpx.MockTransport(handler), guard=guard)
     async with httpx.AsyncClient(transport=transport) as client:
+
         async def agent(name: str) -> int:
             with scope(agent_id=name):
                 try:
@@ -76,7 +77,7 @@ async def test_async_transport_follows_the_scope_into_tasks(
 
 
 def test_killing_the_http_action_cuts_every_client_off_and_failures_count(
-    make_guard: MakeGuard
+    make_guard: MakeGuard,
 ) -> None:
     def broken(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("no route", request=request)

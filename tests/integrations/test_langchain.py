@@ -41,7 +41,8 @@ class ToolCallingFakeModel(FakeMessagesListChatModel):
 def calls(*steps: tuple[str, dict[str, Any], str] | str) -> ToolCallingFakeModel:
     """A model answering with these tool calls (name, args, id), or final texts, in order."""
     responses = [
-        AIMessage(step) if isinstance(step, str)
+        AIMessage(step)
+        if isinstance(step, str)
         else AIMessage("", tool_calls=[{"name": step[0], "args": step[1], "id": step[2]}])
         for step in steps
     ]
@@ -68,7 +69,10 @@ async def _asend(to: str, body: str = "") -> str:
 
 
 send_email = StructuredTool.from_function(
-    func=_send, coroutine=_asend, name="send_email", description="Send an email.",
+    func=_send,
+    coroutine=_asend,
+    name="send_email",
+    description="Send an email.",
     args_schema=EmailArgs,
 )
 
@@ -118,8 +122,10 @@ def test_guarded_tool_keeps_type_and_schema(make_guard: MakeGuard, name: str) ->
     assert convert_to_openai_tool(guarded) == convert_to_openai_tool(original)
     bound = ToolCallingFakeModel(responses=[]).bind_tools([guarded])
     assert bound.kwargs["tools"] == [convert_to_openai_tool(original)]
-    assert type(original) is {"lookup": StructuredTool, "send_email": StructuredTool,
-                              "refund": RefundTool}[name]  # the framework's object is untouched
+    assert (
+        type(original)
+        is {"lookup": StructuredTool, "send_email": StructuredTool, "refund": RefundTool}[name]
+    )  # the framework's object is untouched
 
 
 @pytest.mark.parametrize("name", list(TOOLS))
@@ -152,7 +158,10 @@ async def test_invoke_and_ainvoke_allowed_refused_revived(
         guard.revive("agent", "support-bot")
         assert guarded.invoke(ARGS[name])
     assert guard.counts(action=name).model_dump() == {
-        "executed": 3, "refused": 2, "failed": 0, "unavailable": 0
+        "executed": 3,
+        "refused": 2,
+        "failed": 0,
+        "unavailable": 0,
     }
 
 
@@ -188,7 +197,10 @@ async def test_every_runnable_entry_point_is_guarded(make_guard: MakeGuard) -> N
 def test_handle_tool_error_does_not_swallow_the_refusal(make_guard: MakeGuard) -> None:
     guard = make_guard()
     forgiving = StructuredTool.from_function(
-        func=_send, name="send_email", description="Send.", handle_tool_error=True,
+        func=_send,
+        name="send_email",
+        description="Send.",
+        handle_tool_error=True,
         handle_validation_error=True,
     )
     guarded = guard_tool(forgiving, guard=guard)
@@ -265,7 +277,10 @@ def test_agent_killed_mid_run_refuses_the_next_tool_call(
     assert caught.value.reason == "Broken link in template"
     block = hard_block(guard)
     assert (block.action, block.agent_id, block.run_id, block.tool_call_id) == (
-        "send", "email-bot", "t-7", "call-2"
+        "send",
+        "email-bot",
+        "t-7",
+        "call-2",
     )
     span = spans.one_block("execute_tool send", "send")
     assert span.attributes["gen_ai.agent.id"] == "email-bot"
@@ -273,7 +288,8 @@ def test_agent_killed_mid_run_refuses_the_next_tool_call(
 
     guard.revive("agent", "email-bot")  # revived: the next run goes through
     resumed = create_agent(
-        calls(("send", {"to": "c@x.com"}, "call-1"), "done"), guard_tools([send], guard=guard),
+        calls(("send", {"to": "c@x.com"}, "call-1"), "done"),
+        guard_tools([send], guard=guard),
         name="email-bot",
     )
     assert resumed.invoke({"messages": [("user", "again")]})["messages"][-1].content == "done"
@@ -299,7 +315,9 @@ def test_middleware_message_mode_lets_the_run_go_on(
         "I cannot continue: the run was stopped.",
     )
     agent = create_agent(
-        model, [lookup_order], name="support-bot",
+        model,
+        [lookup_order],
+        name="support-bot",
         middleware=[AgentGuardMiddleware(guard=guard, on_block="message")],
     )
     config = {"configurable": {"thread_id": "thread-42"}}
@@ -322,14 +340,18 @@ async def test_middleware_async_raise_mode(
     guard = make_guard()
     middleware = AgentGuardMiddleware(guard=guard)
     agent = create_agent(
-        calls(("lookup", {"query": "x"}, "call-1"), "done"), [lookup], name="bot",
+        calls(("lookup", {"query": "x"}, "call-1"), "done"),
+        [lookup],
+        name="bot",
         middleware=[middleware],
     )
     assert (await agent.ainvoke({"messages": [("user", "hi")]}))["messages"][-1].content == "done"
 
     guard.kill("tool", "lookup", reason="index rebuilding")
     agent = create_agent(
-        calls(("lookup", {"query": "x"}, "call-1"), "done"), [lookup], name="bot",
+        calls(("lookup", {"query": "x"}, "call-1"), "done"),
+        [lookup],
+        name="bot",
         middleware=[middleware],
     )
     with pytest.raises(PolicyViolationError, match="index rebuilding"):
@@ -449,7 +471,9 @@ class TestMiddlewareContract(IntegrationContract):
     async def call(self, made: Any, *, sync: bool) -> Any:
         middleware, lookup_tool = made
         agent = create_agent(
-            calls(("lookup", ARGS["lookup"], "call-1"), "done"), [lookup_tool], name="lc-agent",
+            calls(("lookup", ARGS["lookup"], "call-1"), "done"),
+            [lookup_tool],
+            name="lc-agent",
             middleware=[middleware] if middleware else [],
         )
         messages = {"messages": [("user", "look it up")]}

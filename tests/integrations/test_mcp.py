@@ -90,8 +90,10 @@ async def test_killed_agent_gets_an_error_result_other_agents_keep_working(
     assert block.tool_call_id is not None  # the JSON-RPC request id
     span = spans.one_block("execute_tool refund", "refund")
     (server_span,) = [
-        s for s in spans.exporter.get_finished_spans()
-        if s.kind is SpanKind.SERVER and s.name == "tools/call refund"
+        s
+        for s in spans.exporter.get_finished_spans()
+        if s.kind is SpanKind.SERVER
+        and s.name == "tools/call refund"
         and s.context.span_id == span.parent.span_id
     ]
     assert server_span.attributes["error.type"] == "tool_error"  # the SDK saw isError too

@@ -19,8 +19,7 @@ import pytest
 )
 def test_missing_framework_gives_the_install_hint(module: str, framework: str, extra: str) -> None:
     script = (
-        f"import sys; sys.modules[{framework!r}] = None\n"
-        f"import agentguard.integrations.{module}\n"
+        f"import sys; sys.modules[{framework!r}] = None\nimport agentguard.integrations.{module}\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60

@@ -33,18 +33,24 @@ RUN = RunConfig(group_id="conv-7", tracing_disabled=True)
 
 def script(*steps: tuple[str, dict[str, Any], str] | str) -> ScriptedModel:
     """A model answering with these tool calls (name, args, call id), or final texts, in order."""
-    return ScriptedModel([
-        [assistant_message(step)] if isinstance(step, str)
-        else [function_call(step[0], step[1], call_id=step[2])]
-        for step in steps
-    ])
+    return ScriptedModel(
+        [
+            [assistant_message(step)]
+            if isinstance(step, str)
+            else [function_call(step[0], step[1], call_id=step[2])]
+            for step in steps
+        ]
+    )
 
 
 def tool_outputs(model: ScriptedModel) -> list[str]:
     """The tool outputs the model was sent on its last call."""
     items = model.last_call.input if model.last_call else []
-    return [item["output"] for item in items if isinstance(item, dict)
-            and item.get("type") == "function_call_output"]
+    return [
+        item["output"]
+        for item in items
+        if isinstance(item, dict) and item.get("type") == "function_call_output"
+    ]
 
 
 @function_tool
@@ -93,15 +99,21 @@ async def test_agent_killed_mid_run_surfaces_the_error_from_runner_run(
     assert error.run_data is not None  # the SDK attached the run's details
     block = hard_block(guard)
     assert (block.action, block.agent_id, block.run_id, block.tool_call_id) == (
-        "send_email", "email-bot", "conv-7", "c2"
+        "send_email",
+        "email-bot",
+        "conv-7",
+        "c2",
     )
     assert error.intervention_id == block.id
     span = spans.one_block("execute_tool send_email", "send_email")
     assert span.parent.span_id == agent_span.get_span_context().span_id
 
     guard.revive("agent", "email-bot")
-    again = Agent(name="email-bot", model=script(("send_email", {"to": "c@x.com"}, "c3"), "done"),
-                  tools=guard_tools([send_email], guard=guard))
+    again = Agent(
+        name="email-bot",
+        model=script(("send_email", {"to": "c@x.com"}, "c3"), "done"),
+        tools=guard_tools([send_email], guard=guard),
+    )
     assert (await Runner.run(again, "resume", run_config=RUN)).final_output == "done"
     assert sent == ["a@x.com", "c@x.com"]
 
@@ -112,8 +124,11 @@ async def test_on_block_message_tells_the_model_and_the_run_goes_on(
     guard = make_guard()
     guard.kill("run", "conv-7", reason="customer opted out", actor="usr_ops")
     model = script(("lookup", {"query": "order 1"}, "c1"), "Sorry, I was stopped.")
-    agent = Agent(name="support-bot", model=model,
-                  tools=guard_tools([lookup], guard=guard, on_block="message"))
+    agent = Agent(
+        name="support-bot",
+        model=model,
+        tools=guard_tools([lookup], guard=guard, on_block="message"),
+    )
 
     result = await Runner.run(agent, "where is my order?", run_config=RUN)
     assert result.final_output == "Sorry, I was stopped."
@@ -135,13 +150,19 @@ async def test_guardrail_raise_and_message(make_guard: MakeGuard, spans: Spans) 
 
         return refund
 
-    allowed = Agent(name="bot", model=script(("refund", {"order_id": "1"}, "c1"), "ok"),
-                    tools=[make_tool("raise")])
+    allowed = Agent(
+        name="bot",
+        model=script(("refund", {"order_id": "1"}, "c1"), "ok"),
+        tools=[make_tool("raise")],
+    )
     assert (await Runner.run(allowed, "refund", run_config=RUN)).final_output == "ok"
 
     guard.kill("tool", "refund", reason="fraud review")
-    raising = Agent(name="bot", model=script(("refund", {"order_id": "2"}, "c2"), "ok"),
-                    tools=[make_tool("raise")])
+    raising = Agent(
+        name="bot",
+        model=script(("refund", {"order_id": "2"}, "c2"), "ok"),
+        tools=[make_tool("raise")],
+    )
     with pytest.raises(PolicyViolationError, match="fraud review"):
         await Runner.run(raising, "refund", run_config=RUN)
 
@@ -153,7 +174,8 @@ async def test_guardrail_raise_and_message(make_guard: MakeGuard, spans: Spans) 
     assert ran == ["1"]
     blocks = guard.interventions()
     assert [(b.action, b.tool_call_id, b.agent_id, b.run_id) for b in reversed(blocks)] == [
-        ("refund", "c2", "bot", "conv-7"), ("refund", "c3", "bot", "conv-7"),
+        ("refund", "c2", "bot", "conv-7"),
+        ("refund", "c3", "bot", "conv-7"),
     ]
     assert len(spans.blocks()) == 2
 

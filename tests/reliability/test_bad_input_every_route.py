@@ -849,8 +849,9 @@ async def test_bad_input(bench: Bench, case: Case) -> None:
         if case.status == 405:
             allowed = next(r.methods for r in ROUTES if r.path == case.route)
             assert set(answer.headers["allow"].split(", ")) == allowed
-            assert error["detail"] == f"{case.method} is not allowed here; use " + (
-                answer.headers["allow"]
+            assert (
+                error["detail"]
+                == f"{case.method} is not allowed here; use " + (answer.headers["allow"])
             )
         if case.status == 403:
             assert "set-cookie" not in answer.headers  # the session is untouched

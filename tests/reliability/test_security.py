@@ -86,8 +86,11 @@ def sample(operation_id: str, admin_key_id: str) -> tuple[str, str, dict[str, An
         "list_acks": ("GET", "/kill-switch/acks", {"params": TARGET}),
         "list_agents": ("GET", "/agents", {}),
         "get_agent": ("GET", "/agents/probe", {}),
-        "report_interventions": ("POST", "/interventions",
-                                 {"json": {"interventions": [INTERVENTION]}}),  # fmt: skip
+        "report_interventions": (
+            "POST",
+            "/interventions",
+            {"json": {"interventions": [INTERVENTION]}},
+        ),  # fmt: skip
         "heartbeat": ("POST", "/heartbeats", {"json": BEAT}),
         "acknowledge": ("POST", "/kill-switch/ack", {"json": {"instance_id": "i", "version": 0}}),
         "put_checkpoint": ("PUT", "/checkpoints/probe", {"json": {"state": {"next": 1}}}),
@@ -180,9 +183,12 @@ def test_a_console_session_has_its_keys_scopes_only(
                 assert browser.post(path, json=TARGET, headers=csrf).status_code == 403
             created = browser.post("/api/v1/keys", json={"scopes": ["admin"]}, headers=csrf)
             assert created.status_code == 403
-    assert httpx.get(
-        f"{server.url}/api/v1/kill-switch/check", params=TARGET, headers=bearer(keys["read"])
-    ).json()["is_killed"] is False
+    assert (
+        httpx.get(
+            f"{server.url}/api/v1/kill-switch/check", params=TARGET, headers=bearer(keys["read"])
+        ).json()["is_killed"]
+        is False
+    )
 
 
 # -- keys at rest --------------------------------------------------------------------------------
@@ -193,9 +199,7 @@ def secret_of(token: str) -> str:
     return token.rsplit("_", 1)[1]
 
 
-def test_keys_are_stored_hashed(
-    start_uvicorn: Callable[..., Uvicorn], tmp_path: Path
-) -> None:
+def test_keys_are_stored_hashed(start_uvicorn: Callable[..., Uvicorn], tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'agentguard.db'}"
     keys = keys_for(url, "org_a", admin=["admin"])
     server = start_uvicorn(url)

@@ -135,6 +135,7 @@ def test_the_answer_stops_a_guard_whose_feed_is_behind(tmp_path: Path) -> None:
 async def test_inside_asyncio_it_runs_as_a_task(server: KillSwitchServer) -> None:
     guard = Guard(server, agent_id="bot")
     heartbeat = guard.start_heartbeat(interval=0.05)
+
     def beating_task() -> asyncio.Task[object] | None:
         tasks = [t for t in asyncio.all_tasks() if t.get_name() == "agentguard-heartbeat"]
         return tasks[0] if tasks else None

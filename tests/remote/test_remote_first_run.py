@@ -44,7 +44,10 @@ def test_the_first_call_after_construction_is_allowed(
     try:
         assert guard.enforce("probe")  # no "kill state has never been synced"
         assert guard.counts().model_dump() == {
-            "executed": 1, "refused": 0, "failed": 0, "unavailable": 0
+            "executed": 1,
+            "refused": 0,
+            "failed": 0,
+            "unavailable": 0,
         }
     finally:
         guard.close()

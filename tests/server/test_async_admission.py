@@ -80,7 +80,6 @@ async def beside_a_ticker(call: Awaitable[Any]) -> tuple[Any, float, float]:
 
 async def langchain_tool(guard: Guard) -> Any:
 
-
     @tool
     async def lookup(query: str) -> str:
         """Look something up."""
@@ -91,7 +90,6 @@ async def langchain_tool(guard: Guard) -> Any:
 
 
 async def langchain_middleware(guard: Guard) -> Any:
-
 
     class Model(FakeMessagesListChatModel):
         def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
@@ -116,7 +114,6 @@ async def langchain_middleware(guard: Guard) -> Any:
 
 
 def _scripted_agent(guard: Guard, *, guardrail: bool) -> Any:
-
 
     model = ScriptedModel(
         [[function_call("lookup", {"query": "x"}, call_id="c1")], [assistant_message("done")]]
@@ -157,7 +154,6 @@ async def openai_agents_guardrail(guard: Guard) -> Any:
 
 
 async def mcp_middleware(guard: Guard) -> Any:
-
 
     server = MCPServer("tools")
 

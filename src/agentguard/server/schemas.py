@@ -464,10 +464,15 @@ class AckAccepted(BaseModel):
 class KillQuery(_Query):
     """Optionally wait for the live instances the kill applies to to acknowledge it."""
 
-    wait: Annotated[
-        float,
-        Field(ge=0, le=60, allow_inf_nan=False, description="Seconds to wait for acknowledgements"),
-    ] | None = None
+    wait: (
+        Annotated[
+            float,
+            Field(
+                ge=0, le=60, allow_inf_nan=False, description="Seconds to wait for acknowledgements"
+            ),
+        ]
+        | None
+    ) = None
 
 
 class AcksQuery(_Query):
