@@ -143,17 +143,15 @@ class ServerRules:
                 ],
             )
             # What the rule itself reads back: clients cannot write audit entries.
-            with self.store.database.write() as conn:
-                self.store.write_audit(
-                    conn,
-                    org,
-                    action=RULE_OBSERVED,
-                    actor=actor,
-                    target_type="agent",
-                    target_id=agent_id,
-                    detail=f"{reason}; tripped by {tripper}",
-                    created_at=now,
-                )
+            self.store.audit(
+                org,
+                action=RULE_OBSERVED,
+                actor=actor,
+                target_type="agent",
+                target_id=agent_id,
+                detail=f"{reason}; tripped by {tripper}",
+                created_at=now,
+            )
             return
         if self._index(org).agent.get(agent_id) is not None:
             return  # already killed (by this rule or anyone): nothing to add

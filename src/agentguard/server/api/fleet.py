@@ -87,17 +87,15 @@ class FleetHandlers:
     def _audit_refused_ack(self, call: Call, refused: AgentNotAllowedError) -> None:
         body: s.AckIn = call.body
         logger.warning("agentguard: refused an ack by %s: %s", call.principal.actor, refused)
-        with self.store.database.write() as conn:
-            self.store.write_audit(
-                conn,
-                call.org,
-                action="ack.refused",
-                actor=call.principal.actor,
-                target_type="agent" if body.agent_id else None,
-                target_id=body.agent_id,
-                detail=f"instance {body.instance_id!r}, version {body.version}: {refused}",
-                request_id=call.request_id,
-            )
+        self.store.audit(
+            call.org,
+            action="ack.refused",
+            actor=call.principal.actor,
+            target_type="agent" if body.agent_id else None,
+            target_id=body.agent_id,
+            detail=f"instance {body.instance_id!r}, version {body.version}: {refused}",
+            request_id=call.request_id,
+        )
 
     async def acks(self, call: Call) -> BaseModel:
         query: s.AcksQuery = call.query

@@ -44,17 +44,13 @@ class InterventionHandlers:
             call.principal.actor,
             plural(dropped, "intervention"),
         )
-        with self.store.database.write() as conn:
-            self.store.write_audit(
-                conn,
-                call.org,
-                action="interventions.dropped",
-                actor=call.principal.actor,
-                detail=(
-                    f"{plural(dropped, 'intervention')} dropped by a full buffer before reporting"
-                ),
-                request_id=call.request_id,
-            )
+        self.store.audit(
+            call.org,
+            action="interventions.dropped",
+            actor=call.principal.actor,
+            detail=(f"{plural(dropped, 'intervention')} dropped by a full buffer before reporting"),
+            request_id=call.request_id,
+        )
 
     async def list_interventions(self, call: Call) -> BaseModel:
         q: s.InterventionQuery = call.query

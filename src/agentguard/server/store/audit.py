@@ -60,7 +60,31 @@ def add_note(conn: Connection, organization_id: str, version: int, note: str) ->
 class AuditRows(Rows):
     """Reading the audit log, and what server rules learn from it."""
 
-    write_audit = staticmethod(write_audit)
+    def audit(
+        self,
+        organization_id: str,
+        *,
+        action: str,
+        actor: str,
+        target_type: str | None = None,
+        target_id: str | None = None,
+        detail: str | None = None,
+        request_id: str | None = None,
+        created_at: datetime | None = None,
+    ) -> None:
+        """Add an audit entry on its own (what it records is not a row of ours)."""
+        with self.database.write() as conn:
+            write_audit(
+                conn,
+                organization_id,
+                action=action,
+                actor=actor,
+                target_type=target_type,
+                target_id=target_id,
+                detail=detail,
+                request_id=request_id,
+                created_at=created_at,
+            )
 
     def list_audit(
         self,
