@@ -1,4 +1,9 @@
-"""Request and response bodies of the HTTP API; the OpenAPI document is generated from them."""
+"""Request and response bodies of the HTTP API; the OpenAPI document is generated from them.
+
+Declarative and over 500 lines on purpose: one vocabulary of models, read together by the
+endpoint table, the OpenAPI document and the bad-input test matrix. Names the client shares
+(scope, health and status names) come from :mod:`agentguard.protocol`.
+"""
 
 from __future__ import annotations
 
