@@ -54,11 +54,11 @@ class KillSwitchServer:
 
     ``KillSwitchServer()`` keeps everything in an in-memory SQLite database;
     ``KillSwitchServer("sqlite:///agentguard.db")`` or a ``postgresql://`` URL persist it.
-    ``auth`` adds session backends (:class:`~agentguard.server.clerk.ClerkAuth`,
-    :class:`~agentguard.server.auth.HostUserAuth`, or any Starlette
+    ``auth`` adds session backends (:class:`~agentguard.server.auth.clerk.ClerkAuth`,
+    :class:`~agentguard.server.auth.principal.HostUserAuth`, or any Starlette
     ``AuthenticationBackend`` that yields a ``Principal``) after API keys; the console's
     session cookie comes last. ``session_secret`` signs console sessions (see
-    :mod:`agentguard.server.session`). ``require_reason=True`` refuses kills without a reason.
+    :mod:`agentguard.server.auth.session`). ``require_reason=True`` refuses kills without a reason.
     ``max_streams_per_key`` and ``max_streams_per_organization`` cap the open change streams of
     one credential and of one organization in this process (one more is answered 429 with
     ``Retry-After``).
