@@ -26,10 +26,14 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from .. import actions
 from ..errors import InvalidInputError
+from ..scope import scope_of
 from ._gate import Patches
 
 if TYPE_CHECKING:
+    from typing import Unpack
+
     from ..guard import Guard
+    from ..scope import Ids
 
 __all__ = [
     "guard_function",
@@ -50,22 +54,19 @@ def guard_function(
     guard: Guard | None = None,
     *,
     name: str | None = None,
-    agent_id: str | None = None,
-    run_id: str | None = None,
-    mission_id: str | None = None,
+    **ids: Unpack[Ids],
 ) -> Callable[..., R]:
     """Return ``fn`` guarded (already guarded callables are returned as they are)."""
+    scope_of(ids, "guard_function", validate=False)  # a misspelt keyword, even for those
     if actions.is_guarded(fn):
         return fn
-    proxy = actions.wrap(
-        fn, guard=guard, name=name, agent_id=agent_id, run_id=run_id, mission_id=mission_id
-    )
+    proxy = actions.wrap(fn, guard=guard, name=name, **ids)
     # wrapt's prefix for an attribute of the proxy itself: marks it as ours, for unguard_registry
     proxy._self_agentguard_registry = True  # noqa: SLF001
     return proxy  # type: ignore[no-any-return]
 
 
-def guard_registry(registry: Any, guard: Guard | None = None, **ids: str | None) -> Any:
+def guard_registry(registry: Any, guard: Guard | None = None, **ids: Unpack[Ids]) -> Any:
     """Guard every callable of a mapping, list or tuple; return the same shape.
 
     Mapping keys are the action names. ``ids`` are ``agent_id``/``run_id``/``mission_id``.
@@ -92,21 +93,18 @@ def instrument(
     guard: Guard | None = None,
     *,
     name: str | None = None,
-    agent_id: str | None = None,
-    run_id: str | None = None,
-    mission_id: str | None = None,
+    **ids: Unpack[Ids],
 ) -> Any:
     """Patch ``"package.module:function"`` or ``"package.module:Class.method"`` in place.
 
     Returns the installed wrapper. Instrumenting the same target again returns the same one.
     """
+    scope_of(ids, "instrument", validate=False)  # a misspelt keyword, even when installed
 
     def factory(fn: Any) -> Any:
         if actions.is_guarded(fn):
             raise InvalidInputError("target", f"{target!r} is already a guarded action")
-        return actions.wrap(
-            fn, guard=guard, name=name, agent_id=agent_id, run_id=run_id, mission_id=mission_id
-        )
+        return actions.wrap(fn, guard=guard, name=name, **ids)
 
     return _patches.apply(target, factory)
 

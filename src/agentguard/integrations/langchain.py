@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import wrapt
 
 from ..errors import InvalidInputError, PolicyViolationError
-from ..scope import Scope
+from ..scope import Scope, scope_of
 from ._gate import Gate, OnBlock, missing, refusal_text
 
 try:
@@ -54,7 +54,10 @@ except ImportError as exc:  # pragma: no cover - exercised in a test with the im
     raise missing("langchain", "LangChain", "langchain") from exc
 
 if TYPE_CHECKING:
+    from typing import Unpack
+
     from ..guard import Guard
+    from ..scope import Ids
 
 __all__ = ["AgentGuardMiddleware", "GuardedTool", "guard_tool", "guard_tools", "unguard_tools"]
 
@@ -147,12 +150,10 @@ def guard_tool(
     guard: Guard | None = None,
     *,
     on_block: OnBlock = "raise",
-    agent_id: str | None = None,
-    run_id: str | None = None,
-    mission_id: str | None = None,
+    **ids: Unpack[Ids],
 ) -> BaseTool:
     """Return ``tool`` guarded; a plain function is first made a tool with ``@tool``."""
-    gate = Gate(guard, on_block=on_block, agent_id=agent_id, run_id=run_id, mission_id=mission_id)
+    gate = Gate(guard, on_block=on_block, **ids)
     if isinstance(tool, GuardedTool):
         return tool
     if not isinstance(tool, BaseTool):
@@ -169,12 +170,10 @@ def guard_tools(
     guard: Guard | None = None,
     *,
     on_block: OnBlock = "raise",
-    agent_id: str | None = None,
-    run_id: str | None = None,
-    mission_id: str | None = None,
+    **ids: Unpack[Ids],
 ) -> list[BaseTool]:
     """Return the tools guarded, in order (tools already guarded are kept as they are)."""
-    ids = {"agent_id": agent_id, "run_id": run_id, "mission_id": mission_id}
+    scope_of(ids, "guard_tools", validate=False)  # a misspelt keyword, even with no tools
     return [guard_tool(t, guard, on_block=on_block, **ids) for t in tools]
 
 
@@ -191,13 +190,9 @@ class AgentGuardMiddleware(AgentMiddleware):
         guard: Guard | None = None,
         *,
         on_block: OnBlock = "raise",
-        agent_id: str | None = None,
-        run_id: str | None = None,
-        mission_id: str | None = None,
+        **ids: Unpack[Ids],
     ) -> None:
-        gate = Gate(
-            guard, on_block=on_block, agent_id=agent_id, run_id=run_id, mission_id=mission_id
-        )
+        gate = Gate(guard, on_block=on_block, **ids)
         super().__init__()
         self._gate = gate
 

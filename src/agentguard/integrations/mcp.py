@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidInputError, PolicyViolationError
-from ..scope import Scope
+from ..scope import Scope, scope_of
 from ..targets import MAX_TARGET_ID_LENGTH
 from ._gate import Gate, enter, install_once, leave, missing, refusal_text, uninstall_all
 
@@ -43,7 +43,10 @@ except ImportError as exc:  # pragma: no cover - exercised in a test with the im
     raise missing("mcp", "the MCP SDK", "mcp") from exc
 
 if TYPE_CHECKING:
+    from typing import Unpack
+
     from ..guard import Guard
+    from ..scope import Ids
 
 __all__ = [
     "META_AGENT_ID",
@@ -64,18 +67,9 @@ _EMPTY: Mapping[str, Any] = {}
 class AgentGuardMiddleware:
     """MCP server middleware: refuses ``tools/call`` while any of the call's targets is killed."""
 
-    def __init__(
-        self,
-        guard: Guard | None = None,
-        *,
-        agent_id: str | None = None,
-        run_id: str | None = None,
-        mission_id: str | None = None,
-    ) -> None:
+    def __init__(self, guard: Guard | None = None, **ids: Unpack[Ids]) -> None:
         # A refusal is always an error result: the client sees it, the server goes on.
-        self._gate = Gate(
-            guard, on_block="message", agent_id=agent_id, run_id=run_id, mission_id=mission_id
-        )
+        self._gate = Gate(guard, on_block="message", **ids)
 
     @property
     def guard(self) -> Guard | None:
@@ -108,21 +102,11 @@ class AgentGuardMiddleware:
             leave(token)
 
 
-def install(
-    server: Any,
-    guard: Guard | None = None,
-    *,
-    agent_id: str | None = None,
-    run_id: str | None = None,
-    mission_id: str | None = None,
-) -> AgentGuardMiddleware:
+def install(server: Any, guard: Guard | None = None, **ids: Unpack[Ids]) -> AgentGuardMiddleware:
     """Add the middleware to an ``MCPServer`` or low-level ``Server`` (once; returns it)."""
+    scope_of(ids, "install", validate=False)  # a misspelt keyword, even when installed
     return install_once(
-        server.middleware,
-        AgentGuardMiddleware,
-        lambda: AgentGuardMiddleware(
-            guard, agent_id=agent_id, run_id=run_id, mission_id=mission_id
-        ),
+        server.middleware, AgentGuardMiddleware, lambda: AgentGuardMiddleware(guard, **ids)
     )
 
 

@@ -45,7 +45,7 @@ from ..errors import (
     PolicyViolationError,
     _rebuild_violation,
 )
-from ..scope import Scope
+from ..scope import Scope, scope_of
 from ._gate import Gate, OnBlock, missing, refusal_text
 
 try:
@@ -60,7 +60,10 @@ except ImportError as exc:  # pragma: no cover - exercised in a test with the im
     raise missing("openai_agents", "the OpenAI Agents SDK", "openai-agents") from exc
 
 if TYPE_CHECKING:
+    from typing import Unpack
+
     from ..guard import Guard
+    from ..scope import Ids
 
 __all__ = [
     "AgentsKillStateUnavailableError",
@@ -143,14 +146,10 @@ def guard_tool(
     guard: Guard | None = None,
     *,
     on_block: OnBlock = "raise",
-    agent_id: str | None = None,
-    run_id: str | None = None,
-    mission_id: str | None = None,
+    **ids: Unpack[Ids],
 ) -> FunctionTool:
     """Return a guarded copy of ``tool`` (a tool already guarded is returned as it is)."""
-    gate = _AgentsGate(
-        guard, on_block=on_block, agent_id=agent_id, run_id=run_id, mission_id=mission_id
-    )
+    gate = _AgentsGate(guard, on_block=on_block, **ids)
     if not isinstance(tool, FunctionTool):
         raise InvalidInputError(
             "tool",
@@ -169,12 +168,10 @@ def guard_tools(
     guard: Guard | None = None,
     *,
     on_block: OnBlock = "raise",
-    agent_id: str | None = None,
-    run_id: str | None = None,
-    mission_id: str | None = None,
+    **ids: Unpack[Ids],
 ) -> list[FunctionTool]:
     """Return the tools guarded, in order."""
-    ids = {"agent_id": agent_id, "run_id": run_id, "mission_id": mission_id}
+    scope_of(ids, "guard_tools", validate=False)  # a misspelt keyword, even with no tools
     return [guard_tool(t, guard, on_block=on_block, **ids) for t in tools]
 
 
@@ -192,14 +189,10 @@ def kill_switch_guardrail(
     guard: Guard | None = None,
     *,
     on_block: OnBlock = "raise",
-    agent_id: str | None = None,
-    run_id: str | None = None,
-    mission_id: str | None = None,
+    **ids: Unpack[Ids],
 ) -> ToolInputGuardrail[Any]:
     """A tool input guardrail that refuses the call while any of its targets is killed."""
-    gate = _AgentsGate(
-        guard, on_block=on_block, agent_id=agent_id, run_id=run_id, mission_id=mission_id
-    )
+    gate = _AgentsGate(guard, on_block=on_block, **ids)
 
     async def agentguard_kill_switch(
         data: ToolInputGuardrailData,

@@ -26,16 +26,20 @@ import traceback
 import warnings
 import weakref
 from types import TracebackType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import AgentGuardWarning, InvalidInputError
 from ..index import KillIndex
 from ..protocol import HeartbeatReply, HeartbeatReport, InstanceStatusName
 from ..records import CallCounts
-from ..scope import Scope, current_scope
+from ..scope import Scope, current_scope, over, scope_of
 from ..sources import HeartbeatsUnsupportedError, KillStateSource
-from ..targets import validate_id
 from ..wording import one_line
+
+if TYPE_CHECKING:
+    from typing import Unpack
+
+    from ..scope import Ids
 
 logger = logging.getLogger("agentguard")
 
@@ -76,11 +80,9 @@ class Heartbeat:
         self,
         guard: Reported,
         interval: float,
-        *,
-        agent_id: str | None = None,
-        run_id: str | None = None,
-        mission_id: str | None = None,
+        **ids: Unpack[Ids],
     ) -> None:
+        scope_of(ids, "Heartbeat", validate=False)  # a misspelt keyword before the interval
         if (
             not isinstance(interval, (int, float))
             or isinstance(interval, bool)
@@ -90,10 +92,7 @@ class Heartbeat:
             raise InvalidInputError(
                 "interval", f"must be a number of seconds in (0, 86400]; got {interval!r}"
             )
-        ids = {"agent_id": agent_id, "run_id": run_id, "mission_id": mission_id}
-        for field, value in ids.items():
-            if value is not None:
-                validate_id(field, value)
+        fixed = scope_of(ids, "Heartbeat")
         source = guard.source
         if not source.supports_heartbeats:
             raise HeartbeatsUnsupportedError(
@@ -103,13 +102,7 @@ class Heartbeat:
             )
         self.guard = guard
         self.interval = float(interval)
-        defaults = guard.defaults
-        context = current_scope()
-        self.scope = Scope(
-            agent_id or context.agent_id or defaults.agent_id,
-            run_id or context.run_id or defaults.run_id,
-            mission_id or context.mission_id or defaults.mission_id,
-        )
+        self.scope = over(fixed, over(current_scope(), guard.defaults))
         self._exit_only = False  # armed: only the last report (a streaming guard's exit)
         self.last_reply: HeartbeatReply | None = None
         self.last_error: str | None = None
