@@ -93,11 +93,13 @@ class Gate:
         guard: Guard | None = None,
         *,
         on_block: OnBlock = "raise",
+        where: str = "Gate",
         **ids: Unpack[Ids],
     ) -> None:
+        """``where`` is the public callable a misspelt id keyword is reported against."""
         self.guard = guard  # None: the configured default, looked up at each call
         self.on_block = check_on_block(on_block)
-        self.fixed = scope_of(ids, type(self).__name__)
+        self.fixed = scope_of(ids, where)
 
     def resolve(self) -> Guard:
         return self.guard or get_guard()

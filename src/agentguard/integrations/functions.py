@@ -71,6 +71,7 @@ def guard_registry(registry: Any, guard: Guard | None = None, **ids: Unpack[Ids]
 
     Mapping keys are the action names. ``ids`` are ``agent_id``/``run_id``/``mission_id``.
     """
+    scope_of(ids, "guard_registry", validate=False)  # a misspelt keyword, even when empty
     if isinstance(registry, Mapping):
         pairs = [(k, guard_function(fn, guard, name=str(k), **ids)) for k, fn in registry.items()]
         return _rebuild(registry, pairs)

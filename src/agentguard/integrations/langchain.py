@@ -153,7 +153,7 @@ def guard_tool(
     **ids: Unpack[Ids],
 ) -> BaseTool:
     """Return ``tool`` guarded; a plain function is first made a tool with ``@tool``."""
-    gate = Gate(guard, on_block=on_block, **ids)
+    gate = Gate(guard, on_block=on_block, where="guard_tool", **ids)
     if isinstance(tool, GuardedTool):
         return tool
     if not isinstance(tool, BaseTool):
@@ -192,7 +192,7 @@ class AgentGuardMiddleware(AgentMiddleware):
         on_block: OnBlock = "raise",
         **ids: Unpack[Ids],
     ) -> None:
-        gate = Gate(guard, on_block=on_block, **ids)
+        gate = Gate(guard, on_block=on_block, where="AgentGuardMiddleware", **ids)
         super().__init__()
         self._gate = gate
 

@@ -69,7 +69,7 @@ class AgentGuardMiddleware:
 
     def __init__(self, guard: Guard | None = None, **ids: Unpack[Ids]) -> None:
         # A refusal is always an error result: the client sees it, the server goes on.
-        self._gate = Gate(guard, on_block="message", **ids)
+        self._gate = Gate(guard, on_block="message", where="AgentGuardMiddleware", **ids)
 
     @property
     def guard(self) -> Guard | None:

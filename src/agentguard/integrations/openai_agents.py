@@ -149,7 +149,7 @@ def guard_tool(
     **ids: Unpack[Ids],
 ) -> FunctionTool:
     """Return a guarded copy of ``tool`` (a tool already guarded is returned as it is)."""
-    gate = _AgentsGate(guard, on_block=on_block, **ids)
+    gate = _AgentsGate(guard, on_block=on_block, where="guard_tool", **ids)
     if not isinstance(tool, FunctionTool):
         raise InvalidInputError(
             "tool",
@@ -192,7 +192,7 @@ def kill_switch_guardrail(
     **ids: Unpack[Ids],
 ) -> ToolInputGuardrail[Any]:
     """A tool input guardrail that refuses the call while any of its targets is killed."""
-    gate = _AgentsGate(guard, on_block=on_block, **ids)
+    gate = _AgentsGate(guard, on_block=on_block, where="kill_switch_guardrail", **ids)
 
     async def agentguard_kill_switch(
         data: ToolInputGuardrailData,

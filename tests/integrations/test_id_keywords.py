@@ -1,0 +1,51 @@
+"""Every integration takes the scope ids as the same keywords (``scope.Ids``), and a misspelt
+one is a TypeError naming the callable the user called and the keyword, as Python's own is."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from agents import function_tool
+from langchain_core.tools import tool
+
+from agentguard import Guard
+from agentguard.integrations import functions, langchain, mcp, openai_agents
+
+
+def send_email(to: str) -> str:
+    """Send an email."""
+    return to
+
+
+ENTRY_POINTS: dict[str, Callable[..., Any]] = {
+    "guard_function": lambda guard, **ids: functions.guard_function(send_email, guard, **ids),
+    "guard_registry": lambda guard, **ids: functions.guard_registry([send_email], guard, **ids),
+    "langchain.guard_tool": lambda guard, **ids: langchain.guard_tool(
+        tool(send_email), guard, **ids
+    ),
+    "langchain.guard_tools": lambda guard, **ids: langchain.guard_tools([], guard, **ids),
+    "langchain.AgentGuardMiddleware": lambda guard, **ids: langchain.AgentGuardMiddleware(
+        guard, **ids
+    ),
+    "openai_agents.guard_tool": lambda guard, **ids: openai_agents.guard_tool(
+        function_tool(send_email), guard, **ids
+    ),
+    "openai_agents.kill_switch_guardrail": lambda guard, **ids: openai_agents.kill_switch_guardrail(
+        guard, **ids
+    ),
+    "mcp.AgentGuardMiddleware": lambda guard, **ids: mcp.AgentGuardMiddleware(guard, **ids),
+}
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_a_misspelt_id_keyword_names_the_callable_and_the_keyword(entry: str) -> None:
+    guard = Guard()
+    called = entry.rpartition(".")[2]
+    with pytest.raises(
+        TypeError, match=rf"^{called}\(\) got an unexpected keyword argument 'agentid'"
+    ):
+        ENTRY_POINTS[entry](guard, agentid="bot")
+    ENTRY_POINTS[entry](guard, agent_id="bot", run_id="r1", mission_id="m1")  # the right ones
+    guard.close()
