@@ -46,6 +46,7 @@ from ..scope import (
     current_scope,
     enter_scope,
     exit_scope,
+    over,
     scope_of,
 )
 
@@ -107,12 +108,7 @@ class Gate:
     def scope(self, found: Scope = EMPTY_SCOPE) -> Scope:
         """The call's ids: fixed on the adapter, then ``agentguard.scope()``, then ``found``
         (the framework's: a run's thread id, an agent's name)."""
-        fixed, s = self.fixed, current_scope()
-        return Scope(
-            fixed.agent_id or s.agent_id or found.agent_id,
-            fixed.run_id or s.run_id or found.run_id,
-            fixed.mission_id or s.mission_id or found.mission_id,
-        )
+        return over(self.fixed, over(current_scope(), found))
 
     def check(
         self,
