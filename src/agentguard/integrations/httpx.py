@@ -15,7 +15,8 @@ Each transport wraps an inner one (default: httpx's own) and checks the current
 ``agentguard.scope`` before handing the request on, so a refused request never leaves the
 process. Requests are checked as the action ``"http_request"`` (``action=`` to change it), so
 ``guard.kill("tool", "http_request")`` cuts every guarded client off. Unwrap with ``.inner``.
-httpx is a core dependency of agentguard: this module needs no extra.
+httpx is a core dependency of agentguard: this module needs no extra. Clients built on
+``httpx2`` (the OpenAI 3.x and Anthropic 2.x SDKs) do not go through these transports.
 """
 
 from __future__ import annotations
