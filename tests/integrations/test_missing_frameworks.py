@@ -15,6 +15,7 @@ import pytest
         ("langchain", "langchain", "langchain"),
         ("openai_agents", "agents", "openai-agents"),
         ("mcp", "mcp", "mcp"),
+        ("pydantic_ai", "pydantic_ai", "pydantic-ai"),
     ],
 )
 def test_missing_framework_gives_the_install_hint(module: str, framework: str, extra: str) -> None:
