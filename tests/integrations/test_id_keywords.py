@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 from agents import function_tool
 from langchain_core.tools import tool
+from pydantic_ai import FunctionToolset
 
 from agentguard import Guard
-from agentguard.integrations import functions, langchain, mcp, openai_agents
+from agentguard.integrations import functions, langchain, mcp, openai_agents, pydantic_ai
 
 
 def send_email(to: str) -> str:
@@ -36,6 +37,9 @@ ENTRY_POINTS: dict[str, Callable[..., Any]] = {
         guard, **ids
     ),
     "mcp.AgentGuardMiddleware": lambda guard, **ids: mcp.AgentGuardMiddleware(guard, **ids),
+    "pydantic_ai.guard_toolset": lambda guard, **ids: pydantic_ai.guard_toolset(
+        FunctionToolset([send_email]), guard, **ids
+    ),
 }
 
 
