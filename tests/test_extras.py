@@ -112,6 +112,19 @@ install(server, guard=Guard())
 uninstall(server)
 """
 
+PYDANTIC_AI = """
+from pydantic_ai.toolsets import FunctionToolset
+from agentguard import Guard
+from agentguard.integrations.pydantic_ai import guard_toolset, unguard_toolset
+
+def search(query: str) -> str:
+    "Search."
+    return query
+
+toolset = FunctionToolset([search])
+assert unguard_toolset(guard_toolset(toolset, guard=Guard())) is toolset
+"""
+
 CLI = """
 from click.testing import CliRunner
 from agentguard.cli import main
@@ -132,6 +145,7 @@ EXTRAS = {
     "langchain": ("langchain", LANGCHAIN),
     "openai-agents": ("openai-agents", OPENAI_AGENTS),
     "mcp": ("mcp", MCP),
+    "pydantic-ai": ("pydantic-ai", PYDANTIC_AI),
 }
 
 # What pip and uv print when no index answers (as opposed to a real resolution failure).
