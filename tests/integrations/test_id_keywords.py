@@ -9,14 +9,25 @@ from typing import Any
 import pytest
 from agents import function_tool
 from langchain_core.tools import tool
+from smolagents import Tool
 
 from agentguard import Guard
-from agentguard.integrations import functions, langchain, mcp, openai_agents
+from agentguard.integrations import functions, langchain, mcp, openai_agents, smolagents
 
 
 def send_email(to: str) -> str:
     """Send an email."""
     return to
+
+
+class SendEmail(Tool):
+    name = "send_email"
+    description = "Send an email."
+    inputs = {"to": {"type": "string", "description": "Recipient."}}
+    output_type = "string"
+
+    def forward(self, to: str) -> str:
+        return to
 
 
 ENTRY_POINTS: dict[str, Callable[..., Any]] = {
@@ -36,6 +47,8 @@ ENTRY_POINTS: dict[str, Callable[..., Any]] = {
         guard, **ids
     ),
     "mcp.AgentGuardMiddleware": lambda guard, **ids: mcp.AgentGuardMiddleware(guard, **ids),
+    "smolagents.guard_tool": lambda guard, **ids: smolagents.guard_tool(SendEmail(), guard, **ids),
+    "smolagents.guard_tools": lambda guard, **ids: smolagents.guard_tools([], guard, **ids),
 }
 
 
