@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from integration_contract import Body, IntegrationContract
-from smolagents import Tool, ToolCallingAgent
+from smolagents import CodeAgent, Tool, ToolCallingAgent
 from smolagents.memory import ActionStep
 from smolagents.models import (
     ChatMessage,
@@ -16,7 +16,7 @@ from smolagents.models import (
     MessageRole,
     Model,
 )
-from smolagents.utils import AgentToolExecutionError
+from smolagents.utils import AgentExecutionError, AgentToolExecutionError
 
 from agentguard import Guard, InvalidInputError, PolicyViolationError
 from agentguard.integrations.smolagents import (
@@ -127,6 +127,41 @@ def test_a_killed_agent_s_tool_is_refused_before_its_body_runs(
         text = refused.observations or ""
     assert "agent 'email_bot' was killed by usr_abc" in text
     assert "Broken link in template" in text
+
+
+class CodeModel(Model):
+    """A CodeAgent's model: these code blocks, in order."""
+
+    def __init__(self, *blocks: str) -> None:
+        super().__init__(model_id="scripted")
+        self.blocks = list(blocks)
+
+    def generate(self, messages: Any, **kwargs: Any) -> ChatMessage:
+        code = self.blocks.pop(0)
+        return ChatMessage(
+            role=MessageRole.ASSISTANT, content=f"Thought: go\n<code>\n{code}\n</code>"
+        )
+
+
+@pytest.mark.parametrize("on_block", ["raise", "message"])
+def test_a_code_agent_s_tool_calls_are_guarded(make_guard: MakeGuard, on_block: str) -> None:
+    guard = make_guard()
+    ran: list[str] = []
+    guard.kill("tool", "lookup", reason="quota blown")
+    tool = guard_tool(Lookup(lambda: ran.append("ran") or "found"), guard=guard, on_block=on_block)
+    model = CodeModel('print(lookup(query="x"))', 'final_answer("done")')
+    agent = CodeAgent(tools=[tool], model=model, verbosity_level=0)
+
+    assert agent.run("look it up", max_steps=2) == "done"
+    assert ran == []
+    step = next(s for s in agent.memory.steps if isinstance(s, ActionStep))
+    if on_block == "raise":
+        assert isinstance(step.error, AgentExecutionError)
+        text = str(step.error)
+    else:
+        assert step.error is None
+        text = step.observations or ""
+    assert "tool 'lookup' was killed" in text and "quota blown" in text
 
 
 class TestContract(IntegrationContract):

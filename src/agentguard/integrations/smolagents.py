@@ -18,8 +18,12 @@ the tool's body. A tool does not learn which agent calls it: fix the agent id he
 agent run, smolagents turns every tool exception into ``AgentToolExecutionError`` (the
 ``PolicyViolationError`` is its ``__cause__``), records it as the step's error and shows the
 model the error text, so the run goes on and each further call is refused the same way; the
-refusal does not end ``agent.run``. ``on_block="message"``: the refusal, naming the kill and its
-reason, is the tool's output, which the model reads as an observation.
+refusal does not end ``agent.run`` (call ``agent.interrupt()`` for that). A ``CodeAgent``'s
+tool calls are guarded the same way (its step error is ``AgentExecutionError``, naming the
+refusal); the rest of the code it writes, managed agents and model calls are not.
+
+``on_block="message"``: the refusal, naming the kill and its reason, is the tool's output,
+which the model reads as an observation.
 
 A tool body that raises counts as failed (smolagents then shows the model its error).
 """
