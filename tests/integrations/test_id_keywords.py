@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from agents import function_tool
 from langchain_core.tools import tool
-from smolagents import Tool
+from smolagents import InferenceClientModel, Tool, ToolCallingAgent
 
 from agentguard import Guard
 from agentguard.integrations import functions, langchain, mcp, openai_agents, smolagents
@@ -49,6 +49,9 @@ ENTRY_POINTS: dict[str, Callable[..., Any]] = {
     "mcp.AgentGuardMiddleware": lambda guard, **ids: mcp.AgentGuardMiddleware(guard, **ids),
     "smolagents.guard_tool": lambda guard, **ids: smolagents.guard_tool(SendEmail(), guard, **ids),
     "smolagents.guard_tools": lambda guard, **ids: smolagents.guard_tools([], guard, **ids),
+    "smolagents.guard_agent": lambda guard, **ids: smolagents.guard_agent(
+        ToolCallingAgent(tools=[], model=InferenceClientModel()), guard, **ids
+    ),
 }
 
 

@@ -21,8 +21,10 @@ from smolagents.utils import AgentExecutionError, AgentToolExecutionError
 from agentguard import Guard, InvalidInputError, PolicyViolationError
 from agentguard.integrations.smolagents import (
     GuardedForward,
+    guard_agent,
     guard_tool,
     guard_tools,
+    unguard_agent,
     unguard_tools,
 )
 
@@ -162,6 +164,87 @@ def test_a_code_agent_s_tool_calls_are_guarded(make_guard: MakeGuard, on_block: 
         assert step.error is None
         text = step.observations or ""
     assert "tool 'lookup' was killed" in text and "quota blown" in text
+
+
+def send_email_tool(guard: Guard, sent: list[str]) -> Tool:
+    class SendEmail(Tool):
+        name = "send_email"
+        description = "Send an email."
+        inputs = {"to": {"type": "string", "description": "Recipient."}}
+        output_type = "string"
+
+        def forward(self, to: str) -> str:
+            sent.append(to)
+            guard.kill("agent", "email_bot", reason="Broken link in template", actor="usr_abc")
+            return "sent"
+
+    return SendEmail()
+
+
+def test_guard_agent_ends_the_run_with_the_refusal(
+    make_guard: MakeGuard, hard_block: HardBlock
+) -> None:
+    """The agent's name is its id, and a refusal stops ``run`` instead of going on to the
+    model: no third model call, no final answer."""
+    guard = make_guard()
+    sent: list[str] = []
+    model = ScriptedModel(SEND, SEND, SEND, FINAL)
+    agent = ToolCallingAgent(
+        tools=[send_email_tool(guard, sent)], model=model, name="email_bot", verbosity_level=0
+    )
+    assert guard_agent(agent, guard=guard) is agent
+    with pytest.raises(PolicyViolationError, match="Broken link in template") as info:
+        agent.run("mail everyone", max_steps=4)
+    assert sent == ["a@x.com"]
+    assert model.calls == [SEND, FINAL]  # the run stopped after the refused step
+    block = hard_block(guard)
+    assert (block.action, block.agent_id) == ("send_email", "email_bot")
+    assert info.value.intervention_id == block.id
+
+
+def test_guard_agent_in_message_mode_tells_the_model_and_goes_on(make_guard: MakeGuard) -> None:
+    guard = make_guard()
+    sent: list[str] = []
+    agent = ToolCallingAgent(
+        tools=[send_email_tool(guard, sent)],
+        model=ScriptedModel(SEND, SEND, FINAL),
+        name="email_bot",
+        verbosity_level=0,
+    )
+    guard_agent(agent, guard=guard, on_block="message")
+    assert agent.run("mail everyone", max_steps=3) == "done"
+    assert sent == ["a@x.com"]
+    refused = [s for s in agent.memory.steps if isinstance(s, ActionStep)][1]
+    assert "agent 'email_bot' was killed by usr_abc" in (refused.observations or "")
+
+
+def test_guard_agent_ends_a_code_agent_s_run_too(make_guard: MakeGuard) -> None:
+    guard = make_guard()
+    guard.kill("tool", "lookup", reason="quota blown")
+    ran: list[str] = []
+    model = CodeModel('print(lookup(query="x"))', 'final_answer("done")')
+    agent = CodeAgent(
+        tools=[Lookup(lambda: ran.append("ran") or "found")], model=model, verbosity_level=0
+    )
+    guard_agent(agent, guard=guard)
+    with pytest.raises(PolicyViolationError, match="quota blown"):
+        agent.run("look it up", max_steps=2)
+    assert ran == [] and len(model.blocks) == 1
+
+
+def test_unguard_agent_gives_the_tools_back_and_refusals_no_longer_end_the_run(
+    make_guard: MakeGuard,
+) -> None:
+    guard = make_guard()
+    tool = Lookup(lambda: "found")
+    agent = ToolCallingAgent(tools=[tool], model=ScriptedModel(FINAL), verbosity_level=0)
+    guard_agent(agent, guard=guard)
+    assert isinstance(agent.tools["lookup"].forward, GuardedForward)
+    assert guard_agent(agent, guard=guard).tools["lookup"] is agent.tools["lookup"]  # once
+    unguard_agent(agent)
+    assert agent.tools["lookup"] is tool
+    guard.kill("tool", "lookup")
+    assert agent.run("go", max_steps=1) == "done"
 
 
 class TestContract(IntegrationContract):
