@@ -125,6 +125,25 @@ toolset = FunctionToolset([search])
 assert unguard_toolset(guard_toolset(toolset, guard=Guard())) is toolset
 """
 
+SMOLAGENTS = """
+from smolagents import Tool
+from agentguard import Guard
+from agentguard.integrations.smolagents import guard_tools, unguard_tools
+
+class Search(Tool):
+    name = "search"
+    description = "Search."
+    inputs = {"query": {"type": "string", "description": "What."}}
+    output_type = "string"
+
+    def forward(self, query: str) -> str:
+        return query
+
+tool = Search()
+(guarded,) = guard_tools([tool], guard=Guard())
+assert guarded(query="x") == "x" and unguard_tools([guarded]) == [tool]
+"""
+
 CLI = """
 from click.testing import CliRunner
 from agentguard.cli import main
@@ -146,6 +165,7 @@ EXTRAS = {
     "openai-agents": ("openai-agents", OPENAI_AGENTS),
     "mcp": ("mcp", MCP),
     "pydantic-ai": ("pydantic-ai", PYDANTIC_AI),
+    "smolagents": ("smolagents", SMOLAGENTS),
 }
 
 # What pip and uv print when no index answers (as opposed to a real resolution failure).

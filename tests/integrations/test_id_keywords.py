@@ -10,14 +10,32 @@ import pytest
 from agents import function_tool
 from langchain_core.tools import tool
 from pydantic_ai import FunctionToolset
+from smolagents import InferenceClientModel, Tool, ToolCallingAgent
 
 from agentguard import Guard
-from agentguard.integrations import functions, langchain, mcp, openai_agents, pydantic_ai
+from agentguard.integrations import (
+    functions,
+    langchain,
+    mcp,
+    openai_agents,
+    pydantic_ai,
+    smolagents,
+)
 
 
 def send_email(to: str) -> str:
     """Send an email."""
     return to
+
+
+class SendEmail(Tool):
+    name = "send_email"
+    description = "Send an email."
+    inputs = {"to": {"type": "string", "description": "Recipient."}}
+    output_type = "string"
+
+    def forward(self, to: str) -> str:
+        return to
 
 
 ENTRY_POINTS: dict[str, Callable[..., Any]] = {
@@ -39,6 +57,11 @@ ENTRY_POINTS: dict[str, Callable[..., Any]] = {
     "mcp.AgentGuardMiddleware": lambda guard, **ids: mcp.AgentGuardMiddleware(guard, **ids),
     "pydantic_ai.guard_toolset": lambda guard, **ids: pydantic_ai.guard_toolset(
         FunctionToolset([send_email]), guard, **ids
+    ),
+    "smolagents.guard_tool": lambda guard, **ids: smolagents.guard_tool(SendEmail(), guard, **ids),
+    "smolagents.guard_tools": lambda guard, **ids: smolagents.guard_tools([], guard, **ids),
+    "smolagents.guard_agent": lambda guard, **ids: smolagents.guard_agent(
+        ToolCallingAgent(tools=[], model=InferenceClientModel()), guard, **ids
     ),
 }
 

@@ -16,6 +16,7 @@ import pytest
         ("openai_agents", "agents", "openai-agents"),
         ("mcp", "mcp", "mcp"),
         ("pydantic_ai", "pydantic_ai", "pydantic-ai"),
+        ("smolagents", "smolagents", "smolagents"),
     ],
 )
 def test_missing_framework_gives_the_install_hint(module: str, framework: str, extra: str) -> None:
@@ -34,7 +35,7 @@ def test_missing_framework_gives_the_install_hint(module: str, framework: str, e
 def test_the_gateway_outbound_http_and_plain_functions_need_no_extra() -> None:
     script = (
         "import sys\n"
-        "for name in ('starlette', 'fastapi', 'langchain_core', 'agents', 'mcp'):\n"
+        "for name in ('starlette', 'fastapi', 'langchain_core', 'agents', 'mcp', 'smolagents'):\n"
         "    sys.modules[name] = None\n"
         "import agentguard.integrations.asgi, agentguard.integrations.functions\n"
         "import agentguard.integrations.httpx  # httpx is a core dependency\n"
