@@ -125,6 +125,21 @@ toolset = FunctionToolset([search])
 assert unguard_toolset(guard_toolset(toolset, guard=Guard())) is toolset
 """
 
+LLAMA_INDEX = """
+from llama_index.core.tools import FunctionTool
+from agentguard import Guard
+from agentguard.integrations.llama_index import guard_tools, unguard_tools
+
+def search(query: str) -> str:
+    "Search."
+    return query
+
+tool = FunctionTool.from_defaults(search)
+(guarded,) = guard_tools([tool], guard=Guard())
+assert guarded.call(query="x").content == "x"
+assert unguard_tools([guarded]) == [tool]
+"""
+
 CLI = """
 from click.testing import CliRunner
 from agentguard.cli import main
@@ -146,6 +161,7 @@ EXTRAS = {
     "openai-agents": ("openai-agents", OPENAI_AGENTS),
     "mcp": ("mcp", MCP),
     "pydantic-ai": ("pydantic-ai", PYDANTIC_AI),
+    "llama-index": ("llama-index", LLAMA_INDEX),
 }
 
 # What pip and uv print when no index answers (as opposed to a real resolution failure).

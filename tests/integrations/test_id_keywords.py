@@ -9,10 +9,18 @@ from typing import Any
 import pytest
 from agents import function_tool
 from langchain_core.tools import tool
+from llama_index.core.tools import FunctionTool
 from pydantic_ai import FunctionToolset
 
 from agentguard import Guard
-from agentguard.integrations import functions, langchain, mcp, openai_agents, pydantic_ai
+from agentguard.integrations import (
+    functions,
+    langchain,
+    llama_index,
+    mcp,
+    openai_agents,
+    pydantic_ai,
+)
 
 
 def send_email(to: str) -> str:
@@ -40,6 +48,10 @@ ENTRY_POINTS: dict[str, Callable[..., Any]] = {
     "pydantic_ai.guard_toolset": lambda guard, **ids: pydantic_ai.guard_toolset(
         FunctionToolset([send_email]), guard, **ids
     ),
+    "llama_index.guard_tool": lambda guard, **ids: llama_index.guard_tool(
+        FunctionTool.from_defaults(send_email), guard, **ids
+    ),
+    "llama_index.guard_tools": lambda guard, **ids: llama_index.guard_tools([], guard, **ids),
 }
 
 

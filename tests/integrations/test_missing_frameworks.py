@@ -16,6 +16,7 @@ import pytest
         ("openai_agents", "agents", "openai-agents"),
         ("mcp", "mcp", "mcp"),
         ("pydantic_ai", "pydantic_ai", "pydantic-ai"),
+        ("llama_index", "llama_index", "llama-index"),
     ],
 )
 def test_missing_framework_gives_the_install_hint(module: str, framework: str, extra: str) -> None:
