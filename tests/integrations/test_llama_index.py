@@ -26,6 +26,10 @@ if TYPE_CHECKING:
     from conftest import HardBlock, MakeGuard
 
 
+# workflows' Workflow.__init__ inspects the agent (a pydantic model) and trips its deprecations.
+pytestmark = pytest.mark.filterwarnings("ignore::pydantic.PydanticDeprecationWarning")
+
+
 def script(*calls: tuple[str, dict[str, Any], str]) -> MockFunctionCallingLLM:
     """An LLM making these tool calls (name, args, call id) one per turn, then answering
     with the tool outputs it was sent, joined by " | "."""
