@@ -144,6 +144,21 @@ tool = Search()
 assert guarded(query="x") == "x" and unguard_tools([guarded]) == [tool]
 """
 
+LLAMA_INDEX = """
+from llama_index.core.tools import FunctionTool
+from agentguard import Guard
+from agentguard.integrations.llama_index import guard_tools, unguard_tools
+
+def search(query: str) -> str:
+    "Search."
+    return query
+
+tool = FunctionTool.from_defaults(search)
+(guarded,) = guard_tools([tool], guard=Guard())
+assert guarded.call(query="x").content == "x"
+assert unguard_tools([guarded]) == [tool]
+"""
+
 CLI = """
 from click.testing import CliRunner
 from agentguard.cli import main
@@ -166,6 +181,7 @@ EXTRAS = {
     "mcp": ("mcp", MCP),
     "pydantic-ai": ("pydantic-ai", PYDANTIC_AI),
     "smolagents": ("smolagents", SMOLAGENTS),
+    "llama-index": ("llama-index", LLAMA_INDEX),
 }
 
 # What pip and uv print when no index answers (as opposed to a real resolution failure).

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from agents import function_tool
 from langchain_core.tools import tool
+from llama_index.core.tools import FunctionTool
 from pydantic_ai import FunctionToolset
 from smolagents import InferenceClientModel, Tool, ToolCallingAgent
 
@@ -16,6 +17,7 @@ from agentguard import Guard
 from agentguard.integrations import (
     functions,
     langchain,
+    llama_index,
     mcp,
     openai_agents,
     pydantic_ai,
@@ -63,6 +65,10 @@ ENTRY_POINTS: dict[str, Callable[..., Any]] = {
     "smolagents.guard_agent": lambda guard, **ids: smolagents.guard_agent(
         ToolCallingAgent(tools=[], model=InferenceClientModel()), guard, **ids
     ),
+    "llama_index.guard_tool": lambda guard, **ids: llama_index.guard_tool(
+        FunctionTool.from_defaults(send_email), guard, **ids
+    ),
+    "llama_index.guard_tools": lambda guard, **ids: llama_index.guard_tools([], guard, **ids),
 }
 
 

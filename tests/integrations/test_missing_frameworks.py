@@ -17,6 +17,7 @@ import pytest
         ("mcp", "mcp", "mcp"),
         ("pydantic_ai", "pydantic_ai", "pydantic-ai"),
         ("smolagents", "smolagents", "smolagents"),
+        ("llama_index", "llama_index", "llama-index"),
     ],
 )
 def test_missing_framework_gives_the_install_hint(module: str, framework: str, extra: str) -> None:
