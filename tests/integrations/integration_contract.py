@@ -9,16 +9,16 @@ per-call check does not block the event loop.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import pytest
 
 from agentguard import Guard, MemoryStore, PolicyViolationError, scope
 from agentguard.sources import CLEAR, LocalSource, Verdict
+from support.event_loop import beside_a_ticker
 
 Body = Callable[[], str]
 DELAY = 0.4  # how long a strict guard's check takes
@@ -40,33 +40,6 @@ class SlowStrictSource(LocalSource):
     def verify(self, action: str, scope: Any) -> Verdict:
         time.sleep(DELAY)
         return CLEAR
-
-
-async def beside_a_ticker(call: Awaitable[Any]) -> tuple[Any, float, float]:
-    """Await ``call`` while a task ticks every 10 ms: its result, the longest gap between
-    ticks, and how long the call took."""
-    loop = asyncio.get_running_loop()
-    gaps: list[float] = []
-    done = asyncio.Event()
-
-    async def tick() -> None:
-        last = loop.time()
-        while not done.is_set():
-            await asyncio.sleep(0.01)
-            now = loop.time()
-            gaps.append(now - last)
-            last = now
-
-    ticker = asyncio.create_task(tick())
-    await asyncio.sleep(0.03)
-    started = loop.time()
-    try:
-        result = await call
-    finally:
-        took = loop.time() - started
-        done.set()
-        await ticker
-    return result, max(gaps), took
 
 
 class IntegrationContract:

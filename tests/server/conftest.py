@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -12,7 +13,19 @@ from support.api import Api
 from support.live import uvicorn_argv
 from support.processes import Process
 
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
+
 ServerFactory = Callable[..., KillSwitchServer]
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Browser]:
+    """One headless Chromium per test module (playwright is imported by browser tests only)."""
+    from support.browser import chromium_browser
+
+    with chromium_browser() as browser:
+        yield browser
 
 
 @pytest.fixture

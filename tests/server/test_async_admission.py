@@ -6,7 +6,6 @@ asyncio ticker runs beside the guarded call and must keep ticking while the call
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -30,6 +29,7 @@ from agentguard.integrations.httpx import AsyncGuardedTransport
 from agentguard.integrations.langchain import AgentGuardMiddleware, guard_tool
 from agentguard.integrations.mcp import META_AGENT_ID, install
 from agentguard.integrations.openai_agents import guard_tools, kill_switch_guardrail
+from support.event_loop import beside_a_ticker
 from support.live import Live
 from support.tcpproxy import TcpProxy
 
@@ -45,34 +45,6 @@ def slow_guard(live: Live) -> Iterator[Guard]:
     yield guard
     guard.close()
     proxy.close()
-
-
-async def beside_a_ticker(call: Awaitable[Any]) -> tuple[Any, float, float]:
-    """Await ``call`` while a task ticks every 10 ms: its result, the longest gap between
-    ticks, and how long the call took (the frameworks are imported at module level, so no
-    import stalls the loop here)."""
-    loop = asyncio.get_running_loop()
-    gaps: list[float] = []
-    done = asyncio.Event()
-
-    async def tick() -> None:
-        last = loop.time()
-        while not done.is_set():
-            await asyncio.sleep(0.01)
-            now = loop.time()
-            gaps.append(now - last)
-            last = now
-
-    ticker = asyncio.create_task(tick())
-    await asyncio.sleep(0.03)
-    started = loop.time()
-    try:
-        result = await call
-    finally:
-        took = loop.time() - started
-        done.set()
-        await ticker
-    return result, max(gaps), took
 
 
 # -- each integration's async path, as a user reaches it -------------------------------------

@@ -10,6 +10,8 @@
 - ``cli``: the ``agentguard`` command run as a subprocess, and ``agentguard serve``.
 - ``db_rows``: rows written straight to the database.
 - ``pg_cluster``: a private PostgreSQL cluster that a test may stop and restart.
+- ``event_loop``: ``beside_a_ticker()``, whether a call blocks the event loop.
+- ``browser``: Debian's Chromium through playwright, with the launch flags CI needs.
 - ``services``: gates that skip (or, in CI, fail) a test whose PostgreSQL or Chromium is missing.
 
 The package is found as ``support`` because pytest's ``pythonpath = ["tests"]`` (pyproject.toml)

@@ -25,16 +25,14 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser
 
 from agentguard.server import KillSwitchServer
 from support.api import bearer
 from support.processes import Process, free_port, stop, wait_until_serving
-from support.services import require_browser
 
 pytestmark = pytest.mark.browser
 
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
 KILL = "/api/v1/kill-switch/kill"
 
 
@@ -134,15 +132,6 @@ def attacker() -> Iterator[tuple[str, dict[str, bytes]]]:
     finally:
         server.shutdown()
         server.server_close()
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Browser]:
-    executable = require_browser()
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=LAUNCH_ARGS)
-        yield browser
-        browser.close()
 
 
 def test_a_same_site_text_plain_form_cannot_kill_with_the_clerk_cookie(

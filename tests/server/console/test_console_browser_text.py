@@ -20,7 +20,6 @@ from test_console_browser import (  # noqa: F401  (fixtures)
     Site,
     agent_badge,
     api,
-    chromium,
     heartbeat,
     open_page,
     sign_in,

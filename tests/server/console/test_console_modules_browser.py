@@ -11,7 +11,6 @@ from test_console_browser import (  # noqa: F401 - fixtures are used by name
     DESKTOP,
     PREFIX,
     Site,
-    chromium,
     open_page,
     sign_in,
     site,

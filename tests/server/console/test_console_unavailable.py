@@ -10,7 +10,6 @@ from test_console_browser import (  # noqa: F401 - fixtures are used by name
     DESKTOP,
     Site,
     api,
-    chromium,
     now,
     open_page,
     sign_in,
