@@ -89,12 +89,19 @@ def fuzz(operation: Any, mode: Any, base_url: str, session: requests.Session) ->
 
 def reported_now(body: Any) -> None:
     """Valid reported times are relative to the server's clock, which no schema can say:
-    a generated ``occurred_at`` is set to now (tests/server/auth/test_trust.py tests the window)."""
-    if isinstance(body, dict) and isinstance(body.get("interventions"), list):
-        now = datetime.now(timezone.utc).isoformat()
-        for item in body["interventions"]:
-            if isinstance(item, dict) and "occurred_at" in item:
-                item["occurred_at"] = now
+    a generated ``occurred_at`` (or AgentSentinel ``timestamp``) is set to now
+    (tests/server/auth/test_trust.py tests the window)."""
+    if not isinstance(body, dict):
+        return
+    now = datetime.now(timezone.utc).isoformat()
+    items = [body]
+    for key in ("interventions", "entries"):
+        if isinstance(body.get(key), list):
+            items += body[key]
+    for item in items:
+        for name in ("occurred_at", "timestamp"):
+            if isinstance(item, dict) and name in item:
+                item[name] = now
 
 
 @pytest.mark.slow
@@ -154,6 +161,7 @@ def test_the_change_stream_is_checked_event_by_event(
 HEADERS = [
     "Authorization", "Cookie", "X-Request-ID", "If-None-Match", "Last-Event-ID",
     "X-CSRF-Token", "Content-Type", "Accept", "Origin", "Cache-Control",
+    "X-Sentinel-Agent-Id", "X-Sentinel-Run-Id",
 ]  # fmt: skip
 WIRE_BYTES = [0x09, *range(0x20, 0x7F), *range(0x80, 0x100)]
 TRICKY_VALUES = [

@@ -27,7 +27,7 @@ def test_db_upgrade_command_creates_the_schema(database_url: str) -> None:
     assert Database(database_url).revision() is None
     first = upgrade(database_url)
     assert first.returncode == 0, first.stderr
-    assert "database at revision 0005 (was None)" in first.stdout
+    assert "database at revision 0006 (was None)" in first.stdout
     engine = create_engine(Database(database_url).url)
     inspector = inspect(engine)
     assert TABLES | {"agentguard_alembic_version"} <= set(inspector.get_table_names())
@@ -38,7 +38,7 @@ def test_db_upgrade_command_creates_the_schema(database_url: str) -> None:
     engine.dispose()
     again = upgrade(database_url)
     assert again.returncode == 0, again.stderr
-    assert again.stdout.strip() == "database at revision 0005"
+    assert again.stdout.strip() == "database at revision 0006"
 
 
 def test_migrations_match_the_tables(database_url: str) -> None:
@@ -70,7 +70,7 @@ def test_concurrent_first_starts_do_not_collide(make_server: Any, database_url: 
     for t in threads:
         t.join()
     assert errors == []
-    assert servers[0].database.revision() == "0005"
+    assert servers[0].database.revision() == "0006"
 
 
 def test_many_connections_opening_a_new_sqlite_file_together(tmp_path: Any) -> None:
@@ -141,7 +141,7 @@ def test_keys_from_before_0005_speak_for_no_agent(database_url: str) -> None:
     server = KillSwitchServer(database_url)
     try:
         server.start()
-        assert server.database.revision() == "0005"
+        assert server.database.revision() == "0006"
         (key,) = server.keys.list("org_a")[0]
         assert key.agents is None
         client = TestClient(server.app, headers={"Authorization": f"Bearer {token}"})
