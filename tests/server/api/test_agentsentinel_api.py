@@ -81,6 +81,22 @@ def sdk_key(server: KillSwitchServer, api: Any) -> Any:
     return api(server, scopes=("agent",), agents=["sdk-bot"])
 
 
+def test_what_it_sends_that_agentguard_does_not_serve_is_a_404(
+    server: KillSwitchServer, api: Any
+) -> None:
+    """Its policies, approvals, budget reservations and replay stay with the SDK (README)."""
+    admin = api(server)
+    for method, path in (
+        ("GET", "/api/v1/policies/sync"),
+        ("POST", "/api/v1/approvals"),
+        ("POST", "/api/v1/approvals/check"),
+        ("POST", "/api/v1/budgets/reserve"),
+        ("GET", "/api/v1/replay/run-1/bundle"),
+    ):
+        answer = admin.client.request(method, path, json={} if method == "POST" else None)
+        assert answer.status_code == 404 and answer.json()["error"] == "not_found", path
+
+
 # -- interventions ------------------------------------------------------------------------------
 
 
@@ -334,3 +350,17 @@ def test_an_error_rate_rule_trips_on_ledger_failures(
     sent = batch(*(entry(n, "error" if n % 4 else "success") for n in range(4)), agent_id="sdk-bot")
     assert key.client.post(INGEST, json=sent).is_success
     assert api(server).check("agent", "sdk-bot").json()["is_killed"] is True
+
+
+def test_its_instances_cannot_acknowledge_a_kill(
+    server: KillSwitchServer, sdk_key: Any, api: Any
+) -> None:
+    """The SDK has no way to say it applied a kill: its live instance counts as not yet."""
+    admin = api(server)
+    assert sdk_key.client.post(INGEST, json=batch(entry(1), agent_id="sdk-bot")).is_success
+    assert admin.kill("agent", "sdk-bot").status_code == 200
+    acks = admin.get("/api/v1/kill-switch/acks", target_type="agent", target_id="sdk-bot").json()
+    assert (acks["live"], acks["acknowledged"]) == (1, 0)
+    assert acks["instances"][0]["instance_id"] == "agentsentinel:sdk-bot:run-1"
+    agent = admin.get("/api/v1/agents/sdk-bot").json()
+    assert agent["health"] == "killed" and agent["instances"][0]["health"] == "killed"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from datetime import datetime, timezone
 from typing import Any
 
 import jsonschema
@@ -15,8 +14,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from starlette.testclient import TestClient
 
 from agentguard.server import KillSwitchServer
-from agentguard.targets import id_text_problem
 from support.api import bearer
+from support.fuzzing import look_alike, reported_now
 
 OPERATIONS = {
     ("post", "/api/v1/kill-switch/kill"),
@@ -268,31 +267,6 @@ MODE_CHECKS = {
 }
 
 
-def strings(value: Any) -> Any:
-    """Every string in a JSON value."""
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from strings(item)
-
-
-def look_alike(case: Any) -> bool:
-    """Whether a generated request holds a word mixing Latin, Greek and Cyrillic letters: a rule
-    of ids that JSON Schema cannot state (their schema says it in words), so a "valid" case with
-    one is not valid. (Reasons may mix scripts; a case with one is skipped all the same.)"""
-    problems = (
-        id_text_problem(text) or ""
-        for part in (case.body, case.query, case.path_parameters)
-        if part
-        for text in strings(part)
-    )
-    return any("look alike" in problem for problem in problems)
-
-
 def fuzzer(operation: Any, mode: Any, token: str) -> Any:
     """A hypothesis test of one operation in one generation mode."""
     run = CHECKS + MODE_CHECKS[mode]
@@ -304,27 +278,10 @@ def fuzzer(operation: Any, mode: Any, token: str) -> Any:
     def fuzz(case: Any) -> None:
         if mode == schemathesis.GenerationMode.POSITIVE:
             assume(not look_alike(case))
-            _reported_now(case.body)
+            reported_now(case.body)
         case.call_and_validate(headers=bearer(token), checks=run)
 
     return fuzz
-
-
-def _reported_now(body: Any) -> None:
-    """Valid reported times are relative to the server's clock, which no schema can say:
-    a generated ``occurred_at`` (or AgentSentinel ``timestamp``) is set to now (the window
-    itself is tested in test_trust.py)."""
-    if not isinstance(body, dict):
-        return
-    now = datetime.now(timezone.utc).isoformat()
-    items = [body]
-    for key in ("interventions", "entries"):
-        if isinstance(body.get(key), list):
-            items += body[key]
-    for item in items:
-        for name in ("occurred_at", "timestamp"):
-            if isinstance(item, dict) and name in item:
-                item[name] = now
 
 
 def test_fuzzed_requests_get_documented_answers(make_server: Any) -> None:
