@@ -27,6 +27,7 @@ from agent_sentinel import (
     KillSwitchClient,
     Ledger,
     ManualSync,
+    NoPolicyForWriteError,
     PolicyEngine,
     PolicyViolationError,
     SyncConfig,
@@ -101,6 +102,7 @@ def sdk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.delenv("AGENT_SENTINEL_ENFORCEMENT", raising=False)
 
     def reset() -> None:
+        PolicyEngine.stop_remote_sync()
         KillSwitchClient.reset()
         PolicyEngine.reset(clear_pin=True)
         sentinel.CostTracker.reset_all()
@@ -187,6 +189,27 @@ def test_its_kill_switch_client_and_guarded_action_stop_on_our_kills(
         assert send_email("c@example.com") == "sent"
         assert asyncio.run(summarise("a long report")) == "a long rep"
     assert done == ["a@example.com", "c@example.com", "summary"]
+
+
+def test_without_a_local_policy_it_refuses_its_own_writes(
+    serve: Callable[..., Deployment], sdk: Path
+) -> None:
+    """agentguard serves no AgentSentinel policies: pointed at it for them, the SDK finds none,
+    and its default mode (fail_closed_writes) refuses actions of impact medium or high (README)."""
+    ops = serve()
+    KillSwitchClient.configure(ops.url, ops.sdk_key, cache_ttl=0)
+    PolicyEngine.enable_remote_sync(ops.url, ops.sdk_key, agent_id=AGENT)  # answered 404
+    send_email, _, done = mailer()
+
+    @guarded_action(name="read_inbox", impact="read")
+    def read_inbox() -> str:
+        return "3 new"
+
+    with ExecutionContext(agent_id=AGENT, run_id=RUN):
+        with pytest.raises(NoPolicyForWriteError):
+            send_email("a@example.com")
+        assert read_inbox() == "3 new"
+    assert done == []
 
 
 # -- what else it sends: interventions, its ledger, its identity ---------------------------------
