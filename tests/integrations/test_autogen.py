@@ -538,3 +538,20 @@ async def test_console_shows_a_stop_on_refusal_run(make_guard: MakeGuard) -> Non
     guard.kill("agent", "mailer")
     with pytest.raises(PolicyViolationError):
         await Console(stop_on_refusal(agent, task="go"))
+
+
+async def test_a_call_made_inside_an_admitted_tool_is_checked_again(make_guard: MakeGuard) -> None:
+    guard = make_guard()
+    guard.kill("agent", "inner")
+    inner = guard_tool(lookup_tool(lambda: "inner ran"), guard, agent_id="inner")
+
+    async def lookup(query: str) -> str:
+        """Look something up, through another tool of the same name and the same call id."""
+        return str(await inner.run_json({"query": query}, CancellationToken(), call_id="c1"))
+
+    (outer,) = guard_tools([FunctionTool(lookup, description="Look.")], guard=guard)
+    workbench = guard_workbench(StaticWorkbench([outer]), guard, agent_id="outer")
+    result = await workbench.call_tool("lookup", {"query": "x"}, call_id="c1")
+    assert result.is_error and "agent 'inner' was killed" in result.to_text()
+    counts = guard.counts(action="lookup")
+    assert (counts.executed, counts.refused, counts.failed) == (1, 1, 1)

@@ -35,6 +35,10 @@ goes on, every further call of a killed tool refused.
 ``on_block="message"``: the model reads the refusal, naming the kill and its reason, as the
 tool's result, and the run goes on. A tool body that raises, or a workbench's error result,
 counts as failed.
+
+Not guarded: handoffs (``AssistantAgent`` runs them itself, outside its workbenches), the code
+a ``CodeExecutorAgent`` runs, model calls, and the tools of an ``AgentTool``'s own agent
+unless that agent is guarded too.
 """
 
 from __future__ import annotations
@@ -71,6 +75,7 @@ __all__ = [
     "GuardedStreamTool",
     "GuardedTool",
     "GuardedWorkbench",
+    "Refusal",
     "guard_agent",
     "guard_tool",
     "guard_tools",
@@ -88,8 +93,9 @@ Event = BaseAgentEvent | BaseChatMessage | TaskResult
 _runs: weakref.WeakKeyDictionary[CancellationToken, list[PolicyViolationError]] = (
     weakref.WeakKeyDictionary()
 )
-# The call a guarded workbench has just admitted: its guarded tools don't check it again.
-_admitted: ContextVar[str | None] = ContextVar("agentguard_autogen_admitted", default=None)
+# The call (tool name, call id) a guarded workbench has just admitted: the guarded tool it runs
+# does not check it again, and clears it, so calls its body makes are checked as usual.
+_admitted: ContextVar[tuple[str, str] | None] = ContextVar("agentguard_autogen", default=None)
 
 
 class Refusal(str):
@@ -111,7 +117,7 @@ class GuardedTool(wrapt.BaseObjectProxy[Any]):
     ) -> Any:
         """Check the call, then run the tool (or answer with the refusal)."""
         tool = self.__wrapped__
-        if call_id is not None and _admitted.get() == call_id:
+        if _checked(tool.name, call_id):
             return await tool.run_json(args, cancellation_token, call_id=call_id)
         try:
             return await self._self_gate.arun(
@@ -143,7 +149,7 @@ class GuardedStreamTool(GuardedTool):
     ) -> AsyncGenerator[Any, None]:
         """Check the call, then stream the tool's results (or answer with the refusal)."""
         tool = self.__wrapped__
-        if call_id is None or _admitted.get() != call_id:
+        if not _checked(tool.name, call_id):
             gate = self._self_gate
             try:
                 admitted = await gate.acheck(tool.name, tool_call_id=call_id, arguments=args)
@@ -185,7 +191,7 @@ class GuardedWorkbench(wrapt.BaseObjectProxy[Any]):
             )
         except PolicyViolationError as error:
             return self._self_refused(name, error, cancellation_token)
-        marked = _admitted.set(call_id) if call_id is not None else None
+        marked = _admitted.set((name, call_id)) if call_id is not None else None
         try:
             result: ToolResult = await self.__wrapped__.call_tool(
                 name, arguments, cancellation_token, call_id
@@ -215,7 +221,7 @@ class GuardedWorkbench(wrapt.BaseObjectProxy[Any]):
         except PolicyViolationError as error:
             yield self._self_refused(name, error, cancellation_token)
             return
-        marked = _admitted.set(call_id) if call_id is not None else None
+        marked = _admitted.set((name, call_id)) if call_id is not None else None
         try:
             async for item in self.__wrapped__.call_tool_stream(
                 name, arguments, cancellation_token, call_id
@@ -363,6 +369,14 @@ async def stop_on_refusal(
         await _close(stream, quiet=refused is not None)
     if refused is not None:
         raise refused
+
+
+def _checked(name: str, call_id: str | None) -> bool:
+    """Whether a guarded workbench admitted this very call (then forget it)."""
+    if call_id is None or _admitted.get() != (name, call_id):
+        return False
+    _admitted.set(None)  # in the tool's own context: its workbench resets its own mark
+    return True
 
 
 def _answer(error: PolicyViolationError) -> Refusal:
