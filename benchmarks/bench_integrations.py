@@ -311,6 +311,88 @@ def cases(guard: Guard) -> list[tuple[str, str, Loop, Loop, int]]:
     out.append(
         ("mcp", "in-process client.call_tool", mcp_loop(server(False)), mcp_loop(server(True)), 300)
     )
+    out.extend(autogen_cases(guard))
+    return out
+
+
+def autogen_cases(guard: Guard) -> list[tuple[str, str, Loop, Loop, int]]:
+    """AutoGen AgentChat: a tool's run_json, and an AssistantAgent run with one tool call."""
+    from autogen_agentchat.agents import AssistantAgent
+    from autogen_core import CancellationToken, FunctionCall
+    from autogen_core.models import CreateResult, ModelFamily, ModelInfo, RequestUsage
+    from autogen_core.tools import FunctionTool
+    from autogen_ext.models.replay import ReplayChatCompletionClient
+
+    from agentguard.integrations import autogen as ag_autogen
+
+    async def lookup(query: str) -> str:
+        """Look up."""
+        return query
+
+    plain_tool = FunctionTool(lookup, description="Look up.")
+    guarded_tool = ag_autogen.guard_tool(plain_tool, guard=guard)
+    token = CancellationToken()
+    args = {"query": "x"}
+    out: list[tuple[str, str, Loop, Loop, int]] = [
+        (
+            "autogen",
+            "await tool.run_json(args, token), async tool",
+            async_loop(lambda: plain_tool.run_json(args, token, call_id="c1")),
+            async_loop(lambda: guarded_tool.run_json(args, token, call_id="c1")),
+            3_000,
+        )
+    ]
+
+    info = ModelInfo(
+        vision=False,
+        function_calling=True,
+        json_output=False,
+        family=ModelFamily.UNKNOWN,
+        structured_output=False,
+    )
+    call = FunctionCall(id="c1", name="lookup", arguments='{"query": "x"}')
+    usage = RequestUsage(prompt_tokens=0, completion_tokens=0)
+    turn = CreateResult(finish_reason="function_calls", content=[call], usage=usage, cached=False)
+
+    def agent(guarded: bool) -> tuple[AssistantAgent, ReplayChatCompletionClient]:
+        client = ReplayChatCompletionClient([turn], model_info=info)
+        made = AssistantAgent("bench_bot", model_client=client, tools=[plain_tool])
+        return (ag_autogen.guard_agent(made, guard=guard) if guarded else made), client
+
+    def run(made: tuple[AssistantAgent, ReplayChatCompletionClient], stop: bool) -> Loop:
+        bot, client = made
+
+        async def once() -> None:
+            client.reset()  # the same scripted turn again, from a fresh context
+            await bot.on_reset(token)
+            if stop:
+                async for _ in ag_autogen.stop_on_refusal(bot, task="go"):
+                    pass
+            else:
+                async for _ in bot.run_stream(task="go"):
+                    pass
+
+        return async_loop(once)
+
+    plain_agent, guarded_agent = agent(False), agent(True)
+    out.append(
+        (
+            "autogen",
+            "AssistantAgent.run_stream, 1 tool call: guard_agent",
+            run(plain_agent, False),
+            run(guarded_agent, False),
+            300,
+        )
+    )
+    out.append(
+        (
+            "autogen",
+            "same, through stop_on_refusal",
+            run(plain_agent, False),
+            run(guarded_agent, True),
+            300,
+        )
+    )
     return out
 
 

@@ -80,3 +80,16 @@ def test_mcp_server() -> None:
     assert "support-bot: isError=False refunded B-1" in out
     assert "billing-bot: isError=False refunded A-3" in out
     assert "HARD_BLOCK recorded for 'refund': agent 'billing-bot', run 'billing-bot-run-1'" in out
+
+
+def test_autogen_agent() -> None:
+    out = run_example("autogen_agent.py")
+    assert "PolicyViolationError from the team: agent 'refund_bot': Refund loop" in out
+    assert "HARD_BLOCK for 'refund' (agent 'refund_bot', run 'ticket-881')" in out
+    assert "refund_bot: executed=1 refused=1" in out
+    run_1 = out.split("revived; run 2:")[0]
+    assert "refunded A-2" not in run_1 and "Told again." not in run_1  # the team stopped
+    assert out.count("refunded A-2") == 1 and "agent says: Refunded A-2." in out  # after revive
+    assert "model was told: Error: 'refund' refused: tool 'refund' was killed by usr_ops" in out
+    assert "refunded B-1" not in out and "agent says: Refunds are paused." in out
+    assert "2 HARD_BLOCK interventions recorded" in out

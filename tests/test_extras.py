@@ -159,6 +159,26 @@ assert guarded.call(query="x").content == "x"
 assert unguard_tools([guarded]) == [tool]
 """
 
+AUTOGEN = """
+import asyncio
+from autogen_core import CancellationToken
+from autogen_core.tools import FunctionTool, StaticWorkbench
+from agentguard import Guard
+from agentguard.integrations.autogen import guard_tools, guard_workbench, unguard_tools
+
+def search(query: str) -> str:
+    "Search."
+    return query
+
+tool = FunctionTool(search, description="Search.")
+(guarded,) = guard_tools([tool], guard=Guard())
+assert asyncio.run(guarded.run_json({"query": "x"}, CancellationToken())) == "x"
+assert unguard_tools([guarded]) == [tool]
+workbench = guard_workbench(StaticWorkbench([tool]), guard=Guard())
+result = asyncio.run(workbench.call_tool("search", {"query": "y"}))
+assert result.to_text() == "y" and not result.is_error
+"""
+
 CLI = """
 from click.testing import CliRunner
 from agentguard.cli import main
@@ -182,6 +202,7 @@ EXTRAS = {
     "pydantic-ai": ("pydantic-ai", PYDANTIC_AI),
     "smolagents": ("smolagents", SMOLAGENTS),
     "llama-index": ("llama-index", LLAMA_INDEX),
+    "autogen": ("autogen", AUTOGEN),
 }
 
 # What pip and uv print when no index answers (as opposed to a real resolution failure).

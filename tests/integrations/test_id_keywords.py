@@ -8,6 +8,10 @@ from typing import Any
 
 import pytest
 from agents import function_tool
+from autogen_agentchat.agents import AssistantAgent
+from autogen_core.tools import FunctionTool as AutoGenTool
+from autogen_core.tools import StaticWorkbench
+from autogen_ext.models.replay import ReplayChatCompletionClient
 from langchain_core.tools import tool
 from llama_index.core.tools import FunctionTool
 from pydantic_ai import FunctionToolset
@@ -15,6 +19,7 @@ from smolagents import InferenceClientModel, Tool, ToolCallingAgent
 
 from agentguard import Guard
 from agentguard.integrations import (
+    autogen,
     functions,
     langchain,
     llama_index,
@@ -69,6 +74,16 @@ ENTRY_POINTS: dict[str, Callable[..., Any]] = {
         FunctionTool.from_defaults(send_email), guard, **ids
     ),
     "llama_index.guard_tools": lambda guard, **ids: llama_index.guard_tools([], guard, **ids),
+    "autogen.guard_tool": lambda guard, **ids: autogen.guard_tool(
+        AutoGenTool(send_email, description="Send an email."), guard, **ids
+    ),
+    "autogen.guard_tools": lambda guard, **ids: autogen.guard_tools([], guard, **ids),
+    "autogen.guard_workbench": lambda guard, **ids: autogen.guard_workbench(
+        StaticWorkbench([]), guard, **ids
+    ),
+    "autogen.guard_agent": lambda guard, **ids: autogen.guard_agent(
+        AssistantAgent("mailer", model_client=ReplayChatCompletionClient([])), guard, **ids
+    ),
 }
 
 
