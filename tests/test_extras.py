@@ -159,6 +159,21 @@ assert guarded.call(query="x").content == "x"
 assert unguard_tools([guarded]) == [tool]
 """
 
+GOOGLE_ADK = """
+from google.adk.agents import LlmAgent
+from google.adk.runners import InMemoryRunner
+from agentguard import Guard
+from agentguard.integrations.google_adk import AgentGuardPlugin, guard_runner, unguard_runner
+
+def search(query: str) -> str:
+    "Search."
+    return query
+
+runner = guard_runner(InMemoryRunner(agent=LlmAgent(name="bot", tools=[search])), guard=Guard())
+assert [type(p) for p in runner.plugin_manager.plugins] == [AgentGuardPlugin]
+assert unguard_runner(runner).plugin_manager.plugins == []
+"""
+
 CLI = """
 from click.testing import CliRunner
 from agentguard.cli import main
@@ -182,6 +197,7 @@ EXTRAS = {
     "pydantic-ai": ("pydantic-ai", PYDANTIC_AI),
     "smolagents": ("smolagents", SMOLAGENTS),
     "llama-index": ("llama-index", LLAMA_INDEX),
+    "google-adk": ("google-adk", GOOGLE_ADK),
 }
 
 # What pip and uv print when no index answers (as opposed to a real resolution failure).

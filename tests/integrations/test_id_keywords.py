@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 from agents import function_tool
+from google.adk.agents import LlmAgent
+from google.adk.runners import InMemoryRunner
 from langchain_core.tools import tool
 from llama_index.core.tools import FunctionTool
 from pydantic_ai import FunctionToolset
@@ -16,6 +18,7 @@ from smolagents import InferenceClientModel, Tool, ToolCallingAgent
 from agentguard import Guard
 from agentguard.integrations import (
     functions,
+    google_adk,
     langchain,
     llama_index,
     mcp,
@@ -69,6 +72,10 @@ ENTRY_POINTS: dict[str, Callable[..., Any]] = {
         FunctionTool.from_defaults(send_email), guard, **ids
     ),
     "llama_index.guard_tools": lambda guard, **ids: llama_index.guard_tools([], guard, **ids),
+    "google_adk.AgentGuardPlugin": lambda guard, **ids: google_adk.AgentGuardPlugin(guard, **ids),
+    "google_adk.guard_runner": lambda guard, **ids: google_adk.guard_runner(
+        InMemoryRunner(agent=LlmAgent(name="bot")), guard, **ids
+    ),
 }
 
 
