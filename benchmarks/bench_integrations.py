@@ -5,7 +5,7 @@ the index, so each check does its full set of look-ups. Plain and guarded sample
 each figure is the best of ``--repeats`` samples of ``calls × --scale`` calls (the framework
 calls take milliseconds on a shared machine, and the minimum is the least noisy estimate).
 
-    python benchmarks/bench_integrations.py [--repeats 9] [--scale 1.0] [--update]
+    python benchmarks/bench_integrations.py [--repeats 9] [--scale 1.0] [--only NAME ...] [--update]
 """
 
 from __future__ import annotations
@@ -25,6 +25,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 import httpx  # noqa: E402
 from agents import Agent, RunConfig, Runner, function_tool  # noqa: E402
 from agents.testing import ScriptedModel, assistant_message, function_call  # noqa: E402
+from google.adk.agents import LlmAgent  # noqa: E402
+from google.adk.models.base_llm import BaseLlm  # noqa: E402
+from google.adk.models.llm_request import LlmRequest  # noqa: E402
+from google.adk.models.llm_response import LlmResponse  # noqa: E402
+from google.adk.plugins.base_plugin import BasePlugin  # noqa: E402
+from google.adk.plugins.plugin_manager import PluginManager  # noqa: E402
+from google.adk.runners import InMemoryRunner  # noqa: E402
+from google.genai import types  # noqa: E402
 from langchain.agents import create_agent  # noqa: E402
 from langchain.agents.middleware import AgentMiddleware  # noqa: E402
 from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel  # noqa: E402
@@ -40,6 +48,7 @@ from starlette.routing import Route  # noqa: E402
 from agentguard import Guard, scope  # noqa: E402
 from agentguard.integrations import asgi as ag_asgi  # noqa: E402
 from agentguard.integrations import functions as ag_functions  # noqa: E402
+from agentguard.integrations import google_adk as ag_adk  # noqa: E402
 from agentguard.integrations import httpx as ag_httpx  # noqa: E402
 from agentguard.integrations import langchain as ag_langchain  # noqa: E402
 from agentguard.integrations import mcp as ag_mcp  # noqa: E402
@@ -312,6 +321,7 @@ def cases(guard: Guard) -> list[tuple[str, str, Loop, Loop, int]]:
         ("mcp", "in-process client.call_tool", mcp_loop(server(False)), mcp_loop(server(True)), 300)
     )
     out.extend(autogen_cases(guard))
+    out.extend(google_adk_cases(guard))
     return out
 
 
@@ -396,14 +406,112 @@ def autogen_cases(guard: Guard) -> list[tuple[str, str, Loop, Loop, int]]:
     return out
 
 
+def google_adk_cases(guard: Guard) -> list[tuple[str, str, Loop, Loop, int]]:
+    """Google ADK: a runner run with one tool call, and the plugin callbacks of one call."""
+    out: list[tuple[str, str, Loop, Loop, int]] = []
+
+    class LookupModel(BaseLlm):
+        """Calls ``lookup`` once, then answers."""
+
+        model: str = "scripted"
+
+        async def generate_content_async(
+            self, llm_request: LlmRequest, stream: bool = False
+        ) -> Any:
+            if any(p.function_response for c in llm_request.contents for p in c.parts or []):
+                yield LlmResponse(content=types.ModelContent("done"))
+            else:
+                call = types.FunctionCall(name="lookup", args={"query": "x"}, id="c1")
+                yield LlmResponse(
+                    content=types.Content(role="model", parts=[types.Part(function_call=call)])
+                )
+
+    class PassThroughPlugin(BasePlugin):
+        async def before_tool_callback(self, **kwargs: Any) -> None:
+            return None
+
+        async def after_tool_callback(self, **kwargs: Any) -> None:
+            return None
+
+    class KeepsACall(BasePlugin):
+        def __init__(self) -> None:
+            super().__init__("keeps-a-call")
+            self.kwargs: dict[str, Any] = {}
+
+        async def before_tool_callback(self, **kwargs: Any) -> None:
+            self.kwargs = kwargs
+
+    def adk_lookup(query: str) -> str:
+        """Look up."""
+        return query
+
+    def adk_runner(plugin: BasePlugin | None = None, guarded: bool = False) -> InMemoryRunner:
+        runner = InMemoryRunner(
+            agent=LlmAgent(name="bench_bot", model=LookupModel(), tools=[adk_lookup])
+        )
+        if plugin is not None:
+            runner.plugin_manager.register_plugin(plugin)
+        return ag_adk.guard_runner(runner, guard=guard) if guarded else runner
+
+    def adk_run(runner: InMemoryRunner) -> Callable[[], Awaitable[None]]:
+        async def call() -> None:
+            session = await runner.session_service.create_session(
+                app_name=runner.app_name, user_id="u"
+            )
+            message = types.UserContent("go")
+            async for _ in runner.run_async(
+                user_id="u", session_id=session.id, new_message=message
+            ):
+                pass
+
+        return call
+
+    out.append(
+        (
+            "google_adk",
+            "runner.run_async, 1 tool call: guard_runner",
+            async_loop(adk_run(adk_runner())),
+            async_loop(adk_run(adk_runner(guarded=True))),
+            30,
+        )
+    )
+
+    # An ADK run takes tens of ms and varies far more than a check costs: also the plugin
+    # callbacks of one tool call alone, through ADK's plugin manager, against a plugin that
+    # does nothing (with the arguments of a real call).
+    keeps = KeepsACall()
+    asyncio.run(adk_run(adk_runner(keeps))())
+
+    def callbacks(manager: PluginManager) -> Callable[[], Awaitable[None]]:
+        async def call() -> None:
+            await manager.run_before_tool_callback(**keeps.kwargs)
+            await manager.run_after_tool_callback(**keeps.kwargs, result={"result": "x"})
+
+        return call
+
+    out.append(
+        (
+            "google_adk",
+            "plugin callbacks of 1 tool call, vs. a pass-through plugin",
+            async_loop(callbacks(PluginManager([PassThroughPlugin("pass-through")]))),
+            async_loop(callbacks(PluginManager([ag_adk.AgentGuardPlugin(guard)]))),
+            5_000,
+        )
+    )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every sample's calls")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="these integrations' rows only")
     parser.add_argument("--update", action="store_true", help="write the section of RESULTS.md")
     args = parser.parse_args()
+    if args.only and args.update:
+        parser.error("--update writes the whole table: run it without --only")
     logging.disable(logging.WARNING)  # MCP logs every request at INFO
 
     guard = Guard()
@@ -413,6 +521,8 @@ def main() -> None:
     rows = []
     with scope(**IDS):
         for integration, call, plain, guarded, calls in cases(guard):
+            if args.only and integration not in args.only:
+                continue
             n = max(1, int(calls * args.scale))
             base, wrapped = compare(plain, guarded, n, args.repeats)
             rows.append((integration, call, base, wrapped))

@@ -92,4 +92,17 @@ def test_autogen_agent() -> None:
     assert out.count("refunded A-2") == 1 and "agent says: Refunded A-2." in out  # after revive
     assert "model was told: Error: 'refund' refused: tool 'refund' was killed by usr_ops" in out
     assert "refunded B-1" not in out and "agent says: Refunds are paused." in out
+
+
+def test_google_adk_agent() -> None:
+    out = run_example("google_adk_agent.py")
+    assert "refunded A-1" in out and "refunded A-2" not in out
+    assert (
+        "run_async raised PolicyViolationError: run 'ticket-881': Refund loop on one ticket"
+    ) in out
+    assert "HARD_BLOCK for 'refund' (agent 'refund_bot', run 'ticket-881', call call-2)" in out
+    assert "agent says: I could not refund: Error: 'refund' refused: run 'ticket-881'" in out
+    revived = out.split("revived:")[1]
+    assert "refunded A-3" in revived and "agent says: All refunds done." in revived
+    assert out.count("refunded A-3") == 1  # refused before the revive, refunded after it
     assert "2 HARD_BLOCK interventions recorded" in out

@@ -179,6 +179,21 @@ result = asyncio.run(workbench.call_tool("search", {"query": "y"}))
 assert result.to_text() == "y" and not result.is_error
 """
 
+GOOGLE_ADK = """
+from google.adk.agents import LlmAgent
+from google.adk.runners import InMemoryRunner
+from agentguard import Guard
+from agentguard.integrations.google_adk import AgentGuardPlugin, guard_runner, unguard_runner
+
+def search(query: str) -> str:
+    "Search."
+    return query
+
+runner = guard_runner(InMemoryRunner(agent=LlmAgent(name="bot", tools=[search])), guard=Guard())
+assert [type(p) for p in runner.plugin_manager.plugins] == [AgentGuardPlugin]
+assert unguard_runner(runner).plugin_manager.plugins == []
+"""
+
 CLI = """
 from click.testing import CliRunner
 from agentguard.cli import main
@@ -203,6 +218,7 @@ EXTRAS = {
     "smolagents": ("smolagents", SMOLAGENTS),
     "llama-index": ("llama-index", LLAMA_INDEX),
     "autogen": ("autogen", AUTOGEN),
+    "google-adk": ("google-adk", GOOGLE_ADK),
 }
 
 # What pip and uv print when no index answers (as opposed to a real resolution failure).

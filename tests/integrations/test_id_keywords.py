@@ -12,6 +12,8 @@ from autogen_agentchat.agents import AssistantAgent
 from autogen_core.tools import FunctionTool as AutoGenTool
 from autogen_core.tools import StaticWorkbench
 from autogen_ext.models.replay import ReplayChatCompletionClient
+from google.adk.agents import LlmAgent
+from google.adk.runners import InMemoryRunner
 from langchain_core.tools import tool
 from llama_index.core.tools import FunctionTool
 from pydantic_ai import FunctionToolset
@@ -21,6 +23,7 @@ from agentguard import Guard
 from agentguard.integrations import (
     autogen,
     functions,
+    google_adk,
     langchain,
     llama_index,
     mcp,
@@ -83,6 +86,10 @@ ENTRY_POINTS: dict[str, Callable[..., Any]] = {
     ),
     "autogen.guard_agent": lambda guard, **ids: autogen.guard_agent(
         AssistantAgent("mailer", model_client=ReplayChatCompletionClient([])), guard, **ids
+    ),
+    "google_adk.AgentGuardPlugin": lambda guard, **ids: google_adk.AgentGuardPlugin(guard, **ids),
+    "google_adk.guard_runner": lambda guard, **ids: google_adk.guard_runner(
+        InMemoryRunner(agent=LlmAgent(name="bot")), guard, **ids
     ),
 }
 

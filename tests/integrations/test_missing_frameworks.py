@@ -20,6 +20,7 @@ import pytest
         ("llama_index", "llama_index", "llama-index"),
         ("autogen", "autogen_agentchat", "autogen"),
         ("autogen", "autogen_core", "autogen"),
+        ("google_adk", "google.adk", "google-adk"),
     ],
 )
 def test_missing_framework_gives_the_install_hint(module: str, framework: str, extra: str) -> None:
