@@ -153,12 +153,13 @@ class Guard:
         tool_call_id: str | None = None,
         span_name: str | None = None,
         fn: Any = None,
+        model: str | None = None,
     ) -> CountKey:
         """Refuse (raise) or count the call as executed; returns the key for ``count_failure``.
 
         No I/O, no lock, no span if allowed. ``scope`` is the call's ids before the guard's
         defaults; ``fn`` is the decorated callable: a refusal binds the arguments to its
-        parameters.
+        parameters. ``model`` names the model of a model call: a refusal records it.
         """
         if self._defaults is not None:
             scope = self._with_defaults(scope)
@@ -166,16 +167,16 @@ class Guard:
         key = (name, scope)
         clear = self._clear.get(key)
         if clear is None or clear[0] != index.revision:
-            clear = self._look_up(key, args, kwargs, tool_call_id, span_name, fn)
+            clear = self._look_up(key, args, kwargs, tool_call_id, span_name, fn, model)
         elif index.fresh_until < _INF and self._clock() > index.fresh_until:
             self._refusals.refuse(
-                name, scope, None, args, kwargs, tool_call_id, span_name, None, fn
+                name, scope, None, args, kwargs, tool_call_id, span_name, None, fn, model
             )
         if self._rules is not None:
             trip = self._rules.before_call(name, scope, args, kwargs)
             if trip is not None:
                 self._refusals.refuse(
-                    name, scope, None, args, kwargs, tool_call_id, span_name, trip, fn
+                    name, scope, None, args, kwargs, tool_call_id, span_name, trip, fn, model
                 )
         next(clear[1])
         return key
@@ -188,6 +189,7 @@ class Guard:
         tool_call_id: str | None,
         span_name: str | None,
         fn: Any,
+        model: str | None = None,
     ) -> tuple[int, itertools.count[int]]:
         """Check a call against the kill tables; remember that it was clear at this revision."""
         index = self._index
@@ -200,7 +202,9 @@ class Guard:
             or index.tool.get(name)
         )
         if ks is not None or (index.fresh_until < _INF and self._clock() > index.fresh_until):
-            self._refusals.refuse(name, key[1], ks, args, kwargs, tool_call_id, span_name, None, fn)
+            self._refusals.refuse(
+                name, key[1], ks, args, kwargs, tool_call_id, span_name, None, fn, model
+            )
         clear = (revision, self._tally.counter(self._tally.executed, key))
         self._clear[key] = clear
         return clear
@@ -214,13 +218,14 @@ class Guard:
         tool_call_id: str | None = None,
         span_name: str | None = None,
         fn: Any = None,
+        model: str | None = None,
     ) -> CountKey:
         """``admit`` for asyncio code: a strict guard asks its server in a worker thread."""
         if self.strict:  # a per-call HTTP check must not block the event loop
             return await asyncio.to_thread(
-                self.admit, name, scope, args, kwargs, tool_call_id, span_name, fn
+                self.admit, name, scope, args, kwargs, tool_call_id, span_name, fn, model
             )
-        return self.admit(name, scope, args, kwargs, tool_call_id, span_name, fn)
+        return self.admit(name, scope, args, kwargs, tool_call_id, span_name, fn, model)
 
     def enforce(
         self,
