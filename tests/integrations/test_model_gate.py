@@ -126,7 +126,7 @@ def test_an_unpriced_model_records_tokens_without_cost_and_warns_once(
     make_guard: MakeGuard, spans: Spans
 ) -> None:
     guard = make_guard()
-    gate = ModelGate(guard, agent_id="bot")
+    gate = ModelGate(guard, prices={"gpt-5": (1.25, 10.0)}, agent_id="bot")
     with pytest.warns(AgentGuardWarning, match="no price for model 'local-llama'"):
         assert gate.check("local-llama").finish(Usage(50, 5)) is None
     assert gate.check("local-llama").finish(Usage(50, 5)) is None  # no second warning
@@ -137,6 +137,16 @@ def test_an_unpriced_model_records_tokens_without_cost_and_warns_once(
     ]
     assert tokens == [50, 50]
     assert "agentguard.cost_usd" not in (spans.exporter.get_finished_spans()[0].attributes or {})
+
+
+def test_without_a_price_table_tokens_are_recorded_and_no_cost_counted(
+    make_guard: MakeGuard, spans: Spans
+) -> None:
+    guard = make_guard()
+    assert ModelGate(guard).check("gpt-5").finish(Usage(50, 5)) is None  # and no warning
+    assert guard.total_cost() == 0
+    (span,) = spans.exporter.get_finished_spans()
+    assert (span.attributes or {})["gen_ai.usage.output_tokens"] == 5
 
 
 def test_the_response_model_is_priced_before_the_requested_alias(make_guard: MakeGuard) -> None:

@@ -23,15 +23,16 @@ HARD_BLOCK intervention and span name the model. The allowed path is the guard's
 no I/O, no lock, no span.
 
 ``ModelCall.finish`` records the outcome once (later calls do nothing): the tokens become a
-cost through the price table (the response's model is priced first, then the requested one; a
-model with no price records tokens and no cost, and warns once), the cost is added to the
-guard with ``Guard.report_metric`` (so ``BudgetRule``, heartbeats and the server see it), a
-failed call (``failed=True`` or an ``error_type``) counts as failed, and one span in the
-OpenTelemetry GenAI conventions (``chat gpt-5``, kind CLIENT, ``gen_ai.request.model``,
-``gen_ai.response.model``, ``gen_ai.usage.*``, ``agentguard.cost_usd``) covers the call from
-check to finish, under the span that was current at the check. Apart from that warning,
-``finish`` never raises: a failure to record is logged. Ids come as in ``Gate``: fixed on the
-gate, then ``agentguard.scope``, then ``found``.
+cost through the price table (the response's model is priced first, then the requested one;
+a model the table lacks records tokens and no cost, and warns once; with no table, no cost is
+counted), the cost is added to the guard with ``Guard.report_metric`` (so ``BudgetRule``,
+heartbeats and the server see it), a failed call (``failed=True`` or an ``error_type``)
+counts as failed, and one span in the OpenTelemetry GenAI conventions (``chat gpt-5``, kind
+CLIENT, ``gen_ai.request.model``, ``gen_ai.response.model``, ``gen_ai.usage.*``,
+``agentguard.cost_usd``) covers the call from check to finish, under the span that was
+current at the check. Apart from that warning, ``finish`` never raises: a failure to record
+is logged. Ids come as in ``Gate``: fixed on the gate, then ``agentguard.scope``, then
+``found``.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class ModelGate:
         """``provider`` is ``gen_ai.provider.name`` (``openai``, ``anthropic``); ``where``
         the public callable a misspelt id keyword is reported against."""
         self.gate = Gate(guard, where=where, **ids)
-        self.prices = Prices.of(prices)
+        self.prices = None if prices is None else Prices.of(prices)  # None: count no cost
         self.action = validate_id("action", action)
         self.provider = provider
 
@@ -171,6 +172,8 @@ class ModelCall:
 
     def _cost(self, usage: Usage) -> float | None:
         prices = self.gate.prices
+        if prices is None:
+            return None
         if usage.model is not None and usage.model != self.model:
             price = prices.price(usage.model)
             if price is not None:
