@@ -329,9 +329,11 @@ def reply(make: Callable[[dict[str, Any]], bytes | dict[str, Any]], **options: A
 
 
 def status(code: int, payload: dict[str, Any] | None = None) -> Reply:
-    """A scripted error status (read at once, as error bodies are small)."""
+    """A scripted error status (read at once, as error bodies are small); a retry may follow
+    after a millisecond."""
 
     def answer(request: httpx2.Request, body: dict[str, Any], asynchronous: bool) -> Response:
-        return httpx2.Response(code, json=payload or {"error": {"message": f"status {code}"}})
+        error = payload or {"error": {"message": f"status {code}", "type": "server_error"}}
+        return httpx2.Response(code, json=error, headers={"retry-after-ms": "1"})
 
     return answer
