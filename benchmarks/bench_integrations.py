@@ -6,6 +6,7 @@ each figure is the best of ``--repeats`` samples of ``calls × --scale`` calls (
 calls take milliseconds on a shared machine, and the minimum is the least noisy estimate).
 
     python benchmarks/bench_integrations.py [--repeats 9] [--scale 1.0] [--update]
+    python benchmarks/bench_integrations.py --only openai,anthropic   # some rows (no --update)
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import anthropic  # noqa: E402
 import httpx  # noqa: E402
+import httpx2  # noqa: E402
+import openai  # noqa: E402
 from agents import Agent, RunConfig, Runner, function_tool  # noqa: E402
 from agents.testing import ScriptedModel, assistant_message, function_call  # noqa: E402
 from langchain.agents import create_agent  # noqa: E402
@@ -38,11 +42,13 @@ from starlette.responses import PlainTextResponse  # noqa: E402
 from starlette.routing import Route  # noqa: E402
 
 from agentguard import Guard, scope  # noqa: E402
+from agentguard.integrations import anthropic as ag_anthropic  # noqa: E402
 from agentguard.integrations import asgi as ag_asgi  # noqa: E402
 from agentguard.integrations import functions as ag_functions  # noqa: E402
 from agentguard.integrations import httpx as ag_httpx  # noqa: E402
 from agentguard.integrations import langchain as ag_langchain  # noqa: E402
 from agentguard.integrations import mcp as ag_mcp  # noqa: E402
+from agentguard.integrations import openai as ag_openai_client  # noqa: E402
 from agentguard.integrations import openai_agents as ag_openai  # noqa: E402
 
 Loop = Callable[[int], None]
@@ -311,6 +317,62 @@ def cases(guard: Guard) -> list[tuple[str, str, Loop, Loop, int]]:
     out.append(
         ("mcp", "in-process client.call_tool", mcp_loop(server(False)), mcp_loop(server(True)), 300)
     )
+
+    # OpenAI and Anthropic clients: the model API is a MockTransport whose body streams in
+    # (as from the network); the guarded client checks, reads usage, prices it.
+    def answer(body: dict[str, Any]) -> Callable[[httpx2.Request], httpx2.Response]:
+        raw = json.dumps(body).encode()
+        headers = {"content-type": "application/json"}
+        return lambda request: httpx2.Response(200, headers=headers, content=iter([raw]))
+
+    usage = {"prompt_tokens": 812, "completion_tokens": 95, "total_tokens": 907}
+    chat = answer({"id": "c1", "object": "chat.completion", "created": 1, "model": "gpt-5",
+                   "choices": [{"index": 0, "finish_reason": "stop", "message":
+                                {"role": "assistant", "content": "Shipped."}}],
+                   "usage": usage})  # fmt: skip
+    plain_openai = openai.OpenAI(
+        api_key="sk-bench", http_client=httpx2.Client(transport=httpx2.MockTransport(chat))
+    )
+    guarded_openai = ag_openai_client.guard_openai(
+        plain_openai, guard, prices={"gpt-5": (1.25, 10.0)}, transport=httpx2.MockTransport(chat)
+    )
+    messages: Any = [{"role": "user", "content": "Where is my order?"}]
+    out.append(
+        (
+            "openai",
+            "client.chat.completions.create (MockTransport)",
+            sync_loop(
+                lambda: plain_openai.chat.completions.create(model="gpt-5", messages=messages)
+            ),
+            sync_loop(
+                lambda: guarded_openai.chat.completions.create(model="gpt-5", messages=messages)
+            ),
+            500,
+        )
+    )
+    message = answer({"id": "m1", "type": "message", "role": "assistant",
+                      "model": "claude-haiku-4-5", "stop_reason": "end_turn",
+                      "content": [{"type": "text", "text": "Shipped."}],
+                      "usage": {"input_tokens": 812, "output_tokens": 95}})  # fmt: skip
+    plain_anthropic = anthropic.Anthropic(
+        api_key="sk-bench", http_client=httpx2.Client(transport=httpx2.MockTransport(message))
+    )
+    guarded_anthropic = ag_anthropic.guard_anthropic(
+        plain_anthropic,
+        guard,
+        prices={"claude-haiku-4-5": (1.0, 5.0)},
+        transport=httpx2.MockTransport(message),
+    )
+    kwargs: Any = {"model": "claude-haiku-4-5", "max_tokens": 256, "messages": messages}
+    out.append(
+        (
+            "anthropic",
+            "client.messages.create (MockTransport)",
+            sync_loop(lambda: plain_anthropic.messages.create(**kwargs)),
+            sync_loop(lambda: guarded_anthropic.messages.create(**kwargs)),
+            500,
+        )
+    )
     return out
 
 
@@ -321,7 +383,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every sample's calls")
     parser.add_argument("--update", action="store_true", help="write the section of RESULTS.md")
+    parser.add_argument("--only", help="comma-separated integrations to run (not with --update)")
     args = parser.parse_args()
+    only = set(args.only.split(",")) if args.only else None
+    if only and args.update:
+        parser.error("--update rewrites every row: run all rows with it, not --only")
     logging.disable(logging.WARNING)  # MCP logs every request at INFO
 
     guard = Guard()
@@ -331,6 +397,8 @@ def main() -> None:
     rows = []
     with scope(**IDS):
         for integration, call, plain, guarded, calls in cases(guard):
+            if only is not None and integration not in only:
+                continue
             n = max(1, int(calls * args.scale))
             base, wrapped = compare(plain, guarded, n, args.repeats)
             rows.append((integration, call, base, wrapped))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import anthropic
@@ -10,14 +11,22 @@ import pytest
 from integration_contract import Body, IntegrationContract
 from opentelemetry.trace import SpanKind
 
-from agentguard import BudgetRule, Guard, PolicyViolationError
+from agentguard import (
+    BudgetRule,
+    Guard,
+    KillStateUnavailableError,
+    MemoryStore,
+    PolicyViolationError,
+)
 from agentguard.integrations.anthropic import (
-    PassRefusals,
+    AnthropicKillStateUnavailableError,
+    AnthropicPolicyViolationError,
     guard_anthropic,
     is_guarded,
     unguard_anthropic,
 )
 from agentguard.pricing import LIST_PRICES_2025_11, Price
+from agentguard.sources import LocalSource
 from conftest import HardBlock, MakeGuard, Spans
 from support.model_api import ScriptedAPI, message_json, message_sse, reply, status
 
@@ -76,8 +85,9 @@ def test_a_refusal_reaches_the_caller_unwrapped_and_is_not_retried(
     guard.kill("agent", "support-bot", reason="drained the budget")
     with pytest.raises(PolicyViolationError) as refused:
         create(client)
-    assert type(refused.value) is PolicyViolationError
-    assert refused.value.__suppress_context__  # the SDK's APIConnectionError is not shown
+    assert type(refused.value) is AnthropicPolicyViolationError  # not an APIConnectionError
+    assert isinstance(refused.value, anthropic.AnthropicError)
+    assert "drained the budget" in str(refused.value)
     assert api.requests == []
     iv = hard_block(guard)  # one attempt, one intervention
     assert (iv.action, iv.model, iv.agent_id) == ("llm", MODEL, "support-bot")
@@ -86,10 +96,20 @@ def test_a_refusal_reaches_the_caller_unwrapped_and_is_not_retried(
     assert block.name == f"chat {MODEL}"
 
 
-def test_without_pass_refusals_the_sdk_would_retry_and_disguise_a_refusal(
+async def test_a_refusal_for_unavailable_kill_state_keeps_its_class() -> None:
+    source = LocalSource(MemoryStore(), "local")
+    source.index.fresh_until = -math.inf  # a view that is never current: fail closed
+    with Guard(source) as guard:
+        client = async_client(ScriptedAPI(), guard, max_retries=3)
+        with pytest.raises(KillStateUnavailableError) as refused:
+            await client.messages.create(model=MODEL, max_tokens=8, messages=MESSAGES)
+    assert type(refused.value) is AnthropicKillStateUnavailableError
+
+
+def test_a_plain_refusal_would_be_retried_and_disguised_by_the_sdk(
     make_guard: MakeGuard,
 ) -> None:
-    """Why guard_anthropic adds PassRefusals: the transport alone is not enough."""
+    """Why guard_anthropic raises its own class: the SDK wraps every foreign error."""
     from agentguard.integrations._model import ModelGate
     from agentguard.integrations._usage import ANTHROPIC
     from agentguard.integrations.httpx2 import ModelTransport
@@ -100,12 +120,10 @@ def test_without_pass_refusals_the_sdk_would_retry_and_disguise_a_refusal(
     bare = anthropic.Anthropic(
         api_key="sk-test", max_retries=1, http_client=httpx2.Client(transport=transport)
     )
-    with pytest.raises(anthropic.APIConnectionError):
+    with pytest.raises(anthropic.APIConnectionError) as wrapped:
         create(bare)
+    assert isinstance(wrapped.value.__cause__, PolicyViolationError)
     assert guard.counts(action="llm").refused == 2  # retried
-    with pytest.raises(PolicyViolationError):
-        create(bare.with_middleware(PassRefusals()))
-    assert guard.counts(action="llm").refused == 3
 
 
 def test_a_streamed_message_is_priced_from_start_and_delta(make_guard: MakeGuard) -> None:

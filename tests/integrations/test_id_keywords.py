@@ -8,17 +8,22 @@ from typing import Any
 
 import pytest
 from agents import function_tool
+from anthropic import Anthropic
 from langchain_core.tools import tool
 from llama_index.core.tools import FunctionTool
+from openai import OpenAI
 from pydantic_ai import FunctionToolset
 from smolagents import InferenceClientModel, Tool, ToolCallingAgent
 
 from agentguard import Guard
 from agentguard.integrations import (
+    anthropic,
     functions,
+    httpx2,
     langchain,
     llama_index,
     mcp,
+    openai,
     openai_agents,
     pydantic_ai,
     smolagents,
@@ -69,6 +74,16 @@ ENTRY_POINTS: dict[str, Callable[..., Any]] = {
         FunctionTool.from_defaults(send_email), guard, **ids
     ),
     "llama_index.guard_tools": lambda guard, **ids: llama_index.guard_tools([], guard, **ids),
+    "openai.guard_openai": lambda guard, **ids: openai.guard_openai(
+        OpenAI(api_key="sk-test"), guard, **ids
+    ),
+    "anthropic.guard_anthropic": lambda guard, **ids: anthropic.guard_anthropic(
+        Anthropic(api_key="sk-test"), guard, **ids
+    ),
+    "httpx2.GuardedTransport": lambda guard, **ids: httpx2.GuardedTransport(None, guard, **ids),
+    "httpx2.AsyncGuardedTransport": lambda guard, **ids: httpx2.AsyncGuardedTransport(
+        None, guard, **ids
+    ),
 }
 
 

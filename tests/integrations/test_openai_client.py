@@ -231,6 +231,35 @@ def test_a_budget_rule_trips_on_token_usage_and_refuses_the_next_call(
     assert len(api.requests) == 2
 
 
+def test_a_server_budget_rule_trips_on_the_fleet_s_model_spend(
+    make_server: Any, tmp_path: Any
+) -> None:
+    """Heartbeats carry each replica's model spend; the server's rule sees the sum."""
+    server = make_server(
+        f"sqlite:///{tmp_path}/guard.db", rules=[BudgetRule("fleet", limit_usd=4.0)]
+    )
+    server.start()
+    replicas = [Guard(server, organization_id="org_a", agent_id="bot") for _ in range(2)]
+    try:
+        clients, beats = [], []
+        for guard in replicas:
+            api = ScriptedAPI(reply(lambda body: chat_json(DATED, INPUT, OUTPUT)))
+            clients.append(sync_client(api, guard, prices=PRICES))
+            beats.append(guard.start_heartbeat(interval=60))
+        for client, heartbeat in zip(clients, beats, strict=True):
+            client.chat.completions.create(model=MODEL, messages=MESSAGES)  # $2.25 each
+            heartbeat.beat()
+        ks = server.store.get_active("org_a", "agent", "bot")
+        assert ks is not None and ks.killed_by == "rule:fleet"
+        assert "spent $4.50" in (ks.reason or "")
+        for client in clients:
+            with pytest.raises(PolicyViolationError, match="limit \\$4.00"):
+                client.chat.completions.create(model=MODEL, messages=MESSAGES)
+    finally:
+        for guard in replicas:
+            guard.close()
+
+
 def test_guarding_is_a_copy_and_reversible(make_guard: MakeGuard) -> None:
     guard = make_guard()
     plain = openai.OpenAI(api_key="sk-test", base_url="https://proxy.example/v1", max_retries=4)

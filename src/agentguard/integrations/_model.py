@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Unpack
 from opentelemetry import context as otel_context
 
 from .. import semconv as sc
+from ..errors import PolicyViolationError
 from ..pricing import Prices, PriceTable, Usage
 from ..scope import EMPTY_SCOPE, Ids, Scope
 from ..tally import CountKey
@@ -94,7 +95,10 @@ class ModelGate:
         guard = self.gate.resolve()
         span_name = f"{operation} {model}" if model else operation
         scope = self.gate.scope(found)
-        key = guard.admit(self.action, scope, None, None, None, span_name, None, model)
+        try:
+            key = guard.admit(self.action, scope, None, None, None, span_name, None, model)
+        except PolicyViolationError as error:
+            raise self.refused(error)  # noqa: B904 - the refusal itself, as the guard raised it
         return ModelCall(self, guard, key, model, operation)
 
     async def acheck(
@@ -104,8 +108,17 @@ class ModelGate:
         guard = self.gate.resolve()
         span_name = f"{operation} {model}" if model else operation
         scope = self.gate.scope(found)
-        key = await guard.admit_async(self.action, scope, None, None, None, span_name, None, model)
+        try:
+            key = await guard.admit_async(
+                self.action, scope, None, None, None, span_name, None, model
+            )
+        except PolicyViolationError as error:
+            raise self.refused(error)  # noqa: B904 - the refusal itself, as the guard raised it
         return ModelCall(self, guard, key, model, operation)
+
+    def refused(self, error: PolicyViolationError) -> PolicyViolationError:
+        """The refusal to raise (an adapter may give it a class its framework passes on)."""
+        return error
 
 
 class ModelCall:

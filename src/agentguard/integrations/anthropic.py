@@ -13,18 +13,18 @@ Usage::
     client = unguard_anthropic(client)                              # the client given
 
 ``guard_anthropic`` returns a guarded copy of the client, made with the SDK's public
-``client.copy(http_client=...)`` and ``with_middleware(...)``: its HTTP client sends through an
+``client.copy(http_client=...)``: its HTTP client sends through an
 ``agentguard.integrations.httpx2.ModelTransport`` (over ``transport``, default httpx2's own).
 Each model call (a POST naming a ``model``: messages, token counting) is checked as the
-action ``llm`` with its model before it leaves. The SDK wraps any error its transport raises
-into a retried ``APIConnectionError``; the ``PassRefusals`` middleware added to the copy
-re-raises the refusal itself, so the caller of ``messages.create(...)`` gets the
-``PolicyViolationError`` at once, with no retry and no second intervention. Usage comes from
-the JSON answer or, as the caller consumes a stream, from ``message_start`` updated by each
-``message_delta``; cache reads and writes count as input tokens at their own prices. Other
-requests of the client are checked as ``http_request``. Not seen: Message Batches' work at
-the provider, and clients for other clouds (Bedrock, Vertex) that sign requests elsewhere.
-Ids: fixed here, then ``agentguard.scope``.
+action ``llm`` with its model before it leaves. The SDK wraps an error its transport raises
+into an ``APIConnectionError`` and retries it, unless the error is one of its own: so a
+refusal is raised as ``AnthropicPolicyViolationError``, a ``PolicyViolationError`` that is also
+an ``anthropic.AnthropicError``, and the caller of ``messages.create(...)`` gets it at once,
+with no retry and no second intervention. Usage comes from the JSON answer or, as the caller
+consumes a stream, from ``message_start`` updated by each ``message_delta``; cache reads and
+writes count as input tokens at their own prices. Other requests of the client are checked
+as ``http_request``. Not seen: Message Batches' work at the provider, and the Bedrock and
+Vertex clients. Ids: fixed here, then ``agentguard.scope``.
 """
 
 from __future__ import annotations
@@ -40,19 +40,23 @@ except ImportError as exc:
 
     raise missing("anthropic", "the Anthropic SDK", "anthropic") from exc
 
-from ..errors import PolicyViolationError
+from ..errors import KillStateUnavailableError, PolicyViolationError
 from ..scope import Ids
 from ._model import LLM_ACTION, ModelGate
 from ._usage import ANTHROPIC
 from .httpx2 import AsyncModelTransport, ModelTransport
 
 if TYPE_CHECKING:
-    from anthropic import APIResponse, AsyncAPIResponse
-
     from ..guard import Guard
     from ..pricing import Prices, PriceTable
 
-__all__ = ["PassRefusals", "guard_anthropic", "is_guarded", "unguard_anthropic"]
+__all__ = [
+    "AnthropicKillStateUnavailableError",
+    "AnthropicPolicyViolationError",
+    "guard_anthropic",
+    "is_guarded",
+    "unguard_anthropic",
+]
 
 C = TypeVar("C", anthropic.Anthropic, anthropic.AsyncAnthropic)
 
@@ -60,33 +64,25 @@ C = TypeVar("C", anthropic.Anthropic, anthropic.AsyncAnthropic)
 _originals: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
-class PassRefusals(anthropic.Middleware):
-    """Re-raise a refusal the SDK wrapped as a connection error: not retried, not disguised."""
-
-    def handle(self, request: Any, call_next: anthropic.CallNext) -> APIResponse[Any]:
-        try:
-            return call_next(request)
-        except anthropic.APIConnectionError as error:
-            refusal = _refusal_in(error)
-            if refusal is None:
-                raise
-            raise refusal from None
-
-    async def handle_async(
-        self, request: Any, call_next: anthropic.AsyncCallNext
-    ) -> AsyncAPIResponse[Any]:
-        try:
-            return await call_next(request)
-        except anthropic.APIConnectionError as error:
-            refusal = _refusal_in(error)
-            if refusal is None:
-                raise
-            raise refusal from None
+class AnthropicPolicyViolationError(PolicyViolationError, anthropic.AnthropicError):
+    """A ``PolicyViolationError`` the Anthropic SDK lets out unwrapped and does not retry."""
 
 
-def _refusal_in(error: BaseException) -> PolicyViolationError | None:
-    cause = error.__cause__
-    return cause if isinstance(cause, PolicyViolationError) else None
+class AnthropicKillStateUnavailableError(AnthropicPolicyViolationError, KillStateUnavailableError):
+    """A ``KillStateUnavailableError`` the Anthropic SDK lets out unwrapped."""
+
+
+class _AnthropicGate(ModelGate):
+    """Model calls whose refusals are of a class the SDK passes on as they are."""
+
+    __slots__ = ()
+
+    def refused(self, error: PolicyViolationError) -> PolicyViolationError:
+        unavailable = isinstance(error, KillStateUnavailableError)
+        error.__class__ = (
+            AnthropicKillStateUnavailableError if unavailable else AnthropicPolicyViolationError
+        )
+        return error
 
 
 def guard_anthropic(
@@ -101,7 +97,7 @@ def guard_anthropic(
     """A copy of ``client`` whose model calls are guarded and priced (a guarded one as is)."""
     if client in _originals:
         return client
-    gate = ModelGate(
+    gate = _AnthropicGate(
         guard, prices=prices, action=action, provider="anthropic", where="guard_anthropic", **ids
     )
     guarded: C
@@ -110,11 +106,11 @@ def guard_anthropic(
         http = anthropic.DefaultAsyncHttpxClient(
             transport=AsyncModelTransport(inner, gate, ANTHROPIC)
         )
-        guarded = client.copy(http_client=http).with_middleware(PassRefusals())
+        guarded = client.copy(http_client=http)
     elif isinstance(client, anthropic.Anthropic):
         inner = _transport(transport, httpx2.BaseTransport, "an httpx2.BaseTransport")
         http_sync = anthropic.DefaultHttpxClient(transport=ModelTransport(inner, gate, ANTHROPIC))
-        guarded = client.copy(http_client=http_sync).with_middleware(PassRefusals())
+        guarded = client.copy(http_client=http_sync)
     else:
         raise TypeError(
             f"guard_anthropic() needs an Anthropic or AsyncAnthropic client; got {client!r}"
