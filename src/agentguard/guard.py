@@ -280,17 +280,30 @@ class Guard:
         if not isinstance(cost_usd, (int, float)) or cost_usd < 0 or math.isnan(cost_usd):
             raise InvalidInputError("cost_usd", f"must be a non-negative number; got {cost_usd!r}")
         scope = self._scope_now(ids, "report_metric")
-        self._tally.add_cost(scope, cost_usd)
+        self._add_cost(scope, cost_usd)
         if success is not None:
             key = (REPORTED, scope)
             next(self._tally.counter(self._tally.executed, key))
             if not success:
                 next(self._tally.counter(self._tally.failed, key))
-        if self._rules is not None:
-            if cost_usd:
-                self._rules.on_cost(scope, cost_usd)
-            if success is not None:
+            if self._rules is not None:
                 self._rules.on_outcome(scope, success)
+
+    def add_cost(self, scope: Scope, cost_usd: float) -> None:
+        """Add ``cost_usd`` (a non-negative number) under a call's ``scope``, as ``admit``
+        returned it in its key: cost totals, heartbeats and budget rules see it.
+
+        ``report_metric`` for integrations, which hold a call's scope already (a model call's
+        spend after its response): the ids are not looked up or validated again.
+        """
+        if not isinstance(cost_usd, (int, float)) or cost_usd < 0 or math.isnan(cost_usd):
+            raise InvalidInputError("cost_usd", f"must be a non-negative number; got {cost_usd!r}")
+        self._add_cost(scope, cost_usd)
+
+    def _add_cost(self, scope: Scope, cost_usd: float) -> None:
+        self._tally.add_cost(scope, cost_usd)
+        if self._rules is not None and cost_usd:
+            self._rules.on_cost(scope, cost_usd)
 
     def cost(self, target_type: str, target_id: str) -> float:
         """Total cost reported in this process under a target (agent, run or mission)."""

@@ -25,14 +25,14 @@ no I/O, no lock, no span.
 ``ModelCall.finish`` records the outcome once (later calls do nothing): the tokens become a
 cost through the price table (the response's model is priced first, then the requested one;
 a model the table lacks records tokens and no cost, and warns once; with no table, no cost is
-counted), the cost is added to the guard with ``Guard.report_metric`` (so ``BudgetRule``,
-heartbeats and the server see it), a failed call (``failed=True`` or an ``error_type``)
-counts as failed, and one span in the OpenTelemetry GenAI conventions (``chat gpt-5``, kind
-CLIENT, ``gen_ai.request.model``, ``gen_ai.response.model``, ``gen_ai.usage.*``,
-``agentguard.cost_usd``) covers the call from check to finish, under the span that was
-current at the check. Apart from that warning, ``finish`` never raises: a failure to record
-is logged. Ids come as in ``Gate``: fixed on the gate, then ``agentguard.scope``, then
-``found``.
+counted), the cost is added under the call's scope with ``Guard.add_cost`` (as
+``report_metric`` adds it: ``BudgetRule``, heartbeats and the server see it), a failed call
+(``failed=True`` or an ``error_type``) counts as failed, and one span in the OpenTelemetry
+GenAI conventions (``chat gpt-5``, kind CLIENT, ``gen_ai.request.model``,
+``gen_ai.response.model``, ``gen_ai.usage.*``, ``agentguard.cost_usd``) covers the call from
+check to finish, under the span that was current at the check. Apart from that warning,
+``finish`` never raises: a failure to record is logged. Ids come as in ``Gate``: fixed on
+the gate, then ``agentguard.scope``, then ``found``.
 """
 
 from __future__ import annotations
@@ -161,12 +161,7 @@ class ModelCall:
             if failed or error_type is not None:
                 guard.count_failure(self.key)
             if cost:
-                guard.report_metric(
-                    cost_usd=cost,
-                    agent_id=scope.agent_id,
-                    run_id=scope.run_id,
-                    mission_id=scope.mission_id,
-                )
+                guard.add_cost(scope, cost)
             guard.telemetry.record_model_call(
                 operation=self.operation,
                 model=self.model,

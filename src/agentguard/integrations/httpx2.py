@@ -266,8 +266,9 @@ class AsyncUsageStream(httpx2.AsyncByteStream):
 
 
 def _is_json_post(request: httpx2.Request) -> bool:
-    content_type = request.headers.get("content-type", "")
-    return request.method == "POST" and content_type.startswith("application/json")
+    if request.method != "POST":
+        return False
+    return request.headers.get("content-type", "").startswith("application/json")
 
 
 def requested_model(request: httpx2.Request, read: Any) -> str | None:
@@ -289,12 +290,10 @@ def _reading(response: httpx2.Response, call: ModelCall, wire: Wire) -> Reading 
         return None
     headers = response.headers
     content_type = headers.get("content-type", "")
-    try:
-        content = response.content  # a response made already read (a mock, a cache)
-    except httpx2.ResponseNotRead:
+    if not response.is_stream_consumed:  # the body is still to come: read it as it passes
         return Reading(wire, content_type, headers.get("content-encoding", ""))
-    reading = Reading(wire, content_type, "")  # .content is decoded
-    reading.feed(content)
+    reading = Reading(wire, content_type, "")  # a response made already read (a mock, a cache)
+    reading.feed(response.content)  # decoded
     _finish(call, reading, None)
     return None
 
