@@ -174,3 +174,29 @@ def test_bad_gate_options_name_the_field() -> None:
         ModelGate(action="")
     with pytest.raises(TypeError, match="agnet_id"):
         ModelGate(agnet_id="x")  # type: ignore[call-arg]
+
+
+def test_tokens_feed_the_gen_ai_token_usage_histogram() -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    with agentguard.Guard(meter_provider=MeterProvider(metric_readers=[reader])) as guard:
+        gate = ModelGate(guard, provider="anthropic")
+        gate.check("claude-haiku-4-5").finish(Usage(120, 30, model="claude-haiku-4-5-20251001"))
+    data = reader.get_metrics_data()
+    assert data is not None
+    (usage,) = [
+        m
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == "gen_ai.client.token.usage"
+    ]
+    assert usage.unit == "{token}"
+    points = {p.attributes["gen_ai.token.type"]: p for p in usage.data.data_points}  # type: ignore[index]
+    assert (points["input"].sum, points["output"].sum) == (120, 30)
+    attrs = points["input"].attributes or {}
+    assert attrs["gen_ai.request.model"] == "claude-haiku-4-5"
+    assert attrs["gen_ai.response.model"] == "claude-haiku-4-5-20251001"
+    assert attrs["gen_ai.provider.name"] == "anthropic"
