@@ -22,7 +22,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import anthropic  # noqa: E402
 import httpx  # noqa: E402
+import httpx2  # noqa: E402
+import openai  # noqa: E402
 from agents import Agent, RunConfig, Runner, function_tool  # noqa: E402
 from agents.testing import ScriptedModel, assistant_message, function_call  # noqa: E402
 from google.adk.agents import LlmAgent  # noqa: E402
@@ -46,12 +49,14 @@ from starlette.responses import PlainTextResponse  # noqa: E402
 from starlette.routing import Route  # noqa: E402
 
 from agentguard import Guard, scope  # noqa: E402
+from agentguard.integrations import anthropic as ag_anthropic  # noqa: E402
 from agentguard.integrations import asgi as ag_asgi  # noqa: E402
 from agentguard.integrations import functions as ag_functions  # noqa: E402
 from agentguard.integrations import google_adk as ag_adk  # noqa: E402
 from agentguard.integrations import httpx as ag_httpx  # noqa: E402
 from agentguard.integrations import langchain as ag_langchain  # noqa: E402
 from agentguard.integrations import mcp as ag_mcp  # noqa: E402
+from agentguard.integrations import openai as ag_openai_client  # noqa: E402
 from agentguard.integrations import openai_agents as ag_openai  # noqa: E402
 
 Loop = Callable[[int], None]
@@ -319,6 +324,62 @@ def cases(guard: Guard) -> list[tuple[str, str, Loop, Loop, int]]:
 
     out.append(
         ("mcp", "in-process client.call_tool", mcp_loop(server(False)), mcp_loop(server(True)), 300)
+    )
+
+    # OpenAI and Anthropic clients: the model API is a MockTransport whose body streams in
+    # (as from the network); the guarded client checks, reads usage, prices it.
+    def answer(body: dict[str, Any]) -> Callable[[httpx2.Request], httpx2.Response]:
+        raw = json.dumps(body).encode()
+        headers = {"content-type": "application/json"}
+        return lambda request: httpx2.Response(200, headers=headers, content=iter([raw]))
+
+    usage = {"prompt_tokens": 812, "completion_tokens": 95, "total_tokens": 907}
+    chat = answer({"id": "c1", "object": "chat.completion", "created": 1, "model": "gpt-5",
+                   "choices": [{"index": 0, "finish_reason": "stop", "message":
+                                {"role": "assistant", "content": "Shipped."}}],
+                   "usage": usage})  # fmt: skip
+    plain_openai = openai.OpenAI(
+        api_key="sk-bench", http_client=httpx2.Client(transport=httpx2.MockTransport(chat))
+    )
+    guarded_openai = ag_openai_client.guard_openai(
+        plain_openai, guard, prices={"gpt-5": (1.25, 10.0)}, transport=httpx2.MockTransport(chat)
+    )
+    messages: Any = [{"role": "user", "content": "Where is my order?"}]
+    out.append(
+        (
+            "openai",
+            "client.chat.completions.create (MockTransport)",
+            sync_loop(
+                lambda: plain_openai.chat.completions.create(model="gpt-5", messages=messages)
+            ),
+            sync_loop(
+                lambda: guarded_openai.chat.completions.create(model="gpt-5", messages=messages)
+            ),
+            500,
+        )
+    )
+    message = answer({"id": "m1", "type": "message", "role": "assistant",
+                      "model": "claude-haiku-4-5", "stop_reason": "end_turn",
+                      "content": [{"type": "text", "text": "Shipped."}],
+                      "usage": {"input_tokens": 812, "output_tokens": 95}})  # fmt: skip
+    plain_anthropic = anthropic.Anthropic(
+        api_key="sk-bench", http_client=httpx2.Client(transport=httpx2.MockTransport(message))
+    )
+    guarded_anthropic = ag_anthropic.guard_anthropic(
+        plain_anthropic,
+        guard,
+        prices={"claude-haiku-4-5": (1.0, 5.0)},
+        transport=httpx2.MockTransport(message),
+    )
+    kwargs: Any = {"model": "claude-haiku-4-5", "max_tokens": 256, "messages": messages}
+    out.append(
+        (
+            "anthropic",
+            "client.messages.create (MockTransport)",
+            sync_loop(lambda: plain_anthropic.messages.create(**kwargs)),
+            sync_loop(lambda: guarded_anthropic.messages.create(**kwargs)),
+            500,
+        )
     )
     out.extend(autogen_cases(guard))
     out.extend(google_adk_cases(guard))

@@ -106,3 +106,20 @@ def test_google_adk_agent() -> None:
     assert "refunded A-3" in revived and "agent says: All refunds done." in revived
     assert out.count("refunded A-3") == 1  # refused before the revive, refunded after it
     assert "2 HARD_BLOCK interventions recorded" in out
+
+
+def test_openai_client() -> None:
+    out = run_example("openai_client.py")
+    assert "ticket 3: 'Refund issued. Sorry!' (spent so far $0.0720)" in out
+    assert "ticket 4: REFUSED before sending: spent $0.07 in 3600 s; limit $0.05" in out
+    assert "model calls sent: 3; refused: 4" in out
+    assert "HARD_BLOCK recorded for 'llm' on model 'gpt-5', killed by rule:support-spend" in out
+
+
+def test_anthropic_client() -> None:
+    out = run_example("anthropic_client.py")
+    assert "scraper-bot step 2: Done. (spent $0.0420)" in out
+    assert "scraper-bot step 3: REFUSED before sending (Looping on one page)" in out
+    assert "research-bot step 3: Done. (spent $0.0630)" in out
+    assert "messages sent: 5; total spend $0.1050" in out
+    assert "HARD_BLOCK recorded for 'llm' on model 'claude-sonnet-4-5'" in out

@@ -194,6 +194,56 @@ assert [type(p) for p in runner.plugin_manager.plugins] == [AgentGuardPlugin]
 assert unguard_runner(runner).plugin_manager.plugins == []
 """
 
+OPENAI = """
+import httpx2
+from openai import OpenAI
+from agentguard import Guard, PolicyViolationError
+from agentguard.integrations.openai import guard_openai, unguard_openai
+
+def api(request):
+    usage = {"prompt_tokens": 1000000, "completion_tokens": 0, "total_tokens": 1000000}
+    return httpx2.Response(200, json={"id": "c1", "object": "chat.completion", "created": 1,
+        "model": "gpt-5", "choices": [], "usage": usage})
+
+guard = Guard()
+plain = OpenAI(api_key="sk-test")
+client = guard_openai(plain, guard, prices={"gpt-5": (1.25, 10.0)},
+                      transport=httpx2.MockTransport(api))
+client.chat.completions.create(model="gpt-5", messages=[])
+assert guard.total_cost() == 1.25 and unguard_openai(client) is plain
+guard.kill("tool", "llm")
+try:
+    client.chat.completions.create(model="gpt-5", messages=[])
+    raise AssertionError("not refused")
+except PolicyViolationError:
+    pass
+"""
+
+ANTHROPIC = """
+import httpx2
+from anthropic import Anthropic
+from agentguard import Guard, PolicyViolationError
+from agentguard.integrations.anthropic import guard_anthropic
+
+def api(request):
+    return httpx2.Response(200, json={"id": "m1", "type": "message", "role": "assistant",
+        "model": "claude-haiku-4-5", "content": [], "stop_reason": "end_turn",
+        "usage": {"input_tokens": 1000000, "output_tokens": 0}})
+
+guard = Guard()
+client = guard_anthropic(Anthropic(api_key="sk-test"), guard,
+                         prices={"claude-haiku-4-5": (1.0, 5.0)},
+                         transport=httpx2.MockTransport(api))
+client.messages.create(model="claude-haiku-4-5", max_tokens=8, messages=[])
+assert guard.total_cost() == 1.0
+guard.kill("tool", "llm")
+try:
+    client.messages.create(model="claude-haiku-4-5", max_tokens=8, messages=[])
+    raise AssertionError("not refused")
+except PolicyViolationError:
+    pass
+"""
+
 CLI = """
 from click.testing import CliRunner
 from agentguard.cli import main
@@ -219,6 +269,8 @@ EXTRAS = {
     "llama-index": ("llama-index", LLAMA_INDEX),
     "autogen": ("autogen", AUTOGEN),
     "google-adk": ("google-adk", GOOGLE_ADK),
+    "openai": ("openai", OPENAI),
+    "anthropic": ("anthropic", ANTHROPIC),
 }
 
 # What pip and uv print when no index answers (as opposed to a real resolution failure).

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from agents import function_tool
+from anthropic import Anthropic
 from autogen_agentchat.agents import AssistantAgent
 from autogen_core.tools import FunctionTool as AutoGenTool
 from autogen_core.tools import StaticWorkbench
@@ -16,17 +17,21 @@ from google.adk.agents import LlmAgent
 from google.adk.runners import InMemoryRunner
 from langchain_core.tools import tool
 from llama_index.core.tools import FunctionTool
+from openai import OpenAI
 from pydantic_ai import FunctionToolset
 from smolagents import InferenceClientModel, Tool, ToolCallingAgent
 
 from agentguard import Guard
 from agentguard.integrations import (
+    anthropic,
     autogen,
     functions,
     google_adk,
+    httpx2,
     langchain,
     llama_index,
     mcp,
+    openai,
     openai_agents,
     pydantic_ai,
     smolagents,
@@ -90,6 +95,16 @@ ENTRY_POINTS: dict[str, Callable[..., Any]] = {
     "google_adk.AgentGuardPlugin": lambda guard, **ids: google_adk.AgentGuardPlugin(guard, **ids),
     "google_adk.guard_runner": lambda guard, **ids: google_adk.guard_runner(
         InMemoryRunner(agent=LlmAgent(name="bot")), guard, **ids
+    ),
+    "openai.guard_openai": lambda guard, **ids: openai.guard_openai(
+        OpenAI(api_key="sk-test"), guard, **ids
+    ),
+    "anthropic.guard_anthropic": lambda guard, **ids: anthropic.guard_anthropic(
+        Anthropic(api_key="sk-test"), guard, **ids
+    ),
+    "httpx2.GuardedTransport": lambda guard, **ids: httpx2.GuardedTransport(None, guard, **ids),
+    "httpx2.AsyncGuardedTransport": lambda guard, **ids: httpx2.AsyncGuardedTransport(
+        None, guard, **ids
     ),
 }
 
