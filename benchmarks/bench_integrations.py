@@ -45,6 +45,7 @@ from pydantic_ai import Agent as PydanticAgent  # noqa: E402
 from pydantic_ai import FunctionToolset, RunContext  # noqa: E402
 from pydantic_ai.messages import ModelResponse, TextPart, ToolCallPart  # noqa: E402
 from pydantic_ai.models.function import FunctionModel  # noqa: E402
+from pydantic_ai.toolsets import WrapperToolset  # noqa: E402
 from pydantic_ai.usage import RunUsage  # noqa: E402
 from smolagents import Tool as SmolTool  # noqa: E402
 from smolagents import ToolCallingAgent  # noqa: E402
@@ -360,6 +361,7 @@ def pydantic_ai_cases(guard: Guard) -> list[Case]:
     tool = asyncio.run(plain.get_tools(ctx))["lookup"]
     args = {"query": "x"}
     plain_agent = PydanticAgent(model, name="bench-bot", toolsets=[plain])
+    wrapped_agent = PydanticAgent(model, name="bench-bot", toolsets=[WrapperToolset(plain)])
     guarded_agent = PydanticAgent(model, name="bench-bot", toolsets=[guarded])
     return [
         (
@@ -373,6 +375,13 @@ def pydantic_ai_cases(guard: Guard) -> list[Case]:
             "pydantic_ai",
             "Agent.run, 1 tool call",
             async_loop(lambda: plain_agent.run("go")),
+            async_loop(lambda: guarded_agent.run("go")),
+            60,
+        ),
+        (
+            "pydantic_ai",
+            "same, vs. a pass-through WrapperToolset",
+            async_loop(lambda: wrapped_agent.run("go")),
             async_loop(lambda: guarded_agent.run("go")),
             60,
         ),
