@@ -2,10 +2,12 @@
 
 Every guarded call runs under agent, run and mission ids with 1,000 unrelated active kills in
 the index, so each check does its full set of look-ups. Plain and guarded samples alternate;
-each figure is the best of ``--repeats`` samples of ``calls × --scale`` calls (the framework
-calls take milliseconds on a shared machine, and the minimum is the least noisy estimate).
+each figure is the best of ``--repeats`` samples of ``calls × --scale`` calls, in the process's
+CPU time (the framework calls take milliseconds on a shared machine, where wall-clock samples
+also count the time a busy neighbour held the core; the minimum is the least noisy estimate).
 
-    python benchmarks/bench_integrations.py [--repeats 9] [--scale 1.0] [--only NAME ...] [--update]
+    python benchmarks/bench_integrations.py [--repeats 9] [--scale 1.0] [--update]
+    python benchmarks/bench_integrations.py --only pydantic_ai,smolagents   # some rows only
 """
 
 from __future__ import annotations
@@ -42,8 +44,27 @@ from langchain_core.language_models.fake_chat_models import FakeMessagesListChat
 from langchain_core.messages import AIMessage  # noqa: E402
 from langchain_core.tools import tool  # noqa: E402
 from langchain_core.utils.function_calling import convert_to_openai_tool  # noqa: E402
+from llama_index.core.agent.workflow import FunctionAgent  # noqa: E402
+from llama_index.core.base.llms.types import ToolCallBlock  # noqa: E402
+from llama_index.core.llms import ChatMessage as LlamaMessage  # noqa: E402
+from llama_index.core.llms import MessageRole as LlamaRole  # noqa: E402
+from llama_index.core.llms.mock import MockFunctionCallingLLM  # noqa: E402
+from llama_index.core.tools import FunctionTool  # noqa: E402
 from mcp import Client  # noqa: E402
 from mcp.server.mcpserver import MCPServer  # noqa: E402
+from pydantic_ai import Agent as PydanticAgent  # noqa: E402
+from pydantic_ai import FunctionToolset, RunContext  # noqa: E402
+from pydantic_ai.messages import ModelResponse, TextPart, ToolCallPart  # noqa: E402
+from pydantic_ai.models.function import FunctionModel  # noqa: E402
+from pydantic_ai.toolsets import WrapperToolset  # noqa: E402
+from pydantic_ai.usage import RunUsage  # noqa: E402
+from smolagents import Tool as SmolTool  # noqa: E402
+from smolagents import ToolCallingAgent  # noqa: E402
+from smolagents.models import ChatMessage as SmolMessage  # noqa: E402
+from smolagents.models import ChatMessageToolCall, ChatMessageToolCallFunction  # noqa: E402
+from smolagents.models import MessageRole as SmolRole  # noqa: E402
+from smolagents.models import Model as SmolModel  # noqa: E402
+from smolagents.monitoring import LogLevel  # noqa: E402
 from starlette.applications import Starlette  # noqa: E402
 from starlette.responses import PlainTextResponse  # noqa: E402
 from starlette.routing import Route  # noqa: E402
@@ -55,18 +76,23 @@ from agentguard.integrations import functions as ag_functions  # noqa: E402
 from agentguard.integrations import google_adk as ag_adk  # noqa: E402
 from agentguard.integrations import httpx as ag_httpx  # noqa: E402
 from agentguard.integrations import langchain as ag_langchain  # noqa: E402
+from agentguard.integrations import llama_index as ag_llama_index  # noqa: E402
 from agentguard.integrations import mcp as ag_mcp  # noqa: E402
 from agentguard.integrations import openai as ag_openai_client  # noqa: E402
 from agentguard.integrations import openai_agents as ag_openai  # noqa: E402
+from agentguard.integrations import pydantic_ai as ag_pydantic_ai  # noqa: E402
+from agentguard.integrations import smolagents as ag_smolagents  # noqa: E402
 
 Loop = Callable[[int], None]
+Case = tuple[str, str, Loop, Loop, int]
 IDS = {"agent_id": "bench-bot", "run_id": "run-1", "mission_id": "mission-1"}
 
 
 def per_call_ns(loop: Loop, calls: int) -> float:
-    start = time.perf_counter_ns()
+    """CPU time of the process (every thread: Pydantic AI runs sync tools in one) per call."""
+    start = time.process_time_ns()
     loop(calls)
-    return (time.perf_counter_ns() - start) / calls
+    return (time.process_time_ns() - start) / calls
 
 
 def compare(plain: Loop, guarded: Loop, calls: int, repeats: int) -> tuple[float, float]:
@@ -101,9 +127,9 @@ class ToolModel(FakeMessagesListChatModel):
         return self.bind(tools=[convert_to_openai_tool(t) for t in tools], **kwargs)
 
 
-def cases(guard: Guard) -> list[tuple[str, str, Loop, Loop, int]]:
+def cases(guard: Guard) -> list[Case]:
     """(integration, framework call, plain loop, guarded loop, calls per sample)."""
-    out: list[tuple[str, str, Loop, Loop, int]] = []
+    out: list[Case] = []
 
     # functions
     def send_email(to: str) -> str:
@@ -381,6 +407,9 @@ def cases(guard: Guard) -> list[tuple[str, str, Loop, Loop, int]]:
             500,
         )
     )
+    out += pydantic_ai_cases(guard)
+    out += smolagents_cases(guard)
+    out += llama_index_cases(guard)
     out.extend(autogen_cases(guard))
     out.extend(google_adk_cases(guard))
     return out
@@ -562,17 +591,187 @@ def google_adk_cases(guard: Guard) -> list[tuple[str, str, Loop, Loop, int]]:
     return out
 
 
+def pydantic_ai_cases(guard: Guard) -> list[Case]:
+    def lookup(query: str) -> str:
+        """Look up."""
+        return query
+
+    plain = FunctionToolset([lookup])
+    guarded = ag_pydantic_ai.guard_toolset(plain, guard=guard)
+
+    def respond(messages: list[Any], info: Any) -> ModelResponse:
+        if len(messages) == 1:  # the prompt: call the tool; then answer
+            return ModelResponse(parts=[ToolCallPart("lookup", {"query": "x"}, tool_call_id="c1")])
+        return ModelResponse(parts=[TextPart("done")])
+
+    model = FunctionModel(respond)
+    ctx = RunContext(deps=None, model=model, usage=RunUsage(), run_id="run-1", tool_call_id="c1")
+    tool = asyncio.run(plain.get_tools(ctx))["lookup"]
+    args = {"query": "x"}
+    plain_agent = PydanticAgent(model, name="bench-bot", toolsets=[plain])
+    wrapped_agent = PydanticAgent(model, name="bench-bot", toolsets=[WrapperToolset(plain)])
+    guarded_agent = PydanticAgent(model, name="bench-bot", toolsets=[guarded])
+    return [
+        (
+            "pydantic_ai",
+            "await toolset.call_tool(...)",
+            async_loop(lambda: plain.call_tool("lookup", args, ctx, tool)),
+            async_loop(lambda: guarded.call_tool("lookup", args, ctx, tool)),
+            3_000,
+        ),
+        (
+            "pydantic_ai",
+            "Agent.run, 1 tool call",
+            async_loop(lambda: plain_agent.run("go")),
+            async_loop(lambda: guarded_agent.run("go")),
+            60,
+        ),
+        (
+            "pydantic_ai",
+            "same, vs. a pass-through WrapperToolset",
+            async_loop(lambda: wrapped_agent.run("go")),
+            async_loop(lambda: guarded_agent.run("go")),
+            60,
+        ),
+    ]
+
+
+class SmolScript(SmolModel):
+    """Calls ``lookup``, then answers; again for the next run."""
+
+    def __init__(self) -> None:
+        super().__init__(model_id="scripted")
+        self.turn = 0
+
+    def generate(self, messages: Any, **kwargs: Any) -> SmolMessage:
+        self.turn += 1
+        name, arguments = (
+            ("lookup", {"query": "x"}) if self.turn % 2 else ("final_answer", {"answer": "done"})
+        )
+        function = ChatMessageToolCallFunction(name=name, arguments=arguments)
+        call = ChatMessageToolCall(function, id=f"c{self.turn}", type="function")
+        return SmolMessage(role=SmolRole.ASSISTANT, content="", tool_calls=[call])
+
+
+class SmolLookup(SmolTool):
+    name = "lookup"
+    description = "Look up."
+    inputs = {"query": {"type": "string", "description": "What to look up."}}
+    output_type = "string"
+
+    def forward(self, query: str) -> str:
+        return query
+
+
+def smolagents_cases(guard: Guard) -> list[Case]:
+    def agent() -> Any:
+        return ToolCallingAgent(
+            tools=[SmolLookup()], model=SmolScript(), name="bench_bot", verbosity_level=LogLevel.OFF
+        )
+
+    plain_agent, guarded_agent = agent(), ag_smolagents.guard_agent(agent(), guard=guard)
+    args = {"query": "x"}
+    return [
+        (
+            "smolagents",
+            "agent.execute_tool_call(name, args)",
+            sync_loop(lambda: plain_agent.execute_tool_call("lookup", args)),
+            sync_loop(lambda: guarded_agent.execute_tool_call("lookup", args)),
+            50_000,
+        ),
+        (
+            "smolagents",
+            "ToolCallingAgent.run, 1 tool call: guard_agent",
+            sync_loop(lambda: plain_agent.run("go", max_steps=2)),
+            sync_loop(lambda: guarded_agent.run("go", max_steps=2)),
+            60,
+        ),
+    ]
+
+
+def llama_index_cases(guard: Guard) -> list[Case]:
+    def lookup(query: str) -> str:
+        """Look up."""
+        return query
+
+    plain = FunctionTool.from_defaults(lookup)
+    guarded = ag_llama_index.guard_tool(plain, guard=guard)
+
+    def respond(messages: list[LlamaMessage], **kwargs: Any) -> LlamaMessage:
+        if messages[-1].role == LlamaRole.TOOL:  # answer once the tool has run
+            return LlamaMessage(role=LlamaRole.ASSISTANT, content="done")
+        call = ToolCallBlock(tool_name="lookup", tool_kwargs={"query": "x"}, tool_call_id="c1")
+        return LlamaMessage(role=LlamaRole.ASSISTANT, blocks=[call])
+
+    llm = MockFunctionCallingLLM(response_generator=respond)
+    plain_agent = FunctionAgent(name="bench-bot", tools=[plain], llm=llm)
+    guarded_agent = FunctionAgent(name="bench-bot", tools=[guarded], llm=llm)
+
+    async def run_plain() -> Any:
+        return await plain_agent.run("go")
+
+    async def run_streamed() -> Any:  # what stop_on_refusal does, without the guard
+        handler = plain_agent.run("go")
+        async for _ in handler.stream_events():
+            pass
+        return await handler
+
+    async def run_guarded() -> Any:
+        return await ag_llama_index.stop_on_refusal(guarded_agent.run("go"))
+
+    return [
+        (
+            "llama_index",
+            "tool.call(query=...)",
+            sync_loop(lambda: plain.call(query="x")),
+            sync_loop(lambda: guarded.call(query="x")),
+            3_000,
+        ),
+        (
+            "llama_index",
+            "await tool.acall(query=...)",
+            async_loop(lambda: plain.acall(query="x")),
+            async_loop(lambda: guarded.acall(query="x")),
+            2_000,
+        ),
+        (
+            "llama_index",
+            "FunctionAgent run, 1 tool call: guarded tools",
+            async_loop(run_plain),
+            async_loop(lambda: guarded_agent.run("go")),
+            20,
+        ),
+        (
+            "llama_index",
+            "same, awaited through stop_on_refusal",
+            async_loop(run_plain),
+            async_loop(run_guarded),
+            20,
+        ),
+        (
+            "llama_index",
+            "same, vs. a plain run whose events are streamed",
+            async_loop(run_streamed),
+            async_loop(run_guarded),
+            20,
+        ),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every sample's calls")
-    parser.add_argument("--only", nargs="+", metavar="NAME", help="these integrations' rows only")
     parser.add_argument("--update", action="store_true", help="write the section of RESULTS.md")
+    parser.add_argument(
+        "--only", help="comma-separated integrations to run (e.g. pydantic_ai,smolagents)"
+    )
     args = parser.parse_args()
-    if args.only and args.update:
-        parser.error("--update writes the whole table: run it without --only")
+    only = set(args.only.split(",")) if args.only else None
+    if only is not None and args.update:
+        parser.error("--update rewrites the whole table: run it without --only")
     logging.disable(logging.WARNING)  # MCP logs every request at INFO
 
     guard = Guard()
@@ -580,10 +779,15 @@ def main() -> None:
         guard.kill(("agent", "run", "mission", "tool")[i % 4], f"unrelated-{i}")
 
     rows = []
+    selected = cases(guard)
+    if only is not None:
+        unknown = only - {case[0] for case in selected}
+        if unknown:
+            known = ", ".join(sorted({case[0] for case in selected}))
+            parser.error(f"--only: unknown integration(s) {', '.join(sorted(unknown))}; {known}")
+        selected = [case for case in selected if case[0] in only]
     with scope(**IDS):
-        for integration, call, plain, guarded, calls in cases(guard):
-            if args.only and integration not in args.only:
-                continue
+        for integration, call, plain, guarded, calls in selected:
             n = max(1, int(calls * args.scale))
             base, wrapped = compare(plain, guarded, n, args.repeats)
             rows.append((integration, call, base, wrapped))
@@ -615,7 +819,8 @@ def main() -> None:
             "## Integration overhead (allowed path)\n\n"
             f"`python benchmarks/bench_integrations.py --repeats {args.repeats} "
             f"--scale {args.scale:g}`: each framework call unguarded and through its agentguard "
-            "integration, best per-call time of the samples, samples interleaved, all three "
+            "integration, best per-call CPU time of the process over the samples, samples "
+            "interleaved, all three "
             "scope ids set, 1,000 unrelated active kills in the index.\n\n" + table,
         )
 
