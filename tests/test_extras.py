@@ -159,6 +159,18 @@ assert guarded.call(query="x").content == "x"
 assert unguard_tools([guarded]) == [tool]
 """
 
+CREWAI = """
+import os
+os.environ.update(CREWAI_DISABLE_TELEMETRY="true", CREWAI_TRACING_ENABLED="false")  # offline
+from crewai.hooks.dispatch import InterceptionPoint, get_global_hook_list
+from agentguard import Guard
+from agentguard.integrations.crewai import install, uninstall
+
+hooks = install(guard=Guard())
+assert hooks.before_tool_call in get_global_hook_list(InterceptionPoint.PRE_TOOL_CALL)
+assert uninstall()
+"""
+
 CLI = """
 from click.testing import CliRunner
 from agentguard.cli import main
@@ -182,6 +194,7 @@ EXTRAS = {
     "pydantic-ai": ("pydantic-ai", PYDANTIC_AI),
     "smolagents": ("smolagents", SMOLAGENTS),
     "llama-index": ("llama-index", LLAMA_INDEX),
+    "crewai": ("crewai", CREWAI),
 }
 
 # What pip and uv print when no index answers (as opposed to a real resolution failure).

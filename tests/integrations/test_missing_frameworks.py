@@ -18,6 +18,7 @@ import pytest
         ("pydantic_ai", "pydantic_ai", "pydantic-ai"),
         ("smolagents", "smolagents", "smolagents"),
         ("llama_index", "llama_index", "llama-index"),
+        ("crewai", "crewai", "crewai"),
     ],
 )
 def test_missing_framework_gives_the_install_hint(module: str, framework: str, extra: str) -> None:
