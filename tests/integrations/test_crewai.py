@@ -32,7 +32,7 @@ pytest.importorskip(
 
 from crewai import Agent, Crew, Task
 from crewai.execution import clear_execution_uuid, get_execution_uuid, set_execution_uuid
-from crewai.hooks.dispatch import InterceptionPoint, get_global_hook_list
+from crewai.hooks.dispatch import HookAborted, InterceptionPoint, get_global_hook_list
 from crewai.llms.base_llm import BaseLLM
 from crewai.tools import BaseTool, tool
 from crewai.tools.base_tool import Tool
@@ -42,10 +42,12 @@ from pydantic import Field
 
 from agentguard import (
     Guard,
+    GuardNotConfiguredError,
     InvalidInputError,
     KillStateUnavailableError,
     MemoryStore,
     PolicyViolationError,
+    configure,
     scope,
 )
 from agentguard.integrations.crewai import (
@@ -394,6 +396,18 @@ def test_a_refusal_without_kill_state_ends_the_run_as_kill_state_unavailable() -
             agent.kickoff("Mail a@x.com.")
     assert sent == [] and type(caught.value) is CrewAIKillStateUnavailableError
     assert type(pickle.loads(pickle.dumps(caught.value))) is KillStateUnavailableError
+
+
+def test_a_call_that_cannot_be_checked_is_not_run() -> None:
+    """CrewAI runs the tool past a hook's error unless it is a HookAborted: fail closed."""
+    configure(None)
+    install()  # no guard given, none configured
+    sent: list[str] = []
+    agent, llm = mailer(send_email_tool(sent), calls=[SEND_A])
+    with pytest.raises(HookAborted, match="agentguard.configure") as caught:
+        crew_of(agent).kickoff()
+    assert sent == [] and len(llm.sent) == 1
+    assert isinstance(caught.value.__cause__, GuardNotConfiguredError)
 
 
 class TestContract(IntegrationContract):

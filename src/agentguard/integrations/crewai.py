@@ -24,13 +24,15 @@ your own with ``crewai.execution.set_execution_uuid`` before the kickoff).
 ``PolicyViolationError``. CrewAI turns a tool's exception into a message for the model and
 retries a failed task, so the error is raised from the post-call hook as a
 ``CrewAIPolicyViolationError``: a ``PolicyViolationError`` that is also CrewAI's ``HookAborted``,
-which CrewAI lets through every layer as a deliberate stop (no retry).
+which CrewAI's tool error handling and task retries pass through as a deliberate stop.
 ``on_block="message"``: the model gets the refusal, naming the kill and its reason, as the
 tool's result, and the run goes on.
 
 A tool body that raises, or returns CrewAI's ``ToolFailure``, counts as failed (``install`` also
 wraps ``BaseTool.run``, ``Tool.run`` and ``CrewStructuredTool.invoke`` to see the exception
-CrewAI would otherwise turn into text).
+CrewAI would otherwise turn into text). CrewAI runs the tool when a hook raises anything but
+``HookAborted``, so a check that cannot be made (no guard configured) aborts the call and ends
+the run with a ``HookAborted`` caused by that error.
 """
 
 from __future__ import annotations
@@ -111,22 +113,17 @@ class _CrewGate(Gate):
 
 
 class _Call:
-    """One tool call between its two hooks: admitted (and whether its body failed) or refused."""
+    """One tool call between its two hooks: admitted (and whether its body failed) or not."""
 
-    __slots__ = ("tool_input", "admitted", "refusal", "failed", "outer")
+    __slots__ = ("tool_input", "admitted", "refusal", "error", "failed", "outer")
 
-    def __init__(
-        self,
-        tool_input: Any,
-        admitted: Admitted | None,
-        refusal: PolicyViolationError | None,
-        outer: _Call | None,
-    ) -> None:
+    def __init__(self, tool_input: Any, outer: _Call | None) -> None:
         self.tool_input = tool_input  # the dict both hooks of one call share
-        self.admitted = admitted
-        self.refusal = refusal
-        self.failed = False
         self.outer = outer  # the call whose tool body runs this one (a delegation), if any
+        self.admitted: Admitted | None = None
+        self.refusal: PolicyViolationError | None = None
+        self.error: Exception | None = None  # the check itself failed (no guard configured...)
+        self.failed = False
 
 
 # The tool call in progress in this context. CrewAI runs a call's two hooks and its body in one
@@ -142,22 +139,27 @@ class KillSwitchHooks:
 
     def before_tool_call(self, context: ToolCallHookContext) -> None:
         """Admit the call, or abort it (CrewAI then skips the tool body)."""
-        outer = _CALL.get()
+        call = _Call(context.tool_input, _CALL.get())
+        _CALL.set(call)
         try:
-            admitted = self.gate.check(
+            call.admitted = self.gate.check(
                 context.tool_name, _found(context), arguments=context.tool_input
             )
         except PolicyViolationError as error:
-            _CALL.set(_Call(context.tool_input, None, error, outer))
+            call.refusal = error
             raise HookAborted(str(error), source="agentguard") from None
-        _CALL.set(_Call(context.tool_input, admitted, None, outer))
+        except Exception as error:  # CrewAI runs the tool past any other error: fail closed
+            call.error = error
+            raise HookAborted(str(error), source="agentguard") from None
 
     def after_tool_call(self, context: ToolCallHookContext) -> str | None:
         """Answer or raise a refusal; count a failed body."""
         call = _CALL.get()
         if call is None or call.tool_input is not context.tool_input:
-            return None  # not a call this hook admitted
+            return None  # not a call this hook saw
         _CALL.set(call.outer)
+        if call.error is not None:
+            raise HookAborted(str(call.error), source="agentguard") from call.error
         if call.refusal is not None:
             answer: str = self.gate.refused(call.refusal, refusal_text)
             return answer  # replaces CrewAI's "Tool execution blocked by hook"
@@ -236,5 +238,5 @@ def uninstall() -> bool:
 def _found(context: ToolCallHookContext) -> Scope:
     """CrewAI's ids: the calling agent's role and the run's execution id."""
     role = getattr(context.agent, "role", None)
-    agent_id = role.strip() or None if isinstance(role, str) else None
+    agent_id = (role.strip() or None) if isinstance(role, str) else None
     return Scope(agent_id, get_execution_uuid() or None)
