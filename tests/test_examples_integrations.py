@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -157,3 +160,19 @@ def test_llama_index_agent() -> None:
     assert "Last tool said: Error: 'refund' refused: tool 'refund' was killed by usr_ops" in out
     assert "refunded B-1" not in out
     assert "2 HARD_BLOCK interventions recorded" in out
+
+
+def test_crewai_agent() -> None:
+    if importlib.util.find_spec("crewai") is None:
+        pytest.skip("CrewAI is not in this venv (it cannot share one with `all`): make test-crewai")
+    out = run_example("crewai_agent.py")
+    assert "refunded A-1" in out and "refunded A-2" not in out and "refunded A-3" not in out
+    assert (
+        "crew.kickoff() raised PolicyViolationError: agent 'Refund Agent': "
+        "Refund loop on one ticket"
+    ) in out
+    assert "HARD_BLOCK for 'refund' (agent 'Refund Agent', run 'ticket-881')" in out
+    told = "model was told: Error: 'refund' refused: agent 'Refund Agent' was killed by usr_ops"
+    assert told in out
+    assert "crew says: I was stopped by an operator, so I refunded nothing." in out
+    assert "revived; 2 HARD_BLOCK interventions; refunded ['A-1']" in out

@@ -244,6 +244,18 @@ except PolicyViolationError:
     pass
 """
 
+CREWAI = """
+import os
+os.environ.update(CREWAI_DISABLE_TELEMETRY="true", CREWAI_TRACING_ENABLED="false")  # offline
+from crewai.hooks.dispatch import InterceptionPoint, get_global_hook_list
+from agentguard import Guard
+from agentguard.integrations.crewai import install, uninstall
+
+hooks = install(guard=Guard())
+assert hooks.before_tool_call in get_global_hook_list(InterceptionPoint.PRE_TOOL_CALL)
+assert uninstall()
+"""
+
 CLI = """
 from click.testing import CliRunner
 from agentguard.cli import main
@@ -271,6 +283,7 @@ EXTRAS = {
     "google-adk": ("google-adk", GOOGLE_ADK),
     "openai": ("openai", OPENAI),
     "anthropic": ("anthropic", ANTHROPIC),
+    "crewai": ("crewai", CREWAI),
 }
 
 # What pip and uv print when no index answers (as opposed to a real resolution failure).

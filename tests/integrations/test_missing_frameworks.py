@@ -25,6 +25,7 @@ import pytest
         ("openai", "httpx2", "openai"),
         ("anthropic", "anthropic", "anthropic"),
         ("anthropic", "httpx2", "anthropic"),
+        ("crewai", "crewai", "crewai"),
     ],
 )
 def test_missing_framework_gives_the_install_hint(module: str, framework: str, extra: str) -> None:
