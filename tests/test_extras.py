@@ -159,6 +159,41 @@ assert guarded.call(query="x").content == "x"
 assert unguard_tools([guarded]) == [tool]
 """
 
+AUTOGEN = """
+import asyncio
+from autogen_core import CancellationToken
+from autogen_core.tools import FunctionTool, StaticWorkbench
+from agentguard import Guard
+from agentguard.integrations.autogen import guard_tools, guard_workbench, unguard_tools
+
+def search(query: str) -> str:
+    "Search."
+    return query
+
+tool = FunctionTool(search, description="Search.")
+(guarded,) = guard_tools([tool], guard=Guard())
+assert asyncio.run(guarded.run_json({"query": "x"}, CancellationToken())) == "x"
+assert unguard_tools([guarded]) == [tool]
+workbench = guard_workbench(StaticWorkbench([tool]), guard=Guard())
+result = asyncio.run(workbench.call_tool("search", {"query": "y"}))
+assert result.to_text() == "y" and not result.is_error
+"""
+
+GOOGLE_ADK = """
+from google.adk.agents import LlmAgent
+from google.adk.runners import InMemoryRunner
+from agentguard import Guard
+from agentguard.integrations.google_adk import AgentGuardPlugin, guard_runner, unguard_runner
+
+def search(query: str) -> str:
+    "Search."
+    return query
+
+runner = guard_runner(InMemoryRunner(agent=LlmAgent(name="bot", tools=[search])), guard=Guard())
+assert [type(p) for p in runner.plugin_manager.plugins] == [AgentGuardPlugin]
+assert unguard_runner(runner).plugin_manager.plugins == []
+"""
+
 OPENAI = """
 import httpx2
 from openai import OpenAI
@@ -232,6 +267,8 @@ EXTRAS = {
     "pydantic-ai": ("pydantic-ai", PYDANTIC_AI),
     "smolagents": ("smolagents", SMOLAGENTS),
     "llama-index": ("llama-index", LLAMA_INDEX),
+    "autogen": ("autogen", AUTOGEN),
+    "google-adk": ("google-adk", GOOGLE_ADK),
     "openai": ("openai", OPENAI),
     "anthropic": ("anthropic", ANTHROPIC),
 }
