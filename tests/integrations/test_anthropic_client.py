@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anthropic
 import httpx2
@@ -27,8 +27,10 @@ from agentguard.integrations.anthropic import (
 )
 from agentguard.pricing import LIST_PRICES_2025_11, Price
 from agentguard.sources import LocalSource
-from conftest import HardBlock, MakeGuard, Spans
 from support.model_api import ScriptedAPI, message_json, message_sse, reply, status
+
+if TYPE_CHECKING:
+    from conftest import HardBlock, MakeGuard, Spans
 
 MODEL, DATED = "claude-sonnet-4-5", "claude-sonnet-4-5-20250929"
 MESSAGES: Any = [{"role": "user", "content": "Where is my order?"}]

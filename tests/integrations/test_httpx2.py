@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx2
 import pytest
@@ -20,7 +20,6 @@ from agentguard.integrations.httpx2 import (
     ModelTransport,
 )
 from agentguard.pricing import Usage
-from conftest import MakeGuard, Spans
 from support.model_api import (
     ScriptedAPI,
     chat_json,
@@ -33,6 +32,9 @@ from support.model_api import (
     response_sse,
     status,
 )
+
+if TYPE_CHECKING:
+    from conftest import MakeGuard, Spans
 
 URL = "https://api.openai.com/v1/chat/completions"
 PRICES = {"gpt-5": (1.25, 10.0)}

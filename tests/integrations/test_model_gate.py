@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import pytest
 from opentelemetry.trace import SpanKind, StatusCode
@@ -11,8 +12,10 @@ import agentguard
 from agentguard import AgentGuardWarning, BudgetRule, PolicyViolationError
 from agentguard.integrations._model import ModelGate
 from agentguard.pricing import Price, Usage
-from conftest import HardBlock, MakeGuard, Spans
 from support import eventually
+
+if TYPE_CHECKING:
+    from conftest import HardBlock, MakeGuard, Spans
 
 PRICES = {"gpt-5": Price(1.25, 10.0, cached_input=0.125)}
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx2
 import openai
@@ -14,7 +14,6 @@ import agentguard
 from agentguard import BudgetRule, Guard, PolicyViolationError
 from agentguard.integrations.openai import guard_openai, is_guarded, unguard_openai
 from agentguard.pricing import LIST_PRICES_2025_11, Price
-from conftest import HardBlock, MakeGuard, Spans
 from support.model_api import (
     ScriptedAPI,
     chat_json,
@@ -24,6 +23,9 @@ from support.model_api import (
     response_sse,
     status,
 )
+
+if TYPE_CHECKING:
+    from conftest import HardBlock, MakeGuard, Spans
 
 MODEL, DATED = "gpt-5", "gpt-5-2025-08-07"
 MESSAGES: Any = [{"role": "user", "content": "Where is my order?"}]

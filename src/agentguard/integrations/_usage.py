@@ -189,8 +189,8 @@ class Reading:
 
     def __init__(self, wire: Wire, content_type: str, content_encoding: str) -> None:
         self.wire = wire
-        self.sse = content_type.split(";")[0].strip().lower() == "text/event-stream"
-        self._decode = _decoder(content_encoding)
+        self.sse = content_type[:17].lower() == "text/event-stream"
+        self._decode = _decoder(content_encoding) if content_encoding else _same
         self._body: list[bytes] = []
         self._size = 0
         self._pending = b""

@@ -202,7 +202,11 @@ class AsyncModelTransport(httpx2.AsyncBaseTransport):
 
 class UsageStream(httpx2.SyncByteStream):
     """A response body passed on unchanged while its usage is read; the model call is
-    recorded when the body ends, fails or is closed (with what was seen so far)."""
+    recorded when the body ends, fails or is closed (with what was seen so far).
+
+    Every body of a guarded model call passes through here (``AsyncUsageStream`` for async
+    clients): the place to stop a stream whose call is killed while it is being read.
+    """
 
     def __init__(self, inner: Any, reading: Reading, call: ModelCall) -> None:
         self.inner = inner

@@ -14,7 +14,8 @@ Usage::
 ``guard_openai`` returns a guarded copy of the client, made with the SDK's public
 ``client.with_options(http_client=...)``: its HTTP client sends through an
 ``agentguard.integrations.httpx2.ModelTransport`` (over ``transport``, default httpx2's own;
-pass yours for a proxy or custom TLS). Each model call (chat completions, the Responses API,
+pass yours for a proxy or custom TLS), whatever HTTP client the original had (httpx2's, or
+aiohttp's ``DefaultAioHttpClient``). Each model call (chat completions, the Responses API,
 completions, embeddings: a POST naming a ``model``) is checked as the action ``llm`` with its
 model before it leaves, and a refusal reaches the caller of ``create(...)`` as the
 ``PolicyViolationError`` itself: the SDK retries and wraps only httpx2's own errors. Its
