@@ -333,3 +333,27 @@ class TestContract(IntegrationContract):
         if isinstance(outcome, str):
             return outcome if outcome.startswith("Stopped: ") else None
         return super().refusal(outcome)
+
+
+# AgentTool builds its nested Runner with the plugins= argument ADK itself deprecates.
+@pytest.mark.filterwarnings("ignore:The `plugins` argument is deprecated:DeprecationWarning")
+async def test_an_agent_tool_s_model_calls_carry_its_name_and_the_caller_s_session(
+    make_guard: MakeGuard, hard_block: HardBlock
+) -> None:
+    from google.adk.tools.agent_tool import AgentTool
+
+    guard = make_guard()
+    nested = script("researched")
+    researcher = LlmAgent(name="researcher", description="Researches.", model=nested)
+    boss = LlmAgent(
+        name="boss", model=script(("researcher", {"request": "find x"}), "done"),
+        tools=[AgentTool(researcher)],
+    )  # fmt: skip
+    runner = guard_runner(InMemoryRunner(agent=boss), guard=guard, models=True)
+    guard.kill("agent", "researcher", reason="runaway research")
+    with pytest.raises(PolicyViolationError, match="runaway research"):
+        await run(runner, "ticket-9")
+    assert nested.calls == []
+    block = hard_block(guard)
+    assert (block.action, block.agent_id, block.run_id) == ("llm", "researcher", "ticket-9")
+    assert guard.counts(action="researcher").executed == 1  # the boss's call of the tool

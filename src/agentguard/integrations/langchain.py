@@ -44,7 +44,8 @@ kill and its reason, which asks for no tool, so the run ends with it. The answer
 ``usage_metadata`` (streamed runs included) is priced with ``prices`` and added to the guard's
 cost, so a ``BudgetRule`` trips on real spend, and recorded on a GenAI span; a model call that
 raises counts as failed. Middleware compose first-outermost: put this one first, so that no
-retry or fallback middleware catches its refusal; it then sees one call per model step.
+retry or fallback middleware catches its refusal; it then sees one call per model step. Not
+seen: model calls a middleware makes itself (``SummarizationMiddleware``'s summaries).
 """
 
 from __future__ import annotations
