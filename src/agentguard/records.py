@@ -114,6 +114,7 @@ class Intervention(BaseModel):
     mission_id: str | None = Field(default=None, max_length=256)
     instance_id: str | None = Field(default=None, max_length=256)
     tool_call_id: str | None = Field(default=None, max_length=256)
+    model: str | None = Field(default=None, max_length=256)  # a refused model call's model
     occurred_at: datetime = Field(default_factory=utcnow)
 
 

@@ -136,6 +136,7 @@ def test_an_intervention_record_becomes_ours(
         "mission_id": "m-1",
         "instance_id": "agentsentinel:sdk-bot:run-1",
         "tool_call_id": None,
+        "model": None,
         "occurred_at": iv["occurred_at"],
     }
     sent_at = datetime.fromisoformat(sent["timestamp"])
