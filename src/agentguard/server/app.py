@@ -31,6 +31,7 @@ from .api.keys import KeyHandlers
 from .api.kills import KillHandlers
 from .api.openapi import OPENAPI_PATH, OpenApiEndpoint
 from .api.routes import SlashRedirect, build_routes
+from .api.sentinel import SentinelHandlers
 from .api.state import KillStateReader
 from .api.stream import STREAM_PATH, StreamEndpoint, encode_change
 from .auth.clerk import ClerkAuth
@@ -145,6 +146,7 @@ class KillSwitchServer:
             InterventionHandlers(store),
             FleetHandlers(self.fleet, store),
             CheckpointHandlers(store),
+            SentinelHandlers(store, self.fleet),
         ]
         stream = StreamEndpoint(
             hub=self.stream_hub,

@@ -11,6 +11,7 @@ from .heartbeats import HeartbeatRows
 from .instances import InstanceRows
 from .interventions import InterventionRows
 from .killstate import KillStateRows
+from .ledger import LedgerRows
 from .prune import PruneRows
 from .usage import UsageRows
 
@@ -24,6 +25,7 @@ class SQLStore(
     AckRows,
     InstanceRows,
     UsageRows,
+    LedgerRows,
     PruneRows,
 ):
     """Kill state, audit log, interventions, checkpoints and fleet of many organizations in
