@@ -162,6 +162,7 @@ async def test_invoke_and_ainvoke_allowed_refused_revived(
         "refused": 2,
         "failed": 0,
         "unavailable": 0,
+        "cancelled": 0,
     }
 
 
