@@ -68,9 +68,9 @@ def test_openai_agents_tools() -> None:
     assert (
         "Runner.run raised PolicyViolationError: run 'ticket-881': Refund loop on one ticket"
     ) in out
-    assert "HARD_BLOCK for 'refund' (agent 'refund-bot', call call-2)" in out
+    assert "CANCELLED for 'refund' (agent 'refund-bot', call call-1) after " in out
     assert "model was told: Error: 'escalate' refused: run 'ticket-881'" in out
-    assert "revived; 2 HARD_BLOCK interventions recorded" in out
+    assert "revived; interventions recorded: CANCELLED, HARD_BLOCK" in out
 
 
 def test_mcp_server() -> None:
