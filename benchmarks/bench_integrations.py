@@ -2,10 +2,12 @@
 
 Every guarded call runs under agent, run and mission ids with 1,000 unrelated active kills in
 the index, so each check does its full set of look-ups. Plain and guarded samples alternate;
-each figure is the best of ``--repeats`` samples of ``calls × --scale`` calls (the framework
-calls take milliseconds on a shared machine, and the minimum is the least noisy estimate).
+each figure is the best of ``--repeats`` samples of ``calls × --scale`` calls, in the process's
+CPU time (the framework calls take milliseconds on a shared machine, where wall-clock samples
+also count the time a busy neighbour held the core; the minimum is the least noisy estimate).
 
     python benchmarks/bench_integrations.py [--repeats 9] [--scale 1.0] [--update]
+    python benchmarks/bench_integrations.py --only pydantic_ai,smolagents   # some rows only
 """
 
 from __future__ import annotations
@@ -22,37 +24,75 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import anthropic  # noqa: E402
 import httpx  # noqa: E402
+import httpx2  # noqa: E402
+import openai  # noqa: E402
 from agents import Agent, RunConfig, Runner, function_tool  # noqa: E402
 from agents.testing import ScriptedModel, assistant_message, function_call  # noqa: E402
+from google.adk.agents import LlmAgent  # noqa: E402
+from google.adk.models.base_llm import BaseLlm  # noqa: E402
+from google.adk.models.llm_request import LlmRequest  # noqa: E402
+from google.adk.models.llm_response import LlmResponse  # noqa: E402
+from google.adk.plugins.base_plugin import BasePlugin  # noqa: E402
+from google.adk.plugins.plugin_manager import PluginManager  # noqa: E402
+from google.adk.runners import InMemoryRunner  # noqa: E402
+from google.genai import types  # noqa: E402
 from langchain.agents import create_agent  # noqa: E402
 from langchain.agents.middleware import AgentMiddleware  # noqa: E402
 from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel  # noqa: E402
 from langchain_core.messages import AIMessage  # noqa: E402
 from langchain_core.tools import tool  # noqa: E402
 from langchain_core.utils.function_calling import convert_to_openai_tool  # noqa: E402
+from llama_index.core.agent.workflow import FunctionAgent  # noqa: E402
+from llama_index.core.base.llms.types import ToolCallBlock  # noqa: E402
+from llama_index.core.llms import ChatMessage as LlamaMessage  # noqa: E402
+from llama_index.core.llms import MessageRole as LlamaRole  # noqa: E402
+from llama_index.core.llms.mock import MockFunctionCallingLLM  # noqa: E402
+from llama_index.core.tools import FunctionTool  # noqa: E402
 from mcp import Client  # noqa: E402
 from mcp.server.mcpserver import MCPServer  # noqa: E402
+from pydantic_ai import Agent as PydanticAgent  # noqa: E402
+from pydantic_ai import FunctionToolset, RunContext  # noqa: E402
+from pydantic_ai.messages import ModelResponse, TextPart, ToolCallPart  # noqa: E402
+from pydantic_ai.models.function import FunctionModel  # noqa: E402
+from pydantic_ai.toolsets import WrapperToolset  # noqa: E402
+from pydantic_ai.usage import RunUsage  # noqa: E402
+from smolagents import Tool as SmolTool  # noqa: E402
+from smolagents import ToolCallingAgent  # noqa: E402
+from smolagents.models import ChatMessage as SmolMessage  # noqa: E402
+from smolagents.models import ChatMessageToolCall, ChatMessageToolCallFunction  # noqa: E402
+from smolagents.models import MessageRole as SmolRole  # noqa: E402
+from smolagents.models import Model as SmolModel  # noqa: E402
+from smolagents.monitoring import LogLevel  # noqa: E402
 from starlette.applications import Starlette  # noqa: E402
 from starlette.responses import PlainTextResponse  # noqa: E402
 from starlette.routing import Route  # noqa: E402
 
 from agentguard import Guard, scope  # noqa: E402
+from agentguard.integrations import anthropic as ag_anthropic  # noqa: E402
 from agentguard.integrations import asgi as ag_asgi  # noqa: E402
 from agentguard.integrations import functions as ag_functions  # noqa: E402
+from agentguard.integrations import google_adk as ag_adk  # noqa: E402
 from agentguard.integrations import httpx as ag_httpx  # noqa: E402
 from agentguard.integrations import langchain as ag_langchain  # noqa: E402
+from agentguard.integrations import llama_index as ag_llama_index  # noqa: E402
 from agentguard.integrations import mcp as ag_mcp  # noqa: E402
+from agentguard.integrations import openai as ag_openai_client  # noqa: E402
 from agentguard.integrations import openai_agents as ag_openai  # noqa: E402
+from agentguard.integrations import pydantic_ai as ag_pydantic_ai  # noqa: E402
+from agentguard.integrations import smolagents as ag_smolagents  # noqa: E402
 
 Loop = Callable[[int], None]
+Case = tuple[str, str, Loop, Loop, int]
 IDS = {"agent_id": "bench-bot", "run_id": "run-1", "mission_id": "mission-1"}
 
 
 def per_call_ns(loop: Loop, calls: int) -> float:
-    start = time.perf_counter_ns()
+    """CPU time of the process (every thread: Pydantic AI runs sync tools in one) per call."""
+    start = time.process_time_ns()
     loop(calls)
-    return (time.perf_counter_ns() - start) / calls
+    return (time.process_time_ns() - start) / calls
 
 
 def compare(plain: Loop, guarded: Loop, calls: int, repeats: int) -> tuple[float, float]:
@@ -87,9 +127,9 @@ class ToolModel(FakeMessagesListChatModel):
         return self.bind(tools=[convert_to_openai_tool(t) for t in tools], **kwargs)
 
 
-def cases(guard: Guard) -> list[tuple[str, str, Loop, Loop, int]]:
+def cases(guard: Guard) -> list[Case]:
     """(integration, framework call, plain loop, guarded loop, calls per sample)."""
-    out: list[tuple[str, str, Loop, Loop, int]] = []
+    out: list[Case] = []
 
     # functions
     def send_email(to: str) -> str:
@@ -311,7 +351,411 @@ def cases(guard: Guard) -> list[tuple[str, str, Loop, Loop, int]]:
     out.append(
         ("mcp", "in-process client.call_tool", mcp_loop(server(False)), mcp_loop(server(True)), 300)
     )
+
+    # OpenAI and Anthropic clients: the model API is a MockTransport whose body streams in
+    # (as from the network); the guarded client checks, reads usage, prices it.
+    def answer(body: dict[str, Any]) -> Callable[[httpx2.Request], httpx2.Response]:
+        raw = json.dumps(body).encode()
+        headers = {"content-type": "application/json"}
+        return lambda request: httpx2.Response(200, headers=headers, content=iter([raw]))
+
+    usage = {"prompt_tokens": 812, "completion_tokens": 95, "total_tokens": 907}
+    chat = answer({"id": "c1", "object": "chat.completion", "created": 1, "model": "gpt-5",
+                   "choices": [{"index": 0, "finish_reason": "stop", "message":
+                                {"role": "assistant", "content": "Shipped."}}],
+                   "usage": usage})  # fmt: skip
+    plain_openai = openai.OpenAI(
+        api_key="sk-bench", http_client=httpx2.Client(transport=httpx2.MockTransport(chat))
+    )
+    guarded_openai = ag_openai_client.guard_openai(
+        plain_openai, guard, prices={"gpt-5": (1.25, 10.0)}, transport=httpx2.MockTransport(chat)
+    )
+    messages: Any = [{"role": "user", "content": "Where is my order?"}]
+    out.append(
+        (
+            "openai",
+            "client.chat.completions.create (MockTransport)",
+            sync_loop(
+                lambda: plain_openai.chat.completions.create(model="gpt-5", messages=messages)
+            ),
+            sync_loop(
+                lambda: guarded_openai.chat.completions.create(model="gpt-5", messages=messages)
+            ),
+            500,
+        )
+    )
+    message = answer({"id": "m1", "type": "message", "role": "assistant",
+                      "model": "claude-haiku-4-5", "stop_reason": "end_turn",
+                      "content": [{"type": "text", "text": "Shipped."}],
+                      "usage": {"input_tokens": 812, "output_tokens": 95}})  # fmt: skip
+    plain_anthropic = anthropic.Anthropic(
+        api_key="sk-bench", http_client=httpx2.Client(transport=httpx2.MockTransport(message))
+    )
+    guarded_anthropic = ag_anthropic.guard_anthropic(
+        plain_anthropic,
+        guard,
+        prices={"claude-haiku-4-5": (1.0, 5.0)},
+        transport=httpx2.MockTransport(message),
+    )
+    kwargs: Any = {"model": "claude-haiku-4-5", "max_tokens": 256, "messages": messages}
+    out.append(
+        (
+            "anthropic",
+            "client.messages.create (MockTransport)",
+            sync_loop(lambda: plain_anthropic.messages.create(**kwargs)),
+            sync_loop(lambda: guarded_anthropic.messages.create(**kwargs)),
+            500,
+        )
+    )
+    out += pydantic_ai_cases(guard)
+    out += smolagents_cases(guard)
+    out += llama_index_cases(guard)
+    out.extend(autogen_cases(guard))
+    out.extend(google_adk_cases(guard))
     return out
+
+
+def autogen_cases(guard: Guard) -> list[tuple[str, str, Loop, Loop, int]]:
+    """AutoGen AgentChat: a tool's run_json, and an AssistantAgent run with one tool call."""
+    from autogen_agentchat.agents import AssistantAgent
+    from autogen_core import CancellationToken, FunctionCall
+    from autogen_core.models import CreateResult, ModelFamily, ModelInfo, RequestUsage
+    from autogen_core.tools import FunctionTool
+    from autogen_ext.models.replay import ReplayChatCompletionClient
+
+    from agentguard.integrations import autogen as ag_autogen
+
+    async def lookup(query: str) -> str:
+        """Look up."""
+        return query
+
+    plain_tool = FunctionTool(lookup, description="Look up.")
+    guarded_tool = ag_autogen.guard_tool(plain_tool, guard=guard)
+    token = CancellationToken()
+    args = {"query": "x"}
+    out: list[tuple[str, str, Loop, Loop, int]] = [
+        (
+            "autogen",
+            "await tool.run_json(args, token), async tool",
+            async_loop(lambda: plain_tool.run_json(args, token, call_id="c1")),
+            async_loop(lambda: guarded_tool.run_json(args, token, call_id="c1")),
+            3_000,
+        )
+    ]
+
+    info = ModelInfo(
+        vision=False,
+        function_calling=True,
+        json_output=False,
+        family=ModelFamily.UNKNOWN,
+        structured_output=False,
+    )
+    call = FunctionCall(id="c1", name="lookup", arguments='{"query": "x"}')
+    usage = RequestUsage(prompt_tokens=0, completion_tokens=0)
+    turn = CreateResult(finish_reason="function_calls", content=[call], usage=usage, cached=False)
+
+    def agent(guarded: bool) -> tuple[AssistantAgent, ReplayChatCompletionClient]:
+        client = ReplayChatCompletionClient([turn], model_info=info)
+        made = AssistantAgent("bench_bot", model_client=client, tools=[plain_tool])
+        return (ag_autogen.guard_agent(made, guard=guard) if guarded else made), client
+
+    def run(made: tuple[AssistantAgent, ReplayChatCompletionClient], stop: bool) -> Loop:
+        bot, client = made
+
+        async def once() -> None:
+            client.reset()  # the same scripted turn again, from a fresh context
+            await bot.on_reset(token)
+            if stop:
+                async for _ in ag_autogen.stop_on_refusal(bot, task="go"):
+                    pass
+            else:
+                async for _ in bot.run_stream(task="go"):
+                    pass
+
+        return async_loop(once)
+
+    plain_agent, guarded_agent = agent(False), agent(True)
+    out.append(
+        (
+            "autogen",
+            "AssistantAgent.run_stream, 1 tool call: guard_agent",
+            run(plain_agent, False),
+            run(guarded_agent, False),
+            300,
+        )
+    )
+    out.append(
+        (
+            "autogen",
+            "same, through stop_on_refusal",
+            run(plain_agent, False),
+            run(guarded_agent, True),
+            300,
+        )
+    )
+    return out
+
+
+def google_adk_cases(guard: Guard) -> list[tuple[str, str, Loop, Loop, int]]:
+    """Google ADK: a runner run with one tool call, and the plugin callbacks of one call."""
+    out: list[tuple[str, str, Loop, Loop, int]] = []
+
+    class LookupModel(BaseLlm):
+        """Calls ``lookup`` once, then answers."""
+
+        model: str = "scripted"
+
+        async def generate_content_async(
+            self, llm_request: LlmRequest, stream: bool = False
+        ) -> Any:
+            if any(p.function_response for c in llm_request.contents for p in c.parts or []):
+                yield LlmResponse(content=types.ModelContent("done"))
+            else:
+                call = types.FunctionCall(name="lookup", args={"query": "x"}, id="c1")
+                yield LlmResponse(
+                    content=types.Content(role="model", parts=[types.Part(function_call=call)])
+                )
+
+    class PassThroughPlugin(BasePlugin):
+        async def before_tool_callback(self, **kwargs: Any) -> None:
+            return None
+
+        async def after_tool_callback(self, **kwargs: Any) -> None:
+            return None
+
+    class KeepsACall(BasePlugin):
+        def __init__(self) -> None:
+            super().__init__("keeps-a-call")
+            self.kwargs: dict[str, Any] = {}
+
+        async def before_tool_callback(self, **kwargs: Any) -> None:
+            self.kwargs = kwargs
+
+    def adk_lookup(query: str) -> str:
+        """Look up."""
+        return query
+
+    def adk_runner(plugin: BasePlugin | None = None, guarded: bool = False) -> InMemoryRunner:
+        runner = InMemoryRunner(
+            agent=LlmAgent(name="bench_bot", model=LookupModel(), tools=[adk_lookup])
+        )
+        if plugin is not None:
+            runner.plugin_manager.register_plugin(plugin)
+        return ag_adk.guard_runner(runner, guard=guard) if guarded else runner
+
+    def adk_run(runner: InMemoryRunner) -> Callable[[], Awaitable[None]]:
+        async def call() -> None:
+            session = await runner.session_service.create_session(
+                app_name=runner.app_name, user_id="u"
+            )
+            message = types.UserContent("go")
+            async for _ in runner.run_async(
+                user_id="u", session_id=session.id, new_message=message
+            ):
+                pass
+
+        return call
+
+    out.append(
+        (
+            "google_adk",
+            "runner.run_async, 1 tool call: guard_runner",
+            async_loop(adk_run(adk_runner())),
+            async_loop(adk_run(adk_runner(guarded=True))),
+            30,
+        )
+    )
+
+    # An ADK run takes tens of ms and varies far more than a check costs: also the plugin
+    # callbacks of one tool call alone, through ADK's plugin manager, against a plugin that
+    # does nothing (with the arguments of a real call).
+    keeps = KeepsACall()
+    asyncio.run(adk_run(adk_runner(keeps))())
+
+    def callbacks(manager: PluginManager) -> Callable[[], Awaitable[None]]:
+        async def call() -> None:
+            await manager.run_before_tool_callback(**keeps.kwargs)
+            await manager.run_after_tool_callback(**keeps.kwargs, result={"result": "x"})
+
+        return call
+
+    out.append(
+        (
+            "google_adk",
+            "plugin callbacks of 1 tool call, vs. a pass-through plugin",
+            async_loop(callbacks(PluginManager([PassThroughPlugin("pass-through")]))),
+            async_loop(callbacks(PluginManager([ag_adk.AgentGuardPlugin(guard)]))),
+            5_000,
+        )
+    )
+    return out
+
+
+def pydantic_ai_cases(guard: Guard) -> list[Case]:
+    def lookup(query: str) -> str:
+        """Look up."""
+        return query
+
+    plain = FunctionToolset([lookup])
+    guarded = ag_pydantic_ai.guard_toolset(plain, guard=guard)
+
+    def respond(messages: list[Any], info: Any) -> ModelResponse:
+        if len(messages) == 1:  # the prompt: call the tool; then answer
+            return ModelResponse(parts=[ToolCallPart("lookup", {"query": "x"}, tool_call_id="c1")])
+        return ModelResponse(parts=[TextPart("done")])
+
+    model = FunctionModel(respond)
+    ctx = RunContext(deps=None, model=model, usage=RunUsage(), run_id="run-1", tool_call_id="c1")
+    tool = asyncio.run(plain.get_tools(ctx))["lookup"]
+    args = {"query": "x"}
+    plain_agent = PydanticAgent(model, name="bench-bot", toolsets=[plain])
+    wrapped_agent = PydanticAgent(model, name="bench-bot", toolsets=[WrapperToolset(plain)])
+    guarded_agent = PydanticAgent(model, name="bench-bot", toolsets=[guarded])
+    return [
+        (
+            "pydantic_ai",
+            "await toolset.call_tool(...)",
+            async_loop(lambda: plain.call_tool("lookup", args, ctx, tool)),
+            async_loop(lambda: guarded.call_tool("lookup", args, ctx, tool)),
+            3_000,
+        ),
+        (
+            "pydantic_ai",
+            "Agent.run, 1 tool call",
+            async_loop(lambda: plain_agent.run("go")),
+            async_loop(lambda: guarded_agent.run("go")),
+            60,
+        ),
+        (
+            "pydantic_ai",
+            "same, vs. a pass-through WrapperToolset",
+            async_loop(lambda: wrapped_agent.run("go")),
+            async_loop(lambda: guarded_agent.run("go")),
+            60,
+        ),
+    ]
+
+
+class SmolScript(SmolModel):
+    """Calls ``lookup``, then answers; again for the next run."""
+
+    def __init__(self) -> None:
+        super().__init__(model_id="scripted")
+        self.turn = 0
+
+    def generate(self, messages: Any, **kwargs: Any) -> SmolMessage:
+        self.turn += 1
+        name, arguments = (
+            ("lookup", {"query": "x"}) if self.turn % 2 else ("final_answer", {"answer": "done"})
+        )
+        function = ChatMessageToolCallFunction(name=name, arguments=arguments)
+        call = ChatMessageToolCall(function, id=f"c{self.turn}", type="function")
+        return SmolMessage(role=SmolRole.ASSISTANT, content="", tool_calls=[call])
+
+
+class SmolLookup(SmolTool):
+    name = "lookup"
+    description = "Look up."
+    inputs = {"query": {"type": "string", "description": "What to look up."}}
+    output_type = "string"
+
+    def forward(self, query: str) -> str:
+        return query
+
+
+def smolagents_cases(guard: Guard) -> list[Case]:
+    def agent() -> Any:
+        return ToolCallingAgent(
+            tools=[SmolLookup()], model=SmolScript(), name="bench_bot", verbosity_level=LogLevel.OFF
+        )
+
+    plain_agent, guarded_agent = agent(), ag_smolagents.guard_agent(agent(), guard=guard)
+    args = {"query": "x"}
+    return [
+        (
+            "smolagents",
+            "agent.execute_tool_call(name, args)",
+            sync_loop(lambda: plain_agent.execute_tool_call("lookup", args)),
+            sync_loop(lambda: guarded_agent.execute_tool_call("lookup", args)),
+            50_000,
+        ),
+        (
+            "smolagents",
+            "ToolCallingAgent.run, 1 tool call: guard_agent",
+            sync_loop(lambda: plain_agent.run("go", max_steps=2)),
+            sync_loop(lambda: guarded_agent.run("go", max_steps=2)),
+            60,
+        ),
+    ]
+
+
+def llama_index_cases(guard: Guard) -> list[Case]:
+    def lookup(query: str) -> str:
+        """Look up."""
+        return query
+
+    plain = FunctionTool.from_defaults(lookup)
+    guarded = ag_llama_index.guard_tool(plain, guard=guard)
+
+    def respond(messages: list[LlamaMessage], **kwargs: Any) -> LlamaMessage:
+        if messages[-1].role == LlamaRole.TOOL:  # answer once the tool has run
+            return LlamaMessage(role=LlamaRole.ASSISTANT, content="done")
+        call = ToolCallBlock(tool_name="lookup", tool_kwargs={"query": "x"}, tool_call_id="c1")
+        return LlamaMessage(role=LlamaRole.ASSISTANT, blocks=[call])
+
+    llm = MockFunctionCallingLLM(response_generator=respond)
+    plain_agent = FunctionAgent(name="bench-bot", tools=[plain], llm=llm)
+    guarded_agent = FunctionAgent(name="bench-bot", tools=[guarded], llm=llm)
+
+    async def run_plain() -> Any:
+        return await plain_agent.run("go")
+
+    async def run_streamed() -> Any:  # what stop_on_refusal does, without the guard
+        handler = plain_agent.run("go")
+        async for _ in handler.stream_events():
+            pass
+        return await handler
+
+    async def run_guarded() -> Any:
+        return await ag_llama_index.stop_on_refusal(guarded_agent.run("go"))
+
+    return [
+        (
+            "llama_index",
+            "tool.call(query=...)",
+            sync_loop(lambda: plain.call(query="x")),
+            sync_loop(lambda: guarded.call(query="x")),
+            3_000,
+        ),
+        (
+            "llama_index",
+            "await tool.acall(query=...)",
+            async_loop(lambda: plain.acall(query="x")),
+            async_loop(lambda: guarded.acall(query="x")),
+            2_000,
+        ),
+        (
+            "llama_index",
+            "FunctionAgent run, 1 tool call: guarded tools",
+            async_loop(run_plain),
+            async_loop(lambda: guarded_agent.run("go")),
+            20,
+        ),
+        (
+            "llama_index",
+            "same, awaited through stop_on_refusal",
+            async_loop(run_plain),
+            async_loop(run_guarded),
+            20,
+        ),
+        (
+            "llama_index",
+            "same, vs. a plain run whose events are streamed",
+            async_loop(run_streamed),
+            async_loop(run_guarded),
+            20,
+        ),
+    ]
 
 
 def main() -> None:
@@ -321,7 +765,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every sample's calls")
     parser.add_argument("--update", action="store_true", help="write the section of RESULTS.md")
+    parser.add_argument(
+        "--only", help="comma-separated integrations to run (e.g. pydantic_ai,smolagents)"
+    )
     args = parser.parse_args()
+    only = set(args.only.split(",")) if args.only else None
+    if only is not None and args.update:
+        parser.error("--update rewrites the whole table: run it without --only")
     logging.disable(logging.WARNING)  # MCP logs every request at INFO
 
     guard = Guard()
@@ -329,8 +779,15 @@ def main() -> None:
         guard.kill(("agent", "run", "mission", "tool")[i % 4], f"unrelated-{i}")
 
     rows = []
+    selected = cases(guard)
+    if only is not None:
+        unknown = only - {case[0] for case in selected}
+        if unknown:
+            known = ", ".join(sorted({case[0] for case in selected}))
+            parser.error(f"--only: unknown integration(s) {', '.join(sorted(unknown))}; {known}")
+        selected = [case for case in selected if case[0] in only]
     with scope(**IDS):
-        for integration, call, plain, guarded, calls in cases(guard):
+        for integration, call, plain, guarded, calls in selected:
             n = max(1, int(calls * args.scale))
             base, wrapped = compare(plain, guarded, n, args.repeats)
             rows.append((integration, call, base, wrapped))
@@ -362,7 +819,8 @@ def main() -> None:
             "## Integration overhead (allowed path)\n\n"
             f"`python benchmarks/bench_integrations.py --repeats {args.repeats} "
             f"--scale {args.scale:g}`: each framework call unguarded and through its agentguard "
-            "integration, best per-call time of the samples, samples interleaved, all three "
+            "integration, best per-call CPU time of the process over the samples, samples "
+            "interleaved, all three "
             "scope ids set, 1,000 unrelated active kills in the index.\n\n" + table,
         )
 

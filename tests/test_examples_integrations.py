@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -80,3 +83,96 @@ def test_mcp_server() -> None:
     assert "support-bot: isError=False refunded B-1" in out
     assert "billing-bot: isError=False refunded A-3" in out
     assert "HARD_BLOCK recorded for 'refund': agent 'billing-bot', run 'billing-bot-run-1'" in out
+
+
+def test_autogen_agent() -> None:
+    out = run_example("autogen_agent.py")
+    assert "PolicyViolationError from the team: agent 'refund_bot': Refund loop" in out
+    assert "HARD_BLOCK for 'refund' (agent 'refund_bot', run 'ticket-881')" in out
+    assert "refund_bot: executed=1 refused=1" in out
+    run_1 = out.split("revived; run 2:")[0]
+    assert "refunded A-2" not in run_1 and "Told again." not in run_1  # the team stopped
+    assert out.count("refunded A-2") == 1 and "agent says: Refunded A-2." in out  # after revive
+    assert "model was told: Error: 'refund' refused: tool 'refund' was killed by usr_ops" in out
+    assert "refunded B-1" not in out and "agent says: Refunds are paused." in out
+
+
+def test_google_adk_agent() -> None:
+    out = run_example("google_adk_agent.py")
+    assert "refunded A-1" in out and "refunded A-2" not in out
+    assert (
+        "run_async raised PolicyViolationError: run 'ticket-881': Refund loop on one ticket"
+    ) in out
+    assert "HARD_BLOCK for 'refund' (agent 'refund_bot', run 'ticket-881', call call-2)" in out
+    assert "agent says: I could not refund: Error: 'refund' refused: run 'ticket-881'" in out
+    revived = out.split("revived:")[1]
+    assert "refunded A-3" in revived and "agent says: All refunds done." in revived
+    assert out.count("refunded A-3") == 1  # refused before the revive, refunded after it
+    assert "2 HARD_BLOCK interventions recorded" in out
+
+
+def test_openai_client() -> None:
+    out = run_example("openai_client.py")
+    assert "ticket 3: 'Refund issued. Sorry!' (spent so far $0.0720)" in out
+    assert "ticket 4: REFUSED before sending: spent $0.07 in 3600 s; limit $0.05" in out
+    assert "model calls sent: 3; refused: 4" in out
+    assert "HARD_BLOCK recorded for 'llm' on model 'gpt-5', killed by rule:support-spend" in out
+
+
+def test_anthropic_client() -> None:
+    out = run_example("anthropic_client.py")
+    assert "scraper-bot step 2: Done. (spent $0.0420)" in out
+    assert "scraper-bot step 3: REFUSED before sending (Looping on one page)" in out
+    assert "research-bot step 3: Done. (spent $0.0630)" in out
+    assert "messages sent: 5; total spend $0.1050" in out
+    assert "HARD_BLOCK recorded for 'llm' on model 'claude-sonnet-4-5'" in out
+
+
+def test_pydantic_ai_agent() -> None:
+    out = run_example("pydantic_ai_agent.py")
+    assert "PolicyViolationError from Agent.run: agent 'refund-bot': Refund loop" in out
+    assert "HARD_BLOCK for 'refund' (agent 'refund-bot', run 'ticket-881', call call-3)" in out
+    assert "refund-bot: executed=2 refused=1" in out
+    assert out.count("refunded A-2") == 1 and "agent says: Refunded A-2." in out  # after revive
+    assert "model was told: Error: 'refund' refused: run 'ticket-990' was killed by usr_ops" in out
+    assert "refunded B-1" not in out
+    assert "2 HARD_BLOCK interventions recorded" in out
+
+
+def test_smolagents_agent() -> None:
+    out = run_example("smolagents_agent.py")
+    assert "PolicyViolationError from agent.run: agent 'refund_bot': Refund loop" in out
+    assert "HARD_BLOCK for 'refund' (agent 'refund_bot')" in out
+    assert "refund_bot: executed=2 refused=1" in out
+    # run 1 ended at the refusal, so run 2 gets the rest of the script and refunds A-2 once
+    assert out.count("refunded A-2") == 1 and "agent says: Refunded A-2." in out
+    assert "model was told: Error: 'refund' refused: tool 'refund' was killed by usr_ops" in out
+    assert "refunded B-1" not in out and "agent says: Refunds are paused." in out
+    assert "2 HARD_BLOCK interventions recorded" in out
+
+
+def test_llama_index_agent() -> None:
+    out = run_example("llama_index_agent.py")
+    assert "PolicyViolationError from the run: agent 'refund-bot': Refund loop" in out
+    assert "HARD_BLOCK for 'refund' (agent 'refund-bot', run 'ticket-881')" in out
+    assert "refund-bot: executed=2 refused=1" in out
+    assert out.count("refunded A-2") == 1 and "agent says: Last tool said: refunded" in out
+    assert "Last tool said: Error: 'refund' refused: tool 'refund' was killed by usr_ops" in out
+    assert "refunded B-1" not in out
+    assert "2 HARD_BLOCK interventions recorded" in out
+
+
+def test_crewai_agent() -> None:
+    if importlib.util.find_spec("crewai") is None:
+        pytest.skip("CrewAI is not in this venv (it cannot share one with `all`): make test-crewai")
+    out = run_example("crewai_agent.py")
+    assert "refunded A-1" in out and "refunded A-2" not in out and "refunded A-3" not in out
+    assert (
+        "crew.kickoff() raised PolicyViolationError: agent 'Refund Agent': "
+        "Refund loop on one ticket"
+    ) in out
+    assert "HARD_BLOCK for 'refund' (agent 'Refund Agent', run 'ticket-881')" in out
+    told = "model was told: Error: 'refund' refused: agent 'Refund Agent' was killed by usr_ops"
+    assert told in out
+    assert "crew says: I was stopped by an operator, so I refunded nothing." in out
+    assert "revived; 2 HARD_BLOCK interventions; refunded ['A-1']" in out

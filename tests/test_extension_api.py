@@ -151,3 +151,18 @@ def test_no_module_touches_another_modules_private_names() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert '"SLF"' in (ROOT / "pyproject.toml").read_text()  # and `make lint` enforces it
+
+
+def test_add_cost_adds_under_a_call_s_scope_for_budget_rules() -> None:
+    from agentguard import BudgetRule
+
+    guard = Guard(agent_id="bot", rules=[BudgetRule("spend", limit_usd=1.0)])
+    key = guard.admit("llm", Scope(run_id="r1"))
+    guard.add_cost(key[1], 0.75)
+    assert guard.cost("agent", "bot") == guard.cost("run", "r1") == 0.75
+    with pytest.raises(InvalidInputError, match="cost_usd"):
+        guard.add_cost(key[1], -1.0)
+    guard.add_cost(key[1], 0.5)  # over $1: the rule trips and the next call is refused
+    with pytest.raises(PolicyViolationError, match="rule:spend"):
+        guard.admit("llm", Scope(run_id="r1"))
+    guard.close()

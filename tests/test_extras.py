@@ -159,6 +159,103 @@ assert guarded.call(query="x").content == "x"
 assert unguard_tools([guarded]) == [tool]
 """
 
+AUTOGEN = """
+import asyncio
+from autogen_core import CancellationToken
+from autogen_core.tools import FunctionTool, StaticWorkbench
+from agentguard import Guard
+from agentguard.integrations.autogen import guard_tools, guard_workbench, unguard_tools
+
+def search(query: str) -> str:
+    "Search."
+    return query
+
+tool = FunctionTool(search, description="Search.")
+(guarded,) = guard_tools([tool], guard=Guard())
+assert asyncio.run(guarded.run_json({"query": "x"}, CancellationToken())) == "x"
+assert unguard_tools([guarded]) == [tool]
+workbench = guard_workbench(StaticWorkbench([tool]), guard=Guard())
+result = asyncio.run(workbench.call_tool("search", {"query": "y"}))
+assert result.to_text() == "y" and not result.is_error
+"""
+
+GOOGLE_ADK = """
+from google.adk.agents import LlmAgent
+from google.adk.runners import InMemoryRunner
+from agentguard import Guard
+from agentguard.integrations.google_adk import AgentGuardPlugin, guard_runner, unguard_runner
+
+def search(query: str) -> str:
+    "Search."
+    return query
+
+runner = guard_runner(InMemoryRunner(agent=LlmAgent(name="bot", tools=[search])), guard=Guard())
+assert [type(p) for p in runner.plugin_manager.plugins] == [AgentGuardPlugin]
+assert unguard_runner(runner).plugin_manager.plugins == []
+"""
+
+OPENAI = """
+import httpx2
+from openai import OpenAI
+from agentguard import Guard, PolicyViolationError
+from agentguard.integrations.openai import guard_openai, unguard_openai
+
+def api(request):
+    usage = {"prompt_tokens": 1000000, "completion_tokens": 0, "total_tokens": 1000000}
+    return httpx2.Response(200, json={"id": "c1", "object": "chat.completion", "created": 1,
+        "model": "gpt-5", "choices": [], "usage": usage})
+
+guard = Guard()
+plain = OpenAI(api_key="sk-test")
+client = guard_openai(plain, guard, prices={"gpt-5": (1.25, 10.0)},
+                      transport=httpx2.MockTransport(api))
+client.chat.completions.create(model="gpt-5", messages=[])
+assert guard.total_cost() == 1.25 and unguard_openai(client) is plain
+guard.kill("tool", "llm")
+try:
+    client.chat.completions.create(model="gpt-5", messages=[])
+    raise AssertionError("not refused")
+except PolicyViolationError:
+    pass
+"""
+
+ANTHROPIC = """
+import httpx2
+from anthropic import Anthropic
+from agentguard import Guard, PolicyViolationError
+from agentguard.integrations.anthropic import guard_anthropic
+
+def api(request):
+    return httpx2.Response(200, json={"id": "m1", "type": "message", "role": "assistant",
+        "model": "claude-haiku-4-5", "content": [], "stop_reason": "end_turn",
+        "usage": {"input_tokens": 1000000, "output_tokens": 0}})
+
+guard = Guard()
+client = guard_anthropic(Anthropic(api_key="sk-test"), guard,
+                         prices={"claude-haiku-4-5": (1.0, 5.0)},
+                         transport=httpx2.MockTransport(api))
+client.messages.create(model="claude-haiku-4-5", max_tokens=8, messages=[])
+assert guard.total_cost() == 1.0
+guard.kill("tool", "llm")
+try:
+    client.messages.create(model="claude-haiku-4-5", max_tokens=8, messages=[])
+    raise AssertionError("not refused")
+except PolicyViolationError:
+    pass
+"""
+
+CREWAI = """
+import os
+os.environ.update(CREWAI_DISABLE_TELEMETRY="true", CREWAI_TRACING_ENABLED="false")  # offline
+from crewai.hooks.dispatch import InterceptionPoint, get_global_hook_list
+from agentguard import Guard
+from agentguard.integrations.crewai import install, uninstall
+
+hooks = install(guard=Guard())
+assert hooks.before_tool_call in get_global_hook_list(InterceptionPoint.PRE_TOOL_CALL)
+assert uninstall()
+"""
+
 CLI = """
 from click.testing import CliRunner
 from agentguard.cli import main
@@ -182,6 +279,11 @@ EXTRAS = {
     "pydantic-ai": ("pydantic-ai", PYDANTIC_AI),
     "smolagents": ("smolagents", SMOLAGENTS),
     "llama-index": ("llama-index", LLAMA_INDEX),
+    "autogen": ("autogen", AUTOGEN),
+    "google-adk": ("google-adk", GOOGLE_ADK),
+    "openai": ("openai", OPENAI),
+    "anthropic": ("anthropic", ANTHROPIC),
+    "crewai": ("crewai", CREWAI),
 }
 
 # What pip and uv print when no index answers (as opposed to a real resolution failure).

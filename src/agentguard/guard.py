@@ -167,12 +167,13 @@ class Guard:
         tool_call_id: str | None = None,
         span_name: str | None = None,
         fn: Any = None,
+        model: str | None = None,
     ) -> CountKey:
         """Refuse (raise) or count the call as executed; returns the key for ``count_failure``.
 
         No I/O, no lock, no span if allowed. ``scope`` is the call's ids before the guard's
         defaults; ``fn`` is the decorated callable: a refusal binds the arguments to its
-        parameters.
+        parameters. ``model`` names the model of a model call: a refusal records it.
         """
         if self._defaults is not None:
             scope = self._with_defaults(scope)
@@ -180,16 +181,16 @@ class Guard:
         key = (name, scope)
         clear = self._clear.get(key)
         if clear is None or clear[0] != index.revision:
-            clear = self._look_up(key, args, kwargs, tool_call_id, span_name, fn)
+            clear = self._look_up(key, args, kwargs, tool_call_id, span_name, fn, model)
         elif index.fresh_until < _INF and self._clock() > index.fresh_until:
             self._refusals.refuse(
-                name, scope, None, args, kwargs, tool_call_id, span_name, None, fn
+                name, scope, None, args, kwargs, tool_call_id, span_name, None, fn, model
             )
         if self._rules is not None:
             trip = self._rules.before_call(name, scope, args, kwargs)
             if trip is not None:
                 self._refusals.refuse(
-                    name, scope, None, args, kwargs, tool_call_id, span_name, trip, fn
+                    name, scope, None, args, kwargs, tool_call_id, span_name, trip, fn, model
                 )
         next(clear[1])
         return key
@@ -307,6 +308,7 @@ class Guard:
         tool_call_id: str | None,
         span_name: str | None,
         fn: Any,
+        model: str | None = None,
     ) -> tuple[int, itertools.count[int], Lane]:
         """Check a call against the kill tables; remember that it was clear at this revision."""
         index = self._index
@@ -319,7 +321,9 @@ class Guard:
             or index.tool.get(name)
         )
         if ks is not None or (index.fresh_until < _INF and self._clock() > index.fresh_until):
-            self._refusals.refuse(name, key[1], ks, args, kwargs, tool_call_id, span_name, None, fn)
+            self._refusals.refuse(
+                name, key[1], ks, args, kwargs, tool_call_id, span_name, None, fn, model
+            )
         clear = (
             revision,
             self._tally.counter(self._tally.executed, key),
@@ -337,13 +341,14 @@ class Guard:
         tool_call_id: str | None = None,
         span_name: str | None = None,
         fn: Any = None,
+        model: str | None = None,
     ) -> CountKey:
         """``admit`` for asyncio code: a strict guard asks its server in a worker thread."""
         if self.strict:  # a per-call HTTP check must not block the event loop
             return await asyncio.to_thread(
-                self.admit, name, scope, args, kwargs, tool_call_id, span_name, fn
+                self.admit, name, scope, args, kwargs, tool_call_id, span_name, fn, model
             )
-        return self.admit(name, scope, args, kwargs, tool_call_id, span_name, fn)
+        return self.admit(name, scope, args, kwargs, tool_call_id, span_name, fn, model)
 
     def enforce(
         self,
@@ -398,17 +403,30 @@ class Guard:
         if not isinstance(cost_usd, (int, float)) or cost_usd < 0 or math.isnan(cost_usd):
             raise InvalidInputError("cost_usd", f"must be a non-negative number; got {cost_usd!r}")
         scope = self._scope_now(ids, "report_metric")
-        self._tally.add_cost(scope, cost_usd)
+        self._add_cost(scope, cost_usd)
         if success is not None:
             key = (REPORTED, scope)
             next(self._tally.counter(self._tally.executed, key))
             if not success:
                 next(self._tally.counter(self._tally.failed, key))
-        if self._rules is not None:
-            if cost_usd:
-                self._rules.on_cost(scope, cost_usd)
-            if success is not None:
+            if self._rules is not None:
                 self._rules.on_outcome(scope, success)
+
+    def add_cost(self, scope: Scope, cost_usd: float) -> None:
+        """Add ``cost_usd`` (a non-negative number) under a call's ``scope``, as ``admit``
+        returned it in its key: cost totals, heartbeats and budget rules see it.
+
+        ``report_metric`` for integrations, which hold a call's scope already (a model call's
+        spend after its response): the ids are not looked up or validated again.
+        """
+        if not isinstance(cost_usd, (int, float)) or cost_usd < 0 or math.isnan(cost_usd):
+            raise InvalidInputError("cost_usd", f"must be a non-negative number; got {cost_usd!r}")
+        self._add_cost(scope, cost_usd)
+
+    def _add_cost(self, scope: Scope, cost_usd: float) -> None:
+        self._tally.add_cost(scope, cost_usd)
+        if self._rules is not None and cost_usd:
+            self._rules.on_cost(scope, cost_usd)
 
     def cost(self, target_type: str, target_id: str) -> float:
         """Total cost reported in this process under a target (agent, run or mission)."""

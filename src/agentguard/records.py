@@ -115,6 +115,7 @@ class Intervention(BaseModel):
     mission_id: str | None = Field(default=None, max_length=256)
     instance_id: str | None = Field(default=None, max_length=256)
     tool_call_id: str | None = Field(default=None, max_length=256)
+    model: str | None = Field(default=None, max_length=256)  # a refused model call's model
     occurred_at: datetime = Field(default_factory=utcnow)
     # CANCELLED: how long the call had run when the kill stopped it.
     ran_for_ms: float | None = Field(default=None, ge=0, allow_inf_nan=False)

@@ -56,8 +56,12 @@ class Refusals:
         span_name: str | None,
         trip: Trip | None,
         fn: Any,
+        model: str | None = None,
     ) -> None:
-        """Raise PolicyViolationError for a killed target, or decide on an unverified view."""
+        """Raise PolicyViolationError for a killed target, or decide on an unverified view.
+
+        ``model`` names the model of a refused model call (its intervention records it).
+        """
         if ks is not None:
             status = KillStatus.of(ks.target_type, ks.target_id, ks)
         elif trip is not None:  # a rule tripped: refuse now, the kill follows in the background
@@ -98,6 +102,7 @@ class Refusals:
             mission_id=scope.mission_id,
             instance_id=self._instance_id,
             tool_call_id=tool_call_id,
+            model=model,
         )
         error = (KillStateUnavailableError if unavailable else PolicyViolationError)(
             target_type=status.target_type,

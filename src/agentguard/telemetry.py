@@ -9,13 +9,16 @@ from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 from opentelemetry import metrics, trace
+from opentelemetry.context import Context
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import semconv as sc
 from ._version import __version__
 from .errors import PolicyViolationError
+from .pricing import Usage
 from .records import Intervention, KillChange
+from .scope import Scope
 
 logger = logging.getLogger("agentguard")
 
@@ -53,6 +56,11 @@ class Telemetry:
             "agentguard.kill_switch.propagation",
             unit="ms",
             description="Time from a kill's commit until an instance acknowledged applying it",
+        )
+        self.token_usage = meter.create_histogram(
+            "gen_ai.client.token.usage",
+            unit="{token}",
+            description="Input and output tokens of guarded model calls",
         )
         self._meter = meter
         self._active_sources: list[Callable[[], int]] = []
@@ -107,11 +115,80 @@ class Telemetry:
                 set_status_on_exception=False,
             ) as span:
                 if span.is_recording():
-                    span.set_attributes(self._block_attributes(error, intervention, arguments))
+                    span.set_attributes(
+                        self._block_attributes(error, intervention, arguments, span_name)
+                    )
                     span.record_exception(error)
                 span.set_status(Status(StatusCode.ERROR, str(error.reason or error)))
         except Exception:  # our telemetry must never break the user's agent
             logger.exception("agentguard: could not record the %s span", intervention.type)
+
+    def record_model_call(
+        self,
+        *,
+        operation: str,
+        model: str | None,
+        provider: str | None,
+        usage: Usage | None,
+        cost_usd: float | None,
+        scope: Scope,
+        action: str,
+        start_ns: int,
+        parent: Context | None = None,
+        error_type: str | None = None,
+    ) -> None:
+        """Emit the span of one admitted model call (GenAI conventions: ``chat gpt-5``, tokens,
+        cost) from ``start_ns`` until now, and count its tokens. Never raises."""
+        try:
+            common: dict[str, Any] = {sc.GEN_AI_OPERATION_NAME: operation}
+            if provider:
+                common[sc.GEN_AI_PROVIDER_NAME] = provider
+            if model:
+                common[sc.GEN_AI_REQUEST_MODEL] = model
+            if usage is not None and usage.model:
+                common[sc.GEN_AI_RESPONSE_MODEL] = usage.model
+            if usage is not None:
+                for kind, tokens in (
+                    (sc.TOKEN_TYPE_INPUT, usage.input_tokens),
+                    (sc.TOKEN_TYPE_OUTPUT, usage.output_tokens),
+                ):
+                    self.token_usage.record(tokens, {**common, sc.GEN_AI_TOKEN_TYPE: kind})
+            span = self.tracer.start_span(
+                f"{operation} {model}" if model else operation,
+                context=parent,
+                kind=SpanKind.CLIENT,
+                start_time=start_ns,
+            )
+            if span.is_recording():
+                attributes = {**common, sc.ACTION: action}
+                if usage is not None:
+                    attributes[sc.GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
+                    attributes[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output_tokens
+                    if usage.cached_input_tokens:
+                        attributes[sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = (
+                            usage.cached_input_tokens
+                        )
+                    if usage.cache_write_input_tokens:
+                        attributes[sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = (
+                            usage.cache_write_input_tokens
+                        )
+                    if usage.response_id:
+                        attributes[sc.GEN_AI_RESPONSE_ID] = usage.response_id
+                if cost_usd is not None:
+                    attributes[sc.COST_USD] = cost_usd
+                ids = {sc.AGENT_ID: scope.agent_id, sc.RUN_ID: scope.run_id}
+                ids[sc.MISSION_ID] = scope.mission_id
+                attributes.update({k: v for k, v in ids.items() if v is not None})
+                if scope.agent_id is not None:
+                    attributes[sc.GEN_AI_AGENT_ID] = scope.agent_id
+                if error_type is not None:
+                    attributes[sc.ERROR_TYPE] = error_type
+                span.set_attributes(attributes)
+            if error_type is not None:
+                span.set_status(Status(StatusCode.ERROR))
+            span.end()
+        except Exception:  # our telemetry must never break the user's agent
+            logger.exception("agentguard: could not record the model call's span")
 
     def arguments(self, fn: Any, args: Any, kwargs: Any) -> Any:
         """What a refused call's span records of its arguments: ``None`` unless opted in.
@@ -138,11 +215,20 @@ class Telemetry:
         return (args, kwargs) if kwargs else args
 
     def _block_attributes(
-        self, error: PolicyViolationError, iv: Intervention, arguments: Any
+        self, error: PolicyViolationError, iv: Intervention, arguments: Any, span_name: str | None
     ) -> dict[str, Any]:
         attributes: dict[str, Any] = {
             sc.GEN_AI_OPERATION_NAME: sc.OPERATION_EXECUTE_TOOL,
             sc.GEN_AI_TOOL_NAME: iv.action,
+        }
+        if iv.model is not None:  # a model call: its span is named "{operation} {model}"
+            operation = span_name.partition(" ")[0] if span_name else sc.OPERATION_CHAT
+            attributes = {
+                sc.GEN_AI_OPERATION_NAME: operation,
+                sc.GEN_AI_REQUEST_MODEL: iv.model,
+                sc.ACTION: iv.action,
+            }
+        attributes |= {
             sc.ERROR_TYPE: type(error).__name__,
             sc.INTERVENTION_TYPE: iv.type.value,
             sc.INTERVENTION_ID: iv.id,

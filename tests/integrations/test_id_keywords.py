@@ -8,17 +8,30 @@ from typing import Any
 
 import pytest
 from agents import function_tool
+from anthropic import Anthropic
+from autogen_agentchat.agents import AssistantAgent
+from autogen_core.tools import FunctionTool as AutoGenTool
+from autogen_core.tools import StaticWorkbench
+from autogen_ext.models.replay import ReplayChatCompletionClient
+from google.adk.agents import LlmAgent
+from google.adk.runners import InMemoryRunner
 from langchain_core.tools import tool
 from llama_index.core.tools import FunctionTool
+from openai import OpenAI
 from pydantic_ai import FunctionToolset
 from smolagents import InferenceClientModel, Tool, ToolCallingAgent
 
 from agentguard import Guard
 from agentguard.integrations import (
+    anthropic,
+    autogen,
     functions,
+    google_adk,
+    httpx2,
     langchain,
     llama_index,
     mcp,
+    openai,
     openai_agents,
     pydantic_ai,
     smolagents,
@@ -69,6 +82,30 @@ ENTRY_POINTS: dict[str, Callable[..., Any]] = {
         FunctionTool.from_defaults(send_email), guard, **ids
     ),
     "llama_index.guard_tools": lambda guard, **ids: llama_index.guard_tools([], guard, **ids),
+    "autogen.guard_tool": lambda guard, **ids: autogen.guard_tool(
+        AutoGenTool(send_email, description="Send an email."), guard, **ids
+    ),
+    "autogen.guard_tools": lambda guard, **ids: autogen.guard_tools([], guard, **ids),
+    "autogen.guard_workbench": lambda guard, **ids: autogen.guard_workbench(
+        StaticWorkbench([]), guard, **ids
+    ),
+    "autogen.guard_agent": lambda guard, **ids: autogen.guard_agent(
+        AssistantAgent("mailer", model_client=ReplayChatCompletionClient([])), guard, **ids
+    ),
+    "google_adk.AgentGuardPlugin": lambda guard, **ids: google_adk.AgentGuardPlugin(guard, **ids),
+    "google_adk.guard_runner": lambda guard, **ids: google_adk.guard_runner(
+        InMemoryRunner(agent=LlmAgent(name="bot")), guard, **ids
+    ),
+    "openai.guard_openai": lambda guard, **ids: openai.guard_openai(
+        OpenAI(api_key="sk-test"), guard, **ids
+    ),
+    "anthropic.guard_anthropic": lambda guard, **ids: anthropic.guard_anthropic(
+        Anthropic(api_key="sk-test"), guard, **ids
+    ),
+    "httpx2.GuardedTransport": lambda guard, **ids: httpx2.GuardedTransport(None, guard, **ids),
+    "httpx2.AsyncGuardedTransport": lambda guard, **ids: httpx2.AsyncGuardedTransport(
+        None, guard, **ids
+    ),
 }
 
 

@@ -68,6 +68,7 @@ def intervention(n: int) -> dict[str, Any]:
         "mission_id": "mission-1",
         "instance_id": "seed-instance",
         "tool_call_id": "call-1",
+        "model": "gpt-5-2025-08-07",
         "occurred_at": WHEN,
     }
 

@@ -329,6 +329,8 @@ class InterventionIn(_Body):
     mission_id: _OptionalId = None
     instance_id: _OptionalId = None
     tool_call_id: _OptionalId = None
+    model: _OptionalId = None
+    """The model of a refused model call (an LLM request)."""
     occurred_at: ReportedTime
 
 
@@ -363,6 +365,7 @@ class InterventionPublic(BaseModel):
     mission_id: str | None
     instance_id: str | None
     tool_call_id: str | None
+    model: str | None = None
     occurred_at: datetime
 
 

@@ -118,6 +118,17 @@ def test_hard_block_references_the_kill_switch_and_its_killer(server: Any, api: 
     assert stored["type"] == "HARD_BLOCK"
 
 
+def test_a_refused_model_call_keeps_its_model(server: Any, api: Any) -> None:
+    agent = api(server, scopes=("agent",))
+    item = intervention(1, action="llm", model="gpt-5-2025-08-07")
+    agent.client.post("/api/v1/interventions", json={"interventions": [item, intervention(2)]})
+    listed = api(server, scopes=("read",)).get("/api/v1/interventions").json()["data"]
+    assert [(iv["action"], iv["model"]) for iv in listed] == [
+        ("send_email", None),
+        ("llm", "gpt-5-2025-08-07"),
+    ]
+
+
 def test_intervention_filters_and_paging(server: Any, api: Any) -> None:
     a = api(server)
     batch = [
@@ -178,6 +189,8 @@ def test_intervention_counts_per_target(server: Any, api: Any) -> None:
         ({"reason": "r" * 2001}, "interventions.0.reason"),
         ({"occurred_at": "not a time"}, "interventions.0.occurred_at"),
         ({"extra": 1}, "interventions.0.extra"),
+        ({"model": "m" * 257}, "interventions.0.model"),
+        ({"model": "gpt-5\u200b"}, "interventions.0.model"),
     ],
 )
 def test_bad_interventions(server: Any, api: Any, change: dict[str, Any], field: str) -> None:

@@ -12,6 +12,7 @@ from agentguard.server.store.database import Database
 from agentguard.server.store.tables import metadata
 
 TABLES = {t.name for t in metadata.sorted_tables}
+HEAD = "0006"  # the newest revision in server/migrations/versions
 
 
 def upgrade(database_url: str) -> subprocess.CompletedProcess[str]:
@@ -27,7 +28,7 @@ def test_db_upgrade_command_creates_the_schema(database_url: str) -> None:
     assert Database(database_url).revision() is None
     first = upgrade(database_url)
     assert first.returncode == 0, first.stderr
-    assert "database at revision 0005 (was None)" in first.stdout
+    assert f"database at revision {HEAD} (was None)" in first.stdout
     engine = create_engine(Database(database_url).url)
     inspector = inspect(engine)
     assert TABLES | {"agentguard_alembic_version"} <= set(inspector.get_table_names())
@@ -38,7 +39,7 @@ def test_db_upgrade_command_creates_the_schema(database_url: str) -> None:
     engine.dispose()
     again = upgrade(database_url)
     assert again.returncode == 0, again.stderr
-    assert again.stdout.strip() == "database at revision 0005"
+    assert again.stdout.strip() == f"database at revision {HEAD}"
 
 
 def test_migrations_match_the_tables(database_url: str) -> None:
@@ -70,7 +71,7 @@ def test_concurrent_first_starts_do_not_collide(make_server: Any, database_url: 
     for t in threads:
         t.join()
     assert errors == []
-    assert servers[0].database.revision() == "0005"
+    assert servers[0].database.revision() == HEAD
 
 
 def test_many_connections_opening_a_new_sqlite_file_together(tmp_path: Any) -> None:
@@ -141,7 +142,7 @@ def test_keys_from_before_0005_speak_for_no_agent(database_url: str) -> None:
     server = KillSwitchServer(database_url)
     try:
         server.start()
-        assert server.database.revision() == "0005"
+        assert server.database.revision() == HEAD
         (key,) = server.keys.list("org_a")[0]
         assert key.agents is None
         client = TestClient(server.app, headers={"Authorization": f"Bearer {token}"})

@@ -128,6 +128,7 @@ interventions = Table(
     Column("mission_id", String(256)),
     Column("instance_id", String(256)),
     Column("tool_call_id", String(256)),
+    Column("model", String(256)),
     Column("occurred_at", UTCDateTime, nullable=False),
     Column("received_at", UTCDateTime, nullable=False),
     # Re-sending a batch is safe: an intervention id is stored once per organization.
