@@ -30,7 +30,7 @@ from .errors import GuardNotConfiguredError, InvalidInputError
 from .inflight import (
     ADOPTED,
     LANE,
-    LOOPS,
+    NOTED,
     OWNER,
     STOPPED,
     TASK,
@@ -220,8 +220,8 @@ def _async(action: Action, target: Any, sig: Any) -> Callable[..., Any]:
         started = _now()  # noqa: F841 - with cancel, read from this frame (see inflight.py)
         cancel = cancels
         if cancel:  # a kill sweeps the loops guarded coroutines run on
-            closed = LOOPS.get(_thread())
-            if closed is None or closed():
+            noted = NOTED.get()
+            if noted is None or noted[0] != _thread():
                 note_loop()
         key = (  # inline unless strict: no extra coroutine on the hot path
             await guard.admit_async(name, scope_now(), args, kwargs, None, None, sig)

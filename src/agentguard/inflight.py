@@ -30,9 +30,11 @@ its token, adds a hook, checks ``raise_if_killed()``, or a kill finds it. For th
   function marked ``carries_flight`` (the guarded wrappers, the integrations' gate). So it is
   found in the thread or task running the call, and in what that code calls; a worker thread
   the call hands work to gets the ``Call`` passed to it;
-- an async call notes its thread's event loop (``LOOPS``; asking asyncio for the current task
-  costs a system call per call on Python 3.11), and a kill sweeps each noted loop, on the loop:
-  the tasks awaiting inside a guarded call of a killed target are cancelled.
+- an async call makes sure its thread's event loop is noted (``LOOPS``; asking asyncio for the
+  current task or loop costs a system call per call on Python 3.11): once per task, whose
+  context then carries the note (``NOTED``, checked against the thread, since a context can
+  be copied into another thread that runs a loop of its own). A kill sweeps each noted loop,
+  on the loop: the tasks awaiting inside a guarded call of a killed target are cancelled.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
 from typing import Any, Protocol, TypeVar
 
 from .errors import PolicyViolationError
@@ -86,9 +89,13 @@ KILLED = "agentguard: stopped by a kill"
 ADOPTED: dict[int, Flight] = {}
 
 # The event loop each thread last ran a guarded coroutine in, by thread id, as its bound
-# ``is_closed`` (what a call checks; its ``__self__`` is the loop): where a kill looks for the
-# tasks running calls in flight.
+# ``is_closed`` (its ``__self__`` is the loop): where a kill looks for the tasks running calls
+# in flight.
 LOOPS: dict[int, Callable[[], bool]] = {}
+# (thread id, that loop's is_closed) in the context of each task that noted it.
+NOTED: ContextVar[tuple[int, Callable[[], bool]] | None] = ContextVar(
+    "agentguard_loop", default=None
+)
 
 _now = time.monotonic
 _make_lock = threading.Lock()  # makes each flight's error and token once (rare: off the hot path)
@@ -127,12 +134,13 @@ def running_flight(owner: object = None) -> Flight | None:
 
 
 def note_loop() -> None:
-    """Remember this thread's running loop (a guarded coroutine starts on a loop not noted).
+    """Note this thread's running loop: a guarded coroutine starts in a task that has not.
 
-    A call checks ``LOOPS.get(thread)``: missing, or closed (the thread runs a new loop), it
-    notes the running one.
+    A call checks ``NOTED.get()`` against its thread (``threading.get_ident()``) first.
     """
-    LOOPS[threading.get_ident()] = asyncio.get_running_loop().is_closed
+    ident, closed = threading.get_ident(), asyncio.get_running_loop().is_closed
+    LOOPS[ident] = closed
+    NOTED.set((ident, closed))
 
 
 def forget(key: CountKey) -> None:

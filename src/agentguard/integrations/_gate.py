@@ -50,7 +50,7 @@ import wrapt
 
 from ..errors import InvalidInputError, PolicyViolationError
 from ..guard import Guard, get_guard
-from ..inflight import ADOPTED, LOOPS, Call, carries_flight, forget, note_loop
+from ..inflight import ADOPTED, NOTED, Call, carries_flight, forget, note_loop
 from ..scope import (
     EMPTY_SCOPE,
     Ids,
@@ -253,8 +253,8 @@ class Gate:
         cancel = self.cancel_in_flight  # with started, read by current_call() and a kill
         started = _now()  # noqa: F841
         if cancel:
-            closed = LOOPS.get(threading.get_ident())
-            if closed is None or closed():
+            noted = NOTED.get()
+            if noted is None or noted[0] != threading.get_ident():
                 note_loop()
         try:
             key = await guard.admit_async(name, self.scope(found), arguments, None, tool_call_id)
