@@ -74,6 +74,7 @@ class HeartbeatReport(BaseModel):
     executed: int = 0
     refused: int = 0
     failed: int = 0
+    cancelled: int = 0  # sent only when not 0: a server older than it refuses the field
     cost_usd: float = 0.0
     version: int = 0
     checkpoint: str | None = None
@@ -131,6 +132,7 @@ class AgentInstance(_Answer):
     executed: int = 0
     refused: int = 0
     failed: int = 0
+    cancelled: int = 0
     cost_usd: float = 0.0
     version: int | None = None
     status: InstanceStatusName | None = None
@@ -147,6 +149,7 @@ class Agent(_Answer):
     executed: int = 0
     refused: int = 0
     failed: int = 0
+    cancelled: int = 0
     cost_usd: float = 0.0
     cost_usd_today: float = 0.0
     kill_switch: KillSwitch | None = None

@@ -29,9 +29,11 @@ B_RUN = "b-run"
 CHECKPOINT = "/checkpoints/b.replica-0"
 
 
-def beat(agent_id: str | None, instance_id: str, cost: float = 0.0, version: int = 0) -> dict:
+def beat(
+    agent_id: str | None, instance_id: str, cost: float = 0.0, version: int = 0, cancelled: int = 0
+) -> dict:
     body: dict[str, Any] = {"instance_id": instance_id, "interval": 10, "executed": 1,
-                            "refused": 0, "failed": 0, "cost_usd": cost,
+                            "refused": 0, "failed": 0, "cancelled": cancelled, "cost_usd": cost,
                             "version": version}  # fmt: skip
     if agent_id is not None:
         body["agent_id"] = agent_id
@@ -76,7 +78,7 @@ class Scene:
         acks = a.get("/kill-switch/acks", params={"target_type": "run", "target_id": B_RUN}).json()
         return {
             "instances": [
-                (i["instance_id"], i["cost_usd"], i["version"], i["executed"])
+                (i["instance_id"], i["cost_usd"], i["version"], i["executed"], i["cancelled"])
                 for i in agent["instances"]
             ],  # fmt: skip
             "cost": agent["cost_usd"],
@@ -100,6 +102,8 @@ def heartbeat(s: Scene, c: httpx.Client) -> None:
     refused(c.post("/heartbeats", json=beat(B, "x-1", cost=1e6)), "agent_id")
     refused(c.post("/heartbeats", json=beat("agent-a", B_INSTANCE, cost=1e6)), "instance_id")
     refused(c.post("/heartbeats", json=beat(None, B_INSTANCE, cost=1e6)), "agent_id")
+    # Nor the count of its calls stopped by kills.
+    refused(c.post("/heartbeats", json=beat("agent-a", B_INSTANCE, cancelled=99)), "instance_id")
     # A version in a heartbeat acknowledges kills: never for B's instance.
     refused(c.post("/heartbeats", json=beat("agent-a", B_INSTANCE, version=s.version)),
             "instance_id")  # fmt: skip
@@ -120,10 +124,14 @@ def report_interventions(s: Scene, c: httpx.Client) -> None:
     as_b = {**own, "id": "iv-as-b", "agent_id": B}
     against_b = {**own, "id": "iv-against-b", "target_type": "agent", "target_id": B,
                  "type": "OBSERVED", "killed_by": "rule:fleet-budget"}  # fmt: skip
+    stopped_b = {**own, "id": "iv-stopped-b", "agent_id": B, "type": "CANCELLED",
+                 "ran_for_ms": 1500.0}  # fmt: skip
     refused(c.post("/interventions", json={"interventions": [own, as_b]}),
             "interventions.1.agent_id")  # fmt: skip
     refused(c.post("/interventions", json={"interventions": [own, against_b]}),
             "interventions.1.target_id")  # fmt: skip
+    refused(c.post("/interventions", json={"interventions": [own, stopped_b]}),
+            "interventions.1.agent_id")  # fmt: skip
 
 
 def sentinel_record(agent_id: str | None) -> dict[str, Any]:

@@ -70,6 +70,7 @@ def intervention(n: int) -> dict[str, Any]:
         "tool_call_id": "call-1",
         "model": "gpt-5-2025-08-07",
         "occurred_at": WHEN,
+        "ran_for_ms": 1234.5,
     }
 
 
@@ -143,6 +144,7 @@ EXAMPLES: dict[type[BaseModel], dict[str, Any]] = {
         "executed": 50,
         "refused": 5,
         "failed": 1,
+        "cancelled": 2,
         "cost_usd": 9.5,
         "version": 1,
         "checkpoint": "seed",

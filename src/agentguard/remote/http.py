@@ -80,7 +80,7 @@ class Client:
 
         ``dropped``: how many the reporter lost to a full buffer (recorded in the audit log).
         """
-        body: dict[str, Any] = {"interventions": [json.loads(iv.model_dump_json()) for iv in items]}
+        body: dict[str, Any] = {"interventions": [_wire(iv) for iv in items]}
         if dropped:
             body["dropped"] = dropped
         response = self._send("POST", "/interventions", json=body)
@@ -351,3 +351,10 @@ def _params(**values: Any) -> dict[str, Any]:
 def _segment(value: str) -> str:
     """``value`` as one path segment."""
     return quote(value, safe="")
+
+
+def _wire(iv: Intervention) -> dict[str, Any]:
+    """An intervention as sent: ``ran_for_ms`` only when set (a CANCELLED one), so a server
+    older than it still takes every other kind."""
+    exclude = {"ran_for_ms"} if iv.ran_for_ms is None else None
+    return json.loads(iv.model_dump_json(exclude=exclude))  # type: ignore[no-any-return]

@@ -392,6 +392,7 @@ class Fleet:
                 executed=r.executed,
                 refused=r.refused,
                 failed=r.failed,
+                cancelled=r.cancelled,
                 cost_usd=r.cost_usd,
                 version=r.version,
                 status=r.status,  # type: ignore[arg-type]
@@ -416,6 +417,7 @@ class Fleet:
             executed=sum(r.executed for r in rows),
             refused=sum(r.refused for r in rows),
             failed=sum(r.failed for r in rows),
+            cancelled=sum(r.cancelled for r in rows),
             cost_usd=sum(r.cost_usd for r in rows),
             cost_usd_today=today.cost_usd,
             kill_switch=as_public(s.KillSwitchPublic, ks) if ks is not None else None,

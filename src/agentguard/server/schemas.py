@@ -36,7 +36,7 @@ AuditAction = Literal[
     "rule.observed",
 ]
 AuditTargetType = Literal["agent", "run", "mission", "tool", "api_key"]
-InterventionTypeName = Literal["HARD_BLOCK", "OBSERVED", "UNAVAILABLE"]
+InterventionTypeName = Literal["HARD_BLOCK", "OBSERVED", "UNAVAILABLE", "CANCELLED"]
 
 # No NUL characters anywhere (PostgreSQL text cannot hold them); ids need one visible character.
 _NO_NUL = r"^[^\x00]*$"
@@ -302,6 +302,8 @@ class AuditEntriesPublic(BaseModel):
 
 # -- interventions -------------------------------------------------------------------------------
 
+MAX_RAN_FOR_MS = 366 * 86_400_000.0  # a call stopped after more than a year is no real report
+
 _OptionalId = (
     Annotated[str, StringConstraints(max_length=256, pattern=_ID_OR_EMPTY), ID_RULE, IdText] | None
 )
@@ -332,6 +334,10 @@ class InterventionIn(_Body):
     model: _OptionalId = None
     """The model of a refused model call (an LLM request)."""
     occurred_at: ReportedTime
+    ran_for_ms: (
+        Annotated[float, Field(ge=0, le=MAX_RAN_FOR_MS, allow_inf_nan=False), RealNumber] | None
+    ) = None
+    """CANCELLED: how long the call had run when the kill stopped it (milliseconds)."""
 
 
 class InterventionsBatch(_Body):
@@ -367,6 +373,7 @@ class InterventionPublic(BaseModel):
     tool_call_id: str | None
     model: str | None = None
     occurred_at: datetime
+    ran_for_ms: float | None = None
 
 
 class InterventionsPublic(BaseModel):
@@ -451,6 +458,8 @@ class HeartbeatIn(_Body):
     executed: Count
     refused: Count
     failed: Count
+    cancelled: Count = 0
+    """Calls stopped by a kill while they ran (older clients do not send it)."""
     cost_usd: Dollars
     version: Version
     checkpoint: CheckpointKey | None = None
@@ -532,6 +541,7 @@ class InstancePublic(BaseModel):
     executed: int
     refused: int
     failed: int
+    cancelled: int
     cost_usd: float
     version: int
     status: InstanceStatusName
@@ -548,6 +558,7 @@ class AgentPublic(BaseModel):
     executed: int
     refused: int
     failed: int
+    cancelled: int
     cost_usd: float
     cost_usd_today: float
     kill_switch: KillSwitchPublic | None

@@ -30,6 +30,7 @@ class InstanceRow:
     executed: int
     refused: int
     failed: int
+    cancelled: int
     cost_usd: float
     version: int
     checkpoint: str | None
@@ -78,6 +79,7 @@ def new_instance(
         "executed": 0,
         "refused": 0,
         "failed": 0,
+        "cancelled": 0,
         "cost_usd": 0.0,
         "version": 0,
         "status": "running",

@@ -129,6 +129,7 @@ interventions = Table(
     Column("instance_id", String(256)),
     Column("tool_call_id", String(256)),
     Column("model", String(256)),
+    Column("ran_for_ms", Float),  # CANCELLED: how long the call had run
     Column("occurred_at", UTCDateTime, nullable=False),
     Column("received_at", UTCDateTime, nullable=False),
     # Re-sending a batch is safe: an intervention id is stored once per organization.
@@ -183,6 +184,7 @@ instances = Table(
     Column("executed", BigInteger, nullable=False),
     Column("refused", BigInteger, nullable=False),
     Column("failed", BigInteger, nullable=False),
+    Column("cancelled", BigInteger, nullable=False, server_default=text("0")),
     Column("cost_usd", Float, nullable=False),
     Column("version", BigInteger, nullable=False),  # the kill-state version it has applied
     Column("checkpoint", String(256)),
