@@ -31,11 +31,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import get_args
 
 from starlette.concurrency import run_in_threadpool
 
 from ..index import KillIndex
-from ..protocol import HeartbeatReply, HeartbeatReport
+from ..protocol import HealthName, HeartbeatReply, HeartbeatReport
 from ..records import utcnow
 from ..scope import Scope
 from ..telemetry import Telemetry
@@ -331,6 +332,24 @@ class Fleet:
                 loop.call_soon_threadsafe(event.set)
             except RuntimeError:  # that loop has closed
                 pass
+
+    def health_counts(self, organization_id: str) -> dict[str, int]:
+        """How many of the organization's instances are of each health (every health named)."""
+        now = self.clock()
+        rows, gone = self.store.instances_by_recency(
+            organization_id,
+            now=now,
+            vanished_after=VANISHED_AFTER,
+            default_interval=DEFAULT_INTERVAL,
+        )
+        counts = dict.fromkeys(get_args(HealthName), 0)
+        for status, n in gone.items():
+            counts[status] = counts.get(status, 0) + n
+        if rows:
+            index = self._index(organization_id)
+            for row in rows:
+                counts[health(row, now, index)] += 1
+        return counts
 
     # -- agents ----------------------------------------------------------------------------------
 

@@ -40,6 +40,8 @@ OPERATIONS = {
     ("get", "/api/v1/agents/{agent_id}"),
     ("put", "/api/v1/checkpoints/{key}"),
     ("get", "/api/v1/checkpoints/{key}"),
+    # operations
+    ("get", "/metrics"),
 }
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, case, or_, select, update
+from sqlalchemy import Row, and_, bindparam, case, func, or_, select, update
 
 from ...scope import EMPTY_SCOPE, Scope
 from ..auth.binding import AgentBinding, AgentNotAllowedError
@@ -211,3 +211,39 @@ class InstanceRows(Rows):
         with self.database.read() as conn:
             rows = conn.execute(select(instances).where(where).order_by(t.instance_id)).all()
         return [InstanceRow.of(r) for r in rows]
+
+    def instances_by_recency(
+        self,
+        organization_id: str,
+        *,
+        now: datetime,
+        vanished_after: float,
+        default_interval: float,
+    ) -> tuple[list[InstanceRow], dict[str, int]]:
+        """Running instances that may still be live, and the others counted by status.
+
+        An instance silent for ``vanished_after`` intervals is gone; so every running one silent
+        for that many of the organization's longest interval (``default_interval`` for those
+        without one) is counted as ``crashed`` here, with those that reported ``exited`` or
+        ``crashed``; the rest are returned whole, for their health to be judged one by one.
+        A few aggregate queries, whatever the number of gone instances.
+        """
+        t = instances.c
+        mine = t.organization_id == organization_id
+        running = t.status == "running"
+        with self.database.read() as conn:
+            longest = conn.execute(
+                select(func.max(func.coalesce(t.interval_s, default_interval))).where(mine, running)
+            ).scalar()
+            cutoff = now - timedelta(seconds=vanished_after * float(longest or 0.0))
+            counted = conn.execute(
+                select(t.status, func.count())
+                .where(mine, or_(~running, t.last_seen < cutoff))
+                .group_by(t.status)
+            ).all()
+            rows = conn.execute(select(instances).where(mine, running, t.last_seen >= cutoff)).all()
+        by_status: dict[str, int] = {}
+        for status, n in counted:
+            gone = "crashed" if status == "running" else str(status)  # silent for too long
+            by_status[gone] = by_status.get(gone, 0) + int(n)
+        return [InstanceRow.of(r) for r in rows], by_status
