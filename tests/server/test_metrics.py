@@ -242,3 +242,24 @@ def test_a_stopped_database_is_a_metric_not_a_failed_scrape(
         )
 
     eventually(back, 30)
+
+
+def test_a_source_added_to_the_server_is_scraped_too() -> None:
+    """``server.metrics.add(source)``: how more metrics join (webhooks' will, for one)."""
+    from prometheus_client.metrics_core import GaugeMetricFamily
+
+    server = KillSwitchServer()
+
+    class KeyMetrics:
+        def collect(self, organization_id: str) -> Any:
+            keys, _ = server.keys.list(organization_id)
+            yield GaugeMetricFamily("agentguard_test_keys", "API keys", value=len(keys))
+
+    try:
+        server.metrics.add(KeyMetrics())
+        reader = Api(server, "org_a", ["metrics"], "prometheus")
+        Api(server, "org_a", ["agent"], "bot")
+        Api(server, "org_b", ["admin"], "usr_b")
+        assert scrape(reader)["agentguard_test_keys"] == {(): 2}
+    finally:
+        server.close()
