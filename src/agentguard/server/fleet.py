@@ -335,20 +335,23 @@ class Fleet:
 
     def health_counts(self, organization_id: str) -> dict[str, int]:
         """How many of the organization's instances are of each health (every health named)."""
-        now = self.clock()
-        rows, gone = self.store.instances_by_recency(
+        counts = dict.fromkeys(get_args(HealthName), 0)
+        judged = self.store.liveness_counts(
             organization_id,
-            now=now,
+            now=self.clock(),
+            stale_after=STALE_AFTER,
             vanished_after=VANISHED_AFTER,
             default_interval=DEFAULT_INTERVAL,
         )
-        counts = dict.fromkeys(get_args(HealthName), 0)
-        for status, n in gone.items():
-            counts[status] = counts.get(status, 0) + n
-        if rows:
-            index = self._index(organization_id)
-            for row in rows:
-                counts[health(row, now, index)] += 1
+        index = self._index(organization_id) if judged else None
+        for scope, state, n in judged:
+            if (
+                index is not None
+                and state in ("active", "stale")
+                and index.blocking(scope) is not None
+            ):
+                state = "killed"
+            counts[state] = counts.get(state, 0) + n
         return counts
 
     # -- agents ----------------------------------------------------------------------------------

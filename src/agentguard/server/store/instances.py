@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Row, and_, bindparam, case, func, or_, select, update
@@ -212,38 +212,58 @@ class InstanceRows(Rows):
             rows = conn.execute(select(instances).where(where).order_by(t.instance_id)).all()
         return [InstanceRow.of(r) for r in rows]
 
-    def instances_by_recency(
+    def liveness_counts(
         self,
         organization_id: str,
         *,
         now: datetime,
+        stale_after: float,
         vanished_after: float,
         default_interval: float,
-    ) -> tuple[list[InstanceRow], dict[str, int]]:
-        """Running instances that may still be live, and the others counted by status.
+    ) -> list[tuple[Scope, str, int]]:
+        """How many instances are ``active``, ``stale``, ``crashed`` or ``exited`` (kills aside).
 
-        An instance silent for ``vanished_after`` intervals is gone; so every running one silent
-        for that many of the organization's longest interval (``default_interval`` for those
-        without one) is counted as ``crashed`` here, with those that reported ``exited`` or
-        ``crashed``; the rest are returned whole, for their health to be judged one by one.
-        A few aggregate queries, whatever the number of gone instances.
+        Judged as the fleet judges one: silent for more than ``stale_after`` intervals is stale,
+        for more than ``vanished_after`` crashed (``default_interval`` for instances without
+        one), unless it reported ``exited`` or ``crashed``. One aggregate query: counts by
+        scope (agent, run and mission ids) for active and stale instances, so the caller can
+        tell killed ones; by state alone for the others.
         """
         t = instances.c
-        mine = t.organization_id == organization_id
-        running = t.status == "running"
+        seen = _epoch(t.last_seen, sqlite=self.database.is_sqlite)
+        interval = func.coalesce(t.interval_s, default_interval)
+        moment = now.timestamp()
+        state = case(
+            (t.status != "running", t.status),
+            (seen >= moment - stale_after * interval, "active"),
+            (seen >= moment - vanished_after * interval, "stale"),
+            else_="crashed",
+        )
+        judged = (
+            select(t.agent_id, t.run_id, t.mission_id, state.label("state"))
+            .where(t.organization_id == organization_id)
+            .subquery()
+        )
+        live = judged.c.state.in_(("active", "stale"))
+        scoped = select(
+            judged.c.state,
+            *(
+                case((live, column), else_=None).label(column.name)
+                for column in (judged.c.agent_id, judged.c.run_id, judged.c.mission_id)
+            ),
+        ).subquery()
+        c = scoped.c
         with self.database.read() as conn:
-            longest = conn.execute(
-                select(func.max(func.coalesce(t.interval_s, default_interval))).where(mine, running)
-            ).scalar()
-            cutoff = now - timedelta(seconds=vanished_after * float(longest or 0.0))
-            counted = conn.execute(
-                select(t.status, func.count())
-                .where(mine, or_(~running, t.last_seen < cutoff))
-                .group_by(t.status)
+            rows = conn.execute(
+                select(c.agent_id, c.run_id, c.mission_id, c.state, func.count()).group_by(
+                    c.agent_id, c.run_id, c.mission_id, c.state
+                )
             ).all()
-            rows = conn.execute(select(instances).where(mine, running, t.last_seen >= cutoff)).all()
-        by_status: dict[str, int] = {}
-        for status, n in counted:
-            gone = "crashed" if status == "running" else str(status)  # silent for too long
-            by_status[gone] = by_status.get(gone, 0) + int(n)
-        return [InstanceRow.of(r) for r in rows], by_status
+        return [(Scope(r.agent_id, r.run_id, r.mission_id), str(r.state), int(r[4])) for r in rows]
+
+
+def _epoch(column: Any, *, sqlite: bool) -> Any:
+    """Seconds since 1970 of a stored time (SQLite keeps it as naive UTC text)."""
+    if sqlite:
+        return (func.julianday(column) - 2440587.5) * 86400.0
+    return func.extract("epoch", column)
