@@ -54,9 +54,11 @@ r = client.post("/api/v1/kill-switch/kill", json={"target_type": "agent", "targe
 assert r.status_code == 200, r.text
 r = client.get("/api/v1/kill-switch/check", params={"target_type": "agent", "target_id": "bot"})
 assert r.json()["is_killed"] is True, r.text
+r = client.get("/metrics")
+assert r.status_code == 200 and 'agentguard_kills_active{target_type="agent"} 1.0' in r.text, r.text
 server.close()
 
-import uvicorn, alembic, jwt, itsdangerous, sse_starlette  # noqa: the server's own stack
+import uvicorn, alembic, jwt, itsdangerous, sse_starlette, prometheus_client  # noqa: the stack
 from click.testing import CliRunner
 from agentguard.cli import main
 result = CliRunner().invoke(main, ["serve", "--help"])

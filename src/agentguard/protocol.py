@@ -36,7 +36,7 @@ __all__ = [
 API = "/api/v1"
 VERSION_HEADER = "X-AgentGuard-Version"  # the organization's kill-state version after a change
 
-ScopeName = Literal["admin", "operator", "agent", "read"]
+ScopeName = Literal["admin", "operator", "agent", "read", "metrics"]
 SCOPES: tuple[ScopeName, ...] = get_args(ScopeName)
 HealthName = Literal["active", "stale", "crashed", "killed", "exited"]
 InstanceStatusName = Literal["running", "exited", "crashed"]

@@ -21,6 +21,7 @@ from starlette.routing import Route
 from agentguard.server import KillSwitchServer
 from support import eventually
 from support.api import bearer
+from support.metrics import parse
 from support.reliability import Uvicorn
 
 B_TARGET = {"target_type": "agent", "target_id": "shared-bot"}
@@ -246,6 +247,21 @@ def openapi(s: Scene, a: Org) -> None:
     assert "org_b" not in text and "shared-bot" not in text
 
 
+def metrics(s: Scene, a: Org) -> None:
+    """A's metrics count A's own only: zeros, where B has a kill, an instance, an intervention."""
+    answer = httpx.get(f"{a.url}/metrics", headers=bearer(a.key))
+    assert answer.status_code == 200 and "org_b" not in answer.text
+    samples = parse(answer.text)
+    for name in (
+        "agentguard_kills_active",
+        "agentguard_instances",
+        "agentguard_streams_open",
+        "agentguard_interventions_total",
+        "agentguard_ack_latency_seconds_count",
+    ):
+        assert set(samples[name].values()) == {0}, name  # fmt: skip
+
+
 def page(s: Scene, a: Org) -> None:
     for path in ("/", "/kill-switch", "/kill-switch/static/console.js",
                  "/kill-switch/static/console.css"):  # fmt: skip
@@ -293,6 +309,7 @@ PROBES: dict[tuple[str, str], Callable[[Scene, Org], None]] = {
     ("PUT", f"{API}/checkpoints/{{key}}"): put_checkpoint,
     ("GET", f"{API}/checkpoints/{{key}}"): get_checkpoint,
     ("GET", f"{API}/openapi.json"): openapi,
+    ("GET", "/metrics"): metrics,
     ("GET", "/"): page,
     ("GET", "/kill-switch"): page,
     ("GET", "/kill-switch/static/{name}"): page,

@@ -27,10 +27,10 @@ from agentguard.server.store.tables import api_keys
 from support.api import bearer
 from support.reliability import Uvicorn, keys_for
 
-SCOPES = ("operator", "agent", "read")
+SCOPES = ("operator", "agent", "read", "metrics")
 # Who may call what besides admin, as the design says: agents check, stream, heartbeat and
 # report but never kill or revive (a killed agent cannot free itself); read keys never write;
-# only admins manage keys.
+# only admins manage keys; a metrics key reads /metrics and nothing else.
 CHECKERS = {"operator", "agent", "read"}
 READERS = {"operator", "read"}
 REPORTERS = {"operator", "agent"}
@@ -57,6 +57,7 @@ ALLOWED: dict[str, set[str]] = {
     "get_checkpoint": REPORTERS,
     "report_sentinel_intervention": REPORTERS,
     "ingest_sentinel_ledger": REPORTERS,
+    "metrics": {"operator", "read", "metrics"},
 }
 TARGET = {"target_type": "agent", "target_id": "probe"}
 INTERVENTION = {
@@ -78,6 +79,13 @@ BEAT = {"instance_id": "probe-1", "agent_id": "probe", "interval": 10, "executed
 
 def sample(operation_id: str, admin_key_id: str) -> tuple[str, str, dict[str, Any]]:
     """A well-formed request of each operation: (method, path, httpx arguments)."""
+    if operation_id == "metrics":  # the one operation outside /api/v1
+        return "GET", "/metrics", {}
+    method, path, kwargs = _api_sample(operation_id, admin_key_id)
+    return method, f"/api/v1{path}", kwargs
+
+
+def _api_sample(operation_id: str, admin_key_id: str) -> tuple[str, str, dict[str, Any]]:
     requests: dict[str, tuple[str, str, dict[str, Any]]] = {  # paths under /api/v1
         "kill": ("POST", "/kill-switch/kill", {"json": TARGET}),
         "revive": ("POST", "/kill-switch/revive", {"json": TARGET}),
@@ -127,7 +135,7 @@ def matches(template: str, path: str) -> bool:
 
 def call(client: httpx.Client, method: str, path: str, kwargs: dict[str, Any]) -> int:
     """The status of one request (for the endless stream: of its head only)."""
-    with client.stream(method, f"/api/v1{path}", **kwargs) as response:
+    with client.stream(method, path, **kwargs) as response:
         return response.status_code
 
 
@@ -159,7 +167,7 @@ def test_no_scope_reaches_beyond_its_grant_on_any_endpoint(
             for operation_id in [o for o in found if scope not in ALLOWED[o]]:
                 method, path, kwargs = sample(operation_id, admin_key_id)
                 assert method == found[operation_id][0], operation_id
-                assert matches(found[operation_id][1], "/api/v1" + path), operation_id
+                assert matches(found[operation_id][1], path), operation_id
                 status = call(c, method, path, kwargs)
                 assert status == 403, (scope, operation_id, status)
                 refused += 1

@@ -97,10 +97,13 @@ class Server:
         return run(*args, env=self.env(api_key), timeout=timeout)
 
 
-def start_server(directory: Path, *options: str) -> Server:
-    """Start ``agentguard serve [OPTIONS]``, wait until it answers; read the admin key it prints."""
+def start_server(directory: Path, *options: str, database_url: str | None = None) -> Server:
+    """Start ``agentguard serve [OPTIONS]``, wait until it answers; read the admin key it prints.
+
+    On a SQLite file in ``directory`` unless ``database_url`` names another database.
+    """
     port = free_port()
-    database_url = f"sqlite:///{directory / 'agentguard.db'}"
+    database_url = database_url or f"sqlite:///{directory / 'agentguard.db'}"
     log = directory / f"serve-{port}.log"
     popen = subprocess.Popen(
         [

@@ -29,6 +29,7 @@ from .api.fleet import FleetHandlers
 from .api.interventions import InterventionHandlers
 from .api.keys import KeyHandlers
 from .api.kills import KillHandlers
+from .api.metrics import METRICS_PATH, MetricsEndpoint
 from .api.openapi import OPENAPI_PATH, OpenApiEndpoint
 from .api.routes import SlashRedirect, build_routes
 from .api.sentinel import SentinelHandlers
@@ -42,6 +43,7 @@ from .console import Console
 from .fastcheck import FastCheck
 from .fleet import Fleet
 from .hub import DEFAULT_MAX_STREAMS_PER_KEY, DEFAULT_MAX_STREAMS_PER_ORG, StreamHub
+from .metrics import Metrics, server_metrics
 from .problems import http_exception
 from .rules import ServerRules
 from .source import ServerSource
@@ -106,6 +108,10 @@ class KillSwitchServer:
                 rules, store=store, index=feed.index, telemetry=self.telemetry
             )
         self.fleet = Fleet(store, feed.index, self.telemetry, clock=clock, rules=server_rules)
+        # GET /metrics; ``metrics.add(source)`` shows more.
+        self.metrics: Metrics = server_metrics(
+            store, self.fleet, self.database.outage, server_rules.rules if server_rules else ()
+        )
         self._poll_interval = poll_interval
         self._start_lock = threading.Lock()
         self._started = False
@@ -125,6 +131,7 @@ class KillSwitchServer:
             outage=outage,
             encode=encode_change,
             keepalive=keepalive,
+            counts=store,
             max_streams_per_key=self.max_streams_per_key,
             max_streams_per_org=self.max_streams_per_org,
         )
@@ -167,6 +174,8 @@ class KillSwitchServer:
         routes.append(
             Route(OPENAPI_PATH, OpenApiEndpoint(clerk=clerk).serve, methods=["GET"], name="openapi")
         )
+        metrics = MetricsEndpoint(auth=authenticator, metrics=self.metrics, outage=outage)
+        routes.append(Route(METRICS_PATH, metrics.serve, methods=["GET"], name="metrics"))
         routes.extend(console.routes())  # the page at kill-switch, and its session
         starlette = Starlette(
             routes=routes,

@@ -222,7 +222,7 @@ AgentPattern = Annotated[
 class ApiKeyCreate(_Body):
     """A key to create; ``owner`` defaults to the calling user."""
 
-    scopes: Annotated[list[ScopeName], Field(min_length=1, max_length=4)]
+    scopes: Annotated[list[ScopeName], Field(min_length=1, max_length=5)]
     owner: Name | None = None
     name: Name | None = None
     agents: Annotated[list[AgentPattern], Field(max_length=100)] | None = None

@@ -42,6 +42,8 @@ OPERATIONS = {
     # the AgentSentinel SDK's own paths
     ("post", "/api/v1/interventions/"),
     ("post", "/api/v1/ingest"),
+    # operations
+    ("get", "/metrics"),
 }
 
 

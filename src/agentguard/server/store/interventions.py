@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from sqlalchemy import Row, and_, func, select
 
 from ...records import Intervention, utcnow
+from .counters import INTERVENTIONS, bump
 from .rows import Rows, upsert, where_equal
 from .tables import interventions, kill_switches
 
@@ -49,9 +51,11 @@ class InterventionRows(Rows):
                 .on_conflict_do_nothing(
                     index_elements=[interventions.c.organization_id, interventions.c.id]
                 )
-                .returning(interventions.c.id)
+                .returning(interventions.c.id, interventions.c.type)
             )
             added = conn.execute(stmt, values).all()
+            by_type = Counter(row.type for row in added)
+            bump(conn, organization_id, {INTERVENTIONS.key(type=t): n for t, n in by_type.items()})
         return len(added)
 
     def list_interventions(

@@ -243,6 +243,17 @@ class KillStateRows(Rows):
             ).scalar_one()
         return [_kill_switch(r) for r in rows], int(count)
 
+    def active_kill_counts(self, organization_id: str) -> dict[str, int]:
+        """How many active kill switches the organization has, by target type."""
+        ks = kill_switches.c
+        with self.database.read() as conn:
+            rows = conn.execute(
+                select(ks.target_type, func.count())
+                .where(ks.organization_id == organization_id, ks.is_active)
+                .group_by(ks.target_type)
+            ).all()
+        return {target_type: int(n) for target_type, n in rows}
+
     def snapshot(self, organization_id: str) -> Snapshot:
         with self.database.read() as conn:
             version = version_of(conn, organization_id)

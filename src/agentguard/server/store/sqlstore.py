@@ -5,6 +5,7 @@ from __future__ import annotations
 from .acks import AckRows
 from .audit import AuditRows
 from .checkpoints import CheckpointRows
+from .counters import CounterRows
 from .database import Database
 from .feed import ChangeFeed
 from .heartbeats import HeartbeatRows
@@ -12,6 +13,7 @@ from .instances import InstanceRows
 from .interventions import InterventionRows
 from .killstate import KillStateRows
 from .ledger import LedgerRows
+from .open_streams import OpenStreamRows
 from .prune import PruneRows
 from .usage import UsageRows
 
@@ -27,10 +29,12 @@ class SQLStore(
     UsageRows,
     LedgerRows,
     PruneRows,
+    CounterRows,
+    OpenStreamRows,
 ):
-    """Kill state, audit log, interventions, checkpoints and fleet of many organizations in
-    one database, one resource per base class; :attr:`feed` keeps this process's kill indexes
-    current with it."""
+    """Kill state, audit log, interventions, checkpoints, fleet and metric counters of many
+    organizations in one database, one resource per base class; :attr:`feed` keeps this
+    process's kill indexes current with it."""
 
     def __init__(self, database: Database) -> None:
         super().__init__(database)

@@ -240,3 +240,30 @@ console_sign_outs = Table(
     Column("session_id", String(64), primary_key=True),
     Column("expires_at", UTCDateTime, nullable=False),
 )
+
+
+# -- metrics (GET /metrics) ------------------------------------------------------------------------
+
+metric_counters = Table(
+    "agentguard_metric_counters",
+    metadata,
+    # A counter of events, added to in the transaction of what it counts: every worker and
+    # replica reads the same total, and pruning the rows it counted leaves it as it was.
+    Column("organization_id", String(256), primary_key=True),
+    Column("metric", String(128), primary_key=True),
+    Column("labels", String(1024), primary_key=True),  # canonical JSON: {"type": "HARD_BLOCK"}
+    # Each counter is split over a few rows (a random one per transaction), so concurrent
+    # writers of one organization rarely wait on the same row; readers sum them.
+    Column("shard", Integer, primary_key=True),
+    Column("value", Float, nullable=False),
+)
+
+open_streams = Table(
+    "agentguard_open_streams",
+    metadata,
+    # The change streams each server process holds open, per organization, as it last said.
+    Column("process_id", String(128), primary_key=True),
+    Column("organization_id", String(256), primary_key=True),
+    Column("streams", Integer, nullable=False),
+    Column("seen_at", UTCDateTime, nullable=False),
+)
