@@ -15,7 +15,7 @@ from typing import IO
 import pytest
 
 from agentguard import Guard, PolicyViolationError
-from support.cli import COMMAND, Server, clean_env, run, start_server
+from support.cli import COMMAND, Server, clean_env, default_sigint, run, start_server
 from support.processes import free_port, stop
 
 
@@ -36,6 +36,7 @@ class Tail:
             stderr=subprocess.PIPE,
             text=True,
             env=clean_env(**env),
+            preexec_fn=default_sigint,
         )
         self.stdout: queue.Queue[str] = queue.Queue()
         self.stderr: queue.Queue[str] = queue.Queue()

@@ -88,6 +88,8 @@ def fuzz(operation: Any, mode: Any, base_url: str, session: requests.Session) ->
     one()
 
 
+# CPU-bound fuzzing: on a loaded machine, beside the other xdist worker, it has taken 130 s.
+@pytest.mark.timeout(300)
 @pytest.mark.slow
 def test_live_server_answers_fuzzed_requests_as_documented(
     start_uvicorn: Callable[..., Uvicorn], database_url: str

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import uuid
@@ -19,6 +20,13 @@ from support.processes import Process, free_port, serving, stop, wait_until_serv
 
 TOKEN = re.compile(r"ag_[A-Za-z0-9]{8}_[A-Za-z0-9]{40}")
 COMMAND = [sys.executable, "-m", "agentguard.cli"]
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` of a command a test stops with SIGINT (Ctrl-C): a shell starts ``cmd &``
+    with SIGINT ignored, children inherit that, and Python then raises no KeyboardInterrupt; so a
+    test run started in the background would see the command ignore the signal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def clean_env(**extra: str) -> dict[str, str]:
