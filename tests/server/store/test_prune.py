@@ -20,6 +20,7 @@ from agentguard.server.store.tables import (
     kill_changes,
     kill_switches,
     usage,
+    webhook_deliveries,
 )
 from support.db_rows import intervention_row
 
@@ -36,7 +37,8 @@ def prune(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 def fill(server: Any) -> None:
     """Two instances of one agent (one silent for 40 days), each with usage and an ack of a kill,
-    an old and a new intervention, and the sign-outs of an expired and a live console session.
+    an old and a new intervention, the sign-outs of an expired and a live console session, and
+    webhook deliveries: old and sent, old and still pending, new and sent.
     "New" is now: the test reads the fleet's health right after."""
     now = datetime.now(timezone.utc)
     old = now - timedelta(days=40)
@@ -60,6 +62,23 @@ def fill(server: Any) -> None:
         for iv_id, when in (("iv-old", old), ("iv-new", now)):
             row = intervention_row(iv_id, "org_a", target_id="mailer", when=when)
             conn.execute(insert(interventions).values(**row))
+        for n, (status, when) in enumerate(
+            (("delivered", old), ("pending", old), ("delivered", now))
+        ):
+            conn.execute(
+                insert(webhook_deliveries).values(
+                    organization_id="org_a",
+                    webhook_id="wh_1",
+                    event_id=f"msg_{n}",
+                    event="kill",
+                    subject="ks",
+                    payload="{}",
+                    status=status,
+                    attempts=1,
+                    created_at=when,
+                    next_attempt_at=when if status == "pending" else None,
+                )  # fmt: skip
+            )
 
 
 def counts(server: Any) -> dict[str, int]:
@@ -72,6 +91,7 @@ def counts(server: Any) -> dict[str, int]:
         kill_switches,
         kill_changes,
         audit_log,
+        webhook_deliveries,
     ]
     with server.database.read() as conn:
         return {
@@ -97,19 +117,22 @@ def test_prune_deletes_old_fleet_rows_and_keeps_the_audit_trail(
         "kill_switches": 1,
         "kill_changes": 1,
         "audit_log": 1,
+        "webhook_deliveries": 3,
     }
 
     dry = prune(database_url, "--older-than", "30d", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert dry.stdout.startswith(
-        "would delete 1 acknowledgements, 1 instances, 1 usage, 1 expired console sign-outs ("
+        "would delete 1 acknowledgements, 1 instances, 1 usage, 1 expired console sign-outs, "
+        "1 finished webhook deliveries ("
     )
     assert counts(server) == before
 
     done = prune(database_url, "--older-than", "30d")
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(
-        "deleted 1 acknowledgements, 1 instances, 1 usage, 1 expired console sign-outs ("
+        "deleted 1 acknowledgements, 1 instances, 1 usage, 1 expired console sign-outs, "
+        "1 finished webhook deliveries ("
     )
     assert counts(server) == {
         **before,
@@ -117,6 +140,7 @@ def test_prune_deletes_old_fleet_rows_and_keeps_the_audit_trail(
         "kill_acks": 1,
         "usage": 1,
         "console_sign_outs": 1,
+        "webhook_deliveries": 2,
     }
     agents = server.fleet.agents("org_a")
     assert [i.instance_id for i in agents[0].instances] == ["i-new"]

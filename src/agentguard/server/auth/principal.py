@@ -37,6 +37,7 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
     "read": ("operator", "read"),  # audit, interventions, counts
     "report": ("operator", "agent"),  # report interventions
     "keys": (),  # create, list, revoke API keys
+    "webhooks": (),  # register, list, test and remove webhooks; read their delivery logs
 }
 
 

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import and_, delete, func, select
 
 from ...records import utcnow
 from .rows import Rows
-from .tables import console_sign_outs, instances, interventions, kill_acks, usage
+from .tables import (
+    console_sign_outs,
+    instances,
+    interventions,
+    kill_acks,
+    usage,
+    webhook_deliveries,
+)
 
 
 class PruneRows(Rows):
@@ -20,8 +27,9 @@ class PruneRows(Rows):
         """Delete fleet rows last touched before ``before``, in every organization; the counts.
 
         Instances not seen since (with their acknowledgements) and usage slices; with
-        ``interventions_too`` also interventions received before it; and console sign-outs of
-        sessions that have expired anyway. Kill switches, the change log, the audit log and
+        ``interventions_too`` also interventions received before it; console sign-outs of
+        sessions that have expired anyway; and webhook deliveries (sent or given up) queued
+        before it. Kill switches, the change log, the audit log and
         checkpoints are kept. One transaction: all or nothing; ``dry_run`` counts and deletes
         nothing.
         """
@@ -43,6 +51,9 @@ class PruneRows(Rows):
             targets.append(("interventions", interventions, interventions.c.received_at < before))
         expired = console_sign_outs.c.expires_at < utcnow()
         targets.append(("expired console sign-outs", console_sign_outs, expired))
+        d = webhook_deliveries.c
+        finished = and_(d.status != "pending", d.created_at < before)
+        targets.append(("finished webhook deliveries", webhook_deliveries, finished))
         counts: dict[str, int] = {}
         with self.database.write() as conn:
             for name, table, where in targets:

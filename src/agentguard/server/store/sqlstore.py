@@ -13,6 +13,7 @@ from .interventions import InterventionRows
 from .killstate import KillStateRows
 from .prune import PruneRows
 from .usage import UsageRows
+from .webhooks import Outbox, WebhookRows
 
 
 class SQLStore(
@@ -25,11 +26,13 @@ class SQLStore(
     InstanceRows,
     UsageRows,
     PruneRows,
+    WebhookRows,
 ):
-    """Kill state, audit log, interventions, checkpoints and fleet of many organizations in
-    one database, one resource per base class; :attr:`feed` keeps this process's kill indexes
-    current with it."""
+    """Kill state, audit log, interventions, checkpoints, fleet and webhooks of many
+    organizations in one database, one resource per base class; :attr:`feed` keeps this
+    process's kill indexes current with it, and :attr:`outbox` wakes its webhook sender."""
 
     def __init__(self, database: Database) -> None:
         super().__init__(database)
         self.feed = ChangeFeed(database, self)
+        self.outbox = Outbox()
