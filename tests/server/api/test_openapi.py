@@ -17,6 +17,7 @@ from starlette.testclient import TestClient
 from agentguard.server import KillSwitchServer
 from agentguard.targets import id_text_problem
 from support.api import bearer
+from support.webhook_bodies import registrable
 
 OPERATIONS = {
     ("post", "/api/v1/kill-switch/kill"),
@@ -40,6 +41,12 @@ OPERATIONS = {
     ("get", "/api/v1/agents/{agent_id}"),
     ("put", "/api/v1/checkpoints/{key}"),
     ("get", "/api/v1/checkpoints/{key}"),
+    # webhooks
+    ("post", "/api/v1/webhooks"),
+    ("get", "/api/v1/webhooks"),
+    ("delete", "/api/v1/webhooks/{webhook_id}"),
+    ("post", "/api/v1/webhooks/{webhook_id}/test"),
+    ("get", "/api/v1/webhooks/{webhook_id}/deliveries"),
 }
 
 
@@ -283,6 +290,7 @@ def fuzzer(operation: Any, mode: Any, token: str) -> Any:
         if mode == schemathesis.GenerationMode.POSITIVE:
             assume(not look_alike(case))
             _reported_now(case.body)
+            registrable(case.body)
         case.call_and_validate(headers=bearer(token), checks=run)
 
     return fuzz
