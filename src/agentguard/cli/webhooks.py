@@ -30,7 +30,7 @@ def webhooks() -> None:
 
 
 @webhooks.command("add")
-@click.argument("url")
+@click.argument("endpoint", metavar="URL")
 @click.option(
     "--event",
     "events",
@@ -57,7 +57,7 @@ def webhooks() -> None:
 @remote
 def webhooks_add(
     client: Client,
-    url: str,
+    endpoint: str,
     events: tuple[str, ...],
     format_: str,
     routing_key: str | None,
@@ -77,11 +77,13 @@ def webhooks_add(
     if format_ != "pagerduty" and routing_key is not None:
         raise click.UsageError("--routing-key goes with --format pagerduty")
     chosen = list(events) or list(WEBHOOK_EVENTS)
-    created = client.create_webhook(url, chosen, format=format_, name=name, routing_key=routing_key)
+    created = client.create_webhook(
+        endpoint, chosen, format=format_, name=name, routing_key=routing_key
+    )
     if as_json:
         out.echo_json(created)
         return
-    click.echo(f"added {created.id} ({created.format}; {', '.join(created.events)}) for {url}")
+    click.echo(f"added {created.id} ({created.format}; {', '.join(created.events)}) for {endpoint}")
     if created.secret:
         click.echo("its signing secret is shown only this once:")
         click.echo(created.secret)
