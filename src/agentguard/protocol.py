@@ -31,6 +31,7 @@ __all__ = [
     "Page",
     "ScopeName",
     "StreamEvent",
+    "DeliveryStatusName",
     "WEBHOOK_EVENTS",
     "WEBHOOK_FORMATS",
     "Webhook",
@@ -54,6 +55,8 @@ WebhookEventName = Literal[
 WEBHOOK_EVENTS: tuple[WebhookEventName, ...] = get_args(WebhookEventName)
 WebhookFormatName = Literal["standard", "slack", "pagerduty"]
 WEBHOOK_FORMATS: tuple[WebhookFormatName, ...] = get_args(WebhookFormatName)
+# A delivery waits (queued or retrying), was delivered, or was given up.
+DeliveryStatusName = Literal["pending", "delivered", "failed"]
 
 T = TypeVar("T")
 
@@ -214,7 +217,7 @@ class WebhookDelivery(_Answer):
     event_id: str
     event: str
     subject: str
-    status: str
+    status: DeliveryStatusName
     attempts: int
     created_at: datetime
     next_attempt_at: datetime | None = None

@@ -23,7 +23,7 @@ EXIT_CONFLICT = 3
 EXIT_KILLED = 4  # check --exit-status: the target is killed
 API_KEY_ENV = "AGENTGUARD_API_KEY"
 # API field names that differ from the CLI parameter holding them.
-FIELD_PARAMS = {"type": "intervention_type", "url": "endpoint"}
+FIELD_PARAMS = {"type": "intervention_type"}
 
 
 class ConflictOrNotFound(click.ClickException):

@@ -7,6 +7,7 @@ import time
 import click
 
 from ..client import Client, WebhookDelivery
+from ..errors import InvalidInputError
 from ..protocol import WEBHOOK_EVENTS, WEBHOOK_FORMATS
 from . import output as out
 from .options import Seconds, json_option, limit_option, remote, skip_option
@@ -77,9 +78,15 @@ def webhooks_add(
     if format_ != "pagerduty" and routing_key is not None:
         raise click.UsageError("--routing-key goes with --format pagerduty")
     chosen = list(events) or list(WEBHOOK_EVENTS)
-    created = client.create_webhook(
-        endpoint, chosen, format=format_, name=name, routing_key=routing_key
-    )
+    try:
+        created = client.create_webhook(
+            endpoint, chosen, format=format_, name=name, routing_key=routing_key
+        )
+    except InvalidInputError as exc:
+        if exc.field != "url":
+            raise
+        # The webhook's URL is the argument URL here, not the connection option --url.
+        raise click.BadParameter(exc.message, param_hint="'URL'") from None
     if as_json:
         out.echo_json(created)
         return

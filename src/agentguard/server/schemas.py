@@ -24,6 +24,7 @@ from pydantic import (
 from ..checkpoints import CHECKPOINT_KEY_PATTERN, CHECKPOINT_KEY_RULE
 from ..protocol import (
     WEBHOOK_EVENTS,
+    DeliveryStatusName,
     HealthName,
     InstanceStatusName,
     ScopeName,
@@ -433,7 +434,6 @@ CheckpointKey = Annotated[str, StringConstraints(max_length=256, pattern=CHECKPO
 
 # -- webhooks ------------------------------------------------------------------------------------
 
-DeliveryStatusName = Literal["pending", "delivered", "failed"]
 # Printable ASCII without spaces (an IDN host goes in its xn-- form); the server checks the rest.
 _WEBHOOK_URL = r"^https?://[!-~]+$"
 _ROUTING_KEY = r"^[A-Za-z0-9]+$"

@@ -151,10 +151,11 @@ class WebhookSender:
         """Stop: attempts under way finish (each within ``timeout``); leases not yet
         attempted are given back for another sender."""
         self._stop.set()
+        if self._thread is None:
+            return  # never started: it holds no lease
         self.store.outbox.queued()  # wake the loop
-        if self._thread is not None:
-            self._thread.join(self.settings.timeout + 5)
-            self._thread = None
+        self._thread.join(self.settings.timeout + 5)
+        self._thread = None
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
