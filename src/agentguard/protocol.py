@@ -31,6 +31,14 @@ __all__ = [
     "Page",
     "ScopeName",
     "StreamEvent",
+    "DeliveryStatusName",
+    "WEBHOOK_EVENTS",
+    "WEBHOOK_FORMATS",
+    "Webhook",
+    "WebhookCreated",
+    "WebhookDelivery",
+    "WebhookEventName",
+    "WebhookFormatName",
 ]
 
 API = "/api/v1"
@@ -40,6 +48,15 @@ ScopeName = Literal["admin", "operator", "agent", "read", "metrics"]
 SCOPES: tuple[ScopeName, ...] = get_args(ScopeName)
 HealthName = Literal["active", "stale", "crashed", "killed", "exited"]
 InstanceStatusName = Literal["running", "exited", "crashed"]
+# The events a webhook may subscribe to; ``drill.failed`` joins them once drills exist.
+WebhookEventName = Literal[
+    "kill", "revive", "rule.tripped", "rule.observed", "ack.timeout", "fail_closed"
+]
+WEBHOOK_EVENTS: tuple[WebhookEventName, ...] = get_args(WebhookEventName)
+WebhookFormatName = Literal["standard", "slack", "pagerduty"]
+WEBHOOK_FORMATS: tuple[WebhookFormatName, ...] = get_args(WebhookFormatName)
+# A delivery waits (queued or retrying), was delivered, or was given up.
+DeliveryStatusName = Literal["pending", "delivered", "failed"]
 
 T = TypeVar("T")
 
@@ -190,6 +207,49 @@ class Acks(_Answer):
         """The acknowledged instance that took longest."""
         done = [i for i in self.instances if i.acknowledged and i.latency_ms is not None]
         return max(done, key=lambda i: i.latency_ms or 0.0, default=None)
+
+
+# -- webhooks ------------------------------------------------------------------------------------
+
+
+class WebhookDelivery(_Answer):
+    """One event for one webhook: ``pending`` (queued or retrying), ``delivered`` or
+    ``failed`` (given up), with its attempts so far."""
+
+    webhook_id: str
+    event_id: str
+    event: str
+    subject: str
+    status: DeliveryStatusName
+    attempts: int
+    created_at: datetime
+    next_attempt_at: datetime | None = None
+    last_attempt_at: datetime | None = None
+    delivered_at: datetime | None = None
+    response_status: int | None = None
+    duration_ms: float | None = None
+    error: str | None = None
+
+
+class Webhook(_Answer):
+    """A registered webhook (without its secret) and how its deliveries are going."""
+
+    id: str
+    organization_id: str
+    url: str
+    format: str
+    events: list[str]
+    name: str | None = None
+    created_by: str
+    created_at: datetime
+    pending: int = 0
+    last_delivery: WebhookDelivery | None = None
+
+
+class WebhookCreated(Webhook):
+    """A new webhook; a standard one's signing secret (``whsec_...``), shown this once."""
+
+    secret: str | None = None
 
 
 # -- the change stream ---------------------------------------------------------------------------

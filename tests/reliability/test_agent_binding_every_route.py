@@ -5,8 +5,9 @@ writes: permission ``report``) and the change stream (the identity it announces)
 without a probe here fails the test. Agent B has an instance, cost, a kill, acknowledgements,
 interventions and a checkpoint; each probe runs as a key bound to agent A (and one bound to a
 prefix that does not cover B) and must be refused, naming the field, or land in A's own
-namespace, and leave everything of B's as it was. Runs on SQLite and PostgreSQL, with a server
-budget rule (so forged cost would kill B).
+namespace, and leave everything of B's as it was, the events queued for a webhook included
+(what an agent reports can page someone). Runs on SQLite and PostgreSQL, with a server budget
+rule (so forged cost would kill B).
 """
 
 from __future__ import annotations
@@ -50,6 +51,11 @@ class Scene:
             return httpx.Client(base_url=f"{url}/api/v1", headers=bearer(token), timeout=10)
 
         self.admin = client(server.create_key("org_a", owner="usr_admin", scopes=["admin"]))
+        # A webhook of every event: what an agent reports can page someone (fail_closed,
+        # rule.observed), so nothing forged about B may reach it.
+        events = ["kill", "revive", "rule.tripped", "rule.observed", "ack.timeout", "fail_closed"]
+        hook = {"url": "https://hooks.example.com/pager", "events": events}
+        self.webhook = self.admin.post("/webhooks", json=hook).json()["id"]
         self.b = client(server.create_key("org_a", owner="usr_b", scopes=["agent"], agents=[B]))
         self.attackers = {
             "exact": server.create_key(
@@ -86,6 +92,10 @@ class Scene:
             "active": [k["target_id"] for k in a.get("/kill-switch/active").json()["data"]],
             "interventions": a.get("/interventions").json()["count"],
             "checkpoint": self.b.get(CHECKPOINT).json()["state"],
+            "webhook events": sorted(
+                (d["event"], d["subject"])
+                for d in a.get(f"/webhooks/{self.webhook}/deliveries").json()["data"]
+            ),
         }
 
 
@@ -126,6 +136,11 @@ def report_interventions(s: Scene, c: httpx.Client) -> None:
                  "type": "OBSERVED", "killed_by": "rule:fleet-budget"}  # fmt: skip
     stopped_b = {**own, "id": "iv-stopped-b", "agent_id": B, "type": "CANCELLED",
                  "ran_for_ms": 1500.0}  # fmt: skip
+    # A refusal for want of kill state, blamed on B's instance: it would page as fail_closed.
+    b_failing = {**own, "id": "iv-b-failing", "type": "UNAVAILABLE", "agent_id": B,
+                 "instance_id": B_INSTANCE}  # fmt: skip
+    refused(c.post("/interventions", json={"interventions": [own, b_failing]}),
+            "interventions.1.agent_id")  # fmt: skip
     refused(c.post("/interventions", json={"interventions": [own, as_b]}),
             "interventions.1.agent_id")  # fmt: skip
     refused(c.post("/interventions", json={"interventions": [own, against_b]}),

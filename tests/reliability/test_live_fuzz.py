@@ -37,6 +37,7 @@ from support import eventually
 from support.api import bearer
 from support.fuzzing import look_alike, reported_now
 from support.reliability import FUZZ_EXAMPLES, Uvicorn, keys_for
+from support.webhook_bodies import registrable
 
 REF = "#/components/schemas/{}"
 UVICORN_REFUSAL = "Invalid HTTP request received."
@@ -83,6 +84,7 @@ def fuzz(operation: Any, mode: Any, base_url: str, session: requests.Session) ->
         if mode == schemathesis.GenerationMode.POSITIVE:
             assume(not look_alike(case))
             reported_now(case.body)
+            registrable(case.body)
         case.call_and_validate(base_url=base_url, session=session, checks=run, timeout=timeout)
 
     one()

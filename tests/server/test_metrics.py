@@ -137,7 +137,12 @@ def test_every_metric_counts_what_the_server_recorded(
     assert by_label(samples, "agentguard_instances", "health") == {
         "active": 1, "stale": 1, "killed": 2, "crashed": 3, "exited": 1}  # fmt: skip
     assert samples["agentguard_streams_open"] == {(): 0}
-    interventions = {"HARD_BLOCK": 3, "UNAVAILABLE": 1, "OBSERVED": 1}  # OBSERVED: spend-watch
+    interventions = {
+        "HARD_BLOCK": 3,
+        "UNAVAILABLE": 1,
+        "OBSERVED": 1,
+        "CANCELLED": 0,
+    }  # OBSERVED: spend-watch
     assert by_label(samples, "agentguard_interventions_total", "type") == interventions
     assert samples["agentguard_rule_trips_total"] == {
         (("mode", "enforce"), ("rule", "spend")): 1,

@@ -11,7 +11,16 @@ from ..targets import TARGET_TYPES
 from . import output as out
 from .options import json_option, limit_option, remote, since_option, skip_option
 
-AUDIT_ACTIONS = ("kill", "revive", "key.create", "key.revoke", "ack.refused", "rule.observed")
+AUDIT_ACTIONS = (
+    "kill",
+    "revive",
+    "key.create",
+    "key.revoke",
+    "ack.refused",
+    "rule.observed",
+    "webhook.create",
+    "webhook.delete",
+)
 INTERVENTION_TYPES = ("HARD_BLOCK", "OBSERVED", "UNAVAILABLE", "CANCELLED")
 
 

@@ -20,7 +20,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from ..client import Acks, Agent, ApiKey, StreamEvent
+from ..client import Acks, Agent, ApiKey, StreamEvent, Webhook, WebhookDelivery
 from ..records import AuditEntry, Intervention, KillStatus, KillSwitch
 from ..wording import last_line, plural
 
@@ -406,6 +406,69 @@ def keys(rows: Sequence[ApiKey], count: int) -> RenderableType:
         ),
     )
     return _listing(body, len(rows), count, "no API keys")
+
+
+# -- webhooks ------------------------------------------------------------------------------------
+
+DELIVERY_STYLES = {"delivered": "green", "failed": "bold red", "pending": "yellow"}
+
+
+def delivery_state(d: WebhookDelivery | None, at: datetime | None = None) -> Text:
+    """How a delivery went, in a few words: ``delivered 2 min ago (200)``, ``retrying ...``."""
+    if d is None:
+        return Text("-")
+    code = f" ({d.response_status})" if d.response_status is not None else ""
+    if d.status == "delivered":
+        return Text(f"delivered {ago(d.delivered_at, at)}{code}", style="green")
+    if d.status == "failed":
+        return Text(f"gave up after {plural(d.attempts, 'attempt')}{code}", style="bold red")
+    if d.attempts == 0:
+        return Text("queued", style="yellow")
+    return Text(
+        f"retrying {ago(d.next_attempt_at, at)} after {plural(d.attempts, 'attempt')}{code}",
+        style="yellow",
+    )
+
+
+def webhooks(rows: Sequence[Webhook], count: int) -> RenderableType:
+    at = now()
+    body = table(
+        ("ID", "FORMAT", "EVENTS", "PENDING", "LAST DELIVERY", "NAME", "URL"),
+        (
+            (
+                w.id,
+                w.format,
+                ",".join(w.events),
+                w.pending,
+                delivery_state(w.last_delivery, at),
+                w.name,
+                clip(w.url, 80),
+            )
+            for w in rows
+        ),
+    )
+    return _listing(body, len(rows), count, "no webhooks")
+
+
+def deliveries(rows: Sequence[WebhookDelivery], count: int) -> RenderableType:
+    at = now()
+    body = table(
+        ("QUEUED", "EVENT", "EVENT ID", "STATUS", "ATTEMPTS", "LAST ATTEMPT", "HTTP", "ERROR"),
+        (
+            (
+                ago(d.created_at, at),
+                d.event,
+                d.event_id,
+                delivery_state(d, at),
+                d.attempts,
+                ago(d.last_attempt_at, at) if d.last_attempt_at else None,
+                d.response_status,
+                clip(d.error),
+            )
+            for d in rows
+        ),
+    )
+    return _listing(body, len(rows), count, "no deliveries")
 
 
 # -- kill --wait ---------------------------------------------------------------------------------

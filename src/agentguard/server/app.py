@@ -35,6 +35,7 @@ from .api.routes import SlashRedirect, build_routes
 from .api.sentinel import SentinelHandlers
 from .api.state import KillStateReader
 from .api.stream import STREAM_PATH, StreamEndpoint, encode_change
+from .api.webhooks import WebhookHandlers
 from .auth.clerk import ClerkAuth
 from .auth.keys import KeyStore
 from .auth.principal import ApiKeyAuth
@@ -50,6 +51,7 @@ from .source import ServerSource
 from .store.database import Database
 from .store.feed import ChangeFeed
 from .store.sqlstore import SQLStore
+from .webhooks.sender import WebhookSender, WebhookSettings
 
 
 class KillSwitchServer:
@@ -64,7 +66,9 @@ class KillSwitchServer:
     :mod:`agentguard.server.auth.session`). ``require_reason=True`` refuses kills without a reason.
     ``max_streams_per_key`` and ``max_streams_per_organization`` cap the open change streams of
     one credential and of one organization in this process (one more is answered 429 with
-    ``Retry-After``).
+    ``Retry-After``). ``webhooks`` says how webhooks are sent (:class:`WebhookSettings`:
+    private addresses, timeouts, retries); every started server runs a sender unless
+    ``WebhookSettings(send=False)``.
 
     Mounted in a host (``host.mount("/guard", server.app)``) the API is at
     ``/guard/api/v1/...``. Its lifespan never runs there, so the server initialises on the
@@ -87,6 +91,7 @@ class KillSwitchServer:
         rules: Sequence[Rule] | None = None,
         clock: Callable[[], datetime] = utcnow,
         require_reason: bool = False,
+        webhooks: WebhookSettings | None = None,
     ) -> None:
         self.require_reason = require_reason  # refuse kills without a reason (422 naming it)
         self.database = Database(database_url, pool_size=pool_size)
@@ -135,6 +140,9 @@ class KillSwitchServer:
             max_streams_per_key=self.max_streams_per_key,
             max_streams_per_org=self.max_streams_per_org,
         )
+        self.webhook_settings = webhooks or WebhookSettings()
+        # Sends the outbox's webhook deliveries; counts() for metrics.
+        self.webhook_sender = WebhookSender(store, self.webhook_settings, outage)
         self.starlette = self._starlette(store)
         self.app = FastCheck(self.starlette, server=self, feed=feed, keys=self.keys, outage=outage)
 
@@ -154,6 +162,7 @@ class KillSwitchServer:
             FleetHandlers(self.fleet, store),
             CheckpointHandlers(store),
             SentinelHandlers(store, self.fleet),
+            WebhookHandlers(store, self.webhook_settings),
         ]
         stream = StreamEndpoint(
             hub=self.stream_hub,
@@ -201,6 +210,7 @@ class KillSwitchServer:
             self.database.upgrade()
             self._store.warm_up()
             self._store.feed.start(poll_interval=self._poll_interval)
+            self.webhook_sender.start()
             self._started = True
 
     @property
@@ -227,6 +237,7 @@ class KillSwitchServer:
         with self._start_lock:
             self._closed = True
             self._started = False
+            self.webhook_sender.stop()
             self._store.feed.stop()
             self.stream_hub.stop()
             self.database.dispose()

@@ -16,6 +16,7 @@ from starlette.testclient import TestClient
 from agentguard.server import KillSwitchServer
 from support.api import bearer
 from support.fuzzing import look_alike, reported_now
+from support.webhook_bodies import registrable
 
 OPERATIONS = {
     ("post", "/api/v1/kill-switch/kill"),
@@ -44,6 +45,12 @@ OPERATIONS = {
     ("post", "/api/v1/ingest"),
     # operations
     ("get", "/metrics"),
+    # webhooks
+    ("post", "/api/v1/webhooks"),
+    ("get", "/api/v1/webhooks"),
+    ("delete", "/api/v1/webhooks/{webhook_id}"),
+    ("post", "/api/v1/webhooks/{webhook_id}/test"),
+    ("get", "/api/v1/webhooks/{webhook_id}/deliveries"),
 }
 
 
@@ -281,6 +288,7 @@ def fuzzer(operation: Any, mode: Any, token: str) -> Any:
         if mode == schemathesis.GenerationMode.POSITIVE:
             assume(not look_alike(case))
             reported_now(case.body)
+            registrable(case.body)
         case.call_and_validate(headers=bearer(token), checks=run)
 
     return fuzz

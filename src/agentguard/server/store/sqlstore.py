@@ -16,6 +16,7 @@ from .ledger import LedgerRows
 from .open_streams import OpenStreamRows
 from .prune import PruneRows
 from .usage import UsageRows
+from .webhooks import Outbox, WebhookRows
 
 
 class SQLStore(
@@ -31,11 +32,13 @@ class SQLStore(
     PruneRows,
     CounterRows,
     OpenStreamRows,
+    WebhookRows,
 ):
-    """Kill state, audit log, interventions, checkpoints, fleet and metric counters of many
-    organizations in one database, one resource per base class; :attr:`feed` keeps this
-    process's kill indexes current with it."""
+    """Kill state, audit log, interventions, checkpoints, fleet, metric counters and webhooks of
+    many organizations in one database, one resource per base class; :attr:`feed` keeps this
+    process's kill indexes current with it, and :attr:`outbox` wakes its webhook sender."""
 
     def __init__(self, database: Database) -> None:
         super().__init__(database)
         self.feed = ChangeFeed(database, self)
+        self.outbox = Outbox()

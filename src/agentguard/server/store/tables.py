@@ -267,3 +267,65 @@ open_streams = Table(
     Column("streams", Integer, nullable=False),
     Column("seen_at", UTCDateTime, nullable=False),
 )
+
+
+# -- webhooks ------------------------------------------------------------------------------------
+
+webhooks = Table(
+    "agentguard_webhooks",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("organization_id", String(256), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("format", String(16), nullable=False),  # standard | slack | pagerduty
+    Column("events", Text, nullable=False),  # a JSON list of event names
+    # The signing secret (standard: whsec_...) or the PagerDuty routing key; NULL for Slack,
+    # whose URL is its credential. Kept in the clear: signing needs it (see SECURITY.md).
+    Column("secret", Text),
+    Column("name", String(256)),
+    Column("created_by", String(512), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("agentguard_webhooks_org", "organization_id", "created_at"),
+)
+
+# The outbox: one row per event and webhook, written in the transaction of the event; the
+# delivery log of each webhook once sent (or given up).
+webhook_deliveries = Table(
+    "agentguard_webhook_deliveries",
+    metadata,
+    Column("seq", Sequence64, primary_key=True, autoincrement=True),
+    Column("organization_id", String(256), nullable=False),
+    Column("webhook_id", String(32), nullable=False),
+    Column("event_id", String(64), nullable=False),  # the webhook-id header; one per event
+    Column("event", String(32), nullable=False),
+    # What the event is about (a kill switch's id, an instance): deliveries of one webhook and
+    # subject are sent in order, so a revive never overtakes its kill.
+    Column("subject", String(512), nullable=False),
+    Column("payload", Text, nullable=False),  # {"type", "timestamp", "data"} as JSON
+    Column("status", String(16), nullable=False),  # pending | delivered | failed
+    Column("attempts", Integer, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("next_attempt_at", UTCDateTime),
+    Column("lease_until", UTCDateTime),  # a sender has claimed it until then
+    Column("leased_by", String(128)),
+    Column("last_attempt_at", UTCDateTime),
+    Column("delivered_at", UTCDateTime),
+    Column("response_status", Integer),
+    Column("duration_ms", Float),
+    Column("error", Text),
+    Index(
+        "agentguard_webhook_deliveries_due",
+        "next_attempt_at",
+        sqlite_where=text("status = 'pending'"),
+        postgresql_where=text("status = 'pending'"),
+    ),
+    Index("agentguard_webhook_deliveries_order", "webhook_id", "subject", "seq"),
+    Index("agentguard_webhook_deliveries_log", "organization_id", "webhook_id", "seq"),
+    Index(
+        "agentguard_webhook_deliveries_recent",
+        "organization_id",
+        "event",
+        "subject",
+        "created_at",
+    ),
+)
