@@ -284,6 +284,7 @@ def test_an_id_is_valid_everywhere_or_nowhere(target_id: str) -> None:
             "report": client.post("/api/v1/interventions", json={"interventions": [item]}),
             "heartbeat": client.post("/api/v1/heartbeats", json=beat),
             "agent": client.get(f"/api/v1/agents/{quote(target_id, safe='')}"),
+            "series": client.get(f"/api/v1/agents/{quote(target_id, safe='')}/series"),
             "revive": client.post("/api/v1/kill-switch/revive", json=target),
         }
     finally:

@@ -31,6 +31,7 @@ from .api.keys import KeyHandlers
 from .api.kills import KillHandlers
 from .api.openapi import OPENAPI_PATH, OpenApiEndpoint
 from .api.routes import SlashRedirect, build_routes
+from .api.series import SeriesHandlers
 from .api.state import KillStateReader
 from .api.stream import STREAM_PATH, StreamEndpoint, encode_change
 from .auth.clerk import ClerkAuth
@@ -144,6 +145,7 @@ class KillSwitchServer:
             AuditHandlers(store),
             InterventionHandlers(store),
             FleetHandlers(self.fleet, store),
+            SeriesHandlers(store, self.fleet.clock),
             CheckpointHandlers(store),
         ]
         stream = StreamEndpoint(

@@ -21,6 +21,7 @@ from .fleet import FleetHandlers, HeartbeatAnswer
 from .interventions import InterventionHandlers
 from .keys import KeyHandlers
 from .kills import KillHandlers
+from .series import SeriesHandlers
 from .state import KillStatePublic, KillStateReader
 
 
@@ -251,6 +252,31 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         handler=FleetHandlers.agent,
         path_params=s.AgentPath,
         errors=(404,),
+        tags=("fleet",),
+    ),
+    Endpoint(
+        method="GET",
+        path=f"{API}/agents/{{agent_id}}/series",
+        operation_id="agent_series",
+        summary="An agent's calls, refusals, cancellations, cost, kills and revives over time",
+        permission="read",
+        response=s.SeriesPublic,
+        handler=SeriesHandlers.agent_series,
+        path_params=s.AgentPath,
+        query=s.SeriesQuery,
+        errors=(404,),
+        tags=("fleet",),
+    ),
+    Endpoint(
+        method="GET",
+        path=f"{API}/series",
+        operation_id="org_series",
+        summary="The organization's calls, refusals, cancellations, cost, kills and revives "
+        "over time",
+        permission="read",
+        response=s.SeriesPublic,
+        handler=SeriesHandlers.org_series,
+        query=s.SeriesQuery,
         tags=("fleet",),
     ),
     Endpoint(

@@ -12,6 +12,7 @@ from .instances import InstanceRows
 from .interventions import InterventionRows
 from .killstate import KillStateRows
 from .prune import PruneRows
+from .series import SeriesRows
 from .usage import UsageRows
 
 
@@ -24,6 +25,7 @@ class SQLStore(
     AckRows,
     InstanceRows,
     UsageRows,
+    SeriesRows,
     PruneRows,
 ):
     """Kill state, audit log, interventions, checkpoints and fleet of many organizations in
