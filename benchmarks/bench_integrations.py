@@ -8,6 +8,7 @@ also count the time a busy neighbour held the core; the minimum is the least noi
 
     python benchmarks/bench_integrations.py [--repeats 9] [--scale 1.0] [--update]
     python benchmarks/bench_integrations.py --only pydantic_ai,smolagents   # some rows only
+    python benchmarks/bench_integrations.py --match "model call"   # rows whose call has the text
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ from google.adk.plugins.plugin_manager import PluginManager  # noqa: E402
 from google.adk.runners import InMemoryRunner  # noqa: E402
 from google.genai import types  # noqa: E402
 from langchain.agents import create_agent  # noqa: E402
-from langchain.agents.middleware import AgentMiddleware  # noqa: E402
+from langchain.agents.middleware import AgentMiddleware, ModelRequest  # noqa: E402
+from langchain.agents.middleware import ModelResponse as LcModelResponse  # noqa: E402
 from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel  # noqa: E402
 from langchain_core.messages import AIMessage  # noqa: E402
 from langchain_core.tools import tool  # noqa: E402
@@ -412,6 +414,7 @@ def cases(guard: Guard) -> list[Case]:
     out += llama_index_cases(guard)
     out.extend(autogen_cases(guard))
     out.extend(google_adk_cases(guard))
+    out.extend(model_hook_cases(guard))
     return out
 
 
@@ -758,20 +761,207 @@ def llama_index_cases(guard: Guard) -> list[Case]:
     ]
 
 
+def model_hook_cases(guard: Guard) -> list[tuple[str, str, Loop, Loop, int]]:
+    """Model calls guarded through the frameworks' own hooks, each against a hook of the same
+    kind that does nothing: the guard's check and the usage, cost and span it records."""
+    from pydantic_ai import Agent as PydanticAgent
+    from pydantic_ai.capabilities import AbstractCapability
+    from pydantic_ai.messages import ModelResponse as PydanticResponse
+    from pydantic_ai.messages import TextPart
+    from pydantic_ai.models.function import FunctionModel
+    from pydantic_ai.usage import RequestUsage
+
+    from agentguard.integrations import pydantic_ai as ag_pydantic_ai
+
+    out: list[tuple[str, str, Loop, Loop, int]] = []
+    prices = {"gpt-5": (1.25, 10.0), "gemini-2.5-flash": (0.30, 2.50)}
+    usage = {"input_tokens": 900, "output_tokens": 100, "total_tokens": 1_000}
+
+    # LangChain: a create_agent run of one model call, no tool.
+    class NamedModel(FakeMessagesListChatModel):
+        model_name: str = "gpt-5"
+
+    class PassThroughModel(AgentMiddleware):  # type: ignore[type-arg]
+        """Both hooks, as AgentGuardMiddleware has (a tool hook gives the graph a tool node)."""
+
+        def wrap_model_call(self, request: Any, handler: Any) -> Any:
+            return handler(request)
+
+        def wrap_tool_call(self, request: Any, handler: Any) -> Any:
+            return handler(request)
+
+    def lc_agent(middleware: AgentMiddleware) -> Any:  # type: ignore[type-arg]
+        model = NamedModel(responses=[AIMessage("done", usage_metadata=usage)])  # type: ignore[arg-type]
+        return create_agent(model, [], name="bench-bot", middleware=[middleware])
+
+    plain_lc = lc_agent(PassThroughModel())
+    guarded_lc = lc_agent(ag_langchain.AgentGuardMiddleware(guard, models=True, prices=prices))
+    request = {"messages": [("user", "hi")]}
+    out.append(
+        (
+            "langchain",
+            "create_agent run, 1 model call: models=True, vs. a pass-through",
+            sync_loop(lambda: plain_lc.invoke(request)),
+            sync_loop(lambda: guarded_lc.invoke(request)),
+            200,
+        )
+    )
+
+    # The hook alone, called as create_agent calls it, with a handler answering at once.
+    lc_request = ModelRequest(model=NamedModel(responses=[]), messages=[])
+    lc_response = LcModelResponse(result=[AIMessage("done", usage_metadata=usage)])  # type: ignore[arg-type]
+    lc_guarded = ag_langchain.AgentGuardMiddleware(guard, models=True, prices=prices)
+    lc_pass = PassThroughModel()
+    out.append(
+        (
+            "langchain",
+            "wrap_model_call of 1 model call (models=True), vs. a pass-through",
+            sync_loop(lambda: lc_pass.wrap_model_call(lc_request, lambda r: lc_response)),
+            sync_loop(lambda: lc_guarded.wrap_model_call(lc_request, lambda r: lc_response)),
+            20_000,
+        )
+    )
+
+    # Pydantic AI: Agent.run of one model request.
+    async def respond(messages: Any, info: Any) -> PydanticResponse:
+        return PydanticResponse(
+            parts=[TextPart("done")], usage=RequestUsage(input_tokens=900, output_tokens=100)
+        )
+
+    class PassThroughCapability(AbstractCapability[Any]):
+        async def wrap_model_request(self, ctx: Any, *, request_context: Any, handler: Any) -> Any:
+            return await handler(request_context)
+
+    def pa_agent(capability: AbstractCapability[Any]) -> Any:
+        model = FunctionModel(respond, model_name="gpt-5")
+        return PydanticAgent(model, name="bench-bot", capabilities=[capability])
+
+    plain_pa = pa_agent(PassThroughCapability())
+    guarded_pa = pa_agent(ag_pydantic_ai.AgentGuardCapability(guard, prices=prices))
+    out.append(
+        (
+            "pydantic_ai",
+            "await Agent.run, 1 model request: AgentGuardCapability, vs. a pass-through",
+            async_loop(lambda: plain_pa.run("hi")),
+            async_loop(lambda: guarded_pa.run("hi")),
+            300,
+        )
+    )
+
+    # The hook alone, with the run context and request of a real run.
+    class KeepsARequest(AbstractCapability[Any]):
+        async def wrap_model_request(self, ctx: Any, *, request_context: Any, handler: Any) -> Any:
+            self.kept = (ctx, request_context)
+            return await handler(request_context)
+
+    keeps_request = KeepsARequest()
+    asyncio.run(pa_agent(keeps_request).run("hi"))
+    pa_ctx, pa_request = keeps_request.kept
+    pa_response = PydanticResponse(
+        parts=[TextPart("done")], usage=RequestUsage(input_tokens=900, output_tokens=100)
+    )
+
+    async def answer(request_context: Any) -> PydanticResponse:
+        return pa_response
+
+    def pa_hook(capability: AbstractCapability[Any]) -> Callable[[], Awaitable[Any]]:
+        return lambda: capability.wrap_model_request(
+            pa_ctx, request_context=pa_request, handler=answer
+        )
+
+    out.append(
+        (
+            "pydantic_ai",
+            "wrap_model_request of 1 model request, vs. a pass-through",
+            async_loop(pa_hook(PassThroughCapability())),
+            async_loop(pa_hook(ag_pydantic_ai.AgentGuardCapability(guard, prices=prices))),
+            20_000,
+        )
+    )
+
+    # Google ADK: the plugin callbacks of one model call, with the arguments of a real one.
+    class KeepsAModelCall(BasePlugin):
+        def __init__(self) -> None:
+            super().__init__("keeps-a-model-call")
+            self.before: dict[str, Any] = {}
+            self.after: dict[str, Any] = {}
+
+        async def before_model_callback(self, **kwargs: Any) -> None:
+            self.before = kwargs
+
+        async def after_model_callback(self, **kwargs: Any) -> None:
+            self.after = kwargs
+
+    class PassThroughModelPlugin(BasePlugin):
+        async def before_model_callback(self, **kwargs: Any) -> None:
+            return None
+
+        async def after_model_callback(self, **kwargs: Any) -> None:
+            return None
+
+    class Answers(BaseLlm):
+        model: str = "gemini-2.5-flash"
+
+        async def generate_content_async(
+            self, llm_request: LlmRequest, stream: bool = False
+        ) -> Any:
+            yield LlmResponse(
+                content=types.ModelContent("done"),
+                usage_metadata=types.GenerateContentResponseUsageMetadata(
+                    prompt_token_count=900, candidates_token_count=100
+                ),
+            )
+
+    keeps = KeepsAModelCall()
+    runner = InMemoryRunner(agent=LlmAgent(name="bench_bot", model=Answers()))
+    runner.plugin_manager.register_plugin(keeps)
+
+    async def one_run() -> None:
+        session = await runner.session_service.create_session(app_name=runner.app_name, user_id="u")
+        async for _ in runner.run_async(
+            user_id="u", session_id=session.id, new_message=types.UserContent("go")
+        ):
+            pass
+
+    asyncio.run(one_run())
+
+    def callbacks(manager: PluginManager) -> Callable[[], Awaitable[None]]:
+        async def call() -> None:
+            await manager.run_before_model_callback(**keeps.before)
+            await manager.run_after_model_callback(**keeps.after)
+
+        return call
+
+    guarded_plugin = ag_adk.AgentGuardPlugin(guard, models=True, prices=prices)
+    out.append(
+        (
+            "google_adk",
+            "plugin callbacks of 1 model call (models=True), vs. a pass-through",
+            async_loop(callbacks(PluginManager([PassThroughModelPlugin("pass-through")]))),
+            async_loop(callbacks(PluginManager([guarded_plugin]))),
+            5_000,
+        )
+    )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every sample's calls")
+    parser.add_argument(
+        "--match", nargs="+", metavar="TEXT", help="rows whose framework call contains a TEXT"
+    )
     parser.add_argument("--update", action="store_true", help="write the section of RESULTS.md")
     parser.add_argument(
         "--only", help="comma-separated integrations to run (e.g. pydantic_ai,smolagents)"
     )
     args = parser.parse_args()
     only = set(args.only.split(",")) if args.only else None
-    if only is not None and args.update:
-        parser.error("--update rewrites the whole table: run it without --only")
+    if (only is not None or args.match) and args.update:
+        parser.error("--update rewrites the whole table: run it without --only or --match")
     logging.disable(logging.WARNING)  # MCP logs every request at INFO
 
     guard = Guard()
@@ -788,6 +978,8 @@ def main() -> None:
         selected = [case for case in selected if case[0] in only]
     with scope(**IDS):
         for integration, call, plain, guarded, calls in selected:
+            if args.match and not any(text in call for text in args.match):
+                continue
             n = max(1, int(calls * args.scale))
             base, wrapped = compare(plain, guarded, n, args.repeats)
             rows.append((integration, call, base, wrapped))

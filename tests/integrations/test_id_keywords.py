@@ -73,6 +73,15 @@ ENTRY_POINTS: dict[str, Callable[..., Any]] = {
     "pydantic_ai.guard_toolset": lambda guard, **ids: pydantic_ai.guard_toolset(
         FunctionToolset([send_email]), guard, **ids
     ),
+    "pydantic_ai.AgentGuardCapability": lambda guard, **ids: pydantic_ai.AgentGuardCapability(
+        guard, **ids
+    ),
+    "langchain+models.AgentGuardMiddleware": lambda guard, **ids: langchain.AgentGuardMiddleware(
+        guard, models=True, **ids
+    ),
+    "google_adk+models.AgentGuardPlugin": lambda guard, **ids: google_adk.AgentGuardPlugin(
+        guard, models=True, **ids
+    ),
     "smolagents.guard_tool": lambda guard, **ids: smolagents.guard_tool(SendEmail(), guard, **ids),
     "smolagents.guard_tools": lambda guard, **ids: smolagents.guard_tools([], guard, **ids),
     "smolagents.guard_agent": lambda guard, **ids: smolagents.guard_agent(

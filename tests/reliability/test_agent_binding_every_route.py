@@ -127,6 +127,49 @@ def report_interventions(s: Scene, c: httpx.Client) -> None:
             "interventions.1.target_id")  # fmt: skip
 
 
+def sentinel_record(agent_id: str | None) -> dict[str, Any]:
+    record = {"intervention_type": "hard_block", "outcome": "blocked", "action_name": "send_email",
+              "run_id": B_RUN, "timestamp": datetime.now(timezone.utc).isoformat()}  # fmt: skip
+    return record if agent_id is None else {**record, "agent_id": agent_id}
+
+
+def report_sentinel_intervention(s: Scene, c: httpx.Client) -> None:
+    """An AgentSentinel record for B: in its body, in its header, or naming no agent."""
+    refused(c.post("/interventions/", json=sentinel_record(B)), "agent_id")
+    refused(c.post("/interventions/", json=sentinel_record(None),
+                   headers={"X-Sentinel-Agent-Id": B}), "X-Sentinel-Agent-Id")  # fmt: skip
+    refused(c.post("/interventions/", json=sentinel_record("agent-a"),
+                   headers={"X-Sentinel-Agent-Id": B}), "X-Sentinel-Agent-Id")  # fmt: skip
+    refused(c.post("/interventions/", json=sentinel_record(None)), "agent_id")
+
+
+def ingest_sentinel_ledger(s: Scene, c: httpx.Client) -> None:
+    """An AgentSentinel ledger spending for B (which the budget rule would kill for), in an
+    entry, in the batch, in the header, or naming no agent; and one into B's instance."""
+    now = datetime.now(timezone.utc).isoformat()
+
+    def entry(n: int, **ids: str) -> dict[str, Any]:
+        return {"id": f"e-{n}", "timestamp": now, "action": "send_email", "cost_usd": 1e6,
+                "duration_ms": 1, "outcome": "success", **ids}  # fmt: skip
+
+    # B reports, as its own instance, the id agent A's run "r-taken" would have.
+    taken = {"instance_id": "agentsentinel:agent-a:r-taken", "interval": 10, "executed": 0,
+             "refused": 0, "failed": 0, "cost_usd": 0, "version": 0, "agent_id": B}  # fmt: skip
+    assert s.b.post("/heartbeats", json=taken).is_success
+    s.before = s.view()  # B's own doing
+    own = entry(0, agent_id="agent-a")
+    for body, headers, field in (
+        ({"run_id": "r", "entries": [own, entry(1, agent_id=B)]}, {}, "entries.1.agent_id"),
+        ({"run_id": "r", "agent_id": B, "entries": [entry(2)]}, {}, "agent_id"),
+        ({"run_id": "r", "agent_id": B, "entries": [own]}, {}, "agent_id"),
+        ({"run_id": "r", "entries": [entry(3)]}, {"X-Sentinel-Agent-Id": B}, "X-Sentinel-Agent-Id"),
+        ({"run_id": "r", "entries": [own]}, {"X-Sentinel-Agent-Id": B}, "X-Sentinel-Agent-Id"),
+        ({"run_id": "r", "entries": [entry(4)]}, {}, "agent_id"),
+    ):
+        refused(c.post("/ingest", json=body, headers=headers), field)
+    refused(c.post("/ingest", json={"run_id": "r-taken", "entries": [own]}), "run_id")
+
+
 def put_checkpoint(s: Scene, c: httpx.Client) -> None:
     written = c.put(CHECKPOINT, json={"state": "overwritten"})
     assert written.status_code == 200 and written.json()["state"] == "overwritten"
@@ -176,6 +219,8 @@ PROBES: dict[str, Callable[[Scene, httpx.Client], None]] = {
     "stream": stream,
     "get_agent": get_agent,
     "agent_series": agent_series,
+    "report_sentinel_intervention": report_sentinel_intervention,
+    "ingest_sentinel_ledger": ingest_sentinel_ledger,
 }
 
 

@@ -73,6 +73,27 @@ def intervention(n: int) -> dict[str, Any]:
     }
 
 
+def ledger_entry(n: int) -> dict[str, Any]:
+    """A valid AgentSentinel ledger entry, unique by ``n``, with every field set."""
+    return {
+        "id": f"entry-matrix-{n}",
+        "timestamp": WHEN,
+        "action": "send_email",
+        "cost_usd": 0.25,
+        "duration_ms": 12.5,
+        "outcome": "success",
+        "tags": ["email", "matrix"],
+        "payload": {"inputs": {"args": ["a@example.com"], "kwargs": {}}, "outputs": "sent"},
+        "compliance_metadata": {"requires_human_approval": False},
+        "agent_id": "matrix-bot",
+        "run_id": "run-1",
+        "task_id": "task-1",
+        "mission_id": "mission-1",
+        "inputs_redacted": True,
+        "impact": "medium",
+    }
+
+
 # A valid value of every model a route reads, with every field set. Mutations of these are the
 # cases; each targets existing or new rows so that a validation miss would show as a write.
 EXAMPLES: dict[type[BaseModel], dict[str, Any]] = {
@@ -148,6 +169,36 @@ EXAMPLES: dict[type[BaseModel], dict[str, Any]] = {
         "include": "interventions",
     },
     SignIn: {"api_key": "ag_matrix_nope"},
+    s.SentinelInterventionIn: {
+        "intervention_type": "budget_exceeded",
+        "outcome": "blocked",
+        "action_name": "send_email",
+        "action_description": "Send one email",
+        "agent_id": "matrix-bot",
+        "run_id": "run-1",
+        "task_id": "task-1",
+        "mission_id": "mission-1",
+        "policy_name": "run-budget",
+        "estimated_cost": 2.5,
+        "actual_cost": 0,
+        "risk_level": "high",
+        "blast_radius": {"funds_protected": 2.5},
+        "reason": "Run budget exceeded",
+        "agent_intent": "email the customers",
+        "original_inputs": {"args": [1], "kwargs": {}},
+        "modified_inputs": None,
+        "context": {},
+        "remediation_payload": {"reason_code": "BUDGET_EXCEEDED"},
+        "timestamp": WHEN,
+    },
+    s.SentinelIngestIn: {
+        "run_id": "run-1",
+        "entries": [ledger_entry(n) for n in range(3)],
+        "agent_id": "matrix-bot",
+        "mission_id": "mission-1",
+    },
+    # Headers by name (as sent), not by field.
+    s.SentinelHeaders: {"X-Sentinel-Agent-Id": "matrix-bot", "X-Sentinel-Run-Id": "run-1"},
 }
 
 # Text that breaks some pattern: each string field with a pattern gets every one its pattern
@@ -180,9 +231,12 @@ class Spec:
     body: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
     path: type[BaseModel] | None = None
+    headers: type[BaseModel] | None = None
 
 
-SPECS = [Spec(e.method, e.path, e.body, e.query, e.path_params) for e in ENDPOINTS] + [
+SPECS = [
+    Spec(e.method, e.path, e.body, e.query, e.path_params, e.header_params) for e in ENDPOINTS
+] + [
     Spec("GET", STREAM_PATH, query=StreamQuery),
     Spec("POST", SESSION_PATH, body=SignIn),
 ]
@@ -202,6 +256,7 @@ class Case:
     words: str | None = None  # must appear in ``detail``
     path: str | None = None  # the concrete path (decoded), if not the route itself
     query: tuple[tuple[str, str], ...] = ()
+    headers: tuple[tuple[str, str], ...] = ()  # sent as UTF-8 bytes
     body: bytes = b""
     content_type: str | None = "application/json"
     content_length: str | None = None  # sent instead of the body's length
@@ -422,6 +477,7 @@ def spec_cases(spec: Spec) -> Iterator[Case]:
     concrete = spec.route.format(**path_example)
     body = encode(EXAMPLES[spec.body]) if spec.body in EXAMPLES else b""
     query = as_text(EXAMPLES.get(spec.query, {})) if spec.query else {}
+    headers = as_text(EXAMPLES.get(spec.headers, {})) if spec.headers else {}
     base = Case(
         spec.method,
         spec.route,
@@ -430,6 +486,7 @@ def spec_cases(spec: Spec) -> Iterator[Case]:
         "validation_error",
         path=concrete,
         query=tuple(query.items()),
+        headers=tuple(headers.items()),
         body=body,
     )
     if spec.body is not None:
@@ -438,6 +495,23 @@ def spec_cases(spec: Spec) -> Iterator[Case]:
         for what, params, field, words in param_mutations(spec.query, query):
             yield replace(
                 base, label=f"query.{what}", query=tuple(params.items()), field=field, words=words
+            )
+    if spec.headers is not None and spec.headers in EXAMPLES:
+        for what, params, field, words in param_mutations(spec.headers, headers):
+            yield replace(
+                base,
+                label=f"header {what}",
+                headers=tuple(params.items()),
+                field=field,
+                words=words,
+            )
+        for name, value in headers.items():  # two values: which one would a proxy read?
+            yield replace(
+                base,
+                label=f"header {name} twice",
+                headers=(*base.headers, (name, value)),
+                field=name,
+                words="more than once",
             )
     if spec.path is not None and spec.path in EXAMPLES:
         for what, params, field, words in param_mutations(spec.path, path_example):
@@ -707,7 +781,7 @@ async def call(server: KillSwitchServer, case: Case, headers: list[tuple[bytes, 
     """Send one request through the ASGI app; then a disconnect, so a stream would end too."""
     path = case.path or case.route
     chunks = [case.body]
-    head = list(headers)
+    head = list(headers) + [(k.lower().encode(), v.encode()) for k, v in case.headers]
     if case.content_type is not None:
         head.append((b"content-type", case.content_type.encode()))
     if case.chunked:
@@ -870,7 +944,10 @@ def test_every_route_has_cases() -> None:
 
 @pytest.mark.parametrize(
     "model",
-    sorted({m for spec in SPECS for m in (spec.body, spec.query, spec.path) if m}, key=repr),
+    sorted(
+        {m for spec in SPECS for m in (spec.body, spec.query, spec.path, spec.headers) if m},
+        key=repr,
+    ),
     ids=lambda m: m.__name__,
 )
 def test_every_model_has_a_valid_example(model: type[BaseModel]) -> None:
@@ -878,7 +955,8 @@ def test_every_model_has_a_valid_example(model: type[BaseModel]) -> None:
     assert model in EXAMPLES, f"add a valid example of {model.__name__} to EXAMPLES"
     example = EXAMPLES[model]
     model.model_validate(example if model in BODIES else as_text(example))
-    assert set(example) == set(model.model_fields), "set every field, so every field is broken"
+    names = {info.alias or name for name, info in model.model_fields.items()}
+    assert set(example) == names, "set every field, so every field is broken"
 
 
 def test_a_batch_with_one_bad_item_stores_none_of_the_good_ones(bench: Bench) -> None:

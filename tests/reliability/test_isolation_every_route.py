@@ -31,6 +31,14 @@ B_INTERVENTION = {
     "target_id": "shared-bot",
     "occurred_at": "2026-04-18T17:00:00Z",
 }
+B_SENTINEL_INTERVENTION = {"intervention_type": "budget_exceeded", "outcome": "blocked",
+                           "action_name": "send_email", "agent_id": "shared-bot",
+                           "run_id": "shared-run", "reason": "B's budget",
+                           "timestamp": "2026-04-18T17:00:00Z"}  # fmt: skip
+B_LEDGER = {"run_id": "shared-run", "agent_id": "shared-bot",
+            "entries": [{"id": "entry-shared", "timestamp": "2026-04-18T17:00:00Z",
+                         "action": "send_email", "cost_usd": 4.0, "duration_ms": 12,
+                         "outcome": "success"}]}  # fmt: skip
 B_BEAT = {"instance_id": "shared-instance", "agent_id": "shared-bot", "interval": 10,
           "executed": 5, "refused": 1, "failed": 0, "cost_usd": 2.5, "version": 1}  # fmt: skip
 
@@ -60,6 +68,8 @@ class Scene:
         assert b.post("/interventions", json={"interventions": [B_INTERVENTION]}).is_success
         assert b.post("/heartbeats", json=B_BEAT).json()["killed"] is True
         assert b.put("/checkpoints/shared", json={"state": "B's"}).is_success
+        assert b.post("/interventions/", json=B_SENTINEL_INTERVENTION).status_code == 201
+        assert b.post("/ingest", json=B_LEDGER).json()["created"] == 1
         self.b_before = self.b_view()
 
     def a(self) -> Org:
@@ -188,6 +198,22 @@ def counts(s: Scene, a: Org) -> None:
     assert empty(a.get("/interventions/counts"))
 
 
+def report_sentinel_intervention(s: Scene, a: Org) -> None:
+    """The same record in A: A's own (the same derived id), never B's."""
+    sent = a.http.post("/interventions/", json=B_SENTINEL_INTERVENTION)
+    assert sent.status_code == 201 and sent.json()["created"] is True
+    (stored,) = a.get("/interventions").json()["data"]
+    assert stored["id"] == sent.json()["id"] and stored["agent_id"] == "shared-bot"
+
+
+def ingest_sentinel_ledger(s: Scene, a: Org) -> None:
+    """B's entry ids are B's: in A they are new, and count toward A's agent only."""
+    sent = a.http.post("/ingest", json=B_LEDGER)
+    assert sent.status_code == 202 and sent.json()["created"] == 1
+    agent = a.get("/agents/shared-bot").json()
+    assert (agent["executed"], agent["cost_usd"]) == (1, 4.0)
+
+
 def heartbeat(s: Scene, a: Org) -> None:
     assert a.http.post("/heartbeats", json=B_BEAT).status_code == 409  # B's version is not A's
     mine = a.http.post("/heartbeats", json={**B_BEAT, "version": 0}).json()
@@ -271,6 +297,8 @@ PROBES: dict[tuple[str, str], Callable[[Scene, Org], None]] = {
     ("POST", f"{API}/interventions"): report_interventions,
     ("GET", f"{API}/interventions"): interventions,
     ("GET", f"{API}/interventions/counts"): counts,
+    ("POST", f"{API}/interventions/"): report_sentinel_intervention,
+    ("POST", f"{API}/ingest"): ingest_sentinel_ledger,
     ("POST", f"{API}/heartbeats"): heartbeat,
     ("POST", f"{API}/kill-switch/ack"): ack,
     ("GET", f"{API}/kill-switch/acks"): acks,

@@ -57,6 +57,8 @@ ALLOWED: dict[str, set[str]] = {
     "acknowledge": REPORTERS,
     "put_checkpoint": REPORTERS,
     "get_checkpoint": REPORTERS,
+    "report_sentinel_intervention": REPORTERS,
+    "ingest_sentinel_ledger": REPORTERS,
 }
 TARGET = {"target_type": "agent", "target_id": "probe"}
 INTERVENTION = {
@@ -66,6 +68,12 @@ INTERVENTION = {
     "target_id": "probe",
     "occurred_at": "2026-04-18T17:00:00Z",
 }
+SENTINEL_RECORD = {"intervention_type": "hard_block", "outcome": "blocked",
+                         "action_name": "send_email", "agent_id": "probe",
+                         "timestamp": "2026-04-18T17:00:00Z"}  # fmt: skip
+LEDGER = {"run_id": "run-1", "agent_id": "probe",
+          "entries": [{"id": "e-probe", "timestamp": "2026-04-18T17:00:00Z", "action": "send_email",
+                       "cost_usd": 0.5, "duration_ms": 3, "outcome": "success"}]}  # fmt: skip
 BEAT = {"instance_id": "probe-1", "agent_id": "probe", "interval": 10, "executed": 1,
         "refused": 0, "failed": 0, "cost_usd": 0.5, "version": 0}  # fmt: skip
 
@@ -99,6 +107,8 @@ def sample(operation_id: str, admin_key_id: str) -> tuple[str, str, dict[str, An
         "acknowledge": ("POST", "/kill-switch/ack", {"json": {"instance_id": "i", "version": 0}}),
         "put_checkpoint": ("PUT", "/checkpoints/probe", {"json": {"state": {"next": 1}}}),
         "get_checkpoint": ("GET", "/checkpoints/probe", {}),
+        "report_sentinel_intervention": ("POST", "/interventions/", {"json": SENTINEL_RECORD}),
+        "ingest_sentinel_ledger": ("POST", "/ingest", {"json": LEDGER}),
     }
     return requests[operation_id]
 

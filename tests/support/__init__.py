@@ -13,6 +13,7 @@
 - ``event_loop``: ``beside_a_ticker()``, whether a call blocks the event loop.
 - ``browser``: Debian's Chromium through playwright, with the launch flags CI needs.
 - ``services``: gates that skip (or, in CI, fail) a test whose PostgreSQL or Chromium is missing.
+- ``fuzzing``: the rules of valid input no schema states, for the schemathesis runs.
 
 The package is found as ``support`` because pytest's ``pythonpath = ["tests"]`` (pyproject.toml)
 puts tests/ on sys.path before any conftest loads; see the comment there.

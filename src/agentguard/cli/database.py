@@ -77,8 +77,9 @@ def db_prune(database_url: str, age: timedelta, interventions_too: bool, dry_run
     """Delete old fleet rows, in every organization.
 
     Instances not seen for AGE (and their kill acknowledgements) and usage slices older than
-    AGE; with --interventions also interventions; and the sign-outs of console sessions that
-    have expired anyway. Agents' totals then count the instances kept.
+    AGE; with --interventions also interventions; the sign-outs of console sessions that
+    have expired anyway; and the ids of AgentSentinel ledger entries counted before AGE (one
+    sent again later counts again). Agents' totals then count the instances kept.
     Kill switches, the change log, the audit log and checkpoints are never deleted. One
     transaction: on any error nothing is deleted.
     """

@@ -54,11 +54,17 @@ from ._gate import Gate
 if TYPE_CHECKING:
     from ..guard import Guard
 
-__all__ = ["LLM_ACTION", "ModelCall", "ModelGate"]
+__all__ = ["LLM_ACTION", "ModelCall", "ModelGate", "stopped_reply"]
 
 logger = logging.getLogger("agentguard")
 
 LLM_ACTION = "llm"
+
+
+def stopped_reply(error: PolicyViolationError) -> str:
+    """The assistant's reply a framework hook puts in place of a refused model call
+    (``on_block="message"``): it names the kill and its reason, and asks for no tool."""
+    return f"Stopped: {error}"
 
 
 class ModelGate:

@@ -1,4 +1,4 @@
-"""Guard Google ADK tool calls with a plugin.
+"""Guard Google ADK tool calls (and model calls) with a plugin.
 
 Usage::
 
@@ -12,6 +12,9 @@ Usage::
 
     # or on an App (then a refusal ends the run with ADK's RuntimeError, see below):
     app = App(name="support", root_agent=agent, plugins=[AgentGuardPlugin(guard=guard)])
+
+    # model calls too, priced from their token usage:
+    guard_runner(runner, guard=guard, models=True, prices={"gemini-2.5-flash": (0.30, 2.50)})
 
 ``AgentGuardPlugin`` is an ADK ``BasePlugin``: its ``before_tool_callback`` checks the kill
 state before each tool call of every agent the runner runs (sub-agents, agents called through
@@ -33,6 +36,20 @@ the ``PolicyViolationError`` itself instead. ``on_block="message"``: the tool's 
 
 A tool body that raises counts as failed (``on_tool_error_callback``), whether the run then
 ends with the error or a plugin after this one answers it for the model.
+
+Model calls (``models=True``; off by default, so a model client guarded otherwise is not
+counted twice): ``before_model_callback`` checks each model call of every agent as the action
+``llm`` with the request's model, with the same ids as the tool calls, before the model is
+called. A refusal ends the run as a tool's does (``on_block="raise"``), or answers for the model
+with a reply saying the agent was stopped, naming the kill and its reason, which calls no tool,
+so the agent's turn ends with it (``"message"``). ``after_model_callback`` reads the first
+complete (not ``partial``) response's ``usage_metadata`` (``prompt_token_count`` and
+``tool_use_prompt_token_count`` as input, ``candidates_token_count`` and
+``thoughts_token_count`` as output, ``cached_content_token_count`` as cache reads): priced with
+``prices``, it is added to the guard's cost, so a ``BudgetRule`` trips on real spend, and
+recorded on a GenAI span. A model call that raises (``on_model_error_callback``) or answers
+with an ``error_code`` counts as failed. With SSE streaming the complete response is the
+aggregate ADK sends last (progressive streaming, ADK's default); ``run_live`` is not covered.
 """
 
 from __future__ import annotations
@@ -45,15 +62,21 @@ from typing import TYPE_CHECKING, Any
 import wrapt
 
 from ..errors import InvalidInputError, PolicyViolationError
+from ..pricing import Usage
 from ..scope import Scope, scope_of
 from ._gate import Admitted, Gate, OnBlock, missing, refusal_text, uninstall_all
+from ._model import ModelCall, ModelGate, stopped_reply
 
 try:
+    from google.adk.agents.callback_context import CallbackContext
     from google.adk.agents.readonly_context import ReadonlyContext
+    from google.adk.models.llm_request import LlmRequest
+    from google.adk.models.llm_response import LlmResponse
     from google.adk.plugins.base_plugin import BasePlugin
     from google.adk.runners import Runner
     from google.adk.tools.base_tool import BaseTool
     from google.adk.tools.tool_context import ToolContext
+    from google.genai import types
 except ImportError as exc:  # pragma: no cover - exercised in a test with the import blocked
     raise missing("google_adk", "Google ADK", "google-adk") from exc
 
@@ -62,6 +85,7 @@ if TYPE_CHECKING:
     from typing import Unpack
 
     from ..guard import Guard
+    from ..pricing import Prices, PriceTable
     from ..scope import Ids
 
 __all__ = ["AgentGuardPlugin", "guard_runner", "unguard_runner"]
@@ -73,26 +97,72 @@ _calling_run: ContextVar[str | None] = ContextVar("agentguard_adk_calling_run", 
 
 
 class AgentGuardPlugin(BasePlugin):
-    """An ADK plugin checking every tool call against the kill state before the tool runs."""
-
-    # A model-call hook belongs here too: ``before_model_callback`` checking through
-    # ``self.gate`` with ``_found(callback_context)``; ``guard_runner`` unwraps whatever
-    # refusal any callback of a plugin raises.
+    """An ADK plugin checking every tool call (and, with ``models=True``, every model call)
+    against the kill state before it is made."""
 
     def __init__(
         self,
         guard: Guard | None = None,
         *,
         on_block: OnBlock = "raise",
+        models: bool = False,
+        prices: Prices | PriceTable | None = None,
         name: str = "agentguard",
         **ids: Unpack[Ids],
     ) -> None:
+        """``models``: guard the agents' model calls too, pricing their usage with ``prices``."""
         super().__init__(name)
         self.gate = Gate(guard, on_block=on_block, where="AgentGuardPlugin", **ids)
+        if not isinstance(models, bool):
+            raise InvalidInputError("models", f"must be True or False; got {models!r}")
+        if prices is not None and not models:
+            raise InvalidInputError("prices", "prices model calls: pass models=True with it")
+        self.models = (
+            ModelGate(guard, prices=prices, where="AgentGuardPlugin", **ids) if models else None
+        )
         # Admitted calls whose outcome is not known yet, by their ADK tool context.
         self._running: weakref.WeakKeyDictionary[ToolContext, Admitted] = (
             weakref.WeakKeyDictionary()
         )
+        self._calling = _ModelCalls()
+
+    async def before_model_callback(
+        self, *, callback_context: CallbackContext, llm_request: LlmRequest
+    ) -> LlmResponse | None:
+        """Admit the model call (``None``: ADK calls the model) or refuse it as ``on_block``
+        says."""
+        if self.models is None:
+            return None
+        try:
+            call = await self.models.acheck(llm_request.model, _found(callback_context))
+        except PolicyViolationError as error:
+            if self.gate.on_block == "message":
+                return LlmResponse(content=types.ModelContent(stopped_reply(error)))
+            raise
+        self._calling.put(callback_context.actions, call)
+        return None
+
+    async def after_model_callback(
+        self, *, callback_context: CallbackContext, llm_response: LlmResponse
+    ) -> LlmResponse | None:
+        """Record the call's usage from its complete response (which is left as it is)."""
+        if self.models is None or llm_response.partial:
+            return None
+        call = self._calling.pop(callback_context.actions)
+        if call is not None:
+            error = llm_response.error_code
+            call.finish(_usage(llm_response), error_type=str(error) if error else None)
+        return None
+
+    async def on_model_error_callback(
+        self, *, callback_context: CallbackContext, llm_request: LlmRequest, error: Exception
+    ) -> LlmResponse | None:
+        """Count the model call as failed (the error goes on to ADK and other plugins)."""
+        call = self._calling.pop(callback_context.actions) if self.models is not None else None
+        if call is not None:
+            # ADK passes a cancelled call's CancelledError here too: not a failure of the model.
+            call.finish(error_type=type(error).__name__ if isinstance(error, Exception) else None)
+        return None
 
     async def before_tool_callback(
         self, *, tool: BaseTool, tool_args: dict[str, Any], tool_context: ToolContext
@@ -142,13 +212,18 @@ def guard_runner(
     guard: Guard | None = None,
     *,
     on_block: OnBlock = "raise",
+    models: bool = False,
+    prices: Prices | PriceTable | None = None,
     **ids: Unpack[Ids],
 ) -> Runner:
-    """Guard every tool call ``runner`` runs: ``AgentGuardPlugin`` first in its plugins (one
-    already there is kept as it is), and a refusal ends ``run_async``/``run`` with the
-    ``PolicyViolationError`` itself. Returns the runner."""
+    """Guard every tool call ``runner`` runs (and model call, with ``models=True``):
+    ``AgentGuardPlugin`` first in its plugins (one already there is kept as it is), and a
+    refusal ends ``run_async``/``run`` with the ``PolicyViolationError`` itself. Returns the
+    runner."""
     scope_of(ids, "guard_runner", validate=False)  # a misspelt keyword names guard_runner
-    plugin = AgentGuardPlugin(guard, on_block=on_block, **ids)  # bad arguments fail here
+    plugin = AgentGuardPlugin(  # bad arguments fail here
+        guard, on_block=on_block, models=models, prices=prices, **ids
+    )
     if not isinstance(runner, Runner):
         raise InvalidInputError(
             "runner", f"must be a Google ADK Runner; got {type(runner).__name__}"
@@ -190,6 +265,41 @@ async def _raise_refusals(
         else:
             return
     raise refusal  # outside the handler: ADK's RuntimeError does not become its context
+
+
+class _ModelCalls:
+    """Admitted model calls whose response has not come yet, by their ADK model call: the
+    actions of the event its callbacks write to, one object from before to after. An entry
+    whose call never answers (a later callback answered for the model) goes with that object."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, tuple[weakref.ref[Any], ModelCall]] = {}
+
+    def put(self, actions: Any, call: ModelCall) -> None:
+        key = id(actions)
+        calls = self._calls
+        calls[key] = (weakref.ref(actions, lambda _: calls.pop(key, None)), call)
+
+    def pop(self, actions: Any) -> ModelCall | None:
+        key = id(actions)
+        entry = self._calls.get(key)
+        if entry is None or entry[0]() is not actions:
+            return None
+        del self._calls[key]
+        return entry[1]
+
+
+def _usage(response: LlmResponse) -> Usage | None:
+    """A response's token usage, as Gemini reports it (thinking tokens are output)."""
+    meta = response.usage_metadata
+    if meta is None:
+        return None
+    return Usage(
+        input_tokens=(meta.prompt_token_count or 0) + (meta.tool_use_prompt_token_count or 0),
+        output_tokens=(meta.candidates_token_count or 0) + (meta.thoughts_token_count or 0),
+        cached_input_tokens=meta.cached_content_token_count or 0,
+        model=response.model_version or None,
+    )
 
 
 def _found(context: ReadonlyContext) -> Scope:

@@ -13,6 +13,9 @@ Usage::
                          middleware=[AgentGuardMiddleware(guard=guard)])
     agent.invoke({"messages": [...]}, {"configurable": {"thread_id": "run-42"}})
 
+    # and its model calls too, priced from their token usage:
+    AgentGuardMiddleware(guard=guard, models=True, prices=LIST_PRICES_2025_11)
+
     plain = unguard_tools(tools)                               # the original tools again
 
 A guarded tool is a ``wrapt`` proxy: still an instance of ``BaseTool`` and of its own class,
@@ -30,6 +33,19 @@ with ``handle_tool_errors=True`` catches every exception; use ``on_block="messag
 ``on_block="message"`` answers the model with an error ``ToolMessage`` naming the kill and its
 reason, and the run goes on. A call that raises or ends in an error ``ToolMessage`` (a
 ``ToolException`` the tool handled) counts as failed, with tools and middleware alike.
+
+Model calls (``AgentGuardMiddleware(models=True)``; off by default, so a client already
+guarded with ``guard_openai``/``guard_anthropic`` is not counted twice): ``wrap_model_call``
+checks each model call of the agent as the action ``llm`` with the chat model's name
+(``model_name``, ``model`` or ``model_id``) before it is made, with the same ids as its tool
+calls. ``on_block="raise"`` stops the run with the ``PolicyViolationError``;
+``on_block="message"`` answers with an ``AIMessage`` saying the agent was stopped, naming the
+kill and its reason, which asks for no tool, so the run ends with it. The answer's
+``usage_metadata`` (streamed runs included) is priced with ``prices`` and added to the guard's
+cost, so a ``BudgetRule`` trips on real spend, and recorded on a GenAI span; a model call that
+raises counts as failed. Middleware compose first-outermost: put this one first, so that no
+retry or fallback middleware catches its refusal; it then sees one call per model step. Not
+seen: model calls a middleware makes itself (``SummarizationMiddleware``'s summaries).
 """
 
 from __future__ import annotations
@@ -41,12 +57,19 @@ from typing import TYPE_CHECKING, Any
 import wrapt
 
 from ..errors import InvalidInputError, PolicyViolationError
+from ..pricing import Usage
 from ..scope import Scope, scope_of
 from ._gate import Gate, OnBlock, missing, refusal_text
+from ._model import ModelGate, stopped_reply
 
 try:
-    from langchain.agents.middleware import AgentMiddleware, ToolCallRequest
-    from langchain_core.messages import ToolMessage
+    from langchain.agents.middleware import (
+        AgentMiddleware,
+        ModelRequest,
+        ModelResponse,
+        ToolCallRequest,
+    )
+    from langchain_core.messages import AIMessage, ToolMessage
     from langchain_core.runnables.config import var_child_runnable_config
     from langchain_core.tools import BaseTool
     from langchain_core.tools import tool as _as_tool
@@ -57,6 +80,7 @@ if TYPE_CHECKING:
     from typing import Unpack
 
     from ..guard import Guard
+    from ..pricing import Prices, PriceTable
     from ..scope import Ids
 
 __all__ = ["AgentGuardMiddleware", "GuardedTool", "guard_tool", "guard_tools", "unguard_tools"]
@@ -183,16 +207,27 @@ def unguard_tools(tools: Iterable[BaseTool]) -> list[BaseTool]:
 
 
 class AgentGuardMiddleware(AgentMiddleware):
-    """``create_agent`` middleware refusing tool calls while any of their targets is killed."""
+    """``create_agent`` middleware refusing tool calls (and, with ``models=True``, model
+    calls) while any of their targets is killed."""
 
     def __init__(
         self,
         guard: Guard | None = None,
         *,
         on_block: OnBlock = "raise",
+        models: bool = False,
+        prices: Prices | PriceTable | None = None,
         **ids: Unpack[Ids],
     ) -> None:
+        """``models``: guard the agent's model calls too, pricing their usage with ``prices``."""
         gate = Gate(guard, on_block=on_block, where="AgentGuardMiddleware", **ids)
+        if not isinstance(models, bool):
+            raise InvalidInputError("models", f"must be True or False; got {models!r}")
+        if prices is not None and not models:
+            raise InvalidInputError("prices", "prices model calls: pass models=True with it")
+        self._models = (
+            ModelGate(guard, prices=prices, where="AgentGuardMiddleware", **ids) if models else None
+        )
         super().__init__()
         self._gate = gate
 
@@ -203,6 +238,57 @@ class AgentGuardMiddleware(AgentMiddleware):
     @property
     def on_block(self) -> OnBlock:
         return self._gate.on_block
+
+    @property
+    def models(self) -> bool:
+        """Whether model calls are guarded too."""
+        return self._models is not None
+
+    def wrap_model_call(
+        self, request: ModelRequest[Any], handler: Callable[[ModelRequest[Any]], ModelResponse[Any]]
+    ) -> Any:
+        """Check the model call (``models=True``), make it and record its usage."""
+        gate = self._models
+        if gate is None:
+            return handler(request)
+        try:
+            call = gate.check(_model_name(request.model), _found(None))
+        except PolicyViolationError as error:
+            return self._stopped(error)
+        try:
+            response = handler(request)
+        except Exception as exc:
+            call.finish(error_type=type(exc).__name__)
+            raise
+        call.finish(_usage(response))
+        return response
+
+    async def awrap_model_call(
+        self,
+        request: ModelRequest[Any],
+        handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse[Any]]],
+    ) -> Any:
+        """Check the model call (``models=True``), make it and record its usage."""
+        gate = self._models
+        if gate is None:
+            return await handler(request)
+        try:
+            call = await gate.acheck(_model_name(request.model), _found(None))
+        except PolicyViolationError as error:
+            return self._stopped(error)
+        try:
+            response = await handler(request)
+        except Exception as exc:
+            call.finish(error_type=type(exc).__name__)
+            raise
+        call.finish(_usage(response))
+        return response
+
+    def _stopped(self, error: PolicyViolationError) -> AIMessage:
+        """A refused model call: raised, or answered with the agent's last message."""
+        if self._gate.on_block == "message":
+            return AIMessage(content=stopped_reply(error))
+        raise error
 
     def wrap_tool_call(
         self, request: ToolCallRequest, handler: Callable[[ToolCallRequest], Any]
@@ -252,6 +338,35 @@ def _found(config: Mapping[str, Any] | None) -> Scope:
 
 def _id(value: Any) -> str | None:
     return str(value) if value is not None and value != "" else None
+
+
+def _model_name(model: Any) -> str | None:
+    """The name a chat model calls its model by (``ChatOpenAI.model_name``, ``.model``, ...)."""
+    for attribute in ("model_name", "model", "model_id"):
+        name = getattr(model, attribute, None)
+        if isinstance(name, str) and name:
+            return name
+    return None
+
+
+def _usage(response: ModelResponse[Any]) -> Usage | None:
+    """The token usage of a model call: the ``usage_metadata`` of its ``AIMessage``."""
+    for message in reversed(response.result):
+        usage = getattr(message, "usage_metadata", None)
+        if isinstance(message, AIMessage) and usage:
+            details = usage.get("input_token_details") or _EMPTY
+            meta = message.response_metadata or _EMPTY
+            model = meta.get("model_name") or meta.get("model")
+            response_id = meta.get("id")
+            return Usage(
+                input_tokens=usage.get("input_tokens") or 0,
+                output_tokens=usage.get("output_tokens") or 0,
+                cached_input_tokens=details.get("cache_read") or 0,
+                cache_write_input_tokens=details.get("cache_creation") or 0,
+                model=model if isinstance(model, str) and model else None,
+                response_id=response_id if isinstance(response_id, str) else None,
+            )
+    return None
 
 
 def _config_of(request: ToolCallRequest) -> Mapping[str, Any] | None:

@@ -31,6 +31,7 @@ from .api.keys import KeyHandlers
 from .api.kills import KillHandlers
 from .api.openapi import OPENAPI_PATH, OpenApiEndpoint
 from .api.routes import SlashRedirect, build_routes
+from .api.sentinel import SentinelHandlers
 from .api.series import SeriesHandlers
 from .api.state import KillStateReader
 from .api.stream import STREAM_PATH, StreamEndpoint, encode_change
@@ -147,6 +148,7 @@ class KillSwitchServer:
             FleetHandlers(self.fleet, store),
             SeriesHandlers(store, self.fleet.clock),
             CheckpointHandlers(store),
+            SentinelHandlers(store, self.fleet),
         ]
         stream = StreamEndpoint(
             hub=self.stream_hub,

@@ -20,7 +20,9 @@ and ``POST /kill?wait=`` can wait for every live instance the kill applies to. A
 an open change stream is live without heartbeats: the stream marks it seen every keep-alive
 (at most 5 s).
 
-Each heartbeat is then put to the server rules (:mod:`agentguard.server.rules`).
+Each heartbeat is then put to the server rules (:mod:`agentguard.server.rules`), and so is
+each AgentSentinel ledger batch (:mod:`agentguard.server.sentinel`), whose entries count as
+the usage of an instance per (agent, run).
 """
 
 from __future__ import annotations
@@ -43,9 +45,11 @@ from . import schemas as s
 from .auth.binding import AgentBinding, AgentNotAllowedError
 from .inputs import as_public
 from .rules import ServerRules
+from .sentinel import SENTINEL_INTERVAL, LedgerBatch
 from .store.acks import AckReport, NewAck
 from .store.instances import InstanceRow
 from .store.killstate import VersionAheadError
+from .store.ledger import LedgerResult
 from .store.sqlstore import SQLStore
 from .store.usage import Usage
 
@@ -151,6 +155,25 @@ class Fleet:
             reason=ks.reason if ks else None,
             snapshot=snapshot,
         )
+
+    def ingest(self, organization_id: str, batch: LedgerBatch, *, reporter: str) -> LedgerResult:
+        """Count an AgentSentinel ledger batch into its instances and usage; evaluate the
+        server rules of each agent whose usage grew (``reporter`` is named in a rule's kill)."""
+        now = self.clock()
+        result = self.store.record_ledger(
+            organization_id,
+            batch.groups,
+            batch.unattributed,
+            now=now,
+            first_seen=utcnow(),
+            interval=SENTINEL_INTERVAL,
+        )
+        if self.rules is not None:
+            for agent_id, instance_ids in sorted(result.spent.items()):
+                names = ", ".join(repr(i) for i in instance_ids)
+                tripper = f"the AgentSentinel ledger of instance {names} from {reporter}"
+                self.rules.evaluate(organization_id, agent_id, now, tripper)
+        return result
 
     async def acknowledge(
         self,

@@ -37,6 +37,30 @@ def parse_path(model: type[M], request: Request) -> M:
         raise from_validation(exc) from None
 
 
+def parse_headers(model: type[M], request: Request) -> M:
+    """Validate the headers ``model`` names (by its fields' aliases) against it.
+
+    A header sent more than once is refused (422 naming it): the first and the last value
+    could be read by a proxy and by this server as different callers.
+    """
+    values: dict[str, str] = {}
+    for name, info in model.model_fields.items():
+        header = info.alias or name
+        sent = request.headers.getlist(header)
+        if len(sent) > 1:
+            raise ApiError(
+                "validation_error",
+                f"{header}: sent more than once; send it once",
+                field=header,
+            )
+        if sent:
+            values[header] = sent[0]
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise from_validation(exc) from None
+
+
 async def parse_body(model: type[M], request: Request, *, max_size: int = MAX_BODY_SIZE) -> M:
     """Read at most ``max_size`` bytes of JSON and validate it; 413 past that, before reading on."""
     declared = request.headers.get("content-length")

@@ -423,8 +423,13 @@ InstanceId = Annotated[
 ]
 CheckpointKey = Annotated[str, StringConstraints(max_length=256, pattern=CHECKPOINT_KEY_PATTERN)]
 
+# An id in an HTTP header: printable ASCII with a visible character (HTTP clients such as httpx
+# send nothing else), at most 256 characters.
+_HEADER_ID = r"^[ -~]*[!-~][ -~]*$"
+
 # What each pattern asks for, in words: error messages say this, never the regex.
 PATTERN_RULES: dict[str, str] = {
+    _HEADER_ID: "must be printable ASCII text with a visible character",
     _NO_NUL: "must not contain NUL characters",
     _VISIBLE: "needs a visible character, and no NUL characters",
     _ID: "needs a visible character, and no control, format or invisible characters",
@@ -673,6 +678,119 @@ class SeriesPublic(BaseModel):
     totals: SeriesCounts
     events: list[SeriesEvent]
     events_count: int
+
+
+# -- the AgentSentinel SDK (agentsentinel-sdk 0.4), in its own formats ---------------------------
+
+SENTINEL_AGENT_HEADER = "X-Sentinel-Agent-Id"
+SENTINEL_RUN_HEADER = "X-Sentinel-Run-Id"
+HeaderId = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=_HEADER_ID)]
+# Free text of the SDK's records (reasons, descriptions, tags): any text but NUL, bounded.
+SentinelText = Annotated[str, StringConstraints(max_length=65536, pattern=_NO_NUL)]
+SentinelTag = Annotated[str, StringConstraints(max_length=256, pattern=_NO_NUL)]
+NOT_STORED = Field(default=None, description="Accepted as sent, not stored")
+
+
+class SentinelHeaders(_Query):
+    """Who an AgentSentinel SDK says is calling (``X-Sentinel-Harness`` and ``-Principal`` are
+    not read)."""
+
+    agent_id: HeaderId | None = Field(default=None, alias="X-Sentinel-Agent-Id")
+    run_id: HeaderId | None = Field(default=None, alias="X-Sentinel-Run-Id")
+
+
+SentinelInterventionType = Literal[
+    "hard_block",
+    "approval_required",
+    "rate_limited",
+    "budget_exceeded",
+    "budget_warning",
+    "downgrade",
+    "warning",
+    "missing_evidence",
+    "pii_blocked",
+    "content_blocked",
+    "loop_detected",
+    "idempotent_replay",
+]
+SentinelOutcome = Literal[
+    "blocked", "escalated", "approved_after_review", "rejected_after_review", "modified", "warned"
+]
+
+
+class SentinelInterventionIn(_Body):
+    """One AgentSentinel intervention record, as the SDK's ``InterventionRecord.to_dict()``."""
+
+    intervention_type: SentinelInterventionType
+    outcome: SentinelOutcome
+    action_name: ActionName
+    action_description: SentinelText | None = None
+    agent_id: TargetId | None = None
+    run_id: TargetId | None = None
+    task_id: _OptionalId = None
+    mission_id: TargetId | None = None
+    policy_name: SentinelText | None = None
+    estimated_cost: Dollars = 0.0
+    actual_cost: Dollars = 0.0
+    risk_level: Literal["minimal", "low", "medium", "high", "critical"] = "medium"
+    blast_radius: Any = NOT_STORED
+    reason: SentinelText | None = None
+    agent_intent: SentinelText | None = None
+    original_inputs: Any = NOT_STORED
+    modified_inputs: Any = NOT_STORED
+    context: Any = NOT_STORED
+    remediation_payload: Any = NOT_STORED
+    timestamp: ReportedTime
+
+
+class SentinelInterventionAccepted(BaseModel):
+    """The intervention as agentguard stored it (``created`` false: it was stored before)."""
+
+    id: str
+    type: InterventionTypeName
+    created: bool
+
+
+SentinelLedgerOutcome = Literal[
+    "success", "error", "blocked", "rejected", "replayed", "idempotent_replay"
+]
+
+
+class SentinelLedgerEntry(_Body):
+    """One entry of an AgentSentinel ledger (``ledger.jsonl``): a guarded action and its cost."""
+
+    id: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=_ID), ID_RULE, IdText]
+    timestamp: ReportedTime
+    action: ActionName
+    cost_usd: Dollars
+    duration_ms: Annotated[float, Field(ge=0, le=1e12, allow_inf_nan=False), RealNumber]
+    outcome: SentinelLedgerOutcome
+    tags: Annotated[list[SentinelTag], Field(max_length=100)] = []
+    payload: Any = NOT_STORED
+    compliance_metadata: Any = NOT_STORED
+    agent_id: TargetId | None = None
+    run_id: TargetId | None = None
+    task_id: _OptionalId = None
+    mission_id: TargetId | None = None
+    inputs_redacted: bool = False
+    impact: Literal["read", "low", "medium", "high"] | None = None
+
+
+class SentinelIngestIn(_Body):
+    """A batch of one run's AgentSentinel ledger entries (``POST /api/v1/ingest``)."""
+
+    run_id: TargetId
+    entries: Annotated[list[SentinelLedgerEntry], Field(max_length=1000)]
+    agent_id: TargetId | None = None
+    mission_id: TargetId | None = None
+
+
+class SentinelIngestAccepted(BaseModel):
+    """Entries received, new ones (the rest were sent before), and new ones naming no agent."""
+
+    received: int
+    created: int
+    unattributed: int
 
 
 # -- errors --------------------------------------------------------------------------------------

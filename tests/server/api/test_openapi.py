@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from datetime import datetime, timezone
 from typing import Any
 
 import jsonschema
@@ -14,9 +13,9 @@ import schemathesis.specs.openapi.checks as openapi_checks
 from hypothesis import HealthCheck, assume, given, settings
 from starlette.testclient import TestClient
 
-from agentguard.server import KillSwitchServer, series
-from agentguard.targets import id_text_problem
+from agentguard.server import KillSwitchServer
 from support.api import bearer
+from support.fuzzing import beyond_the_grid, look_alike, reported_now
 
 OPERATIONS = {
     ("post", "/api/v1/kill-switch/kill"),
@@ -42,6 +41,9 @@ OPERATIONS = {
     ("get", "/api/v1/series"),
     ("put", "/api/v1/checkpoints/{key}"),
     ("get", "/api/v1/checkpoints/{key}"),
+    # the AgentSentinel SDK's own paths
+    ("post", "/api/v1/interventions/"),
+    ("post", "/api/v1/ingest"),
 }
 
 
@@ -69,7 +71,7 @@ def test_error_responses_are_documented(document: dict[str, Any]) -> None:
     def codes(method: str, path: str) -> set[str]:
         responses = paths[path][method]["responses"]
         for code, response in responses.items():
-            if code != "200":
+            if not code.startswith("2"):
                 assert response["content"]["application/json"]["schema"] == error
         return set(responses)
 
@@ -106,6 +108,10 @@ def test_error_responses_are_documented(document: dict[str, Any]) -> None:
         "422",
         "503",
     }
+    # The AgentSentinel SDK's paths answer what it expects: 201 (it takes 200 or 201), 202.
+    body_errors = {"400", "401", "403", "413", "415", "422", "503"}
+    assert codes("post", "/api/v1/interventions/") == {"201", *body_errors}
+    assert codes("post", "/api/v1/ingest") == {"202", *body_errors}
     schemas = document["components"]["schemas"]
     assert set(schemas["ErrorResponse"]["required"]) == {"error", "detail"}
     check = schemas["CheckResponse"]
@@ -136,6 +142,21 @@ def test_parameters_and_bodies(document: dict[str, Any]) -> None:
     assert kill["additionalProperties"] is False
     assert kill["properties"]["reason"]["anyOf"][0]["maxLength"] == 2000
     assert kill["properties"]["target_type"]["enum"] == ["agent", "run", "mission", "tool"]
+
+
+def test_agentsentinel_identity_headers_are_parameters(document: dict[str, Any]) -> None:
+    for path in ("/api/v1/interventions/", "/api/v1/ingest"):
+        parameters = document["paths"][path]["post"]["parameters"]
+        assert {(p["name"], p["in"], p["required"]) for p in parameters} == {
+            ("X-Sentinel-Agent-Id", "header", False),
+            ("X-Sentinel-Run-Id", "header", False),
+        }
+        for parameter in parameters:
+            assert parameter["schema"]["maxLength"] == 256
+    entry = document["components"]["schemas"]["SentinelLedgerEntry"]
+    assert entry["additionalProperties"] is False
+    assert set(entry["required"]) == {"id", "timestamp", "action", "cost_usd", "duration_ms",
+                                      "outcome"}  # fmt: skip
 
 
 def test_component_schemas_are_valid_json_schema(document: dict[str, Any]) -> None:
@@ -248,50 +269,6 @@ MODE_CHECKS = {
 }
 
 
-def strings(value: Any) -> Any:
-    """Every string in a JSON value."""
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from strings(item)
-
-
-def look_alike(case: Any) -> bool:
-    """Whether a generated request holds a word mixing Latin, Greek and Cyrillic letters: a rule
-    of ids that JSON Schema cannot state (their schema says it in words), so a "valid" case with
-    one is not valid. (Reasons may mix scripts; a case with one is skipped all the same.)"""
-    problems = (
-        id_text_problem(text) or ""
-        for part in (case.body, case.query, case.path_parameters)
-        if part
-        for text in strings(part)
-    )
-    return any("look alike" in problem for problem in problems)
-
-
-def beyond_the_grid(case: Any) -> bool:
-    """Whether a generated series query breaks the rules of windows and steps that JSON Schema
-    cannot state (their descriptions say them in words): 1m to 31d, 10s to 1d in whole tens of
-    seconds, and at most 2,880 steps in the window."""
-    query = case.query or {}
-    if not {"window", "step"} & set(query):
-        return False
-    try:
-        window = series.seconds(str(query.get("window", "24h")))
-        step = series.seconds(str(query.get("step", "5m")))
-    except (KeyError, ValueError, IndexError):
-        return False  # not a duration at all: the schema refuses it
-    return bool(
-        series.window_problem(window)
-        or series.step_problem(step)
-        or series.grid_problem(window, step)
-    )
-
-
 def fuzzer(operation: Any, mode: Any, token: str) -> Any:
     """A hypothesis test of one operation in one generation mode."""
     run = CHECKS + MODE_CHECKS[mode]
@@ -304,20 +281,10 @@ def fuzzer(operation: Any, mode: Any, token: str) -> Any:
         if mode == schemathesis.GenerationMode.POSITIVE:
             assume(not look_alike(case))
             assume(not beyond_the_grid(case))
-            _reported_now(case.body)
+            reported_now(case.body)
         case.call_and_validate(headers=bearer(token), checks=run)
 
     return fuzz
-
-
-def _reported_now(body: Any) -> None:
-    """Valid reported times are relative to the server's clock, which no schema can say:
-    a generated ``occurred_at`` is set to now (the window itself is tested in test_trust.py)."""
-    if isinstance(body, dict) and isinstance(body.get("interventions"), list):
-        now = datetime.now(timezone.utc).isoformat()
-        for item in body["interventions"]:
-            if isinstance(item, dict) and "occurred_at" in item:
-                item["occurred_at"] = now
 
 
 def test_fuzzed_requests_get_documented_answers(make_server: Any) -> None:

@@ -224,8 +224,8 @@ def test_the_trailing_slash_redirect_is_relative(make_server: Any, mount: str) -
     app = Starlette(routes=[Mount(mount, server.app)]) if mount else server.app
     client = TestClient(app, follow_redirects=False)
     response = client.get(
-        f"{mount}/api/v1/interventions/", params={"limit": "3"}, headers={"Host": "evil.example"}
+        f"{mount}/api/v1/agents/", params={"limit": "3"}, headers={"Host": "evil.example"}
     )
     assert response.status_code == 307
-    assert response.headers["location"] == f"{mount}/api/v1/interventions?limit=3"
+    assert response.headers["location"] == f"{mount}/api/v1/agents?limit=3"
     assert client.get(f"{mount}/api/v1/nothing/").status_code == 404

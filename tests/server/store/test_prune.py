@@ -19,6 +19,7 @@ from agentguard.server.store.tables import (
     kill_acks,
     kill_changes,
     kill_switches,
+    ledger_entries,
     usage,
 )
 from support.db_rows import intervention_row
@@ -60,6 +61,12 @@ def fill(server: Any) -> None:
         for iv_id, when in (("iv-old", old), ("iv-new", now)):
             row = intervention_row(iv_id, "org_a", target_id="mailer", when=when)
             conn.execute(insert(interventions).values(**row))
+        for entry_id, when in (("entry-old", old), ("entry-new", now)):  # AgentSentinel ledgers
+            conn.execute(
+                insert(ledger_entries).values(
+                    organization_id="org_a", id=entry_id, agent_id="mailer", received_at=when
+                )
+            )
 
 
 def counts(server: Any) -> dict[str, int]:
@@ -72,6 +79,7 @@ def counts(server: Any) -> dict[str, int]:
         kill_switches,
         kill_changes,
         audit_log,
+        ledger_entries,
     ]
     with server.database.read() as conn:
         return {
@@ -97,19 +105,22 @@ def test_prune_deletes_old_fleet_rows_and_keeps_the_audit_trail(
         "kill_switches": 1,
         "kill_changes": 1,
         "audit_log": 1,
+        "ledger_entries": 2,
     }
 
     dry = prune(database_url, "--older-than", "30d", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert dry.stdout.startswith(
-        "would delete 1 acknowledgements, 1 instances, 1 usage, 1 expired console sign-outs ("
+        "would delete 1 acknowledgements, 1 instances, 1 usage, 1 expired console sign-outs, "
+        "1 AgentSentinel ledger entries ("
     )
     assert counts(server) == before
 
     done = prune(database_url, "--older-than", "30d")
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(
-        "deleted 1 acknowledgements, 1 instances, 1 usage, 1 expired console sign-outs ("
+        "deleted 1 acknowledgements, 1 instances, 1 usage, 1 expired console sign-outs, "
+        "1 AgentSentinel ledger entries ("
     )
     assert counts(server) == {
         **before,
@@ -117,6 +128,7 @@ def test_prune_deletes_old_fleet_rows_and_keeps_the_audit_trail(
         "kill_acks": 1,
         "usage": 1,
         "console_sign_outs": 1,
+        "ledger_entries": 1,
     }
     agents = server.fleet.agents("org_a")
     assert [i.instance_id for i in agents[0].instances] == ["i-new"]

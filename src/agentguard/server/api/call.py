@@ -26,6 +26,7 @@ class Call:
     query: Any = None
     body: Any = None
     path: Any = None
+    header_params: Any = None  # the request headers the endpoint reads, validated
     headers: dict[str, str] = field(default_factory=dict)  # sent with the answer
 
     @property

@@ -21,6 +21,7 @@ from .fleet import FleetHandlers, HeartbeatAnswer
 from .interventions import InterventionHandlers
 from .keys import KeyHandlers
 from .kills import KillHandlers
+from .sentinel import SentinelHandlers
 from .series import SeriesHandlers
 from .state import KillStatePublic, KillStateReader
 
@@ -39,6 +40,8 @@ class Endpoint:
     query: type[BaseModel] | None = None
     body: type[BaseModel] | None = None
     path_params: type[BaseModel] | None = None
+    header_params: type[BaseModel] | None = None  # request headers, by their fields' aliases
+    status: int = 200  # of a successful answer
     errors: tuple[int, ...] = ()
     tags: tuple[str, ...] = ()
     versioned: bool = False  # answers with the change's version in VERSION_HEADER
@@ -48,7 +51,7 @@ class Endpoint:
     def statuses(self) -> tuple[int, ...]:
         """Every error status this endpoint can answer with."""
         codes = {401, 403, 503, *self.errors}  # 503: the database is unreachable
-        if self.query or self.body or self.path_params:
+        if self.query or self.body or self.path_params or self.header_params:
             codes.add(422)
         if self.body:
             codes.update((400, 413, 415))
@@ -253,6 +256,33 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         path_params=s.AgentPath,
         errors=(404,),
         tags=("fleet",),
+    ),
+    # -- the AgentSentinel SDK's own paths and formats (agentguard.server.sentinel) -------------
+    Endpoint(
+        method="POST",
+        path=f"{API}/interventions/",
+        operation_id="report_sentinel_intervention",
+        summary="Report one AgentSentinel SDK intervention record (idempotent)",
+        permission="report",
+        response=s.SentinelInterventionAccepted,
+        handler=SentinelHandlers.report_intervention,
+        body=s.SentinelInterventionIn,
+        header_params=s.SentinelHeaders,
+        status=201,
+        tags=("agentsentinel",),
+    ),
+    Endpoint(
+        method="POST",
+        path=f"{API}/ingest",
+        operation_id="ingest_sentinel_ledger",
+        summary="Count an AgentSentinel SDK ledger batch into the fleet's usage (idempotent)",
+        permission="report",
+        response=s.SentinelIngestAccepted,
+        handler=SentinelHandlers.ingest,
+        body=s.SentinelIngestIn,
+        header_params=s.SentinelHeaders,
+        status=202,
+        tags=("agentsentinel",),
     ),
     Endpoint(
         method="GET",

@@ -95,14 +95,15 @@ def _operation(e: Endpoint, refs: dict[Any, Any]) -> dict[str, Any]:
     mode = "serialization"
     response_ref = refs[(e.response, mode)]
     error_ref = refs[(ErrorResponse, mode)]
+    success = str(e.status)
     responses: dict[str, Any] = {
-        "200": {
+        success: {
             "description": e.response.__doc__ or "OK",
             "content": {"application/json": {"schema": response_ref}},
         }
     }
     if e.versioned:
-        responses["200"]["headers"] = {
+        responses[success]["headers"] = {
             VERSION_HEADER: {
                 "description": "The organization's kill-state version after this change",
                 "required": True,
@@ -110,7 +111,7 @@ def _operation(e: Endpoint, refs: dict[Any, Any]) -> dict[str, Any]:
             }
         }
     if e.conditional:
-        responses["200"]["headers"] = {
+        responses[success]["headers"] = {
             "ETag": {"description": "Tag of this state", "schema": {"type": "string"}}
         }
         responses["304"] = {"description": "Unchanged since the ETag sent in If-None-Match"}
@@ -129,6 +130,7 @@ def _operation(e: Endpoint, refs: dict[Any, Any]) -> dict[str, Any]:
     parameters = [
         *(_parameters(e.path_params, "path") if e.path_params else []),
         *(_parameters(e.query, "query") if e.query else []),
+        *(_parameters(e.header_params, "header") if e.header_params else []),
     ]
     if parameters:
         operation["parameters"] = parameters

@@ -12,7 +12,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Match, Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..inputs import dump, parse_body, parse_path, parse_query
+from ..inputs import dump, parse_body, parse_headers, parse_path, parse_query
 from ..problems import from_exception
 from ..store.database import Outage
 from .authenticator import Authenticator
@@ -72,6 +72,8 @@ def _endpoint(
             call = Call(request, principal, rid)
             if endpoint.path_params is not None:
                 call.path = parse_path(endpoint.path_params, request)
+            if endpoint.header_params is not None:
+                call.header_params = parse_headers(endpoint.header_params, request)
             if endpoint.query is not None:
                 call.query = parse_query(endpoint.query, request)
             if endpoint.body is not None:
@@ -88,7 +90,10 @@ def _endpoint(
                 response = Response(status_code=304, headers=call.headers)
             else:
                 response = Response(
-                    dump(result), media_type="application/json", headers=call.headers
+                    dump(result),
+                    status_code=endpoint.status,
+                    media_type="application/json",
+                    headers=call.headers,
                 )
         response.headers["x-request-id"] = rid
         return response

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import update
 
 from ...protocol import HeartbeatReport
 from ...scope import Scope
 from ..auth.binding import AgentBinding
 from .acks import NewAck, acknowledge
-from .instances import InstanceRow, check_owner, new_instance
+from .instances import InstanceRow, check_owner, lock_instance
 from .killstate import check_version
-from .rows import Rows, upsert
+from .rows import Rows
 from .tables import instances
 from .usage import add_usage
 
@@ -37,7 +37,7 @@ class HeartbeatRows(Rows):
         """
         with self.database.write() as conn:
             check_version(conn, organization_id, report.version)
-            previous = _lock_instance(conn, organization_id, report.instance_id, now, acked_at)
+            previous = lock_instance(conn, organization_id, report.instance_id, now, acked_at)
             if binding is not None:
                 check_owner(binding, previous)
             scope = Scope(
@@ -81,25 +81,3 @@ class HeartbeatRows(Rows):
                 conn, organization_id, row, previous.version, report.version, acked_at
             )
         return row, acks
-
-
-def _lock_instance(
-    conn: Connection, org: str, instance_id: str, now: datetime, first_seen: datetime
-) -> InstanceRow:
-    """The instance's row, created if new, locked until commit (PostgreSQL).
-
-    ``now`` is the fleet's clock (health); ``first_seen`` real time (ack latencies).
-    """
-    conn.execute(
-        upsert(conn, instances)
-        .values(**new_instance(org, instance_id, first_seen, now))
-        .on_conflict_do_nothing(
-            index_elements=[instances.c.organization_id, instances.c.instance_id]
-        )
-    )
-    row = conn.execute(
-        select(instances)
-        .where(instances.c.organization_id == org, instances.c.instance_id == instance_id)
-        .with_for_update()
-    ).one()
-    return InstanceRow.of(row)

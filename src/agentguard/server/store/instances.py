@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, case, or_, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, case, or_, select, update
 
 from ...scope import EMPTY_SCOPE, Scope
 from ..auth.binding import AgentBinding, AgentNotAllowedError
@@ -94,6 +94,28 @@ def check_owner(binding: AgentBinding, instance: InstanceRow) -> None:
             f"instance_id: instance {instance.instance_id!r} belongs to agent "
             f"{instance.agent_id!r}; this key speaks for {binding.speaks_for()}",
         )
+
+
+def lock_instance(
+    conn: Connection, org: str, instance_id: str, now: datetime, first_seen: datetime
+) -> InstanceRow:
+    """The instance's row, created if new, locked until commit (PostgreSQL).
+
+    ``now`` is the fleet's clock (health); ``first_seen`` real time (ack latencies).
+    """
+    conn.execute(
+        upsert(conn, instances)
+        .values(**new_instance(org, instance_id, first_seen, now))
+        .on_conflict_do_nothing(
+            index_elements=[instances.c.organization_id, instances.c.instance_id]
+        )
+    )
+    row = conn.execute(
+        select(instances)
+        .where(instances.c.organization_id == org, instances.c.instance_id == instance_id)
+        .with_for_update()
+    ).one()
+    return InstanceRow.of(row)
 
 
 class InstanceRows(Rows):

@@ -8,7 +8,14 @@ from sqlalchemy import delete, func, select
 
 from ...records import utcnow
 from .rows import Rows
-from .tables import console_sign_outs, instances, interventions, kill_acks, usage
+from .tables import (
+    console_sign_outs,
+    instances,
+    interventions,
+    kill_acks,
+    ledger_entries,
+    usage,
+)
 
 
 class PruneRows(Rows):
@@ -19,7 +26,8 @@ class PruneRows(Rows):
     ) -> dict[str, int]:
         """Delete fleet rows last touched before ``before``, in every organization; the counts.
 
-        Instances not seen since (with their acknowledgements) and usage slices; with
+        Instances not seen since (with their acknowledgements), usage slices and the ids of
+        AgentSentinel ledger entries counted (one sent again after that counts again); with
         ``interventions_too`` also interventions received before it; and console sign-outs of
         sessions that have expired anyway. Kill switches, the change log, the audit log and
         checkpoints are kept. One transaction: all or nothing; ``dry_run`` counts and deletes
@@ -43,6 +51,8 @@ class PruneRows(Rows):
             targets.append(("interventions", interventions, interventions.c.received_at < before))
         expired = console_sign_outs.c.expires_at < utcnow()
         targets.append(("expired console sign-outs", console_sign_outs, expired))
+        counted = ledger_entries.c.received_at < before
+        targets.append(("AgentSentinel ledger entries", ledger_entries, counted))
         counts: dict[str, int] = {}
         with self.database.write() as conn:
             for name, table, where in targets:

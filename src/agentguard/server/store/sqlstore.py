@@ -11,6 +11,7 @@ from .heartbeats import HeartbeatRows
 from .instances import InstanceRows
 from .interventions import InterventionRows
 from .killstate import KillStateRows
+from .ledger import LedgerRows
 from .prune import PruneRows
 from .series import SeriesRows
 from .usage import UsageRows
@@ -26,6 +27,7 @@ class SQLStore(
     InstanceRows,
     UsageRows,
     SeriesRows,
+    LedgerRows,
     PruneRows,
 ):
     """Kill state, audit log, interventions, checkpoints and fleet of many organizations in

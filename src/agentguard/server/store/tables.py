@@ -217,6 +217,17 @@ usage = Table(
     Column("cost_usd", Float, nullable=False),
 )
 
+# The AgentSentinel ledger entries already counted into usage: a batch sent again counts once.
+ledger_entries = Table(
+    "agentguard_ledger_entries",
+    metadata,
+    Column("organization_id", String(256), primary_key=True),
+    Column("id", String(64), primary_key=True),
+    Column("agent_id", String(256)),
+    Column("received_at", UTCDateTime, nullable=False),
+    Index("agentguard_ledger_entries_received", "received_at"),
+)
+
 
 # -- console sessions -----------------------------------------------------------------------------
 

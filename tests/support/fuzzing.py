@@ -1,0 +1,72 @@
+"""What the schemathesis runs (in process and live) share: the rules of valid input that a
+JSON Schema cannot state, applied to a generated case before it is sent."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+from agentguard.server import series
+from agentguard.targets import id_text_problem
+
+
+def strings(value: Any) -> Iterator[str]:
+    """Every string in a JSON value."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings(item)
+
+
+def look_alike(case: Any) -> bool:
+    """Whether a generated request holds a word mixing Latin, Greek and Cyrillic letters: a rule
+    of ids that JSON Schema cannot state (their schema says it in words), so a "valid" case with
+    one is not valid. (Reasons may mix scripts; a case with one is skipped all the same.)"""
+    problems = (
+        id_text_problem(text) or ""
+        for part in (case.body, case.query, case.path_parameters)
+        if part
+        for text in strings(part)
+    )
+    return any("look alike" in problem for problem in problems)
+
+
+def beyond_the_grid(case: Any) -> bool:
+    """Whether a generated series query breaks the rules of windows and steps that JSON Schema
+    cannot state (their descriptions say them in words): 1m to 31d, 10s to 1d in whole tens of
+    seconds, and at most 2,880 steps in the window."""
+    query = case.query or {}
+    if not {"window", "step"} & set(query):
+        return False
+    try:
+        window = series.seconds(str(query.get("window", "24h")))
+        step = series.seconds(str(query.get("step", "5m")))
+    except (KeyError, ValueError, IndexError):
+        return False  # not a duration at all: the schema refuses it
+    return bool(
+        series.window_problem(window)
+        or series.step_problem(step)
+        or series.grid_problem(window, step)
+    )
+
+
+def reported_now(body: Any) -> None:
+    """Valid reported times are relative to the server's clock, which no schema can say: a
+    generated ``occurred_at`` (or AgentSentinel ``timestamp``, of a record or a ledger entry)
+    is set to now (tests/server/auth/test_trust.py tests the window)."""
+    if not isinstance(body, dict):
+        return
+    now = datetime.now(timezone.utc).isoformat()
+    items = [body]
+    for key in ("interventions", "entries"):
+        if isinstance(body.get(key), list):
+            items += body[key]
+    for item in items:
+        for name in ("occurred_at", "timestamp"):
+            if isinstance(item, dict) and name in item:
+                item[name] = now
