@@ -1,8 +1,9 @@
 """A key bound to agent A acting for agent B, on every agent-writable route, over real HTTP.
 
 The routes come from the server's Endpoint table (every endpoint an agent key may call that
-writes: permission ``report``) and the change stream (the identity it announces); a new one
-without a probe here fails the test. Agent B has an instance, cost, a kill, acknowledgements,
+writes: permission ``report``; and every endpoint with an agent in its path, which agent keys
+may not read at all) and the change stream (the identity it announces); a new one without a
+probe here fails the test. Agent B has an instance, cost, a kill, acknowledgements,
 interventions and a checkpoint; each probe runs as a key bound to agent A (and one bound to a
 prefix that does not cover B) and must be refused, naming the field, or land in A's own
 namespace, and leave everything of B's as it was, the events queued for a webhook included
@@ -215,6 +216,23 @@ def stream(s: Scene, c: httpx.Client) -> None:
             assert answer.json()["field"] == field
 
 
+# -- routes that name an agent and read its data: an agent key reads none, its own included ----
+
+
+def scope_refused(answer: httpx.Response) -> None:
+    assert answer.status_code == 403, answer.text
+    assert answer.json()["required_scope"] == "operator", answer.json()
+
+
+def get_agent(s: Scene, c: httpx.Client) -> None:
+    scope_refused(c.get(f"/agents/{B}"))
+
+
+def agent_series(s: Scene, c: httpx.Client) -> None:
+    scope_refused(c.get(f"/agents/{B}/series"))
+    scope_refused(c.get("/agents/agent-a/series"))
+
+
 PROBES: dict[str, Callable[[Scene, httpx.Client], None]] = {
     "heartbeat": heartbeat,
     "acknowledge": acknowledge,
@@ -222,6 +240,8 @@ PROBES: dict[str, Callable[[Scene, httpx.Client], None]] = {
     "put_checkpoint": put_checkpoint,
     "get_checkpoint": get_checkpoint,
     "stream": stream,
+    "get_agent": get_agent,
+    "agent_series": agent_series,
     "report_sentinel_intervention": report_sentinel_intervention,
     "ingest_sentinel_ledger": ingest_sentinel_ledger,
 }
@@ -232,14 +252,19 @@ def agent_writable() -> set[str]:
     return {e.operation_id for e in ENDPOINTS if e.permission == "report"} | {"stream"}
 
 
+def naming_an_agent() -> set[str]:
+    """Every operation with an agent in its path."""
+    return {e.operation_id for e in ENDPOINTS if "{agent_id}" in e.path}
+
+
 def test_a_key_bound_to_one_agent_never_acts_for_another(
     database_url: str,
     make_server: Callable[..., KillSwitchServer],
     start_uvicorn: Callable[..., Uvicorn],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    missing = agent_writable() - set(PROBES)
-    assert not missing, f"agent-writable routes without a binding probe: {sorted(missing)}"
+    missing = (agent_writable() | naming_an_agent()) - set(PROBES)
+    assert not missing, f"routes without a binding probe: {sorted(missing)}"
     monkeypatch.setenv("AGENTGUARD_RULES", "budget:name=fleet-budget,limit_usd=100,window=3600")
     keys = make_server(database_url)
     server = start_uvicorn(database_url)
@@ -250,6 +275,8 @@ def test_a_key_bound_to_one_agent_never_acts_for_another(
             for operation, probe in PROBES.items():
                 probe(scene, c)
                 assert scene.view() == scene.before, f"{operation} by a {name} key changed B's"
+    for operation in naming_an_agent():  # B's own key reads no agent's data either
+        PROBES[operation](scene, scene.b)
     rules = scene.admin.get("/audit", params={"action": "kill"}).json()["data"]
     assert not [e for e in rules if e["actor"].startswith("rule:")], "forged cost tripped a rule"
     refusals = scene.admin.get("/audit", params={"action": "ack.refused"}).json()["count"]

@@ -161,6 +161,7 @@ EXAMPLES: dict[type[BaseModel], dict[str, Any]] = {
     },
     s.AcksQuery: {"target_type": "agent", "target_id": "seed-bot"},
     s.AgentPath: {"agent_id": "seed-agent"},
+    s.SeriesQuery: {"window": "6h", "step": "10m"},
     s.CheckpointPath: {"key": "seed"},
     s.CheckpointIn: {"state": {"step": 3}},
     s.WebhookCreate: {

@@ -86,6 +86,8 @@ class Scene:
         """Everything B can read (volatile fields of its instance left out)."""
         b = self.b
         agent = b.get("/agents/shared-bot").json()
+        series = b.get("/agents/shared-bot/series").json()
+        everything = b.get("/series").json()
         return {
             "check": b.get("/kill-switch/check", **B_TARGET).json(),
             "state": b.get("/kill-switch/state").json(),
@@ -100,6 +102,8 @@ class Scene:
                 if k != "instances"
             },  # fmt: skip
             "agent": (agent["executed"], agent["cost_usd"], len(agent["instances"])),
+            "series": (series["totals"], series["events"]),
+            "org_series": (everything["totals"], everything["events"]),
             "checkpoint": b.get("/checkpoints/shared").json()["state"],
             # Its webhooks, and which events were queued for them (not how sending goes:
             # the sender is working on them meanwhile).
@@ -249,6 +253,16 @@ def agent(s: Scene, a: Org) -> None:
     assert a.get("/agents/shared-bot").status_code == 404
 
 
+def agent_series(s: Scene, a: Org) -> None:
+    assert a.get("/agents/shared-bot/series").status_code == 404
+
+
+def org_series(s: Scene, a: Org) -> None:
+    series = a.get("/series").json()
+    assert series["events"] == [] and series["events_count"] == 0
+    assert not any(series["totals"].values()), series["totals"]
+
+
 def put_checkpoint(s: Scene, a: Org) -> None:
     assert a.http.put("/checkpoints/shared", json={"state": "A's"}).json()["state"] == "A's"
 
@@ -349,6 +363,8 @@ PROBES: dict[tuple[str, str], Callable[[Scene, Org], None]] = {
     ("GET", f"{API}/kill-switch/acks"): acks,
     ("GET", f"{API}/agents"): agents,
     ("GET", f"{API}/agents/{{agent_id}}"): agent,
+    ("GET", f"{API}/agents/{{agent_id}}/series"): agent_series,
+    ("GET", f"{API}/series"): org_series,
     ("PUT", f"{API}/checkpoints/{{key}}"): put_checkpoint,
     ("GET", f"{API}/checkpoints/{{key}}"): get_checkpoint,
     ("POST", f"{API}/webhooks"): create_webhook,

@@ -35,7 +35,7 @@ from starlette.testclient import TestClient
 from agentguard.server import KillSwitchServer
 from support import eventually
 from support.api import bearer
-from support.fuzzing import look_alike, reported_now
+from support.fuzzing import beyond_the_grid, look_alike, reported_now
 from support.reliability import FUZZ_EXAMPLES, Uvicorn, keys_for
 from support.webhook_bodies import registrable
 
@@ -83,6 +83,7 @@ def fuzz(operation: Any, mode: Any, base_url: str, session: requests.Session) ->
     def one(case: Any) -> None:
         if mode == schemathesis.GenerationMode.POSITIVE:
             assume(not look_alike(case))
+            assume(not beyond_the_grid(case))
             reported_now(case.body)
             registrable(case.body)
         case.call_and_validate(base_url=base_url, session=session, checks=run, timeout=timeout)
@@ -280,6 +281,7 @@ def test_an_id_is_valid_everywhere_or_nowhere(target_id: str) -> None:
             "report": client.post("/api/v1/interventions", json={"interventions": [item]}),
             "heartbeat": client.post("/api/v1/heartbeats", json=beat),
             "agent": client.get(f"/api/v1/agents/{quote(target_id, safe='')}"),
+            "series": client.get(f"/api/v1/agents/{quote(target_id, safe='')}/series"),
             "revive": client.post("/api/v1/kill-switch/revive", json=target),
         }
     finally:

@@ -51,6 +51,8 @@ ALLOWED: dict[str, set[str]] = {
     "list_acks": READERS,
     "list_agents": READERS,
     "get_agent": READERS,
+    "agent_series": READERS,
+    "org_series": READERS,
     "report_interventions": REPORTERS,
     "heartbeat": REPORTERS,
     "acknowledge": REPORTERS,
@@ -115,6 +117,8 @@ def _api_sample(
         "list_acks": ("GET", "/kill-switch/acks", {"params": TARGET}),
         "list_agents": ("GET", "/agents", {}),
         "get_agent": ("GET", "/agents/probe", {}),
+        "agent_series": ("GET", "/agents/probe/series", {"params": {"window": "1h"}}),
+        "org_series": ("GET", "/series", {"params": {"window": "1h"}}),
         "report_interventions": (
             "POST",
             "/interventions",

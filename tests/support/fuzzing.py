@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
+from agentguard.server import series
 from agentguard.targets import id_text_problem
 
 
@@ -33,6 +34,25 @@ def look_alike(case: Any) -> bool:
         for text in strings(part)
     )
     return any("look alike" in problem for problem in problems)
+
+
+def beyond_the_grid(case: Any) -> bool:
+    """Whether a generated series query breaks the rules of windows and steps that JSON Schema
+    cannot state (their descriptions say them in words): 1m to 31d, 10s to 1d in whole tens of
+    seconds, and at most 2,880 steps in the window."""
+    query = case.query or {}
+    if not {"window", "step"} & set(query):
+        return False
+    try:
+        window = series.seconds(str(query.get("window", "24h")))
+        step = series.seconds(str(query.get("step", "5m")))
+    except (KeyError, ValueError, IndexError):
+        return False  # not a duration at all: the schema refuses it
+    return bool(
+        series.window_problem(window)
+        or series.step_problem(step)
+        or series.grid_problem(window, step)
+    )
 
 
 def reported_now(body: Any) -> None:

@@ -33,6 +33,7 @@ from .api.metrics import METRICS_PATH, MetricsEndpoint
 from .api.openapi import OPENAPI_PATH, OpenApiEndpoint
 from .api.routes import SlashRedirect, build_routes
 from .api.sentinel import SentinelHandlers
+from .api.series import SeriesHandlers
 from .api.state import KillStateReader
 from .api.stream import STREAM_PATH, StreamEndpoint, encode_change
 from .api.webhooks import WebhookHandlers
@@ -160,6 +161,7 @@ class KillSwitchServer:
             AuditHandlers(store),
             InterventionHandlers(store),
             FleetHandlers(self.fleet, store),
+            SeriesHandlers(store, self.fleet.clock),
             CheckpointHandlers(store),
             SentinelHandlers(store, self.fleet),
             WebhookHandlers(store, self.webhook_settings),

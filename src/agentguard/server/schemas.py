@@ -32,6 +32,7 @@ from ..protocol import (
     WebhookFormatName,
 )
 from ..targets import HIDDEN_CLASS, MAX_REASON_LENGTH, MAX_TARGET_ID_LENGTH, id_text_problem
+from . import series
 
 TargetTypeName = Literal["agent", "run", "mission", "tool"]
 AuditAction = Literal[
@@ -554,6 +555,7 @@ PATTERN_RULES: dict[str, str] = {
     _AGENT_PATTERN: "must be an agent id, a prefix ending in '*' ('billing-*'), or '*' alone "
     "(no commas; '*' only at the end)",
     CHECKPOINT_KEY_PATTERN: CHECKPOINT_KEY_RULE,
+    series.DURATION_PATTERN: series.DURATION_RULE,
 }
 
 
@@ -705,6 +707,98 @@ class CheckpointPublic(BaseModel):
     key: str
     state: Any
     updated_at: datetime
+
+
+# -- series: the fleet over time ------------------------------------------------------------------
+
+
+def _duration_rule(problem: Any) -> AfterValidator:
+    def check(value: str) -> str:
+        message = problem(series.seconds(value))
+        if message is not None:
+            raise ValueError(message)
+        return value
+
+    return AfterValidator(check)
+
+
+_DURATION = StringConstraints(max_length=8, pattern=series.DURATION_PATTERN)
+Window = Annotated[
+    str,
+    _DURATION,
+    Field(description=f"How far back: {series.WINDOW_RULE} (e.g. 24h)"),
+    _duration_rule(series.window_problem),
+]
+Step = Annotated[
+    str,
+    _DURATION,
+    Field(description=f"The length of each bucket: {series.STEP_RULE}; {series.GRID_RULE}"),
+    _duration_rule(series.step_problem),
+]
+
+
+class SeriesQuery(_Query):
+    """The window of time and the length of its buckets."""
+
+    window: Window = "24h"
+    step: Step = "5m"
+
+
+class SeriesCounts(BaseModel):
+    """Calls and cost over some time.
+
+    ``executed``, ``failed`` and ``cost_usd`` are what the guards' heartbeats counted;
+    ``refused``, ``cancelled`` and ``unavailable`` are the interventions they reported
+    (HARD_BLOCK, CANCELLED, UNAVAILABLE), by when each occurred.
+    """
+
+    executed: int = 0
+    refused: int = 0
+    cancelled: int = 0
+    unavailable: int = 0
+    failed: int = 0
+    cost_usd: float = 0.0
+
+
+class SeriesPoint(SeriesCounts):
+    """One bucket, from ``at`` for the series' ``step`` seconds."""
+
+    at: datetime
+
+
+class SeriesEvent(BaseModel):
+    """A kill or revive of a target, from the audit log; ``reason`` is the kill's."""
+
+    kind: Literal["kill", "revive"]
+    at: datetime
+    target_type: TargetTypeName
+    target_id: str
+    actor: str
+    reason: str | None
+    kill_switch_id: str | None
+    version: int | None
+
+
+class SeriesPublic(BaseModel):
+    """An agent's (or, without ``agent_id``, the organization's) calls, cost, kills and revives
+    over a window, in buckets of ``step`` seconds from ``start`` to ``end``, oldest first; the
+    last bucket holds the time of the request.
+
+    ``events``: kills and revives of the targets that concern the agent (the agent, the runs
+    and missions its instances report, and any target that refused or stopped its calls in the
+    window), or of every target of the organization; oldest first, the newest 500 of
+    ``events_count``.
+    """
+
+    agent_id: str | None
+    window: int
+    step: int
+    start: datetime
+    end: datetime
+    points: list[SeriesPoint]
+    totals: SeriesCounts
+    events: list[SeriesEvent]
+    events_count: int
 
 
 # -- the AgentSentinel SDK (agentsentinel-sdk 0.4), in its own formats ---------------------------

@@ -22,6 +22,7 @@ from .interventions import InterventionHandlers
 from .keys import KeyHandlers
 from .kills import KillHandlers
 from .sentinel import SentinelHandlers
+from .series import SeriesHandlers
 from .state import KillStatePublic, KillStateReader
 from .webhooks import WebhookHandlers
 
@@ -283,6 +284,31 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         header_params=s.SentinelHeaders,
         status=202,
         tags=("agentsentinel",),
+    ),
+    Endpoint(
+        method="GET",
+        path=f"{API}/agents/{{agent_id}}/series",
+        operation_id="agent_series",
+        summary="An agent's calls, refusals, cancellations, cost, kills and revives over time",
+        permission="read",
+        response=s.SeriesPublic,
+        handler=SeriesHandlers.agent_series,
+        path_params=s.AgentPath,
+        query=s.SeriesQuery,
+        errors=(404,),
+        tags=("fleet",),
+    ),
+    Endpoint(
+        method="GET",
+        path=f"{API}/series",
+        operation_id="org_series",
+        summary="The organization's calls, refusals, cancellations, cost, kills and revives "
+        "over time",
+        permission="read",
+        response=s.SeriesPublic,
+        handler=SeriesHandlers.org_series,
+        query=s.SeriesQuery,
+        tags=("fleet",),
     ),
     Endpoint(
         method="PUT",

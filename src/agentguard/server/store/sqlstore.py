@@ -15,6 +15,7 @@ from .killstate import KillStateRows
 from .ledger import LedgerRows
 from .open_streams import OpenStreamRows
 from .prune import PruneRows
+from .series import SeriesRows
 from .usage import UsageRows
 from .webhooks import Outbox, WebhookRows
 
@@ -28,6 +29,7 @@ class SQLStore(
     AckRows,
     InstanceRows,
     UsageRows,
+    SeriesRows,
     LedgerRows,
     PruneRows,
     CounterRows,

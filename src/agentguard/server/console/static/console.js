@@ -11,12 +11,14 @@ import { setupFilter } from "./interventions.js";
 import { showSignIn } from "./session.js";
 import { setupSignIn, start } from "./signin.js";
 import { banner, setConnection } from "./status.js";
+import { setupTimelines } from "./timeline.js";
 
 setupSignIn();
 setupKillForm();
 setupListActions();
 setupDialog();
 setupFilter();
+setupTimelines();
 // A module runs once the page is parsed: the elements above are all there.
 call("GET", PROBE).then(
   (session) => {

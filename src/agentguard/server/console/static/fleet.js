@@ -6,15 +6,16 @@ import { canKill, state } from "./state.js";
 
 const HEALTH = ["active", "killed", "stale", "crashed", "exited"];
 
+/* Read the agents; the promise settles once they are shown (or could not be read). */
 export function loadAgents() {
   const note = byId("agents-note");
   if (!state.session.can_read) {
     setMessage(note, "Your credential cannot read agent health (it needs the read or operator scope).");
     show(byId("agents-table"), false);
-    return;
+    return Promise.resolve();
   }
   const generation = state.generation;
-  call("GET", API + "agents").then(
+  return call("GET", API + "agents").then(
     (page) => {
       if (generation !== state.generation) return;
       state.agents = page.data;

@@ -1,11 +1,14 @@
-/* Agents, acknowledgements and the audit log are read, not streamed: refresh them soon after
-   a change, and the fleet every few seconds while the page is visible. */
+/* Agents, acknowledgements, the audit log and the timelines are read, not streamed: refresh
+   them soon after a change, the fleet every few seconds and the timelines every half minute
+   while the page is visible. */
 import { loadAcks } from "./active.js";
 import { loadAudit } from "./audit.js";
 import { loadAgents } from "./fleet.js";
 import { state } from "./state.js";
+import { loadTimelines } from "./timeline.js";
 
 const REFRESH_MS = 5000;
+const TIMELINES_MS = 30000;
 
 export function queueRefresh() {
   if (state.refreshQueued) return;
@@ -18,7 +21,7 @@ export function queueRefresh() {
 
 function refresh() {
   if (!state.session) return;
-  loadAgents();
+  loadAgents().then(loadTimelines);
   loadAcks();
   loadAudit();
 }
@@ -31,6 +34,9 @@ export function startRefreshing() {
         loadAgents();
         loadAcks();
       }
-    }, REFRESH_MS)
+    }, REFRESH_MS),
+    window.setInterval(() => {
+      if (!document.hidden) loadTimelines();
+    }, TIMELINES_MS)
   );
 }

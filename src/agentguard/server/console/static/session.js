@@ -23,10 +23,19 @@ export function stop() {
   state.active = new Map();
   state.acks = new Map();
   state.agents = null;
+  window.clearTimeout(state.timelineTimer);
+  state.timelineTimer = null;
+  state.timelinesLoadedAt = 0;
+  state.series = new Map();
+  state.orgSeries = null;
+  state.timelineError = "";
   state.interventions = [];
   state.syncedAt = null;
   state.retry = 0;
-  for (const id of ["active-list", "agents-body", "iv-list", "audit-list"]) clear(byId(id));
+  for (const id of ["active-list", "agents-body", "iv-list", "audit-list", "timeline-list", "pulse-chart"]) {
+    clear(byId(id));
+  }
+  show(byId("pulse"), false);
 }
 
 export function sessionEnded(detail) {

@@ -6,6 +6,11 @@ export const state = {
   active: new Map(),
   acks: new Map(),
   agents: null,
+  series: new Map(), // agent id -> its series (the timelines)
+  orgSeries: null, // the organization's series (the sparkline)
+  timelinesLoadedAt: 0,
+  timelineTimer: null,
+  timelineError: "",
   interventions: [],
   syncedAt: null,
   timers: [],
