@@ -41,7 +41,7 @@ def test_import_agentguard_leaves_the_http_client_for_later() -> None:
 
 
 def test_scope_names_are_one_list() -> None:
-    assert SCOPES == get_args(ScopeName) == ("admin", "operator", "agent", "read")
+    assert SCOPES == get_args(ScopeName) == ("admin", "operator", "agent", "read", "metrics")
 
 
 def enums(schema: dict[str, Any]) -> list[list[str]]:
