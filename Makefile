@@ -48,6 +48,8 @@ bench: $(STAMP) $(CREWAI_STAMP)
 	$(PY) benchmarks/bench_server.py --update
 	$(PY) benchmarks/bench_propagation.py --update
 	$(PY) benchmarks/bench_propagation.py --backend postgres --replicas 2 --update
+	$(PY) benchmarks/bench_propagation.py --guards 100 1000 3000 --update
+	$(PY) benchmarks/bench_inflight.py --update
 	$(PY) benchmarks/bench_guard.py --update
 	$(PY) benchmarks/bench_alternatives.py --update
 	$(PY) benchmarks/bench_integrations.py --update

@@ -19,11 +19,27 @@ which make them live instances; the other modes' agents send none).
 
     python benchmarks/bench_propagation.py [--agents 10 50] [--modes stream poll strict cached5s]
         [--backend sqlite|postgres] [--replicas 1|2] [--update]
+
+Fan-out (``--guards``): many guards per process, each with its own change stream (SSE
+connection, feed thread and acknowledgement thread), as a fleet of small agents is. For each
+size the server (``--workers``) takes one kill, and three measurements split the time:
+
+- **delivery**: the same number of raw streams held by one asyncio process, which only note
+  when the kill event's bytes arrive: the server's fan-out (and the loopback);
+- **applied**: the guards (``--guard-processes`` processes), noting when each one's index
+  applied the kill: delivery, plus each guard thread reading, parsing and applying the event
+  while all the others in its process do the same;
+- **acknowledged**: the server's own record of each guard's ``POST /kill-switch/ack`` (from
+  the kill's commit): applied, plus the acknowledgements queueing at the server.
+
+    python benchmarks/bench_propagation.py --guards 100 1000 3000 [--guard-processes 8]
+        [--workers 2] [--backend sqlite|postgres] [--update]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import statistics
@@ -32,6 +48,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 from _server import start_server, stop_server
@@ -246,9 +263,321 @@ def measure(
             drop_postgres_database(database_url)
 
 
+# -- fan-out: many guards per process ---------------------------------------------------------
+
+FLEET = "fleet-bench"
+
+
+def run_guards(url: str, key: str, count: int, first: int, out: Path) -> None:
+    """A process of ``count`` stream guards; notes when each applied the kill."""
+    import httpx as _httpx
+
+    from agentguard import Guard
+    from agentguard.remote import RemoteSource
+    from agentguard.scope import Scope
+
+    # One transport for the process's guards (each still opens its own stream): a client of
+    # its own each would load the CA bundle a thousand times over for a plain-HTTP server.
+    transport = _httpx.HTTPTransport(limits=_httpx.Limits(max_connections=None))
+    applied: dict[str, int] = {}
+    guards = []
+    for i in range(first, first + count):
+        instance = f"fanout-{i}"
+        source = RemoteSource(
+            url, api_key=key, transport=transport, instance_id=instance, identity=Scope(FLEET)
+        )
+        guard = Guard(source, start_wait=0, max_staleness=300)
+        guard.index.watch(
+            lambda kills, instance=instance: (
+                any(k.target_id == FLEET for k in kills)
+                and applied.setdefault(instance, time.monotonic_ns())
+            )
+        )
+        guards.append(guard)
+    for guard in guards:
+        if not guard.wait_until_synced(120):
+            raise SystemExit("a guard never synced")
+    print("ready", flush=True)
+    deadline = time.monotonic() + 120
+    while len(applied) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    out.write_text(json.dumps(applied))
+    print("done", flush=True)
+    sys.stdin.read()  # stay connected (and acknowledging) until the operator has read the acks
+    os._exit(0)  # no orderly close of a thousand guards: the server sees their streams end
+
+
+async def raw_delivery(url: str, key: str, count: int, out: Path) -> None:
+    """``count`` raw change streams in one asyncio process; notes when each got the kill."""
+    host, port = url.removeprefix("http://").split(":")
+    arrived: list[int] = []
+    opened: list[asyncio.Future[None]] = []
+    loop = asyncio.get_running_loop()
+
+    async def one(ready: asyncio.Future[None]) -> None:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            f"GET /api/v1/kill-switch/stream HTTP/1.1\r\nHost: {host}\r\n"
+            f"Authorization: Bearer {key}\r\nAccept: text/event-stream\r\n\r\n".encode()
+        )
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 200"):
+            ready.set_exception(RuntimeError(head.decode(errors="replace")))
+            return
+        ready.set_result(None)
+        seen = b""
+        while FLEET.encode() not in seen:  # the kill of the fleet's agent, not the warm-up
+            chunk = await reader.read(65536)
+            if not chunk:
+                return
+            seen = seen[-64:] + chunk
+        arrived.append(time.monotonic_ns())
+        writer.close()
+
+    tasks = []
+    for _ in range(count):
+        ready: asyncio.Future[None] = loop.create_future()
+        opened.append(ready)
+        tasks.append(asyncio.create_task(one(ready)))
+        if len(opened) % 50 == 0:
+            await asyncio.gather(*opened[-50:])
+    await asyncio.gather(*opened)
+    print("ready", flush=True)
+    await asyncio.wait(tasks, timeout=120)
+    out.write_text(json.dumps(arrived))
+    print("done", flush=True)
+
+
+def measure_fanout(
+    total: int, processes: int, backend: str, workers: int, workdir: Path
+) -> dict[str, Any]:
+    from agentguard.server import KillSwitchServer
+
+    os.environ["AGENTGUARD_MAX_STREAMS_PER_KEY"] = str(total + 100)
+    os.environ["AGENTGUARD_MAX_STREAMS_PER_ORGANIZATION"] = str(total + 100)
+    row: dict[str, Any] = {"guards": total, "processes": processes, "workers": workers}
+    for kind in ("delivery", "applied"):
+        database_url = (
+            make_postgres_database()
+            if backend == "postgres"
+            else f"sqlite:///{workdir / f'fanout-{total}-{kind}.db'}"
+        )
+        procs: list[subprocess.Popen[bytes]] = []
+        server = None
+        try:
+            keys = KillSwitchServer(database_url)
+            admin = keys.create_key("org_bench", owner="usr_ops", scopes=["admin"])
+            agent_key = keys.create_key("org_bench", owner="bench", scopes=["agent"], agents=["*"])
+            keys.close()
+            server, url = start_server(
+                database_url, workdir / f"fanout-{kind}.log", workers=workers
+            )
+            outs = []
+            shares = [total // processes + (i < total % processes) for i in range(processes)]
+            if kind == "delivery":
+                shares = [total]
+            first = 0
+            for i, share in enumerate(shares):
+                out = workdir / f"fanout-{total}-{kind}-{i}.json"
+                outs.append(out)
+                argv = (
+                    ["--raw", url, admin, str(share), str(out)]
+                    if kind == "delivery"
+                    else ["--guards-process", url, agent_key, str(share), str(first), str(out)]
+                )
+                first += share
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, __file__, *argv],
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                    )
+                )
+            for p in procs:
+                if p.stdout is None or p.stdout.readline().strip() != b"ready":
+                    raise SystemExit(f"a {kind} process failed to start")
+            operator = httpx.Client(
+                base_url=url, headers={"Authorization": f"Bearer {admin}"}, timeout=60
+            )
+            operator.get("/api/v1/kill-switch/active").raise_for_status()
+            _warm_up(operator, total if kind == "applied" else 0)
+            time.sleep(2.0)  # nothing else in flight
+            sent = time.monotonic_ns()
+            operator.post(
+                "/api/v1/kill-switch/kill",
+                json={"target_type": "agent", "target_id": FLEET, "reason": "benchmark"},
+            ).raise_for_status()
+            row[f"{kind}_kill_request_ms"] = (time.monotonic_ns() - sent) / 1e6
+            for p in procs:
+                if p.stdout is None or p.stdout.readline().strip() != b"done":
+                    raise SystemExit(f"a {kind} process failed")
+            times: list[int] = []
+            for out in outs:
+                data = json.loads(out.read_text())
+                times.extend(data if kind == "delivery" else data.values())
+            if len(times) != total:
+                raise SystemExit(f"{kind}: {len(times)} of {total} streams got the kill")
+            row.update(_spread(kind, [(t - sent) / 1e6 for t in times]))
+            if kind == "applied":  # the server's record of each acknowledgement, from the commit
+                acks = _all_acked(operator, total)
+                row.update(_spread("acked", acks))
+            operator.close()
+        finally:
+            for p in procs:
+                if p.stdin:
+                    p.stdin.close()
+            for p in procs:
+                try:
+                    p.wait(30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+            if server is not None:
+                stop_server(server)
+            if backend == "postgres":
+                drop_postgres_database(database_url)
+    return row
+
+
+def _warm_up(operator: httpx.Client, total: int) -> None:
+    """Kill and revive a tool until ``total`` guards are live and acknowledged it (the server
+    has recorded each stream's instance, and each guard has been through the path once)."""
+    warm = {"target_type": "tool", "target_id": "warm-up"}
+    operator.post("/api/v1/kill-switch/kill", json=warm).raise_for_status()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        acks = operator.get("/api/v1/kill-switch/acks", params=warm).json()
+        if acks["live"] >= total and acks["acknowledged"] >= total:
+            break
+        time.sleep(0.5)
+    else:
+        raise SystemExit("the guards never all acknowledged the warm-up kill")
+    operator.post("/api/v1/kill-switch/revive", json=warm).raise_for_status()
+
+
+def _all_acked(operator: httpx.Client, total: int) -> list[float]:
+    deadline = time.monotonic() + 120
+    params = {"target_type": "agent", "target_id": FLEET}
+    while True:
+        acks = operator.get("/api/v1/kill-switch/acks", params=params).json()
+        if acks["acknowledged"] >= total or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    latencies = [i["latency_ms"] for i in acks["instances"] if i["latency_ms"] is not None]
+    if len(latencies) < total:
+        raise SystemExit(f"only {len(latencies)} of {total} guards acknowledged")
+    return latencies
+
+
+def _spread(name: str, values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    p99 = ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))]
+    return {
+        f"{name}_p50_ms": statistics.median(ordered),
+        f"{name}_p99_ms": p99,
+        f"{name}_max_ms": ordered[-1],
+    }
+
+
+FANOUT_TARGET_P99_MS = {1000: 500.0}
+
+
+def client_cpu_per_event_us(rounds: int = 2000) -> float:
+    """CPU a guard spends on one kill event once read: parsing it and applying it."""
+    from datetime import datetime, timezone
+
+    from agentguard.records import KillChange, KillSwitch
+    from agentguard.remote.feed import FeedState
+    from agentguard.remote.streaming import StreamingFeed
+    from agentguard.scope import Scope
+
+    state = FeedState("http://bench", time.monotonic)
+    state.connected = True
+    with httpx.Client() as unused:  # the feed reads nothing here: events are handed to it
+        feed = StreamingFeed(
+            state, unused, keepalive=5, auth_error_backoff=60, instance_id=None, identity=Scope()
+        )
+        events = [
+            KillChange(
+                version=version,
+                kind="kill",
+                kill_switch=KillSwitch(
+                    id=f"ks-{version}", target_type="agent", target_id=f"agent-{version}",
+                    reason="benchmark", is_active=True, killed_by="usr_ops",
+                    killed_at=datetime.now(timezone.utc), organization_id="org_bench",
+                ),
+            ).model_dump_json()
+            for version in range(1, rounds + 1)
+        ]  # fmt: skip
+        started = time.process_time_ns()
+        for data in events:
+            feed.handle("kill", data)
+        return (time.process_time_ns() - started) / rounds / 1e3
+
+
+def fanout_main(args: argparse.Namespace) -> None:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for total in args.guards:
+            row = measure_fanout(total, args.guard_processes, args.backend, args.workers, Path(tmp))
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    per_event = client_cpu_per_event_us()
+    lines = [
+        f"{args.backend}, {args.workers} uvicorn worker(s); guards in "
+        f"{args.guard_processes} processes, one stream each. A guard spends about "
+        f"{per_event:.0f} µs of CPU parsing and applying one kill event once read.",
+        "",
+        "| guards | kill request ms | delivery p50 / p99 / max ms | applied p50 / p99 / max ms "
+        "| acknowledged p50 / p99 / max ms | target |",
+        "|---:|---:|---|---|---|---|",
+    ]
+    for r in rows:
+        goal = FANOUT_TARGET_P99_MS.get(int(r["guards"]))
+        target = (
+            f"ack p99 <= {goal:g} ms: {'met' if r['acked_p99_ms'] <= goal else 'MISSED'}"
+            if goal
+            else ""
+        )
+        cells = [
+            f"{r[f'{k}_p50_ms']:.0f} / {r[f'{k}_p99_ms']:.0f} / {r[f'{k}_max_ms']:.0f}"
+            for k in ("delivery", "applied", "acked")
+        ]
+        lines.append(
+            f"| {r['guards']:,} | {r['applied_kill_request_ms']:.0f} | {' | '.join(cells)} "
+            f"| {target} |"
+        )
+    table = "\n".join(lines)
+    print(table)
+    if args.update:
+        sys.path.insert(0, str(HERE))
+        from _report import write_section
+
+        write_section(
+            f"bench_propagation_fanout_{args.backend}",
+            f"## Kill fan-out to many guards ({args.backend})\n\n"
+            f"`python benchmarks/bench_propagation.py --guards "
+            f"{' '.join(map(str, args.guards))} --guard-processes {args.guard_processes} "
+            f"--workers {args.workers} --backend {args.backend}`: one kill, times from sending "
+            "`POST /kill` (CLOCK_MONOTONIC) for delivery and applied; acknowledged is the "
+            "server's own latency from the kill's commit to each `POST /kill-switch/ack`. "
+            "Delivery: raw streams in one asyncio process (the server's fan-out); applied: the "
+            "guards' indexes (delivery plus reading, parsing and applying in each guard's "
+            "thread); acknowledged: applied plus the acknowledgements at the server.\n\n" + table,
+        )
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--agent":
         run_agent(sys.argv[2], sys.argv[3], sys.argv[4], Path(sys.argv[5]), float(sys.argv[6]))
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "--guards-process":
+        argv = sys.argv[2:]
+        run_guards(argv[0], argv[1], int(argv[2]), int(argv[3]), Path(argv[4]))
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "--raw":
+        argv = sys.argv[2:]
+        asyncio.run(raw_delivery(argv[0], argv[1], int(argv[2]), Path(argv[3])))
         return
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -260,8 +589,16 @@ def main() -> None:
     parser.add_argument("--work-ms", type=float, default=5.0, help="work between guarded calls")
     parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument(
+        "--guards", nargs="+", type=int, help="fan-out: these numbers of guards, one kill each"
+    )
+    parser.add_argument("--guard-processes", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=2, help="fan-out: uvicorn workers")
     parser.add_argument("--update", action="store_true", help="write the section of RESULTS.md")
     args = parser.parse_args()
+    if args.guards:
+        fanout_main(args)
+        return
     if args.replicas > 1 and args.backend != "postgres":
         parser.error("several replicas share one PostgreSQL: use --backend postgres")
 

@@ -2,11 +2,12 @@
 
 A `FunctionAgent` (LlamaIndex's `MockFunctionCallingLLM` plays the model, no network) refunds
 orders with guarded tools. A tool is not told which agent calls it, so the agent's name is
-given as `agent_id=`. During the first refund the operator kills the agent: its next tool call
-is refused before the tool runs. Agent workflows hand every tool error to the model and go on,
-so the run is awaited through `stop_on_refusal`, which ends it with the `PolicyViolationError`.
-After the revive the agent runs again. A second agent uses `on_block="message"`: the model
-reads the refusal as the tool's output and answers.
+given as `agent_id=`. During the first refund the operator kills the agent: the refund still in
+flight is stopped (recorded as CANCELLED) and no other tool call starts. Agent workflows hand
+every tool error to the model and go on, so the run is awaited through `stop_on_refusal`,
+which ends it with the `PolicyViolationError`. After the revive the agent runs again. A second
+agent uses `on_block="message"`: its call is refused (HARD_BLOCK), the model reads the refusal
+as the tool's output and answers.
 
     python examples/llama_index_agent.py
 """
@@ -74,7 +75,10 @@ async def main() -> None:
     block = guard.interventions()[0]
     print(f"  {block.type} for {block.action!r} (agent {block.agent_id!r}, run {block.run_id!r})")
     counts = guard.counts("agent", "refund-bot")
-    print(f"  refund-bot: executed={counts.executed} refused={counts.refused}")
+    print(
+        f"  refund-bot: executed={counts.executed} cancelled={counts.cancelled} "
+        f"refused={counts.refused}"
+    )
 
     guard.revive("agent", "refund-bot", actor="usr_ops")
     print("revived; run 2:")
@@ -87,7 +91,8 @@ async def main() -> None:
     polite = FunctionAgent(name="support-bot", tools=polite_tools, llm=scripted(("refund", "B-1")))
     answer = str(await polite.run("Refund B-1"))
     print(f"  agent says: {answer.split(' [intervention')[0]}")
-    print(f"{len(guard.interventions())} HARD_BLOCK interventions recorded")
+    kinds = ", ".join(str(iv.type) for iv in reversed(guard.interventions()))
+    print(f"interventions recorded: {kinds}")
 
 
 asyncio.run(main())

@@ -1,9 +1,10 @@
 """Kill an OpenAI Agents SDK agent mid-run.
 
 A refund agent (the SDK's scripted test model, no network) issues refunds through a guarded
-function tool. After the first refund the operator kills the run: the next tool call is
-refused and `Runner.run` raises the `PolicyViolationError` itself. A second agent uses the
-kill-switch tool input guardrail with `on_block="message"`: the model is told and answers.
+function tool. While the first refund is still in flight the operator kills the run: that call
+is stopped (recorded as CANCELLED), the second refund never starts, and `Runner.run` raises the
+`PolicyViolationError` itself. A second agent uses the kill-switch tool input guardrail with
+`on_block="message"`: its tool call is refused (HARD_BLOCK), the model is told and answers.
 
     python examples/openai_agents_tools.py
 """
@@ -53,9 +54,10 @@ async def main() -> None:
         print(
             f"  Runner.run raised PolicyViolationError: {e.target_type} {e.target_id!r}: {e.reason}"
         )
-    block = guard.interventions()[0]
+    stopped = guard.interventions()[0]
     print(
-        f"  {block.type} for {block.action!r} (agent {block.agent_id!r}, call {block.tool_call_id})"
+        f"  {stopped.type} for {stopped.action!r} (agent {stopped.agent_id!r}, "
+        f"call {stopped.tool_call_id}) after {stopped.ran_for_ms:.0f} ms"
     )
 
     print("run 2 (guardrail, on_block='message'):")
@@ -72,7 +74,8 @@ async def main() -> None:
     print(f"  agent says: {result.final_output}")
 
     guard.revive("run", "ticket-881", actor="usr_ops")
-    print(f"revived; {len(guard.interventions())} HARD_BLOCK interventions recorded")
+    kinds = ", ".join(str(iv.type) for iv in reversed(guard.interventions()))
+    print(f"revived; interventions recorded: {kinds}")
 
 
 asyncio.run(main())

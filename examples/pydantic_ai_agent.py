@@ -2,9 +2,10 @@
 
 A refund agent (Pydantic AI's `FunctionModel` plays the model, no network) looks orders up and
 refunds them through a guarded toolset. During the first refund the operator kills the agent:
-its next tool call is refused before the tool runs, and `Agent.run` raises the
-`PolicyViolationError` itself. After the revive the agent runs again. A second toolset uses
-`on_block="message"`: the model is told about the kill and answers instead of crashing.
+the refund still in flight is stopped (recorded as CANCELLED), no other tool call starts, and
+`Agent.run` raises the `PolicyViolationError` itself. After the revive the agent runs again. A
+second toolset uses `on_block="message"`: its call is refused before the tool runs
+(HARD_BLOCK), the model is told about the kill and answers instead of crashing.
 
     python examples/pydantic_ai_agent.py
 """
@@ -63,7 +64,10 @@ async def main() -> None:
         f"call {block.tool_call_id})"
     )
     counts = guard.counts("agent", "refund-bot")
-    print(f"  refund-bot: executed={counts.executed} refused={counts.refused}")
+    print(
+        f"  refund-bot: executed={counts.executed} cancelled={counts.cancelled} "
+        f"refused={counts.refused}"
+    )
 
     guard.revive("agent", "refund-bot", actor="usr_ops")
     print("revived; run 2:")
@@ -87,7 +91,8 @@ async def main() -> None:
     )
     print(f"  model was told: {told.split(' [intervention')[0]}")
     print(f"  agent says: {result.output}")
-    print(f"{len(guard.interventions())} HARD_BLOCK interventions recorded")
+    kinds = ", ".join(str(iv.type) for iv in reversed(guard.interventions()))
+    print(f"interventions recorded: {kinds}")
 
 
 asyncio.run(main())

@@ -331,6 +331,7 @@ def test_exceptions_of_the_body_pass_through_and_are_counted(guard: Guard) -> No
         "refused": 0,
         "failed": 1,
         "unavailable": 0,
+        "cancelled": 0,
     }
 
 

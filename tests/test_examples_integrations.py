@@ -71,9 +71,9 @@ def test_openai_agents_tools() -> None:
     assert (
         "Runner.run raised PolicyViolationError: run 'ticket-881': Refund loop on one ticket"
     ) in out
-    assert "HARD_BLOCK for 'refund' (agent 'refund-bot', call call-2)" in out
+    assert "CANCELLED for 'refund' (agent 'refund-bot', call call-1) after " in out
     assert "model was told: Error: 'escalate' refused: run 'ticket-881'" in out
-    assert "revived; 2 HARD_BLOCK interventions recorded" in out
+    assert "revived; interventions recorded: CANCELLED, HARD_BLOCK" in out
 
 
 def test_mcp_server() -> None:
@@ -131,12 +131,12 @@ def test_anthropic_client() -> None:
 def test_pydantic_ai_agent() -> None:
     out = run_example("pydantic_ai_agent.py")
     assert "PolicyViolationError from Agent.run: agent 'refund-bot': Refund loop" in out
-    assert "HARD_BLOCK for 'refund' (agent 'refund-bot', run 'ticket-881', call call-3)" in out
-    assert "refund-bot: executed=2 refused=1" in out
+    assert "CANCELLED for 'refund' (agent 'refund-bot', run 'ticket-881', call call-2)" in out
+    assert "refund-bot: executed=2 cancelled=1 refused=0" in out
     assert out.count("refunded A-2") == 1 and "agent says: Refunded A-2." in out  # after revive
     assert "model was told: Error: 'refund' refused: run 'ticket-990' was killed by usr_ops" in out
     assert "refunded B-1" not in out
-    assert "2 HARD_BLOCK interventions recorded" in out
+    assert "interventions recorded: CANCELLED, HARD_BLOCK" in out
 
 
 def test_smolagents_agent() -> None:
@@ -154,12 +154,12 @@ def test_smolagents_agent() -> None:
 def test_llama_index_agent() -> None:
     out = run_example("llama_index_agent.py")
     assert "PolicyViolationError from the run: agent 'refund-bot': Refund loop" in out
-    assert "HARD_BLOCK for 'refund' (agent 'refund-bot', run 'ticket-881')" in out
-    assert "refund-bot: executed=2 refused=1" in out
+    assert "CANCELLED for 'refund' (agent 'refund-bot', run 'ticket-881')" in out
+    assert "refund-bot: executed=2 cancelled=1 refused=0" in out
     assert out.count("refunded A-2") == 1 and "agent says: Last tool said: refunded" in out
     assert "Last tool said: Error: 'refund' refused: tool 'refund' was killed by usr_ops" in out
     assert "refunded B-1" not in out
-    assert "2 HARD_BLOCK interventions recorded" in out
+    assert "interventions recorded: CANCELLED, HARD_BLOCK" in out
 
 
 def test_crewai_agent() -> None:

@@ -13,6 +13,7 @@ Without a reachable package index the tests skip, saying so; under CI (``CI=true
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -54,9 +55,11 @@ r = client.post("/api/v1/kill-switch/kill", json={"target_type": "agent", "targe
 assert r.status_code == 200, r.text
 r = client.get("/api/v1/kill-switch/check", params={"target_type": "agent", "target_id": "bot"})
 assert r.json()["is_killed"] is True, r.text
+r = client.get("/metrics")
+assert r.status_code == 200 and 'agentguard_kills_active{target_type="agent"} 1.0' in r.text, r.text
 server.close()
 
-import uvicorn, alembic, jwt, itsdangerous, sse_starlette  # noqa: the server's own stack
+import uvicorn, alembic, jwt, itsdangerous, sse_starlette, prometheus_client  # noqa: the stack
 from click.testing import CliRunner
 from agentguard.cli import main
 result = CliRunner().invoke(main, ["serve", "--help"])
@@ -322,24 +325,40 @@ def _installed(result: subprocess.CompletedProcess[str], what: str) -> None:
 
 @pytest.fixture(scope="session")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """This checkout built into a wheel, from a copy (the build leaves files behind)."""
-    work = tmp_path_factory.mktemp("extras-build")
+    """This checkout built into a wheel, from a copy (the build leaves files behind).
+
+    Built once per run: under pytest-xdist the workers share the run's temporary directory,
+    and the first to take the lock builds the wheel the others then use.
+    """
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    work = shared / "extras-build"
+    out = work / "dist"
+    with open(shared / "extras-build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        built = sorted(out.glob("agentguard-*.whl"))
+        if not built:
+            _build(work, out)
+            built = sorted(out.glob("agentguard-*.whl"))
+    (one,) = built
+    return one
+
+
+def _build(work: Path, out: Path) -> None:
     source = work / "src-copy"
+    shutil.rmtree(work, ignore_errors=True)  # what a build that failed half-way left
     shutil.copytree(
         ROOT, source, ignore=shutil.ignore_patterns(
             ".git", ".venv", "build", "*.egg-info", "__pycache__", ".*_cache", "tests",
             "benchmarks", "examples", "docs",
         ),
     )  # fmt: skip
-    out = work / "dist"
     uv = _uv()
     if uv:
         argv = [uv, "build", "--wheel", "--out-dir", str(out), str(source)]
     else:
         argv = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(out), str(source)]
     _installed(_run(argv), "the build backend")
-    (built,) = out.glob("agentguard-*.whl")
-    return built
 
 
 @pytest.mark.parametrize("name", list(EXTRAS))

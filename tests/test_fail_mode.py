@@ -69,6 +69,7 @@ def test_fresh_view_allows_and_stale_view_refuses_when_closed() -> None:
         "refused": 0,
         "failed": 0,
         "unavailable": 1,
+        "cancelled": 0,
     }
 
 

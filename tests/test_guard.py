@@ -176,6 +176,7 @@ def test_exact_counts_under_threads() -> None:
         "refused": 2 * calls,
         "failed": 0,
         "unavailable": 0,
+        "cancelled": 0,
     }
     assert guard.counts("run", "r").executed == 2 * calls
     assert guard.counts("tool", "send").refused == 2 * calls

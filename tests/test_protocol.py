@@ -11,7 +11,15 @@ from pydantic import BaseModel
 from starlette.testclient import TestClient
 
 from agentguard import protocol
-from agentguard.protocol import SCOPES, HealthName, InstanceStatusName, ScopeName
+from agentguard.protocol import (
+    SCOPES,
+    WEBHOOK_EVENTS,
+    WEBHOOK_FORMATS,
+    DeliveryStatusName,
+    HealthName,
+    InstanceStatusName,
+    ScopeName,
+)
 from agentguard.server import KillSwitchServer
 
 
@@ -53,10 +61,15 @@ def test_the_server_documents_the_protocols_names() -> None:
         "scopes": list(SCOPES),
         "health": list(get_args(HealthName)),
         "status": list(get_args(InstanceStatusName)),
+        "events": list(WEBHOOK_EVENTS),
+        "format": list(WEBHOOK_FORMATS),
     }
+    # A field name that means something else in one model.
+    own = {"WebhookDeliveryPublic": {"status": list(get_args(DeliveryStatusName))}}
     seen = set()
     for name, schema in doc["components"]["schemas"].items():
         for field, allowed in expected.items():
+            allowed = own.get(name, {}).get(field, allowed)
             for enum in enums(schema.get("properties", {}).get(field, {})):
                 assert enum == allowed, f"{name}.{field}"
                 seen.add(field)
@@ -75,6 +88,9 @@ def client_and_server_models() -> list[tuple[type[BaseModel], type[BaseModel]]]:
         (protocol.InstanceAck, schemas.InstanceAck),
         (protocol.Acks, schemas.AcksPublic),
         (protocol.HeartbeatReply, HeartbeatAnswer),
+        (protocol.Webhook, schemas.WebhookPublic),
+        (protocol.WebhookCreated, schemas.WebhookCreated),
+        (protocol.WebhookDelivery, schemas.WebhookDeliveryPublic),
     ]
 
 

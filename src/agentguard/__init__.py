@@ -13,6 +13,7 @@ from .errors import (
     PolicyViolationError,
 )
 from .guard import Guard, configure, get_guard
+from .inflight import Call, current_call
 from .records import (
     AuditEntry,
     CallCounts,
@@ -34,6 +35,7 @@ __all__ = [
     "AlreadyKilledError",
     "AuditEntry",
     "BudgetRule",
+    "Call",
     "ErrorRateRule",
     "LoopRule",
     "RateRule",
@@ -57,6 +59,7 @@ __all__ = [
     "TargetType",
     "__version__",
     "configure",
+    "current_call",
     "current_scope",
     "enter_scope",
     "exit_scope",

@@ -16,7 +16,10 @@ Python binds a function, with ``types.MethodType``. See benchmarks/RESULTS.md.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import threading
+import time
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from types import MethodType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
@@ -24,6 +27,19 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 import wrapt
 
 from .errors import GuardNotConfiguredError, InvalidInputError
+from .inflight import (
+    ADOPTED,
+    LANE,
+    NOTED,
+    OWNER,
+    STOPPED,
+    TASK,
+    Flight,
+    N,
+    carries_flight,
+    forget,
+    note_loop,
+)
 from .scope import CURRENT_SCOPE, EMPTY_SCOPE, Ids, Scope, over, scope_of
 from .tally import CountKey
 from .targets import validate_id
@@ -62,8 +78,42 @@ class Admitting(Protocol):
         fn: Any = None,
     ) -> CountKey: ...
 
+    def begin(
+        self,
+        name: str,
+        scope: Scope,
+        args: Any = None,
+        kwargs: Any = None,
+        tool_call_id: str | None = None,
+        span_name: str | None = None,
+        fn: Any = None,
+        task: Any = None,
+        cancel: bool = True,
+    ) -> Flight: ...
+
+    async def begin_async(
+        self,
+        name: str,
+        scope: Scope,
+        args: Any = None,
+        kwargs: Any = None,
+        tool_call_id: str | None = None,
+        span_name: str | None = None,
+        fn: Any = None,
+        task: Any = None,
+        cancel: bool = True,
+    ) -> Flight: ...
+
+    def finish(self, flight: Flight, exc: BaseException) -> BaseException: ...
+
+    def finish_admitted(self, key: CountKey, exc: BaseException) -> BaseException: ...
+
     def count_failure(self, key: CountKey) -> None: ...
 
+
+_current_task = asyncio.current_task
+_now = time.monotonic
+_thread = threading.get_ident
 
 # The guard ``agentguard.configure`` set (it lives in guard.py, where Guard is), read on every
 # call of a module-level ``@agentguard.guarded_action``.
@@ -82,22 +132,30 @@ def configured_guard() -> Admitting:
     return guard
 
 
-def validate_options(name: Any, ids: Mapping[str, object]) -> Scope:
+def validate_options(
+    name: Any, ids: Mapping[str, object], cancel_in_flight: object = True
+) -> Scope:
     """The decorator's fixed ids; raises ``InvalidInputError`` naming an option that is no id."""
     if name is not None:
         validate_id("name", name)
+    if not isinstance(cancel_in_flight, bool):
+        raise InvalidInputError(
+            "cancel_in_flight", f"must be True or False; got {cancel_in_flight!r}"
+        )
     return scope_of(ids, "guarded_action")
 
 
 class Action:
-    """What one decorated callable is: its action name, fixed scope ids, and guard."""
+    """What one decorated callable is: its action name, fixed scope ids, guard, and whether a
+    kill stops its calls in flight."""
 
-    __slots__ = ("name", "guard", "ids", "_last")
+    __slots__ = ("name", "guard", "ids", "cancel", "_last")
 
-    def __init__(self, name: str, guard: Admitting | None, ids: Scope) -> None:
+    def __init__(self, name: str, guard: Admitting | None, ids: Scope, cancel: bool) -> None:
         self.name = name
         self.guard = guard
         self.ids = ids
+        self.cancel = cancel
         self._last = (EMPTY_SCOPE, ids)  # (context scope, merged), by identity: see scope()
 
     def scope(self) -> Scope:
@@ -123,28 +181,48 @@ class GuardedAction(wrapt.BaseObjectProxy):  # type: ignore[type-arg]
 #
 # ``sig`` is what a refusal binds the arguments to (``Method`` when the first is the instance).
 # The guard is resolved per call: ``@agentguard.guarded_action`` uses whatever is configured.
+# A kill stops a call in flight (see inflight.py). Async calls and generators are registered
+# (``Guard.begin``; their local ``flight`` is the running call, see ``carries_flight``); a sync
+# call keeps ``guard``, ``key``, ``started`` and ``cancel`` in locals and gets a flight only if
+# it asks. What a body raises goes through ``Guard.finish`` (``finish_admitted``), which turns
+# a kill's stop into the call's PolicyViolationError.
 
 
 def _sync(action: Action, target: Any, sig: Any) -> Callable[..., Any]:
-    name, fixed, scope_now = action.name, action.guard, action.scope_now()
+    name, fixed, scope_now, cancels = action.name, action.guard, action.scope_now(), action.cancel
 
+    @carries_flight
     def call(self: Any, *args: Any, **kwargs: Any) -> Any:
         guard = fixed or configured[0] or configured_guard()
+        started = _now()  # noqa: F841 - with cancel, read from this frame by current_call()
+        cancel = cancels  # noqa: F841
         key = guard.admit(name, scope_now(), args, kwargs, None, None, sig)
         try:
             return target(*args, **kwargs)
-        except Exception:
-            guard.count_failure(key)
-            raise
+        except BaseException as exc:
+            error = guard.finish_admitted(key, exc)
+            if error is exc:
+                raise
+            raise error from exc
+        finally:
+            if ADOPTED:
+                forget(key)
 
     return call
 
 
 def _async(action: Action, target: Any, sig: Any) -> Callable[..., Any]:
-    name, fixed, scope_now = action.name, action.guard, action.scope_now()
+    name, fixed, scope_now, cancels = action.name, action.guard, action.scope_now(), action.cancel
 
+    @carries_flight
     async def call(self: Any, *args: Any, **kwargs: Any) -> Any:
         guard = fixed or configured[0] or configured_guard()
+        started = _now()  # noqa: F841 - with cancel, read from this frame (see inflight.py)
+        cancel = cancels
+        if cancel:  # a kill sweeps the loops guarded coroutines run on
+            noted = NOTED.get()
+            if noted is None or noted[0] != _thread():
+                note_loop()
         key = (  # inline unless strict: no extra coroutine on the hot path
             await guard.admit_async(name, scope_now(), args, kwargs, None, None, sig)
             if guard.strict
@@ -152,53 +230,103 @@ def _async(action: Action, target: Any, sig: Any) -> Callable[..., Any]:
         )
         try:
             return await target(*args, **kwargs)
-        except Exception:
-            guard.count_failure(key)
-            raise
+        except BaseException as exc:
+            error = guard.finish_admitted(key, exc)
+            if error is exc:
+                raise
+            raise error from exc
+        finally:
+            if ADOPTED:
+                forget(key)
 
     return call
 
 
 def _generator(action: Action, target: Any, sig: Any) -> Callable[..., Any]:
-    name, fixed, scope_now = action.name, action.guard, action.scope_now()
+    name, fixed, scope_now, cancel = action.name, action.guard, action.scope_now(), action.cancel
 
+    @carries_flight
     def call(self: Any, *args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
         guard = fixed or configured[0] or configured_guard()
-        key = guard.admit(name, scope_now(), args, kwargs, None, None, sig)
+        flight = guard.begin(name, scope_now(), args, kwargs, None, None, sig, None, cancel)
+        gen = target(*args, **kwargs)
+        step: Callable[..., Any] = gen.__next__
+        sent: Any = ()
         try:
-            return (yield from target(*args, **kwargs))
-        except Exception:
-            guard.count_failure(key)
-            raise
+            while True:
+                value = step(*sent)
+                try:
+                    received = yield value
+                except GeneratorExit:
+                    gen.close()
+                    raise
+                except BaseException as exc:  # thrown in by the consumer: pass it on
+                    step, sent = gen.throw, (exc,)
+                    continue
+                if flight[STOPPED] is not None:  # a kill came: refuse the next item
+                    gen.close()
+                    raise flight[OWNER].cancellation(flight)
+                step, sent = (gen.__next__, ()) if received is None else (gen.send, (received,))
+        except StopIteration as stop:
+            return stop.value
+        except BaseException as exc:
+            error = guard.finish(flight, exc)
+            if error is exc:
+                raise
+            raise error from exc
+        finally:
+            flight[LANE].pop(flight[N], None)
 
     return call
 
 
 def _async_generator(action: Action, target: Any, sig: Any) -> Callable[..., Any]:
-    name, fixed, scope_now = action.name, action.guard, action.scope_now()
+    name, fixed, scope_now, cancel = action.name, action.guard, action.scope_now(), action.cancel
 
+    @carries_flight
     async def call(self: Any, *args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
         guard = fixed or configured[0] or configured_guard()
         # A strict guard asks its server in a worker thread: never block the event loop.
-        key = await guard.admit_async(name, scope_now(), args, kwargs, None, None, sig)
+        flight = await guard.begin_async(
+            name, scope_now(), args, kwargs, None, None, sig, None, cancel
+        )
         agen = target(*args, **kwargs)
+        thrown: BaseException | None = None
+        received: Any = None
         try:
-            value = await agen.__anext__()
             while True:
+                if cancel:  # a kill while the body waits cancels this task (see inflight.py)
+                    flight[TASK] = _current_task()
+                if flight[STOPPED] is not None and thrown is None:  # a kill came: refuse
+                    flight[TASK] = None
+                    await agen.aclose()
+                    raise flight[OWNER].cancellation(flight)
                 try:
-                    sent = yield value
+                    if thrown is not None:
+                        value = await agen.athrow(thrown)
+                    elif received is None:
+                        value = await agen.__anext__()
+                    else:
+                        value = await agen.asend(received)
+                finally:
+                    flight[TASK] = None
+                thrown = None
+                try:
+                    received = yield value
                 except GeneratorExit:
                     await agen.aclose()
                     raise
                 except BaseException as exc:  # thrown in by the consumer: pass it on
-                    value = await agen.athrow(exc)
-                else:
-                    value = await (agen.__anext__() if sent is None else agen.asend(sent))
+                    thrown = exc
         except StopAsyncIteration:
             return
-        except Exception:
-            guard.count_failure(key)
-            raise
+        except BaseException as exc:
+            error = guard.finish(flight, exc)
+            if error is exc:
+                raise
+            raise error from exc
+        finally:
+            flight[LANE].pop(flight[N], None)
 
     return call
 
@@ -253,17 +381,22 @@ def _proxy(fn: Any, action: Action) -> GuardedAction:
 
 
 def wrap(
-    fn: Any, *, guard: Admitting | None = None, name: str | None = None, **ids: Unpack[Ids]
+    fn: Any,
+    *,
+    guard: Admitting | None = None,
+    name: str | None = None,
+    cancel_in_flight: bool = True,
+    **ids: Unpack[Ids],
 ) -> Any:
     """Return ``fn`` guarded (the functional form of ``guarded_action``)."""
-    fixed = validate_options(name, ids)
+    fixed = validate_options(name, ids, cancel_in_flight)
     target = fn.__func__ if isinstance(fn, (classmethod, staticmethod)) else fn
     if not callable(target):
         raise InvalidInputError("fn", f"must be callable; got {type(fn).__name__}")
     if is_guarded(fn):
         raise InvalidInputError("fn", f"{name or fn.__name__!r} is already a guarded action")
     action_name = name or getattr(target, "__name__", None) or type(target).__name__
-    return _proxy(fn, Action(action_name, guard, fixed))
+    return _proxy(fn, Action(action_name, guard, fixed, cancel_in_flight))
 
 
 def is_guarded(fn: Any) -> bool:
@@ -277,13 +410,28 @@ def is_guarded(fn: Any) -> bool:
 def guarded_action(fn: F, /) -> F: ...
 @overload
 def guarded_action(
-    fn: None = None, /, *, name: str | None = None, **ids: Unpack[Ids]
+    fn: None = None,
+    /,
+    *,
+    name: str | None = None,
+    cancel_in_flight: bool = True,
+    **ids: Unpack[Ids],
 ) -> Callable[[F], F]: ...
 
 
-def guarded_action(fn: Any = None, /, *, name: str | None = None, **ids: Unpack[Ids]) -> Any:
-    """Guard a callable with the configured default guard (resolved at call time)."""
+def guarded_action(
+    fn: Any = None,
+    /,
+    *,
+    name: str | None = None,
+    cancel_in_flight: bool = True,
+    **ids: Unpack[Ids],
+) -> Any:
+    """Guard a callable with the configured default guard (resolved at call time).
+
+    A kill stops a call already running (``cancel_in_flight=False``: it runs to its end).
+    """
     if fn is not None:
-        return wrap(fn, name=name, **ids)
-    validate_options(name, ids)
-    return lambda f: wrap(f, name=name, **ids)
+        return wrap(fn, name=name, cancel_in_flight=cancel_in_flight, **ids)
+    validate_options(name, ids, cancel_in_flight)
+    return lambda f: wrap(f, name=name, cancel_in_flight=cancel_in_flight, **ids)

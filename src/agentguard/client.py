@@ -7,6 +7,8 @@
         acks = client.wait_for_acks("agent", "rogue-bot", timeout=30)
         for event in client.events():      # kill / revive / intervention, live
             print(event.event, event.data)
+        hook = client.create_webhook("https://hooks.example.com/x", ["kill", "revive"])
+        print(hook.secret)                 # whsec_..., shown this once
 
 The public face of :mod:`agentguard.remote.http`, its errors and the answers of
 :mod:`agentguard.protocol`. Failures raise agentguard's own errors: :class:`AlreadyKilledError`
@@ -28,6 +30,9 @@ from .protocol import (
     InstanceAck,
     Page,
     StreamEvent,
+    Webhook,
+    WebhookCreated,
+    WebhookDelivery,
 )
 from .remote.errors import (
     ConflictError,
@@ -51,4 +56,7 @@ __all__ = [
     "Page",
     "ServerUnreachableError",
     "StreamEvent",
+    "Webhook",
+    "WebhookCreated",
+    "WebhookDelivery",
 ]

@@ -57,7 +57,10 @@ class NotKilledError(AgentGuardError):
 
 
 class PolicyViolationError(AgentGuardError):
-    """A guarded action was refused; its body never ran."""
+    """A guarded action was refused (its body never ran), or stopped by a kill while it ran.
+
+    ``ran_for`` is None for a refusal; for a call stopped in flight, the seconds it had run.
+    """
 
     def __init__(
         self,
@@ -71,6 +74,7 @@ class PolicyViolationError(AgentGuardError):
         intervention_id: str,
         kill_switch_id: str | None = None,
         killed: bool = True,
+        ran_for: float | None = None,
     ) -> None:
         self.target_type = target_type
         self.target_id = target_id
@@ -81,13 +85,20 @@ class PolicyViolationError(AgentGuardError):
         self.intervention_id = intervention_id
         self.kill_switch_id = kill_switch_id
         self.killed = killed
+        self.ran_for = ran_for
         super().__init__(self._message())
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the call was stopped while running (not refused before it ran)."""
+        return self.ran_for is not None
 
     def _message(self) -> str:
         if not self.killed:  # refused without a kill: stale, never-synced or unreachable
             return f"{self.action!r} refused: {self.reason} [intervention {self.intervention_id}]"
+        what = "refused" if self.ran_for is None else f"stopped after {_seconds(self.ran_for)}"
         return (
-            f"{self.action!r} refused: {self.target_type} {self.target_id!r} was killed"
+            f"{self.action!r} {what}: {self.target_type} {self.target_id!r} was killed"
             + (f" by {self.killed_by}" if self.killed_by else "")
             + f" at {_iso(self.killed_at)}"
             f" — reason: {self.reason or '(none given)'} [intervention {self.intervention_id}]"
@@ -110,6 +121,10 @@ def _rebuild_violation(state: dict[str, Any]) -> PolicyViolationError:
     fields = {k: v for k, v in state.items() if not k.startswith("_")}
     cls = PolicyViolationError if fields.get("killed", True) else KillStateUnavailableError
     return cls(**fields)
+
+
+def _seconds(seconds: float) -> str:
+    return f"{seconds:.3g} s" if seconds < 100 else f"{seconds:,.0f} s"
 
 
 def _iso(when: datetime | None) -> str:

@@ -7,6 +7,7 @@ import itertools
 import json
 import logging
 import math
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -14,6 +15,7 @@ from . import actions
 from .checkpoints import encode_checkpoint, validate_checkpoint_key
 from .errors import AgentGuardError, InvalidInputError, PolicyViolationError
 from .index import KillIndex
+from .inflight import NOWHERE, Flight, InFlight, Lane, running_flight
 from .options import FailMode, GuardOptions, Settings, from_env, open_source
 from .records import CallCounts, Intervention, KillStatus, KillSwitch
 from .refusals import Refusals
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("agentguard")
 
 _INF = math.inf
+_now = time.monotonic
 
 
 class Guard:
@@ -72,9 +75,10 @@ class Guard:
             lambda: len(index.agent) + len(index.run) + len(index.mission) + len(index.tool)
         )
         self._tally = CallTally()
-        # (name, scope) -> (index revision at which no kill applied, its executed counter): an
-        # allowed call whose kill state has not changed since does one dict look-up.
-        self._clear: dict[CountKey, tuple[int, itertools.count[int]]] = {}
+        # (name, scope) -> (index revision at which no kill applied, its executed counter, its
+        # lane of calls in flight): an allowed call whose kill state has not changed since does
+        # one dict look-up.
+        self._clear: dict[CountKey, tuple[int, itertools.count[int], Lane]] = {}
         self._refusals = Refusals(
             self._source,
             self.telemetry,
@@ -84,6 +88,7 @@ class Guard:
             max_staleness=settings.max_staleness,
             clock=settings.clock,
         )
+        self._inflight = InFlight(self._index, self._refusals.cancel, self.count_failure)
         rules = settings.rules
         self._rules = RuleEngine(self, list(rules), settings.clock) if rules else None
         self.last_checkpoint: str | None = None  # the key of the latest checkpoint stored
@@ -134,13 +139,22 @@ class Guard:
     # -- decorating ------------------------------------------------------------------------
 
     def guarded_action(
-        self, fn: Any = None, /, *, name: str | None = None, **ids: Unpack[Ids]
+        self,
+        fn: Any = None,
+        /,
+        *,
+        name: str | None = None,
+        cancel_in_flight: bool = True,
+        **ids: Unpack[Ids],
     ) -> Any:
-        """Decorate a callable so each call is refused while any of its targets is killed."""
+        """Decorate a callable so each call is refused while any of its targets is killed,
+        and stopped if one is killed while it runs (``cancel_in_flight=False``: left to end)."""
         if fn is not None:
-            return actions.wrap(fn, guard=self, name=name, **ids)
-        actions.validate_options(name, ids)
-        return lambda f: actions.wrap(f, guard=self, name=name, **ids)
+            return actions.wrap(fn, guard=self, name=name, cancel_in_flight=cancel_in_flight, **ids)
+        actions.validate_options(name, ids, cancel_in_flight)
+        return lambda f: actions.wrap(
+            f, guard=self, name=name, cancel_in_flight=cancel_in_flight, **ids
+        )
 
     # -- the check -------------------------------------------------------------------------
 
@@ -181,6 +195,111 @@ class Guard:
         next(clear[1])
         return key
 
+    def begin(
+        self,
+        name: str,
+        scope: Scope,
+        args: Any = None,
+        kwargs: Any = None,
+        tool_call_id: str | None = None,
+        span_name: str | None = None,
+        fn: Any = None,
+        task: Any = None,
+        cancel: bool = True,
+    ) -> Flight:
+        """``admit``, then register the call in flight until it ends: a kill stops it.
+
+        For async calls, generators and streams (a sync call is cheaper with ``admit``: see
+        :mod:`agentguard.inflight`). Returns the call's flight, held in a local named
+        ``flight`` of a function marked ``carries_flight`` while the body runs; pass what the
+        body raises to ``finish``, and deregister it at the end
+        (``flight[LANE].pop(flight[N], None)``). ``task``: the asyncio task a kill cancels
+        (async calls); ``cancel=False``: a kill lets it run. No I/O, no lock, no span if
+        allowed.
+        """
+        if self._defaults is not None:
+            scope = self._with_defaults(scope)
+        index = self._index
+        key = (name, scope)
+        clear = self._clear.get(key)
+        if clear is None or clear[0] != index.revision:
+            clear = self._look_up(key, args, kwargs, tool_call_id, span_name, fn)
+        elif index.fresh_until < _INF and self._clock() > index.fresh_until:
+            self._refusals.refuse(
+                name, scope, None, args, kwargs, tool_call_id, span_name, None, fn
+            )
+        if self._rules is not None:
+            trip = self._rules.before_call(name, scope, args, kwargs)
+            if trip is not None:
+                self._refusals.refuse(
+                    name, scope, None, args, kwargs, tool_call_id, span_name, trip, fn
+                )
+        n = next(clear[1])
+        if not cancel:
+            return [self._inflight, key, _now(), clear[0], None, None, None, NOWHERE, n,
+                    None, None, None, tool_call_id, span_name]  # fmt: skip
+        lane = clear[2]
+        flight = [self._inflight, key, _now(), clear[0], task, None, None, lane, n,
+                  None, None, lane, tool_call_id, span_name]  # fmt: skip
+        lane[n] = flight
+        if index.revision != clear[0]:  # a kill may have come before the call was registered
+            self._inflight.recheck(flight)
+        return flight
+
+    async def begin_async(
+        self,
+        name: str,
+        scope: Scope,
+        args: Any = None,
+        kwargs: Any = None,
+        tool_call_id: str | None = None,
+        span_name: str | None = None,
+        fn: Any = None,
+        task: Any = None,
+        cancel: bool = True,
+    ) -> Flight:
+        """``begin`` for asyncio code: a strict guard asks its server in a worker thread."""
+        if self.strict:
+            return await asyncio.to_thread(
+                self.begin, name, scope, args, kwargs, tool_call_id, span_name, fn, task, cancel
+            )
+        return self.begin(name, scope, args, kwargs, tool_call_id, span_name, fn, task, cancel)
+
+    def finish(self, flight: Flight, exc: BaseException) -> BaseException:
+        """What a call whose body raised ``exc`` raises: the call's ``PolicyViolationError``
+        if a kill stopped it, else ``exc`` (counted as failed if it is an ``Exception``)."""
+        return self._inflight.finish(flight, exc)
+
+    def finish_admitted(self, key: CountKey, exc: BaseException) -> BaseException:
+        """``finish`` for a sync call admitted with ``admit`` (it has a flight only if it
+        asked for one: see :mod:`agentguard.inflight`)."""
+        return self._inflight.finish_adopted(key, exc)
+
+    @property
+    def in_flight(self) -> InFlight:
+        """The calls of this guard in flight, which a kill stops."""
+        return self._inflight
+
+    def raise_if_killed(self) -> None:
+        """Raise ``PolicyViolationError`` if a kill applies to the guarded call running here.
+
+        For long loops in sync code, which no one can stop from outside: inside a call of this
+        guard (in its thread or task, and what it calls), raises once any of the call's
+        targets is killed, recording it as CANCELLED (an explicit check, so also in an action
+        with ``cancel_in_flight=False``). Outside one, refuses (HARD_BLOCK, as the action
+        ``raise_if_killed``) while the current scope's agent, run or mission is killed.
+        """
+        flight = running_flight(self._inflight)
+        if flight is not None:
+            error = self._inflight.check(flight)
+            if error is not None:
+                raise error
+            return
+        scope = self._scope_now({}, "raise_if_killed")
+        ks = self._index.blocking(scope)
+        if ks is not None:
+            self._refusals.refuse("raise_if_killed", scope, ks, None, None, None, None, None, None)
+
     def _look_up(
         self,
         key: CountKey,
@@ -190,7 +309,7 @@ class Guard:
         span_name: str | None,
         fn: Any,
         model: str | None = None,
-    ) -> tuple[int, itertools.count[int]]:
+    ) -> tuple[int, itertools.count[int], Lane]:
         """Check a call against the kill tables; remember that it was clear at this revision."""
         index = self._index
         revision = index.revision  # read first: a change while looking makes the entry stale
@@ -205,7 +324,11 @@ class Guard:
             self._refusals.refuse(
                 name, key[1], ks, args, kwargs, tool_call_id, span_name, None, fn, model
             )
-        clear = (revision, self._tally.counter(self._tally.executed, key))
+        clear = (
+            revision,
+            self._tally.counter(self._tally.executed, key),
+            self._inflight.lane(key),
+        )
         self._clear[key] = clear
         return clear
 
@@ -456,7 +579,7 @@ class Guard:
         *,
         action: str | None = None,
     ) -> CallCounts:
-        """Exact counts of guarded calls executed, refused and failed in this process.
+        """Exact counts of guarded calls executed, refused, cancelled and failed in this process.
 
         With a target, only calls that ran under it (tool: calls of that action name).
         """
@@ -497,6 +620,7 @@ class Guard:
         if self._exit_report is not None:
             self._exit_report.stop("exited")
         self._refusals.close()
+        self._inflight.close()
         self._source.close()
 
     def __enter__(self) -> Guard:

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
+from collections.abc import Callable
 
 from .records import KillChange, KillSwitch, Snapshot
 from .scope import Scope
+
+logger = logging.getLogger("agentguard")
+
+KillWatcher = Callable[[list[KillSwitch]], object]
+"""Told the kills newly applied to an index, in the thread that applied them."""
 
 
 class KillIndex:
@@ -28,6 +35,7 @@ class KillIndex:
         "max_staleness",
         "_write_lock",
         "changed",
+        "_watchers",
     )
 
     def __init__(self) -> None:
@@ -46,6 +54,23 @@ class KillIndex:
         self._write_lock = threading.Lock()
         # Notified after every applied change: lets agents wait for a revive without polling.
         self.changed = threading.Condition(self._write_lock)
+        self._watchers: tuple[KillWatcher, ...] = ()
+
+    def watch(self, watcher: KillWatcher) -> None:
+        """Tell ``watcher`` every kill applied from now on (the calls in flight it stops)."""
+        with self._write_lock:
+            self._watchers = (*self._watchers, watcher)
+
+    def unwatch(self, watcher: KillWatcher) -> None:
+        with self._write_lock:
+            self._watchers = tuple(w for w in self._watchers if w != watcher)
+
+    def _tell(self, kills: list[KillSwitch]) -> None:
+        for watcher in self._watchers:
+            try:
+                watcher(kills)
+            except Exception:  # stopping calls in flight must not break applying kill state
+                logger.exception("agentguard: could not stop the calls a kill applies to")
 
     def mark_synced(self, now: float) -> None:
         """Record that the view was confirmed current at monotonic time ``now``."""
@@ -82,11 +107,14 @@ class KillIndex:
         ]
 
     def apply(self, change: KillChange) -> bool:
-        """Apply one change if it is newer than the index; return whether it was applied."""
+        """Apply one change if it is newer than the index; return whether it was applied.
+
+        A kill is then told to the watchers (after the index has it, outside the lock).
+        """
+        ks = change.kill_switch
         with self._write_lock:
             if change.version <= self.version:
                 return False
-            ks = change.kill_switch
             table = self._table(ks.target_type)
             if change.kind == "kill":
                 table[ks.target_id] = ks
@@ -97,17 +125,35 @@ class KillIndex:
             self.version = change.version
             self.revision += 1
             self.changed.notify_all()
-            return True
+            watched = bool(self._watchers) and change.kind == "kill"
+        if watched:
+            self._tell([ks])
+        return True
 
     def replace(self, snapshot: Snapshot) -> bool:
-        """Replace the whole state with a snapshot unless the index is already newer."""
+        """Replace the whole state with a snapshot unless the index is already newer.
+
+        The kills it adds (a resync after missed events) are told to the watchers.
+        """
         with self._write_lock:
             if snapshot.version < self.version:
                 return False
+            added = (
+                [
+                    ks
+                    for ks in snapshot.active
+                    if (old := self._table(ks.target_type).get(ks.target_id)) is None
+                    or old.id != ks.id
+                ]
+                if self._watchers
+                else []
+            )
             self._install(snapshot)
             self.revision += 1
             self.changed.notify_all()
-            return True
+        if added:
+            self._tell(added)
+        return True
 
     def _install(self, snapshot: Snapshot) -> None:
         tables: dict[str, dict[str, KillSwitch]] = {

@@ -31,15 +31,32 @@ __all__ = [
     "Page",
     "ScopeName",
     "StreamEvent",
+    "DeliveryStatusName",
+    "WEBHOOK_EVENTS",
+    "WEBHOOK_FORMATS",
+    "Webhook",
+    "WebhookCreated",
+    "WebhookDelivery",
+    "WebhookEventName",
+    "WebhookFormatName",
 ]
 
 API = "/api/v1"
 VERSION_HEADER = "X-AgentGuard-Version"  # the organization's kill-state version after a change
 
-ScopeName = Literal["admin", "operator", "agent", "read"]
+ScopeName = Literal["admin", "operator", "agent", "read", "metrics"]
 SCOPES: tuple[ScopeName, ...] = get_args(ScopeName)
 HealthName = Literal["active", "stale", "crashed", "killed", "exited"]
 InstanceStatusName = Literal["running", "exited", "crashed"]
+# The events a webhook may subscribe to; ``drill.failed`` joins them once drills exist.
+WebhookEventName = Literal[
+    "kill", "revive", "rule.tripped", "rule.observed", "ack.timeout", "fail_closed"
+]
+WEBHOOK_EVENTS: tuple[WebhookEventName, ...] = get_args(WebhookEventName)
+WebhookFormatName = Literal["standard", "slack", "pagerduty"]
+WEBHOOK_FORMATS: tuple[WebhookFormatName, ...] = get_args(WebhookFormatName)
+# A delivery waits (queued or retrying), was delivered, or was given up.
+DeliveryStatusName = Literal["pending", "delivered", "failed"]
 
 T = TypeVar("T")
 
@@ -74,6 +91,7 @@ class HeartbeatReport(BaseModel):
     executed: int = 0
     refused: int = 0
     failed: int = 0
+    cancelled: int = 0  # sent only when not 0: a server older than it refuses the field
     cost_usd: float = 0.0
     version: int = 0
     checkpoint: str | None = None
@@ -131,6 +149,7 @@ class AgentInstance(_Answer):
     executed: int = 0
     refused: int = 0
     failed: int = 0
+    cancelled: int = 0
     cost_usd: float = 0.0
     version: int | None = None
     status: InstanceStatusName | None = None
@@ -147,6 +166,7 @@ class Agent(_Answer):
     executed: int = 0
     refused: int = 0
     failed: int = 0
+    cancelled: int = 0
     cost_usd: float = 0.0
     cost_usd_today: float = 0.0
     kill_switch: KillSwitch | None = None
@@ -187,6 +207,49 @@ class Acks(_Answer):
         """The acknowledged instance that took longest."""
         done = [i for i in self.instances if i.acknowledged and i.latency_ms is not None]
         return max(done, key=lambda i: i.latency_ms or 0.0, default=None)
+
+
+# -- webhooks ------------------------------------------------------------------------------------
+
+
+class WebhookDelivery(_Answer):
+    """One event for one webhook: ``pending`` (queued or retrying), ``delivered`` or
+    ``failed`` (given up), with its attempts so far."""
+
+    webhook_id: str
+    event_id: str
+    event: str
+    subject: str
+    status: DeliveryStatusName
+    attempts: int
+    created_at: datetime
+    next_attempt_at: datetime | None = None
+    last_attempt_at: datetime | None = None
+    delivered_at: datetime | None = None
+    response_status: int | None = None
+    duration_ms: float | None = None
+    error: str | None = None
+
+
+class Webhook(_Answer):
+    """A registered webhook (without its secret) and how its deliveries are going."""
+
+    id: str
+    organization_id: str
+    url: str
+    format: str
+    events: list[str]
+    name: str | None = None
+    created_by: str
+    created_at: datetime
+    pending: int = 0
+    last_delivery: WebhookDelivery | None = None
+
+
+class WebhookCreated(Webhook):
+    """A new webhook; a standard one's signing secret (``whsec_...``), shown this once."""
+
+    secret: str | None = None
 
 
 # -- the change stream ---------------------------------------------------------------------------

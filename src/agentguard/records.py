@@ -91,6 +91,7 @@ class InterventionType(str, Enum):
     HARD_BLOCK = "HARD_BLOCK"  # a guarded call was refused
     OBSERVED = "OBSERVED"  # an observe-mode rule tripped; nothing was blocked
     UNAVAILABLE = "UNAVAILABLE"  # refused because kill state was unavailable (no kill)
+    CANCELLED = "CANCELLED"  # a guarded call already running was stopped by a kill
 
     def __str__(self) -> str:
         return self.value
@@ -116,6 +117,8 @@ class Intervention(BaseModel):
     tool_call_id: str | None = Field(default=None, max_length=256)
     model: str | None = Field(default=None, max_length=256)  # a refused model call's model
     occurred_at: datetime = Field(default_factory=utcnow)
+    # CANCELLED: how long the call had run when the kill stopped it.
+    ran_for_ms: float | None = Field(default=None, ge=0, allow_inf_nan=False)
 
 
 class AuditEntry(BaseModel):
@@ -136,8 +139,10 @@ class AuditEntry(BaseModel):
 
 
 class CallCounts(BaseModel):
-    """Guarded calls that ran, were refused (by a kill or a rule), or raised.
+    """Guarded calls that ran, were refused (by a kill or a rule), were stopped, or raised.
 
+    ``executed`` counts calls admitted (their body started); of those, ``cancelled`` were
+    stopped by a kill while running and ``failed`` raised otherwise (never both).
     ``unavailable`` counts calls refused because kill state was unavailable; they are not in
     ``refused`` (nor in the fleet's refused counts, which heartbeats report from ``refused``).
     """
@@ -148,3 +153,4 @@ class CallCounts(BaseModel):
     refused: int = 0
     failed: int = 0
     unavailable: int = 0
+    cancelled: int = 0

@@ -125,6 +125,52 @@ class Refusals:
         self._telemetry.record_block(error, iv, span_name=span_name, arguments=arguments)
         raise error
 
+    def cancel(
+        self,
+        name: str,
+        scope: Scope,
+        ks: KillSwitch,
+        ran_for: float,
+        tool_call_id: str | None,
+        span_name: str | None,
+    ) -> PolicyViolationError:
+        """Record a call stopped by ``ks`` after ``ran_for`` seconds (a CANCELLED intervention,
+        its count and span); return the error it ends with."""
+        iv = Intervention(
+            type=InterventionType.CANCELLED,
+            action=name,
+            target_type=ks.target_type,
+            target_id=ks.target_id,
+            kill_switch_id=ks.id,
+            killed_by=ks.killed_by,
+            reason=ks.reason,
+            agent_id=scope.agent_id,
+            run_id=scope.run_id,
+            mission_id=scope.mission_id,
+            instance_id=self._instance_id,
+            tool_call_id=tool_call_id,
+            ran_for_ms=round(ran_for * 1000, 3),
+        )
+        error = PolicyViolationError(
+            target_type=ks.target_type,
+            target_id=ks.target_id,
+            reason=ks.reason,
+            killed_by=ks.killed_by,
+            killed_at=ks.killed_at,
+            action=name,
+            intervention_id=iv.id,
+            kill_switch_id=ks.id,
+            ran_for=ran_for,
+        )
+        self._tally.count_cancelled((name, scope))
+        box = LAST_REFUSAL.get()
+        if box is not None:
+            box[0] = error
+        self.last = error
+        self._recorder.submit(iv)
+        self._telemetry.record_block(error, iv, span_name=span_name)
+        return error
+
     def observe(self, trip: Trip) -> None:
         """Record an observe-mode rule's trip (a warning and an OBSERVED intervention)."""
         logger.warning(

@@ -14,7 +14,7 @@ REPORTED = ""
 
 
 class CallTally:
-    """Executed, failed, refused and unavailable calls by (action, scope); costs by scope.
+    """Executed, failed, refused, unavailable and cancelled calls by (action, scope); costs.
 
     ``executed`` and ``failed`` are written on the hot path without a lock: a counter is
     created once under the lock, then advanced with ``next``, which is atomic under the GIL.
@@ -25,6 +25,7 @@ class CallTally:
         self.failed: dict[CountKey, itertools.count[int]] = {}
         self._refused: dict[CountKey, int] = {}
         self._unavailable: dict[CountKey, int] = {}
+        self._cancelled: dict[CountKey, int] = {}
         self._costs: dict[Scope, float] = {}
         self._lock = threading.Lock()
 
@@ -42,6 +43,10 @@ class CallTally:
         counted = self._unavailable if unavailable else self._refused
         with self._lock:
             counted[key] = counted.get(key, 0) + 1
+
+    def count_cancelled(self, key: CountKey) -> None:
+        with self._lock:
+            self._cancelled[key] = self._cancelled.get(key, 0) + 1
 
     def add_cost(self, scope: Scope, cost_usd: float) -> None:
         with self._lock:
@@ -77,11 +82,13 @@ class CallTally:
             failed = {k: _value(c) for k, c in self.failed.items()}
             refused = dict(self._refused)
             unavailable = dict(self._unavailable)
+            cancelled = dict(self._cancelled)
         return CallCounts(
             executed=sum(v for k, v in executed.items() if matches(k)),
             refused=sum(v for k, v in refused.items() if matches(k)),
             failed=sum(v for k, v in failed.items() if matches(k)),
             unavailable=sum(v for k, v in unavailable.items() if matches(k)),
+            cancelled=sum(v for k, v in cancelled.items() if matches(k)),
         )
 
 

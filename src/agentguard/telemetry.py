@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
@@ -46,7 +47,7 @@ class Telemetry:
         self.interventions = meter.create_counter(
             "agentguard.interventions",
             unit="{intervention}",
-            description="Recorded interventions (refused guarded calls)",
+            description="Recorded interventions (refused or stopped guarded calls)",
         )
         self.changes = meter.create_counter(
             "agentguard.kill_switch.changes", unit="{change}", description="Kills and revives"
@@ -89,7 +90,11 @@ class Telemetry:
         span_name: str | None = None,
         arguments: Any = None,
     ) -> None:
-        """Emit the HARD_BLOCK span (a child of the current span) and count it. Never raises."""
+        """Emit the HARD_BLOCK span (a child of the current span) and count it. Never raises.
+
+        For a call stopped while it ran (``error.ran_for``), the CANCELLED span covers the
+        time it ran.
+        """
         try:
             self.interventions.add(
                 1,
@@ -100,8 +105,14 @@ class Telemetry:
                 },
             )
             name = span_name or f"{sc.OPERATION_EXECUTE_TOOL} {intervention.action}"
+            ran_for = error.ran_for
+            start = None if ran_for is None else time.time_ns() - int(ran_for * 1e9)
             with self.tracer.start_as_current_span(
-                name, kind=SpanKind.INTERNAL, record_exception=False, set_status_on_exception=False
+                name,
+                kind=SpanKind.INTERNAL,
+                start_time=start,
+                record_exception=False,
+                set_status_on_exception=False,
             ) as span:
                 if span.is_recording():
                     span.set_attributes(
@@ -110,7 +121,7 @@ class Telemetry:
                     span.record_exception(error)
                 span.set_status(Status(StatusCode.ERROR, str(error.reason or error)))
         except Exception:  # our telemetry must never break the user's agent
-            logger.exception("agentguard: could not record the HARD_BLOCK span")
+            logger.exception("agentguard: could not record the %s span", intervention.type)
 
     def record_model_call(
         self,
@@ -235,6 +246,7 @@ class Telemetry:
             sc.RUN_ID: iv.run_id,
             sc.MISSION_ID: iv.mission_id,
             sc.INSTANCE_ID: iv.instance_id,
+            sc.RAN_FOR_MS: iv.ran_for_ms,
         }
         attributes.update({k: v for k, v in optional.items() if v is not None})
         if self.capture_arguments and arguments is not None:

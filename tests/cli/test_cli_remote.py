@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +14,7 @@ import httpx
 import pytest
 
 from agentguard import Guard, PolicyViolationError
+from support import eventually
 from support.cli import COMMAND, Server, clean_env, run, start_server
 from support.processes import free_port, stop
 
@@ -164,6 +168,57 @@ def test_connection_from_options_or_environment(server: Server, operator: str) -
     assert mounted.code == 1 and "no such endpoint" in mounted.stderr
 
 
+def test_calls_stopped_in_flight_are_listed_with_how_long_they_ran(server: Server) -> None:
+    org = "org_stopped"
+    operator = server.key("operator", org=org)
+    agent_key = server.key("agent", org=org, owner="usr_bot")
+    guard = Guard(server.url, api_key=agent_key, agent_id="bulk-mailer")
+    try:
+        assert guard.wait_until_synced(10)
+        heartbeat = guard.start_heartbeat(interval=0.2)
+        killed = threading.Event()
+
+        @guard.guarded_action
+        def bulk_send() -> None:
+            killed.set()
+            for _ in range(3000):
+                guard.raise_if_killed()
+                time.sleep(0.01)
+
+        def kill() -> None:
+            assert killed.wait(10)
+            server.cli(operator, "kill", "agent", "bulk-mailer", "--reason", "wrong list")
+
+        threading.Thread(target=kill).start()
+        with pytest.raises(PolicyViolationError) as caught:
+            bulk_send()
+        assert caught.value.cancelled
+        assert guard.flush()
+        eventually(lambda: heartbeat.report().cancelled == 1 and heartbeat.sent >= 3)
+    finally:
+        guard.close()
+
+    table = server.cli(operator, "interventions", "--type", "CANCELLED")
+    assert table.code == 0, table
+    header, row = table.stdout.splitlines()
+    words = row.split()
+    assert words[words.index("CANCELLED") :][:4] == [
+        "CANCELLED",
+        "bulk_send",
+        "agent/bulk-mailer",
+        "bulk-mailer",
+    ]
+    assert re.search(r"\d+(\.\d)? (ms|s)  +wrong list$", row), row
+    page = server.cli(operator, "interventions", "--json").json()
+    assert [i["type"] for i in page["data"]] == ["CANCELLED"]
+    assert page["data"][0]["ran_for_ms"] == pytest.approx(caught.value.ran_for * 1000, abs=1)
+    agents = server.cli(operator, "agents", "bulk-mailer", "--json").json()
+    assert (agents["executed"], agents["cancelled"], agents["failed"]) == (1, 1, 0)
+    listing = server.cli(operator, "agents").stdout.splitlines()
+    assert listing[0].split()[5:9] == ["EXECUTED", "REFUSED", "STOPPED", "FAILED"]
+    assert "1 stopped by a kill" in server.cli(operator, "agents", "bulk-mailer").stdout
+
+
 def test_interventions_and_audit(server: Server) -> None:
     org = "org_blocks"
     operator = server.key("operator", org=org)
@@ -187,7 +242,7 @@ def test_interventions_and_audit(server: Server) -> None:
     assert table.code == 0, table
     header, *rows = table.stdout.splitlines()
     assert header.split() == [
-        "WHEN", "TYPE", "ACTION", "TARGET", "AGENT", "RUN", "INSTANCE", "REASON",
+        "WHEN", "TYPE", "ACTION", "TARGET", "AGENT", "RUN", "INSTANCE", "RAN", "FOR", "REASON",
     ]  # fmt: skip
     assert len(rows) == 2
     assert rows[0].split()[rows[0].split().index("HARD_BLOCK") :][:4] == [

@@ -15,7 +15,7 @@ from typing import IO
 import pytest
 
 from agentguard import Guard, PolicyViolationError
-from support.cli import COMMAND, Server, clean_env, run, start_server
+from support.cli import COMMAND, Server, clean_env, default_sigint, run, start_server
 from support.processes import free_port, stop
 
 
@@ -36,6 +36,7 @@ class Tail:
             stderr=subprocess.PIPE,
             text=True,
             env=clean_env(**env),
+            preexec_fn=default_sigint,
         )
         self.stdout: queue.Queue[str] = queue.Queue()
         self.stderr: queue.Queue[str] = queue.Queue()
@@ -237,3 +238,18 @@ def test_tail_survives_a_server_restart(tmp_path: Path, tails: list[Tail]) -> No
         assert event["data"]["kill_switch"]["target_id"] == "b"
     finally:
         stop(again)
+
+
+def test_a_call_stopped_in_flight_reads_as_stopped_with_how_long_it_ran() -> None:
+    from agentguard.cli import output as out
+    from agentguard.protocol import StreamEvent
+
+    data = {"type": "CANCELLED", "action": "bulk_send", "target_type": "agent",
+            "target_id": "rogue-bot", "agent_id": "rogue-bot", "instance_id": "i-1",
+            "reason": "Drained $3k", "ran_for_ms": 2340.0,
+            "occurred_at": "2026-12-07T18:00:00+00:00"}  # fmt: skip
+    line = out.stream_event(StreamEvent("intervention", None, data))
+    assert line is not None
+    words = line.plain.split()
+    assert words[1:4] == ["STOPPED", "bulk_send", "agent/rogue-bot"]
+    assert line.plain.endswith("after 2.3 s  Drained $3k")

@@ -25,7 +25,7 @@ from rich.console import Console
 from agentguard.cli import output as out
 from agentguard.client import Agent
 from agentguard.records import KillSwitch
-from support.cli import COMMAND, Server, clean_env, start_server
+from support.cli import COMMAND, Server, clean_env, default_sigint, start_server
 from support.processes import stop
 
 ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -42,7 +42,12 @@ class Terminal:
         for name in ("NO_COLOR", "COLUMNS", "LINES", "FORCE_COLOR", "TTY_COMPATIBLE"):
             environment.pop(name, None)
         self.popen = subprocess.Popen(
-            [*COMMAND, *args], stdin=slave, stdout=slave, stderr=slave, env=environment
+            [*COMMAND, *args],
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=environment,
+            preexec_fn=default_sigint,
         )
         os.close(slave)
         self.master = master

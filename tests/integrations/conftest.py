@@ -27,17 +27,19 @@ class Spans:
         self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
         self.tracer = self.provider.get_tracer("test-agent")
 
-    def blocks(self) -> list[ReadableSpan]:
-        """Spans of refused calls (operator kill/revive spans left out)."""
+    def blocks(self, kind: str = "HARD_BLOCK") -> list[ReadableSpan]:
+        """Spans of refused calls (``kind="CANCELLED"``: of calls stopped while they ran;
+        operator kill/revive spans left out)."""
         return [
             s
             for s in self.exporter.get_finished_spans()
-            if (s.attributes or {}).get("agentguard.intervention.type") == "HARD_BLOCK"
+            if (s.attributes or {}).get("agentguard.intervention.type") == kind
         ]
 
-    def one_block(self, name: str, tool: str) -> ReadableSpan:
-        """The single HARD_BLOCK span, checked for name, status and the standard attributes."""
-        blocks = self.blocks()
+    def one_block(self, name: str, tool: str, kind: str = "HARD_BLOCK") -> ReadableSpan:
+        """The single HARD_BLOCK (or ``kind``) span, checked for name, status and the standard
+        attributes."""
+        blocks = self.blocks(kind)
         assert len(blocks) == 1, [s.name for s in blocks]
         span = blocks[0]
         attrs = span.attributes or {}
@@ -82,6 +84,20 @@ def one_hard_block(guard: Guard) -> Intervention:
 @pytest.fixture
 def hard_block() -> Callable[[Guard], Intervention]:
     return one_hard_block
+
+
+def one_cancellation(guard: Guard) -> Intervention:
+    """The single intervention the guard recorded, checked to be a call stopped in flight."""
+    recorded = guard.interventions()
+    assert len(recorded) == 1, recorded
+    assert recorded[0].type is InterventionType.CANCELLED
+    assert recorded[0].ran_for_ms is not None
+    return recorded[0]
+
+
+@pytest.fixture
+def cancellation() -> Callable[[Guard], Intervention]:
+    return one_cancellation
 
 
 @pytest.fixture

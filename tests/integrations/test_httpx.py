@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -10,14 +13,21 @@ import pytest
 from integration_contract import Body, IntegrationContract
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse
+from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Route
 
-from agentguard import Guard, PolicyViolationError, scope
+from agentguard import Guard, Intervention, InterventionType, PolicyViolationError, scope
 from agentguard.integrations.httpx import AsyncGuardedTransport, GuardedTransport
+from support import eventually
 
 if TYPE_CHECKING:
     from conftest import HardBlock, LiveServer, MakeGuard, Spans
+
+
+def one_cancellation(guard: Guard) -> Intervention:
+    recorded = guard.interventions()
+    assert [iv.type for iv in recorded] == [InterventionType.CANCELLED], recorded
+    return recorded[0]
 
 
 def test_sync_transport_refuses_before_any_bytes_leave(
@@ -124,3 +134,136 @@ class TestContract(IntegrationContract):
 
     def undo(self, made: Any) -> Any:
         return made[0].inner, made[1].inner
+
+
+# -- a kill while a request is in flight --------------------------------------------------------
+
+
+def streaming_app(sent: list[int]) -> Starlette:
+    """``/tokens`` streams 200 tokens, one every 20 ms; ``/slow`` answers after 30 s (both note
+    in ``sent`` what they began)."""
+
+    async def tokens(request: Request) -> StreamingResponse:
+        async def body() -> AsyncIterator[bytes]:
+            for i in range(200):
+                sent.append(i)
+                yield f"token{i} ".encode()
+                await asyncio.sleep(0.02)
+
+        return StreamingResponse(body(), media_type="text/plain")
+
+    async def slow(request: Request) -> PlainTextResponse:
+        sent.append(-1)
+        for _ in range(600):  # 30 s, unless the client goes away
+            if await request.is_disconnected():
+                break
+            await asyncio.sleep(0.05)
+        return PlainTextResponse("late")
+
+    return Starlette(routes=[Route("/tokens", tokens), Route("/slow", slow)])
+
+
+def kill_when(guard: Guard, ready: Callable[[], bool]) -> None:
+    """Kill the agent from another thread (as a remote guard's feed applies a kill) once
+    ``ready()``."""
+
+    def kill() -> None:
+        eventually(ready, 10, 0.005)
+        guard.kill("agent", "stream-bot", reason="bad answers", actor="usr_ops")
+
+    threading.Thread(target=kill, daemon=True).start()
+
+
+def read_stream(client: httpx.Client, got: list[bytes]) -> None:
+    with client.stream("GET", "/tokens") as response:
+        for chunk in response.iter_raw():
+            got.append(chunk)
+
+
+async def aread_stream(client: httpx.AsyncClient, got: list[bytes]) -> None:
+    async with client.stream("GET", "/tokens") as response:
+        async for chunk in response.aiter_raw():
+            got.append(chunk)
+
+
+@pytest.mark.parametrize("sync", [True, False], ids=["sync", "async"])
+async def test_a_kill_ends_a_streaming_response_midway(
+    make_guard: MakeGuard, spans: Spans, live_server: LiveServer, sync: bool
+) -> None:
+    sent: list[int] = []
+    host = live_server(streaming_app(sent))
+    guard = make_guard()
+    got: list[bytes] = []
+    kill_when(guard, lambda: len(got) >= 3)
+    started = time.monotonic()
+    with scope(agent_id="stream-bot"), pytest.raises(PolicyViolationError) as caught:
+        if sync:
+            client = httpx.Client(
+                transport=GuardedTransport(guard=guard), base_url=f"http://{host}"
+            )
+            with client:
+                await asyncio.to_thread(read_stream, client, got)
+        else:
+            transport = AsyncGuardedTransport(guard=guard)
+            async with httpx.AsyncClient(transport=transport, base_url=f"http://{host}") as ac:
+                await aread_stream(ac, got)
+    took = time.monotonic() - started
+    error = caught.value
+    assert error.cancelled and error.reason == "bad answers" and error.action == "http_request"
+    assert took < 2.0  # the stream would have run for 4 s
+    assert 0 < len(got) < 100
+    stopped = one_cancellation(guard)
+    assert (stopped.action, stopped.agent_id) == ("http_request", "stream-bot")
+    assert stopped.ran_for_ms is not None and 0 < stopped.ran_for_ms < 2000
+    counts = guard.counts("agent", "stream-bot")
+    assert (counts.executed, counts.cancelled, counts.failed) == (1, 1, 0)
+    spans.one_block("execute_tool http_request", "http_request", "CANCELLED")
+    sent_then = len(sent)
+    await asyncio.sleep(0.3)
+    assert len(sent) - sent_then <= 2  # the connection is gone: the server stopped sending
+
+
+@pytest.mark.parametrize("sync", [True, False], ids=["sync", "async"])
+async def test_a_kill_aborts_a_request_waiting_for_its_headers(
+    make_guard: MakeGuard, live_server: LiveServer, sync: bool
+) -> None:
+    sent: list[int] = []
+    host = live_server(streaming_app(sent))
+    guard = make_guard()
+    kill_when(guard, lambda: sent == [-1])
+    started = time.monotonic()
+    with scope(agent_id="stream-bot"), pytest.raises(PolicyViolationError) as caught:
+        if sync:
+            transport = GuardedTransport(guard=guard)
+            with httpx.Client(transport=transport, base_url=f"http://{host}", timeout=60) as c:
+                await asyncio.to_thread(c.get, "/slow")
+        else:
+            transport = AsyncGuardedTransport(guard=guard)
+            async with httpx.AsyncClient(
+                transport=transport, base_url=f"http://{host}", timeout=60
+            ) as ac:
+                await ac.get("/slow")
+    assert time.monotonic() - started < 2.0
+    assert caught.value.cancelled
+    assert guard.counts().model_dump()["cancelled"] == 1
+
+
+@pytest.mark.parametrize("sync", [True, False], ids=["sync", "async"])
+async def test_an_opted_out_transport_lets_the_stream_finish(
+    make_guard: MakeGuard, live_server: LiveServer, sync: bool
+) -> None:
+    host = live_server(streaming_app([]))
+    guard = make_guard()
+    got: list[bytes] = []
+    kill_when(guard, lambda: len(got) >= 3)
+    with scope(agent_id="stream-bot"):
+        if sync:
+            transport = GuardedTransport(guard=guard, cancel_in_flight=False)
+            with httpx.Client(transport=transport, base_url=f"http://{host}") as client:
+                await asyncio.to_thread(read_stream, client, got)
+        else:
+            transport = AsyncGuardedTransport(guard=guard, cancel_in_flight=False)
+            async with httpx.AsyncClient(transport=transport, base_url=f"http://{host}") as ac:
+                await aread_stream(ac, got)
+    assert b"".join(got).decode().split() == [f"token{i}" for i in range(200)]
+    assert guard.interventions() == []

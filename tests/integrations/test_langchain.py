@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -18,7 +20,7 @@ from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode
 from pydantic import BaseModel, Field
 
-from agentguard import Guard, InvalidInputError, PolicyViolationError, scope
+from agentguard import Guard, InterventionType, InvalidInputError, PolicyViolationError, scope
 from agentguard.integrations.langchain import (
     AgentGuardMiddleware,
     GuardedTool,
@@ -162,6 +164,7 @@ async def test_invoke_and_ainvoke_allowed_refused_revived(
         "refused": 2,
         "failed": 0,
         "unavailable": 0,
+        "cancelled": 0,
     }
 
 
@@ -508,3 +511,113 @@ def test_a_tool_error_the_tool_handles_counts_as_failed(
     assert contract.refusal(outcome) is None
     counts = guard.counts(action="lookup")
     assert (counts.executed, counts.failed) == (1, 1)
+
+
+# -- a kill while a tool runs -----------------------------------------------------------------
+
+
+def kill_when_started(guard: Guard, started: threading.Event, target: str = "lc-agent") -> None:
+    """Kill the agent from another thread (as a remote guard's feed does) once a tool runs."""
+
+    def kill() -> None:
+        assert started.wait(10)
+        guard.kill("agent", target, reason="looping on one ticket", actor="usr_ops")
+
+    threading.Thread(target=kill, daemon=True).start()
+
+
+def slow_tools(started: threading.Event, guard: Guard) -> list[BaseTool]:
+    """``wait_async`` sleeps 30 s; ``wait_sync`` loops for 30 s, checking for a kill."""
+
+    @tool
+    async def wait_async(minutes: int) -> str:
+        """Wait a while."""
+        started.set()
+        await asyncio.sleep(30)
+        return "waited"
+
+    @tool
+    def wait_sync(minutes: int) -> str:
+        """Wait a while, checking for a kill."""
+        started.set()
+        for _ in range(3000):
+            guard.raise_if_killed()
+            time.sleep(0.01)
+        return "waited"
+
+    return [wait_async, wait_sync]
+
+
+@pytest.mark.parametrize("kind", ["async", "sync"])
+@pytest.mark.parametrize("how", ["tools", "middleware"])
+async def test_a_run_whose_tool_is_stopped_ends_with_the_kill(
+    make_guard: MakeGuard, kind: str, how: str
+) -> None:
+    guard = make_guard()
+    started = threading.Event()
+    tools = slow_tools(started, guard)
+    name = f"wait_{kind}"
+    model = calls((name, {"minutes": 1}, "call-1"), "done")
+    if how == "tools":
+        agent = create_agent(model, guard_tools(tools, guard=guard), name="lc-agent")
+    else:
+        middleware = [AgentGuardMiddleware(guard=guard)]
+        agent = create_agent(model, tools, name="lc-agent", middleware=middleware)
+    kill_when_started(guard, started)
+    begun = time.monotonic()
+    with pytest.raises(PolicyViolationError) as caught:
+        if kind == "async":
+            await agent.ainvoke({"messages": [("user", "wait")]})
+        else:
+            await asyncio.to_thread(agent.invoke, {"messages": [("user", "wait")]})
+    assert time.monotonic() - begun < 10
+    error = caught.value
+    assert error.cancelled and error.reason == "looping on one ticket" and error.action == name
+    [stopped] = guard.interventions()
+    assert stopped.type is InterventionType.CANCELLED and stopped.tool_call_id == "call-1"
+    assert stopped.agent_id == "lc-agent" and stopped.ran_for_ms is not None
+    counts = guard.counts("agent", "lc-agent")
+    assert (counts.executed, counts.cancelled, counts.failed) == (1, 1, 0)
+
+
+@pytest.mark.parametrize("kind", ["async", "sync"])
+async def test_on_block_message_tells_the_model_its_tool_was_stopped(
+    make_guard: MakeGuard, kind: str
+) -> None:
+    guard = make_guard()
+    started = threading.Event()
+    tools = guard_tools(slow_tools(started, guard), guard=guard, on_block="message")
+    model = calls((f"wait_{kind}", {"minutes": 1}, "call-1"), "I was stopped.")
+    agent = create_agent(model, tools, name="lc-agent")
+    kill_when_started(guard, started)
+    if kind == "async":
+        result = await agent.ainvoke({"messages": [("user", "wait")]})
+    else:
+        result = await asyncio.to_thread(agent.invoke, {"messages": [("user", "wait")]})
+    told = [m for m in result["messages"] if isinstance(m, ToolMessage)]
+    assert len(told) == 1 and told[0].status == "error"
+    assert f"'wait_{kind}' stopped after" in told[0].content
+    assert "agent 'lc-agent' was killed by usr_ops" in told[0].content
+    assert result["messages"][-1].content == "I was stopped."
+
+
+async def test_an_opted_out_tool_runs_to_its_end(make_guard: MakeGuard) -> None:
+    guard = make_guard()
+    started = threading.Event()
+
+    @tool
+    async def settle(minutes: int) -> str:
+        """Settle the ledger."""
+        started.set()
+        await asyncio.sleep(0.3)
+        return "settled"
+
+    tools = guard_tools([settle], guard=guard, cancel_in_flight=False)
+    agent = create_agent(
+        calls(("settle", {"minutes": 1}, "call-1"), "done"), tools, name="lc-agent"
+    )
+    kill_when_started(guard, started)
+    result = await agent.ainvoke({"messages": [("user", "settle")]})
+    told = [m for m in result["messages"] if isinstance(m, ToolMessage)]
+    assert [m.content for m in told] == ["settled"]
+    assert guard.interventions() == []

@@ -79,7 +79,7 @@ def test_a_guarded_tool_keeps_its_metadata(make_guard: MakeGuard) -> None:
 
 
 async def test_raise_stop_on_refusal_ends_the_run_at_the_first_refusal(
-    make_guard: MakeGuard, hard_block: HardBlock
+    make_guard: MakeGuard, cancellation: HardBlock
 ) -> None:
     guard = make_guard()
     sent: list[str] = []
@@ -89,9 +89,10 @@ async def test_raise_stop_on_refusal_ends_the_run_at_the_first_refusal(
         await stop_on_refusal(agent.run("mail everyone"))
     assert sent == ["a@x.com"]  # the second call never reached the body, no third was made
     assert caught.value.reason == "Broken link in template"
-    block = hard_block(guard)
-    assert (block.action, block.agent_id) == ("send_email", "mailer")
-    assert caught.value.intervention_id == block.id
+    # The kill came while the first call was in flight: that call was stopped, and the run with it.
+    stopped = cancellation(guard)
+    assert (stopped.action, stopped.agent_id) == ("send_email", "mailer")
+    assert caught.value.intervention_id == stopped.id and caught.value.cancelled
 
 
 async def test_raise_without_stop_on_refusal_the_agent_tells_the_model(
@@ -109,8 +110,12 @@ async def test_raise_without_stop_on_refusal_the_agent_tells_the_model(
     ]
     result = str(await handler)
     assert sent == ["a@x.com"]
-    (error,) = errors  # FunctionAgent caught the PolicyViolationError into the output
-    assert isinstance(error.exception, PolicyViolationError)
+    # FunctionAgent caught each PolicyViolationError into the output: the first call, stopped
+    # in flight by the kill, then the second, refused.
+    stopped, refused = errors
+    assert isinstance(stopped.exception, PolicyViolationError) and stopped.exception.cancelled
+    assert isinstance(refused.exception, PolicyViolationError)
+    assert not refused.exception.cancelled
     assert "agent 'mailer' was killed by usr_abc" in result
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -15,7 +17,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.types import CallToolResult
 from opentelemetry.trace import SpanKind
 
-from agentguard import Guard, current_scope
+from agentguard import Guard, InterventionType, current_scope
 from agentguard.integrations.mcp import (
     META_AGENT_ID,
     META_RUN_ID,
@@ -202,3 +204,71 @@ async def test_tools_run_inside_the_callers_scope(make_guard: MakeGuard) -> None
         invisible = await client.call_tool("whoami", {}, meta={META_AGENT_ID: "bot\u200b"})
     assert text(result) == repr(("billing-bot", "run-9", None))  # fixed ids are for the check
     assert invisible.is_error and "agent_id" in text(invisible)
+
+
+# -- a kill while a tool call runs ---------------------------------------------------------------
+
+
+def crawler_server(started: threading.Event, finished: list[str]) -> MCPServer:
+    server = MCPServer("crawler")
+
+    @server.tool()
+    async def crawl(site: str) -> str:
+        """Crawl a site (30 s)."""
+        started.set()
+        await anyio.sleep(30)
+        finished.append(site)
+        return "crawled"
+
+    @server.tool()
+    async def index(site: str) -> str:
+        """Index a site (0.3 s)."""
+        started.set()
+        await anyio.sleep(0.3)
+        finished.append(site)
+        return "indexed"
+
+    return server
+
+
+def kill_when_started(guard: Guard, started: threading.Event) -> None:
+    def kill() -> None:
+        assert started.wait(10)
+        guard.kill("agent", "billing-bot", reason="crawling the wrong site", actor="usr_ops")
+
+    threading.Thread(target=kill, daemon=True).start()
+
+
+async def test_a_call_in_flight_is_stopped_with_a_tool_error(make_guard: MakeGuard) -> None:
+    guard = make_guard()
+    started, finished = threading.Event(), []
+    server = crawler_server(started, finished)
+    install(server, guard=guard)
+    kill_when_started(guard, started)
+    begun = time.monotonic()
+    async with connected(server) as client:
+        result = await client.call_tool("crawl", {"site": "a.example"}, meta=BOT)
+        assert time.monotonic() - begun < 10
+        assert result.is_error
+        assert "'crawl' stopped after" in text(result)
+        assert "agent 'billing-bot' was killed by usr_ops" in text(result)
+        refused = await client.call_tool("crawl", {"site": "b.example"}, meta=BOT)
+        assert refused.is_error and "'crawl' refused" in text(refused)
+    assert finished == []
+    stopped, blocked = sorted(guard.interventions(), key=lambda iv: iv.occurred_at)
+    assert stopped.type is InterventionType.CANCELLED and stopped.run_id == "run-9"
+    assert blocked.type is InterventionType.HARD_BLOCK
+    counts = guard.counts("agent", "billing-bot")
+    assert (counts.executed, counts.cancelled, counts.refused, counts.failed) == (1, 1, 1, 0)
+
+
+async def test_an_opted_out_server_lets_calls_finish(make_guard: MakeGuard) -> None:
+    guard = make_guard()
+    started, finished = threading.Event(), []
+    server = crawler_server(started, finished)
+    install(server, guard=guard, cancel_in_flight=False)
+    kill_when_started(guard, started)
+    async with connected(server) as client:
+        result = await client.call_tool("index", {"site": "a.example"}, meta=BOT)
+    assert not result.is_error and text(result) == "indexed"
+    assert finished == ["a.example"] and guard.interventions() == []

@@ -5,9 +5,12 @@ The model is the SDK's own scripted test double, so nothing touches the network.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import dataclasses
 import json
+import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -15,7 +18,7 @@ from agents import Agent, FunctionTool, RunConfig, Runner, WebSearchTool, functi
 from agents.testing import ScriptedModel, assistant_message, function_call
 from integration_contract import Body, IntegrationContract
 
-from agentguard import Guard, InvalidInputError, PolicyViolationError
+from agentguard import Guard, InterventionType, InvalidInputError, PolicyViolationError
 from agentguard.integrations.openai_agents import (
     AgentsPolicyViolationError,
     GuardedInvoker,
@@ -72,7 +75,7 @@ def test_guarded_tool_keeps_type_and_schema(make_guard: MakeGuard) -> None:
 
 
 async def test_agent_killed_mid_run_surfaces_the_error_from_runner_run(
-    make_guard: MakeGuard, spans: Spans, hard_block
+    make_guard: MakeGuard, spans: Spans, cancellation: HardBlock
 ) -> None:
     guard = make_guard()
     sent: list[str] = []
@@ -81,7 +84,8 @@ async def test_agent_killed_mid_run_surfaces_the_error_from_runner_run(
     def send_email(to: str) -> str:
         """Send an email."""
         sent.append(to)
-        guard.kill("agent", "email-bot", reason="Broken link in template", actor="usr_abc")
+        if len(sent) == 1:  # the operator kills the agent while the first email goes out
+            guard.kill("agent", "email-bot", reason="Broken link in template", actor="usr_abc")
         return "sent"
 
     model = script(
@@ -93,19 +97,20 @@ async def test_agent_killed_mid_run_surfaces_the_error_from_runner_run(
             await Runner.run(agent, "mail everyone", run_config=RUN)
 
     error = caught.value
-    assert sent == ["a@x.com"]
+    assert sent == ["a@x.com"]  # the second call never reached the body
     assert isinstance(error, AgentsPolicyViolationError)  # not wrapped in the SDK's UserError
     assert error.reason == "Broken link in template" and error.killed_by == "usr_abc"
     assert error.run_data is not None  # the SDK attached the run's details
-    block = hard_block(guard)
-    assert (block.action, block.agent_id, block.run_id, block.tool_call_id) == (
+    # The kill came while the first call was in flight: that call was stopped, and the run with it.
+    stopped = cancellation(guard)
+    assert (stopped.action, stopped.agent_id, stopped.run_id, stopped.tool_call_id) == (
         "send_email",
         "email-bot",
         "conv-7",
-        "c2",
+        "c1",
     )
-    assert error.intervention_id == block.id
-    span = spans.one_block("execute_tool send_email", "send_email")
+    assert error.intervention_id == stopped.id and error.cancelled
+    span = spans.one_block("execute_tool send_email", "send_email", "CANCELLED")
     assert span.parent.span_id == agent_span.get_span_context().span_id
 
     guard.revive("agent", "email-bot")
@@ -268,3 +273,73 @@ class TestGuardrailContract(TestContract):
 
     def undo(self, made: Any) -> Any:
         return [dataclasses.replace(made[0], tool_input_guardrails=[])]
+
+
+# -- a kill while a tool runs -----------------------------------------------------------------
+
+
+def kill_when_started(guard: Guard, started: threading.Event) -> None:
+    """Kill the agent from another thread (as a remote guard's feed does) once a tool runs."""
+
+    def kill() -> None:
+        assert started.wait(10)
+        guard.kill("agent", "email-bot", reason="Broken link in template", actor="usr_abc")
+
+    threading.Thread(target=kill, daemon=True).start()
+
+
+@pytest.mark.parametrize("on_block", ["raise", "message"])
+async def test_a_run_whose_tool_is_stopped_ends_or_tells_the_model(
+    make_guard: MakeGuard, on_block: str
+) -> None:
+    guard = make_guard()
+    started = threading.Event()
+
+    @function_tool
+    async def bulk_send(batch: int) -> str:
+        """Send a batch of emails."""
+        started.set()
+        await asyncio.sleep(30)
+        return "sent"
+
+    model = script(("bulk_send", {"batch": 1}, "c1"), "Stopped by the operator.")
+    tools = guard_tools([bulk_send], guard=guard, on_block=on_block)  # type: ignore[arg-type]
+    agent = Agent(name="email-bot", model=model, tools=tools)
+    kill_when_started(guard, started)
+    begun = time.monotonic()
+    if on_block == "raise":
+        with pytest.raises(AgentsPolicyViolationError) as caught:
+            await Runner.run(agent, "mail everyone", run_config=RUN)
+        assert caught.value.cancelled and caught.value.reason == "Broken link in template"
+    else:
+        result = await Runner.run(agent, "mail everyone", run_config=RUN)
+        [told] = tool_outputs(model)
+        assert "'bulk_send' stopped after" in told and "agent 'email-bot' was killed" in told
+        assert result.final_output == "Stopped by the operator."
+    assert time.monotonic() - begun < 10
+    [stopped] = guard.interventions()
+    assert stopped.type is InterventionType.CANCELLED
+    assert (stopped.action, stopped.tool_call_id, stopped.run_id) == ("bulk_send", "c1", "conv-7")
+    counts = guard.counts("agent", "email-bot")
+    assert (counts.executed, counts.cancelled, counts.failed) == (1, 1, 0)
+
+
+async def test_an_opted_out_tool_runs_to_its_end(make_guard: MakeGuard) -> None:
+    guard = make_guard()
+    started = threading.Event()
+
+    @function_tool
+    async def settle(batch: int) -> str:
+        """Settle the ledger."""
+        started.set()
+        await asyncio.sleep(0.3)
+        return "settled"
+
+    model = script(("settle", {"batch": 1}, "c1"), "done")
+    tools = guard_tools([settle], guard=guard, cancel_in_flight=False)
+    kill_when_started(guard, started)
+    result = await Runner.run(
+        Agent(name="email-bot", model=model, tools=tools), "go", run_config=RUN
+    )
+    assert result.final_output == "done" and tool_outputs(model) == ["settled"]
+    assert guard.interventions() == []

@@ -70,7 +70,7 @@ async def test_guarded_toolset_keeps_the_tools_and_their_schemas(make_guard: Mak
 
 
 async def test_a_killed_agent_is_stopped_before_its_tool_runs(
-    make_guard: MakeGuard, hard_block: HardBlock
+    make_guard: MakeGuard, cancellation: HardBlock
 ) -> None:
     guard = make_guard()
     sent: list[str] = []
@@ -88,14 +88,15 @@ async def test_a_killed_agent_is_stopped_before_its_tool_runs(
         await agent.run("mail everyone", run_id="run-7")
     assert sent == ["a@x.com"]  # the second call never reached the body
     assert caught.value.reason == "Broken link in template"
-    block = hard_block(guard)
-    assert (block.action, block.agent_id, block.run_id, block.tool_call_id) == (
+    # The kill came while the first call was in flight: that call was stopped, and the run with it.
+    stopped = cancellation(guard)
+    assert (stopped.action, stopped.agent_id, stopped.run_id, stopped.tool_call_id) == (
         "send_email",
         "email-bot",
         "run-7",
-        "c2",
+        "c1",
     )
-    assert caught.value.intervention_id == block.id
+    assert caught.value.intervention_id == stopped.id and caught.value.cancelled
 
 
 async def test_on_block_message_tells_the_model_and_the_run_goes_on(make_guard: MakeGuard) -> None:

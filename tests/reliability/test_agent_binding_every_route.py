@@ -6,8 +6,9 @@ may not read at all) and the change stream (the identity it announces); a new on
 probe here fails the test. Agent B has an instance, cost, a kill, acknowledgements,
 interventions and a checkpoint; each probe runs as a key bound to agent A (and one bound to a
 prefix that does not cover B) and must be refused, naming the field, or land in A's own
-namespace, and leave everything of B's as it was. Runs on SQLite and PostgreSQL, with a server
-budget rule (so forged cost would kill B).
+namespace, and leave everything of B's as it was, the events queued for a webhook included
+(what an agent reports can page someone). Runs on SQLite and PostgreSQL, with a server budget
+rule (so forged cost would kill B).
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ B_RUN = "b-run"
 CHECKPOINT = "/checkpoints/b.replica-0"
 
 
-def beat(agent_id: str | None, instance_id: str, cost: float = 0.0, version: int = 0) -> dict:
+def beat(
+    agent_id: str | None, instance_id: str, cost: float = 0.0, version: int = 0, cancelled: int = 0
+) -> dict:
     body: dict[str, Any] = {"instance_id": instance_id, "interval": 10, "executed": 1,
-                            "refused": 0, "failed": 0, "cost_usd": cost,
+                            "refused": 0, "failed": 0, "cancelled": cancelled, "cost_usd": cost,
                             "version": version}  # fmt: skip
     if agent_id is not None:
         body["agent_id"] = agent_id
@@ -49,6 +52,11 @@ class Scene:
             return httpx.Client(base_url=f"{url}/api/v1", headers=bearer(token), timeout=10)
 
         self.admin = client(server.create_key("org_a", owner="usr_admin", scopes=["admin"]))
+        # A webhook of every event: what an agent reports can page someone (fail_closed,
+        # rule.observed), so nothing forged about B may reach it.
+        events = ["kill", "revive", "rule.tripped", "rule.observed", "ack.timeout", "fail_closed"]
+        hook = {"url": "https://hooks.example.com/pager", "events": events}
+        self.webhook = self.admin.post("/webhooks", json=hook).json()["id"]
         self.b = client(server.create_key("org_a", owner="usr_b", scopes=["agent"], agents=[B]))
         self.attackers = {
             "exact": server.create_key(
@@ -77,7 +85,7 @@ class Scene:
         acks = a.get("/kill-switch/acks", params={"target_type": "run", "target_id": B_RUN}).json()
         return {
             "instances": [
-                (i["instance_id"], i["cost_usd"], i["version"], i["executed"])
+                (i["instance_id"], i["cost_usd"], i["version"], i["executed"], i["cancelled"])
                 for i in agent["instances"]
             ],  # fmt: skip
             "cost": agent["cost_usd"],
@@ -85,6 +93,10 @@ class Scene:
             "active": [k["target_id"] for k in a.get("/kill-switch/active").json()["data"]],
             "interventions": a.get("/interventions").json()["count"],
             "checkpoint": self.b.get(CHECKPOINT).json()["state"],
+            "webhook events": sorted(
+                (d["event"], d["subject"])
+                for d in a.get(f"/webhooks/{self.webhook}/deliveries").json()["data"]
+            ),
         }
 
 
@@ -101,6 +113,8 @@ def heartbeat(s: Scene, c: httpx.Client) -> None:
     refused(c.post("/heartbeats", json=beat(B, "x-1", cost=1e6)), "agent_id")
     refused(c.post("/heartbeats", json=beat("agent-a", B_INSTANCE, cost=1e6)), "instance_id")
     refused(c.post("/heartbeats", json=beat(None, B_INSTANCE, cost=1e6)), "agent_id")
+    # Nor the count of its calls stopped by kills.
+    refused(c.post("/heartbeats", json=beat("agent-a", B_INSTANCE, cancelled=99)), "instance_id")
     # A version in a heartbeat acknowledges kills: never for B's instance.
     refused(c.post("/heartbeats", json=beat("agent-a", B_INSTANCE, version=s.version)),
             "instance_id")  # fmt: skip
@@ -121,10 +135,19 @@ def report_interventions(s: Scene, c: httpx.Client) -> None:
     as_b = {**own, "id": "iv-as-b", "agent_id": B}
     against_b = {**own, "id": "iv-against-b", "target_type": "agent", "target_id": B,
                  "type": "OBSERVED", "killed_by": "rule:fleet-budget"}  # fmt: skip
+    stopped_b = {**own, "id": "iv-stopped-b", "agent_id": B, "type": "CANCELLED",
+                 "ran_for_ms": 1500.0}  # fmt: skip
+    # A refusal for want of kill state, blamed on B's instance: it would page as fail_closed.
+    b_failing = {**own, "id": "iv-b-failing", "type": "UNAVAILABLE", "agent_id": B,
+                 "instance_id": B_INSTANCE}  # fmt: skip
+    refused(c.post("/interventions", json={"interventions": [own, b_failing]}),
+            "interventions.1.agent_id")  # fmt: skip
     refused(c.post("/interventions", json={"interventions": [own, as_b]}),
             "interventions.1.agent_id")  # fmt: skip
     refused(c.post("/interventions", json={"interventions": [own, against_b]}),
             "interventions.1.target_id")  # fmt: skip
+    refused(c.post("/interventions", json={"interventions": [own, stopped_b]}),
+            "interventions.1.agent_id")  # fmt: skip
 
 
 def sentinel_record(agent_id: str | None) -> dict[str, Any]:

@@ -97,6 +97,25 @@ CASES: list[tuple[list[str], str]] = [
         "'--older-than'",
     ),
     (["db", "prune", "--database-url", "mysql://x", "--older-than", "30d"], "'--database-url'"),
+    (["webhooks", "add", "ftp://hooks.example.com/x"], "'URL'"),
+    (["webhooks", "add", "http://10.0.0.1/hook"], "'URL'"),
+    (["webhooks", "add", "https://u:p@hooks.example.com/x"], "'URL'"),
+    (["webhooks", "add", "https://hooks.example.com/" + "x" * 2048], "'URL'"),
+    (["webhooks", "add", "https://hooks.example.com/x", "--event", "drill"], "'--event'"),
+    (["webhooks", "add", "https://hooks.example.com/x", "--format", "teams"], "'--format'"),
+    (["webhooks", "add", "https://hooks.example.com/x", "--format", "pagerduty"], "--routing-key"),
+    (
+        ["webhooks", "add", "https://h.example/x", "--format", "pagerduty", "--routing-key", "R 0"],
+        "'--routing-key'",
+    ),  # fmt: skip
+    (["webhooks", "add", "https://hooks.example.com/x", "--name", ""], "'--name'"),
+    (["webhooks", "remove", "wh_!!"], "'ID'"),
+    (["webhooks", "test", "w" * 33], "'ID'"),
+    (["webhooks", "test", "wh_x", "--timeout", "nan"], "'--timeout'"),
+    (["webhooks", "deliveries", "wh_x", "--status", "lost"], "'--status'"),
+    (["webhooks", "list", "--limit", "0"], "'--limit'"),
+    (["serve", "--webhook-timeout", "0"], "'--webhook-timeout'"),
+    (["serve", "--webhook-retry-for", "forever"], "'--webhook-retry-for'"),
     (["serve", "--port", "70000"], "'--port'"),
     (["serve", "--workers", "0"], "'--workers'"),
     (["serve", "--log-level", "loud"], "'--log-level'"),
@@ -126,6 +145,7 @@ def written(server: Server, admin: str) -> dict[str, Any]:
             "audit": client.get("/audit", params={"limit": 1000}).json(),
             "keys": client.get("/keys").json()["count"],
             "interventions": client.get("/interventions").json()["count"],
+            "webhooks": client.get("/webhooks").json()["count"],
         }
 
 
@@ -148,7 +168,7 @@ def test_bad_input_is_a_usage_error_naming_it(
     server: Server, keys: dict[str, str], args: list[str], names: str
 ) -> None:
     args = [a.format(database=server.database_url, url=server.url) for a in args]
-    key = keys["admin"] if args[0] == "keys" else keys["operator"]
+    key = keys["admin"] if args[0] in ("keys", "webhooks") else keys["operator"]
     before, keys_before = written(server, keys["admin"]), all_keys(server)
     result = server.cli(key, *args, timeout=20)  # a hang fails here, with TimeoutExpired
     assert result.code == 2, result

@@ -21,6 +21,7 @@ from starlette.routing import Route
 from agentguard.server import KillSwitchServer
 from support import eventually
 from support.api import bearer
+from support.metrics import parse
 from support.reliability import Uvicorn
 
 B_TARGET = {"target_type": "agent", "target_id": "shared-bot"}
@@ -39,6 +40,8 @@ B_LEDGER = {"run_id": "shared-run", "agent_id": "shared-bot",
             "entries": [{"id": "entry-shared", "timestamp": "2026-04-18T17:00:00Z",
                          "action": "send_email", "cost_usd": 4.0, "duration_ms": 12,
                          "outcome": "success"}]}  # fmt: skip
+B_HOOK = {"url": "https://hooks.example.com/org-b", "events": ["kill", "revive", "fail_closed"],
+          "format": "standard", "name": "B's pager"}  # fmt: skip
 B_BEAT = {"instance_id": "shared-instance", "agent_id": "shared-bot", "interval": 10,
           "executed": 5, "refused": 1, "failed": 0, "cost_usd": 2.5, "version": 1}  # fmt: skip
 
@@ -64,6 +67,9 @@ class Scene:
         self.keys = keys  # in-process, on the same database: makes the keys
         self.b = Org(server.url, keys.create_key("org_b", owner="usr_b", scopes=["admin"]))
         b = self.b.http
+        created = b.post("/webhooks", json=B_HOOK)
+        assert created.status_code == 200, created.text
+        self.b_webhook = created.json()["id"]
         assert b.post("/kill-switch/kill", json={**B_TARGET, "reason": "B's"}).status_code == 200
         assert b.post("/interventions", json={"interventions": [B_INTERVENTION]}).is_success
         assert b.post("/heartbeats", json=B_BEAT).json()["killed"] is True
@@ -99,6 +105,16 @@ class Scene:
             "series": (series["totals"], series["events"]),
             "org_series": (everything["totals"], everything["events"]),
             "checkpoint": b.get("/checkpoints/shared").json()["state"],
+            # Its webhooks, and which events were queued for them (not how sending goes:
+            # the sender is working on them meanwhile).
+            "webhooks": [
+                {k: w[k] for k in ("id", "url", "format", "events", "name", "created_at")}
+                for w in b.get("/webhooks").json()["data"]
+            ],
+            "deliveries": sorted(
+                (d["event"], d["event_id"])
+                for d in b.get(f"/webhooks/{self.b_webhook}/deliveries").json()["data"]
+            ),
         }
 
 
@@ -255,9 +271,52 @@ def get_checkpoint(s: Scene, a: Org) -> None:
     assert a.get("/checkpoints/shared").status_code == 404
 
 
+def create_webhook(s: Scene, a: Org) -> None:
+    created = a.http.post("/webhooks", json={**B_HOOK, "name": "A's"}).json()
+    assert created["organization_id"] != "org_b" and created["secret"].startswith("whsec_")
+    [mine] = a.get("/webhooks").json()["data"]
+    assert mine["id"] == created["id"] != s.b_webhook
+    # A's kill of a target named like B's is queued for A's webhook alone
+    assert a.http.post("/kill-switch/kill", json=B_TARGET).status_code == 200
+    log = a.get(f"/webhooks/{created['id']}/deliveries").json()
+    assert [d["event"] for d in log["data"]] == ["kill"]
+
+
+def list_webhooks(s: Scene, a: Org) -> None:
+    assert empty(a.get("/webhooks"))
+
+
+def delete_webhook(s: Scene, a: Org) -> None:
+    answer = a.http.delete(f"/webhooks/{s.b_webhook}")
+    assert answer.status_code == 404 and answer.json()["field"] == "webhook_id"
+
+
+def send_test_webhook(s: Scene, a: Org) -> None:
+    assert a.http.post(f"/webhooks/{s.b_webhook}/test").status_code == 404
+
+
+def webhook_deliveries(s: Scene, a: Org) -> None:
+    assert a.get(f"/webhooks/{s.b_webhook}/deliveries").status_code == 404
+
+
 def openapi(s: Scene, a: Org) -> None:
     text = a.get("/openapi.json").text
     assert "org_b" not in text and "shared-bot" not in text
+
+
+def metrics(s: Scene, a: Org) -> None:
+    """A's metrics count A's own only: zeros, where B has a kill, an instance, an intervention."""
+    answer = httpx.get(f"{a.url}/metrics", headers=bearer(a.key))
+    assert answer.status_code == 200 and "org_b" not in answer.text
+    samples = parse(answer.text)
+    for name in (
+        "agentguard_kills_active",
+        "agentguard_instances",
+        "agentguard_streams_open",
+        "agentguard_interventions_total",
+        "agentguard_ack_latency_seconds_count",
+    ):
+        assert set(samples[name].values()) == {0}, name  # fmt: skip
 
 
 def page(s: Scene, a: Org) -> None:
@@ -308,7 +367,13 @@ PROBES: dict[tuple[str, str], Callable[[Scene, Org], None]] = {
     ("GET", f"{API}/series"): org_series,
     ("PUT", f"{API}/checkpoints/{{key}}"): put_checkpoint,
     ("GET", f"{API}/checkpoints/{{key}}"): get_checkpoint,
+    ("POST", f"{API}/webhooks"): create_webhook,
+    ("GET", f"{API}/webhooks"): list_webhooks,
+    ("DELETE", f"{API}/webhooks/{{webhook_id}}"): delete_webhook,
+    ("POST", f"{API}/webhooks/{{webhook_id}}/test"): send_test_webhook,
+    ("GET", f"{API}/webhooks/{{webhook_id}}/deliveries"): webhook_deliveries,
     ("GET", f"{API}/openapi.json"): openapi,
+    ("GET", "/metrics"): metrics,
     ("GET", "/"): page,
     ("GET", "/kill-switch"): page,
     ("GET", "/kill-switch/static/{name}"): page,

@@ -24,13 +24,14 @@ from starlette.testclient import TestClient
 from agentguard import Guard
 from agentguard.server import KillSwitchServer
 from agentguard.server.store.tables import api_keys
+from support import eventually
 from support.api import bearer
 from support.reliability import Uvicorn, keys_for
 
-SCOPES = ("operator", "agent", "read")
+SCOPES = ("operator", "agent", "read", "metrics")
 # Who may call what besides admin, as the design says: agents check, stream, heartbeat and
 # report but never kill or revive (a killed agent cannot free itself); read keys never write;
-# only admins manage keys.
+# only admins manage keys; a metrics key reads /metrics and nothing else.
 CHECKERS = {"operator", "agent", "read"}
 READERS = {"operator", "read"}
 REPORTERS = {"operator", "agent"}
@@ -59,6 +60,12 @@ ALLOWED: dict[str, set[str]] = {
     "get_checkpoint": REPORTERS,
     "report_sentinel_intervention": REPORTERS,
     "ingest_sentinel_ledger": REPORTERS,
+    "metrics": {"operator", "read", "metrics"},
+    "create_webhook": set(),  # where kill notifications go, and their secrets: admins only
+    "list_webhooks": set(),
+    "delete_webhook": set(),
+    "test_webhook": set(),
+    "list_webhook_deliveries": set(),
 }
 TARGET = {"target_type": "agent", "target_id": "probe"}
 INTERVENTION = {
@@ -78,8 +85,22 @@ BEAT = {"instance_id": "probe-1", "agent_id": "probe", "interval": 10, "executed
         "refused": 0, "failed": 0, "cost_usd": 0.5, "version": 0}  # fmt: skip
 
 
-def sample(operation_id: str, admin_key_id: str) -> tuple[str, str, dict[str, Any]]:
+HOOK = {"url": "https://hooks.example.com/probe", "events": ["kill", "revive"]}
+
+
+def sample(
+    operation_id: str, admin_key_id: str, webhook_id: str = "wh_probe"
+) -> tuple[str, str, dict[str, Any]]:
     """A well-formed request of each operation: (method, path, httpx arguments)."""
+    if operation_id == "metrics":  # the one operation outside /api/v1
+        return "GET", "/metrics", {}
+    method, path, kwargs = _api_sample(operation_id, admin_key_id, webhook_id)
+    return method, f"/api/v1{path}", kwargs
+
+
+def _api_sample(
+    operation_id: str, admin_key_id: str, webhook_id: str
+) -> tuple[str, str, dict[str, Any]]:
     requests: dict[str, tuple[str, str, dict[str, Any]]] = {  # paths under /api/v1
         "kill": ("POST", "/kill-switch/kill", {"json": TARGET}),
         "revive": ("POST", "/kill-switch/revive", {"json": TARGET}),
@@ -109,6 +130,11 @@ def sample(operation_id: str, admin_key_id: str) -> tuple[str, str, dict[str, An
         "get_checkpoint": ("GET", "/checkpoints/probe", {}),
         "report_sentinel_intervention": ("POST", "/interventions/", {"json": SENTINEL_RECORD}),
         "ingest_sentinel_ledger": ("POST", "/ingest", {"json": LEDGER}),
+        "create_webhook": ("POST", "/webhooks", {"json": HOOK}),  # sending kills elsewhere
+        "list_webhooks": ("GET", "/webhooks", {}),
+        "delete_webhook": ("DELETE", f"/webhooks/{webhook_id}", {}),  # silencing the pager
+        "test_webhook": ("POST", f"/webhooks/{webhook_id}/test", {}),
+        "list_webhook_deliveries": ("GET", f"/webhooks/{webhook_id}/deliveries", {}),
     }
     return requests[operation_id]
 
@@ -131,7 +157,7 @@ def matches(template: str, path: str) -> bool:
 
 def call(client: httpx.Client, method: str, path: str, kwargs: dict[str, Any]) -> int:
     """The status of one request (for the endless stream: of its head only)."""
-    with client.stream(method, f"/api/v1{path}", **kwargs) as response:
+    with client.stream(method, path, **kwargs) as response:
         return response.status_code
 
 
@@ -144,10 +170,16 @@ def test_no_scope_reaches_beyond_its_grant_on_any_endpoint(
     found = operations(server.url)
     assert set(found) == set(ALLOWED), "classify every endpoint's scopes in ALLOWED"
     admin_key_id = keys["admin"].rsplit("_", 1)[0]
+    webhook_id = httpx.post(
+        f"{server.url}/api/v1/webhooks", json=HOOK, headers=bearer(keys["admin"])
+    ).json()["id"]
 
     def state() -> dict[str, Any]:
         with httpx.Client(base_url=f"{server.url}/api/v1", headers=bearer(keys["admin"])) as c:
+            deliveries = c.get(f"/webhooks/{webhook_id}/deliveries").json()
             return {
+                "webhooks": [w["id"] for w in c.get("/webhooks").json()["data"]],
+                "deliveries": sorted(d["event_id"] for d in deliveries["data"]),
                 "active": c.get("/kill-switch/active").json(),
                 "keys": c.get("/keys").json()["count"],
                 "audit": c.get("/audit").json()["count"],
@@ -161,15 +193,15 @@ def test_no_scope_reaches_beyond_its_grant_on_any_endpoint(
         with httpx.Client(base_url=server.url, headers=bearer(keys[scope]), timeout=10) as c:
             before = state()
             for operation_id in [o for o in found if scope not in ALLOWED[o]]:
-                method, path, kwargs = sample(operation_id, admin_key_id)
+                method, path, kwargs = sample(operation_id, admin_key_id, webhook_id)
                 assert method == found[operation_id][0], operation_id
-                assert matches(found[operation_id][1], "/api/v1" + path), operation_id
+                assert matches(found[operation_id][1], path), operation_id
                 status = call(c, method, path, kwargs)
                 assert status == 403, (scope, operation_id, status)
                 refused += 1
             assert state() == before, f"a refused request of a {scope} key left a trace"
             for operation_id in [o for o in found if scope in ALLOWED[o]]:
-                method, path, kwargs = sample(operation_id, admin_key_id)
+                method, path, kwargs = sample(operation_id, admin_key_id, webhook_id)
                 status = call(c, method, path, kwargs)
                 assert status not in (401, 403), (scope, operation_id, status)
     assert refused == sum(len(SCOPES) - len(granted) for granted in ALLOWED.values())
@@ -293,6 +325,25 @@ def test_secrets_never_reach_a_log(
             strict.check("agent", "probe")
         strict.close()
         guard.close()
+
+        # Webhook secrets: a signing secret, a PagerDuty routing key, the token in a Slack URL.
+        # Deliveries to them fail (no such host here) and the failures are logged.
+        hooks = [
+            {"url": "https://hooks.example.com/x", "events": ["kill"]},
+            {"url": "https://hooks.slack.com/services/T0/B0/SlackToken123", "events": ["kill"],
+             "format": "slack"},
+            {"url": "https://events.pagerduty.com/v2/enqueue?token=QueryToken456",
+             "events": ["kill"], "format": "pagerduty", "routing_key": "RoutingKey789"},
+        ]  # fmt: skip
+        for hook in hooks:
+            made = httpx.post(f"{api}/webhooks", json=hook, headers=bearer(keys["admin"]))
+            assert made.status_code == 200, made.text
+            if made.json()["secret"]:
+                secrets.append(made.json()["secret"].removeprefix("whsec_"))
+        secrets += ["SlackToken123", "QueryToken456", "RoutingKey789"]
+        killed = httpx.post(f"{api}/kill-switch/kill", json=TARGET, headers=bearer(keys["admin"]))
+        assert killed.is_success
+        eventually(lambda: server.output().count("could not deliver kill") == 3, 15)
 
     logs = {"server": server.output(), "this process": caplog.text}
     assert "GET /api/v1/kill-switch/check" in logs["server"]  # the access log was captured

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import subprocess
 import sys
 import textwrap
@@ -11,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel, ConfigDict, create_model
 
 from agentguard import AgentGuardError, Guard, InvalidInputError, PolicyViolationError
 from agentguard.server import KillSwitchServer
+from agentguard.server.schemas import HeartbeatIn
 from agentguard.sources import HeartbeatsUnsupportedError
 from support import eventually
 
@@ -201,4 +204,81 @@ def test_exit_and_crashes_of_real_processes_are_reported(tmp_path: Path) -> None
         error = threaded.instances[0].error or ""
         assert "ZeroDivisionError" in error and "in thread worker" in error
     finally:
+        server.close()
+
+
+def test_heartbeats_report_calls_stopped_by_kills(server: KillSwitchServer) -> None:
+    guard = Guard(server, agent_id="bot")
+
+    @guard.guarded_action(name="bulk_send")
+    def bulk_send() -> None:
+        guard.kill("agent", "bot")
+        guard.raise_if_killed()
+
+    with pytest.raises(PolicyViolationError):
+        bulk_send()
+    heartbeat = guard.start_heartbeat(interval=60)
+    assert heartbeat.report().cancelled == 1
+    eventually(lambda: heartbeat.sent >= 1)
+    (instance,) = instances(server)
+    assert (instance.executed, instance.cancelled, instance.failed) == (1, 1, 0)
+    assert server.fleet.agents("default", "bot")[0].cancelled == 1
+    guard.close()
+
+
+def old_heartbeat_body() -> type[BaseModel]:
+    """The heartbeat body of a server from before the ``cancelled`` count (extra fields
+    refused)."""
+    fields = {n: (f.annotation, f) for n, f in HeartbeatIn.model_fields.items() if n != "cancelled"}
+    config = ConfigDict(extra="forbid", frozen=True)
+    return create_model("HeartbeatIn", __config__=config, **fields)  # type: ignore[call-overload,no-any-return]
+
+
+def test_an_older_server_still_gets_heartbeats_without_the_cancelled_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that predates the field answers 422 naming it: the guard sends it no more."""
+    import threading
+
+    import uvicorn
+
+    from agentguard.server import app as server_app
+    from agentguard.server.api.endpoints import ENDPOINTS
+
+    older = tuple(
+        dataclasses.replace(e, body=old_heartbeat_body()) if e.body is HeartbeatIn else e
+        for e in ENDPOINTS
+    )
+    monkeypatch.setattr(server_app, "ENDPOINTS", older)
+    server = KillSwitchServer(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    server.start()
+    token = server.create_key("default", owner="bot", scopes=["agent", "operator"], agents=["*"])
+    web = uvicorn.Server(uvicorn.Config(server.app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=web.run, daemon=True)
+    thread.start()
+    eventually(lambda: web.started and bool(web.servers))
+    port = web.servers[0].sockets[0].getsockname()[1]
+    guard = Guard(f"http://127.0.0.1:{port}", api_key=token, agent_id="bot", mode="poll")
+    try:
+        assert guard.wait_until_synced(10)
+        heartbeat = guard.start_heartbeat(interval=3600)
+        eventually(lambda: heartbeat.sent >= 1)  # nothing stopped yet: no field to refuse
+
+        @guard.guarded_action(name="bulk_send")
+        def bulk_send() -> None:
+            guard.kill("agent", "bot")
+            guard.raise_if_killed()
+
+        with pytest.raises(PolicyViolationError):
+            bulk_send()
+        assert heartbeat.report().cancelled == 1
+        assert heartbeat.beat() is not None  # refused with the field, then sent without it
+        assert heartbeat.last_error is None
+        assert heartbeat.beat() is not None
+        (instance,) = instances(server)
+        assert (instance.executed, instance.cancelled) == (1, 0)  # it could not store it
+    finally:
+        guard.close()
+        web.should_exit = True
+        thread.join(5)
         server.close()

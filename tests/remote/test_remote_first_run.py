@@ -48,6 +48,7 @@ def test_the_first_call_after_construction_is_allowed(
             "refused": 0,
             "failed": 0,
             "unavailable": 0,
+            "cancelled": 0,
         }
     finally:
         guard.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import uuid
@@ -19,6 +20,13 @@ from support.processes import Process, free_port, serving, stop, wait_until_serv
 
 TOKEN = re.compile(r"ag_[A-Za-z0-9]{8}_[A-Za-z0-9]{40}")
 COMMAND = [sys.executable, "-m", "agentguard.cli"]
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` of a command a test stops with SIGINT (Ctrl-C): a shell starts ``cmd &``
+    with SIGINT ignored, children inherit that, and Python then raises no KeyboardInterrupt; so a
+    test run started in the background would see the command ignore the signal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -97,10 +105,13 @@ class Server:
         return run(*args, env=self.env(api_key), timeout=timeout)
 
 
-def start_server(directory: Path, *options: str) -> Server:
-    """Start ``agentguard serve [OPTIONS]``, wait until it answers; read the admin key it prints."""
+def start_server(directory: Path, *options: str, database_url: str | None = None) -> Server:
+    """Start ``agentguard serve [OPTIONS]``, wait until it answers; read the admin key it prints.
+
+    On a SQLite file in ``directory`` unless ``database_url`` names another database.
+    """
     port = free_port()
-    database_url = f"sqlite:///{directory / 'agentguard.db'}"
+    database_url = database_url or f"sqlite:///{directory / 'agentguard.db'}"
     log = directory / f"serve-{port}.log"
     popen = subprocess.Popen(
         [

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 from agentguard.server import KillSwitchServer
@@ -74,6 +75,24 @@ class Uvicorn:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+
+class Serve(Uvicorn):
+    """``agentguard serve OPTIONS`` (the command operators run) on a fixed loopback port, on
+    a database that already has keys; it can be crashed and restarted like :class:`Uvicorn`."""
+
+    def __init__(self, database_url: str, log_dir: Path, *options: str) -> None:
+        self.database_url = database_url
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log_dir / f"serve-{self.port}.log"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTGUARD_")}
+        self.argv = [
+            sys.executable, "-m", "agentguard.cli", "serve", "--database-url", database_url,
+            "--port", str(self.port), "--log-level", "warning", *options,
+        ]  # fmt: skip
+        self.process = None
+        self.start()
 
 
 def keys_for(database_url: str, org: str, **scopes: list[str]) -> dict[str, str]:

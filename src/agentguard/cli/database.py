@@ -78,8 +78,9 @@ def db_prune(database_url: str, age: timedelta, interventions_too: bool, dry_run
 
     Instances not seen for AGE (and their kill acknowledgements) and usage slices older than
     AGE; with --interventions also interventions; the sign-outs of console sessions that
-    have expired anyway; and the ids of AgentSentinel ledger entries counted before AGE (one
-    sent again later counts again). Agents' totals then count the instances kept.
+    have expired anyway; the ids of AgentSentinel ledger entries counted before AGE (one
+    sent again later counts again); and webhook deliveries (sent or given up) queued more than
+    AGE ago. Agents' totals then count the instances kept.
     Kill switches, the change log, the audit log and checkpoints are never deleted. One
     transaction: on any error nothing is deleted.
     """

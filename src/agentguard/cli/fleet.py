@@ -11,8 +11,17 @@ from ..targets import TARGET_TYPES
 from . import output as out
 from .options import json_option, limit_option, remote, since_option, skip_option
 
-AUDIT_ACTIONS = ("kill", "revive", "key.create", "key.revoke", "ack.refused", "rule.observed")
-INTERVENTION_TYPES = ("HARD_BLOCK", "OBSERVED", "UNAVAILABLE")
+AUDIT_ACTIONS = (
+    "kill",
+    "revive",
+    "key.create",
+    "key.revoke",
+    "ack.refused",
+    "rule.observed",
+    "webhook.create",
+    "webhook.delete",
+)
+INTERVENTION_TYPES = ("HARD_BLOCK", "OBSERVED", "UNAVAILABLE", "CANCELLED")
 
 
 @click.command()
@@ -66,7 +75,7 @@ def interventions(
     skip: int,
     as_json: bool,
 ) -> None:
-    """Interventions (refused calls), newest first."""
+    """Interventions (refused calls, and calls a kill stopped while they ran), newest first."""
     page = client.interventions(
         target_type=target_type,
         target_id=target_id,

@@ -20,7 +20,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from ..client import Acks, Agent, ApiKey, StreamEvent
+from ..client import Acks, Agent, ApiKey, StreamEvent, Webhook, WebhookDelivery
 from ..records import AuditEntry, Intervention, KillStatus, KillSwitch
 from ..wording import last_line, plural
 
@@ -232,10 +232,22 @@ def status(s: KillStatus) -> str:
     )
 
 
+def ran_for(ms: float | None) -> str:
+    """How long a call ran before a kill stopped it: ``340 ms``, ``2.3 s``, ``4 min 10 s``."""
+    if ms is None:
+        return ""
+    if ms < 1000:
+        return f"{ms:.0f} ms"
+    if ms < 60_000:
+        return f"{ms / 1000:.1f} s" if ms < 10_000 else f"{ms / 1000:.0f} s"
+    minutes, rest = divmod(ms / 1000, 60)
+    return f"{minutes:.0f} min {rest:.0f} s"
+
+
 def interventions(rows: Sequence[Intervention], count: int) -> RenderableType:
     at = now()
     body = table(
-        ("WHEN", "TYPE", "ACTION", "TARGET", "AGENT", "RUN", "INSTANCE", "REASON"),
+        ("WHEN", "TYPE", "ACTION", "TARGET", "AGENT", "RUN", "INSTANCE", "RAN FOR", "REASON"),
         (
             (
                 ago(i.occurred_at, at),
@@ -245,6 +257,7 @@ def interventions(rows: Sequence[Intervention], count: int) -> RenderableType:
                 i.agent_id,
                 i.run_id,
                 i.instance_id,
+                ran_for(i.ran_for_ms),
                 clip(i.reason),
             )
             for i in rows
@@ -275,7 +288,17 @@ def audit(rows: Sequence[AuditEntry], count: int) -> RenderableType:
 def agents(rows: Sequence[Agent], count: int) -> RenderableType:
     at = now()
     body = table(
-        ("AGENT", "HEALTH", "INSTANCES", "LAST SEEN", "EXECUTED", "REFUSED", "FAILED", "COST"),
+        (
+            "AGENT",
+            "HEALTH",
+            "INSTANCES",
+            "LAST SEEN",
+            "EXECUTED",
+            "REFUSED",
+            "STOPPED",
+            "FAILED",
+            "COST",
+        ),  # fmt: skip
         (
             (
                 a.agent_id,
@@ -284,6 +307,7 @@ def agents(rows: Sequence[Agent], count: int) -> RenderableType:
                 ago(a.last_seen, at),
                 a.executed,
                 a.refused,
+                a.cancelled,
                 a.failed,
                 _money(a.cost_usd),
             )
@@ -299,7 +323,8 @@ def agent(a: Agent) -> RenderableType:
         f"agent      {a.agent_id}",
         Text.assemble("health     ", _health(a.health)),
         f"last seen  {local(a.last_seen)} ({ago(a.last_seen, at)})",
-        f"calls      {a.executed} executed, {a.refused} refused, {a.failed} failed",
+        f"calls      {a.executed} executed, {a.refused} refused, {a.cancelled} stopped by a "
+        f"kill, {a.failed} failed",
         f"cost       {_money(a.cost_usd)} in all, {_money(a.cost_usd_today)} today",
     ]
     if a.kill_switch is not None:
@@ -321,6 +346,7 @@ def agent(a: Agent) -> RenderableType:
                     "MISSION",
                     "EXECUTED",
                     "REFUSED",
+                    "STOPPED",
                     "FAILED",
                     "COST",
                     "VERSION",
@@ -336,6 +362,7 @@ def agent(a: Agent) -> RenderableType:
                         i.mission_id,
                         i.executed,
                         i.refused,
+                        i.cancelled,
                         i.failed,
                         _money(i.cost_usd),
                         i.version,
@@ -381,6 +408,69 @@ def keys(rows: Sequence[ApiKey], count: int) -> RenderableType:
     return _listing(body, len(rows), count, "no API keys")
 
 
+# -- webhooks ------------------------------------------------------------------------------------
+
+DELIVERY_STYLES = {"delivered": "green", "failed": "bold red", "pending": "yellow"}
+
+
+def delivery_state(d: WebhookDelivery | None, at: datetime | None = None) -> Text:
+    """How a delivery went, in a few words: ``delivered 2 min ago (200)``, ``retrying ...``."""
+    if d is None:
+        return Text("-")
+    code = f" ({d.response_status})" if d.response_status is not None else ""
+    if d.status == "delivered":
+        return Text(f"delivered {ago(d.delivered_at, at)}{code}", style="green")
+    if d.status == "failed":
+        return Text(f"gave up after {plural(d.attempts, 'attempt')}{code}", style="bold red")
+    if d.attempts == 0:
+        return Text("queued", style="yellow")
+    return Text(
+        f"retrying {ago(d.next_attempt_at, at)} after {plural(d.attempts, 'attempt')}{code}",
+        style="yellow",
+    )
+
+
+def webhooks(rows: Sequence[Webhook], count: int) -> RenderableType:
+    at = now()
+    body = table(
+        ("ID", "FORMAT", "EVENTS", "PENDING", "LAST DELIVERY", "NAME", "URL"),
+        (
+            (
+                w.id,
+                w.format,
+                ",".join(w.events),
+                w.pending,
+                delivery_state(w.last_delivery, at),
+                w.name,
+                clip(w.url, 80),
+            )
+            for w in rows
+        ),
+    )
+    return _listing(body, len(rows), count, "no webhooks")
+
+
+def deliveries(rows: Sequence[WebhookDelivery], count: int) -> RenderableType:
+    at = now()
+    body = table(
+        ("QUEUED", "EVENT", "EVENT ID", "STATUS", "ATTEMPTS", "LAST ATTEMPT", "HTTP", "ERROR"),
+        (
+            (
+                ago(d.created_at, at),
+                d.event,
+                d.event_id,
+                delivery_state(d, at),
+                d.attempts,
+                ago(d.last_attempt_at, at) if d.last_attempt_at else None,
+                d.response_status,
+                clip(d.error),
+            )
+            for d in rows
+        ),
+    )
+    return _listing(body, len(rows), count, "no deliveries")
+
+
 # -- kill --wait ---------------------------------------------------------------------------------
 
 
@@ -422,7 +512,12 @@ def _instance(instance_id: str, agent_id: str | None) -> str:
 
 # -- tail ----------------------------------------------------------------------------------------
 
-TAIL_STYLES = {"KILLED": "bold red", "REVIVED": "bold green", "BLOCKED": "bold yellow"}
+TAIL_STYLES = {
+    "KILLED": "bold red",
+    "REVIVED": "bold green",
+    "BLOCKED": "bold yellow",
+    "STOPPED": "bold magenta",
+}
 
 
 def _when(value: Any) -> str:
@@ -458,13 +553,17 @@ def stream_event(event: StreamEvent) -> Text | None:
             _when(ks.get("revived_at")), "REVIVED", f"{what}  by {ks.get('revived_by')}  v{version}"
         )
     if event.event == "intervention":
-        kind = "BLOCKED" if data.get("type") == "HARD_BLOCK" else str(data.get("type"))
+        kind = {"HARD_BLOCK": "BLOCKED", "CANCELLED": "STOPPED"}.get(
+            str(data.get("type")), str(data.get("type"))
+        )
         scope = "  ".join(
             f"{name}={data[key]}"
             for key, name in (("agent_id", "agent"), ("run_id", "run"), ("instance_id", "instance"))
             if data.get(key)
         )
         reason = f"  {clip(data.get('reason'))}" if data.get("reason") else ""
+        if kind == "STOPPED" and isinstance(data.get("ran_for_ms"), (int, float)):
+            reason = f"  after {ran_for(data['ran_for_ms'])}{reason}"
         return _event_line(
             _when(data.get("occurred_at")),
             f"{kind:<7}",

@@ -13,7 +13,17 @@ import click
 from ..errors import InvalidInputError
 from .database import open_keys
 from .errors import database_errors
-from .options import database_option, org_option
+from .options import Seconds, database_option, duration_seconds, org_option
+
+
+def _retry_for(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    """A duration such as 30m, 24h or 3d."""
+    if value is None:
+        return None
+    seconds = duration_seconds(value)
+    if seconds is None or seconds <= 0:
+        raise click.BadParameter(f"{value!r} is not a duration such as 30m, 24h or 3d")
+    return seconds
 
 
 @click.command()
@@ -60,6 +70,25 @@ from .options import database_option, org_option
     help="On an empty database, write the first admin key to this new file (mode 0600) "
     "instead of printing it (so it stays out of container logs). It must not exist yet.",
 )
+@click.option(
+    "--webhooks-allow-private",
+    is_flag=True,
+    help="Let webhooks go to loopback, private and link-local addresses (refused by default, "
+    "so a webhook URL cannot reach this server's own network).",
+)
+@click.option(
+    "--webhook-timeout",
+    type=Seconds(0.1, 300),
+    default=None,
+    help="Seconds one webhook delivery attempt may take, connection to answer (default 10).",
+)
+@click.option(
+    "--webhook-retry-for",
+    metavar="DURATION",
+    callback=_retry_for,
+    help="How long failed webhook deliveries are retried, with exponential backoff: 30m, "
+    "24h, 3d (default 24h).",
+)
 @org_option
 def serve(
     database_url: str,
@@ -72,6 +101,9 @@ def serve(
     max_streams_per_key: int | None,
     max_streams_per_organization: int | None,
     admin_key_file: Path | None,
+    webhooks_allow_private: bool,
+    webhook_timeout: float | None,
+    webhook_retry_for: int | None,
     organization_id: str,
 ) -> None:
     """Run the API with uvicorn. On an empty database, create an admin key and print it once
@@ -84,6 +116,9 @@ def serve(
         MAX_STREAMS_PER_ORG_ENV,
         REQUIRE_REASON_ENV,
         RULES_ENV,
+        WEBHOOK_RETRY_FOR_ENV,
+        WEBHOOK_TIMEOUT_ENV,
+        WEBHOOKS_ALLOW_PRIVATE_ENV,
         rules_from,
     )
     from ..server.auth.session import SESSION_SECRET_ENV
@@ -145,6 +180,13 @@ def serve(
     os.environ[RULES_ENV] = specs  # every worker builds the same rules
     if require_reason:
         os.environ[REQUIRE_REASON_ENV] = "1"
+    if webhooks_allow_private:
+        os.environ[WEBHOOKS_ALLOW_PRIVATE_ENV] = "1"
+        click.echo("Webhooks may go to private and loopback addresses (--webhooks-allow-private).")
+    if webhook_timeout is not None:
+        os.environ[WEBHOOK_TIMEOUT_ENV] = str(webhook_timeout)
+    if webhook_retry_for is not None:
+        os.environ[WEBHOOK_RETRY_FOR_ENV] = str(webhook_retry_for)
     for rule in server_rules:
         click.echo(f"Server rule: {rule}")
     # Every worker must sign console sessions alike, or a request landing on another worker

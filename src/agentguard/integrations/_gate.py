@@ -20,8 +20,18 @@ Usage (an adapter for a framework whose tools have ``name`` and ``call(args)``):
 
 The gate resolves the guard at call time, takes the call's ids (fixed on the adapter, then
 ``agentguard.scope()``, then what the framework knows), refuses before the body runs, counts
-a body that raises as failed, and answers a refusal as ``on_block`` says. Async paths admit
-with ``Guard.admit_async``, so a strict guard's per-call check never blocks the event loop.
+a body that raises as failed, and answers a refusal as ``on_block`` says. A kill that comes
+while the body runs stops it (see :mod:`agentguard.inflight`): ``arun`` cancels the task at its
+next ``await``, ``run`` sets the call's token (``agentguard.current_call().cancelled``); the
+call then ends with its ``PolicyViolationError``, answered as ``on_block`` says too
+(``cancel_in_flight=False`` lets it run to its end). Async paths admit with
+``Guard.begin_async``, so a strict guard's per-call check never blocks the event loop.
+
+A transport or stream whose work outlives one call of a body (a response read after it is
+returned) takes a ``Call`` from ``begin``/``abegin`` and ends it itself: per item
+``raise_if_cancelled()``, ``stream_wait(task)``/``stream_idle()`` around an async read,
+``on_cancel(hook)`` to abort blocking I/O, ``finish(exc)`` for what a read raised, and
+``end()`` once the stream is closed (see ``integrations/httpx.py``).
 Undo comes with every guard: a proxy keeps the original (``__wrapped__``), ``install_once``/
 ``uninstall_all`` manage a framework's hook list, ``Patches`` patches attributes in place.
 A new adapter's tests subclass ``tests/integrations/integration_contract.py``.
@@ -29,8 +39,10 @@ A new adapter's tests subclass ``tests/integrations/integration_contract.py``.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, NamedTuple, TypeVar, Unpack, cast
 
@@ -38,6 +50,7 @@ import wrapt
 
 from ..errors import InvalidInputError, PolicyViolationError
 from ..guard import Guard, get_guard
+from ..inflight import ADOPTED, NOTED, Call, carries_flight, forget, note_loop
 from ..scope import (
     EMPTY_SCOPE,
     Ids,
@@ -51,6 +64,7 @@ from ..scope import (
 )
 
 R = TypeVar("R")
+_now = time.monotonic
 T = TypeVar("T")
 OnBlock = Literal["raise", "message"]
 
@@ -85,21 +99,28 @@ class Admitted(NamedTuple):
 
 
 class Gate:
-    """One adapter's guard, fixed ids and ``on_block``: checks and runs its calls."""
+    """One adapter's guard, fixed ids, ``on_block`` and ``cancel_in_flight``: checks and runs
+    its calls."""
 
-    __slots__ = ("guard", "fixed", "on_block")
+    __slots__ = ("guard", "fixed", "on_block", "cancel_in_flight")
 
     def __init__(
         self,
         guard: Guard | None = None,
         *,
         on_block: OnBlock = "raise",
+        cancel_in_flight: bool = True,
         where: str = "Gate",
         **ids: Unpack[Ids],
     ) -> None:
         """``where`` is the public callable a misspelt id keyword is reported against."""
         self.guard = guard  # None: the configured default, looked up at each call
         self.on_block = check_on_block(on_block)
+        if not isinstance(cancel_in_flight, bool):
+            raise InvalidInputError(
+                "cancel_in_flight", f"must be True or False; got {cancel_in_flight!r}"
+            )
+        self.cancel_in_flight = cancel_in_flight
         self.fixed = scope_of(ids, where)
 
     def resolve(self) -> Guard:
@@ -139,6 +160,41 @@ class Gate:
         key = await guard.admit_async(name, scope, arguments, None, tool_call_id, span_name)
         return Admitted(guard, key)
 
+    def begin(
+        self,
+        name: str,
+        found: Scope = EMPTY_SCOPE,
+        *,
+        tool_call_id: str | None = None,
+        arguments: Any = None,
+    ) -> Call:
+        """Admit a call whose end the caller marks (``Call.end()``), registered in flight at
+        once: a transport's or a stream's. Raises ``PolicyViolationError`` if refused."""
+        guard = self.resolve()
+        cancel = self.cancel_in_flight
+        scope = self.scope(found)
+        flight = guard.begin(name, scope, arguments, None, tool_call_id, None, None, None, cancel)
+        return Call(flight)
+
+    async def abegin(
+        self,
+        name: str,
+        found: Scope = EMPTY_SCOPE,
+        *,
+        tool_call_id: str | None = None,
+        arguments: Any = None,
+    ) -> Call:
+        """``begin`` for asyncio code; a kill cancels this task while it waits in the call."""
+        guard = self.resolve()
+        cancel = self.cancel_in_flight
+        task = asyncio.current_task() if cancel else None
+        scope = self.scope(found)
+        flight = await guard.begin_async(
+            name, scope, arguments, None, tool_call_id, None, None, task, cancel
+        )
+        return Call(flight)
+
+    @carries_flight
     def run(
         self,
         name: str,
@@ -150,24 +206,36 @@ class Gate:
         answer: Callable[[PolicyViolationError], R] | None = None,
         failed: Callable[[R], bool] | None = None,
     ) -> R:
-        """Check, then run ``body``; a refusal is raised or ``answer``-ed as ``on_block`` says.
+        """Check, then run ``body``; a refusal, or a kill while it runs, is raised or
+        ``answer``-ed as ``on_block`` says.
 
         ``failed`` tells a result the framework made of a failure (an error result) from a
         success, so both count alike with a body that raised.
         """
+        guard = self.resolve()
+        cancel = self.cancel_in_flight  # noqa: F841 - with started, read by current_call()
+        started = _now()  # noqa: F841
         try:
-            admitted = self.check(name, found, tool_call_id=tool_call_id, arguments=arguments)
-        except PolicyViolationError as error:
-            return self.refused(error, answer)
+            key = guard.admit(name, self.scope(found), arguments, None, tool_call_id)
+        except PolicyViolationError as refusal:
+            return self.refused(refusal, answer)
         try:
             result = body()
-        except Exception:
-            admitted.failed()
-            raise
+        except BaseException as exc:
+            error = guard.finish_admitted(key, exc)
+            if isinstance(error, PolicyViolationError) and error.cancelled:
+                return self.refused(error, answer)  # stopped by a kill while it ran
+            if error is exc:
+                raise
+            raise error from exc
+        finally:
+            if ADOPTED:
+                forget(key)
         if failed is not None and failed(result):
-            admitted.failed()
+            guard.count_failure(key)
         return result
 
+    @carries_flight
     async def arun(
         self,
         name: str,
@@ -179,20 +247,33 @@ class Gate:
         answer: Callable[[PolicyViolationError], R] | None = None,
         failed: Callable[[R], bool] | None = None,
     ) -> R:
-        """``run`` for asyncio code (``acheck``, then ``await body()``)."""
+        """``run`` for asyncio code: a kill while ``body`` runs cancels it at its next
+        ``await``."""
+        guard = self.resolve()
+        cancel = self.cancel_in_flight  # with started, read by current_call() and a kill
+        started = _now()  # noqa: F841
+        if cancel:
+            noted = NOTED.get()
+            if noted is None or noted[0] != threading.get_ident():
+                note_loop()
         try:
-            admitted = await self.acheck(
-                name, found, tool_call_id=tool_call_id, arguments=arguments
-            )
-        except PolicyViolationError as error:
-            return self.refused(error, answer)
+            key = await guard.admit_async(name, self.scope(found), arguments, None, tool_call_id)
+        except PolicyViolationError as refusal:
+            return self.refused(refusal, answer)
         try:
             result = await body()
-        except Exception:
-            admitted.failed()
-            raise
+        except BaseException as exc:
+            error = guard.finish_admitted(key, exc)
+            if isinstance(error, PolicyViolationError) and error.cancelled:
+                return self.refused(error, answer)  # stopped by a kill while it ran
+            if error is exc:
+                raise
+            raise error from exc
+        finally:
+            if ADOPTED:
+                forget(key)
         if failed is not None and failed(result):
-            admitted.failed()
+            guard.count_failure(key)
         return result
 
     def refused(

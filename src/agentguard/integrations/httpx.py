@@ -17,14 +17,26 @@ process. Requests are checked as the action ``"http_request"`` (``action=`` to c
 ``guard.kill("tool", "http_request")`` cuts every guarded client off. Unwrap with ``.inner``.
 httpx is a core dependency of agentguard: this module needs no extra. Clients built on
 ``httpx2`` (the OpenAI 3.x and Anthropic 2.x SDKs) do not go through these transports.
+
+A request stays in flight until its response is closed, so a kill stops it midway with
+``PolicyViolationError`` (``cancel_in_flight=False`` to let requests finish): the async
+transport cancels the request's task while it waits (for the headers or the next chunk of a
+streaming response); the sync one shuts the connection's socket down under the reading thread
+(HTTP/1.1: on a new connection while it waits for the headers, on any once they came; an
+HTTP/2 connection is shared, so a sync HTTP/2 stream stops at its next chunk), and every
+streaming response refuses its next chunk. The chunk that was being read is not delivered.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from ..inflight import Call
 from ._gate import Gate
 
 if TYPE_CHECKING:
@@ -36,7 +48,8 @@ HTTP_ACTION = "http_request"
 
 
 class GuardedTransport(httpx.BaseTransport):
-    """A sync httpx transport that checks the kill state before sending."""
+    """A sync httpx transport that checks the kill state before sending, and stops a request
+    still in flight when a kill comes."""
 
     def __init__(
         self,
@@ -44,10 +57,11 @@ class GuardedTransport(httpx.BaseTransport):
         guard: Guard | None = None,
         *,
         action: str = HTTP_ACTION,
+        cancel_in_flight: bool = True,
     ) -> None:
         self.inner = inner if inner is not None else httpx.HTTPTransport()
         self.action = action
-        self._gate = Gate(guard)
+        self._gate = Gate(guard, cancel_in_flight=cancel_in_flight, where="GuardedTransport")
 
     @property
     def guard(self) -> Guard | None:
@@ -55,9 +69,26 @@ class GuardedTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Refuse (raise ``PolicyViolationError``) or send through the inner transport."""
-        return self._gate.run(
-            self.action, lambda: self.inner.handle_request(request), arguments=request
-        )
+        call = self._gate.begin(self.action, arguments=request)
+        traced = request.extensions.get("trace")
+        request.extensions["trace"] = _aborting_new_connections(call, traced)
+        try:
+            response = self.inner.handle_request(request)
+        except BaseException as exc:
+            call.end()
+            error = call.finish(exc)
+            if error is exc:
+                raise
+            raise error from exc
+        finally:
+            _restore_trace(request, traced)
+        stream = response.extensions.get("network_stream")
+        if stream is not None and response.extensions.get("http_version") != b"HTTP/2":
+            call.on_cancel(lambda: _shut_down(stream))
+        guarded = _GuardedStream(response.stream, call)  # type: ignore[arg-type]
+        response.stream = guarded
+        guarded.raise_if_cancelled()  # a kill while the headers came
+        return response
 
     def close(self) -> None:
         """Close the inner transport."""
@@ -65,7 +96,8 @@ class GuardedTransport(httpx.BaseTransport):
 
 
 class AsyncGuardedTransport(httpx.AsyncBaseTransport):
-    """An async httpx transport that checks the kill state before sending."""
+    """An async httpx transport that checks the kill state before sending, and stops a
+    request still in flight when a kill comes."""
 
     def __init__(
         self,
@@ -73,10 +105,11 @@ class AsyncGuardedTransport(httpx.AsyncBaseTransport):
         guard: Guard | None = None,
         *,
         action: str = HTTP_ACTION,
+        cancel_in_flight: bool = True,
     ) -> None:
         self.inner = inner if inner is not None else httpx.AsyncHTTPTransport()
         self.action = action
-        self._gate = Gate(guard)
+        self._gate = Gate(guard, cancel_in_flight=cancel_in_flight, where="AsyncGuardedTransport")
 
     @property
     def guard(self) -> Guard | None:
@@ -84,10 +117,131 @@ class AsyncGuardedTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Refuse (raise ``PolicyViolationError``) or send through the inner transport."""
-        return await self._gate.arun(
-            self.action, lambda: self.inner.handle_async_request(request), arguments=request
-        )
+        call = await self._gate.abegin(self.action, arguments=request)
+        try:
+            response = await self.inner.handle_async_request(request)
+        except BaseException as exc:
+            call.end()
+            error = call.finish(exc)
+            if error is exc:
+                raise
+            raise error from exc
+        call.stream_idle()  # the headers came; the body is read later, perhaps in another task
+        guarded = _AsyncGuardedStream(response.stream, call)  # type: ignore[arg-type]
+        response.stream = guarded
+        await guarded.raise_if_cancelled()
+        return response
 
     async def aclose(self) -> None:
         """Close the inner transport."""
         await self.inner.aclose()
+
+
+class _GuardedStream(httpx.SyncByteStream):
+    """A response body that ends with the request's ``PolicyViolationError`` after a kill."""
+
+    def __init__(self, inner: httpx.SyncByteStream, call: Call) -> None:
+        self._inner = inner
+        self._call = call
+
+    def __iter__(self) -> Iterator[bytes]:
+        call = self._call
+        try:
+            for chunk in self._inner:
+                call.raise_if_cancelled()
+                yield chunk
+        except BaseException as exc:
+            error = call.finish(exc)  # a read the kill cut short: the call's error
+            if error is exc:
+                raise
+            raise error from exc
+
+    def raise_if_cancelled(self) -> None:
+        try:
+            self._call.raise_if_cancelled()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        try:
+            self._inner.close()
+        finally:
+            self._call.end()
+
+
+class _AsyncGuardedStream(httpx.AsyncByteStream):
+    """An async response body: a kill cancels the read it waits on, or refuses the next."""
+
+    def __init__(self, inner: httpx.AsyncByteStream, call: Call) -> None:
+        self._inner = inner
+        self._call = call
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        call = self._call
+        chunks = self._inner.__aiter__()
+        try:
+            while True:
+                call.stream_wait(asyncio.current_task())
+                try:
+                    chunk = await chunks.__anext__()
+                except StopAsyncIteration:
+                    return
+                finally:
+                    call.stream_idle()
+                yield chunk
+        except BaseException as exc:
+            error = call.finish(exc)
+            if error is exc:
+                raise
+            raise error from exc
+
+    async def raise_if_cancelled(self) -> None:
+        try:
+            self._call.raise_if_cancelled()
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def aclose(self) -> None:
+        try:
+            await self._inner.aclose()
+        finally:
+            self._call.end()
+
+
+# httpcore reports each new connection's network stream to a request's ``trace`` extension;
+# shutting its socket down wakes a thread blocked reading the headers.
+_CONNECTED = ("connection.connect_tcp.complete", "connection.start_tls.complete")
+
+
+def _aborting_new_connections(
+    call: Call, traced: Callable[[str, dict[str, Any]], Any] | None
+) -> Callable[[str, dict[str, Any]], Any]:
+    def trace(event: str, info: dict[str, Any]) -> Any:
+        if event in _CONNECTED:
+            stream = info.get("return_value")
+            if stream is not None:
+                call.on_cancel(lambda: _shut_down(stream))
+        return None if traced is None else traced(event, info)
+
+    return trace
+
+
+def _restore_trace(request: httpx.Request, traced: Any) -> None:
+    if traced is None:
+        request.extensions.pop("trace", None)
+    else:
+        request.extensions["trace"] = traced
+
+
+def _shut_down(stream: Any) -> None:
+    """Shut the connection's socket down: a blocked read returns at once (close would not)."""
+    sock = stream.get_extra_info("socket")
+    if sock is None:
+        return
+    try:  # socket.socket's own method: an SSLSocket's would tear down its TLS state under the
+        # reading thread; the read ends with an error either way
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except OSError:  # closed already
+        pass

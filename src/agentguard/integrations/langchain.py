@@ -26,14 +26,18 @@ middleware) per agent, not both.
 Scope: ids fixed here win, then ``agentguard.scope(...)``, then the run's config — the
 ``thread_id`` is the run id and the agent's ``name`` (``lc_agent_name``) the agent id.
 
+A kill that comes while a tool runs stops it: an async tool at its next ``await``, a sync one
+once it checks ``guard.raise_if_killed()`` (or its token, ``agentguard.current_call()``);
+the tool call then ends as a refusal does (``cancel_in_flight=False``: tools run to their end).
+
 ``on_block="raise"`` (default) stops the run with ``PolicyViolationError``. It is not a
 ``ToolException``, so a tool's ``handle_tool_error`` does not turn it into a message, and
 ``create_agent``'s default tool-error handling re-raises it. (A ``ToolNode`` you build yourself
 with ``handle_tool_errors=True`` catches every exception; use ``on_block="message"`` there.)
 ``on_block="message"`` answers the model with an error ``ToolMessage`` naming the kill and its
-reason, and the run goes on. A call that raises or ends in an error ``ToolMessage`` (a
-``ToolException`` the tool handled) counts as failed, with tools and middleware alike.
-
+reason (a tool stopped midway: "stopped after 2.1 s"), and the run goes on. A call that raises
+or ends in an error ``ToolMessage`` (a ``ToolException`` the tool handled) counts as failed,
+with tools and middleware alike.
 Model calls (``AgentGuardMiddleware(models=True)``; off by default, so a client already
 guarded with ``guard_openai``/``guard_anthropic`` is not counted twice): ``wrap_model_call``
 checks each model call of the agent as the action ``llm`` with the chat model's name
@@ -174,10 +178,13 @@ def guard_tool(
     guard: Guard | None = None,
     *,
     on_block: OnBlock = "raise",
+    cancel_in_flight: bool = True,
     **ids: Unpack[Ids],
 ) -> BaseTool:
     """Return ``tool`` guarded; a plain function is first made a tool with ``@tool``."""
-    gate = Gate(guard, on_block=on_block, where="guard_tool", **ids)
+    gate = Gate(
+        guard, on_block=on_block, cancel_in_flight=cancel_in_flight, where="guard_tool", **ids
+    )
     if isinstance(tool, GuardedTool):
         return tool
     if not isinstance(tool, BaseTool):
@@ -194,11 +201,15 @@ def guard_tools(
     guard: Guard | None = None,
     *,
     on_block: OnBlock = "raise",
+    cancel_in_flight: bool = True,
     **ids: Unpack[Ids],
 ) -> list[BaseTool]:
     """Return the tools guarded, in order (tools already guarded are kept as they are)."""
     scope_of(ids, "guard_tools", validate=False)  # a misspelt keyword, even with no tools
-    return [guard_tool(t, guard, on_block=on_block, **ids) for t in tools]
+    return [
+        guard_tool(t, guard, on_block=on_block, cancel_in_flight=cancel_in_flight, **ids)
+        for t in tools
+    ]
 
 
 def unguard_tools(tools: Iterable[BaseTool]) -> list[BaseTool]:
@@ -215,12 +226,19 @@ class AgentGuardMiddleware(AgentMiddleware):
         guard: Guard | None = None,
         *,
         on_block: OnBlock = "raise",
+        cancel_in_flight: bool = True,
         models: bool = False,
         prices: Prices | PriceTable | None = None,
         **ids: Unpack[Ids],
     ) -> None:
         """``models``: guard the agent's model calls too, pricing their usage with ``prices``."""
-        gate = Gate(guard, on_block=on_block, where="AgentGuardMiddleware", **ids)
+        gate = Gate(
+            guard,
+            on_block=on_block,
+            cancel_in_flight=cancel_in_flight,
+            where="AgentGuardMiddleware",
+            **ids,
+        )
         if not isinstance(models, bool):
             raise InvalidInputError("models", f"must be True or False; got {models!r}")
         if prices is not None and not models:

@@ -20,6 +20,9 @@ caller's ids, so guarded code it calls sees them. A refused call gets an ordinar
 ``isError: true`` whose text names the kill and its reason; the tool never runs, other tools
 keep working, and the HARD_BLOCK span is a child of the SDK's ``tools/call`` server span. A
 call whose result has ``isError: true`` (the SDK's answer to a tool that raised) counts as failed.
+A kill that comes while a call runs stops it at its next ``await`` (a sync tool: once it checks
+``guard.raise_if_killed()``): the client gets the same error result, saying the call was
+stopped and after how long (``cancel_in_flight=False``: calls run to their end).
 
 Provisional upstream: this relies on ``Server.middleware`` (``async (ctx, call_next)``), which
 mcp 2.x marks provisional — its signature and semantics may change in a 2.x minor release.
@@ -67,9 +70,17 @@ _EMPTY: Mapping[str, Any] = {}
 class AgentGuardMiddleware:
     """MCP server middleware: refuses ``tools/call`` while any of the call's targets is killed."""
 
-    def __init__(self, guard: Guard | None = None, **ids: Unpack[Ids]) -> None:
+    def __init__(
+        self, guard: Guard | None = None, *, cancel_in_flight: bool = True, **ids: Unpack[Ids]
+    ) -> None:
         # A refusal is always an error result: the client sees it, the server goes on.
-        self._gate = Gate(guard, on_block="message", where="AgentGuardMiddleware", **ids)
+        self._gate = Gate(
+            guard,
+            on_block="message",
+            cancel_in_flight=cancel_in_flight,
+            where="AgentGuardMiddleware",
+            **ids,
+        )
 
     @property
     def guard(self) -> Guard | None:
@@ -102,11 +113,19 @@ class AgentGuardMiddleware:
             leave(token)
 
 
-def install(server: Any, guard: Guard | None = None, **ids: Unpack[Ids]) -> AgentGuardMiddleware:
+def install(
+    server: Any,
+    guard: Guard | None = None,
+    *,
+    cancel_in_flight: bool = True,
+    **ids: Unpack[Ids],
+) -> AgentGuardMiddleware:
     """Add the middleware to an ``MCPServer`` or low-level ``Server`` (once; returns it)."""
     scope_of(ids, "install", validate=False)  # a misspelt keyword, even when installed
     return install_once(
-        server.middleware, AgentGuardMiddleware, lambda: AgentGuardMiddleware(guard, **ids)
+        server.middleware,
+        AgentGuardMiddleware,
+        lambda: AgentGuardMiddleware(guard, cancel_in_flight=cancel_in_flight, **ids),
     )
 
 

@@ -20,6 +20,11 @@ outside the SDK's own failure handling, so a refusal is never turned into a tool
 Scope: ids fixed here win, then ``agentguard.scope(...)``, then the run — the agent's ``name``
 is the agent id and ``RunConfig.group_id`` (the conversation) the run id.
 
+A kill that comes while a guarded tool runs stops it: an async tool at its next ``await``, a
+sync one (run in a worker thread by the SDK) is left to finish in its thread while the run
+stops waiting for it; the call then ends as a refusal does (``cancel_in_flight=False``: tools
+run to their end). The guardrail only checks before the call.
+
 ``on_block="raise"`` (default): ``Runner.run`` raises the ``PolicyViolationError`` itself, not
 wrapped in ``UserError`` (its class is ``AgentsPolicyViolationError``, a ``PolicyViolationError``
 that is also an ``AgentsException``, which the SDK passes through). ``on_block="message"``: the
@@ -146,10 +151,13 @@ def guard_tool(
     guard: Guard | None = None,
     *,
     on_block: OnBlock = "raise",
+    cancel_in_flight: bool = True,
     **ids: Unpack[Ids],
 ) -> FunctionTool:
     """Return a guarded copy of ``tool`` (a tool already guarded is returned as it is)."""
-    gate = _AgentsGate(guard, on_block=on_block, where="guard_tool", **ids)
+    gate = _AgentsGate(
+        guard, on_block=on_block, cancel_in_flight=cancel_in_flight, where="guard_tool", **ids
+    )
     if not isinstance(tool, FunctionTool):
         raise InvalidInputError(
             "tool",
@@ -168,11 +176,15 @@ def guard_tools(
     guard: Guard | None = None,
     *,
     on_block: OnBlock = "raise",
+    cancel_in_flight: bool = True,
     **ids: Unpack[Ids],
 ) -> list[FunctionTool]:
     """Return the tools guarded, in order."""
     scope_of(ids, "guard_tools", validate=False)  # a misspelt keyword, even with no tools
-    return [guard_tool(t, guard, on_block=on_block, **ids) for t in tools]
+    return [
+        guard_tool(t, guard, on_block=on_block, cancel_in_flight=cancel_in_flight, **ids)
+        for t in tools
+    ]
 
 
 def unguard_tools(tools: Iterable[Any]) -> list[Any]:

@@ -197,6 +197,7 @@ class Heartbeat:
             executed=counts.executed,
             refused=counts.refused,
             failed=counts.failed,
+            cancelled=counts.cancelled,
             cost_usd=guard.total_cost(),
             version=guard.version,
             checkpoint=guard.last_checkpoint,

@@ -186,8 +186,19 @@ class RemoteSource(KillStateSource):
     def acknowledges_changes(self) -> bool:  # type: ignore[override]
         return self._acks is not None
 
+    # A server older than the ``cancelled`` count refuses the field (422): it is sent only
+    # when not 0, and no more once a server has refused it.
+    _sends_cancelled = True
+
     def heartbeat(self, report: HeartbeatReport) -> HeartbeatReply:
-        response = self.client.http.post("/heartbeats", json=report.model_dump(exclude_none=True))
+        body = report.model_dump(exclude_none=True)
+        if not report.cancelled or not self._sends_cancelled:
+            del body["cancelled"]
+        response = self.client.http.post("/heartbeats", json=body)
+        if response.status_code == 422 and "cancelled" in body and _names(response, "cancelled"):
+            self._sends_cancelled = False
+            del body["cancelled"]
+            response = self.client.http.post("/heartbeats", json=body)
         raise_for_status(response, self.url)
         return HeartbeatReply.model_validate_json(response.content)
 
@@ -225,6 +236,14 @@ class RemoteSource(KillStateSource):
         if self._acks is not None:
             self._acks.stop()
         self.client.close()
+
+
+def _names(response: httpx.Response, field: str) -> bool:
+    """Whether a 422 answer names ``field`` as the one at fault."""
+    try:
+        return bool(response.json().get("field") == field)
+    except ValueError:
+        return False
 
 
 def _read_bootstrap(path: Path) -> Snapshot:

@@ -23,5 +23,13 @@ from .app import KillSwitchServer
 from .auth.clerk import ClerkAuth
 from .auth.principal import HostUserAuth, Principal
 from .store.sqlstore import SQLStore
+from .webhooks.sender import WebhookSettings
 
-__all__ = ["ClerkAuth", "HostUserAuth", "KillSwitchServer", "Principal", "SQLStore"]
+__all__ = [
+    "ClerkAuth",
+    "HostUserAuth",
+    "KillSwitchServer",
+    "Principal",
+    "SQLStore",
+    "WebhookSettings",
+]

@@ -29,12 +29,14 @@ from .api.fleet import FleetHandlers
 from .api.interventions import InterventionHandlers
 from .api.keys import KeyHandlers
 from .api.kills import KillHandlers
+from .api.metrics import METRICS_PATH, MetricsEndpoint
 from .api.openapi import OPENAPI_PATH, OpenApiEndpoint
 from .api.routes import SlashRedirect, build_routes
 from .api.sentinel import SentinelHandlers
 from .api.series import SeriesHandlers
 from .api.state import KillStateReader
 from .api.stream import STREAM_PATH, StreamEndpoint, encode_change
+from .api.webhooks import WebhookHandlers
 from .auth.clerk import ClerkAuth
 from .auth.keys import KeyStore
 from .auth.principal import ApiKeyAuth
@@ -43,12 +45,14 @@ from .console import Console
 from .fastcheck import FastCheck
 from .fleet import Fleet
 from .hub import DEFAULT_MAX_STREAMS_PER_KEY, DEFAULT_MAX_STREAMS_PER_ORG, StreamHub
+from .metrics import Metrics, server_metrics
 from .problems import http_exception
 from .rules import ServerRules
 from .source import ServerSource
 from .store.database import Database
 from .store.feed import ChangeFeed
 from .store.sqlstore import SQLStore
+from .webhooks.sender import WebhookSender, WebhookSettings
 
 
 class KillSwitchServer:
@@ -63,7 +67,9 @@ class KillSwitchServer:
     :mod:`agentguard.server.auth.session`). ``require_reason=True`` refuses kills without a reason.
     ``max_streams_per_key`` and ``max_streams_per_organization`` cap the open change streams of
     one credential and of one organization in this process (one more is answered 429 with
-    ``Retry-After``).
+    ``Retry-After``). ``webhooks`` says how webhooks are sent (:class:`WebhookSettings`:
+    private addresses, timeouts, retries); every started server runs a sender unless
+    ``WebhookSettings(send=False)``.
 
     Mounted in a host (``host.mount("/guard", server.app)``) the API is at
     ``/guard/api/v1/...``. Its lifespan never runs there, so the server initialises on the
@@ -86,6 +92,7 @@ class KillSwitchServer:
         rules: Sequence[Rule] | None = None,
         clock: Callable[[], datetime] = utcnow,
         require_reason: bool = False,
+        webhooks: WebhookSettings | None = None,
     ) -> None:
         self.require_reason = require_reason  # refuse kills without a reason (422 naming it)
         self.database = Database(database_url, pool_size=pool_size)
@@ -107,6 +114,10 @@ class KillSwitchServer:
                 rules, store=store, index=feed.index, telemetry=self.telemetry
             )
         self.fleet = Fleet(store, feed.index, self.telemetry, clock=clock, rules=server_rules)
+        # GET /metrics; ``metrics.add(source)`` shows more.
+        self.metrics: Metrics = server_metrics(
+            store, self.fleet, self.database.outage, server_rules.rules if server_rules else ()
+        )
         self._poll_interval = poll_interval
         self._start_lock = threading.Lock()
         self._started = False
@@ -126,9 +137,13 @@ class KillSwitchServer:
             outage=outage,
             encode=encode_change,
             keepalive=keepalive,
+            counts=store,
             max_streams_per_key=self.max_streams_per_key,
             max_streams_per_org=self.max_streams_per_org,
         )
+        self.webhook_settings = webhooks or WebhookSettings()
+        # Sends the outbox's webhook deliveries; counts() for metrics.
+        self.webhook_sender = WebhookSender(store, self.webhook_settings, outage)
         self.starlette = self._starlette(store)
         self.app = FastCheck(self.starlette, server=self, feed=feed, keys=self.keys, outage=outage)
 
@@ -149,6 +164,7 @@ class KillSwitchServer:
             SeriesHandlers(store, self.fleet.clock),
             CheckpointHandlers(store),
             SentinelHandlers(store, self.fleet),
+            WebhookHandlers(store, self.webhook_settings),
         ]
         stream = StreamEndpoint(
             hub=self.stream_hub,
@@ -169,6 +185,8 @@ class KillSwitchServer:
         routes.append(
             Route(OPENAPI_PATH, OpenApiEndpoint(clerk=clerk).serve, methods=["GET"], name="openapi")
         )
+        metrics = MetricsEndpoint(auth=authenticator, metrics=self.metrics, outage=outage)
+        routes.append(Route(METRICS_PATH, metrics.serve, methods=["GET"], name="metrics"))
         routes.extend(console.routes())  # the page at kill-switch, and its session
         starlette = Starlette(
             routes=routes,
@@ -194,6 +212,7 @@ class KillSwitchServer:
             self.database.upgrade()
             self._store.warm_up()
             self._store.feed.start(poll_interval=self._poll_interval)
+            self.webhook_sender.start()
             self._started = True
 
     @property
@@ -220,6 +239,7 @@ class KillSwitchServer:
         with self._start_lock:
             self._closed = True
             self._started = False
+            self.webhook_sender.stop()
             self._store.feed.stop()
             self.stream_hub.stop()
             self.database.dispose()

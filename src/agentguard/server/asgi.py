@@ -7,6 +7,9 @@ open change streams per credential and per organization in each worker (defaults
 ``AGENTGUARD_RULES`` holds server rules, ``;``-separated, in the form ``agentguard serve --rule``
 takes (``budget:limit_usd=100,window=3600;rate:limit=10000,window=60``).
 ``AGENTGUARD_REQUIRE_REASON=1`` refuses kills without a reason.
+``AGENTGUARD_WEBHOOKS_ALLOW_PRIVATE=1`` lets webhooks go to private and loopback addresses;
+``AGENTGUARD_WEBHOOK_TIMEOUT`` (seconds per attempt, default 10) and
+``AGENTGUARD_WEBHOOK_RETRY_FOR`` (seconds to keep retrying, default 86400) tune delivery.
 ``AGENTGUARD_CLERK_PUBLIC_KEY_FILE`` (a PEM file) with optional comma-separated
 ``AGENTGUARD_CLERK_AUTHORIZED_PARTIES`` and optional ``AGENTGUARD_CLERK_ISSUER`` enables
 Clerk session tokens.
@@ -14,6 +17,7 @@ Clerk session tokens.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -26,6 +30,7 @@ from .app import KillSwitchServer
 from .auth.clerk import ClerkAuth
 from .hub import DEFAULT_MAX_STREAMS_PER_KEY, DEFAULT_MAX_STREAMS_PER_ORG
 from .rules import validate_rules
+from .webhooks.sender import WebhookSettings
 
 DATABASE_URL_ENV = "AGENTGUARD_DATABASE_URL"
 DEFAULT_DATABASE_URL = "sqlite:///agentguard.db"
@@ -34,6 +39,9 @@ RULES_ENV = "AGENTGUARD_RULES"
 REQUIRE_REASON_ENV = "AGENTGUARD_REQUIRE_REASON"  # "1": refuse kills without a reason
 MAX_STREAMS_PER_KEY_ENV = "AGENTGUARD_MAX_STREAMS_PER_KEY"
 MAX_STREAMS_PER_ORG_ENV = "AGENTGUARD_MAX_STREAMS_PER_ORGANIZATION"
+WEBHOOKS_ALLOW_PRIVATE_ENV = "AGENTGUARD_WEBHOOKS_ALLOW_PRIVATE"  # "1": private addresses too
+WEBHOOK_TIMEOUT_ENV = "AGENTGUARD_WEBHOOK_TIMEOUT"
+WEBHOOK_RETRY_FOR_ENV = "AGENTGUARD_WEBHOOK_RETRY_FOR"
 
 
 def rules_from(specs: str) -> list[Rule]:
@@ -62,7 +70,31 @@ def server_from_env() -> KillSwitchServer:
         max_streams_per_organization=_count(MAX_STREAMS_PER_ORG_ENV, DEFAULT_MAX_STREAMS_PER_ORG),
         rules=rules_from(os.environ.get(RULES_ENV, "")),
         require_reason=os.environ.get(REQUIRE_REASON_ENV, "") == "1",
+        webhooks=webhook_settings_from_env(),
     )
+
+
+def webhook_settings_from_env() -> WebhookSettings:
+    """Webhook settings from the environment (defaults where unset)."""
+    defaults = WebhookSettings()
+    return WebhookSettings(
+        allow_private_addresses=os.environ.get(WEBHOOKS_ALLOW_PRIVATE_ENV, "") == "1",
+        timeout=_seconds(WEBHOOK_TIMEOUT_ENV, defaults.timeout),
+        retry_for=_seconds(WEBHOOK_RETRY_FOR_ENV, defaults.retry_for),
+    )
+
+
+def _seconds(name: str, default: float) -> float:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise InvalidInputError(name, f"must be a positive number of seconds; got {value!r}")
+    return seconds
 
 
 def _count(name: str, default: int) -> int:

@@ -33,11 +33,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import get_args
 
 from starlette.concurrency import run_in_threadpool
 
 from ..index import KillIndex
-from ..protocol import HeartbeatReply, HeartbeatReport
+from ..protocol import HealthName, HeartbeatReply, HeartbeatReport
 from ..records import utcnow
 from ..scope import Scope
 from ..telemetry import Telemetry
@@ -355,6 +356,27 @@ class Fleet:
             except RuntimeError:  # that loop has closed
                 pass
 
+    def health_counts(self, organization_id: str) -> dict[str, int]:
+        """How many of the organization's instances are of each health (every health named)."""
+        counts = dict.fromkeys(get_args(HealthName), 0)
+        judged = self.store.liveness_counts(
+            organization_id,
+            now=self.clock(),
+            stale_after=STALE_AFTER,
+            vanished_after=VANISHED_AFTER,
+            default_interval=DEFAULT_INTERVAL,
+        )
+        index = self._index(organization_id) if judged else None
+        for scope, state, n in judged:
+            if (
+                index is not None
+                and state in ("active", "stale")
+                and index.blocking(scope) is not None
+            ):
+                state = "killed"
+            counts[state] = counts.get(state, 0) + n
+        return counts
+
     # -- agents ----------------------------------------------------------------------------------
 
     def agents(self, organization_id: str, agent_id: str | None = None) -> list[s.AgentPublic]:
@@ -392,6 +414,7 @@ class Fleet:
                 executed=r.executed,
                 refused=r.refused,
                 failed=r.failed,
+                cancelled=r.cancelled,
                 cost_usd=r.cost_usd,
                 version=r.version,
                 status=r.status,  # type: ignore[arg-type]
@@ -416,6 +439,7 @@ class Fleet:
             executed=sum(r.executed for r in rows),
             refused=sum(r.refused for r in rows),
             failed=sum(r.failed for r in rows),
+            cancelled=sum(r.cancelled for r in rows),
             cost_usd=sum(r.cost_usd for r in rows),
             cost_usd_today=today.cost_usd,
             kill_switch=as_public(s.KillSwitchPublic, ks) if ks is not None else None,

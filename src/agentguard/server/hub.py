@@ -1,7 +1,8 @@
 """The stream hub: fans committed kill-state changes out to this process's open streams.
 
 It also counts open streams against their limits, ends the streams of revoked keys and
-signed-out sessions, and keeps the instances that streams name live in the fleet.
+signed-out sessions, keeps the instances that streams name live in the fleet, and writes how
+many streams this process holds to the database (for ``GET /metrics``).
 """
 
 from __future__ import annotations
@@ -9,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import threading
 import time
-from collections.abc import Callable
-from typing import Any, NamedTuple
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple, Protocol
 
-from ..records import KillChange
+from ..records import KillChange, utcnow
 from ..scope import Scope
 from .auth.keys import KeyStore
 from .auth.principal import Principal
@@ -32,6 +36,27 @@ DEFAULT_MAX_STREAMS_PER_ORG = 1000
 # Seconds between marks of streaming instances as seen, at most: well inside the fleet's
 # default interval, after three of which an instance counts as stale.
 PRESENCE_INTERVAL = 5.0
+# A process rewrites its open-stream counts at least this often while it has streams; counts
+# older than STREAMS_FRESH are a dead process's, left out of the totals, and deleted after
+# STREAMS_FORGOTTEN.
+STREAMS_REFRESH = 0.8 * PRESENCE_INTERVAL
+STREAMS_FRESH = timedelta(seconds=4 * PRESENCE_INTERVAL)
+STREAMS_FORGOTTEN = timedelta(hours=1)
+
+
+class StreamCounts(Protocol):
+    """Where each process's open streams per organization are written (the store)."""
+
+    def record_open_streams(
+        self,
+        process_id: str,
+        counts: Mapping[str, int],
+        *,
+        now: datetime,
+        forget_before: datetime,
+    ) -> None: ...
+
+    def forget_open_streams(self, process_id: str) -> None: ...
 
 
 class Published(NamedTuple):
@@ -108,6 +133,7 @@ class StreamHub:
         outage: Outage,
         encode: Callable[[KillChange], bytes],
         keepalive: float,
+        counts: StreamCounts,
         max_streams_per_key: int = DEFAULT_MAX_STREAMS_PER_KEY,
         max_streams_per_org: int = DEFAULT_MAX_STREAMS_PER_ORG,
     ) -> None:
@@ -133,6 +159,11 @@ class StreamHub:
         self._toucher: threading.Thread | None = None
         self._admitted: dict[str, int] = {}  # credential or organization -> open streams
         self._admit_lock = threading.Lock()
+        # This process's open streams per organization, as last written, and when (monotonic).
+        self._counts = counts
+        self.process_id = f"{os.getpid()}-{uuid.uuid4().hex}"
+        self._recorded: dict[str, int] = {}
+        self._recorded_at = -math.inf
 
     # -- admission ----------------------------------------------------------------------------
 
@@ -194,6 +225,10 @@ class StreamHub:
         self._connections.setdefault(organization_id, set()).add(connection)
         if instance is not None:
             self._arrive(organization_id, *instance)
+        else:
+            with self._present_lock:
+                self._start_writer()
+            self._touch_now.set()  # its count written at once
         return queue
 
     def close(self, organization_id: str, queue: asyncio.Queue[Published]) -> None:
@@ -208,12 +243,16 @@ class StreamHub:
             unwatch()
 
     def stop(self) -> None:
-        """End the presence writer (the server is closing)."""
+        """End the presence writer and take this process's stream counts back (closing)."""
         self._stopped.set()
         self._touch_now.set()
         if self._toucher is not None:
             self._toucher.join(5.0)
             self._toucher = None
+            try:
+                self._counts.forget_open_streams(self.process_id)
+            except Exception:  # the database is away: the counts stop being recent instead
+                logger.debug("agentguard: could not delete this process's stream counts")
 
     # -- presence of streaming instances ------------------------------------------------------
 
@@ -223,12 +262,16 @@ class StreamHub:
             _, count = self._present.get(key, (scope, 0))
             self._present[key] = (scope, count + 1)
             self._left.pop(key, None)
-            if self._toucher is None and not self._stopped.is_set():
-                self._toucher = threading.Thread(
-                    target=self._touch_loop, name="agentguard-presence", daemon=True
-                )
-                self._toucher.start()
+            self._start_writer()
         self._touch_now.set()  # recorded at once, so a kill sent next counts it
+
+    def _start_writer(self) -> None:
+        """Start the thread writing presence and stream counts (called under _present_lock)."""
+        if self._toucher is None and not self._stopped.is_set():
+            self._toucher = threading.Thread(
+                target=self._touch_loop, name="agentguard-presence", daemon=True
+            )
+            self._toucher.start()
 
     def _leave(self, organization_id: str, instance_id: str) -> None:
         key = (organization_id, instance_id)
@@ -253,6 +296,7 @@ class StreamHub:
                 gone = [key for key, left in self._left.items() if left <= cutoff]
             try:
                 self._fleet.touch(present)
+                self._record_counts()
                 if gone:
                     # Unseen for two rounds: no other server has a stream of it either.
                     self._fleet.streams_ended(gone, unseen_for=2 * interval)
@@ -267,6 +311,18 @@ class StreamHub:
                     logger.warning(
                         "agentguard: could not mark streaming instances seen", exc_info=True
                     )
+
+    def _record_counts(self) -> None:
+        """Write this process's open streams per organization, when changed or due again."""
+        counts = {org: len(c) for org, c in list(self._connections.items()) if c}
+        elapsed = time.monotonic() - self._recorded_at
+        if counts == self._recorded and (not counts or elapsed < STREAMS_REFRESH):
+            return
+        now = utcnow()
+        self._counts.record_open_streams(
+            self.process_id, counts, now=now, forget_before=now - STREAMS_FORGOTTEN
+        )
+        self._recorded, self._recorded_at = counts, time.monotonic()
 
     def _on_change(self, organization_id: str, change: KillChange) -> None:
         # Called by the change feed in version order, from whichever thread learnt of it.

@@ -15,6 +15,7 @@ from .auth.binding import AgentNotAllowedError
 from .schemas import PATTERN_RULES, ErrorResponse, KillSwitchPublic
 from .store.database import RETRY_AFTER, Outage, is_unavailable
 from .store.keys import KeyNotFoundError, KeyRevokedError
+from .store.webhooks import WebhookNotFoundError
 
 # The status of each error code, and the sentence OpenAPI uses for it.
 STATUS: dict[str, int] = {
@@ -109,6 +110,8 @@ def from_exception(exc: Exception, outage: Outage | None = None) -> ApiError | N
         return ApiError("not_found", str(exc), field="key_id")
     if isinstance(exc, KeyRevokedError):
         return ApiError("conflict", str(exc), field="key_id")
+    if isinstance(exc, WebhookNotFoundError):
+        return ApiError("not_found", str(exc), field="webhook_id")
     return None
 
 

@@ -141,6 +141,7 @@ class ServerRules:
                         occurred_at=now,
                     )
                 ],
+                reporter="the server",
             )
             # What the rule itself reads back: clients cannot write audit entries.
             self.store.audit(
@@ -163,6 +164,7 @@ class ServerRules:
                 reason=reason,
                 actor=actor,
                 audit_note=f"tripped by {tripper}",
+                rule=rule.name,
             )
         except AlreadyKilledError:
             return

@@ -22,7 +22,15 @@ from pydantic import (
 )
 
 from ..checkpoints import CHECKPOINT_KEY_PATTERN, CHECKPOINT_KEY_RULE
-from ..protocol import HealthName, InstanceStatusName, ScopeName
+from ..protocol import (
+    WEBHOOK_EVENTS,
+    DeliveryStatusName,
+    HealthName,
+    InstanceStatusName,
+    ScopeName,
+    WebhookEventName,
+    WebhookFormatName,
+)
 from ..targets import HIDDEN_CLASS, MAX_REASON_LENGTH, MAX_TARGET_ID_LENGTH, id_text_problem
 from . import series
 
@@ -35,9 +43,11 @@ AuditAction = Literal[
     "interventions.dropped",
     "ack.refused",
     "rule.observed",
+    "webhook.create",
+    "webhook.delete",
 ]
-AuditTargetType = Literal["agent", "run", "mission", "tool", "api_key"]
-InterventionTypeName = Literal["HARD_BLOCK", "OBSERVED", "UNAVAILABLE"]
+AuditTargetType = Literal["agent", "run", "mission", "tool", "api_key", "webhook"]
+InterventionTypeName = Literal["HARD_BLOCK", "OBSERVED", "UNAVAILABLE", "CANCELLED"]
 
 # No NUL characters anywhere (PostgreSQL text cannot hold them); ids need one visible character.
 _NO_NUL = r"^[^\x00]*$"
@@ -223,7 +233,7 @@ AgentPattern = Annotated[
 class ApiKeyCreate(_Body):
     """A key to create; ``owner`` defaults to the calling user."""
 
-    scopes: Annotated[list[ScopeName], Field(min_length=1, max_length=4)]
+    scopes: Annotated[list[ScopeName], Field(min_length=1, max_length=5)]
     owner: Name | None = None
     name: Name | None = None
     agents: Annotated[list[AgentPattern], Field(max_length=100)] | None = None
@@ -303,6 +313,8 @@ class AuditEntriesPublic(BaseModel):
 
 # -- interventions -------------------------------------------------------------------------------
 
+MAX_RAN_FOR_MS = 366 * 86_400_000.0  # a call stopped after more than a year is no real report
+
 _OptionalId = (
     Annotated[str, StringConstraints(max_length=256, pattern=_ID_OR_EMPTY), ID_RULE, IdText] | None
 )
@@ -333,6 +345,10 @@ class InterventionIn(_Body):
     model: _OptionalId = None
     """The model of a refused model call (an LLM request)."""
     occurred_at: ReportedTime
+    ran_for_ms: (
+        Annotated[float, Field(ge=0, le=MAX_RAN_FOR_MS, allow_inf_nan=False), RealNumber] | None
+    ) = None
+    """CANCELLED: how long the call had run when the kill stopped it (milliseconds)."""
 
 
 class InterventionsBatch(_Body):
@@ -368,6 +384,7 @@ class InterventionPublic(BaseModel):
     tool_call_id: str | None
     model: str | None = None
     occurred_at: datetime
+    ran_for_ms: float | None = None
 
 
 class InterventionsPublic(BaseModel):
@@ -427,6 +444,103 @@ CheckpointKey = Annotated[str, StringConstraints(max_length=256, pattern=CHECKPO
 # send nothing else), at most 256 characters.
 _HEADER_ID = r"^[ -~]*[!-~][ -~]*$"
 
+# -- webhooks ------------------------------------------------------------------------------------
+
+# Printable ASCII without spaces (an IDN host goes in its xn-- form); the server checks the rest.
+_WEBHOOK_URL = r"^https?://[!-~]+$"
+_ROUTING_KEY = r"^[A-Za-z0-9]+$"
+WebhookUrl = Annotated[
+    str,
+    StringConstraints(max_length=2048, pattern=_WEBHOOK_URL),
+    Field(
+        description="http:// or https://, with a host and no user name or password; unless "
+        "the server allows private addresses, the host must be public"
+    ),
+]
+ShortId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=KEY_ID_PATTERN)]
+
+
+class WebhookCreate(_Body):
+    """A webhook to register: where, in which format, for which events."""
+
+    url: WebhookUrl
+    events: Annotated[list[WebhookEventName], Field(min_length=1, max_length=len(WEBHOOK_EVENTS))]
+    format: WebhookFormatName = "standard"
+    name: Name | None = None
+    routing_key: (
+        Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=_ROUTING_KEY)] | None
+    ) = None
+    """The PagerDuty integration key (Events API v2); only with ``format`` pagerduty."""
+
+
+class WebhookDeliveryPublic(BaseModel):
+    """One event for one webhook, and its attempts so far."""
+
+    webhook_id: str
+    event_id: str  # the ``webhook-id`` header of the standard format
+    event: str
+    subject: str
+    status: DeliveryStatusName
+    attempts: int
+    created_at: datetime
+    next_attempt_at: datetime | None
+    last_attempt_at: datetime | None
+    delivered_at: datetime | None
+    response_status: int | None
+    duration_ms: float | None
+    error: str | None
+
+
+class WebhookPublic(BaseModel):
+    """A registered webhook (never its secret), with how its deliveries are going."""
+
+    id: str
+    organization_id: str
+    url: str
+    format: WebhookFormatName
+    events: list[str]
+    name: str | None
+    created_by: str
+    created_at: datetime
+    pending: int
+    last_delivery: WebhookDeliveryPublic | None
+
+
+class WebhookCreated(WebhookPublic):
+    """A new webhook; for the standard format, its signing secret, shown this once."""
+
+    secret: str | None
+
+
+class WebhooksPublic(BaseModel):
+    """A page of webhooks, newest first, and how many there are in all."""
+
+    data: list[WebhookPublic]
+    count: int
+
+
+class WebhookDeliveriesPublic(BaseModel):
+    """A page of a webhook's delivery log, newest first, and how many match in all."""
+
+    data: list[WebhookDeliveryPublic]
+    count: int
+
+
+class WebhookPath(BaseModel):
+    """The webhook in the path."""
+
+    webhook_id: Annotated[
+        str, StringConstraints(min_length=1, max_length=32, pattern=KEY_ID_PATTERN)
+    ]
+
+
+class WebhookDeliveryQuery(PageQuery):
+    """Delivery log filters."""
+
+    status: DeliveryStatusName | None = None
+    event_id: ShortId | None = None
+
+
 # What each pattern asks for, in words: error messages say this, never the regex.
 PATTERN_RULES: dict[str, str] = {
     _HEADER_ID: "must be printable ASCII text with a visible character",
@@ -435,6 +549,9 @@ PATTERN_RULES: dict[str, str] = {
     _ID: "needs a visible character, and no control, format or invisible characters",
     _ID_OR_EMPTY: "must not contain control, format or invisible characters",
     KEY_ID_PATTERN: "may contain only letters, digits and underscores",
+    _WEBHOOK_URL: "must be an http:// or https:// URL of printable ASCII characters, without "
+    "spaces (write an international host name in its xn-- form)",
+    _ROUTING_KEY: "may contain only letters and digits",
     _AGENT_PATTERN: "must be an agent id, a prefix ending in '*' ('billing-*'), or '*' alone "
     "(no commas; '*' only at the end)",
     CHECKPOINT_KEY_PATTERN: CHECKPOINT_KEY_RULE,
@@ -453,6 +570,8 @@ class HeartbeatIn(_Body):
     executed: Count
     refused: Count
     failed: Count
+    cancelled: Count = 0
+    """Calls stopped by a kill while they ran (older clients do not send it)."""
     cost_usd: Dollars
     version: Version
     checkpoint: CheckpointKey | None = None
@@ -534,6 +653,7 @@ class InstancePublic(BaseModel):
     executed: int
     refused: int
     failed: int
+    cancelled: int
     cost_usd: float
     version: int
     status: InstanceStatusName
@@ -550,6 +670,7 @@ class AgentPublic(BaseModel):
     executed: int
     refused: int
     failed: int
+    cancelled: int
     cost_usd: float
     cost_usd_today: float
     kill_switch: KillSwitchPublic | None

@@ -46,8 +46,10 @@ class ServerSource(KillStateSource):
         if self.reason_required:
             validate_target(target_type, target_id)
             require_reason(reason)
+        # In this process, a guard's rules kill with actor ``rule:<name>`` (rules.Trip.actor).
+        rule = actor.removeprefix("rule:") if actor.startswith("rule:") else None
         return self.store.kill(
-            self.organization_id, target_type, target_id, reason=reason, actor=actor
+            self.organization_id, target_type, target_id, reason=reason, actor=actor, rule=rule
         )
 
     def revive(self, target_type: str, target_id: str, *, actor: str) -> KillChange:

@@ -137,6 +137,7 @@ def test_an_intervention_record_becomes_ours(
         "instance_id": "agentsentinel:sdk-bot:run-1",
         "tool_call_id": None,
         "model": None,
+        "ran_for_ms": None,
         "occurred_at": iv["occurred_at"],
     }
     sent_at = datetime.fromisoformat(sent["timestamp"])

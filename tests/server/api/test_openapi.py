@@ -16,6 +16,7 @@ from starlette.testclient import TestClient
 from agentguard.server import KillSwitchServer
 from support.api import bearer
 from support.fuzzing import beyond_the_grid, look_alike, reported_now
+from support.webhook_bodies import registrable
 
 OPERATIONS = {
     ("post", "/api/v1/kill-switch/kill"),
@@ -44,6 +45,14 @@ OPERATIONS = {
     # the AgentSentinel SDK's own paths
     ("post", "/api/v1/interventions/"),
     ("post", "/api/v1/ingest"),
+    # operations
+    ("get", "/metrics"),
+    # webhooks
+    ("post", "/api/v1/webhooks"),
+    ("get", "/api/v1/webhooks"),
+    ("delete", "/api/v1/webhooks/{webhook_id}"),
+    ("post", "/api/v1/webhooks/{webhook_id}/test"),
+    ("get", "/api/v1/webhooks/{webhook_id}/deliveries"),
 }
 
 
@@ -282,11 +291,14 @@ def fuzzer(operation: Any, mode: Any, token: str) -> Any:
             assume(not look_alike(case))
             assume(not beyond_the_grid(case))
             reported_now(case.body)
+            registrable(case.body)
         case.call_and_validate(headers=bearer(token), checks=run)
 
     return fuzz
 
 
+# CPU-bound fuzzing: on a loaded machine, beside the other xdist worker, it has taken 130 s.
+@pytest.mark.timeout(300)
 def test_fuzzed_requests_get_documented_answers(make_server: Any) -> None:
     """Schemathesis-generated requests (valid and invalid) all get documented answers."""
     server: KillSwitchServer = make_server()

@@ -302,6 +302,7 @@ def test_an_operator_kills_and_revives_from_the_page(
             i,
             executed=1843,
             refused=3 + i,
+            cancelled=1,
             cost_usd=20.6,
             version=version,
         )
@@ -324,17 +325,27 @@ def test_an_operator_kills_and_revives_from_the_page(
             ]
         )
     ]
+    # The call each instance had in flight when the kill came, stopped midway.
+    stopped = {**blocked[0], "id": "iv-stopped", "action": "bulk_send", "type": "CANCELLED",
+               "ran_for_ms": 2340.0}  # fmt: skip
+    blocked = [stopped, *blocked]
     assert api(site.url, fleet, "POST", "interventions", interventions=blocked).status_code == 200
     feed = page.locator("#iv-list > li")
-    expect(feed).to_have_count(3)
+    expect(feed).to_have_count(4)
     expect(feed.first).to_contain_text("send_invoice")
+    cut_short = feed.filter(has_text="bulk_send")
+    expect(cut_short.locator(".badge")).to_have_text("Stopped")
+    expect(cut_short).to_contain_text("stopped after 2.3 s by the kill of")
+    expect(page.locator("tr[data-agent='email-campaign'] td[data-label='Stopped']")).to_have_text(
+        "2"
+    )
     expect(killed.locator(".ack")).to_contain_text("Acknowledged by 2/2 instances")
     # Filtered by target: only that target's interventions, live ones included.
     page.locator("#iv-type").select_option("tool")
     expect(feed).to_have_count(1)
     expect(feed.first).to_contain_text("send_email")
     page.locator("#iv-type").select_option("")
-    expect(feed).to_have_count(3)
+    expect(feed).to_have_count(4)
     expect(page.locator("#audit-list > li").first).to_contain_text("send_email")
     screenshot(page, site.screenshots / "console-desktop.png", full_page=True)
 

@@ -21,6 +21,7 @@ from agentguard.server.store.tables import (
     kill_switches,
     ledger_entries,
     usage,
+    webhook_deliveries,
 )
 from support.db_rows import intervention_row
 
@@ -37,7 +38,8 @@ def prune(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 def fill(server: Any) -> None:
     """Two instances of one agent (one silent for 40 days), each with usage and an ack of a kill,
-    an old and a new intervention, and the sign-outs of an expired and a live console session.
+    an old and a new intervention, the sign-outs of an expired and a live console session, and
+    webhook deliveries: old and sent, old and still pending, new and sent.
     "New" is now: the test reads the fleet's health right after."""
     now = datetime.now(timezone.utc)
     old = now - timedelta(days=40)
@@ -67,6 +69,23 @@ def fill(server: Any) -> None:
                     organization_id="org_a", id=entry_id, agent_id="mailer", received_at=when
                 )
             )
+        for n, (status, when) in enumerate(
+            (("delivered", old), ("pending", old), ("delivered", now))
+        ):
+            conn.execute(
+                insert(webhook_deliveries).values(
+                    organization_id="org_a",
+                    webhook_id="wh_1",
+                    event_id=f"msg_{n}",
+                    event="kill",
+                    subject="ks",
+                    payload="{}",
+                    status=status,
+                    attempts=1,
+                    created_at=when,
+                    next_attempt_at=when if status == "pending" else None,
+                )  # fmt: skip
+            )
 
 
 def counts(server: Any) -> dict[str, int]:
@@ -80,6 +99,7 @@ def counts(server: Any) -> dict[str, int]:
         kill_changes,
         audit_log,
         ledger_entries,
+        webhook_deliveries,
     ]
     with server.database.read() as conn:
         return {
@@ -106,13 +126,15 @@ def test_prune_deletes_old_fleet_rows_and_keeps_the_audit_trail(
         "kill_changes": 1,
         "audit_log": 1,
         "ledger_entries": 2,
+        "webhook_deliveries": 3,
     }
 
     dry = prune(database_url, "--older-than", "30d", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert dry.stdout.startswith(
         "would delete 1 acknowledgements, 1 instances, 1 usage, 1 expired console sign-outs, "
-        "1 AgentSentinel ledger entries ("
+        "1 AgentSentinel ledger entries, "
+        "1 finished webhook deliveries ("
     )
     assert counts(server) == before
 
@@ -120,7 +142,8 @@ def test_prune_deletes_old_fleet_rows_and_keeps_the_audit_trail(
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(
         "deleted 1 acknowledgements, 1 instances, 1 usage, 1 expired console sign-outs, "
-        "1 AgentSentinel ledger entries ("
+        "1 AgentSentinel ledger entries, "
+        "1 finished webhook deliveries ("
     )
     assert counts(server) == {
         **before,
@@ -129,6 +152,7 @@ def test_prune_deletes_old_fleet_rows_and_keeps_the_audit_trail(
         "usage": 1,
         "console_sign_outs": 1,
         "ledger_entries": 1,
+        "webhook_deliveries": 2,
     }
     agents = server.fleet.agents("org_a")
     assert [i.instance_id for i in agents[0].instances] == ["i-new"]

@@ -24,6 +24,7 @@ from .kills import KillHandlers
 from .sentinel import SentinelHandlers
 from .series import SeriesHandlers
 from .state import KillStatePublic, KillStateReader
+from .webhooks import WebhookHandlers
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -332,5 +333,65 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         path_params=s.CheckpointPath,
         errors=(404,),
         tags=("fleet",),
+    ),
+    # -- webhooks -------------------------------------------------------------------------------
+    Endpoint(
+        method="POST",
+        path=f"{API}/webhooks",
+        operation_id="create_webhook",
+        summary="Register a webhook (a standard one's signing secret is shown once)",
+        permission="webhooks",
+        response=s.WebhookCreated,
+        handler=WebhookHandlers.create,
+        body=s.WebhookCreate,
+        tags=("webhooks",),
+    ),
+    Endpoint(
+        method="GET",
+        path=f"{API}/webhooks",
+        operation_id="list_webhooks",
+        summary="Webhooks, newest first, with their pending deliveries and latest attempt",
+        permission="webhooks",
+        response=s.WebhooksPublic,
+        handler=WebhookHandlers.list_webhooks,
+        query=s.PageQuery,
+        tags=("webhooks",),
+    ),
+    Endpoint(
+        method="DELETE",
+        path=f"{API}/webhooks/{{webhook_id}}",
+        operation_id="delete_webhook",
+        summary="Remove a webhook and its delivery log",
+        permission="webhooks",
+        response=s.WebhookPublic,
+        handler=WebhookHandlers.delete,
+        path_params=s.WebhookPath,
+        errors=(404,),
+        tags=("webhooks",),
+    ),
+    Endpoint(
+        method="POST",
+        path=f"{API}/webhooks/{{webhook_id}}/test",
+        operation_id="test_webhook",
+        summary="Queue a webhook.test event for one webhook",
+        permission="webhooks",
+        response=s.WebhookDeliveryPublic,
+        handler=WebhookHandlers.test,
+        path_params=s.WebhookPath,
+        errors=(404,),
+        tags=("webhooks",),
+    ),
+    Endpoint(
+        method="GET",
+        path=f"{API}/webhooks/{{webhook_id}}/deliveries",
+        operation_id="list_webhook_deliveries",
+        summary="A webhook's delivery log, newest first",
+        permission="webhooks",
+        response=s.WebhookDeliveriesPublic,
+        handler=WebhookHandlers.deliveries,
+        path_params=s.WebhookPath,
+        query=s.WebhookDeliveryQuery,
+        errors=(404,),
+        tags=("webhooks",),
     ),
 )

@@ -32,7 +32,9 @@ class InterventionHandlers:
                 if iv.target_type == "agent":
                     binding.require(f"interventions.{i}.target_id", iv.target_id)
         items = [Intervention(**iv.model_dump()) for iv in body.interventions]
-        created = await run_in_threadpool(self.store.add_interventions, call.org, items)
+        created = await run_in_threadpool(
+            self.store.add_interventions, call.org, items, reporter=call.principal.actor
+        )
         if body.dropped:
             await run_in_threadpool(self._record_dropped, call, body.dropped)
         return s.InterventionsAccepted(received=len(items), created=created)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from pydantic import BaseModel
@@ -9,14 +10,17 @@ from starlette.concurrency import run_in_threadpool
 
 from ...index import KillIndex
 from ...protocol import VERSION_HEADER
+from ...records import KillChange, utcnow
 from ...targets import require_reason
 from ...telemetry import Telemetry
 from .. import schemas as s
 from ..fleet import Fleet
 from ..inputs import as_public
 from ..store.sqlstore import SQLStore
+from ..webhooks.events import ack_timeout_event
 from .call import Call
 
+logger = logging.getLogger("agentguard.server")
 ACK_HEADER = "X-AgentGuard-Acknowledged"  # after ?wait=: live instances that applied the kill
 
 
@@ -61,7 +65,36 @@ class KillHandlers:
             )
             if status is not None:
                 call.headers[ACK_HEADER] = f"{status.acknowledged}/{status.live}"
+                if query.wait > 0 and status.acknowledged < status.live:
+                    await self._ack_timeout(call, change, status, query.wait)
         return as_public(s.KillSwitchPublic, change.kill_switch)
+
+    async def _ack_timeout(
+        self, call: Call, change: KillChange, status: s.AcksPublic, waited: float
+    ) -> None:
+        """Queue ``ack.timeout``: the kill holds, but not every live instance said so in time."""
+        event = ack_timeout_event(
+            change,
+            waited=waited,
+            live=status.live,
+            acknowledged=status.acknowledged,
+            waiting_on=[
+                {
+                    "instance_id": i.instance_id,
+                    "agent_id": i.agent_id,
+                    "run_id": i.run_id,
+                    "mission_id": i.mission_id,
+                }
+                for i in status.instances
+                if not i.acknowledged
+            ],
+            requested_by=call.principal.actor,
+            now=utcnow(),
+        )
+        try:
+            await run_in_threadpool(self.store.queue_webhook_events, call.org, [event])
+        except Exception as exc:  # the kill is committed and answered: do not fail it now
+            logger.warning("agentguard: could not queue the ack.timeout webhook event: %s", exc)
 
     async def revive(self, call: Call) -> BaseModel:
         body: s.ReviveRequest = call.body

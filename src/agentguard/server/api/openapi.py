@@ -16,6 +16,7 @@ from ..auth.principal import PERMISSIONS
 from ..problems import DESCRIPTIONS
 from ..schemas import ErrorResponse, InterventionPublic
 from .endpoints import ENDPOINTS, Endpoint
+from .metrics import METRICS_PATH, metrics_operation
 from .stream import KEEPALIVE_HEADER, STREAM_MODELS, STREAM_PATH, StreamQuery
 
 REF = "#/components/schemas/{model}"
@@ -57,6 +58,7 @@ def build_openapi(
     for e in endpoints:
         paths.setdefault(e.path, {})[e.method.lower()] = _operation(e, refs)
     paths[STREAM_PATH] = {"get": _stream_operation()}
+    paths[METRICS_PATH] = {"get": metrics_operation()}
     security_schemes: dict[str, Any] = {
         "apiKey": {
             "type": "http",

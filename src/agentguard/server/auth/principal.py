@@ -37,6 +37,8 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
     "read": ("operator", "read"),  # audit, interventions, counts
     "report": ("operator", "agent"),  # report interventions
     "keys": (),  # create, list, revoke API keys
+    "metrics": ("metrics", "operator", "read"),  # GET /metrics (a metrics key reads nothing else)
+    "webhooks": (),  # register, list, test and remove webhooks; read their delivery logs
 }
 
 

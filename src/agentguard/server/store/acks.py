@@ -11,6 +11,7 @@ from sqlalchemy import Connection, bindparam, select, update
 
 from ...scope import Scope
 from ..auth.binding import AgentBinding, AgentNotAllowedError
+from .counters import ACK_LATENCY, bump
 from .instances import InstanceRow, check_owner, new_instance
 from .killstate import VersionAheadError, version_of
 from .rows import Rows, upsert
@@ -253,14 +254,17 @@ def _kills_between(conn: Connection, org: str, before: int, version: int) -> lis
 def _insert_acks(
     conn: Connection, acks: list[tuple[str, str, NewAck, datetime]]
 ) -> set[tuple[str, str, str]]:
-    """Insert (organization, instance, ack, when) rows; the (org, instance, kill) created."""
+    """Insert (organization, instance, ack, when) rows; the (org, instance, kill) created.
+
+    The latencies of those created go into the acknowledgement latency histogram.
+    """
     if not acks:
         return set()
     t = kill_acks.c
     inserted = conn.execute(
         upsert(conn, kill_acks)
         .on_conflict_do_nothing(index_elements=[t.organization_id, t.kill_switch_id, t.instance_id])
-        .returning(t.organization_id, t.instance_id, t.kill_switch_id),
+        .returning(t.organization_id, t.instance_id, t.kill_switch_id, t.latency_ms),
         [
             {
                 "organization_id": org,
@@ -273,6 +277,12 @@ def _insert_acks(
             for org, instance_id, ack, when in acks
         ],
     ).all()
+    latencies: dict[str, list[float]] = {}
+    for r in inserted:
+        if r.latency_ms is not None:
+            latencies.setdefault(r.organization_id, []).append(r.latency_ms / 1000)
+    for org in sorted(latencies):
+        bump(conn, org, ACK_LATENCY.observe(latencies[org]))
     return {(r.organization_id, r.instance_id, r.kill_switch_id) for r in inserted}
 
 

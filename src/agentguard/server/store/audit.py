@@ -7,6 +7,7 @@ from datetime import datetime
 from sqlalchemy import Connection, and_, func, insert, select, update
 
 from ...records import AuditEntry, new_id, utcnow
+from .counters import RULE_TRIPS, bump, rule_of
 from .rows import Rows, aware, where_equal
 from .tables import audit_log, kill_switches
 
@@ -26,7 +27,10 @@ def write_audit(
     version: int | None = None,
     created_at: datetime | None = None,
 ) -> None:
-    """Add an audit entry inside the caller's transaction."""
+    """Add an audit entry inside the caller's transaction.
+
+    A rule's kill or observation also counts as a rule trip (:data:`RULE_TRIPS`).
+    """
     conn.execute(
         insert(audit_log).values(
             id=new_id(),
@@ -41,6 +45,10 @@ def write_audit(
             created_at=created_at or utcnow(),
         )
     )
+    rule = rule_of(actor)
+    if rule is not None and action in ("kill", RULE_OBSERVED):
+        mode = "enforce" if action == "kill" else "observe"
+        bump(conn, organization_id, {RULE_TRIPS.key(rule=rule, mode=mode): 1})
 
 
 def add_note(conn: Connection, organization_id: str, version: int, note: str) -> None:

@@ -53,6 +53,7 @@ class HeartbeatRows(Rows):
                 "executed": report.executed,
                 "refused": report.refused,
                 "failed": report.failed,
+                "cancelled": report.cancelled,
                 "cost_usd": report.cost_usd,
                 "version": max(previous.version, report.version),
                 "checkpoint": report.checkpoint or previous.checkpoint,

@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, case, or_, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, case, func, or_, select, update
 
 from ...scope import EMPTY_SCOPE, Scope
 from ..auth.binding import AgentBinding, AgentNotAllowedError
@@ -30,6 +30,7 @@ class InstanceRow:
     executed: int
     refused: int
     failed: int
+    cancelled: int
     cost_usd: float
     version: int
     checkpoint: str | None
@@ -78,6 +79,7 @@ def new_instance(
         "executed": 0,
         "refused": 0,
         "failed": 0,
+        "cancelled": 0,
         "cost_usd": 0.0,
         "version": 0,
         "status": "running",
@@ -233,3 +235,59 @@ class InstanceRows(Rows):
         with self.database.read() as conn:
             rows = conn.execute(select(instances).where(where).order_by(t.instance_id)).all()
         return [InstanceRow.of(r) for r in rows]
+
+    def liveness_counts(
+        self,
+        organization_id: str,
+        *,
+        now: datetime,
+        stale_after: float,
+        vanished_after: float,
+        default_interval: float,
+    ) -> list[tuple[Scope, str, int]]:
+        """How many instances are ``active``, ``stale``, ``crashed`` or ``exited`` (kills aside).
+
+        Judged as the fleet judges one: silent for more than ``stale_after`` intervals is stale,
+        for more than ``vanished_after`` crashed (``default_interval`` for instances without
+        one), unless it reported ``exited`` or ``crashed``. One aggregate query: counts by
+        scope (agent, run and mission ids) for active and stale instances, so the caller can
+        tell killed ones; by state alone for the others.
+        """
+        t = instances.c
+        seen = _epoch(t.last_seen, sqlite=self.database.is_sqlite)
+        interval = func.coalesce(t.interval_s, default_interval)
+        moment = now.timestamp()
+        state = case(
+            (t.status != "running", t.status),
+            (seen >= moment - stale_after * interval, "active"),
+            (seen >= moment - vanished_after * interval, "stale"),
+            else_="crashed",
+        )
+        judged = (
+            select(t.agent_id, t.run_id, t.mission_id, state.label("state"))
+            .where(t.organization_id == organization_id)
+            .subquery()
+        )
+        live = judged.c.state.in_(("active", "stale"))
+        scoped = select(
+            judged.c.state,
+            *(
+                case((live, column), else_=None).label(column.name)
+                for column in (judged.c.agent_id, judged.c.run_id, judged.c.mission_id)
+            ),
+        ).subquery()
+        c = scoped.c
+        with self.database.read() as conn:
+            rows = conn.execute(
+                select(c.agent_id, c.run_id, c.mission_id, c.state, func.count()).group_by(
+                    c.agent_id, c.run_id, c.mission_id, c.state
+                )
+            ).all()
+        return [(Scope(r.agent_id, r.run_id, r.mission_id), str(r.state), int(r[4])) for r in rows]
+
+
+def _epoch(column: Any, *, sqlite: bool) -> Any:
+    """Seconds since 1970 of a stored time (SQLite keeps it as naive UTC text)."""
+    if sqlite:
+        return (func.julianday(column) - 2440587.5) * 86400.0
+    return func.extract("epoch", column)

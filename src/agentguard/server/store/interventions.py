@@ -2,21 +2,39 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Row, and_, func, select
 
-from ...records import Intervention, utcnow
+from ...records import Intervention, InterventionType, utcnow
+from ..webhooks.events import intervention_events
+from .counters import INTERVENTIONS, bump
 from .rows import Rows, upsert, where_equal
 from .tables import interventions, kill_switches
+from .webhooks import Outbox, queue_events
 
 
 class InterventionRows(Rows):
     """Store interventions once per id; list and count them."""
 
-    def add_interventions(self, organization_id: str, items: Iterable[Intervention]) -> int:
+    outbox: Outbox  # set by SQLStore: wakes this process's webhook sender
+
+    def add_interventions(
+        self,
+        organization_id: str,
+        items: Iterable[Intervention],
+        *,
+        reporter: str | None = None,
+    ) -> int:
+        """Store new interventions; how many were new.
+
+        New observations and refusals for want of kill state queue their webhook events
+        (``rule.observed``, ``fail_closed``) in the same transaction; ``reporter`` (who sent
+        them) is named in those events.
+        """
         batch = list({iv.id: iv for iv in items}.values())
         if not batch:
             return 0
@@ -49,9 +67,20 @@ class InterventionRows(Rows):
                 .on_conflict_do_nothing(
                     index_elements=[interventions.c.organization_id, interventions.c.id]
                 )
-                .returning(interventions.c.id)
+                .returning(interventions.c.id, interventions.c.type)
             )
-            added = conn.execute(stmt, values).all()
+            rows = conn.execute(stmt, values).all()
+            added = {row.id for row in rows}
+            by_type = Counter(row.type for row in rows)
+            bump(conn, organization_id, {INTERVENTIONS.key(type=t): n for t, n in by_type.items()})
+            hard_block = InterventionType.HARD_BLOCK
+            noted = [iv for iv in batch if iv.id in added and iv.type != hard_block]
+            queued = 0
+            if noted:
+                events = intervention_events(organization_id, noted, reporter=reporter)
+                queued = queue_events(conn, organization_id, events)
+        if queued:
+            self.outbox.queued()
         return len(added)
 
     def list_interventions(

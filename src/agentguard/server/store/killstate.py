@@ -14,10 +14,12 @@ from ...errors import AgentGuardError, AlreadyKilledError, NotKilledError
 from ...records import KillChange, KillSwitch, Snapshot, new_id, utcnow
 from ...store import ChangeListener
 from ...targets import validate_reason, validate_target
+from ..webhooks.events import change_events
 from .audit import add_note, write_audit
 from .feed import CHANGES_CHANNEL, ChangeFeed
 from .rows import Rows, upsert
 from .tables import kill_changes, kill_switches, org_versions
+from .webhooks import Outbox, queue_events
 
 # A lost race for the one active kill of a target surfaces as an IntegrityError; the retry
 # then finds the winner's record (or, if it was revived meanwhile, kills afresh).
@@ -56,11 +58,13 @@ def check_version(conn: Connection, organization_id: str, version: int) -> None:
 class KillStateRows(Rows):
     """Kill and revive targets; read active kills, snapshots and changes.
 
-    ``kill``/``revive`` commit the record, the organization's next version, a change-log row
-    and an audit entry in one transaction, then hand the change to :attr:`feed`.
+    ``kill``/``revive`` commit the record, the organization's next version, a change-log row,
+    an audit entry and the webhook deliveries of the change in one transaction, then hand the
+    change to :attr:`feed`.
     """
 
     feed: ChangeFeed  # set by SQLStore, which composes the rows with the feed
+    outbox: Outbox  # set by SQLStore: wakes this process's webhook sender
 
     def kill(
         self,
@@ -72,8 +76,13 @@ class KillStateRows(Rows):
         actor: str,
         request_id: str | None = None,
         audit_note: str | None = None,
+        rule: str | None = None,
     ) -> KillChange:
-        """Kill a target; ``audit_note`` is added to the audit entry's detail (after the reason)."""
+        """Kill a target; ``audit_note`` is added to the audit entry's detail (after the reason).
+
+        ``rule`` names the server rule (or in-process guard rule) that tripped, for the
+        ``rule.tripped`` webhook event.
+        """
         target_type, target_id = validate_target(target_type, target_id)
         reason = validate_reason(reason)
         for _ in range(_KILL_ATTEMPTS):
@@ -84,12 +93,15 @@ class KillStateRows(Rows):
                     )
                     if audit_note:
                         add_note(conn, organization_id, change.version, audit_note)
+                    queued = queue_events(conn, organization_id, change_events(change, rule=rule))
             except IntegrityError:
                 existing = self.get_active(organization_id, target_type, target_id)
                 if existing is not None:
                     raise AlreadyKilledError(existing) from None
                 continue  # the winner was revived in between: try again
             self.feed.publish(organization_id, change)
+            if queued:
+                self.outbox.queued()
             return change
         raise RuntimeError(f"could not kill {target_type} {target_id!r}: too much contention")
 
@@ -135,7 +147,10 @@ class KillStateRows(Rows):
             change = self._revive_in(
                 conn, organization_id, target_type, target_id, actor, request_id
             )
+            queued = queue_events(conn, organization_id, change_events(change))
         self.feed.publish(organization_id, change)
+        if queued:
+            self.outbox.queued()
         return change
 
     def _revive_in(
@@ -171,8 +186,10 @@ class KillStateRows(Rows):
         so the first kill after a start is as fast as the next ones."""
         try:
             with self.database.write() as conn:
-                self._kill_in(conn, _WARM_UP, "agent", _WARM_UP, None, _WARM_UP, None)
-                self._revive_in(conn, _WARM_UP, "agent", _WARM_UP, _WARM_UP, None)
+                kill = self._kill_in(conn, _WARM_UP, "agent", _WARM_UP, None, _WARM_UP, None)
+                queue_events(conn, _WARM_UP, change_events(kill))
+                revive = self._revive_in(conn, _WARM_UP, "agent", _WARM_UP, _WARM_UP, None)
+                queue_events(conn, _WARM_UP, change_events(revive))
                 raise _RolledBack
         except _RolledBack:
             pass
@@ -242,6 +259,17 @@ class KillStateRows(Rows):
                 select(func.count()).select_from(kill_switches).where(where)
             ).scalar_one()
         return [_kill_switch(r) for r in rows], int(count)
+
+    def active_kill_counts(self, organization_id: str) -> dict[str, int]:
+        """How many active kill switches the organization has, by target type."""
+        ks = kill_switches.c
+        with self.database.read() as conn:
+            rows = conn.execute(
+                select(ks.target_type, func.count())
+                .where(ks.organization_id == organization_id, ks.is_active)
+                .group_by(ks.target_type)
+            ).all()
+        return {target_type: int(n) for target_type, n in rows}
 
     def snapshot(self, organization_id: str) -> Snapshot:
         with self.database.read() as conn:

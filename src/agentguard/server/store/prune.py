@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import and_, delete, func, select
 
 from ...records import utcnow
 from .rows import Rows
@@ -15,6 +15,7 @@ from .tables import (
     kill_acks,
     ledger_entries,
     usage,
+    webhook_deliveries,
 )
 
 
@@ -28,8 +29,9 @@ class PruneRows(Rows):
 
         Instances not seen since (with their acknowledgements), usage slices and the ids of
         AgentSentinel ledger entries counted (one sent again after that counts again); with
-        ``interventions_too`` also interventions received before it; and console sign-outs of
-        sessions that have expired anyway. Kill switches, the change log, the audit log and
+        ``interventions_too`` also interventions received before it; console sign-outs of
+        sessions that have expired anyway; and webhook deliveries (sent or given up) queued
+        before it. Kill switches, the change log, the audit log and
         checkpoints are kept. One transaction: all or nothing; ``dry_run`` counts and deletes
         nothing.
         """
@@ -53,6 +55,9 @@ class PruneRows(Rows):
         targets.append(("expired console sign-outs", console_sign_outs, expired))
         counted = ledger_entries.c.received_at < before
         targets.append(("AgentSentinel ledger entries", ledger_entries, counted))
+        d = webhook_deliveries.c
+        finished = and_(d.status != "pending", d.created_at < before)
+        targets.append(("finished webhook deliveries", webhook_deliveries, finished))
         counts: dict[str, int] = {}
         with self.database.write() as conn:
             for name, table, where in targets:

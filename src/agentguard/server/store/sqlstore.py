@@ -5,6 +5,7 @@ from __future__ import annotations
 from .acks import AckRows
 from .audit import AuditRows
 from .checkpoints import CheckpointRows
+from .counters import CounterRows
 from .database import Database
 from .feed import ChangeFeed
 from .heartbeats import HeartbeatRows
@@ -12,9 +13,11 @@ from .instances import InstanceRows
 from .interventions import InterventionRows
 from .killstate import KillStateRows
 from .ledger import LedgerRows
+from .open_streams import OpenStreamRows
 from .prune import PruneRows
 from .series import SeriesRows
 from .usage import UsageRows
+from .webhooks import Outbox, WebhookRows
 
 
 class SQLStore(
@@ -29,11 +32,15 @@ class SQLStore(
     SeriesRows,
     LedgerRows,
     PruneRows,
+    CounterRows,
+    OpenStreamRows,
+    WebhookRows,
 ):
-    """Kill state, audit log, interventions, checkpoints and fleet of many organizations in
-    one database, one resource per base class; :attr:`feed` keeps this process's kill indexes
-    current with it."""
+    """Kill state, audit log, interventions, checkpoints, fleet, metric counters and webhooks of
+    many organizations in one database, one resource per base class; :attr:`feed` keeps this
+    process's kill indexes current with it, and :attr:`outbox` wakes its webhook sender."""
 
     def __init__(self, database: Database) -> None:
         super().__init__(database)
         self.feed = ChangeFeed(database, self)
+        self.outbox = Outbox()

@@ -129,6 +129,7 @@ interventions = Table(
     Column("instance_id", String(256)),
     Column("tool_call_id", String(256)),
     Column("model", String(256)),
+    Column("ran_for_ms", Float),  # CANCELLED: how long the call had run
     Column("occurred_at", UTCDateTime, nullable=False),
     Column("received_at", UTCDateTime, nullable=False),
     # Re-sending a batch is safe: an intervention id is stored once per organization.
@@ -183,6 +184,7 @@ instances = Table(
     Column("executed", BigInteger, nullable=False),
     Column("refused", BigInteger, nullable=False),
     Column("failed", BigInteger, nullable=False),
+    Column("cancelled", BigInteger, nullable=False, server_default=text("0")),
     Column("cost_usd", Float, nullable=False),
     Column("version", BigInteger, nullable=False),  # the kill-state version it has applied
     Column("checkpoint", String(256)),
@@ -237,4 +239,93 @@ console_sign_outs = Table(
     # A signed-out session's id, refused until the cookie would have expired anyway.
     Column("session_id", String(64), primary_key=True),
     Column("expires_at", UTCDateTime, nullable=False),
+)
+
+
+# -- metrics (GET /metrics) ------------------------------------------------------------------------
+
+metric_counters = Table(
+    "agentguard_metric_counters",
+    metadata,
+    # A counter of events, added to in the transaction of what it counts: every worker and
+    # replica reads the same total, and pruning the rows it counted leaves it as it was.
+    Column("organization_id", String(256), primary_key=True),
+    Column("metric", String(128), primary_key=True),
+    Column("labels", String(1024), primary_key=True),  # canonical JSON: {"type": "HARD_BLOCK"}
+    # Each counter is split over a few rows (a random one per transaction), so concurrent
+    # writers of one organization rarely wait on the same row; readers sum them.
+    Column("shard", Integer, primary_key=True),
+    Column("value", Float, nullable=False),
+)
+
+open_streams = Table(
+    "agentguard_open_streams",
+    metadata,
+    # The change streams each server process holds open, per organization, as it last said.
+    Column("process_id", String(128), primary_key=True),
+    Column("organization_id", String(256), primary_key=True),
+    Column("streams", Integer, nullable=False),
+    Column("seen_at", UTCDateTime, nullable=False),
+)
+
+
+# -- webhooks ------------------------------------------------------------------------------------
+
+webhooks = Table(
+    "agentguard_webhooks",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("organization_id", String(256), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("format", String(16), nullable=False),  # standard | slack | pagerduty
+    Column("events", Text, nullable=False),  # a JSON list of event names
+    # The signing secret (standard: whsec_...) or the PagerDuty routing key; NULL for Slack,
+    # whose URL is its credential. Kept in the clear: signing needs it (see SECURITY.md).
+    Column("secret", Text),
+    Column("name", String(256)),
+    Column("created_by", String(512), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("agentguard_webhooks_org", "organization_id", "created_at"),
+)
+
+# The outbox: one row per event and webhook, written in the transaction of the event; the
+# delivery log of each webhook once sent (or given up).
+webhook_deliveries = Table(
+    "agentguard_webhook_deliveries",
+    metadata,
+    Column("seq", Sequence64, primary_key=True, autoincrement=True),
+    Column("organization_id", String(256), nullable=False),
+    Column("webhook_id", String(32), nullable=False),
+    Column("event_id", String(64), nullable=False),  # the webhook-id header; one per event
+    Column("event", String(32), nullable=False),
+    # What the event is about (a kill switch's id, an instance): deliveries of one webhook and
+    # subject are sent in order, so a revive never overtakes its kill.
+    Column("subject", String(512), nullable=False),
+    Column("payload", Text, nullable=False),  # {"type", "timestamp", "data"} as JSON
+    Column("status", String(16), nullable=False),  # pending | delivered | failed
+    Column("attempts", Integer, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("next_attempt_at", UTCDateTime),
+    Column("lease_until", UTCDateTime),  # a sender has claimed it until then
+    Column("leased_by", String(128)),
+    Column("last_attempt_at", UTCDateTime),
+    Column("delivered_at", UTCDateTime),
+    Column("response_status", Integer),
+    Column("duration_ms", Float),
+    Column("error", Text),
+    Index(
+        "agentguard_webhook_deliveries_due",
+        "next_attempt_at",
+        sqlite_where=text("status = 'pending'"),
+        postgresql_where=text("status = 'pending'"),
+    ),
+    Index("agentguard_webhook_deliveries_order", "webhook_id", "subject", "seq"),
+    Index("agentguard_webhook_deliveries_log", "organization_id", "webhook_id", "seq"),
+    Index(
+        "agentguard_webhook_deliveries_recent",
+        "organization_id",
+        "event",
+        "subject",
+        "created_at",
+    ),
 )

@@ -75,6 +75,7 @@ function agentRow(agent) {
     );
   }
   const refused = Number(agent.refused) || 0;
+  const cancelled = Number(agent.cancelled) || 0;
   return el(
     "tr",
     { dataset: { agent: agent.agent_id } },
@@ -100,6 +101,12 @@ function agentRow(agent) {
       class: "num" + (refused > 0 ? " refused" : ""),
       "data-label": "Refused",
       text: numberFormat.format(refused),
+    }),
+    el("td", {
+      class: "num" + (cancelled > 0 ? " refused" : ""),
+      "data-label": "Stopped",
+      title: "Calls a kill stopped while they ran",
+      text: numberFormat.format(cancelled),
     }),
     el("td", {
       class: "num",

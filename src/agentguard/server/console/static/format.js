@@ -16,6 +16,16 @@ const timeFormat = new Intl.DateTimeFormat(undefined, {
   minute: "2-digit",
   second: "2-digit",
 });
+/* How long a call ran before a kill stopped it: "340 ms", "2.3 s", "4 min 10 s". */
+export function duration(ms) {
+  const n = Number(ms);
+  if (!Number.isFinite(n) || n < 0) return "";
+  if (n < 1000) return numberFormat.format(Math.round(n)) + " ms";
+  if (n < 60000) return (n / 1000).toFixed(n < 10000 ? 1 : 0) + " s";
+  const minutes = Math.floor(n / 60000);
+  return numberFormat.format(minutes) + " min " + Math.round((n % 60000) / 1000) + " s";
+}
+
 export const clockFormat = new Intl.DateTimeFormat(undefined, {
   hour: "2-digit",
   minute: "2-digit",

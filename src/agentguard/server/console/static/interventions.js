@@ -1,7 +1,8 @@
-/* Interventions: refused tool calls, streamed as they happen and filtered by target. */
+/* Interventions: refused tool calls, and calls a kill stopped while they ran, streamed as they
+   happen and filtered by target. */
 import { API, HttpError, call, query } from "./api.js";
 import { byId, clear, el, setMessage, userText } from "./dom.js";
-import { newestFirst, targetNode, timeNode } from "./format.js";
+import { duration, newestFirst, targetNode, timeNode } from "./format.js";
 import { state } from "./state.js";
 
 const FEED_LIMIT = 100;
@@ -81,6 +82,8 @@ function renderInterventions() {
       scope.push(kind + " ", userText("span", "scope-id", id));
     }
     const unavailable = item.type === "UNAVAILABLE"; // refused without a kill: not a block
+    const cancelled = item.type === "CANCELLED"; // stopped by the kill while it ran
+    const ran = cancelled ? duration(item.ran_for_ms) : "";
     list.append(
       el(
         "li",
@@ -89,12 +92,26 @@ function renderInterventions() {
           "div",
           { class: "feed-head" },
           el("span", {
-            class: unavailable ? "badge unavailable" : "badge block",
-            text: item.type === "HARD_BLOCK" ? "Blocked" : unavailable ? "Unavailable" : item.type,
+            class: unavailable ? "badge unavailable" : cancelled ? "badge cancelled" : "badge block",
+            text:
+              item.type === "HARD_BLOCK"
+                ? "Blocked"
+                : unavailable
+                  ? "Unavailable"
+                  : cancelled
+                    ? "Stopped"
+                    : item.type,
           }),
           " ",
           userText("code", "action", item.action),
-          el("span", { class: "muted", text: unavailable ? "refused, no kill state for" : "blocked by" }),
+          el("span", {
+            class: "muted",
+            text: unavailable
+              ? "refused, no kill state for"
+              : cancelled
+                ? (ran ? "stopped after " + ran + " by" : "stopped by") + " the kill of"
+                : "blocked by",
+          }),
           targetNode(item.target_type, item.target_id),
           el("span", { class: "feed-time" }, timeNode(item.occurred_at))
         ),
@@ -110,7 +127,7 @@ function renderInterventions() {
       ? ""
       : filter.type || filter.id
         ? "No interventions match this target."
-        : "No interventions yet. A refused tool call of a killed target appears here."
+        : "No interventions yet. A refused tool call of a killed target, or one a kill stopped, appears here."
   );
 }
 
