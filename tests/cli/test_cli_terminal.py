@@ -128,7 +128,7 @@ def test_piped_sentences_keep_the_reason_as_given() -> None:
     assert out.plain(out.agent(agent)).splitlines()[1:] == [
         "health     killed",
         "last seen  - (-)",
-        "calls      0 executed, 0 refused, 0 failed",
+        "calls      0 executed, 0 refused, 0 stopped by a kill, 0 failed",
         "cost       $0.00 in all, $0.00 today",
         f"killed     2 min ago by usr_ops: {reason}",
     ]
