@@ -13,17 +13,13 @@ def intervention_row(
     action: str = "send_email",
     target_id: str = "bot",
     when: datetime | None = None,
-    iv_type: str = "HARD_BLOCK",
-    agent_id: str | None = None,
 ) -> dict[str, Any]:
-    """The values of an ``agentguard_interventions`` row: by default a HARD_BLOCK of agent
-    ``target_id`` (``iv_type`` may be one the API does not take yet, such as CANCELLED)."""
+    """The values of an ``agentguard_interventions`` row: a HARD_BLOCK of agent ``target_id``."""
     when = when or datetime.now(timezone.utc)
     return {
         "organization_id": organization_id,
         "id": iv_id,
-        "type": iv_type,
-        "agent_id": agent_id,
+        "type": "HARD_BLOCK",
         "action": action,
         "target_type": "agent",
         "target_id": target_id,

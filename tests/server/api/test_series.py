@@ -6,12 +6,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import insert
 
 from agentguard.records import utcnow
 from agentguard.server import KillSwitchServer
-from agentguard.server.store.tables import interventions
-from support.db_rows import intervention_row
 
 HOUR = timedelta(hours=1)
 
@@ -81,14 +78,10 @@ def test_an_agents_series_counts_each_bucket(
         refusal("iv-4", now - HOUR, type="OBSERVED"),  # not a call refused or stopped
         refusal("iv-5", now - HOUR, agent_id="other"),
         refusal("iv-6", now - 7 * HOUR),  # before the window
+        refusal("iv-7", now - HOUR, type="CANCELLED", ran_for_ms=2310),  # stopped while it ran
     ]
     sent = admin.client.post("/api/v1/interventions", json={"interventions": reported})
-    assert sent.json() == {"received": 6, "created": 6}
-    # A call a kill stopped while it ran (the guard reports it as CANCELLED).
-    with fleet.database.write() as conn:
-        row = intervention_row("iv-7", "org_a", target_id="mailer", when=now - HOUR,
-                               iv_type="CANCELLED", agent_id="mailer")  # fmt: skip
-        conn.execute(insert(interventions).values(**row))
+    assert sent.json() == {"received": 7, "created": 7}
     clock.at = now
 
     answer = admin.get("/api/v1/agents/mailer/series", window="6h", step="1h")

@@ -64,6 +64,17 @@ def char_left(page: Page, root: Any, needle: str) -> float:
     return float(left)
 
 
+def box_left(locator: Any) -> float:
+    """The left edge of what ``locator`` finds now (again, if the page redraws it meanwhile:
+    the active list is redrawn as acknowledgements arrive)."""
+    deadline = time.monotonic() + 5
+    box = locator.bounding_box()
+    while box is None and time.monotonic() < deadline:
+        box = locator.bounding_box()
+    assert box is not None, f"{locator} not shown"
+    return float(box["x"])
+
+
 def watch(page: Page) -> tuple[list[str], list[str]]:
     """The page's console errors, and its responses with an error status."""
     errors: list[str] = []
@@ -113,7 +124,7 @@ def test_user_text_cannot_reorder_the_text_around_it(
     expect(item.locator(".reason")).to_have_text(f"Drained funds{RLO}")
     meta = item.locator(".meta")
     # "Killed by mallory‮ · <time>": the separator stays left of the time after it.
-    time_left = meta.locator("time").bounding_box()["x"]  # type: ignore[index]
+    time_left = box_left(meta.locator("time"))
     assert char_left(page, meta, "·") < time_left
     assert char_left(page, meta, "mallory") < char_left(page, meta, "·")
 

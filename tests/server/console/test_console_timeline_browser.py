@@ -2,9 +2,8 @@
 
 A day of history is written through the server's own code on the shared SQLite file, with
 its clock set back: heartbeats every five minutes (the fleet's clock), kills and revives (the
-kill store's clock), refusals reported with the times they occurred, and two calls a kill
-stopped while they ran (stored as CANCELLED rows, which guards report once in-flight
-cancellation ships). The page draws it from ``GET /api/v1/series`` and
+kill store's clock), and the refusals and two calls a kill stopped while they ran (CANCELLED)
+reported with the times they occurred. The page draws it from ``GET /api/v1/series`` and
 ``GET /api/v1/agents/{id}/series``. Screenshots go to ``AGENTGUARD_SCREENSHOT_DIR`` if set
 (``docs/console-timeline.png`` comes from there), else to a temporary directory.
 
@@ -25,7 +24,6 @@ from typing import Any
 import httpx
 import pytest
 from playwright.sync_api import Page, expect
-from sqlalchemy import insert
 from test_console_browser import (  # noqa: F401 - fixtures are used by name
     DESKTOP,
     PHONE,
@@ -36,12 +34,10 @@ from test_console_browser import (  # noqa: F401 - fixtures are used by name
 )
 
 from agentguard.protocol import HeartbeatReport
-from agentguard.records import Intervention, utcnow
+from agentguard.records import Intervention, InterventionType, utcnow
 from agentguard.server import KillSwitchServer
 from agentguard.server.store import killstate
-from agentguard.server.store.tables import interventions
 from support.api import bearer
-from support.db_rows import intervention_row
 from support.processes import stop
 
 pytestmark = pytest.mark.browser
@@ -144,13 +140,21 @@ def write_history(server: KillSwitchServer, clock: Clock, now: datetime) -> None
         if tool_revive_at <= when < tool_revive_at + 5 * MINUTES:
             store.revive(ORG, "tool", "send_email", actor="carol")
         when += 5 * MINUTES
-    store.add_interventions(ORG, refusals)
-    with server.database.write() as conn:  # two calls the kill stopped while they ran
-        for k in range(2):
-            row = intervention_row(f"iv-stopped-{k}", ORG, target_id="email-campaign",
-                                   action="send_invoice", when=kill_at + k * MINUTES,
-                                   iv_type="CANCELLED", agent_id="email-campaign")  # fmt: skip
-            conn.execute(insert(interventions).values(**row))
+    stopped = [  # two calls the kill stopped while they ran
+        Intervention(
+            type=InterventionType.CANCELLED,
+            action="send_invoice",
+            target_type="agent",
+            target_id="email-campaign",
+            agent_id="email-campaign",
+            kill_switch_id=killed.kill_switch.id if killed else None,
+            reason=DRAINED,
+            occurred_at=kill_at + k * MINUTES,
+            ran_for_ms=1200.0 + k,
+        )  # fmt: skip
+        for k in range(2)
+    ]
+    store.add_interventions(ORG, refusals + stopped)
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +214,7 @@ def test_each_agent_has_a_timeline_with_its_kills_and_revives(
     mailer = timeline(page, "email-campaign")
     assert mailer.locator(".bars-refused").get_attribute("data-bars") == "9"
     assert mailer.locator(".bars-cancelled").get_attribute("data-bars") == "1"
-    expect(mailer.locator(".timeline-totals")).to_contain_text("27 refused · 2 cancelled")
+    expect(mailer.locator(".timeline-totals")).to_contain_text("27 refused · 2 stopped")
 
     # Kill and revive markers, each saying who and why; the span between them is shaded.
     markers = mailer.locator("g.marker")

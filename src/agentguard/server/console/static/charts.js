@@ -226,12 +226,12 @@ export function sparkline(series, width, height, field = "refused") {
   );
 }
 
-/* "1,843 executed · 5 refused · 0 cancelled · $41.20" */
+/* "1,843 executed · 5 refused · 0 stopped · $41.20" ("stopped": cancelled by a kill midway) */
 export function totalsText(totals) {
   return [
     numberFormat.format(totals.executed) + " executed",
     numberFormat.format(totals.refused) + " refused",
-    numberFormat.format(totals.cancelled) + " cancelled",
+    numberFormat.format(totals.cancelled) + " stopped",
     moneyFormat.format(totals.cost_usd),
   ].join(" \u00b7 ");
 }

@@ -65,8 +65,9 @@ export function loadTimelines() {
       else if (state.series.has(agents[i])) series.set(agents[i], state.series.get(agents[i]));
     });
     state.series = series;
+    // Unreachable and signed out say so elsewhere; an agent gone meanwhile (404) is just left out.
     const failed = [pulse, ...answers].find(
-      (a) => a.status === "rejected" && !(a.reason instanceof Unreachable) && a.reason.status !== 401
+      (a) => a.status === "rejected" && !(a.reason instanceof Unreachable) && ![401, 404].includes(a.reason.status)
     );
     state.timelineError = failed ? "The fleet's history is unavailable: " + failed.reason.message : "";
     renderPulse();
@@ -89,7 +90,7 @@ function renderPulse() {
   box.replaceChildren(sparkline(data, width, SPARK_HEIGHT));
 }
 
-export function renderTimelines() {
+function renderTimelines() {
   const list = byId("timeline-list");
   if (!state.session || !state.session.can_read || !state.agents) return;
   const width = list.clientWidth;
