@@ -113,7 +113,7 @@ def test_every_worker_answers_for_the_whole_server(served: Server) -> None:
             "kills": {"agent": 2, "tool": 1, "run": 0, "mission": 0},
             "instances": {"active": 1, "killed": 2, "exited": 1, "stale": 0, "crashed": 0},
             "streams": len(streams),
-            "interventions": {"HARD_BLOCK": 24, "UNAVAILABLE": 6, "OBSERVED": 0},
+            "interventions": {"HARD_BLOCK": 24, "UNAVAILABLE": 6, "OBSERVED": 0, "CANCELLED": 0},
             "rule_trips": {"spend": 1},
             "acks": (expected_buckets([*ACK_LATENCY.buckets, float("inf")], latencies), 3),
             "database_unavailable": 0,
