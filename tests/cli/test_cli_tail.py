@@ -253,3 +253,18 @@ def test_a_call_stopped_in_flight_reads_as_stopped_with_how_long_it_ran() -> Non
     words = line.plain.split()
     assert words[1:4] == ["STOPPED", "bulk_send", "agent/rogue-bot"]
     assert line.plain.endswith("after 2.3 s  Drained $3k")
+
+
+def test_a_refused_model_call_names_its_model_in_tail_and_listing() -> None:
+    from agentguard.cli import output as out
+    from agentguard.protocol import StreamEvent
+    from agentguard.records import Intervention
+
+    data = {"type": "HARD_BLOCK", "action": "llm", "target_type": "agent",
+            "target_id": "rogue-bot", "agent_id": "rogue-bot", "model": "gpt-4o-mini",
+            "occurred_at": "2026-12-07T18:00:00+00:00"}  # fmt: skip
+    line = out.stream_event(StreamEvent("intervention", None, data))
+    assert line is not None
+    assert "model=gpt-4o-mini  agent=rogue-bot" in line.plain
+    listing = out.plain(out.interventions([Intervention.model_validate(data)], 1))
+    assert "llm gpt-4o-mini" in listing

@@ -252,7 +252,7 @@ def interventions(rows: Sequence[Intervention], count: int) -> RenderableType:
             (
                 ago(i.occurred_at, at),
                 str(i.type),
-                clip(i.action, 32),
+                clip(f"{i.action} {i.model}" if i.model else i.action, 48),
                 cell_target(i.target_type, i.target_id),
                 i.agent_id,
                 i.run_id,
@@ -558,7 +558,12 @@ def stream_event(event: StreamEvent) -> Text | None:
         )
         scope = "  ".join(
             f"{name}={data[key]}"
-            for key, name in (("agent_id", "agent"), ("run_id", "run"), ("instance_id", "instance"))
+            for key, name in (
+                ("model", "model"),
+                ("agent_id", "agent"),
+                ("run_id", "run"),
+                ("instance_id", "instance"),
+            )
             if data.get(key)
         )
         reason = f"  {clip(data.get('reason'))}" if data.get("reason") else ""

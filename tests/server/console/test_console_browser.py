@@ -328,6 +328,8 @@ def test_an_operator_kills_and_revives_from_the_page(
     # The call each instance had in flight when the kill came, stopped midway.
     stopped = {**blocked[0], "id": "iv-stopped", "action": "bulk_send", "type": "CANCELLED",
                "ran_for_ms": 2340.0}  # fmt: skip
+    # A refused model call names its model.
+    blocked[0] = {**blocked[0], "id": "iv-llm", "action": "llm", "model": "gpt-4o-mini"}
     blocked = [stopped, *blocked]
     assert api(site.url, fleet, "POST", "interventions", interventions=blocked).status_code == 200
     feed = page.locator("#iv-list > li")
@@ -336,6 +338,10 @@ def test_an_operator_kills_and_revives_from_the_page(
     cut_short = feed.filter(has_text="bulk_send")
     expect(cut_short.locator(".badge")).to_have_text("Stopped")
     expect(cut_short).to_contain_text("stopped after 2.3 s by the kill of")
+    expect(feed.filter(has_text="gpt-4o-mini")).to_contain_text("llm")
+    expect(feed.filter(has_text="gpt-4o-mini").locator(".scope-id").first).to_have_text(
+        "gpt-4o-mini"
+    )
     expect(page.locator("tr[data-agent='email-campaign'] td[data-label='Stopped']")).to_have_text(
         "2"
     )

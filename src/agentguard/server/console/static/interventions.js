@@ -72,6 +72,7 @@ function renderInterventions() {
   for (const item of state.interventions) {
     const scope = [];
     for (const [kind, id] of [
+      ["model", item.model],
       ["agent", item.agent_id],
       ["run", item.run_id],
       ["mission", item.mission_id],
