@@ -2,10 +2,11 @@
 
 A real server process (uvicorn, SQLite), a streaming model stub (a uvicorn process streaming a
 token every 20 ms for 30 s) and ``--agents`` agent processes. Each agent is a remote guard in
-stream mode, all under one agent id, and runs two calls at once in its event loop: a guarded
-async tool that sleeps 30 s, and a model stream read through ``AsyncGuardedTransport``. Once
-every agent has both in flight, the operator sends ``POST /kill``; each agent notes when its
-index applied the kill and when each call ended with ``PolicyViolationError``. Then the
+stream mode, all under one agent id, and runs three calls at once in its event loop: a
+guarded async tool that sleeps 30 s, a model stream read through ``AsyncGuardedTransport``, and
+a chat completion streamed by a guarded OpenAI client (``guard_openai(AsyncOpenAI(...))``).
+Once every agent has all three in flight, the operator sends ``POST /kill``; each agent notes
+when its index applied the kill and when each call ended with ``PolicyViolationError``. Then the
 operator revives, the agents start again, for ``--rounds`` rounds. Times are CLOCK_MONOTONIC,
 shared by all processes on the machine. Target (issue 18): p99 ≤ 50 ms from the kill request
 to the cancellation.
@@ -50,7 +51,23 @@ def stub_app() -> Any:
 
         return StreamingResponse(tokens(), media_type="text/plain")
 
-    return Starlette(routes=[Route("/v1/chat", chat)])
+    async def completions(request: Any) -> StreamingResponse:  # OpenAI chat chunks, as SSE
+        async def events() -> Any:
+            for i in range(1500):
+                choice = {"index": 0, "finish_reason": None, "delta": {"content": f"tok{i} "}}
+                chunk = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1,
+                         "model": "gpt-5", "choices": [choice]}  # fmt: skip
+                yield f"data: {json.dumps(chunk)}\n\n".encode()
+                await asyncio.sleep(0.02)
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    return Starlette(
+        routes=[
+            Route("/v1/chat", chat),
+            Route("/v1/chat/completions", completions, methods=["POST"]),
+        ]
+    )
 
 
 def run_stub(port: int) -> None:
@@ -63,8 +80,11 @@ def run_stub(port: int) -> None:
 
 
 def run_agent(url: str, key: str, stub: str, rounds: int) -> None:
+    import openai
+
     from agentguard import Guard, PolicyViolationError, scope
     from agentguard.integrations.httpx import AsyncGuardedTransport
+    from agentguard.integrations.openai import guard_openai
 
     guard = Guard(url, api_key=key, agent_id=AGENT, max_staleness=60)
     if not guard.wait_until_synced(30):
@@ -93,13 +113,31 @@ def run_agent(url: str, key: str, stub: str, rounds: int) -> None:
             return time.monotonic_ns()
         return None
 
+    async def model(client: openai.AsyncOpenAI, started: asyncio.Event) -> int | None:
+        messages: Any = [{"role": "user", "content": "Hi"}]
+        try:
+            chunks = await client.chat.completions.create(
+                model="gpt-5", messages=messages, stream=True
+            )
+            async for _ in chunks:
+                started.set()
+        except PolicyViolationError:
+            return time.monotonic_ns()
+        return None
+
     async def main() -> None:
         transport = AsyncGuardedTransport(guard=guard)
+        plain = openai.AsyncOpenAI(api_key="sk-bench", base_url=f"{stub}/v1", timeout=60)
+        model_client = guard_openai(plain, guard)
         async with httpx.AsyncClient(transport=transport, timeout=60) as client:
             for _ in range(rounds):
                 with scope(agent_id=AGENT):
-                    started = [asyncio.Event(), asyncio.Event()]
-                    calls = asyncio.gather(tool(started[0]), stream(client, started[1]))
+                    started = [asyncio.Event(), asyncio.Event(), asyncio.Event()]
+                    calls = asyncio.gather(
+                        tool(started[0]),
+                        stream(client, started[1]),
+                        model(model_client, started[2]),
+                    )
                     await asyncio.gather(*(e.wait() for e in started))
                     print("ready", flush=True)
                     ended = await calls
@@ -125,7 +163,7 @@ def measure(agents: int, rounds: int, workdir: Path) -> dict[str, Any]:
     stub_port = free_port()
     stub = subprocess.Popen([sys.executable, __file__, "--stub", str(stub_port)])
     procs: list[subprocess.Popen[bytes]] = []
-    samples: dict[str, list[float]] = {"tool": [], "stream": [], "applied": []}
+    samples: dict[str, list[float]] = {"tool": [], "stream": [], "openai": [], "applied": []}
     kill_ms: list[float] = []
     try:
         stub_url = f"http://127.0.0.1:{stub_port}"
@@ -159,11 +197,12 @@ def measure(agents: int, rounds: int, workdir: Path) -> dict[str, Any]:
             for p in procs:
                 line = p.stdout.readline() if p.stdout else b""
                 report = json.loads(line)
-                tool_end, stream_end = report["ended"]
-                if tool_end is None or stream_end is None:
+                tool_end, stream_end, openai_end = report["ended"]
+                if tool_end is None or stream_end is None or openai_end is None:
                     raise SystemExit("a call in flight was not stopped")
                 samples["tool"].append((tool_end - sent) / 1e6)
                 samples["stream"].append((stream_end - sent) / 1e6)
+                samples["openai"].append((openai_end - sent) / 1e6)
                 samples["applied"].append((report["applied"] - sent) / 1e6)
             operator.post("/api/v1/kill-switch/revive", json=target).raise_for_status()
         for p in procs:
@@ -176,7 +215,7 @@ def measure(agents: int, rounds: int, workdir: Path) -> dict[str, Any]:
         stub.terminate()
         stub.wait(10)
         stop_server(server)
-    both = sorted(samples["tool"] + samples["stream"])
+    both = sorted(samples["tool"] + samples["stream"] + samples["openai"])
     return {
         "agents": agents,
         "rounds": rounds,
@@ -220,7 +259,10 @@ def main() -> None:
         f"| {r['tool_p50']:.1f} | {r['tool_p99']:.1f} | {r['tool_max']:.1f} |",
         f"| model stream (httpx): PolicyViolationError | {r['agents'] * r['rounds']} "
         f"| {r['stream_p50']:.1f} | {r['stream_p99']:.1f} | {r['stream_max']:.1f} |",
-        f"| **both** | {r['calls']} | {r['all_p50']:.1f} | **{r['all_p99']:.1f}** "
+        f"| model stream (guarded OpenAI client): PolicyViolationError "
+        f"| {r['agents'] * r['rounds']} "
+        f"| {r['openai_p50']:.1f} | {r['openai_p99']:.1f} | {r['openai_max']:.1f} |",
+        f"| **all** | {r['calls']} | {r['all_p50']:.1f} | **{r['all_p99']:.1f}** "
         f"| {r['all_max']:.1f} |",
         "",
         f"From `POST /kill` (median request {r['kill_request_ms']:.1f} ms) to each call's "
@@ -239,8 +281,9 @@ def main() -> None:
             f"`python benchmarks/bench_inflight.py --agents {args.agents} --rounds "
             f"{args.rounds}`: a real server process (SQLite), a streaming model stub (a token "
             f"every 20 ms) and {args.agents} agent processes, remote guards in stream mode "
-            "under one agent id, each with an async tool sleeping 30 s and a model stream "
-            "read through `AsyncGuardedTransport` in flight; the operator kills the agent, "
+            "under one agent id, each with an async tool sleeping 30 s, a model stream "
+            "read through `AsyncGuardedTransport` and a chat completion streamed by a guarded "
+            "`AsyncOpenAI` client in flight; the operator kills the agent, "
             "then revives it, for each round. Times from sending `POST /kill` "
             "(CLOCK_MONOTONIC, shared by all processes).\n\n" + table,
         )

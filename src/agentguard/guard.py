@@ -206,6 +206,7 @@ class Guard:
         fn: Any = None,
         task: Any = None,
         cancel: bool = True,
+        model: str | None = None,
     ) -> Flight:
         """``admit``, then register the call in flight until it ends: a kill stops it.
 
@@ -215,7 +216,7 @@ class Guard:
         body raises to ``finish``, and deregister it at the end
         (``flight[LANE].pop(flight[N], None)``). ``task``: the asyncio task a kill cancels
         (async calls); ``cancel=False``: a kill lets it run. No I/O, no lock, no span if
-        allowed.
+        allowed. ``model`` names the model of a model call: a refusal records it.
         """
         if self._defaults is not None:
             scope = self._with_defaults(scope)
@@ -223,24 +224,24 @@ class Guard:
         key = (name, scope)
         clear = self._clear.get(key)
         if clear is None or clear[0] != index.revision:
-            clear = self._look_up(key, args, kwargs, tool_call_id, span_name, fn)
+            clear = self._look_up(key, args, kwargs, tool_call_id, span_name, fn, model)
         elif index.fresh_until < _INF and self._clock() > index.fresh_until:
             self._refusals.refuse(
-                name, scope, None, args, kwargs, tool_call_id, span_name, None, fn
+                name, scope, None, args, kwargs, tool_call_id, span_name, None, fn, model
             )
         if self._rules is not None:
             trip = self._rules.before_call(name, scope, args, kwargs)
             if trip is not None:
                 self._refusals.refuse(
-                    name, scope, None, args, kwargs, tool_call_id, span_name, trip, fn
+                    name, scope, None, args, kwargs, tool_call_id, span_name, trip, fn, model
                 )
         n = next(clear[1])
         if not cancel:
             return [self._inflight, key, _now(), clear[0], None, None, None, NOWHERE, n,
-                    None, None, None, tool_call_id, span_name]  # fmt: skip
+                    None, None, None, tool_call_id, span_name, model]  # fmt: skip
         lane = clear[2]
         flight = [self._inflight, key, _now(), clear[0], task, None, None, lane, n,
-                  None, None, lane, tool_call_id, span_name]  # fmt: skip
+                  None, None, lane, tool_call_id, span_name, model]  # fmt: skip
         lane[n] = flight
         if index.revision != clear[0]:  # a kill may have come before the call was registered
             self._inflight.recheck(flight)
@@ -257,13 +258,17 @@ class Guard:
         fn: Any = None,
         task: Any = None,
         cancel: bool = True,
+        model: str | None = None,
     ) -> Flight:
         """``begin`` for asyncio code: a strict guard asks its server in a worker thread."""
         if self.strict:
             return await asyncio.to_thread(
-                self.begin, name, scope, args, kwargs, tool_call_id, span_name, fn, task, cancel
-            )
-        return self.begin(name, scope, args, kwargs, tool_call_id, span_name, fn, task, cancel)
+                self.begin,
+                name, scope, args, kwargs, tool_call_id, span_name, fn, task, cancel, model,
+            )  # fmt: skip
+        return self.begin(
+            name, scope, args, kwargs, tool_call_id, span_name, fn, task, cancel, model
+        )
 
     def finish(self, flight: Flight, exc: BaseException) -> BaseException:
         """What a call whose body raised ``exc`` raises: the call's ``PolicyViolationError``

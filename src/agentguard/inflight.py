@@ -58,7 +58,7 @@ from .tally import CountKey
 logger = logging.getLogger("agentguard")
 
 # A flight: [OWNER, KEY, STARTED, REVISION, TASK, STOPPED, EVENT, LANE, N, ERROR, HOOKS, HOME,
-#            TOOL_CALL_ID, SPAN_NAME]
+#            TOOL_CALL_ID, SPAN_NAME, MODEL]
 OWNER = 0  # the InFlight of the call's guard
 KEY = 1  # (action name, scope)
 STARTED = 2  # time.monotonic() when it was admitted
@@ -73,6 +73,7 @@ HOOKS = 10  # callables to run when it is stopped, or None
 HOME = 11  # the lane it registers in (None: it opted out, a kill lets it run)
 TOOL_CALL_ID = 12
 SPAN_NAME = 13
+MODEL = 14  # the model of a model call (its CANCELLED intervention names it), else None
 
 Flight = list[Any]
 Lane = dict[int, Flight]
@@ -161,6 +162,7 @@ class Recording(Protocol):
         ran_for: float,
         tool_call_id: str | None,
         span_name: str | None,
+        model: str | None,
     ) -> PolicyViolationError: ...
 
 
@@ -284,7 +286,7 @@ class InFlight:
             return flight
         home = self.lane(key) if cancel else None
         flight = [self, key, started, -1, None, None, None, NOWHERE, id(key), None, None, home,
-                  tool_call_id, None]  # fmt: skip
+                  tool_call_id, None, None]  # fmt: skip
         ADOPTED[id(key)] = flight
         return flight
 
@@ -346,6 +348,7 @@ class InFlight:
                     _now() - flight[STARTED],
                     flight[TOOL_CALL_ID],
                     flight[SPAN_NAME],
+                    flight[MODEL],
                 )
                 flight[ERROR] = error
         return error  # type: ignore[no-any-return]

@@ -133,9 +133,10 @@ class Refusals:
         ran_for: float,
         tool_call_id: str | None,
         span_name: str | None,
+        model: str | None = None,
     ) -> PolicyViolationError:
         """Record a call stopped by ``ks`` after ``ran_for`` seconds (a CANCELLED intervention,
-        its count and span); return the error it ends with."""
+        its count and span; ``model``: a model call's); return the error it ends with."""
         iv = Intervention(
             type=InterventionType.CANCELLED,
             action=name,
@@ -150,6 +151,7 @@ class Refusals:
             instance_id=self._instance_id,
             tool_call_id=tool_call_id,
             ran_for_ms=round(ran_for * 1000, 3),
+            model=model,
         )
         error = PolicyViolationError(
             target_type=ks.target_type,

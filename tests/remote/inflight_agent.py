@@ -7,7 +7,7 @@ A remote guard in stream mode (heartbeating) starts one guarded call of KIND, pr
 should stop it. What it ended with (``outcome``: the exception's class or ``returned``), the
 error's details, the guard's counts and whether the records reached the server go to
 OUT_JSON. Kinds: coroutine, async_generator, sync_generator, cooperative_sync, http_stream,
-langchain, openai_agents, mcp, opt_out.
+openai_stream, anthropic_stream, langchain, openai_agents, mcp, opt_out.
 """
 
 from __future__ import annotations
@@ -145,6 +145,100 @@ def http_stream(guard: Guard) -> Any:
     return asyncio.run(read())
 
 
+class _ModelAPI(http.server.BaseHTTPRequestHandler):
+    """A streaming model API stub: OpenAI chat chunks (``/v1/chat/completions``) or Anthropic
+    message events (``/v1/messages``), one token every 20 ms for 30 s, chunked."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        anthropic = self.path.endswith("/messages")
+        try:
+            if anthropic:
+                start = {"id": "msg_1", "type": "message", "role": "assistant", "content": [],
+                         "model": "claude-sonnet-4-5", "stop_reason": None,
+                         "stop_sequence": None,
+                         "usage": {"input_tokens": 1000, "output_tokens": 1}}  # fmt: skip
+                self._send("message_start", {"type": "message_start", "message": start})
+                self._send("content_block_start", {"type": "content_block_start", "index": 0,
+                           "content_block": {"type": "text", "text": ""}})  # fmt: skip
+            for i in range(int(LONG / 0.02)):
+                if anthropic:
+                    delta = {"type": "text_delta", "text": f"tok{i} "}
+                    block = {"type": "content_block_delta", "index": 0, "delta": delta}
+                    self._send("content_block_delta", block)
+                else:
+                    self._send(None, {"id": "chatcmpl-1", "object": "chat.completion.chunk",
+                                      "created": 1, "model": "gpt-5",
+                                      "choices": [{"index": 0, "finish_reason": None,
+                                                   "delta": {"content": f"tok{i} "}}]})  # fmt: skip
+                time.sleep(0.02)
+            self.wfile.write(b"0\r\n\r\n")
+        except OSError:  # the client went away
+            pass
+
+    def _send(self, name: str | None, data: Any) -> None:
+        head = f"event: {name}\n" if name else ""
+        event = f"{head}data: {json.dumps(data)}\n\n".encode()
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+        self.wfile.flush()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def _model_api() -> str:
+    stub = _Server(("127.0.0.1", 0), _ModelAPI)
+    threading.Thread(target=stub.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{stub.server_address[1]}"
+
+
+def openai_stream(guard: Guard) -> Any:
+    """A sync OpenAI client reading a chat completion's token stream."""
+    import openai
+
+    from agentguard.integrations.openai import guard_openai
+
+    plain = openai.OpenAI(api_key="sk-test", base_url=f"{_model_api()}/v1", timeout=60)
+    client = guard_openai(plain, guard)
+    messages: Any = [{"role": "user", "content": "Hi"}]
+    tokens = 0
+    with client.chat.completions.create(model="gpt-5", messages=messages, stream=True) as stream:
+        for _ in stream:
+            tokens += 1
+            if tokens == 3:
+                ready()
+    return tokens
+
+
+def anthropic_stream(guard: Guard) -> Any:
+    """An async Anthropic client reading a message's event stream."""
+    import anthropic
+
+    from agentguard.integrations.anthropic import guard_anthropic
+
+    async def read() -> int:
+        plain = anthropic.AsyncAnthropic(api_key="sk-test", base_url=_model_api(), timeout=60)
+        client = guard_anthropic(plain, guard)
+        messages: Any = [{"role": "user", "content": "Hi"}]
+        tokens = 0
+        async with client.messages.stream(
+            model="claude-sonnet-4-5", max_tokens=4096, messages=messages
+        ) as stream:
+            async for _ in stream.text_stream:
+                tokens += 1
+                if tokens == 3:
+                    ready()
+        return tokens
+
+    return asyncio.run(read())
+
+
 def langchain(guard: Guard) -> Any:
     from langchain.agents import create_agent
     from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel
@@ -228,6 +322,8 @@ KINDS: dict[str, Callable[[Guard], Any]] = {
         sync_generator,
         cooperative_sync,
         http_stream,
+        openai_stream,
+        anthropic_stream,
         langchain,
         openai_agents,
         mcp,

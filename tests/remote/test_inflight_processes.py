@@ -28,6 +28,8 @@ KINDS = {
     "sync_generator": "export_rows",
     "cooperative_sync": "bulk_send",
     "http_stream": "http_request",
+    "openai_stream": "llm",
+    "anthropic_stream": "llm",
     "langchain": "crawl",
     "openai_agents": "crawl",
     "mcp": "crawl",
@@ -130,6 +132,13 @@ def test_a_kill_stops_each_kind_of_call_in_flight(
     assert iv["kill_switch_id"] == killed["id"] and iv["killed_by"] == killed["killed_by"]
     assert iv["reason"] == "runaway" and iv["agent_id"] == agent_id
     assert iv["ran_for_ms"] is not None and iv["ran_for_ms"] > 0
+    if kind.endswith("_stream") and action == "llm":  # a model call: its model is named
+        assert iv["model"] == ("gpt-5" if kind == "openai_stream" else "claude-sonnet-4-5")
+        assert report["outcome"] == (
+            "AnthropicPolicyViolationError"
+            if kind == "anthropic_stream"
+            else "PolicyViolationError"
+        )
     if kind != "mcp":
         assert iv["id"] == report["intervention_id"]
         assert iv["ran_for_ms"] == pytest.approx(report["ran_for"] * 1000, abs=1)

@@ -17,6 +17,14 @@ Usage (a framework hook that sees each model request and its response)::
 
     call = await gate.acheck("gpt-5", found)   # asyncio code; ``found``: the framework's ids
 
+    call = gate.begin("gpt-5")                 # a call a kill stops while it runs (a stream)
+    try:
+        for chunk in read(call.flight):        # the reader checks call.flight (an inflight.Call)
+            ...
+    except BaseException as exc:
+        raise call.fail(exc, usage_so_far)     # a kill's PolicyViolationError, or exc itself
+    call.finish(usage)
+
 A model call is the action ``llm`` (``action=`` changes it) carrying the model's name: a kill
 of its agent, run or mission, or of the tool ``llm``, refuses it before it leaves, and the
 HARD_BLOCK intervention and span name the model. The allowed path is the guard's own check:
@@ -33,10 +41,16 @@ GenAI conventions (``chat gpt-5``, kind CLIENT, ``gen_ai.request.model``,
 check to finish, under the span that was current at the check. Apart from that warning,
 ``finish`` never raises: a failure to record is logged. Ids come as in ``Gate``: fixed on
 the gate, then ``agentguard.scope``, then ``found``.
+
+``begin``/``abegin`` admit a call that stays in flight until ``finish``: a kill stops it (see
+:mod:`agentguard.inflight`; ``cancel_in_flight=False`` lets it run), and ``fail`` turns what
+its request or body raised into the kill's ``PolicyViolationError``, recorded as CANCELLED
+with the usage seen so far (the model span's ``error.type`` says it; it is not counted failed).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING, Unpack
@@ -45,6 +59,7 @@ from opentelemetry import context as otel_context
 
 from .. import semconv as sc
 from ..errors import PolicyViolationError
+from ..inflight import KEY, Call
 from ..pricing import Prices, PriceTable, Usage
 from ..scope import EMPTY_SCOPE, Ids, Scope
 from ..tally import CountKey
@@ -79,12 +94,14 @@ class ModelGate:
         prices: Prices | PriceTable | None = None,
         action: str = LLM_ACTION,
         provider: str | None = None,
+        cancel_in_flight: bool = True,
         where: str = "ModelGate",
         **ids: Unpack[Ids],
     ) -> None:
         """``provider`` is ``gen_ai.provider.name`` (``openai``, ``anthropic``); ``where``
-        the public callable a misspelt id keyword is reported against."""
-        self.gate = Gate(guard, where=where, **ids)
+        the public callable a misspelt id keyword is reported against; ``cancel_in_flight``
+        applies to calls made with ``begin``/``abegin``."""
+        self.gate = Gate(guard, cancel_in_flight=cancel_in_flight, where=where, **ids)
         self.prices = None if prices is None else Prices.of(prices)  # None: count no cost
         self.action = validate_id("action", action)
         self.provider = provider
@@ -122,6 +139,39 @@ class ModelGate:
             raise self.refused(error)  # noqa: B904 - the refusal itself, as the guard raised it
         return ModelCall(self, guard, key, model, operation)
 
+    def begin(
+        self, model: str | None, found: Scope = EMPTY_SCOPE, *, operation: str = sc.OPERATION_CHAT
+    ) -> ModelCall:
+        """``check``, the call registered in flight until ``finish``: a kill stops it."""
+        guard = self.gate.resolve()
+        span_name = f"{operation} {model}" if model else operation
+        scope = self.gate.scope(found)
+        cancel = self.gate.cancel_in_flight
+        try:
+            flight = guard.begin(
+                self.action, scope, None, None, None, span_name, None, None, cancel, model
+            )
+        except PolicyViolationError as error:
+            raise self.refused(error)  # noqa: B904 - the refusal itself, as the guard raised it
+        return ModelCall(self, guard, flight[KEY], model, operation, Call(flight))
+
+    async def abegin(
+        self, model: str | None, found: Scope = EMPTY_SCOPE, *, operation: str = sc.OPERATION_CHAT
+    ) -> ModelCall:
+        """``begin`` for asyncio code: a kill cancels this task while it waits in the call."""
+        guard = self.gate.resolve()
+        span_name = f"{operation} {model}" if model else operation
+        scope = self.gate.scope(found)
+        cancel = self.gate.cancel_in_flight
+        task = asyncio.current_task() if cancel else None
+        try:
+            flight = await guard.begin_async(
+                self.action, scope, None, None, None, span_name, None, task, cancel, model
+            )
+        except PolicyViolationError as error:
+            raise self.refused(error)  # noqa: B904 - the refusal itself, as the guard raised it
+        return ModelCall(self, guard, flight[KEY], model, operation, Call(flight))
+
     def refused(self, error: PolicyViolationError) -> PolicyViolationError:
         """The refusal to raise (an adapter may give it a class its framework passes on)."""
         return error
@@ -130,10 +180,17 @@ class ModelGate:
 class ModelCall:
     """An admitted model call; ``finish`` records its usage, cost and outcome once."""
 
-    __slots__ = ("gate", "guard", "key", "model", "operation", "started", "parent", "finished")
+    __slots__ = ("gate", "guard", "key", "model", "operation", "started", "parent", "finished",
+                 "flight")  # fmt: skip
 
     def __init__(
-        self, gate: ModelGate, guard: Guard, key: CountKey, model: str | None, operation: str
+        self,
+        gate: ModelGate,
+        guard: Guard,
+        key: CountKey,
+        model: str | None,
+        operation: str,
+        flight: Call | None = None,
     ) -> None:
         self.gate = gate
         self.guard = guard
@@ -143,22 +200,51 @@ class ModelCall:
         self.started = time.time_ns()
         self.parent = otel_context.get_current()
         self.finished = False
+        self.flight = flight  # the call in flight (``begin``), which a kill stops; else None
 
     @property
     def scope(self) -> Scope:
         return self.key[1]
 
+    def fail(
+        self, exc: BaseException, usage: Usage | None = None, failed: bool = False
+    ) -> BaseException:
+        """Finish a call whose request or body raised ``exc`` (with the ``usage`` seen so far)
+        and return what to raise: the kill's ``PolicyViolationError`` if one stopped the call
+        (recorded as CANCELLED), else ``exc`` (counted as failed if it is an ``Exception``)."""
+        flight = self.flight
+        if flight is not None and flight.stopped_by is not None:
+            error = flight.finish(exc)
+            if isinstance(error, PolicyViolationError) and error.cancelled:
+                self.finish(usage, failed=failed, cancelled=True)
+                return self.gate.refused(error)
+        if isinstance(exc, Exception):
+            self.finish(usage, failed=failed, error_type=type(exc).__name__)
+        else:  # the caller closed the stream early, or the task was cancelled from outside
+            self.finish(usage, failed=failed)
+        return exc
+
     def finish(
-        self, usage: Usage | None = None, *, failed: bool = False, error_type: str | None = None
+        self,
+        usage: Usage | None = None,
+        *,
+        failed: bool = False,
+        error_type: str | None = None,
+        cancelled: bool = False,
     ) -> float | None:
         """Record the call: tokens, cost (returned; ``None`` if unknown), failure, span.
 
         ``error_type`` (an HTTP status, an exception's name) marks the call failed and is the
-        span's ``error.type``. A second call does nothing and returns ``None``.
+        span's ``error.type``; ``cancelled``: a kill stopped it (counted as cancelled already,
+        not failed). A second call does nothing and returns ``None``.
         """
         if self.finished:
             return None
         self.finished = True
+        if self.flight is not None:
+            self.flight.end()
+        if cancelled:
+            failed, error_type = False, None
         cost = None
         if usage is not None and (usage.input_tokens or usage.output_tokens):
             cost = self._cost(usage)  # may warn (once per model): outside the catch-all below
@@ -166,6 +252,8 @@ class ModelCall:
             guard, scope = self.guard, self.key[1]
             if failed or error_type is not None:
                 guard.count_failure(self.key)
+            if cancelled:
+                error_type = PolicyViolationError.__name__
             if cost:
                 guard.add_cost(scope, cost)
             guard.telemetry.record_model_call(

@@ -25,6 +25,11 @@ consumes a stream, from ``message_start`` updated by each ``message_delta``; cac
 writes count as input tokens at their own prices. Other requests of the client are checked
 as ``http_request``. Not seen: Message Batches' work at the provider, and the Bedrock and
 Vertex clients. Ids: fixed here, then ``agentguard.scope``.
+
+A kill that comes while a call runs stops it: the request waiting for its answer, or its
+event stream midway (within milliseconds), ends with ``AnthropicPolicyViolationError``,
+recorded as a CANCELLED intervention naming the model, with the usage seen so far (the input
+tokens of ``message_start``); ``cancel_in_flight=False`` lets calls run to their end.
 """
 
 from __future__ import annotations
@@ -92,13 +97,20 @@ def guard_anthropic(
     prices: Prices | PriceTable | None = None,
     action: str = LLM_ACTION,
     transport: httpx2.BaseTransport | httpx2.AsyncBaseTransport | None = None,
+    cancel_in_flight: bool = True,
     **ids: Unpack[Ids],
 ) -> C:
     """A copy of ``client`` whose model calls are guarded and priced (a guarded one as is)."""
     if client in _originals:
         return client
     gate = _AnthropicGate(
-        guard, prices=prices, action=action, provider="anthropic", where="guard_anthropic", **ids
+        guard,
+        prices=prices,
+        action=action,
+        provider="anthropic",
+        where="guard_anthropic",
+        cancel_in_flight=cancel_in_flight,
+        **ids,
     )
     guarded: C
     if isinstance(client, anthropic.AsyncAnthropic):

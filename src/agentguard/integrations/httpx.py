@@ -30,14 +30,14 @@ streaming response refuses its next chunk. The chunk that was being read is not 
 from __future__ import annotations
 
 import asyncio
-import socket
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING
 
 import httpx
 
 from ..inflight import Call
 from ._gate import Gate
+from ._http_flight import abort_on_kill, aborting_new_connections, restore_trace
 
 if TYPE_CHECKING:
     from ..guard import Guard
@@ -71,7 +71,7 @@ class GuardedTransport(httpx.BaseTransport):
         """Refuse (raise ``PolicyViolationError``) or send through the inner transport."""
         call = self._gate.begin(self.action, arguments=request)
         traced = request.extensions.get("trace")
-        request.extensions["trace"] = _aborting_new_connections(call, traced)
+        request.extensions["trace"] = aborting_new_connections(call, traced)
         try:
             response = self.inner.handle_request(request)
         except BaseException as exc:
@@ -81,10 +81,8 @@ class GuardedTransport(httpx.BaseTransport):
                 raise
             raise error from exc
         finally:
-            _restore_trace(request, traced)
-        stream = response.extensions.get("network_stream")
-        if stream is not None and response.extensions.get("http_version") != b"HTTP/2":
-            call.on_cancel(lambda: _shut_down(stream))
+            restore_trace(request, traced)
+        abort_on_kill(call, response)
         guarded = _GuardedStream(response.stream, call)  # type: ignore[arg-type]
         response.stream = guarded
         guarded.raise_if_cancelled()  # a kill while the headers came
@@ -208,40 +206,3 @@ class _AsyncGuardedStream(httpx.AsyncByteStream):
             await self._inner.aclose()
         finally:
             self._call.end()
-
-
-# httpcore reports each new connection's network stream to a request's ``trace`` extension;
-# shutting its socket down wakes a thread blocked reading the headers.
-_CONNECTED = ("connection.connect_tcp.complete", "connection.start_tls.complete")
-
-
-def _aborting_new_connections(
-    call: Call, traced: Callable[[str, dict[str, Any]], Any] | None
-) -> Callable[[str, dict[str, Any]], Any]:
-    def trace(event: str, info: dict[str, Any]) -> Any:
-        if event in _CONNECTED:
-            stream = info.get("return_value")
-            if stream is not None:
-                call.on_cancel(lambda: _shut_down(stream))
-        return None if traced is None else traced(event, info)
-
-    return trace
-
-
-def _restore_trace(request: httpx.Request, traced: Any) -> None:
-    if traced is None:
-        request.extensions.pop("trace", None)
-    else:
-        request.extensions["trace"] = traced
-
-
-def _shut_down(stream: Any) -> None:
-    """Shut the connection's socket down: a blocked read returns at once (close would not)."""
-    sock = stream.get_extra_info("socket")
-    if sock is None:
-        return
-    try:  # socket.socket's own method: an SSLSocket's would tear down its TLS state under the
-        # reading thread; the read ends with an error either way
-        socket.socket.shutdown(sock, socket.SHUT_RDWR)
-    except OSError:  # closed already
-        pass

@@ -24,10 +24,21 @@ server-sent events, never buffered ahead of the caller) and recorded when the bo
 closed, with what was seen so far if the caller stops early. Other requests are checked as
 ``"http_request"``. A 4xx/5xx answer, an error raised by the inner transport, or an error
 event in a stream counts the model call as failed. Unwrap with ``.inner``.
+
+A request stays in flight until its response is closed, so a kill stops it midway, as
+``agentguard.integrations.httpx`` does (``cancel_in_flight=False`` lets requests finish; for
+``ModelTransport``, the ``ModelGate``'s): the async transports cancel the request's task while
+it waits (for the headers or the next chunk of a streaming response); the sync ones shut the
+connection's socket down under the reading thread (HTTP/1.1; an HTTP/2 stream stops at its
+next chunk), and every streaming response refuses its next chunk. A model token stream so
+ends within milliseconds with the kill's ``PolicyViolationError`` (the ``ModelGate``'s class
+of it: ``AnthropicPolicyViolationError`` for Anthropic), recorded as a CANCELLED intervention
+with the usage seen before the stop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any, Unpack
@@ -40,8 +51,10 @@ except ImportError as exc:
         '"agentguard[openai]" and "agentguard[anthropic]" bring it)'
     ) from exc
 
+from ..inflight import Call
 from ..scope import Ids
 from ._gate import Gate
+from ._http_flight import abort_on_kill, aborting_new_connections, restore_trace
 from ._model import ModelCall, ModelGate
 from ._usage import OPENAI, Reading, Wire
 
@@ -62,7 +75,8 @@ HTTP_ACTION = "http_request"
 
 
 class GuardedTransport(httpx2.BaseTransport):
-    """A sync httpx2 transport that checks the kill state before sending."""
+    """A sync httpx2 transport that checks the kill state before sending, and stops a request
+    still in flight when a kill comes."""
 
     def __init__(
         self,
@@ -70,11 +84,12 @@ class GuardedTransport(httpx2.BaseTransport):
         guard: Guard | None = None,
         *,
         action: str = HTTP_ACTION,
+        cancel_in_flight: bool = True,
         **ids: Unpack[Ids],
     ) -> None:
         self.inner = inner if inner is not None else httpx2.HTTPTransport()
         self.action = action
-        self._gate = Gate(guard, where="GuardedTransport", **ids)
+        self._gate = Gate(guard, cancel_in_flight=cancel_in_flight, where="GuardedTransport", **ids)
 
     @property
     def guard(self) -> Guard | None:
@@ -82,9 +97,7 @@ class GuardedTransport(httpx2.BaseTransport):
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         """Refuse (raise ``PolicyViolationError``) or send through the inner transport."""
-        return self._gate.run(
-            self.action, lambda: self.inner.handle_request(request), arguments=request
-        )
+        return _send(self._gate, self.action, self.inner, request)
 
     def close(self) -> None:
         """Close the inner transport."""
@@ -92,7 +105,8 @@ class GuardedTransport(httpx2.BaseTransport):
 
 
 class AsyncGuardedTransport(httpx2.AsyncBaseTransport):
-    """An async httpx2 transport that checks the kill state before sending."""
+    """An async httpx2 transport that checks the kill state before sending, and stops a
+    request still in flight when a kill comes."""
 
     def __init__(
         self,
@@ -100,11 +114,14 @@ class AsyncGuardedTransport(httpx2.AsyncBaseTransport):
         guard: Guard | None = None,
         *,
         action: str = HTTP_ACTION,
+        cancel_in_flight: bool = True,
         **ids: Unpack[Ids],
     ) -> None:
         self.inner = inner if inner is not None else httpx2.AsyncHTTPTransport()
         self.action = action
-        self._gate = Gate(guard, where="AsyncGuardedTransport", **ids)
+        self._gate = Gate(
+            guard, cancel_in_flight=cancel_in_flight, where="AsyncGuardedTransport", **ids
+        )
 
     @property
     def guard(self) -> Guard | None:
@@ -112,9 +129,7 @@ class AsyncGuardedTransport(httpx2.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         """Refuse (raise ``PolicyViolationError``) or send through the inner transport."""
-        return await self._gate.arun(
-            self.action, lambda: self.inner.handle_async_request(request), arguments=request
-        )
+        return await _asend(self._gate, self.action, self.inner, request)
 
     async def aclose(self) -> None:
         """Close the inner transport."""
@@ -138,21 +153,27 @@ class ModelTransport(httpx2.BaseTransport):
         """Check the request (a model call, or ``http_request``), send it, read its usage."""
         model = requested_model(request, request.read)
         if model is None:
-            return self.gate.gate.run(
-                HTTP_ACTION, lambda: self.inner.handle_request(request), arguments=request
-            )
-        call = self.gate.check(model, operation=self.wire.operation(request.url.path))
+            return _send(self.gate.gate, HTTP_ACTION, self.inner, request)
+        call = self.gate.begin(model, operation=self.wire.operation(request.url.path))
+        flight = call.flight
+        assert flight is not None
+        traced = request.extensions.get("trace")
+        request.extensions["trace"] = aborting_new_connections(flight, traced)
         try:
             response = self.inner.handle_request(request)
-        except Exception as exc:
-            call.finish(error_type=type(exc).__name__)
-            raise
-        except BaseException:
-            call.finish()
-            raise
+        except BaseException as exc:
+            error = call.fail(exc)
+            if error is exc:
+                raise
+            raise error from exc
+        finally:
+            restore_trace(request, traced)
+        abort_on_kill(flight, response)
         reading = _reading(response, call, self.wire)
         if reading is not None:
-            response.stream = UsageStream(response.stream, reading, call)
+            usage_stream = UsageStream(response.stream, reading, call)
+            response.stream = usage_stream
+            usage_stream.raise_if_cancelled()  # a kill while the headers came
         return response
 
     def close(self) -> None:
@@ -178,21 +199,22 @@ class AsyncModelTransport(httpx2.AsyncBaseTransport):
         body = await request.aread() if _is_json_post(request) else None
         model = requested_model(request, lambda: body)
         if model is None:
-            return await self.gate.gate.arun(
-                HTTP_ACTION, lambda: self.inner.handle_async_request(request), arguments=request
-            )
-        call = await self.gate.acheck(model, operation=self.wire.operation(request.url.path))
+            return await _asend(self.gate.gate, HTTP_ACTION, self.inner, request)
+        call = await self.gate.abegin(model, operation=self.wire.operation(request.url.path))
         try:
             response = await self.inner.handle_async_request(request)
-        except Exception as exc:
-            call.finish(error_type=type(exc).__name__)
-            raise
-        except BaseException:
-            call.finish()
-            raise
+        except BaseException as exc:
+            error = call.fail(exc)
+            if error is exc:
+                raise
+            raise error from exc
+        if call.flight is not None:
+            call.flight.stream_idle()  # the body is read later, perhaps in another task
         reading = _reading(response, call, self.wire)
         if reading is not None:
-            response.stream = AsyncUsageStream(response.stream, reading, call)
+            usage_stream = AsyncUsageStream(response.stream, reading, call)
+            response.stream = usage_stream
+            await usage_stream.raise_if_cancelled()  # a kill while the headers came
         return response
 
     async def aclose(self) -> None:
@@ -205,7 +227,10 @@ class UsageStream(httpx2.SyncByteStream):
     recorded when the body ends, fails or is closed (with what was seen so far).
 
     Every body of a guarded model call passes through here (``AsyncUsageStream`` for async
-    clients): the place to stop a stream whose call is killed while it is being read.
+    clients): a kill of a call begun with ``ModelGate.begin`` (``call.flight``) ends it at
+    its next chunk, or at once where the transport aborts the read it blocks in, with the
+    kill's ``PolicyViolationError``; the chunk being read is not delivered, its usage is
+    recorded.
     """
 
     def __init__(self, inner: Any, reading: Reading, call: ModelCall) -> None:
@@ -215,15 +240,34 @@ class UsageStream(httpx2.SyncByteStream):
 
     def __iter__(self) -> Iterator[bytes]:
         feed = self.reading.feed
+        flight = self.call.flight
         try:
             for chunk in self.inner:
                 feed(chunk)
+                if flight is not None:
+                    flight.raise_if_cancelled()
                 yield chunk
-        except Exception as exc:
-            self.finish(type(exc).__name__)
-            raise
+            if flight is not None:  # an aborted read may look like the body's end
+                flight.raise_if_cancelled()
+        except BaseException as exc:
+            error = _failed(self.call, self.reading, exc)
+            if error is exc:
+                raise
+            raise error from exc
         finally:
             self.finish()
+
+    def raise_if_cancelled(self) -> None:
+        """Raise (and close the body) if a kill has stopped the call."""
+        flight = self.call.flight
+        if flight is None or flight.stopped_by is None:
+            return
+        try:
+            flight.raise_if_cancelled()
+        except BaseException as exc:
+            error = _failed(self.call, self.reading, exc)
+            self.inner.close()
+            raise error from None
 
     def close(self) -> None:
         try:
@@ -247,15 +291,42 @@ class AsyncUsageStream(httpx2.AsyncByteStream):
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         feed = self.reading.feed
+        flight = self.call.flight
+        chunks = self.inner.__aiter__()
         try:
-            async for chunk in self.inner:
+            while True:
+                if flight is not None:
+                    flight.stream_wait(asyncio.current_task())  # a kill cancels the read
+                try:
+                    chunk = await chunks.__anext__()
+                except StopAsyncIteration:
+                    break
+                finally:
+                    if flight is not None:
+                        flight.stream_idle()
                 feed(chunk)
                 yield chunk
-        except Exception as exc:
-            self.finish(type(exc).__name__)
-            raise
+            if flight is not None:
+                flight.raise_if_cancelled()
+        except BaseException as exc:
+            error = _failed(self.call, self.reading, exc)
+            if error is exc:
+                raise
+            raise error from exc
         finally:
             self.finish()
+
+    async def raise_if_cancelled(self) -> None:
+        """Raise (and close the body) if a kill has stopped the call."""
+        flight = self.call.flight
+        if flight is None or flight.stopped_by is None:
+            return
+        try:
+            flight.raise_if_cancelled()
+        except BaseException as exc:
+            error = _failed(self.call, self.reading, exc)
+            await self.inner.aclose()
+            raise error from None
 
     async def aclose(self) -> None:
         try:
@@ -267,6 +338,132 @@ class AsyncUsageStream(httpx2.AsyncByteStream):
         """Record the call with the usage read so far (once)."""
         if not self.call.finished:
             _finish(self.call, self.reading, error_type)
+
+
+def _send(
+    gate: Gate, action: str, inner: httpx2.BaseTransport, request: httpx2.Request
+) -> httpx2.Response:
+    """Send a plain (not a model) request through ``inner``, in flight until it is closed."""
+    call = gate.begin(action, arguments=request)
+    traced = request.extensions.get("trace")
+    request.extensions["trace"] = aborting_new_connections(call, traced)
+    try:
+        response = inner.handle_request(request)
+    except BaseException as exc:
+        call.end()
+        error = call.finish(exc)
+        if error is exc:
+            raise
+        raise error from exc
+    finally:
+        restore_trace(request, traced)
+    abort_on_kill(call, response)
+    guarded = _GuardedStream(response.stream, call)
+    response.stream = guarded
+    guarded.raise_if_cancelled()  # a kill while the headers came
+    return response
+
+
+async def _asend(
+    gate: Gate, action: str, inner: httpx2.AsyncBaseTransport, request: httpx2.Request
+) -> httpx2.Response:
+    """``_send`` for async clients: a kill cancels the task while it waits."""
+    call = await gate.abegin(action, arguments=request)
+    try:
+        response = await inner.handle_async_request(request)
+    except BaseException as exc:
+        call.end()
+        error = call.finish(exc)
+        if error is exc:
+            raise
+        raise error from exc
+    call.stream_idle()  # the headers came; the body is read later, perhaps in another task
+    guarded = _AsyncGuardedStream(response.stream, call)
+    response.stream = guarded
+    await guarded.raise_if_cancelled()
+    return response
+
+
+class _GuardedStream(httpx2.SyncByteStream):
+    """A response body that ends with the request's ``PolicyViolationError`` after a kill."""
+
+    def __init__(self, inner: Any, call: Call) -> None:
+        self._inner = inner
+        self._call = call
+
+    def __iter__(self) -> Iterator[bytes]:
+        call = self._call
+        try:
+            for chunk in self._inner:
+                call.raise_if_cancelled()
+                yield chunk
+            call.raise_if_cancelled()  # an aborted read may look like the body's end
+        except BaseException as exc:
+            error = call.finish(exc)  # a read the kill cut short: the call's error
+            if error is exc:
+                raise
+            raise error from exc
+
+    def raise_if_cancelled(self) -> None:
+        try:
+            self._call.raise_if_cancelled()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        try:
+            self._inner.close()
+        finally:
+            self._call.end()
+
+
+class _AsyncGuardedStream(httpx2.AsyncByteStream):
+    """An async response body: a kill cancels the read it waits on, or refuses the next."""
+
+    def __init__(self, inner: Any, call: Call) -> None:
+        self._inner = inner
+        self._call = call
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        call = self._call
+        chunks = self._inner.__aiter__()
+        try:
+            while True:
+                call.stream_wait(asyncio.current_task())
+                try:
+                    chunk = await chunks.__anext__()
+                except StopAsyncIteration:
+                    break
+                finally:
+                    call.stream_idle()
+                yield chunk
+            call.raise_if_cancelled()
+        except BaseException as exc:
+            error = call.finish(exc)
+            if error is exc:
+                raise
+            raise error from exc
+
+    async def raise_if_cancelled(self) -> None:
+        try:
+            self._call.raise_if_cancelled()
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def aclose(self) -> None:
+        try:
+            await self._inner.aclose()
+        finally:
+            self._call.end()
+
+
+def _failed(call: ModelCall, reading: Reading, exc: BaseException) -> BaseException:
+    """Record a model call whose body raised ``exc`` (with the usage read so far); return
+    what to raise (the kill's error, if a kill stopped it)."""
+    usage, failed = (None, False) if call.finished else reading.result()
+    return call.fail(exc, usage, failed)
 
 
 def _is_json_post(request: httpx2.Request) -> bool:

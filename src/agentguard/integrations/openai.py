@@ -25,6 +25,11 @@ chunk (ask for it with ``stream_options={"include_usage": True}``) or the Respon
 ``BudgetRule`` trips on real spend. Other requests of the client (files, batches) are checked
 as ``http_request``. Not seen: the Realtime API (websockets), and work the provider runs for
 a batch. Ids: fixed here, then ``agentguard.scope``.
+
+A kill that comes while a call runs stops it: the request waiting for its answer, or its
+token stream midway (within milliseconds, the chunk being read not delivered), ends with the
+kill's ``PolicyViolationError``, recorded as a CANCELLED intervention naming the model, with
+the usage seen so far (``cancel_in_flight=False`` lets calls run to their end).
 """
 
 from __future__ import annotations
@@ -64,13 +69,20 @@ def guard_openai(
     prices: Prices | PriceTable | None = None,
     action: str = LLM_ACTION,
     transport: httpx2.BaseTransport | httpx2.AsyncBaseTransport | None = None,
+    cancel_in_flight: bool = True,
     **ids: Unpack[Ids],
 ) -> C:
     """A copy of ``client`` whose model calls are guarded and priced (a guarded one as is)."""
     if client in _originals:
         return client
     gate = ModelGate(
-        guard, prices=prices, action=action, provider="openai", where="guard_openai", **ids
+        guard,
+        prices=prices,
+        action=action,
+        provider="openai",
+        where="guard_openai",
+        cancel_in_flight=cancel_in_flight,
+        **ids,
     )
     guarded: C
     if isinstance(client, openai.AsyncOpenAI):
