@@ -3,7 +3,8 @@ on SQLite and PostgreSQL: whichever worker answers a scrape, it reports the whol
 
 Kills, interventions, heartbeats and acknowledgements land on either worker, and change
 streams are held open on both (the test reads the database to see that both hold some);
-every scrape on a fresh connection must then give the same, correct values.
+every scrape on a fresh connection must then give the same, correct values. Webhook
+deliveries are sent by the senders of both workers, and counted once each.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from support.api import bearer
 from support.cli import Server, start_server
 from support.metrics import by_label, expected_buckets, histogram, parse
 from support.processes import stop
+from support.receiver import Receiver
 from support.stream_client import StreamReader
 
 ORG = "org_metrics"
@@ -152,3 +154,82 @@ def _total(database_url: str) -> int:
             return sum(rows)
     finally:
         database.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def served_webhooks(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
+    """``agentguard serve --workers 2`` sending webhooks to loopback, retried for 2 s."""
+    url = None
+    if request.param == "postgres":
+        url = request.getfixturevalue("make_postgres_url")()
+    options = ("--workers", "2", "--webhooks-allow-private", "--webhook-retry-for", "2s")
+    server = start_server(tmp_path, *options, database_url=url)
+    yield server
+    stop(server.popen)
+
+
+def test_webhook_deliveries_and_failures_are_counted_once_whichever_worker_sends(
+    served_webhooks: Server,
+) -> None:
+    served = served_webhooks
+    api = f"{served.url}/api/v1"
+    admin = httpx.Client(base_url=api, headers=bearer(served.key("admin", org=ORG)))
+    metrics_key = served.key("metrics", org=ORG)
+    with Receiver() as good, Receiver() as bad:
+        bad.answer = lambda request: (500, {}, b"down")
+        hooks = {}
+        for name, receiver, fmt, events in (
+            ("good", good, "standard", ["kill", "revive"]),
+            ("bad", bad, "slack", ["kill"]),
+        ):
+            made = admin.post("/webhooks", json={"url": receiver.url(), "format": fmt,
+                                                 "events": events, "name": name})  # fmt: skip
+            assert made.status_code == 200, made.text
+            hooks[name] = made.json()["id"]
+        agents = [f"mailer-{n}" for n in range(4)]
+        for agent_id in agents:  # on either worker, each a new connection
+            target = {"target_type": "agent", "target_id": agent_id}
+            assert httpx.post(f"{api}/kill-switch/kill", json=target,
+                              headers=admin.headers).is_success  # fmt: skip
+        for agent_id in agents[:3]:
+            target = {"target_type": "agent", "target_id": agent_id}
+            assert httpx.post(f"{api}/kill-switch/revive", json=target,
+                              headers=admin.headers).is_success  # fmt: skip
+
+        def log(name: str) -> list[dict[str, Any]]:
+            answer = admin.get(f"/webhooks/{hooks[name]}/deliveries", params={"limit": 100})
+            assert answer.status_code == 200, answer.text
+            return list(answer.json()["data"])
+
+        def settled(name: str, count: int) -> bool:
+            rows = log(name)
+            return len(rows) == count and all(d["status"] != "pending" for d in rows)
+
+        eventually(lambda: settled("good", 7) and settled("bad", 4), 30)
+        assert {d["status"] for d in log("good")} == {"delivered"}
+        failed = log("bad")
+        assert {d["status"] for d in failed} == {"failed"}
+        attempts = sum(d["attempts"] for d in failed)
+        assert attempts >= 4
+        assert len(good.received()) == 7 and len(bad.received()) == attempts
+
+    good_labels = {"webhook": hooks["good"], "format": "standard"}
+    bad_labels = {"webhook": hooks["bad"], "format": "slack"}
+    expected = {
+        "agentguard_webhook_deliveries_total": {
+            labels(**good_labels, event="kill"): 4.0,
+            labels(**good_labels, event="revive"): 3.0,
+        },
+        "agentguard_webhook_failures_total": {labels(**bad_labels, event="kill"): float(attempts)},
+        "agentguard_webhook_given_up_total": {labels(**bad_labels, event="kill"): 4.0},
+    }
+    for _ in range(SCRAPES):  # a new connection each time: either worker may answer
+        answer = httpx.get(f"{served.url}/metrics", headers=bearer(metrics_key))
+        assert answer.status_code == 200, answer.text
+        samples = parse(answer.text)
+        assert {name: samples.get(name, {}) for name in expected} == expected
+    admin.close()
+
+
+def labels(**values: str) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(values.items()))

@@ -27,6 +27,9 @@ TYPES = {
     "agentguard_streams_open": "gauge",
     "agentguard_interventions": "counter",
     "agentguard_rule_trips": "counter",
+    "agentguard_webhook_deliveries": "counter",
+    "agentguard_webhook_failures": "counter",
+    "agentguard_webhook_given_up": "counter",
     "agentguard_ack_latency_seconds": "histogram",
     "agentguard_database_unavailable": "gauge",
 }

@@ -131,6 +131,7 @@ def test_sign_in_sets_a_locked_down_cookie(console: tuple[KillSwitchServer, Test
     assert session["method"] == "console"
     assert session["scopes"] == ["operator"]
     assert session["can_kill"] is True and session["can_read"] is True
+    assert session["can_manage_webhooks"] is False  # webhooks are an admin's
     assert len(session["csrf_token"]) >= 32
     cookie = set_cookie(response)
     assert cookie["httponly"] == "True"

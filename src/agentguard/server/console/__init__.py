@@ -75,6 +75,7 @@ class ConsoleSession(BaseModel):
     scopes: list[str]
     can_kill: bool
     can_read: bool
+    can_manage_webhooks: bool = False
     csrf_token: str | None
     expires_at: datetime | None
     signed_in: bool = True
@@ -240,6 +241,7 @@ def _describe(
         scopes=sorted(principal.scopes),
         can_kill=principal.allows("kill"),
         can_read=principal.allows("read"),
+        can_manage_webhooks=principal.allows("webhooks"),
         csrf_token=data.csrf if data else None,
         expires_at=expires,
     )

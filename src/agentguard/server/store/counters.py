@@ -93,7 +93,8 @@ class StoredHistogram:
 INTERVENTIONS = StoredCounter(
     "agentguard_interventions",
     "Interventions stored, by type (HARD_BLOCK: a refused call; OBSERVED: an observe-mode rule "
-    "tripped; UNAVAILABLE: refused while kill state was unavailable)",
+    "tripped; UNAVAILABLE: refused while kill state was unavailable; CANCELLED: a call in "
+    "flight stopped by a kill)",
     ("type",),
 )
 RULE_TRIPS = StoredCounter(
@@ -108,7 +109,30 @@ ACK_LATENCY = StoredHistogram(
     "when it committed)",
     (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
 )
-COUNTERS: tuple[StoredCounter, ...] = (INTERVENTIONS, RULE_TRIPS)
+WEBHOOK_DELIVERIES = StoredCounter(
+    "agentguard_webhook_deliveries",
+    "Webhook deliveries the endpoint answered with 2xx, by webhook id, format and event",
+    ("webhook", "format", "event"),
+)
+WEBHOOK_FAILURES = StoredCounter(
+    "agentguard_webhook_failures",
+    "Webhook delivery attempts that failed (an error, a timeout or a non-2xx answer; each is "
+    "retried until the delivery is given up), by webhook id, format and event",
+    ("webhook", "format", "event"),
+)
+WEBHOOK_GIVEN_UP = StoredCounter(
+    "agentguard_webhook_given_up",
+    "Webhook deliveries given up after retrying for the retry period, by webhook id, format "
+    "and event",
+    ("webhook", "format", "event"),
+)
+COUNTERS: tuple[StoredCounter, ...] = (
+    INTERVENTIONS,
+    RULE_TRIPS,
+    WEBHOOK_DELIVERIES,
+    WEBHOOK_FAILURES,
+    WEBHOOK_GIVEN_UP,
+)
 HISTOGRAMS: tuple[StoredHistogram, ...] = (ACK_LATENCY,)
 
 

@@ -25,6 +25,7 @@ from ...errors import AgentGuardError
 from ...records import utcnow
 from ..webhooks.events import WebhookEvent, webhook_test_event
 from .audit import write_audit
+from .counters import WEBHOOK_DELIVERIES, WEBHOOK_FAILURES, WEBHOOK_GIVEN_UP, bump
 from .rows import Rows
 from .tables import webhook_deliveries, webhooks
 
@@ -96,6 +97,7 @@ class Claim(BaseModel):
     url: str
     format: str
     secret: str | None
+    organization_id: str
 
 
 class Outbox:
@@ -466,6 +468,7 @@ class WebhookRows(Rows):
                 url=r.url,
                 format=r.format,
                 secret=r.secret,
+                organization_id=r.organization_id,
             )
             for r in rows
         ]
@@ -483,7 +486,8 @@ class WebhookRows(Rows):
         error: str | None,
     ) -> bool:
         """Record an attempt of a leased delivery: delivered, retried at ``next_attempt_at``, or
-        (neither) given up. False if the lease was lost (the webhook was removed meanwhile)."""
+        (neither) given up, and count it (``agentguard_webhook_*`` in ``/metrics``). False if
+        the lease was lost (the webhook was removed meanwhile): nothing is counted."""
         d = webhook_deliveries.c
         status = DELIVERED if delivered else PENDING if next_attempt_at is not None else FAILED
         with self.database.write() as conn:
@@ -503,6 +507,16 @@ class WebhookRows(Rows):
                     leased_by=None,
                 )
             )
+            if done.rowcount:
+                labels = {
+                    "webhook": claim.delivery.webhook_id,
+                    "format": claim.format,
+                    "event": claim.delivery.event,
+                }
+                counted = {(WEBHOOK_DELIVERIES if delivered else WEBHOOK_FAILURES).key(**labels): 1}
+                if status == FAILED:
+                    counted[WEBHOOK_GIVEN_UP.key(**labels)] = 1
+                bump(conn, claim.organization_id, counted)  # last in the transaction
         return bool(done.rowcount)
 
     def release_deliveries(self, owner: str) -> int:

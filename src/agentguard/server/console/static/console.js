@@ -12,6 +12,7 @@ import { showSignIn } from "./session.js";
 import { setupSignIn, start } from "./signin.js";
 import { banner, setConnection } from "./status.js";
 import { setupTimelines } from "./timeline.js";
+import { setupWebhooks } from "./webhooks.js";
 
 setupSignIn();
 setupKillForm();
@@ -19,6 +20,7 @@ setupListActions();
 setupDialog();
 setupFilter();
 setupTimelines();
+setupWebhooks();
 // A module runs once the page is parsed: the elements above are all there.
 call("GET", PROBE).then(
   (session) => {

@@ -1,11 +1,12 @@
-/* Agents, acknowledgements, the audit log and the timelines are read, not streamed: refresh
-   them soon after a change, the fleet every few seconds and the timelines every half minute
-   while the page is visible. */
+/* Agents, acknowledgements, the audit log, the timelines and the webhooks are read, not
+   streamed: refresh them soon after a change, the fleet every few seconds and the timelines
+   and webhooks every half minute while the page is visible. */
 import { loadAcks } from "./active.js";
 import { loadAudit } from "./audit.js";
 import { loadAgents } from "./fleet.js";
 import { state } from "./state.js";
 import { loadTimelines } from "./timeline.js";
+import { loadWebhooks } from "./webhooks.js";
 
 const REFRESH_MS = 5000;
 const TIMELINES_MS = 30000;
@@ -24,6 +25,7 @@ function refresh() {
   loadAgents().then(loadTimelines);
   loadAcks();
   loadAudit();
+  loadWebhooks(); // a kill or revive queues deliveries
 }
 
 export function startRefreshing() {
@@ -36,7 +38,10 @@ export function startRefreshing() {
       }
     }, REFRESH_MS),
     window.setInterval(() => {
-      if (!document.hidden) loadTimelines();
+      if (!document.hidden) {
+        loadTimelines();
+        loadWebhooks();
+      }
     }, TIMELINES_MS)
   );
 }

@@ -30,12 +30,17 @@ export function stop() {
   state.orgSeries = null;
   state.timelineError = "";
   state.interventions = [];
+  state.webhooks = null;
+  state.openLogs = new Set();
   state.syncedAt = null;
   state.retry = 0;
-  for (const id of ["active-list", "agents-body", "iv-list", "audit-list", "timeline-list", "pulse-chart"]) {
+  for (const id of ["active-list", "agents-body", "iv-list", "audit-list", "timeline-list", "pulse-chart", "webhooks-list"]) {
     clear(byId(id));
   }
   show(byId("pulse"), false);
+  show(byId("webhooks-panel"), false);
+  byId("webhook-secret-value").textContent = "";
+  show(byId("webhook-secret"), false);
 }
 
 export function sessionEnded(detail) {

@@ -12,6 +12,8 @@ export const state = {
   timelineTimer: null,
   timelineError: "",
   interventions: [],
+  webhooks: null, // the organization's webhooks (admins only)
+  openLogs: new Set(), // ids of the webhooks whose delivery log is shown
   syncedAt: null,
   timers: [],
   reconnectTimer: null,
