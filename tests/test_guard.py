@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -16,6 +17,7 @@ from agentguard import (
     PolicyViolationError,
     scope,
 )
+from support import eventually
 
 
 def test_kill_check_revive_seed_semantics() -> None:
@@ -211,3 +213,44 @@ def test_a_misspelt_keyword_is_a_type_error_naming_it() -> None:
     for call in calls:
         with pytest.raises(TypeError, match="unexpected keyword argument"):
             call()
+
+
+def test_a_time_limited_kill_refuses_until_it_expires() -> None:
+    guard = Guard(agent_id="bot")
+
+    @guard.guarded_action
+    def send() -> str:
+        return "sent"
+
+    ks = guard.kill("agent", "bot", reason="a look", duration=0.3)
+    assert ks.expires_at is not None and guard.check("agent", "bot").is_killed
+    with pytest.raises(PolicyViolationError):
+        send()
+
+    def allowed() -> bool:
+        try:
+            return send() == "sent"
+        except PolicyViolationError:
+            return False
+
+    eventually(allowed, timeout=5)
+    (entry,) = guard.source.store.list_audit(guard.organization_id, action="revive")[0]
+    assert entry.actor == "expiry"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"duration": "1h", "expires_at": datetime(2099, 1, 1, tzinfo=timezone.utc)}, "duration"),
+        ({"duration": "an hour"}, "duration"),
+        ({"duration": timedelta(0)}, "duration"),
+        ({"expires_at": datetime(2001, 1, 1, tzinfo=timezone.utc)}, "expires_at"),
+        ({"expires_at": "tomorrow"}, "expires_at"),
+    ],
+)
+def test_bad_expiries_name_the_field(kwargs: dict[str, object], field: str) -> None:
+    guard = Guard()
+    with pytest.raises(InvalidInputError) as caught:
+        guard.kill("agent", "bot", **kwargs)  # type: ignore[arg-type]
+    assert caught.value.field == field
+    assert guard.active() == []

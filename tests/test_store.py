@@ -6,6 +6,7 @@ store does is tested at the end of this file (memory) and in tests/server/store/
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 
 import pytest
 
@@ -17,6 +18,7 @@ from agentguard import (
     MemoryStore,
     NotKilledError,
 )
+from agentguard.records import utcnow
 
 
 def test_is_a_kill_store(kill_store: KillStore) -> None:
@@ -130,6 +132,63 @@ def test_checkpoints_are_stored_per_org_and_replaced(kill_store: KillStore) -> N
 
 # MemoryStore only: its bounded change log, and listeners called under its lock (the SQL store's
 # listeners hear commits through the change feed: tests/server/test_coherence.py).
+
+
+def test_a_time_limited_kill_is_revived_once_by_expiry(kill_store: KillStore) -> None:
+    store = kill_store
+    until = utcnow() + timedelta(hours=1)
+    killed = store.kill("org", "agent", "a", reason="look", actor="u", expires_at=until)
+    store.kill("org", "agent", "b", reason=None, actor="u")  # no expiry: stays
+    assert killed.kill_switch.expires_at == until
+    assert store.get_active("org", "agent", "a") == killed.kill_switch
+    assert store.expire_due(until - timedelta(seconds=1)) == []
+    expired = store.expire_due(until)
+    assert [(c.kind, c.version, c.kill_switch.id) for c in expired] == [
+        ("revive", 3, killed.kill_switch.id)
+    ]
+    revived = expired[0].kill_switch
+    assert revived.revived_by == "expiry" and not revived.is_active
+    assert store.expire_due(until + timedelta(hours=2)) == []  # once
+    assert store.get_active("org", "agent", "a") is None
+    assert [ks.target_id for ks in store.snapshot("org").active] == ["b"]
+    assert [c.kind for c in store.changes_since("org", 0) or []] == ["kill", "kill", "revive"]
+    entry = store.list_audit("org", action="revive")[0][0]
+    assert (entry.actor, entry.target_id, entry.version) == ("expiry", "a", 3)
+    assert entry.detail == f"expired at {until.isoformat()}"
+
+
+def test_an_expiry_after_a_revive_and_a_new_kill_leaves_the_new_kill(
+    kill_store: KillStore,
+) -> None:
+    store = kill_store
+    soon = utcnow() + timedelta(minutes=1)
+    store.kill("org", "run", "r", reason=None, actor="u", expires_at=soon)
+    store.revive("org", "run", "r", actor="v")
+    again = store.kill("org", "run", "r", reason=None, actor="u")
+    assert store.expire_due(soon + timedelta(minutes=1)) == []
+    assert store.get_active("org", "run", "r") == again.kill_switch
+
+
+def test_a_kill_without_expiry_has_the_seed_record(kill_store: KillStore) -> None:
+    ks = kill_store.kill("org", "agent", "a", reason=None, actor="u").kill_switch
+    assert ks.expires_at is None and "expires_at" not in ks.model_dump()
+
+
+def test_memory_store_revives_a_time_limited_kill_on_its_own() -> None:
+    store = MemoryStore()
+    store.kill(
+        "org",
+        "agent",
+        "a",
+        reason=None,
+        actor="u",
+        expires_at=utcnow() + timedelta(milliseconds=200),
+    )
+    seen = threading.Event()
+    store.subscribe(lambda org, change: change.kind == "revive" and seen.set())
+    assert seen.wait(5)
+    assert store.get_active("org", "agent", "a") is None
+    assert store.list_audit("org", action="revive")[0][0].actor == "expiry"
 
 
 def test_memory_changes_since_returns_none_when_the_log_is_trimmed() -> None:

@@ -192,6 +192,14 @@ def test_kill_and_revive_emit_operator_spans_and_metrics(otel: Telemetry) -> Non
     assert points == {"kill": 1, "revive": 1}
 
 
+def test_a_time_limited_kill_span_says_when_it_expires(otel: Telemetry) -> None:
+    guard = make_guard(otel)
+    ks = guard.kill("agent", "a", duration="1h")
+    (kill,) = otel.spans("agentguard.kill")
+    assert ks.expires_at is not None
+    assert kill.attributes["agentguard.kill_switch.expires_at"] == ks.expires_at.isoformat()
+
+
 def test_active_gauge_observes_the_index(otel: Telemetry) -> None:
     guard = make_guard(otel)
     guard.kill("agent", "a")

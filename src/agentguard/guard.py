@@ -9,6 +9,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 from . import actions
@@ -17,7 +18,7 @@ from .errors import AgentGuardError, InvalidInputError, PolicyViolationError
 from .index import KillIndex
 from .inflight import NOWHERE, Flight, InFlight, Lane, running_flight
 from .options import FailMode, GuardOptions, Settings, from_env, open_source
-from .records import CallCounts, Intervention, KillStatus, KillSwitch
+from .records import CallCounts, Intervention, KillStatus, KillSwitch, utcnow
 from .refusals import Refusals
 from .remote.heartbeat import Heartbeat
 from .revival import blocked_by, wait, wait_async
@@ -25,7 +26,7 @@ from .rules import RuleEngine, Trip
 from .scope import EMPTY_SCOPE, ID_FIELDS, LAST_REFUSAL, Ids, Scope, current_scope, over, scope_of
 from .sources import KillStateSource
 from .tally import REPORTED, CallTally, CountKey
-from .targets import validate_reason, validate_target
+from .targets import validate_expiry, validate_reason, validate_target
 from .telemetry import Telemetry
 
 if TYPE_CHECKING:
@@ -470,12 +471,21 @@ class Guard:
         *,
         reason: str | None = None,
         actor: str | None = None,
+        expires_at: datetime | None = None,
+        duration: timedelta | float | str | None = None,
     ) -> KillSwitch:
-        """Kill a target; raises ``AlreadyKilledError`` if it already has an active kill."""
+        """Kill a target; raises ``AlreadyKilledError`` if it already has an active kill.
+
+        A time-limited kill (``expires_at``, or ``duration``: seconds, a ``timedelta`` or text
+        such as ``"1h"``) is revived by its store when it expires, as ``expiry``.
+        """
         target_type, target_id = validate_target(target_type, target_id)
         reason = validate_reason(reason)
+        until = validate_expiry(expires_at, duration, utcnow())
         who = actor or self.actor
-        change = self._source.kill(target_type, target_id, reason=reason, actor=who)
+        change = self._source.kill(
+            target_type, target_id, reason=reason, actor=who, expires_at=until
+        )
         self.telemetry.record_change(change, actor=who)
         return change.kill_switch
 

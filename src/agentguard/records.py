@@ -35,6 +35,9 @@ class KillSwitch(BaseModel):
     revived_by: str | None = None
     revived_at: datetime | None = None
     organization_id: str
+    # A time-limited kill: when the server revives it (as ``expiry``). Absent from the record
+    # of a kill that lasts until revived, which keeps the seed's exact shape.
+    expires_at: datetime | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 class KillChange(BaseModel):

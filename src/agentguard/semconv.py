@@ -33,6 +33,7 @@ TARGET_ID = "agentguard.target.id"
 KILL_SWITCH_ID = "agentguard.kill_switch.id"
 KILLED_BY = "agentguard.killed_by"
 KILLED_AT = "agentguard.killed_at"
+EXPIRES_AT = "agentguard.kill_switch.expires_at"  # a time-limited kill: when it is revived
 REASON = "agentguard.reason"
 AGENT_ID = "agentguard.agent.id"
 RUN_ID = "agentguard.run.id"

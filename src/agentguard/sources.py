@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from datetime import datetime
 from typing import Any
 
 from .errors import AgentGuardError
@@ -40,9 +41,15 @@ class KillStateSource(ABC):
 
     @abstractmethod
     def kill(
-        self, target_type: str, target_id: str, *, reason: str | None, actor: str
+        self,
+        target_type: str,
+        target_id: str,
+        *,
+        reason: str | None,
+        actor: str,
+        expires_at: datetime | None = None,
     ) -> KillChange:
-        """Kill a target; raise ``AlreadyKilledError`` if it already is."""
+        """Kill a target (until ``expires_at``, if given); ``AlreadyKilledError`` if it is."""
 
     @abstractmethod
     def revive(self, target_type: str, target_id: str, *, actor: str) -> KillChange:
@@ -123,10 +130,21 @@ class LocalSource(KillStateSource):
             self.index.apply(change)
 
     def kill(
-        self, target_type: str, target_id: str, *, reason: str | None, actor: str
+        self,
+        target_type: str,
+        target_id: str,
+        *,
+        reason: str | None,
+        actor: str,
+        expires_at: datetime | None = None,
     ) -> KillChange:
         change = self.store.kill(
-            self.organization_id, target_type, target_id, reason=reason, actor=actor
+            self.organization_id,
+            target_type,
+            target_id,
+            reason=reason,
+            actor=actor,
+            expires_at=expires_at,
         )
         self.index.apply(change)
         return change

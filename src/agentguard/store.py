@@ -18,7 +18,7 @@ from .records import (
     new_id,
     utcnow,
 )
-from .targets import validate_reason, validate_target
+from .targets import EXPIRY_ACTOR, validate_reason, validate_target
 
 ChangeListener = Callable[[str, KillChange], None]
 """Called with ``(organization_id, change)`` after a change is committed."""
@@ -41,6 +41,7 @@ class KillStore(Protocol):
         reason: str | None,
         actor: str,
         request_id: str | None = None,
+        expires_at: datetime | None = None,
     ) -> KillChange: ...
 
     def revive(
@@ -52,6 +53,13 @@ class KillStore(Protocol):
         actor: str,
         request_id: str | None = None,
     ) -> KillChange: ...
+
+    def expire_due(self, now: datetime | None = None) -> list[KillChange]:
+        """Revive (as ``expiry``) every time-limited kill whose ``expires_at`` has passed.
+
+        Each expiry happens once, however many processes share the store and call this.
+        """
+        ...
 
     def get_active(
         self, organization_id: str, target_type: str, target_id: str
@@ -114,7 +122,10 @@ class KillStore(Protocol):
 
 
 class MemoryStore:
-    """Kill state in this process's memory: the store of ``Guard()`` with no server."""
+    """Kill state in this process's memory: the store of ``Guard()`` with no server.
+
+    A time-limited kill is revived by a timer thread when it expires.
+    """
 
     def __init__(self, *, change_log_size: int = 10_000) -> None:
         # Re-entrant: listeners run under the lock (so they see changes in version order)
@@ -128,6 +139,8 @@ class MemoryStore:
         self._audit: dict[str, list[AuditEntry]] = {}
         self._listeners: list[ChangeListener] = []
         self._checkpoints: dict[tuple[str, str], str] = {}
+        self._timer: threading.Timer | None = None  # fires at the earliest expiry
+        self._timer_at: datetime | None = None
 
     def kill(
         self,
@@ -138,6 +151,7 @@ class MemoryStore:
         reason: str | None,
         actor: str,
         request_id: str | None = None,
+        expires_at: datetime | None = None,
     ) -> KillChange:
         target_type, target_id = validate_target(target_type, target_id)
         reason = validate_reason(reason)
@@ -155,10 +169,13 @@ class MemoryStore:
                 killed_by=actor,
                 killed_at=utcnow(),
                 organization_id=organization_id,
+                expires_at=expires_at,
             )
             self._active[key] = ks
             change = self._commit(organization_id, "kill", ks, actor, request_id)
             self._notify(organization_id, change)
+            if expires_at is not None:
+                self._schedule()
         return change
 
     def revive(
@@ -176,15 +193,68 @@ class MemoryStore:
             existing = self._active.pop(key, None)
             if existing is None:
                 raise NotKilledError(target_type, target_id)
-            ks = existing.model_copy(
-                update={"is_active": False, "revived_by": actor, "revived_at": utcnow()}
-            )
-            change = self._commit(organization_id, "revive", ks, actor, request_id)
-            self._notify(organization_id, change)
+            change = self._revive(organization_id, existing, actor, request_id, None)
         return change
 
+    def _revive(
+        self, org: str, ks: KillSwitch, actor: str, request_id: str | None, detail: str | None
+    ) -> KillChange:
+        revived = ks.model_copy(
+            update={"is_active": False, "revived_by": actor, "revived_at": utcnow()}
+        )
+        change = self._commit(org, "revive", revived, actor, request_id, detail)
+        self._notify(org, change)
+        return change
+
+    def expire_due(self, now: datetime | None = None) -> list[KillChange]:
+        now = now or utcnow()
+        changes = []
+        with self._lock:
+            due = [
+                (key, ks)
+                for key, ks in self._active.items()
+                if ks.expires_at is not None and ks.expires_at <= now
+            ]
+            for key, ks in sorted(due, key=lambda item: item[1].expires_at or now):
+                del self._active[key]
+                assert ks.expires_at is not None
+                note = f"expired at {ks.expires_at.isoformat()}"
+                changes.append(self._revive(key[0], ks, EXPIRY_ACTOR, None, note))
+            self._schedule()
+        return changes
+
+    def _schedule(self) -> None:
+        """Set the timer for the earliest expiry (called under the lock)."""
+        earliest = min(
+            (ks.expires_at for ks in self._active.values() if ks.expires_at is not None),
+            default=None,
+        )
+        if earliest == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer, self._timer_at = None, earliest
+        if earliest is not None:
+            delay = max(0.0, (earliest - utcnow()).total_seconds())
+            timer = threading.Timer(delay, self._on_timer)
+            timer.daemon = True
+            timer.name = "agentguard-expiry"
+            self._timer = timer
+            timer.start()
+
+    def _on_timer(self) -> None:
+        with self._lock:
+            self._timer_at = None  # a timer that fired a little early is set again
+        self.expire_due()
+
     def _commit(
-        self, org: str, kind: str, ks: KillSwitch, actor: str, request_id: str | None
+        self,
+        org: str,
+        kind: str,
+        ks: KillSwitch,
+        actor: str,
+        request_id: str | None,
+        detail: str | None = None,
     ) -> KillChange:
         version = self._versions.get(org, 0) + 1
         self._versions[org] = version
@@ -199,7 +269,7 @@ class MemoryStore:
                 actor=actor,
                 target_type=ks.target_type,
                 target_id=ks.target_id,
-                detail=ks.reason if kind == "kill" else None,
+                detail=ks.reason if kind == "kill" else detail,
                 request_id=request_id,
                 version=version,
                 created_at=ks.killed_at if kind == "kill" else (ks.revived_at or utcnow()),

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
+from datetime import datetime, timedelta, timezone
 from enum import Enum
 
 from .errors import InvalidInputError
 
 MAX_REASON_LENGTH = 2000
 MAX_TARGET_ID_LENGTH = 256
+MAX_KILL_DURATION = timedelta(days=366)  # the longest a time-limited kill may last
+EXPIRY_ACTOR = "expiry"  # who revives a time-limited kill when it expires
 
 # Characters an id must not contain: controls (Cc), format characters (Cf: zero-width spaces
 # and joiners, bidi marks, embeddings, overrides and isolates, tags), line and paragraph
@@ -171,3 +175,60 @@ def _storable(field: str, value: str) -> None:
         value.encode()
     except UnicodeEncodeError:
         raise InvalidInputError(field, "must be valid Unicode text (no lone surrogates)") from None
+
+
+# "90s", "15m", "1h", "1h30m", "2d": whole numbers of days, hours, minutes and seconds (the
+# same pattern in Python, pydantic's Rust regex and JSON Schema; empty is refused after it).
+KILL_DURATION_PATTERN = r"^([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?$"
+_DURATION = re.compile(KILL_DURATION_PATTERN)
+DURATION_RULE = (
+    'a number of seconds, or days, hours, minutes and seconds such as "90s", "15m", "1h30m", "2d"'
+)
+
+
+def parse_duration(field: str, value: object) -> timedelta:
+    """A duration from a number of seconds, a ``timedelta`` or text such as ``"1h30m"``."""
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise InvalidInputError(field, f"must be a finite number of seconds; got {value!r}")
+        seconds = float(value)
+    elif isinstance(value, str):
+        match = _DURATION.match(value.strip().lower()) if value.strip() else None
+        if match is None or not any(match.groups()):
+            raise InvalidInputError(field, f"must be {DURATION_RULE}; got {value!r}")
+        days, hours, minutes, secs = (int(g[:-1]) if g else 0 for g in match.groups())
+        seconds = float(((days * 24 + hours) * 60 + minutes) * 60 + secs)
+    else:
+        raise InvalidInputError(field, f"must be {DURATION_RULE}; got {type(value).__name__}")
+    if seconds <= 0:
+        raise InvalidInputError(field, "must be more than 0 seconds")
+    if seconds > MAX_KILL_DURATION.total_seconds():
+        raise InvalidInputError(field, f"must be at most {MAX_KILL_DURATION.days} days")
+    return timedelta(seconds=seconds)
+
+
+def validate_expiry(expires_at: object, duration: object, now: datetime) -> datetime | None:
+    """When a time-limited kill expires (UTC), from ``expires_at`` or ``duration``; ``None``:
+    it lasts until revived. Raises naming the field: both given, not in the future, too far."""
+    if expires_at is not None and duration is not None:
+        raise InvalidInputError("duration", "give expires_at or duration, not both")
+    if duration is not None:
+        return now + parse_duration("duration", duration)
+    if expires_at is None:
+        return None
+    if not isinstance(expires_at, datetime):
+        raise InvalidInputError(
+            "expires_at", f"must be a date-time; got {type(expires_at).__name__}"
+        )
+    if expires_at.tzinfo is None:
+        expires_at = expires_at.replace(tzinfo=timezone.utc)
+    expires_at = expires_at.astimezone(timezone.utc)
+    if expires_at <= now:
+        raise InvalidInputError("expires_at", "must be in the future")
+    if expires_at - now > MAX_KILL_DURATION:
+        raise InvalidInputError(
+            "expires_at", f"must be at most {MAX_KILL_DURATION.days} days from now"
+        )
+    return expires_at

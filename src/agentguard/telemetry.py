@@ -277,6 +277,7 @@ class Telemetry:
                             sc.KILL_SWITCH_ID: ks.id,
                             sc.VERSION: change.version,
                             **({sc.REASON: ks.reason} if ks.reason else {}),
+                            **({sc.EXPIRES_AT: ks.expires_at.isoformat()} if ks.expires_at else {}),
                         }
                     )
         except Exception:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -83,6 +85,20 @@ def test_kill_check_active_revive(server: Server, operator: str) -> None:
     assert server.cli(operator, "active", "--json").json() == {"data": [], "count": 0}
 
 
+def test_kill_for_a_time(server: Server, operator: str) -> None:
+    killed = server.cli(operator, "kill", "agent", "look-bot", "--for", "1h", "-r", "a look")
+    assert killed.code == 0, killed
+    assert re.fullmatch(
+        r"killed agent 'look-bot' until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \(in (59 min|1 h)\) "
+        r"\(version \d+\): a look",
+        killed.stdout.strip(),
+    ), killed.stdout
+    record = json.loads(server.cli(operator, "active", "--json").stdout)["data"][0]
+    expires = datetime.fromisoformat(record["expires_at"].replace("Z", "+00:00"))
+    killed_at = datetime.fromisoformat(record["killed_at"].replace("Z", "+00:00"))
+    assert expires - killed_at == pytest.approx(timedelta(hours=1), abs=timedelta(seconds=2))
+
+
 def test_kill_of_a_killed_target_says_who_when_and_why(server: Server, operator: str) -> None:
     server.cli(operator, "kill", "agent", "rogue-bot", "--reason", "Drained $3k in 4 minutes")
     again = server.cli(operator, "kill", "agent", "rogue-bot", "--reason", "again")
@@ -107,6 +123,8 @@ def test_revive_of_a_live_target_is_not_found(server: Server, operator: str) -> 
         (["kill", "agent", "x", "--reason", "r" * 2001], ["'--reason'", "2000 characters"]),
         (["kill", "robot", "x"], ["'TYPE'", "robot"]),
         (["kill", "agent"], ["Missing argument 'ID'"]),
+        (["kill", "agent", "x", "--for", "an hour"], ["'--for'", "1h30m"]),
+        (["kill", "agent", "x", "--for", "400d"], ["'--for'", "366 days"]),
         (["interventions", "--since", "yesterday"], ["'--since'", "15m"]),
         (["interventions", "--limit", "0"], ["'--limit'"]),
         (["audit", "--action", "delete"], ["'--action'"]),

@@ -4,11 +4,12 @@ JSON Schema cannot state, applied to a generated case before it is sent."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from agentguard.errors import InvalidInputError
 from agentguard.server import series
-from agentguard.targets import id_text_problem
+from agentguard.targets import id_text_problem, parse_duration
 
 
 def strings(value: Any) -> Iterator[str]:
@@ -70,3 +71,20 @@ def reported_now(body: Any) -> None:
         for name in ("occurred_at", "timestamp"):
             if isinstance(item, dict) and name in item:
                 item[name] = now
+
+
+def kill_expiry_now(body: Any) -> None:
+    """A time-limited kill's ``expires_at`` must be within 366 days of the server's clock and
+    its ``duration`` more than 0 and at most 366 days, and not both are given, which no schema
+    can say: a generated expiry is set to an hour from now, an out-of-range duration to 1h."""
+    if not isinstance(body, dict):
+        return
+    if body.get("expires_at") is not None:
+        body["expires_at"] = (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()
+        body.pop("duration", None)
+    duration = body.get("duration")
+    if isinstance(duration, str):
+        try:
+            parse_duration("duration", duration)
+        except InvalidInputError:
+            body["duration"] = "1h"

@@ -10,6 +10,8 @@ import click
 from click.shell_completion import CompletionItem
 
 from ..client import Client
+from ..errors import InvalidInputError
+from ..targets import parse_duration
 from . import output as out
 from .errors import API_KEY_ENV, EXIT_KILLED
 from .live import AcksProgress
@@ -44,10 +46,28 @@ def _complete_killed(
     ]
 
 
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A kill's duration, checked here so a typo is a usage error, not a server's 422."""
+    if value is None:
+        return None
+    try:
+        parse_duration("--for", value)
+    except InvalidInputError as exc:
+        raise click.BadParameter(exc.message) from None
+    return value.strip().lower()
+
+
 @click.command()
 @target_type_argument
 @click.argument("target_id", metavar="ID")
 @click.option("--reason", "-r", help="Why: recorded, audited, and told to every refused agent.")
+@click.option(
+    "--for",
+    "duration",
+    metavar="DURATION",
+    callback=_duration,
+    help="A time-limited kill: the server revives it (as 'expiry') after 90s, 15m, 1h30m, 2d...",
+)
 @click.option(
     "--wait", is_flag=True, help="Then wait until every live instance has acknowledged the kill."
 )
@@ -65,6 +85,7 @@ def kill(
     target_type: str,
     target_id: str,
     reason: str | None,
+    duration: str | None,
     wait: bool,
     timeout: float,
     as_json: bool,
@@ -72,11 +93,12 @@ def kill(
     """Kill a target.
 
     Every instance of it refuses its next guarded call. TYPE is agent, run, mission or
-    tool. Exit code 3 if it is already killed. With --wait, progress goes to stderr, and the
-    exit code is 1 if not every live instance acknowledged within --timeout (the kill stays
-    in force).
+    tool. With --for, until the server revives it then (a guard that has not heard of that
+    revive keeps refusing). Exit code 3 if it is already killed. With --wait, progress goes to
+    stderr, and the exit code is 1 if not every live instance acknowledged within --timeout
+    (the kill stays in force).
     """
-    change = client.kill(target_type, target_id, reason=reason)
+    change = client.kill(target_type, target_id, reason=reason, duration=duration)
     if not wait:
         if as_json:
             out.echo_json(change.kill_switch)

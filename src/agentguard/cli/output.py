@@ -206,7 +206,12 @@ def kill_switch(change_kind: str, ks: KillSwitch, version: int) -> str:
     """The sentence after a kill or a revive."""
     if change_kind == "kill":
         because = f": {ks.reason}" if ks.reason else ""
-        return f"killed {target(ks.target_type, ks.target_id)} (version {version}){because}"
+        until = (
+            f" until {local(ks.expires_at)} ({ago(ks.expires_at)})"
+            if ks.expires_at is not None
+            else ""
+        )
+        return f"killed {target(ks.target_type, ks.target_id)}{until} (version {version}){because}"
     return (
         f"revived {target(ks.target_type, ks.target_id)} (version {version}); it was killed "
         f"{ago(ks.killed_at)} by {ks.killed_by}" + (f": {ks.reason}" if ks.reason else "")

@@ -108,9 +108,23 @@ class Client:
 
     # -- kill switch ---------------------------------------------------------------------------
 
-    def kill(self, target_type: str, target_id: str, *, reason: str | None = None) -> KillChange:
-        """Kill a target; :class:`AlreadyKilledError` if it is already killed."""
-        body = {"target_type": target_type, "target_id": target_id, "reason": reason}
+    def kill(
+        self,
+        target_type: str,
+        target_id: str,
+        *,
+        reason: str | None = None,
+        expires_at: datetime | None = None,
+        duration: str | None = None,
+    ) -> KillChange:
+        """Kill a target, until ``expires_at`` or for ``duration`` if given (the server
+        revives it then); :class:`AlreadyKilledError` if it is already killed."""
+        body: dict[str, Any] = {"target_type": target_type, "target_id": target_id}
+        body["reason"] = reason
+        if expires_at is not None:  # only then: a server without time-limited kills still works
+            body["expires_at"] = expires_at.isoformat()
+        if duration is not None:
+            body["duration"] = duration
         response = self._send("POST", "/kill-switch/kill", json=body)
         if response.status_code == 409 and body_of(response).get("kill_switch"):
             raise AlreadyKilledError(KillSwitch.model_validate(body_of(response)["kill_switch"]))

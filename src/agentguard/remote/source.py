@@ -12,6 +12,7 @@ import json
 import math
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -146,9 +147,17 @@ class RemoteSource(KillStateSource):
     # -- operator verbs and reports over HTTP -------------------------------------------------
 
     def kill(
-        self, target_type: str, target_id: str, *, reason: str | None, actor: str
+        self,
+        target_type: str,
+        target_id: str,
+        *,
+        reason: str | None,
+        actor: str,
+        expires_at: datetime | None = None,
     ) -> KillChange:
-        return self._applied(self.client.kill(target_type, target_id, reason=reason))
+        return self._applied(
+            self.client.kill(target_type, target_id, reason=reason, expires_at=expires_at)
+        )
 
     def revive(self, target_type: str, target_id: str, *, actor: str) -> KillChange:
         return self._applied(self.client.revive(target_type, target_id))

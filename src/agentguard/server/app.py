@@ -42,6 +42,7 @@ from .auth.keys import KeyStore
 from .auth.principal import ApiKeyAuth
 from .auth.session import ConsoleSessions, SessionAuth
 from .console import Console
+from .expiry import DEFAULT_EXPIRY_INTERVAL, KillExpiry
 from .fastcheck import FastCheck
 from .fleet import Fleet
 from .hub import DEFAULT_MAX_STREAMS_PER_KEY, DEFAULT_MAX_STREAMS_PER_ORG, StreamHub
@@ -69,7 +70,8 @@ class KillSwitchServer:
     one credential and of one organization in this process (one more is answered 429 with
     ``Retry-After``). ``webhooks`` says how webhooks are sent (:class:`WebhookSettings`:
     private addresses, timeouts, retries); every started server runs a sender unless
-    ``WebhookSettings(send=False)``.
+    ``WebhookSettings(send=False)``. Every started server revives expired time-limited kills
+    every ``expiry_interval`` seconds (once across replicas).
 
     Mounted in a host (``host.mount("/guard", server.app)``) the API is at
     ``/guard/api/v1/...``. Its lifespan never runs there, so the server initialises on the
@@ -93,6 +95,7 @@ class KillSwitchServer:
         clock: Callable[[], datetime] = utcnow,
         require_reason: bool = False,
         webhooks: WebhookSettings | None = None,
+        expiry_interval: float = DEFAULT_EXPIRY_INTERVAL,
     ) -> None:
         self.require_reason = require_reason  # refuse kills without a reason (422 naming it)
         self.database = Database(database_url, pool_size=pool_size)
@@ -144,6 +147,8 @@ class KillSwitchServer:
         self.webhook_settings = webhooks or WebhookSettings()
         # Sends the outbox's webhook deliveries; counts() for metrics.
         self.webhook_sender = WebhookSender(store, self.webhook_settings, outage)
+        # Revives time-limited kills when they expire.
+        self.expiry = KillExpiry(store, self.telemetry, expiry_interval)
         self.starlette = self._starlette(store)
         self.app = FastCheck(self.starlette, server=self, feed=feed, keys=self.keys, outage=outage)
 
@@ -213,6 +218,7 @@ class KillSwitchServer:
             self._store.warm_up()
             self._store.feed.start(poll_interval=self._poll_interval)
             self.webhook_sender.start()
+            self.expiry.start()
             self._started = True
 
     @property
@@ -240,6 +246,7 @@ class KillSwitchServer:
             self._closed = True
             self._started = False
             self.webhook_sender.stop()
+            self.expiry.stop()
             self._store.feed.stop()
             self.stream_hub.stop()
             self.database.dispose()

@@ -7,6 +7,8 @@ open change streams per credential and per organization in each worker (defaults
 ``AGENTGUARD_RULES`` holds server rules, ``;``-separated, in the form ``agentguard serve --rule``
 takes (``budget:limit_usd=100,window=3600;rate:limit=10000,window=60``).
 ``AGENTGUARD_REQUIRE_REASON=1`` refuses kills without a reason.
+``AGENTGUARD_EXPIRY_INTERVAL`` is the seconds between passes reviving expired time-limited
+kills (default 1).
 ``AGENTGUARD_WEBHOOKS_ALLOW_PRIVATE=1`` lets webhooks go to private and loopback addresses;
 ``AGENTGUARD_WEBHOOK_TIMEOUT`` (seconds per attempt, default 10) and
 ``AGENTGUARD_WEBHOOK_RETRY_FOR`` (seconds to keep retrying, default 86400) tune delivery.
@@ -28,6 +30,7 @@ from ..errors import InvalidInputError
 from ..rules import Rule, parse_rule
 from .app import KillSwitchServer
 from .auth.clerk import ClerkAuth
+from .expiry import DEFAULT_EXPIRY_INTERVAL
 from .hub import DEFAULT_MAX_STREAMS_PER_KEY, DEFAULT_MAX_STREAMS_PER_ORG
 from .rules import validate_rules
 from .webhooks.sender import WebhookSettings
@@ -42,6 +45,7 @@ MAX_STREAMS_PER_ORG_ENV = "AGENTGUARD_MAX_STREAMS_PER_ORGANIZATION"
 WEBHOOKS_ALLOW_PRIVATE_ENV = "AGENTGUARD_WEBHOOKS_ALLOW_PRIVATE"  # "1": private addresses too
 WEBHOOK_TIMEOUT_ENV = "AGENTGUARD_WEBHOOK_TIMEOUT"
 WEBHOOK_RETRY_FOR_ENV = "AGENTGUARD_WEBHOOK_RETRY_FOR"
+EXPIRY_INTERVAL_ENV = "AGENTGUARD_EXPIRY_INTERVAL"
 
 
 def rules_from(specs: str) -> list[Rule]:
@@ -71,6 +75,7 @@ def server_from_env() -> KillSwitchServer:
         rules=rules_from(os.environ.get(RULES_ENV, "")),
         require_reason=os.environ.get(REQUIRE_REASON_ENV, "") == "1",
         webhooks=webhook_settings_from_env(),
+        expiry_interval=_seconds(EXPIRY_INTERVAL_ENV, DEFAULT_EXPIRY_INTERVAL),
     )
 
 

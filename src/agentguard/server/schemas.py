@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from ..checkpoints import CHECKPOINT_KEY_PATTERN, CHECKPOINT_KEY_RULE
+from ..errors import InvalidInputError
 from ..protocol import (
     WEBHOOK_EVENTS,
     DeliveryStatusName,
@@ -31,7 +32,15 @@ from ..protocol import (
     WebhookEventName,
     WebhookFormatName,
 )
-from ..targets import HIDDEN_CLASS, MAX_REASON_LENGTH, MAX_TARGET_ID_LENGTH, id_text_problem
+from ..targets import (
+    HIDDEN_CLASS,
+    KILL_DURATION_PATTERN,
+    MAX_KILL_DURATION,
+    MAX_REASON_LENGTH,
+    MAX_TARGET_ID_LENGTH,
+    id_text_problem,
+    parse_duration,
+)
 from . import series
 
 TargetTypeName = Literal["agent", "run", "mission", "tool"]
@@ -160,12 +169,47 @@ class _Query(BaseModel):
 # -- kill switch ---------------------------------------------------------------------------------
 
 
+def _duration(value: str) -> str:
+    try:
+        parse_duration("duration", value)
+    except InvalidInputError as exc:
+        raise ValueError(exc.message) from None
+    return value
+
+
+def _within_max(value: datetime) -> datetime:
+    now = datetime.now(timezone.utc)
+    if value <= now:
+        raise ValueError("must be in the future")
+    if value - now > MAX_KILL_DURATION:
+        raise ValueError(f"must be at most {MAX_KILL_DURATION.days} days from now")
+    return value
+
+
+KillDuration = Annotated[
+    str,
+    StringConstraints(min_length=2, max_length=32, pattern=KILL_DURATION_PATTERN),
+    Field(
+        description='How long the kill lasts, such as "90s", "15m", "1h30m", "2d"; at most 366 days'
+    ),
+    AfterValidator(_duration),
+]
+KillExpiresAt = Annotated[
+    Timestamp,
+    Field(description="When the server revives the kill (as `expiry`): within 366 days"),
+    AfterValidator(_within_max),
+]
+
+
 class KillRequest(_Body):
-    """Kill a target."""
+    """Kill a target; with ``expires_at`` or ``duration``, for a time (then revived as
+    ``expiry``)."""
 
     target_type: TargetTypeName
     target_id: TargetId
     reason: Reason | None = None
+    expires_at: KillExpiresAt | None = None
+    duration: KillDuration | None = None  # not with expires_at (422 naming duration)
 
 
 class ReviveRequest(_Body):
@@ -188,6 +232,12 @@ class KillSwitchPublic(BaseModel):
     revived_by: str | None
     revived_at: datetime | None
     organization_id: str
+    # Only in the record of a time-limited kill: the seed's records keep their exact keys.
+    expires_at: datetime | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="A time-limited kill: when the server revives it (absent otherwise)",
+    )
 
 
 class KillSwitchesPublic(BaseModel):
@@ -556,6 +606,8 @@ PATTERN_RULES: dict[str, str] = {
     "(no commas; '*' only at the end)",
     CHECKPOINT_KEY_PATTERN: CHECKPOINT_KEY_RULE,
     series.DURATION_PATTERN: series.DURATION_RULE,
+    KILL_DURATION_PATTERN: 'must be days, hours, minutes and seconds such as "90s", "15m", '
+    '"1h30m", "2d" (lower case, in that order)',
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from ..protocol import HeartbeatReply, HeartbeatReport
@@ -41,7 +42,13 @@ class ServerSource(KillStateSource):
         return self.fleet.heartbeat(self.organization_id, report)
 
     def kill(
-        self, target_type: str, target_id: str, *, reason: str | None, actor: str
+        self,
+        target_type: str,
+        target_id: str,
+        *,
+        reason: str | None,
+        actor: str,
+        expires_at: datetime | None = None,
     ) -> KillChange:
         if self.reason_required:
             validate_target(target_type, target_id)
@@ -49,7 +56,13 @@ class ServerSource(KillStateSource):
         # In this process, a guard's rules kill with actor ``rule:<name>`` (rules.Trip.actor).
         rule = actor.removeprefix("rule:") if actor.startswith("rule:") else None
         return self.store.kill(
-            self.organization_id, target_type, target_id, reason=reason, actor=actor, rule=rule
+            self.organization_id,
+            target_type,
+            target_id,
+            reason=reason,
+            actor=actor,
+            rule=rule,
+            expires_at=expires_at,
         )
 
     def revive(self, target_type: str, target_id: str, *, actor: str) -> KillChange:

@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 
 from agentguard.server import KillSwitchServer
 from support.api import bearer
-from support.fuzzing import beyond_the_grid, look_alike, reported_now
+from support.fuzzing import beyond_the_grid, kill_expiry_now, look_alike, reported_now
 from support.webhook_bodies import registrable
 
 OPERATIONS = {
@@ -291,6 +291,7 @@ def fuzzer(operation: Any, mode: Any, token: str) -> Any:
             assume(not look_alike(case))
             assume(not beyond_the_grid(case))
             reported_now(case.body)
+            kill_expiry_now(case.body)
             registrable(case.body)
         case.call_and_validate(headers=bearer(token), checks=run)
 

@@ -384,6 +384,36 @@ def test_a_cancelled_confirmation_kills_nothing(site: Site, open_page: Callable[
     expect(page.locator("#active-empty")).to_be_visible()
 
 
+def test_a_time_limited_kill_from_the_page_and_its_expiry(
+    site: Site, open_page: Callable[..., Page]
+) -> None:
+    operator = site.key("org_expiry", ["operator"], "erin")
+    page = open_page(DESKTOP)
+    sign_in(page, site.url, operator, "erin")
+    form = page.locator("#kill-form")
+    form.get_by_label("Target id").fill("billing-sync")
+    form.get_by_label("For how long").select_option("1h")
+    form.get_by_role("button", name="Kill…").click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_contain_text("It is revived automatically after 1 hour.")
+    dialog.get_by_role("button", name="Kill agent").click()
+    expect(dialog).to_be_hidden()
+    item = page.locator("#active-list li").filter(has_text="billing-sync")
+    expect(item.locator(".meta")).to_contain_text("expires")
+    check = "kill-switch/active"
+    (record,) = api(site.url, operator, "GET", check).json()["data"]
+    expires = datetime.fromisoformat(record["expires_at"].replace("Z", "+00:00"))
+    killed = datetime.fromisoformat(record["killed_at"].replace("Z", "+00:00"))
+    assert abs((expires - killed).total_seconds() - 3600) < 2
+    # A kill that expires in a second leaves the list when the server revives it (streamed).
+    body = {"target_type": "run", "target_id": "run-9", "duration": "1s"}
+    assert api(site.url, operator, "POST", "kill-switch/kill", **body).status_code == 200
+    short = page.locator("#active-list li").filter(has_text="run-9")
+    expect(short).to_have_count(1)
+    expect(short).to_have_count(0, timeout=15_000)
+    expect(item).to_have_count(1)
+
+
 def test_on_a_phone(site: Site, open_page: Callable[..., Page]) -> None:
     org = "org_phone"
     operator = site.key(org, ["operator"], "dana")

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from ...index import KillIndex
 from ...protocol import VERSION_HEADER
 from ...records import KillChange, utcnow
-from ...targets import require_reason
+from ...targets import require_reason, validate_expiry
 from ...telemetry import Telemetry
 from .. import schemas as s
 from ..fleet import Fleet
@@ -47,6 +47,7 @@ class KillHandlers:
         body: s.KillRequest = call.body
         if self.require_reason:
             require_reason(body.reason)
+        expires_at = validate_expiry(body.expires_at, body.duration, utcnow())
         change = await run_in_threadpool(
             self.store.kill,
             call.org,
@@ -55,6 +56,7 @@ class KillHandlers:
             reason=body.reason,
             actor=call.principal.actor,
             request_id=call.request_id,
+            expires_at=expires_at,
         )
         self.telemetry.record_change(change, actor=call.principal.actor)
         call.headers[VERSION_HEADER] = str(change.version)

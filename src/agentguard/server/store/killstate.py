@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from ...errors import AgentGuardError, AlreadyKilledError, NotKilledError
 from ...records import KillChange, KillSwitch, Snapshot, new_id, utcnow
 from ...store import ChangeListener
-from ...targets import validate_reason, validate_target
+from ...targets import EXPIRY_ACTOR, validate_reason, validate_target
 from ..webhooks.events import change_events
 from .audit import add_note, write_audit
 from .feed import CHANGES_CHANNEL, ChangeFeed
@@ -77,11 +77,13 @@ class KillStateRows(Rows):
         request_id: str | None = None,
         audit_note: str | None = None,
         rule: str | None = None,
+        expires_at: datetime | None = None,
     ) -> KillChange:
         """Kill a target; ``audit_note`` is added to the audit entry's detail (after the reason).
 
         ``rule`` names the server rule (or in-process guard rule) that tripped, for the
-        ``rule.tripped`` webhook event.
+        ``rule.tripped`` webhook event. ``expires_at``: a time-limited kill, which
+        :meth:`expire_due` revives once it has passed.
         """
         target_type, target_id = validate_target(target_type, target_id)
         reason = validate_reason(reason)
@@ -89,7 +91,14 @@ class KillStateRows(Rows):
             try:
                 with self.database.write() as conn:
                     change = self._kill_in(
-                        conn, organization_id, target_type, target_id, reason, actor, request_id
+                        conn,
+                        organization_id,
+                        target_type,
+                        target_id,
+                        reason,
+                        actor,
+                        request_id,
+                        expires_at,
                     )
                     if audit_note:
                         add_note(conn, organization_id, change.version, audit_note)
@@ -114,6 +123,7 @@ class KillStateRows(Rows):
         reason: str | None,
         actor: str,
         request_id: str | None,
+        expires_at: datetime | None = None,
     ) -> KillChange:
         now = utcnow()
         ks = KillSwitch(
@@ -125,6 +135,7 @@ class KillStateRows(Rows):
             killed_by=actor,
             killed_at=now,
             organization_id=org,
+            expires_at=expires_at,
         )
         # The version row is locked first (PostgreSQL: row lock until commit), so writers of
         # one organization commit in version order.
@@ -161,9 +172,12 @@ class KillStateRows(Rows):
         target_id: str,
         actor: str,
         request_id: str | None,
+        kill_switch_id: str | None = None,
+        detail: str | None = None,
     ) -> KillChange:
         now = utcnow()
         version = _next_version(conn, org)
+        which = [] if kill_switch_id is None else [kill_switches.c.id == kill_switch_id]
         row = conn.execute(
             update(kill_switches)
             .where(
@@ -171,6 +185,7 @@ class KillStateRows(Rows):
                 kill_switches.c.target_type == target_type,
                 kill_switches.c.target_id == target_id,
                 kill_switches.c.is_active,
+                *which,
             )
             .values(is_active=False, revived_by=actor, revived_at=now)
             .returning(*kill_switches.c)
@@ -178,8 +193,47 @@ class KillStateRows(Rows):
         if row is None:
             raise NotKilledError(target_type, target_id)  # rolls the version back too
         ks = _kill_switch(row)
-        self._log(conn, org, version, "revive", ks, actor, request_id, now)
+        self._log(conn, org, version, "revive", ks, actor, request_id, now, detail)
         return KillChange(version=version, kind="revive", kill_switch=ks)
+
+    def expire_due(self, now: datetime | None = None, *, limit: int = 100) -> list[KillChange]:
+        """Revive, as ``expiry``, the active kills whose ``expires_at`` has passed (at most
+        ``limit``, soonest first); return the changes.
+
+        Every replica may call it: each kill is revived by the one transaction whose
+        conditional update still finds it active (the others roll back), so once.
+        """
+        now = now or utcnow()
+        ks = kill_switches.c
+        with self.database.read() as conn:
+            due = conn.execute(
+                select(ks.organization_id, ks.id, ks.target_type, ks.target_id, ks.expires_at)
+                .where(ks.is_active, ks.expires_at.is_not(None), ks.expires_at <= now)
+                .order_by(ks.expires_at)
+                .limit(limit)
+            ).all()
+        changes = []
+        for row in due:
+            try:
+                with self.database.write() as conn:
+                    change = self._revive_in(
+                        conn,
+                        row.organization_id,
+                        row.target_type,
+                        row.target_id,
+                        EXPIRY_ACTOR,
+                        None,
+                        kill_switch_id=row.id,
+                        detail=f"expired at {row.expires_at.isoformat()}",
+                    )
+                    queued = queue_events(conn, row.organization_id, change_events(change))
+            except NotKilledError:
+                continue  # revived meanwhile, by an operator or by another replica's expiry
+            self.feed.publish(row.organization_id, change)
+            if queued:
+                self.outbox.queued()
+            changes.append(change)
+        return changes
 
     def warm_up(self) -> None:
         """Compile the statements of a kill and a revive (both rolled back, nothing is written),
@@ -204,6 +258,7 @@ class KillStateRows(Rows):
         actor: str,
         request_id: str | None,
         now: datetime,
+        detail: str | None = None,
     ) -> None:
         conn.execute(
             insert(kill_changes).values(
@@ -221,7 +276,7 @@ class KillStateRows(Rows):
             actor=actor,
             target_type=ks.target_type,
             target_id=ks.target_id,
-            detail=ks.reason if kind == "kill" else None,
+            detail=ks.reason if kind == "kill" else detail,
             request_id=request_id,
             version=version,
             created_at=now,
@@ -345,6 +400,7 @@ def _kill_switch(row: Row[Any]) -> KillSwitch:
         revived_by=m["revived_by"],
         revived_at=m["revived_at"],
         organization_id=m["organization_id"],
+        expires_at=m["expires_at"],
     )
 
 

@@ -70,6 +70,7 @@ kill_switches = Table(
     Column("killed_at", UTCDateTime, nullable=False),
     Column("revived_by", String(512)),
     Column("revived_at", UTCDateTime),
+    Column("expires_at", UTCDateTime),  # a time-limited kill: when the server revives it
     # At most one active kill switch per (organization, target): the database enforces it.
     Index(
         "agentguard_kill_switches_one_active",
@@ -81,6 +82,13 @@ kill_switches = Table(
         postgresql_where=text("is_active"),
     ),
     Index("agentguard_kill_switches_org_killed_at", "organization_id", "is_active", "killed_at"),
+    # The expiry loop reads the active time-limited kills, soonest first.
+    Index(
+        "agentguard_kill_switches_expiring",
+        "expires_at",
+        sqlite_where=text("is_active AND expires_at IS NOT NULL"),
+        postgresql_where=text("is_active AND expires_at IS NOT NULL"),
+    ),
 )
 
 kill_changes = Table(

@@ -8,9 +8,10 @@ import { queueRefresh } from "./refresh.js";
 import { state } from "./state.js";
 import { announce } from "./status.js";
 
-function kill(type, id, reason) {
+function kill(type, id, reason, duration) {
   const body = { target_type: type, target_id: id };
   if (reason) body.reason = reason;
+  if (duration) body.duration = duration; // the server revives it then, as "expiry"
   return call("POST", API + "kill-switch/kill", body).then((ks) => {
     state.active.set(targetKey(ks.target_type, ks.target_id), ks);
     renderActive();
@@ -90,17 +91,23 @@ export function setupKillForm() {
     }
     setMessage(error, "");
     const text = reason.value;
+    const picker = byId("kill-duration");
+    const duration = picker.value;
+    const lasting = duration
+      ? "It is revived automatically after " + picker.selectedOptions[0].textContent + ". "
+      : "It lasts until someone revives it. ";
     confirmAction({
       title: ["Kill ", describe(type, id), "?"],
       text: [
         "Every running instance will refuse its next tool call. ",
+        lasting,
         text ? ["Reason: \u201c", isolate(text), "\u201d"] : "No reason given.",
       ],
       confirm: "Kill " + typeLabel(type).toLowerCase(),
       danger: true,
     }).then((answer) => {
       if (!answer) return;
-      kill(type, id, text).then(
+      kill(type, id, text, duration).then(
         () => {
           form.reset();
           reason.dispatchEvent(new Event("input"));

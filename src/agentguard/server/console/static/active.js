@@ -43,7 +43,8 @@ function activeItem(ks) {
     "Killed by ",
     userText("span", "actor", ks.killed_by),
     " · ",
-    timeNode(ks.killed_at)
+    timeNode(ks.killed_at),
+    ...(ks.expires_at ? [" · expires ", timeNode(ks.expires_at)] : [])
   );
   const item = el("li", { class: "kill", dataset: { targetType: ks.target_type } }, head, reason, meta);
   const ack = state.acks.get(targetKey(ks.target_type, ks.target_id));
