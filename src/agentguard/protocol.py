@@ -30,6 +30,10 @@ __all__ = [
     "InstanceStatusName",
     "Page",
     "ScopeName",
+    "Series",
+    "SeriesCounts",
+    "SeriesEvent",
+    "SeriesPoint",
     "StreamEvent",
     "DeliveryStatusName",
     "WEBHOOK_EVENTS",
@@ -207,6 +211,53 @@ class Acks(_Answer):
         """The acknowledged instance that took longest."""
         done = [i for i in self.instances if i.acknowledged and i.latency_ms is not None]
         return max(done, key=lambda i: i.latency_ms or 0.0, default=None)
+
+
+class SeriesCounts(_Answer):
+    """Calls and cost over some time: ``executed``, ``failed`` and ``cost_usd`` from the
+    heartbeats; ``refused``, ``cancelled`` and ``unavailable`` from the interventions."""
+
+    executed: int = 0
+    refused: int = 0
+    cancelled: int = 0
+    unavailable: int = 0
+    failed: int = 0
+    cost_usd: float = 0.0
+
+
+class SeriesPoint(SeriesCounts):
+    """One bucket of a series, from ``at`` for the series' ``step`` seconds."""
+
+    at: datetime
+
+
+class SeriesEvent(_Answer):
+    """A kill or revive on a series (``reason``: the kill's)."""
+
+    kind: Literal["kill", "revive"]
+    at: datetime
+    target_type: str
+    target_id: str
+    actor: str
+    reason: str | None = None
+    kill_switch_id: str | None = None
+    version: int | None = None
+
+
+class Series(_Answer):
+    """An agent's (``agent_id``; ``None``: the organization's) calls, cost, kills and revives
+    over ``window`` seconds in buckets of ``step`` seconds, oldest first
+    (``GET /agents/{id}/series``, ``GET /series``)."""
+
+    agent_id: str | None = None
+    window: int
+    step: int
+    start: datetime
+    end: datetime
+    points: list[SeriesPoint]
+    totals: SeriesCounts
+    events: list[SeriesEvent] = []
+    events_count: int = 0
 
 
 # -- webhooks ------------------------------------------------------------------------------------

@@ -194,7 +194,7 @@ def check_stopped(
 ) -> None:
     """The call ended with the kill's error soon after it, recorded once as CANCELLED."""
     assert killer.at is not None
-    assert time.monotonic() - killer.at < 1.0  # the stream would have run for 4 s more
+    assert time.monotonic() - killer.at < 2.0  # a stream had 4 s more to run, a slow answer 30 s
     assert error.cancelled and error.reason == "bad answers" and error.action == "llm"
     stopped = one_cancellation(guard)
     assert (stopped.action, stopped.model, stopped.agent_id) == ("llm", model, AGENT)
@@ -396,7 +396,7 @@ async def test_a_kill_ends_an_httpx2_streaming_response_midway(
             atransport = AsyncGuardedTransport(guard=guard)
             async with httpx2.AsyncClient(transport=atransport, base_url=f"http://{host}") as ac:
                 await aread_tokens(ac, got)
-    assert killer.at is not None and time.monotonic() - killer.at < 1.0
+    assert killer.at is not None and time.monotonic() - killer.at < 2.0
     error = caught.value
     assert error.cancelled and error.action == "http_request"
     assert 0 < len(got) < 100

@@ -16,7 +16,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 from .._version import __version__
-from . import database, demo, fleet, keys, killswitch, serve, tail, webhooks
+from . import database, demo, fleet, keys, killswitch, series, serve, tail, webhooks
 from .errors import EXIT_CONFLICT, EXIT_ERROR, EXIT_KILLED
 
 __all__ = ["EXIT_CONFLICT", "EXIT_ERROR", "EXIT_KILLED", "main"]
@@ -48,6 +48,6 @@ def main() -> None:
     """
 
 
-for _module in (killswitch, fleet, tail, serve, keys, webhooks, database, demo):
+for _module in (killswitch, fleet, series, tail, serve, keys, webhooks, database, demo):
     for _command in _module.COMMANDS:
         main.add_command(_command)

@@ -20,7 +20,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from ..client import Acks, Agent, ApiKey, StreamEvent, Webhook, WebhookDelivery
+from ..client import Acks, Agent, ApiKey, Series, StreamEvent, Webhook, WebhookDelivery
 from ..records import AuditEntry, Intervention, KillStatus, KillSwitch
 from ..wording import last_line, plural
 
@@ -378,6 +378,58 @@ def agent(a: Agent) -> RenderableType:
             )
         )
     return Group(*lines)
+
+
+def span(seconds: int) -> str:
+    """A whole number of seconds as the series speak of it: "30 s", "5 min", "24 h", "7 days"."""
+    for size, unit in ((86400, " day"), (3600, " h"), (60, " min")):
+        if seconds >= size and seconds % size == 0:
+            n = seconds // size
+            return f"{n}{unit}" + ("s" if unit == " day" and n != 1 else "")
+    return f"{seconds} s"
+
+
+def series(s: Series) -> RenderableType:
+    """A series as a table, one row per bucket, oldest first, with its totals and events."""
+    whose = "the organization" if s.agent_id is None else target("agent", s.agent_id)
+    fmt = "%Y-%m-%d %H:%M" if s.step % 60 == 0 else "%Y-%m-%d %H:%M:%S"
+    head = (
+        f"{whose}: last {span(s.window)} in steps of {span(s.step)}, "
+        f"{local(s.start, fmt)} to {local(s.end, fmt)} ({local(s.end, '%Z')})"
+    )
+    t = s.totals
+    rows = [
+        (local(p.at, fmt), p.executed, p.refused, p.cancelled, p.unavailable, p.failed,
+         _money(p.cost_usd))
+        for p in s.points
+    ]  # fmt: skip
+    rows.append(
+        ("TOTAL", t.executed, t.refused, t.cancelled, t.unavailable, t.failed, _money(t.cost_usd))
+    )
+    body = table(("FROM", "EXECUTED", "REFUSED", "STOPPED", "UNAVAILABLE", "FAILED", "COST"), rows)
+    parts: list[RenderableType] = [Text(head), body]
+    if s.events_count:
+        shown = len(s.events)
+        more = f" (the newest {shown} of {s.events_count})" if s.events_count > shown else ""
+        parts.append(Text(f"kills and revives{more}:"))
+        parts.append(
+            table(
+                ("WHEN", "EVENT", "TARGET", "BY", "REASON"),
+                (
+                    (
+                        local(e.at),
+                        e.kind,
+                        cell_target(e.target_type, e.target_id),
+                        e.actor,
+                        clip(e.reason),
+                    )
+                    for e in s.events
+                ),  # fmt: skip
+            )
+        )
+    else:
+        parts.append(Text("no kills or revives in the window"))
+    return Group(*parts)
 
 
 def key_agents(scopes: Sequence[str], agents: Sequence[str] | None) -> str:

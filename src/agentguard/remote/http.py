@@ -31,6 +31,7 @@ from ..protocol import (
     ApiKey,
     ApiKeyCreated,
     Page,
+    Series,
     StreamEvent,
     Webhook,
     WebhookCreated,
@@ -187,6 +188,15 @@ class Client:
     def agent(self, agent_id: str) -> Agent:
         """One agent; :class:`NotFoundError` if the server has never heard of it."""
         return self._get(Agent, f"/agents/{_segment(agent_id)}")
+
+    def series(
+        self, agent_id: str | None = None, *, window: str = "24h", step: str = "5m"
+    ) -> Series:
+        """An agent's calls, cost, kills and revives over ``window`` in buckets of ``step``
+        (``"24h"``, ``"5m"``); without ``agent_id``, the organization's.
+        :class:`NotFoundError` if nothing is known of the agent in the window."""
+        path = "/series" if agent_id is None else f"/agents/{_segment(agent_id)}/series"
+        return self._get(Series, path, {"window": window, "step": step})
 
     def interventions(
         self,
