@@ -12,10 +12,12 @@ from typing import Any, Generic, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict
 
-from .records import KillSwitch, Snapshot
+from .records import KillChange, KillSwitch, Snapshot
 
 __all__ = [
     "API",
+    "DELTA_IM",
+    "RESUMED_EVENT",
     "SCOPES",
     "VERSION_HEADER",
     "Acks",
@@ -28,6 +30,8 @@ __all__ = [
     "HeartbeatReport",
     "InstanceAck",
     "InstanceStatusName",
+    "KillStateChanges",
+    "Resumed",
     "Page",
     "ScopeName",
     "Series",
@@ -47,6 +51,10 @@ __all__ = [
 
 API = "/api/v1"
 VERSION_HEADER = "X-AgentGuard-Version"  # the organization's kill-state version after a change
+# ``A-IM`` of a poll that takes only the changes since its ETag's version (answered 226).
+DELTA_IM = "changes"
+# The stream event after the changes a ``Last-Event-ID`` missed: caught up, at its version.
+RESUMED_EVENT = "resumed"
 
 ScopeName = Literal["admin", "operator", "agent", "read", "metrics"]
 SCOPES: tuple[ScopeName, ...] = get_args(ScopeName)
@@ -304,6 +312,21 @@ class WebhookCreated(Webhook):
 
 
 # -- the change stream ---------------------------------------------------------------------------
+
+
+class KillStateChanges(BaseModel):
+    """A ``226 IM Used`` answer of ``/kill-switch/state``: the changes since the poller's ETag."""
+
+    organization_id: str
+    version: int
+    changes: list[KillChange]
+
+
+class Resumed(BaseModel):
+    """The data of the stream's ``resumed`` event: caught up after a ``Last-Event-ID``."""
+
+    organization_id: str
+    version: int
 
 
 @dataclass(frozen=True)

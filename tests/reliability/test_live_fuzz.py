@@ -151,7 +151,7 @@ def test_the_change_stream_is_checked_event_by_event(
 HEADERS = [
     "Authorization", "Cookie", "X-Request-ID", "If-None-Match", "Last-Event-ID",
     "X-CSRF-Token", "Content-Type", "Accept", "Origin", "Cache-Control",
-    "X-Sentinel-Agent-Id", "X-Sentinel-Run-Id",
+    "X-Sentinel-Agent-Id", "X-Sentinel-Run-Id", "A-IM", "Accept-Encoding",
 ]  # fmt: skip
 WIRE_BYTES = [0x09, *range(0x20, 0x7F), *range(0x80, 0x100)]
 TRICKY_VALUES = [

@@ -76,13 +76,19 @@ def test_last_event_id_resumes_with_the_missed_changes(
     for name in ("a", "b", "c"):
         live.kill(name)
     r = reader(headers={"Last-Event-ID": "1"})
-    events = r.wait_for(lambda e: len(e) >= 2)
-    assert [(k, i, d["kill_switch"]["target_id"]) for k, i, d in events] == [
+    events = r.wait_for(lambda e: len(e) >= 3)
+    assert [(k, i, d["kill_switch"]["target_id"]) for k, i, d in events[:2]] == [
         ("kill", "2", "b"),
         ("kill", "3", "c"),
     ]
+    # Then: caught up, at version 3 (no snapshot).
+    assert events[2] == ("resumed", "3", {"organization_id": "org_a", "version": 3})
     live.kill("d")
-    assert r.wait_for(lambda e: len(e) >= 3)[2][1] == "4"
+    assert r.wait_for(lambda e: len(e) >= 4)[3][1] == "4"
+    current = reader(headers={"Last-Event-ID": "4"})
+    assert current.wait_for(lambda e: len(e) >= 1) == [
+        ("resumed", "4", {"organization_id": "org_a", "version": 4})
+    ]
 
 
 # "\xb2" is "²" as the server decodes header bytes (Latin-1): str.isdigit() says yes, int() no.

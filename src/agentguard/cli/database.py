@@ -72,16 +72,27 @@ def _age(ctx: click.Context, param: click.Parameter, value: str) -> timedelta:
     is_flag=True,
     help="Also delete interventions received before then (they are kept by default).",
 )
+@click.option(
+    "--change-log",
+    "change_log_too",
+    is_flag=True,
+    help="Also delete kill-state changes older than then (guards further behind resync "
+    "with a full snapshot).",
+)
 @click.option("--dry-run", is_flag=True, help="Count what would go; delete nothing.")
-def db_prune(database_url: str, age: timedelta, interventions_too: bool, dry_run: bool) -> None:
+def db_prune(
+    database_url: str, age: timedelta, interventions_too: bool, change_log_too: bool, dry_run: bool
+) -> None:
     """Delete old fleet rows, in every organization.
 
     Instances not seen for AGE (and their kill acknowledgements) and usage slices older than
     AGE; with --interventions also interventions; the sign-outs of console sessions that
     have expired anyway; the ids of AgentSentinel ledger entries counted before AGE (one
     sent again later counts again); and webhook deliveries (sent or given up) queued more than
-    AGE ago. Agents' totals then count the instances kept.
-    Kill switches, the change log, the audit log and checkpoints are never deleted. One
+    AGE ago; with --change-log also the kill-state changes older than AGE (a guard that
+    reconnects from further back gets a full snapshot, not the changes it missed). Agents'
+    totals then count the instances kept.
+    Kill switches, the audit log and checkpoints are never deleted. One
     transaction: on any error nothing is deleted.
     """
     from ..server.store.database import Database
@@ -93,7 +104,10 @@ def db_prune(database_url: str, age: timedelta, interventions_too: bool, dry_run
         database.upgrade()
         try:
             counts = SQLStore(database).prune(
-                before, interventions_too=interventions_too, dry_run=dry_run
+                before,
+                interventions_too=interventions_too,
+                change_log_too=change_log_too,
+                dry_run=dry_run,
             )
         finally:
             database.dispose()

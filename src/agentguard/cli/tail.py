@@ -13,6 +13,7 @@ import click
 
 from ..client import Client, StreamEvent
 from ..errors import AgentGuardError, AuthenticationError, InvalidInputError, PermissionDeniedError
+from ..protocol import RESUMED_EVENT
 from ..wording import plural
 from .live import TailView
 from .options import Seconds, remote
@@ -165,6 +166,8 @@ def tail(
                     raise item
                 if isinstance(item, str):
                     view.notice(item)
+                    continue
+                if item.event == RESUMED_EVENT:  # after a reconnect: the missed ones were shown
                     continue
                 if as_json:
                     click.echo(json.dumps({"event": item.event, "id": item.id, "data": item.data}))

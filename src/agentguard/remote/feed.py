@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -27,6 +28,29 @@ class ProtocolError(Exception):
 
 class ConfigurationError(Exception):
     """401/403: the key is wrong or lacks a scope; retried on a long backoff."""
+
+
+class ServerBusy(ProtocolError):
+    """429/503 with ``Retry-After``: come back after that long (spread out, not all at once)."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def delay(self) -> float:
+        """``Retry-After`` with up to half of it again at random, so guards spread out."""
+        return self.retry_after * random.uniform(1.0, 1.5)
+
+
+def raise_if_busy(response: httpx.Response, what: str) -> None:
+    """Raise :class:`ServerBusy` for a 429 or 503 that says when to retry."""
+    if response.status_code in (429, 503):
+        try:
+            seconds = float(response.headers.get("Retry-After", ""))
+        except ValueError:
+            return
+        if 0 < seconds <= 3600:
+            raise ServerBusy(f"{what} answered HTTP {response.status_code}", seconds)
 
 
 def raise_for_configuration(response: httpx.Response, url: str) -> None:
@@ -65,6 +89,7 @@ class FeedState:
         self.organization_id = ""
         self.connected = False
         self.resyncs = 0
+        self.resumes = 0  # reconnections caught up with only the changes missed
         self.last_error: str | None = None
         self.bootstrapped = False
         self._synced = threading.Event()
@@ -77,6 +102,11 @@ class FeedState:
         self.organization_id = snapshot.organization_id
         self.bootstrapped = True
         self.index.mark_authoritative()
+
+    @property
+    def has_synced(self) -> bool:
+        """Whether the index was synced with the server (not just bootstrapped) at least once."""
+        return self._synced.is_set()
 
     def wait_until_synced(self, timeout: float | None = None) -> bool:
         """Block until the first snapshot arrived; return whether it did in time."""

@@ -120,6 +120,11 @@ class RemoteSource(KillStateSource):
         return self._state.resyncs
 
     @property
+    def resumes(self) -> int:
+        """How many reconnections caught up with only the changes missed (no snapshot)."""
+        return self._state.resumes
+
+    @property
     def last_error(self) -> str | None:
         """What went wrong last with the server."""
         return self._state.last_error

@@ -1,7 +1,10 @@
 """The streaming feed: the server's SSE change stream keeps the index current.
 
-Every (re)connection starts with a full snapshot, so nothing missed while disconnected is
-lost; the index applies only newer versions, so nothing late undoes a kill.
+The first connection starts with a full snapshot. A reconnection sends the index's version as
+``Last-Event-ID``: the server sends only the changes missed and a ``resumed`` event while its
+change log covers them, else a full snapshot; either way nothing missed while disconnected is
+lost. After anything unexpected the next connection asks for a full snapshot (no
+``Last-Event-ID``). The index applies only newer versions, so nothing late undoes a kill.
 """
 
 from __future__ import annotations
@@ -12,10 +15,19 @@ import httpx
 from httpx_sse import EventSource, SSEError
 from pydantic import ValidationError
 
+from ..protocol import RESUMED_EVENT, Resumed
 from ..records import KillChange, Snapshot
 from ..scope import Scope
 from .backoff import Backoff
-from .feed import ConfigurationError, Feed, FeedState, ProtocolError, raise_for_configuration
+from .feed import (
+    ConfigurationError,
+    Feed,
+    FeedState,
+    ProtocolError,
+    ServerBusy,
+    raise_for_configuration,
+    raise_if_busy,
+)
 
 logger = logging.getLogger("agentguard")
 
@@ -40,6 +52,8 @@ class StreamingFeed(Feed):
         self.instance_id = instance_id
         self.identity = identity
         self._response: httpx.Response | None = None
+        self._full = True  # the next connection asks for a full snapshot
+        self._resuming = False  # this connection sent Last-Event-ID: changes may come first
 
     def run(self) -> None:
         state = self.state
@@ -54,12 +68,17 @@ class StreamingFeed(Feed):
                 logger.error("agentguard: %s; retrying in %.0f s", exc, self.auth_error_backoff)
                 state.lost(str(exc))
                 delay = self.auth_error_backoff
+            except ServerBusy as exc:
+                state.lost(str(exc))
+                delay = max(exc.delay(), backoff.next_delay())
             except httpx.ReadTimeout:
                 state.lost(
                     f"no data from {state.url} for {read_timeout:g} s",
                     last_heard=state.clock() - read_timeout,
                 )
             except (httpx.HTTPError, SSEError, ProtocolError) as exc:
+                if isinstance(exc, ProtocolError):  # something unexpected: start afresh
+                    self._full = True
                 if not self.stopping.is_set():
                     logger.warning("agentguard: kill-state stream from %s lost: %s", state.url, exc)
                 state.lost(str(exc))
@@ -81,7 +100,10 @@ class StreamingFeed(Feed):
 
     def _read(self, read_timeout: float) -> None:
         headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
-        # No Last-Event-ID: every (re)connection starts with a full snapshot.
+        state = self.state
+        self._resuming = not self._full and state.has_synced
+        if self._resuming:  # only the changes since the version the index has
+            headers["Last-Event-ID"] = str(state.index.version)
         timeout = httpx.Timeout(self.http.timeout.connect or 5.0, read=read_timeout)
         params = {
             k: v
@@ -98,6 +120,7 @@ class StreamingFeed(Feed):
         ) as response:
             self._response = response
             raise_for_configuration(response, self.state.url)
+            raise_if_busy(response, "stream")
             if response.status_code != 200:
                 raise ProtocolError(f"stream answered HTTP {response.status_code}")
             for event in EventSource(response).iter_sse():
@@ -116,9 +139,19 @@ class StreamingFeed(Feed):
         try:
             if kind == "snapshot":
                 state.install(Snapshot.model_validate_json(data))
-                state.connected = True
-                state.synced_now(live=True)
-                state.applied()
+                self._caught_up()
+                return
+            if kind == RESUMED_EVENT:
+                resumed = Resumed.model_validate_json(data)
+                if not self._resuming or resumed.organization_id != state.organization_id:
+                    raise ProtocolError("a resumed event this connection did not ask for")
+                if resumed.version != state.index.version:
+                    raise ProtocolError(
+                        f"resumed at version {resumed.version} with the index at "
+                        f"{state.index.version}; resyncing"
+                    )
+                state.resumes += 1
+                self._caught_up()
                 return
             if kind in ("kill", "revive"):
                 change = KillChange.model_validate_json(data)
@@ -128,10 +161,19 @@ class StreamingFeed(Feed):
                 raise ProtocolError(f"unknown event type {kind!r}")
         except (ValidationError, ValueError) as exc:
             raise ProtocolError(f"malformed {kind!r} event: {exc}") from exc
-        if not state.connected:
+        if not state.connected and not self._resuming:
             raise ProtocolError("change event before the snapshot")
         if change.version > state.index.version + 1:
             raise ProtocolError(
                 f"missed versions {state.index.version + 1}..{change.version - 1}; resyncing"
             )
         state.apply(change)  # ignored unless newer
+
+    def _caught_up(self) -> None:
+        """The index is current and the stream live: later connections resume from it."""
+        state = self.state
+        state.connected = True
+        state.synced_now(live=True)
+        state.applied()
+        self._resuming = False
+        self._full = False

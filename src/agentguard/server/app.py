@@ -34,7 +34,8 @@ from .api.openapi import OPENAPI_PATH, OpenApiEndpoint
 from .api.routes import SlashRedirect, build_routes
 from .api.sentinel import SentinelHandlers
 from .api.series import SeriesHandlers
-from .api.state import KillStateReader
+from .api.snapshots import SnapshotCache
+from .api.state import KillStateReader, encode_state
 from .api.stream import STREAM_PATH, StreamEndpoint, encode_change
 from .api.webhooks import WebhookHandlers
 from .auth.clerk import ClerkAuth
@@ -156,7 +157,9 @@ class KillSwitchServer:
         """The app: every endpoint's handlers, the stream, the OpenAPI document, the console."""
         feed, outage = store.feed, self.database.outage
         authenticator = Authenticator(self.auth_backends, feed)
-        state = KillStateReader(store, feed.index, outage)
+        # Full snapshots, built once per version for every guard that needs one.
+        self.snapshots = SnapshotCache(store, feed.index, outage, encode_state)
+        state = KillStateReader(store, feed.index, outage, self.snapshots)
         handlers = [
             KillHandlers(
                 store, feed.index, self.telemetry, self.fleet, require_reason=self.require_reason
@@ -174,7 +177,7 @@ class KillSwitchServer:
         stream = StreamEndpoint(
             hub=self.stream_hub,
             auth=authenticator,
-            state=state,
+            snapshots=self.snapshots,
             store=store,
             keys=self.keys,
             sessions=self.sessions,

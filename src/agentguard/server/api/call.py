@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 from starlette.requests import Request
+from starlette.responses import Response
 
 from ..auth.principal import Principal
 
@@ -35,7 +36,7 @@ class Call:
 
 
 # A handler as declared: a method of its resource's handler class, unbound.
-Handler = Callable[[Any, Call], Awaitable[BaseModel]]
+Handler = Callable[[Any, Call], Awaitable[BaseModel | Response]]
 
 
 def request_id(request: Request) -> str:

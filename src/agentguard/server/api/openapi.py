@@ -11,12 +11,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from ..._version import __version__
-from ...protocol import API, VERSION_HEADER
+from ...protocol import API, DELTA_IM, VERSION_HEADER
 from ..auth.principal import PERMISSIONS
 from ..problems import DESCRIPTIONS
 from ..schemas import ErrorResponse, InterventionPublic
 from .endpoints import ENDPOINTS, Endpoint
 from .metrics import METRICS_PATH, metrics_operation
+from .state import KillStateChangesPublic
 from .stream import KEEPALIVE_HEADER, STREAM_MODELS, STREAM_PATH, StreamQuery
 
 REF = "#/components/schemas/{model}"
@@ -43,7 +44,12 @@ def build_openapi(
     endpoints: Sequence[Endpoint] = ENDPOINTS, *, server_url: str = "/", clerk: bool = False
 ) -> dict[str, Any]:
     """The OpenAPI 3.1 document of the API served under ``server_url``."""
-    models: list[type[BaseModel]] = [ErrorResponse, *STREAM_MODELS, InterventionPublic]
+    models: list[type[BaseModel]] = [
+        ErrorResponse,
+        *STREAM_MODELS,
+        InterventionPublic,
+        KillStateChangesPublic,
+    ]
     for e in endpoints:
         models.append(e.response)
         if e.body is not None:
@@ -117,6 +123,19 @@ def _operation(e: Endpoint, refs: dict[Any, Any]) -> dict[str, Any]:
             "ETag": {"description": "Tag of this state", "schema": {"type": "string"}}
         }
         responses["304"] = {"description": "Unchanged since the ETag sent in If-None-Match"}
+        responses["226"] = {
+            "description": (
+                f"With `A-IM: {DELTA_IM}`: only the changes since the ETag sent in If-None-Match "
+                "(while the change log covers them)"
+            ),
+            "headers": {
+                "ETag": {"description": "Tag after them", "schema": {"type": "string"}},
+                "IM": {"schema": {"const": DELTA_IM}},
+            },
+            "content": {
+                "application/json": {"schema": {"$ref": REF.format(model="KillStateChangesPublic")}}
+            },
+        }
     for status in e.statuses:
         responses[str(status)] = {
             "description": DESCRIPTIONS[status],
@@ -134,6 +153,23 @@ def _operation(e: Endpoint, refs: dict[Any, Any]) -> dict[str, Any]:
         *(_parameters(e.query, "query") if e.query else []),
         *(_parameters(e.header_params, "header") if e.header_params else []),
     ]
+    if e.conditional:
+        parameters += [
+            {
+                "name": "If-None-Match",
+                "in": "header",
+                "required": False,
+                "description": "The ETag of the state the caller has",
+                "schema": {"type": "string"},
+            },
+            {
+                "name": "A-IM",
+                "in": "header",
+                "required": False,
+                "description": f"`{DELTA_IM}`: answer 226 with only the changes since then",
+                "schema": {"type": "string"},
+            },
+        ]
     if parameters:
         operation["parameters"] = parameters
     if e.body is not None:
@@ -205,7 +241,10 @@ def _stream_operation() -> dict[str, Any]:
             "name": "Last-Event-ID",
             "in": "header",
             "required": False,
-            "description": "Resume after this version",
+            "description": (
+                "Resume after this version: the missed changes, then a `resumed` event, while "
+                "the change log covers them; else a snapshot"
+            ),
             "schema": {"type": "string"},
         }
     )
@@ -218,6 +257,7 @@ def _stream_operation() -> dict[str, Any]:
         _event_schema("snapshot", "KillStatePublic", versioned=True),
         _event_schema("kill", "KillChangePublic", versioned=True),
         _event_schema("revive", "KillChangePublic", versioned=True),
+        _event_schema("resumed", "Resumed", versioned=True),
         _event_schema("intervention", "InterventionPublic", versioned=False),
     ]
     return {
@@ -228,7 +268,11 @@ def _stream_operation() -> dict[str, Any]:
             "Needs the operator, agent or read scope (or admin). Events: `snapshot` "
             "(id = version; data = the kill state), then `kill` / `revive` (id = version; data = "
             "`{version, kind, kill_switch}`), and with `include=interventions` also "
-            "`intervention`. Keep-alive comments every `X-AgentGuard-Keepalive` seconds. "
+            "`intervention`. A request with `Last-Event-ID` gets, instead of the snapshot, the "
+            "changes after that version and then `resumed` (id = version; data = "
+            "`{organization_id, version}`) while the change log covers them. gzip when "
+            "`Accept-Encoding` takes it, flushed event by event. Keep-alive comments every "
+            "`X-AgentGuard-Keepalive` seconds. "
             "The stream ends when its credential does (key revoked, console session signed "
             "out or expired, session token expired)."
         ),

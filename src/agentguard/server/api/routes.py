@@ -20,7 +20,7 @@ from .call import Call, request_id
 from .endpoints import Endpoint
 
 Respond = Callable[[Request], Awaitable[Response]]
-Bound = Callable[[Call], Awaitable[BaseModel]]  # a handler bound to its handler object
+Bound = Callable[[Call], Awaitable[BaseModel | Response]]  # a handler bound to its object
 
 
 def build_routes(
@@ -86,7 +86,9 @@ def _endpoint(
             response = error.response()
         else:
             etag = call.headers.get("ETag")
-            if etag is not None and request.headers.get("if-none-match") == etag:
+            if isinstance(result, Response):  # a handler that answers for itself
+                response = result
+            elif etag is not None and request.headers.get("if-none-match") == etag:
                 response = Response(status_code=304, headers=call.headers)
             else:
                 response = Response(

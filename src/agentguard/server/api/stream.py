@@ -2,9 +2,12 @@
 
 ``GET /api/v1/kill-switch/stream`` sends a ``snapshot`` event carrying the organization's
 version, then one ``kill`` or ``revive`` event per change whose id is its version, and SSE
-comments as keep-alives. With ``Last-Event-ID`` it resumes with the missed changes while the
-change log still has them, else with a fresh snapshot. ``include=interventions`` adds
-``intervention`` events (for ``agentguard tail`` and the console).
+comments as keep-alives. With ``Last-Event-ID`` it resumes with the missed changes, then a
+``resumed`` event (caught up, at its version), while the change log still has them (and they
+are fewer than :data:`DELTA_LIMIT`), else with a fresh snapshot. Snapshots are built once per
+version (:mod:`.snapshots`); the stream is gzip-compressed, event by event, when the client
+accepts it (:mod:`.compression`). ``include=interventions`` adds ``intervention`` events (for
+``agentguard tail`` and the console).
 
 Polling guards read the same snapshot from ``GET /api/v1/kill-switch/state`` (:mod:`.state`).
 """
@@ -17,6 +20,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timezone
+from functools import partial
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -26,8 +30,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ...index import KillIndex
-from ...protocol import API
-from ...records import KillChange, Snapshot
+from ...protocol import API, RESUMED_EVENT, Resumed
+from ...records import KillChange
 from ...scope import Scope
 from .. import schemas as s
 from ..auth.binding import AgentNotAllowedError
@@ -42,21 +46,15 @@ from ..store.sqlstore import SQLStore
 from ..store.streams import InterventionTail
 from .authenticator import Authenticator
 from .call import request_id
-from .state import KillStatePublic, KillStateReader, public_state
+from .compression import GzipStream, SpliceSlot, accepts_gzip
+from .snapshots import EncodedSnapshot, SnapshotCache
+from .state import DELTA_LIMIT, KillChangePublic, KillStatePublic, change_json
 
 logger = logging.getLogger("agentguard.server")
 
 STREAM_PATH = f"{API}/kill-switch/stream"
 KEEPALIVE_HEADER = "X-AgentGuard-Keepalive"
 INTERVENTION_POLL = 0.5  # seconds between reads of new interventions for include=interventions
-
-
-class KillChangePublic(BaseModel):
-    """The data of a ``kill`` or ``revive`` event: one change of the kill state."""
-
-    version: int
-    kind: Literal["kill", "revive"]
-    kill_switch: s.KillSwitchPublic
 
 
 class StreamQuery(BaseModel):
@@ -73,7 +71,7 @@ class StreamQuery(BaseModel):
     include: Literal["interventions"] | None = None
 
 
-STREAM_MODELS: tuple[type[BaseModel], ...] = (KillChangePublic, KillStatePublic)
+STREAM_MODELS: tuple[type[BaseModel], ...] = (KillChangePublic, KillStatePublic, Resumed)
 
 
 class StreamEndpoint:
@@ -84,7 +82,7 @@ class StreamEndpoint:
         *,
         hub: StreamHub,
         auth: Authenticator,
-        state: KillStateReader,
+        snapshots: SnapshotCache,
         store: SQLStore,
         keys: KeyStore,
         sessions: ConsoleSessions,
@@ -93,7 +91,7 @@ class StreamEndpoint:
     ) -> None:
         self.hub = hub
         self.auth = auth
-        self.state = state
+        self.snapshots = snapshots
         self.store = store
         self.keys = keys
         self.sessions = sessions
@@ -137,10 +135,13 @@ class StreamEndpoint:
             response.headers["x-request-id"] = rid
             return response
         keepalive = self.hub.keepalive
-        events = self._events(principal, query, request.headers.get("last-event-id"), tail)
+        splice = SpliceSlot() if accepts_gzip(request.headers.get("accept-encoding")) else None
+        last_event_id = request.headers.get("last-event-id")
+        events = self._events(principal, query, last_event_id, tail, splice)
         return _StreamResponse(
             events,
             slot,
+            splice,
             ping=keepalive,
             headers={
                 KEEPALIVE_HEADER: f"{keepalive:g}",
@@ -183,6 +184,7 @@ class StreamEndpoint:
         query: StreamQuery,
         last_event_id: str | None,
         tail: InterventionTail | None,
+        splice: SpliceSlot | None,
     ) -> AsyncIterator[ServerSentEvent | bytes]:
         """The events of one connection. While the database is unreachable the kill state
         comes from the organization's index (kept by the change feed) and interventions wait."""
@@ -212,18 +214,21 @@ class StreamEndpoint:
                 )
                 if signed_out:
                     return
-            snapshot = await self.state.snapshot(org)
-            version = snapshot.version
             resume = _version(last_event_id)
-            changes = None
-            if resume is not None and resume <= version:  # a newer id than ours: not from us
-                changes = await self._unless_unavailable(store.changes_since, org, resume)
-            if changes is not None:  # resume with the missed changes (maybe none)
+            changes = await self._missed(org, resume) if resume is not None else None
+            if resume is not None and changes is not None:  # the missed changes (maybe none)
                 for missed in changes:
                     yield _change_event(missed)
-                version = max([resume or 0, *(c.version for c in changes)])
+                version = max([resume, *(c.version for c in changes)])
+                yield ServerSentEvent(
+                    Resumed(organization_id=org, version=version).model_dump_json(),
+                    event=RESUMED_EVENT,
+                    id=str(version),
+                )
             else:
-                yield _snapshot_event(snapshot)
+                snapshot = await self.snapshots.get(org)
+                yield _snapshot_event(snapshot, splice)
+                version = snapshot.version
             loop = asyncio.get_running_loop()
             while True:
                 timeout = INTERVENTION_POLL if tail is not None else None
@@ -243,8 +248,8 @@ class StreamEndpoint:
                     if change.version > version + 1:  # a gap: read the missing changes in order
                         missing = await self._unless_unavailable(store.changes_since, org, version)
                         if missing is None:
-                            snapshot = await self.state.snapshot(org)
-                            yield _snapshot_event(snapshot)
+                            snapshot = await self.snapshots.get(org)
+                            yield _snapshot_event(snapshot, splice)
                             version = snapshot.version
                             continue
                         for earlier in missing:
@@ -261,6 +266,16 @@ class StreamEndpoint:
         finally:
             self.hub.close(org, queue)
 
+    async def _missed(self, org: str, resume: int) -> list[KillChange] | None:
+        """The changes after ``resume`` while the log has them all and they are few; else
+        ``None`` (a snapshot then). A version newer than ours is not from us: ``None``."""
+        versions = await self._unless_unavailable(self.store.versions, [org])
+        if versions is None or resume > versions[org]:
+            return None
+        read = partial(self.store.changes_since, org, resume, limit=DELTA_LIMIT)
+        changes: list[KillChange] | None = await self._unless_unavailable(read)
+        return changes if changes is not None and len(changes) < DELTA_LIMIT else None
+
     async def _unless_unavailable(self, read: Callable[..., Any], *args: Any) -> Any:
         """``read(*args)`` in a worker thread, or ``None`` while the database is unreachable."""
         try:
@@ -275,11 +290,16 @@ class StreamEndpoint:
 class _StreamResponse(EventSourceResponse):
     """The event stream, holding its admission slot until the response is over, however."""
 
-    def __init__(self, content: Any, slot: StreamSlot, **options: Any) -> None:
+    def __init__(
+        self, content: Any, slot: StreamSlot, splice: SpliceSlot | None, **options: Any
+    ) -> None:
         super().__init__(content, **options)
         self._slot = slot
+        self._splice = splice  # set when the client takes gzip
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self._splice is not None:
+            send = GzipStream(send, self._splice)
         try:
             await super().__call__(scope, receive, send)
         finally:
@@ -291,10 +311,12 @@ def encode_change(change: KillChange) -> bytes:
     return _change_event(change).encode()
 
 
-def _snapshot_event(snapshot: Snapshot) -> ServerSentEvent:
-    return ServerSentEvent(
-        public_state(snapshot).model_dump_json(), event="snapshot", id=str(snapshot.version)
-    )
+def _snapshot_event(snapshot: EncodedSnapshot, splice: SpliceSlot | None) -> bytes:
+    """The snapshot's event; its compressed form goes beside it to a gzip stream."""
+    event = snapshot.event()
+    if splice is not None:
+        splice.next = event
+    return event.data
 
 
 _EVENT_ID = re.compile(r"[0-9]{1,18}")  # ASCII digits only: "²".isdigit(), yet int() refuses it
@@ -308,14 +330,9 @@ def _version(last_event_id: str | None) -> int | None:
 
 
 def _change_event(change: KillChange) -> ServerSentEvent:
-    body = {
-        "version": change.version,
-        "kind": change.kind,
-        "kill_switch": json.loads(
-            s.KillSwitchPublic.model_validate(change.kill_switch.model_dump()).model_dump_json()
-        ),
-    }
-    return ServerSentEvent(json.dumps(body), event=change.kind, id=str(change.version))
+    return ServerSentEvent(
+        json.dumps(change_json(change)), event=change.kind, id=str(change.version)
+    )
 
 
 def _intervention_json(row: dict[str, Any]) -> str:

@@ -230,6 +230,14 @@ class ChangeFeed:
             changes = self._log.changes_since(
                 organization_id, state.delivered, limit=_CATCH_UP_PAGE
             )
+            if changes is None:  # the log was pruned past what this process has: start over
+                snapshot = self._log.snapshot(organization_id)
+                if state.index is not None:
+                    state.index.replace(snapshot)
+                # Streams that see the next change's gap find it pruned too and resend a
+                # snapshot.
+                state.delivered = max(state.delivered, snapshot.version)
+                return
             if not changes:
                 return
             self._deliver(organization_id, state, changes)

@@ -355,7 +355,8 @@ class KillStateRows(Rows):
     def changes_since(
         self, organization_id: str, version: int, *, limit: int = 1000
     ) -> list[KillChange] | None:
-        # The whole change log is kept, so this never returns None.
+        """The changes after ``version`` in order (at most ``limit``), or ``None`` when the log
+        no longer reaches back that far (``db prune --change-log`` trimmed it)."""
         with self.database.read() as conn:
             rows = conn.execute(
                 select(kill_changes.c.version, kill_changes.c.kind, kill_switches)
@@ -367,6 +368,9 @@ class KillStateRows(Rows):
                 .order_by(kill_changes.c.version)
                 .limit(limit)
             ).all()
+            behind = not rows and version < version_of(conn, organization_id)
+        if behind or (rows and int(rows[0].version) != version + 1):
+            return None  # versions are consecutive: the first one missing was pruned
         return [_change(r) for r in rows]
 
     def subscribe(self, listener: ChangeListener) -> Callable[[], None]:

@@ -13,6 +13,7 @@ from .tables import (
     instances,
     interventions,
     kill_acks,
+    kill_changes,
     ledger_entries,
     usage,
     webhook_deliveries,
@@ -23,7 +24,12 @@ class PruneRows(Rows):
     """Delete old fleet rows in every organization."""
 
     def prune(
-        self, before: datetime, *, interventions_too: bool = False, dry_run: bool = False
+        self,
+        before: datetime,
+        *,
+        interventions_too: bool = False,
+        change_log_too: bool = False,
+        dry_run: bool = False,
     ) -> dict[str, int]:
         """Delete fleet rows last touched before ``before``, in every organization; the counts.
 
@@ -31,9 +37,10 @@ class PruneRows(Rows):
         AgentSentinel ledger entries counted (one sent again after that counts again); with
         ``interventions_too`` also interventions received before it; console sign-outs of
         sessions that have expired anyway; and webhook deliveries (sent or given up) queued
-        before it. Kill switches, the change log, the audit log and
-        checkpoints are kept. One transaction: all or nothing; ``dry_run`` counts and deletes
-        nothing.
+        before it; with ``change_log_too`` also change-log rows written before it (a guard
+        further behind then resyncs with a full snapshot instead of the changes it missed).
+        Kill switches, the audit log and checkpoints are kept. One transaction: all or
+        nothing; ``dry_run`` counts and deletes nothing.
         """
         acks_of_gone = (
             select(instances.c.instance_id)
@@ -58,6 +65,9 @@ class PruneRows(Rows):
         d = webhook_deliveries.c
         finished = and_(d.status != "pending", d.created_at < before)
         targets.append(("finished webhook deliveries", webhook_deliveries, finished))
+        if change_log_too:
+            old_changes = kill_changes.c.created_at < before
+            targets.append(("change-log entries", kill_changes, old_changes))
         counts: dict[str, int] = {}
         with self.database.write() as conn:
             for name, table, where in targets:
