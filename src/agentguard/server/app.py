@@ -24,6 +24,7 @@ from ..telemetry import Telemetry
 from .api.audit import AuditHandlers
 from .api.authenticator import Authenticator
 from .api.checkpoints import CheckpointHandlers
+from .api.drills import DrillHandlers
 from .api.endpoints import ENDPOINTS
 from .api.fleet import FleetHandlers
 from .api.interventions import InterventionHandlers
@@ -35,13 +36,14 @@ from .api.routes import SlashRedirect, build_routes
 from .api.sentinel import SentinelHandlers
 from .api.series import SeriesHandlers
 from .api.state import KillStateReader
-from .api.stream import STREAM_PATH, StreamEndpoint, encode_change
+from .api.stream import STREAM_PATH, StreamEndpoint, encode_change, encode_drill
 from .api.webhooks import WebhookHandlers
 from .auth.clerk import ClerkAuth
 from .auth.keys import KeyStore
 from .auth.principal import ApiKeyAuth
 from .auth.session import ConsoleSessions, SessionAuth
 from .console import Console
+from .drills import Drills, DrillSchedule
 from .fastcheck import FastCheck
 from .fleet import Fleet
 from .hub import DEFAULT_MAX_STREAMS_PER_KEY, DEFAULT_MAX_STREAMS_PER_ORG, StreamHub
@@ -69,7 +71,8 @@ class KillSwitchServer:
     one credential and of one organization in this process (one more is answered 429 with
     ``Retry-After``). ``webhooks`` says how webhooks are sent (:class:`WebhookSettings`:
     private addresses, timeouts, retries); every started server runs a sender unless
-    ``WebhookSettings(send=False)``.
+    ``WebhookSettings(send=False)``. ``drill_every`` (seconds) drills every agent with live
+    instances once per interval, once across replicas, each drill waiting ``drill_timeout``.
 
     Mounted in a host (``host.mount("/guard", server.app)``) the API is at
     ``/guard/api/v1/...``. Its lifespan never runs there, so the server initialises on the
@@ -93,6 +96,8 @@ class KillSwitchServer:
         clock: Callable[[], datetime] = utcnow,
         require_reason: bool = False,
         webhooks: WebhookSettings | None = None,
+        drill_every: float | None = None,
+        drill_timeout: float = 5.0,
     ) -> None:
         self.require_reason = require_reason  # refuse kills without a reason (422 naming it)
         self.database = Database(database_url, pool_size=pool_size)
@@ -138,12 +143,24 @@ class KillSwitchServer:
             encode=encode_change,
             keepalive=keepalive,
             counts=store,
+            drills=store,
+            encode_drill=encode_drill,
             max_streams_per_key=self.max_streams_per_key,
             max_streams_per_org=self.max_streams_per_org,
         )
         self.webhook_settings = webhooks or WebhookSettings()
         # Sends the outbox's webhook deliveries; counts() for metrics.
         self.webhook_sender = WebhookSender(store, self.webhook_settings, outage)
+        # Drills: started through the API, or on a schedule (``drill_every`` seconds).
+        self.drills = Drills(store, self.fleet, self.stream_hub.publish_drill)
+        self.drill_schedule: DrillSchedule | None = None
+        if drill_every is not None:
+            if drill_every <= 0 or drill_timeout <= 0 or drill_timeout > 60:
+                raise InvalidInputError(
+                    "drill_every",
+                    "drills need a positive interval and a timeout of at most 60 seconds",
+                )
+            self.drill_schedule = DrillSchedule(self.drills, drill_every, timeout=drill_timeout)
         self.starlette = self._starlette(store)
         self.app = FastCheck(self.starlette, server=self, feed=feed, keys=self.keys, outage=outage)
 
@@ -165,6 +182,7 @@ class KillSwitchServer:
             CheckpointHandlers(store),
             SentinelHandlers(store, self.fleet),
             WebhookHandlers(store, self.webhook_settings),
+            DrillHandlers(self.drills, store),
         ]
         stream = StreamEndpoint(
             hub=self.stream_hub,
@@ -213,6 +231,8 @@ class KillSwitchServer:
             self._store.warm_up()
             self._store.feed.start(poll_interval=self._poll_interval)
             self.webhook_sender.start()
+            if self.drill_schedule is not None:
+                self.drill_schedule.start()
             self._started = True
 
     @property
@@ -240,6 +260,8 @@ class KillSwitchServer:
             self._closed = True
             self._started = False
             self.webhook_sender.stop()
+            if self.drill_schedule is not None:
+                self.drill_schedule.stop()
             self._store.feed.stop()
             self.stream_hub.stop()
             self.database.dispose()

@@ -42,6 +42,8 @@ MAX_STREAMS_PER_ORG_ENV = "AGENTGUARD_MAX_STREAMS_PER_ORGANIZATION"
 WEBHOOKS_ALLOW_PRIVATE_ENV = "AGENTGUARD_WEBHOOKS_ALLOW_PRIVATE"  # "1": private addresses too
 WEBHOOK_TIMEOUT_ENV = "AGENTGUARD_WEBHOOK_TIMEOUT"
 WEBHOOK_RETRY_FOR_ENV = "AGENTGUARD_WEBHOOK_RETRY_FOR"
+DRILL_EVERY_ENV = "AGENTGUARD_DRILL_EVERY"  # seconds between scheduled drills of each agent
+DRILL_TIMEOUT_ENV = "AGENTGUARD_DRILL_TIMEOUT"  # seconds a scheduled drill waits for answers
 
 
 def rules_from(specs: str) -> list[Rule]:
@@ -71,6 +73,8 @@ def server_from_env() -> KillSwitchServer:
         rules=rules_from(os.environ.get(RULES_ENV, "")),
         require_reason=os.environ.get(REQUIRE_REASON_ENV, "") == "1",
         webhooks=webhook_settings_from_env(),
+        drill_every=_seconds(DRILL_EVERY_ENV, 0.0) or None,
+        drill_timeout=_seconds(DRILL_TIMEOUT_ENV, 5.0),
     )
 
 

@@ -53,6 +53,10 @@ OPERATIONS = {
     ("delete", "/api/v1/webhooks/{webhook_id}"),
     ("post", "/api/v1/webhooks/{webhook_id}/test"),
     ("get", "/api/v1/webhooks/{webhook_id}/deliveries"),
+    # drills
+    ("post", "/api/v1/drills"),
+    ("get", "/api/v1/drills"),
+    ("post", "/api/v1/drills/{drill_id}/ack"),
 }
 
 

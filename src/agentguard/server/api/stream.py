@@ -4,7 +4,9 @@
 version, then one ``kill`` or ``revive`` event per change whose id is its version, and SSE
 comments as keep-alives. With ``Last-Event-ID`` it resumes with the missed changes while the
 change log still has them, else with a fresh snapshot. ``include=interventions`` adds
-``intervention`` events (for ``agentguard tail`` and the console).
+``intervention`` events (for ``agentguard tail`` and the console). ``drills=1`` (a guard
+naming its ``instance_id``) adds ``drill`` events, with no id: rehearse a kill of the target
+and acknowledge it. A stream that does not ask gets none, so older guards never see one.
 
 Polling guards read the same snapshot from ``GET /api/v1/kill-switch/state`` (:mod:`.state`).
 """
@@ -26,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ...index import KillIndex
-from ...protocol import API
+from ...protocol import API, Drill, DrillEvent
 from ...records import KillChange, Snapshot
 from ...scope import Scope
 from .. import schemas as s
@@ -71,6 +73,7 @@ class StreamQuery(BaseModel):
     run_id: s.TargetId | None = None
     mission_id: s.TargetId | None = None
     include: Literal["interventions"] | None = None
+    drills: bool = False  # send drill events (DRILLS_PARAM)
 
 
 STREAM_MODELS: tuple[type[BaseModel], ...] = (KillChangePublic, KillStatePublic)
@@ -193,7 +196,7 @@ class StreamEndpoint:
         instance = None
         if query.instance_id is not None:
             instance = (query.instance_id, Scope(query.agent_id, query.run_id, query.mission_id))
-        queue = self.hub.open(org, key_id, instance, principal.session_id)
+        queue = self.hub.open(org, key_id, instance, principal.session_id, drills=query.drills)
         # The credential's end, if it has one: the stream ends then (on this loop's clock).
         ends_at = None
         if principal.expires_at is not None:
@@ -239,7 +242,9 @@ class StreamEndpoint:
                     change = None
                 if change is CLOSE:
                     return
-                if change is not None and change.version > version:
+                if change is not None and change.drill:
+                    yield change.event  # no change of kill state: its version is not ours
+                elif change is not None and change.version > version:
                     if change.version > version + 1:  # a gap: read the missing changes in order
                         missing = await self._unless_unavailable(store.changes_since, org, version)
                         if missing is None:
@@ -289,6 +294,17 @@ class _StreamResponse(EventSourceResponse):
 def encode_change(change: KillChange) -> bytes:
     """A change as the SSE event every stream connection is sent (the hub encodes it once)."""
     return _change_event(change).encode()
+
+
+def encode_drill(drill: Drill) -> bytes:
+    """A drill as the SSE event sent to the streams that asked for drills (no id)."""
+    data = DrillEvent(
+        id=drill.id,
+        target_type=drill.target_type,
+        target_id=drill.target_id,
+        started_at=drill.started_at,
+    )
+    return ServerSentEvent(data.model_dump_json(), event="drill").encode()
 
 
 def _snapshot_event(snapshot: Snapshot) -> ServerSentEvent:
