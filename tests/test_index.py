@@ -56,3 +56,20 @@ def test_a_guard_sees_every_write_even_a_snapshot_of_the_same_version() -> None:
     with pytest.raises(PolicyViolationError):
         guard.admit("send", Scope("a"))
     assert guard.counts(action="send") == CallCounts(executed=1, refused=1)
+
+
+def test_a_drill_is_rehearsed_and_changes_nothing() -> None:
+    """A drill goes through a kill's write path (its lock, its table) and leaves the index as
+    it was: no version, revision or table moves, no watcher is told, no call is refused."""
+    store = MemoryStore()
+    index = KillIndex()
+    index.apply(store.kill("org", "agent", "other", reason=None, actor="u"))
+    told: list[object] = []
+    index.watch(told.append)
+    before = (index.version, index.revision, index.active())
+    for target_type in ("agent", "run", "mission", "tool"):
+        assert index.rehearse(target_type, "email-campaign")
+    assert (index.version, index.revision, index.active()) == before and told == []
+    assert index.blocking(Scope(agent_id="email-campaign", run_id="email-campaign")) is None
+    # A kill it could not hold is no rehearsal: the guard does not answer it.
+    assert not index.rehearse("selector", "env=prod") and not index.rehearse("agent", "")

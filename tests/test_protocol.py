@@ -16,6 +16,7 @@ from agentguard.protocol import (
     WEBHOOK_EVENTS,
     WEBHOOK_FORMATS,
     DeliveryStatusName,
+    DrillStatusName,
     HealthName,
     InstanceStatusName,
     ScopeName,
@@ -65,7 +66,10 @@ def test_the_server_documents_the_protocols_names() -> None:
         "format": list(WEBHOOK_FORMATS),
     }
     # A field name that means something else in one model.
-    own = {"WebhookDeliveryPublic": {"status": list(get_args(DeliveryStatusName))}}
+    own = {
+        "WebhookDeliveryPublic": {"status": list(get_args(DeliveryStatusName))},
+        "DrillPublic": {"status": list(get_args(DrillStatusName))},
+    }
     seen = set()
     for name, schema in doc["components"]["schemas"].items():
         for field, allowed in expected.items():
@@ -91,6 +95,7 @@ def client_and_server_models() -> list[tuple[type[BaseModel], type[BaseModel]]]:
         (protocol.Webhook, schemas.WebhookPublic),
         (protocol.WebhookCreated, schemas.WebhookCreated),
         (protocol.WebhookDelivery, schemas.WebhookDeliveryPublic),
+        (protocol.Drill, schemas.DrillPublic),
     ]
 
 

@@ -12,6 +12,8 @@ from .scope import Scope
 
 logger = logging.getLogger("agentguard")
 
+_TARGET_TABLES = frozenset({"agent", "run", "mission", "tool"})
+
 KillWatcher = Callable[[list[KillSwitch]], object]
 """Told the kills newly applied to an index, in the thread that applied them."""
 
@@ -128,6 +130,19 @@ class KillIndex:
             watched = bool(self._watchers) and change.kind == "kill"
         if watched:
             self._tell([ks])
+        return True
+
+    def rehearse(self, target_type: str, target_id: str) -> bool:
+        """Go through applying a kill of the target without applying it: a drill.
+
+        Takes the write lock a kill takes and finds the table the kill would go into, then
+        changes nothing: no table, version or revision moves, no watcher is told, so no
+        guarded call is refused or stopped. Whether the index could have applied the kill.
+        """
+        if target_type not in _TARGET_TABLES or not target_id:
+            return False
+        with self._write_lock:
+            self._table(target_type)
         return True
 
     def replace(self, snapshot: Snapshot) -> bool:

@@ -18,6 +18,7 @@ __all__ = [
     "API",
     "DELTA_IM",
     "RESUMED_EVENT",
+    "DRILLS_PARAM",
     "SCOPES",
     "VERSION_HEADER",
     "Acks",
@@ -40,6 +41,9 @@ __all__ = [
     "SeriesPoint",
     "StreamEvent",
     "DeliveryStatusName",
+    "Drill",
+    "DrillEvent",
+    "DrillStatusName",
     "WEBHOOK_EVENTS",
     "WEBHOOK_FORMATS",
     "Webhook",
@@ -60,15 +64,21 @@ ScopeName = Literal["admin", "operator", "agent", "read", "metrics"]
 SCOPES: tuple[ScopeName, ...] = get_args(ScopeName)
 HealthName = Literal["active", "stale", "crashed", "killed", "exited"]
 InstanceStatusName = Literal["running", "exited", "crashed"]
-# The events a webhook may subscribe to; ``drill.failed`` joins them once drills exist.
+# The events a webhook may subscribe to.
 WebhookEventName = Literal[
-    "kill", "revive", "rule.tripped", "rule.observed", "ack.timeout", "fail_closed"
+    "kill", "revive", "rule.tripped", "rule.observed", "ack.timeout", "fail_closed", "drill.failed"
 ]
 WEBHOOK_EVENTS: tuple[WebhookEventName, ...] = get_args(WebhookEventName)
 WebhookFormatName = Literal["standard", "slack", "pagerduty"]
 WEBHOOK_FORMATS: tuple[WebhookFormatName, ...] = get_args(WebhookFormatName)
 # A delivery waits (queued or retrying), was delivered, or was given up.
 DeliveryStatusName = Literal["pending", "delivered", "failed"]
+# A drill waits for answers, or every live instance answered in time (armed), or not (failed),
+# or the target had no live instance to ask.
+DrillStatusName = Literal["running", "armed", "failed", "no_instances"]
+# The change stream sends ``drill`` events only to a stream opened with this query parameter
+# (``drills=1``): a guard that does not know the event (older agentguard) never gets one.
+DRILLS_PARAM = "drills"
 
 T = TypeVar("T")
 
@@ -168,6 +178,46 @@ class AgentInstance(_Answer):
     error: str | None = None
 
 
+class Drill(_Answer):
+    """A drill: a rehearsed kill of a target that every live instance of it applies through
+    its kill path and acknowledges, without refusing any call; and how it went."""
+
+    id: str
+    target_type: str
+    target_id: str
+    status: DrillStatusName
+    started_by: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    timeout_s: float
+    live: int
+    acknowledged: int
+    slowest_ms: float | None = None
+    not_answering: list[str] = []
+    scheduled: bool = False
+
+    @property
+    def armed(self) -> bool:
+        """Every live instance acknowledged in time."""
+        return self.status == "armed"
+
+    def summary(self) -> str:
+        """The result in one line: ``armed: 49/50 instances acknowledged the drill within
+        41 ms; not answering: vm-12-...``."""
+        if self.status == "no_instances":
+            return f"not armed: {self.target_type} {self.target_id!r} has no live instance to drill"
+        head = {"armed": "armed", "failed": "NOT armed", "running": "running"}[self.status]
+        text = f"{head}: {self.acknowledged}/{self.live} instances acknowledged the drill"
+        if self.slowest_ms is not None:
+            text += f" within {self.slowest_ms:.0f} ms"
+        if self.not_answering:
+            text += "; not answering: " + ", ".join(self.not_answering[:10])
+            more = self.live - self.acknowledged - min(len(self.not_answering), 10)
+            if more > 0:
+                text += f" and {more} more"
+        return text
+
+
 class Agent(_Answer):
     """An agent's health across its instances, its counters and its kill switch if killed."""
 
@@ -182,6 +232,7 @@ class Agent(_Answer):
     cost_usd: float = 0.0
     cost_usd_today: float = 0.0
     kill_switch: KillSwitch | None = None
+    last_drill: Drill | None = None
 
 
 class InstanceAck(_Answer):
@@ -327,6 +378,18 @@ class Resumed(BaseModel):
 
     organization_id: str
     version: int
+
+
+class DrillEvent(BaseModel):
+    """The data of a ``drill`` event: rehearse a kill of the target and acknowledge it
+    (``POST /api/v1/drills/{id}/ack``). It has no SSE id: it is no change of kill state."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: str
+    target_type: str
+    target_id: str
+    started_at: datetime
 
 
 @dataclass(frozen=True)

@@ -112,8 +112,20 @@ def test_agents_and_kill_wait_until_every_live_instance_acknowledged(
     header, row = table.stdout.splitlines()
     assert header.split()[:3] == ["AGENT", "HEALTH", "INSTANCES"]
     assert row.split()[:3] == [AGENT, "active", "2"]
-    assert row.endswith("$0.00")
+    assert row.split()[-2:] == ["-", "$0.00"]  # no drill yet
+    # A drill: both instances rehearse the kill and answer; the agent shows it armed.
+    drilled = server.cli(operator, "drill", "agent", AGENT)
+    assert drilled.code == 0, drilled
+    assert re.fullmatch(
+        r"armed: 2/2 instances acknowledged the drill within \d+ ms", drilled.stdout.strip()
+    ), drilled.stdout
+    listed = server.cli(operator, "agents").stdout.splitlines()[1]
+    assert re.search(r"  armed (just now|\d+ s ago)  ", listed), listed
+    nobody = server.cli(operator, "drill", "agent", "ghost", "--timeout", "0.5")
+    assert nobody.code == 1
+    assert "not armed: agent 'ghost' has no live instance to drill" in nobody.stderr
     detail = server.cli(operator, "agents", AGENT)
+    assert "drill      armed: 2/2 instances acknowledged the drill within " in detail.stdout
     assert detail.code == 0, detail
     assert f"agent      {AGENT}" in detail.stdout and "health     active" in detail.stdout
     assert "INSTANCE" in detail.stdout and "inst-1" in detail.stdout and "inst-2" in detail.stdout

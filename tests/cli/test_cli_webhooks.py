@@ -34,7 +34,7 @@ def test_add_list_test_and_remove(server: Server, receiver: Receiver) -> None:
     webhook_id = first.split()[1]
     assert first == (
         f"added {webhook_id} (standard; kill, revive, rule.tripped, rule.observed, "
-        f"ack.timeout, fail_closed) for {receiver.url()}"
+        f"ack.timeout, fail_closed, drill.failed) for {receiver.url()}"
     )
     assert intro == "its signing secret is shown only this once:"
     assert secret.startswith("whsec_")

@@ -76,6 +76,9 @@ class Scene:
               "agent_id": B, "occurred_at": datetime.now(timezone.utc).isoformat()}  # fmt: skip
         assert self.b.post("/interventions", json={"interventions": [iv]}).is_success
         assert self.b.put(CHECKPOINT, json={"state": {"next": 40}}).is_success
+        # A drill of B: its heartbeat-only instance cannot answer; nobody may answer for it.
+        drill = {"target_type": "agent", "target_id": B, "timeout": 0.2}
+        self.drill = self.admin.post("/drills", json=drill).json()["id"]
         self.before = self.view()
 
     def view(self) -> dict[str, Any]:
@@ -93,6 +96,10 @@ class Scene:
             "active": [k["target_id"] for k in a.get("/kill-switch/active").json()["data"]],
             "interventions": a.get("/interventions").json()["count"],
             "checkpoint": self.b.get(CHECKPOINT).json()["state"],
+            "drills": [
+                (d["id"], d["acknowledged"], d["not_answering"])
+                for d in a.get("/drills").json()["data"]
+            ],
             "webhook events": sorted(
                 (d["event"], d["subject"])
                 for d in a.get(f"/webhooks/{self.webhook}/deliveries").json()["data"]
@@ -126,6 +133,15 @@ def acknowledge(s: Scene, c: httpx.Client) -> None:
         if agent is not None:
             body["agent_id"] = agent
         refused(c.post("/kill-switch/ack", json=body), field)
+
+
+def acknowledge_drill(s: Scene, c: httpx.Client) -> None:
+    """An answer to B's drill for B's instance: as B, as no agent, or as its own agent."""
+    for agent, field in ((None, "agent_id"), (B, "agent_id"), ("agent-a", "instance_id")):
+        body: dict[str, Any] = {"instance_id": B_INSTANCE}
+        if agent is not None:
+            body["agent_id"] = agent
+        refused(c.post(f"/drills/{s.drill}/ack", json=body), field)
 
 
 def report_interventions(s: Scene, c: httpx.Client) -> None:
@@ -236,6 +252,7 @@ def agent_series(s: Scene, c: httpx.Client) -> None:
 PROBES: dict[str, Callable[[Scene, httpx.Client], None]] = {
     "heartbeat": heartbeat,
     "acknowledge": acknowledge,
+    "acknowledge_drill": acknowledge_drill,
     "report_interventions": report_interventions,
     "put_checkpoint": put_checkpoint,
     "get_checkpoint": get_checkpoint,
@@ -280,4 +297,4 @@ def test_a_key_bound_to_one_agent_never_acts_for_another(
     rules = scene.admin.get("/audit", params={"action": "kill"}).json()["data"]
     assert not [e for e in rules if e["actor"].startswith("rule:")], "forged cost tripped a rule"
     refusals = scene.admin.get("/audit", params={"action": "ack.refused"}).json()["count"]
-    assert refusals == 3 * len(scene.attackers)
+    assert refusals == 6 * len(scene.attackers)  # three of kills, three of drills

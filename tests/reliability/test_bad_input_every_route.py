@@ -173,12 +173,22 @@ EXAMPLES: dict[type[BaseModel], dict[str, Any]] = {
     },
     s.WebhookPath: {"webhook_id": "wh_matrix"},
     s.WebhookDeliveryQuery: {"skip": 0, "limit": 10, "status": "pending", "event_id": "msg_1"},
+    s.DrillRequest: {"target_type": "agent", "target_id": "matrix-bot", "timeout": 0.05},
+    s.DrillQuery: {"skip": 0, "limit": 10, "target_type": "agent", "target_id": "seed-agent"},
+    s.DrillPath: {"drill_id": "0b3c2f1e-0000-4000-8000-000000000000"},
+    s.DrillAckIn: {
+        "instance_id": "seed-instance",
+        "agent_id": "seed-agent",
+        "run_id": "run-1",
+        "mission_id": "mission-1",
+    },
     StreamQuery: {
         "instance_id": "i",
         "agent_id": "a",
         "run_id": "r",
         "mission_id": "m",
         "include": "interventions",
+        "drills": "1",
     },
     SignIn: {"api_key": "ag_matrix_nope"},
     s.SentinelInterventionIn: {
@@ -466,6 +476,8 @@ def param_mutations(
                 bad += [("a fraction", "1.5", None), ("5000 digits", "9" * 5000, None)]
             else:
                 bad += [("NaN", "nan", "finite"), ("infinite", "inf", "finite")]
+        elif kind == "boolean":
+            bad.append(("a word", "abc", None))
         else:
             raise AssertionError(f"{model.__name__}.{name}: no bad values for {prop}")
         if name in required:

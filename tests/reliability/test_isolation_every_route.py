@@ -76,6 +76,11 @@ class Scene:
         assert b.put("/checkpoints/shared", json={"state": "B's"}).is_success
         assert b.post("/interventions/", json=B_SENTINEL_INTERVENTION).status_code == 201
         assert b.post("/ingest", json=B_LEDGER).json()["created"] == 1
+        # A drill of B's agent: its instances (heartbeats, an AgentSentinel ledger's run)
+        # stream nothing, so none answers and it fails.
+        drill = b.post("/drills", json={**B_TARGET, "timeout": 0.2}).json()
+        assert drill["status"] == "failed" and "shared-instance" in drill["not_answering"]
+        self.b_drill = drill["id"]
         self.b_before = self.b_view()
 
     def a(self) -> Org:
@@ -101,7 +106,13 @@ class Scene:
                 for k, v in b.get("/kill-switch/acks", **B_TARGET).json().items()
                 if k != "instances"
             },  # fmt: skip
-            "agent": (agent["executed"], agent["cost_usd"], len(agent["instances"])),
+            "agent": (
+                agent["executed"],
+                agent["cost_usd"],
+                len(agent["instances"]),
+                agent["last_drill"]["id"],
+            ),
+            "drills": b.get("/drills").json(),
             "series": (series["totals"], series["events"]),
             "org_series": (everything["totals"], everything["events"]),
             "checkpoint": b.get("/checkpoints/shared").json()["state"],
@@ -299,6 +310,51 @@ def webhook_deliveries(s: Scene, a: Org) -> None:
     assert a.get(f"/webhooks/{s.b_webhook}/deliveries").status_code == 404
 
 
+def start_drill(s: Scene, a: Org) -> None:
+    """A drills a target named like B's, from a stream announcing B's instance and agent ids:
+    B's drill never reaches A's stream, and A's asks A's instance alone."""
+    events: list[tuple[str, Any]] = []
+    params = {"drills": "1", "instance_id": "shared-instance", "agent_id": "shared-bot"}
+
+    def read() -> None:
+        with httpx.Client(timeout=httpx.Timeout(5.0, read=10.0)) as client, connect_sse(
+            client, "GET", f"{a.url}/api/v1/kill-switch/stream", headers=bearer(a.key),
+            params=params,
+        ) as source:  # fmt: skip
+            for event in source.iter_sse():
+                if event.data:
+                    events.append((event.event, json.loads(event.data)))
+                if len(events) >= 2:
+                    return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    eventually(lambda: events, 10)
+    b_drill = s.b.http.post("/drills", json={**B_TARGET, "timeout": 0.2}).json()
+
+    def drilled() -> dict[str, Any] | None:  # once A's streaming instance is recorded
+        drill = a.http.post("/drills", json={**B_TARGET, "timeout": 0.2}).json()
+        return drill if drill["live"] else None  # a drill of no live instance is not sent
+
+    mine = eventually(drilled, 10, 0.1)
+    reader.join(10)
+    assert [kind for kind, _ in events] == ["snapshot", "drill"], events
+    assert events[1][1]["id"] == mine["id"] != b_drill["id"]
+    assert (mine["live"], mine["not_answering"]) == (1, ["shared-instance"])  # A's own
+    s.b_before = s.b_view()  # B's own drill above is B's
+
+
+def list_drills(s: Scene, a: Org) -> None:
+    assert empty(a.get("/drills"))
+    assert empty(a.get("/drills", target_type="agent", target_id="shared-bot"))
+
+
+def acknowledge_drill(s: Scene, a: Org) -> None:
+    body = {"instance_id": "shared-instance", "agent_id": "shared-bot"}
+    answer = a.http.post(f"/drills/{s.b_drill}/ack", json=body)
+    assert answer.status_code == 404 and answer.json()["field"] == "drill_id"
+
+
 def openapi(s: Scene, a: Org) -> None:
     text = a.get("/openapi.json").text
     assert "org_b" not in text and "shared-bot" not in text
@@ -372,6 +428,9 @@ PROBES: dict[tuple[str, str], Callable[[Scene, Org], None]] = {
     ("DELETE", f"{API}/webhooks/{{webhook_id}}"): delete_webhook,
     ("POST", f"{API}/webhooks/{{webhook_id}}/test"): send_test_webhook,
     ("GET", f"{API}/webhooks/{{webhook_id}}/deliveries"): webhook_deliveries,
+    ("POST", f"{API}/drills"): start_drill,
+    ("GET", f"{API}/drills"): list_drills,
+    ("POST", f"{API}/drills/{{drill_id}}/ack"): acknowledge_drill,
     ("GET", f"{API}/openapi.json"): openapi,
     ("GET", "/metrics"): metrics,
     ("GET", "/"): page,

@@ -66,6 +66,9 @@ ALLOWED: dict[str, set[str]] = {
     "delete_webhook": set(),
     "test_webhook": set(),
     "list_webhook_deliveries": set(),
+    "start_drill": {"operator"},  # it reaches every live instance of its target, as a kill
+    "list_drills": READERS,
+    "acknowledge_drill": REPORTERS,
 }
 TARGET = {"target_type": "agent", "target_id": "probe"}
 INTERVENTION = {
@@ -135,6 +138,13 @@ def _api_sample(
         "delete_webhook": ("DELETE", f"/webhooks/{webhook_id}", {}),  # silencing the pager
         "test_webhook": ("POST", f"/webhooks/{webhook_id}/test", {}),
         "list_webhook_deliveries": ("GET", f"/webhooks/{webhook_id}/deliveries", {}),
+        "start_drill": ("POST", "/drills", {"json": {**TARGET, "timeout": 0.1}}),
+        "list_drills": ("GET", "/drills", {}),
+        "acknowledge_drill": (
+            "POST",
+            "/drills/00000000-0000-0000-0000-000000000000/ack",
+            {"json": {"instance_id": "probe-1", "agent_id": "probe"}},
+        ),
     }
     return requests[operation_id]
 
@@ -186,6 +196,7 @@ def test_no_scope_reaches_beyond_its_grant_on_any_endpoint(
                 "interventions": c.get("/interventions").json()["count"],
                 "agents": c.get("/agents").json()["count"],
                 "checkpoint": c.get("/checkpoints/probe").status_code,
+                "drills": c.get("/drills").json()["count"],
             }
 
     refused = 0
@@ -388,7 +399,7 @@ def test_oversized_bodies_are_refused_before_they_are_read(
     server = start_uvicorn(url)
     document = httpx.get(f"{server.url}/api/v1/openapi.json").json()
     with_body = [
-        (method.upper(), path.replace("{key}", "k"))
+        (method.upper(), path.replace("{key}", "k").replace("{drill_id}", "0"))
         for path, ops in document["paths"].items()
         for method, op in ops.items()
         if "requestBody" in op

@@ -16,7 +16,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 from .._version import __version__
-from . import database, demo, fleet, keys, killswitch, series, serve, tail, webhooks
+from . import database, demo, drills, fleet, keys, killswitch, series, serve, tail, webhooks
 from .errors import EXIT_CONFLICT, EXIT_ERROR, EXIT_KILLED
 
 __all__ = ["EXIT_CONFLICT", "EXIT_ERROR", "EXIT_KILLED", "main"]
@@ -35,7 +35,7 @@ def main() -> None:
     Exit codes:
       0  success
       1  error: server unreachable, credentials refused (401), scope missing (403),
-         kill --wait or tail --count not done in time
+         kill --wait or tail --count not done in time, a drill not armed
       2  usage: bad option or argument, or input the server rejected (the field is named)
       3  conflict or not found: already killed, not killed, unknown agent or API key
       4  check --exit-status: the target is killed
@@ -48,6 +48,6 @@ def main() -> None:
     """
 
 
-for _module in (killswitch, fleet, series, tail, serve, keys, webhooks, database, demo):
+for _module in (killswitch, drills, fleet, series, tail, serve, keys, webhooks, database, demo):
     for _command in _module.COMMANDS:
         main.add_command(_command)

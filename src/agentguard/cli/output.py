@@ -20,7 +20,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from ..client import Acks, Agent, ApiKey, Series, StreamEvent, Webhook, WebhookDelivery
+from ..client import Acks, Agent, ApiKey, Drill, Series, StreamEvent, Webhook, WebhookDelivery
 from ..records import AuditEntry, Intervention, KillStatus, KillSwitch
 from ..wording import last_line, plural
 
@@ -302,6 +302,7 @@ def agents(rows: Sequence[Agent], count: int) -> RenderableType:
             "REFUSED",
             "STOPPED",
             "FAILED",
+            "DRILL",
             "COST",
         ),  # fmt: skip
         (
@@ -314,12 +315,23 @@ def agents(rows: Sequence[Agent], count: int) -> RenderableType:
                 a.refused,
                 a.cancelled,
                 a.failed,
+                _drill(a.last_drill, at),
                 _money(a.cost_usd),
             )
             for a in rows
         ),
     )
     return _listing(body, len(rows), count, "no agents have reported yet")
+
+
+def _drill(d: Drill | None, at: datetime) -> Text | str:
+    """An agent's last drill in a few words: ``armed 2 h ago``, ``NOT ARMED 5 min ago``."""
+    if d is None:
+        return "-"
+    when = ago(d.finished_at or d.started_at, at)
+    if d.armed:
+        return Text(f"armed {when}", style="green")
+    return Text(f"NOT ARMED {when}", style="bold red")
 
 
 def agent(a: Agent) -> RenderableType:
@@ -338,6 +350,9 @@ def agent(a: Agent) -> RenderableType:
             f"killed     {ago(ks.killed_at, at)} by {ks.killed_by}"
             + (f": {ks.reason}" if ks.reason else "")
         )
+    if a.last_drill is not None:
+        d = a.last_drill
+        lines.append(f"drill      {d.summary()} ({ago(d.finished_at or d.started_at, at)})")
     if a.instances:
         lines.append("")
         lines.append(

@@ -89,6 +89,18 @@ def _retry_for(ctx: click.Context, param: click.Parameter, value: str | None) ->
     help="How long failed webhook deliveries are retried, with exponential backoff: 30m, "
     "24h, 3d (default 24h).",
 )
+@click.option(
+    "--drill-every",
+    metavar="DURATION",
+    callback=_retry_for,
+    help="Drill every agent with live instances once per interval (24h, 30m...), once across "
+    "replicas and workers; a failed drill fires the drill.failed webhook event.",
+)
+@click.option(
+    "--drill-timeout",
+    type=Seconds(0.001, 60),
+    help="Seconds a scheduled drill waits for every live instance's answer (default 5).",
+)
 @org_option
 def serve(
     database_url: str,
@@ -104,6 +116,8 @@ def serve(
     webhooks_allow_private: bool,
     webhook_timeout: float | None,
     webhook_retry_for: int | None,
+    drill_every: int | None,
+    drill_timeout: float | None,
     organization_id: str,
 ) -> None:
     """Run the API with uvicorn. On an empty database, create an admin key and print it once
@@ -112,6 +126,8 @@ def serve(
 
     from ..server.asgi import DATABASE_URL_ENV as SERVER_DATABASE_URL_ENV
     from ..server.asgi import (
+        DRILL_EVERY_ENV,
+        DRILL_TIMEOUT_ENV,
         MAX_STREAMS_PER_KEY_ENV,
         MAX_STREAMS_PER_ORG_ENV,
         REQUIRE_REASON_ENV,
@@ -187,6 +203,11 @@ def serve(
         os.environ[WEBHOOK_TIMEOUT_ENV] = str(webhook_timeout)
     if webhook_retry_for is not None:
         os.environ[WEBHOOK_RETRY_FOR_ENV] = str(webhook_retry_for)
+    if drill_every is not None:
+        os.environ[DRILL_EVERY_ENV] = str(drill_every)
+        click.echo(f"Drilling every agent with live instances every {drill_every:g} s.")
+    if drill_timeout is not None:
+        os.environ[DRILL_TIMEOUT_ENV] = str(drill_timeout)
     for rule in server_rules:
         click.echo(f"Server rule: {rule}")
     # Every worker must sign console sessions alike, or a request landing on another worker

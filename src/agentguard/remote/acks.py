@@ -1,13 +1,15 @@
 """Acknowledgements: tell the server which kill-state version this instance enforces.
 
 ``POST /kill-switch/ack`` after each version applied, from a thread of its own so a slow
-server never holds up the feed; a newer version replaces one not yet delivered.
+server never holds up the feed; a newer version replaces one not yet delivered. Each drill
+rehearsed is acknowledged the same way (``POST /drills/{id}/ack``), first.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from typing import Any
 
 import httpx
@@ -18,6 +20,7 @@ from .backoff import Backoff
 from .errors import raise_for_status
 
 logger = logging.getLogger("agentguard")
+DRILL_ATTEMPTS = 3
 
 
 class AckSender:
@@ -30,6 +33,8 @@ class AckSender:
         self.identity = identity
         self.acknowledged = 0
         self._wanted = 0  # the newest applied version not yet acknowledged
+        self._drills: deque[str] = deque()  # drills rehearsed, not yet acknowledged
+        self.drills_acknowledged = 0
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="agentguard-ack", daemon=True)
@@ -43,6 +48,11 @@ class AckSender:
             self._wanted = version
             self._wake.set()
 
+    def drilled(self, drill_id: str) -> None:
+        """Acknowledge drill ``drill_id`` (called by the feed after rehearsing it)."""
+        self._drills.append(drill_id)
+        self._wake.set()
+
     def stop(self, timeout: float = 2.0) -> None:
         self._stopping.set()
         self._wake.set()
@@ -53,6 +63,8 @@ class AckSender:
         while not self._stopping.is_set():
             self._wake.wait()
             self._wake.clear()
+            if not self._stopping.is_set():
+                self._answer_drills()
             version = self._wanted
             if self._stopping.is_set() or version <= self.acknowledged:
                 continue
@@ -74,3 +86,25 @@ class AckSender:
                 continue
             backoff.reset()
             self.acknowledged = max(self.acknowledged, version)
+
+    def _answer_drills(self) -> None:
+        """Send the drills' acknowledgements; one that fails is tried twice more, then
+        dropped: a late answer to a drill already judged tells nobody anything."""
+        body: dict[str, Any] = {"instance_id": self.instance_id}
+        body.update({k: v for k, v in self.identity._asdict().items() if v})
+        while self._drills and not self._stopping.is_set():
+            drill_id = self._drills.popleft()
+            for attempt in range(DRILL_ATTEMPTS):
+                try:
+                    response = self.http.post(f"/drills/{drill_id}/ack", json=body)
+                    raise_for_status(response, self.url)
+                except (httpx.HTTPError, AgentGuardError) as exc:
+                    if attempt + 1 == DRILL_ATTEMPTS:
+                        logger.warning(
+                            "agentguard: could not acknowledge drill %s: %s", drill_id, exc
+                        )
+                    elif self._stopping.wait(0.1 * (attempt + 1)):
+                        return
+                    continue
+                self.drills_acknowledged += 1
+                break

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import httpx
 
 from ..index import KillIndex
+from ..protocol import DrillEvent
 from ..records import KillChange, Snapshot
 
 logger = logging.getLogger("agentguard")
@@ -82,6 +83,7 @@ class FeedState:
         url: str,
         clock: Callable[[], float],
         on_applied: Callable[[int], None] | None = None,
+        on_drilled: Callable[[str], None] | None = None,
     ) -> None:
         self.url = url
         self.clock = clock
@@ -95,6 +97,8 @@ class FeedState:
         self._synced = threading.Event()
         # Told each version applied (the acknowledgement to the server).
         self._on_applied = on_applied
+        # Told each drill rehearsed (its acknowledgement to the server).
+        self._on_drilled = on_drilled
 
     def bootstrap(self, snapshot: Snapshot) -> None:
         """Start from a saved snapshot, trusted until the first sync with the server."""
@@ -132,6 +136,14 @@ class FeedState:
         if applied:
             self.applied()
         return applied
+
+    def drill(self, event: DrillEvent) -> bool:
+        """Rehearse a drill on the index as its kill would be applied, refusing nothing;
+        acknowledge it when the index could have applied the kill."""
+        rehearsed = self.index.rehearse(event.target_type, event.target_id)
+        if rehearsed and self._on_drilled is not None:
+            self._on_drilled(event.id)
+        return rehearsed
 
     def applied(self) -> None:
         """Tell the acknowledger the index's version."""

@@ -30,6 +30,7 @@ from ..protocol import (
     Agent,
     ApiKey,
     ApiKeyCreated,
+    Drill,
     Page,
     Series,
     StreamEvent,
@@ -178,6 +179,27 @@ class Client:
             if acks.complete or remaining <= 0:
                 return acks
             time.sleep(min(interval, remaining))
+
+    # -- drills --------------------------------------------------------------------------------
+
+    def drill(self, target_type: str, target_id: str, *, timeout: float = 5.0) -> Drill:
+        """Drill a target: every live instance rehearses its kill and answers, refusing
+        nothing; the server waits up to ``timeout`` s and answers how many did."""
+        body = {"target_type": target_type, "target_id": target_id, "timeout": timeout}
+        response = self._send("POST", "/drills", json=body, read_timeout=timeout + 30.0)
+        return self._parse(Drill, response)
+
+    def drills(
+        self,
+        *,
+        target_type: str | None = None,
+        target_id: str | None = None,
+        skip: int = 0,
+        limit: int = 100,
+    ) -> Page[Drill]:
+        """Drills and their results, newest first."""
+        params = _params(target_type=target_type, target_id=target_id, skip=skip, limit=limit)
+        return self._get(Page[Drill], "/drills", params)
 
     # -- fleet, interventions, audit -------------------------------------------------------------
 
@@ -387,13 +409,17 @@ class Client:
         *,
         params: dict[str, Any] | None = None,
         json: Any = None,
+        read_timeout: float | None = None,
     ) -> httpx.Response:
+        timeout = self._http.timeout
+        if read_timeout is not None:
+            timeout = httpx.Timeout(timeout.connect or 5.0, read=read_timeout)
         try:
-            return self._http.request(method, path, params=params, json=json)
+            return self._http.request(method, path, params=params, json=json, timeout=timeout)
         except httpx.TimeoutException as exc:
             url = str(exc.request.url) if has_request(exc) else self._full(path)
-            timeout = self._http.timeout.read
-            raise ServerUnreachableError(url, f"no answer within {timeout:g} s") from None
+            waited = self._http.timeout.read if read_timeout is None else read_timeout
+            raise ServerUnreachableError(url, f"no answer within {waited:g} s") from None
         except httpx.TransportError as exc:
             raise unreachable(exc, self._full(path)) from None
 

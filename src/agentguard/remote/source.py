@@ -76,7 +76,12 @@ class RemoteSource(KillStateSource):
         self._acks: AckSender | None = None
         if mode != "strict" and instance_id:
             self._acks = AckSender(http, self.url, instance_id, self.identity)
-        self._state = FeedState(self.url, clock, self._acks.want if self._acks else None)
+        self._state = FeedState(
+            self.url,
+            clock,
+            self._acks.want if self._acks else None,
+            self._acks.drilled if self._acks else None,
+        )
         self.index = self._state.index
         if bootstrap is not None:
             self._state.bootstrap(_read_bootstrap(Path(bootstrap)))
@@ -90,6 +95,7 @@ class RemoteSource(KillStateSource):
                 auth_error_backoff=auth_error_backoff,
                 instance_id=instance_id,
                 identity=self.identity,
+                drills=self._acks is not None,
             )
         elif mode == "poll":
             self._feed = PollingFeed(

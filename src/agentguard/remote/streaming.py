@@ -15,7 +15,7 @@ import httpx
 from httpx_sse import EventSource, SSEError
 from pydantic import ValidationError
 
-from ..protocol import RESUMED_EVENT, Resumed
+from ..protocol import DRILLS_PARAM, RESUMED_EVENT, DrillEvent, Resumed
 from ..records import KillChange, Snapshot
 from ..scope import Scope
 from .backoff import Backoff
@@ -46,11 +46,13 @@ class StreamingFeed(Feed):
         auth_error_backoff: float,
         instance_id: str | None,
         identity: Scope,
+        drills: bool = False,
     ) -> None:
         super().__init__(state, http, auth_error_backoff=auth_error_backoff)
         self.keepalive = keepalive
         self.instance_id = instance_id
         self.identity = identity
+        self.drills = drills  # ask for drill events (it can acknowledge them)
         self._response: httpx.Response | None = None
         self._full = True  # the next connection asks for a full snapshot
         self._resuming = False  # this connection sent Last-Event-ID: changes may come first
@@ -115,6 +117,8 @@ class StreamingFeed(Feed):
             )
             if v
         }
+        if self.drills:
+            params[DRILLS_PARAM] = "1"
         with self.http.stream(
             "GET", "/kill-switch/stream", headers=headers, params=params, timeout=timeout
         ) as response:
@@ -152,6 +156,11 @@ class StreamingFeed(Feed):
                     )
                 state.resumes += 1
                 self._caught_up()
+                return
+            if kind == "drill":
+                drill = DrillEvent.model_validate_json(data)
+                if state.connected:  # none is sent before the snapshot; ignore one if it were
+                    state.drill(drill)
                 return
             if kind in ("kill", "revive"):
                 change = KillChange.model_validate_json(data)

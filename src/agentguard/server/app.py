@@ -24,6 +24,7 @@ from ..telemetry import Telemetry
 from .api.audit import AuditHandlers
 from .api.authenticator import Authenticator
 from .api.checkpoints import CheckpointHandlers
+from .api.drills import DrillHandlers
 from .api.endpoints import ENDPOINTS
 from .api.fleet import FleetHandlers
 from .api.interventions import InterventionHandlers
@@ -36,13 +37,14 @@ from .api.sentinel import SentinelHandlers
 from .api.series import SeriesHandlers
 from .api.snapshots import SnapshotCache
 from .api.state import KillStateReader, encode_state
-from .api.stream import STREAM_PATH, StreamEndpoint, encode_change
+from .api.stream import STREAM_PATH, StreamEndpoint, encode_change, encode_drill
 from .api.webhooks import WebhookHandlers
 from .auth.clerk import ClerkAuth
 from .auth.keys import KeyStore
 from .auth.principal import ApiKeyAuth
 from .auth.session import ConsoleSessions, SessionAuth
 from .console import Console
+from .drills import Drills, DrillSchedule
 from .expiry import DEFAULT_EXPIRY_INTERVAL, KillExpiry
 from .fastcheck import FastCheck
 from .fleet import Fleet
@@ -72,7 +74,9 @@ class KillSwitchServer:
     ``Retry-After``). ``webhooks`` says how webhooks are sent (:class:`WebhookSettings`:
     private addresses, timeouts, retries); every started server runs a sender unless
     ``WebhookSettings(send=False)``. Every started server revives expired time-limited kills
-    every ``expiry_interval`` seconds (once across replicas).
+    every ``expiry_interval`` seconds (once across replicas). ``drill_every`` (seconds) drills
+    every agent with live instances once per interval, once across replicas, each drill
+    waiting ``drill_timeout``.
 
     Mounted in a host (``host.mount("/guard", server.app)``) the API is at
     ``/guard/api/v1/...``. Its lifespan never runs there, so the server initialises on the
@@ -97,6 +101,8 @@ class KillSwitchServer:
         require_reason: bool = False,
         webhooks: WebhookSettings | None = None,
         expiry_interval: float = DEFAULT_EXPIRY_INTERVAL,
+        drill_every: float | None = None,
+        drill_timeout: float = 5.0,
     ) -> None:
         self.require_reason = require_reason  # refuse kills without a reason (422 naming it)
         self.database = Database(database_url, pool_size=pool_size)
@@ -142,6 +148,8 @@ class KillSwitchServer:
             encode=encode_change,
             keepalive=keepalive,
             counts=store,
+            drills=store,
+            encode_drill=encode_drill,
             max_streams_per_key=self.max_streams_per_key,
             max_streams_per_org=self.max_streams_per_org,
         )
@@ -150,6 +158,16 @@ class KillSwitchServer:
         self.webhook_sender = WebhookSender(store, self.webhook_settings, outage)
         # Revives time-limited kills when they expire.
         self.expiry = KillExpiry(store, self.telemetry, expiry_interval)
+        # Drills: started through the API, or on a schedule (``drill_every`` seconds).
+        self.drills = Drills(store, self.fleet, self.stream_hub.publish_drill)
+        self.drill_schedule: DrillSchedule | None = None
+        if drill_every is not None:
+            if drill_every <= 0 or drill_timeout <= 0 or drill_timeout > 60:
+                raise InvalidInputError(
+                    "drill_every",
+                    "drills need a positive interval and a timeout of at most 60 seconds",
+                )
+            self.drill_schedule = DrillSchedule(self.drills, drill_every, timeout=drill_timeout)
         self.starlette = self._starlette(store)
         self.app = FastCheck(self.starlette, server=self, feed=feed, keys=self.keys, outage=outage)
 
@@ -173,6 +191,7 @@ class KillSwitchServer:
             CheckpointHandlers(store),
             SentinelHandlers(store, self.fleet),
             WebhookHandlers(store, self.webhook_settings),
+            DrillHandlers(self.drills, store),
         ]
         stream = StreamEndpoint(
             hub=self.stream_hub,
@@ -222,6 +241,8 @@ class KillSwitchServer:
             self._store.feed.start(poll_interval=self._poll_interval)
             self.webhook_sender.start()
             self.expiry.start()
+            if self.drill_schedule is not None:
+                self.drill_schedule.start()
             self._started = True
 
     @property
@@ -250,6 +271,8 @@ class KillSwitchServer:
             self._started = False
             self.webhook_sender.stop()
             self.expiry.stop()
+            if self.drill_schedule is not None:
+                self.drill_schedule.stop()
             self._store.feed.stop()
             self.stream_hub.stop()
             self.database.dispose()

@@ -46,6 +46,8 @@ WEBHOOKS_ALLOW_PRIVATE_ENV = "AGENTGUARD_WEBHOOKS_ALLOW_PRIVATE"  # "1": private
 WEBHOOK_TIMEOUT_ENV = "AGENTGUARD_WEBHOOK_TIMEOUT"
 WEBHOOK_RETRY_FOR_ENV = "AGENTGUARD_WEBHOOK_RETRY_FOR"
 EXPIRY_INTERVAL_ENV = "AGENTGUARD_EXPIRY_INTERVAL"
+DRILL_EVERY_ENV = "AGENTGUARD_DRILL_EVERY"  # seconds between scheduled drills of each agent
+DRILL_TIMEOUT_ENV = "AGENTGUARD_DRILL_TIMEOUT"  # seconds a scheduled drill waits for answers
 
 
 def rules_from(specs: str) -> list[Rule]:
@@ -76,6 +78,8 @@ def server_from_env() -> KillSwitchServer:
         require_reason=os.environ.get(REQUIRE_REASON_ENV, "") == "1",
         webhooks=webhook_settings_from_env(),
         expiry_interval=_seconds(EXPIRY_INTERVAL_ENV, DEFAULT_EXPIRY_INTERVAL),
+        drill_every=_seconds(DRILL_EVERY_ENV, 0.0) or None,
+        drill_timeout=_seconds(DRILL_TIMEOUT_ENV, 5.0),
     )
 
 

@@ -38,7 +38,7 @@ from typing import get_args
 from starlette.concurrency import run_in_threadpool
 
 from ..index import KillIndex
-from ..protocol import HealthName, HeartbeatReply, HeartbeatReport
+from ..protocol import Drill, HealthName, HeartbeatReply, HeartbeatReport
 from ..records import utcnow
 from ..scope import Scope
 from ..telemetry import Telemetry
@@ -391,8 +391,9 @@ class Fleet:
             by_agent.setdefault(row.agent_id or "", []).append(row)
         midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
         today = self.store.usage_since(organization_id, list(by_agent), midnight)
+        drills = self.store.last_drills(organization_id, [a for a in by_agent if a])
         return [
-            self._agent(agent, members, now, index, today.get(agent, Usage()))
+            self._agent(agent, members, now, index, today.get(agent, Usage()), drills.get(agent))
             for agent, members in sorted(by_agent.items())
         ]
 
@@ -403,6 +404,7 @@ class Fleet:
         now: datetime,
         index: KillIndex,
         today: Usage,
+        drill: Drill | None = None,
     ) -> s.AgentPublic:
         instances = [
             s.InstancePublic(
@@ -443,4 +445,5 @@ class Fleet:
             cost_usd=sum(r.cost_usd for r in rows),
             cost_usd_today=today.cost_usd,
             kill_switch=as_public(s.KillSwitchPublic, ks) if ks is not None else None,
+            last_drill=as_public(s.DrillPublic, drill) if drill is not None else None,
         )

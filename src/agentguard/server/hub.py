@@ -14,10 +14,11 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, Protocol
 
+from ..protocol import Drill
 from ..records import KillChange, utcnow
 from ..scope import Scope
 from .auth.keys import KeyStore
@@ -42,6 +43,7 @@ PRESENCE_INTERVAL = 5.0
 STREAMS_REFRESH = 0.8 * PRESENCE_INTERVAL
 STREAMS_FRESH = timedelta(seconds=4 * PRESENCE_INTERVAL)
 STREAMS_FORGOTTEN = timedelta(hours=1)
+DRILL_REMEMBERED = 60.0  # seconds past its deadline a sent drill's id is kept (never resent)
 
 
 class StreamCounts(Protocol):
@@ -59,11 +61,18 @@ class StreamCounts(Protocol):
     def forget_open_streams(self, process_id: str) -> None: ...
 
 
+class RunningDrills(Protocol):
+    """Where the drills still waiting for answers are read (the store)."""
+
+    def running_drills(self, organization_ids: Iterable[str]) -> list[tuple[str, Drill]]: ...
+
+
 class Published(NamedTuple):
-    """A committed change and its SSE event, encoded once for every connection."""
+    """A committed change (or a drill) and its SSE event, encoded once for every connection."""
 
     version: int
     event: bytes
+    drill: bool = False  # a drill: no change of kill state, sent as it comes
 
 
 # Put on a connection's queue to end it: its key was revoked or its session signed out.
@@ -76,6 +85,7 @@ class _Connection(NamedTuple):
     key_id: str | None
     instance: tuple[str, Scope] | None  # the instance id and scope the client named
     session_id: str | None = None  # the console session it was opened with
+    drills: bool = False  # asked for drill events (a guard that acknowledges them)
 
 
 class StreamLimitError(Exception):
@@ -134,6 +144,8 @@ class StreamHub:
         encode: Callable[[KillChange], bytes],
         keepalive: float,
         counts: StreamCounts,
+        drills: RunningDrills,
+        encode_drill: Callable[[Drill], bytes],
         max_streams_per_key: int = DEFAULT_MAX_STREAMS_PER_KEY,
         max_streams_per_org: int = DEFAULT_MAX_STREAMS_PER_ORG,
     ) -> None:
@@ -143,6 +155,11 @@ class StreamHub:
         self._fleet = fleet
         self._outage = outage
         self._encode = encode  # a change as the SSE event every connection is sent
+        self._drills = drills
+        self._encode_drill = encode_drill
+        # Drills already sent by this process: id -> when (monotonic) to forget it.
+        self._drills_sent: dict[str, float] = {}
+        self._drills_lock = threading.Lock()
         self.keepalive = keepalive
         self.max_streams_per_key = max_streams_per_key
         self.max_streams_per_org = max_streams_per_org
@@ -210,6 +227,7 @@ class StreamHub:
         key_id: str | None = None,
         instance: tuple[str, Scope] | None = None,
         session_id: str | None = None,
+        drills: bool = False,
     ) -> asyncio.Queue[Published]:
         if self._unsubscribe is None:
             self._unsubscribe = self._feed.subscribe(self._on_change)
@@ -218,10 +236,21 @@ class StreamHub:
             # Other processes' sign-outs: rechecked whenever the database may have changed,
             # as the key store rechecks revocations.
             self._feed.on_external_change(self._recheck_sessions)
+            # Drills started by other processes: told by NOTIFY (PostgreSQL) or found when
+            # SQLite says another process wrote.
+            self._feed.on_external_change(self.find_drills)
+            self._feed.on_drill(self.find_drills)
         queue: asyncio.Queue[Published] = asyncio.Queue()
         if key_id is not None:
             self._unwatch[queue] = self._keys.watch(key_id)
-        connection = _Connection(asyncio.get_running_loop(), queue, key_id, instance, session_id)
+        connection = _Connection(
+            asyncio.get_running_loop(),
+            queue,
+            key_id,
+            instance,
+            session_id,
+            drills=drills and instance is not None,
+        )
         self._connections.setdefault(organization_id, set()).add(connection)
         if instance is not None:
             self._arrive(organization_id, *instance)
@@ -333,6 +362,48 @@ class StreamHub:
         for connection in connections:
             _put(connection, published)
 
+    # -- drills -------------------------------------------------------------------------------
+
+    def find_drills(self, organization_id: str | None = None) -> None:
+        """Send the running drills not sent yet to the streams that take them (of one
+        organization, or of every organization with such a stream)."""
+        orgs = [
+            org
+            for org, connections in list(self._connections.items())
+            if (organization_id is None or org == organization_id)
+            and any(c.drills for c in list(connections))
+        ]
+        if not orgs:
+            return
+        try:
+            running = self._drills.running_drills(orgs)
+        except Exception as exc:  # the database is away: the next write or notice looks again
+            if is_unavailable(exc):
+                self._outage.began(exc)
+                return
+            logger.warning("agentguard: could not read the running drills", exc_info=True)
+            return
+        for org, drill in running:
+            self.publish_drill(org, drill)
+
+    def publish_drill(self, organization_id: str, drill: Drill) -> int:
+        """Send a drill to this process's streams of instances it may reach (once); how many."""
+        now = time.monotonic()
+        with self._drills_lock:
+            if drill.id in self._drills_sent:
+                return 0
+            self._drills_sent[drill.id] = now + drill.timeout_s + DRILL_REMEMBERED
+            for old in [d for d, until in self._drills_sent.items() if until < now]:
+                del self._drills_sent[old]
+        published = Published(0, self._encode_drill(drill), drill=True)
+        sent = 0
+        for connection in list(self._connections.get(organization_id, ())):
+            if connection.drills and connection.instance is not None:
+                if _may_run(connection.instance[1], drill.target_type, drill.target_id):
+                    _put(connection, published)
+                    sent += 1
+        return sent
+
     def _on_revoked(self, key_ids: set[str]) -> None:
         # Called by the key store, from whichever thread found the keys revoked.
         ended = self._end(lambda c: c.key_id in key_ids)
@@ -369,6 +440,14 @@ class StreamHub:
     @property
     def connections(self) -> int:
         return sum(len(c) for c in self._connections.values())
+
+
+def _may_run(scope: Scope, target_type: str, target_id: str) -> bool:
+    """Whether a kill of the target could apply to an instance announcing ``scope``."""
+    if target_type == "tool":
+        return True
+    own = getattr(scope, f"{target_type}_id", None)
+    return own is None or own == target_id
 
 
 def _put(connection: _Connection, item: Published) -> None:

@@ -14,6 +14,7 @@ from ..errors import AlreadyKilledError, InvalidInputError, NotKilledError
 from .auth.binding import AgentNotAllowedError
 from .schemas import PATTERN_RULES, ErrorResponse, KillSwitchPublic
 from .store.database import RETRY_AFTER, Outage, is_unavailable
+from .store.drills import DrillNotFoundError
 from .store.keys import KeyNotFoundError, KeyRevokedError
 from .store.webhooks import WebhookNotFoundError
 
@@ -112,6 +113,8 @@ def from_exception(exc: Exception, outage: Outage | None = None) -> ApiError | N
         return ApiError("conflict", str(exc), field="key_id")
     if isinstance(exc, WebhookNotFoundError):
         return ApiError("not_found", str(exc), field="webhook_id")
+    if isinstance(exc, DrillNotFoundError):
+        return ApiError("not_found", str(exc), field="drill_id")
     return None
 
 

@@ -26,6 +26,7 @@ from ..errors import InvalidInputError
 from ..protocol import (
     WEBHOOK_EVENTS,
     DeliveryStatusName,
+    DrillStatusName,
     HealthName,
     InstanceStatusName,
     ScopeName,
@@ -54,6 +55,9 @@ AuditAction = Literal[
     "rule.observed",
     "webhook.create",
     "webhook.delete",
+    "drill",
+    "drill.armed",
+    "drill.failed",
 ]
 AuditTargetType = Literal["agent", "run", "mission", "tool", "api_key", "webhook"]
 InterventionTypeName = Literal["HARD_BLOCK", "OBSERVED", "UNAVAILABLE", "CANCELLED"]
@@ -712,6 +716,78 @@ class InstancePublic(BaseModel):
     error: str | None
 
 
+# -- drills --------------------------------------------------------------------------------------
+
+DRILL_TIMEOUT = 5.0  # seconds a drill waits for answers unless told
+
+
+class DrillRequest(_Body):
+    """Drill a target: every live instance rehearses its kill and answers, refusing nothing."""
+
+    target_type: TargetTypeName
+    target_id: TargetId
+    timeout: Annotated[
+        float,
+        Field(gt=0, le=60, description="Seconds to wait for every live instance's answer"),
+        RealNumber,
+    ] = DRILL_TIMEOUT
+
+
+class DrillQuery(PageQuery):
+    """Drills of one target type or target, if given."""
+
+    target_type: TargetTypeName | None = None
+    target_id: TargetId | None = None
+
+
+class DrillPath(BaseModel):
+    """The drill in the path."""
+
+    drill_id: Annotated[
+        str, StringConstraints(min_length=1, max_length=36, pattern=r"^[0-9a-f-]+$")
+    ]
+
+
+class DrillAckIn(_Body):
+    """The instance rehearsed the drill's kill on its kill index."""
+
+    instance_id: InstanceId
+    agent_id: TargetId | None = None
+    run_id: TargetId | None = None
+    mission_id: TargetId | None = None
+
+
+class DrillAckAccepted(BaseModel):
+    """Whether the drill was waiting for this instance's answer."""
+
+    expected: bool
+
+
+class DrillPublic(BaseModel):
+    """A drill and its result: how many live instances answered, how fast, and which not."""
+
+    id: str
+    target_type: TargetTypeName
+    target_id: str
+    status: DrillStatusName
+    started_by: str
+    started_at: datetime
+    finished_at: datetime | None
+    timeout_s: float
+    live: int
+    acknowledged: int
+    slowest_ms: float | None
+    not_answering: list[str]
+    scheduled: bool
+
+
+class DrillsPublic(BaseModel):
+    """A page of drills, newest first, and how many match in all."""
+
+    data: list[DrillPublic]
+    count: int
+
+
 class AgentPublic(BaseModel):
     """An agent across its instances: health, totals, cost today and in all, kill switch."""
 
@@ -726,6 +802,7 @@ class AgentPublic(BaseModel):
     cost_usd: float
     cost_usd_today: float
     kill_switch: KillSwitchPublic | None
+    last_drill: DrillPublic | None = None  # its newest judged drill (an added field)
 
 
 class AgentsPublic(BaseModel):

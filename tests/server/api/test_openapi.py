@@ -15,7 +15,13 @@ from starlette.testclient import TestClient
 
 from agentguard.server import KillSwitchServer
 from support.api import bearer
-from support.fuzzing import beyond_the_grid, kill_expiry_now, look_alike, reported_now
+from support.fuzzing import (
+    beyond_the_grid,
+    drill_briefly,
+    kill_expiry_now,
+    look_alike,
+    reported_now,
+)
 from support.webhook_bodies import registrable
 
 OPERATIONS = {
@@ -53,6 +59,10 @@ OPERATIONS = {
     ("delete", "/api/v1/webhooks/{webhook_id}"),
     ("post", "/api/v1/webhooks/{webhook_id}/test"),
     ("get", "/api/v1/webhooks/{webhook_id}/deliveries"),
+    # drills
+    ("post", "/api/v1/drills"),
+    ("get", "/api/v1/drills"),
+    ("post", "/api/v1/drills/{drill_id}/ack"),
 }
 
 
@@ -292,6 +302,7 @@ def fuzzer(operation: Any, mode: Any, token: str) -> Any:
             assume(not beyond_the_grid(case))
             reported_now(case.body)
             kill_expiry_now(case.body)
+            drill_briefly(case.body)
             registrable(case.body)
         case.call_and_validate(headers=bearer(token), checks=run)
 

@@ -600,3 +600,56 @@ def test_session_ended_and_server_unreachable(
         expect(page.locator("#iv-list > li .action")).to_have_text(["export_contacts"])
     finally:
         stop(process)
+
+
+def test_each_agents_last_drill_shows_as_a_badge_with_its_age(
+    site: Site, open_page: Callable[..., Page]
+) -> None:
+    """An agent whose streaming instance answered its drill is armed; one whose only instance
+    sends heartbeats (it cannot answer) is not, and the badge says who did not answer."""
+    from agentguard import Guard
+
+    org = "org_drills"
+    operator = site.key(org, ["operator"], "frank")
+    fleet = site.key(org, ["agent"], "fleet")
+    guard = Guard(site.url, api_key=fleet, agent_id="email-campaign", instance_id="vm-11")
+    try:
+        assert guard.wait_until_synced(10)
+        guard.start_heartbeat(interval=1.0)
+        heartbeat(site.url, fleet, "billing-sync", 0)
+        page = open_page(PHONE)
+        sign_in(page, site.url, operator, "frank")
+        expect(page.locator("#agents-body tr")).to_have_count(2)
+        expect(page.locator(".drill-badge")).to_have_count(0)  # never drilled
+
+        def drill(agent: str) -> dict[str, Any]:
+            body = {"target_type": "agent", "target_id": agent, "timeout": 1}
+            answer = api(site.url, operator, "POST", "drills", **body)
+            assert answer.status_code == 200, answer.text
+            return dict(answer.json())
+
+        assert drill("email-campaign")["status"] == "armed"
+        assert drill("billing-sync")["not_answering"] == ["billing-sync-0"]
+        page.reload()  # the agents list is read again: a drill changes no kill state
+
+        def badge(agent: str) -> Any:
+            row = page.locator("#agents-body tr").filter(
+                has=page.get_by_role("rowheader", name=agent, exact=True)
+            )
+            return row.locator(".drill-badge")
+
+        expect(badge("email-campaign")).to_have_text(re.compile(r"^armed (just now|\d+ s ago)$"))
+        expect(badge("email-campaign")).to_have_attribute(
+            "title", re.compile(r"^Armed: 1/1 live instances acknowledged the last drill within ")
+        )
+        expect(badge("billing-sync")).to_have_text(re.compile(r"^not armed "))
+        expect(badge("billing-sync")).to_have_attribute(
+            "title", re.compile(r"0/1 .*; not answering: billing-sync-0$")
+        )
+        expect(agent_badge(page, "email-campaign")).to_have_text("active")  # nothing refused
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        page.evaluate("document.activeElement && document.activeElement.blur()")
+        shot = site.screenshots / "console-drill-phone.png"
+        page.locator("#agents-body").screenshot(path=str(shot), animations="disabled")
+    finally:
+        guard.close()

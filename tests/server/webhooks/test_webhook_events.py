@@ -89,6 +89,11 @@ def test_every_event_reaches_every_format(
         json={"target_type": "agent", "target_id": "slow", "reason": "stuck"},
     )
     assert slow.status_code == 200 and slow.headers["x-agentguard-acknowledged"] == "0/1"
+    # drill.failed: a drill of it, which its instance (heartbeats, no stream) cannot answer
+    drilled = admin.client.post(
+        "/api/v1/drills", json={"target_type": "agent", "target_id": "slow", "timeout": 0.3}
+    ).json()
+    assert drilled["status"] == "failed" and drilled["not_answering"] == ["slow-1"]
     # rule.observed by a server rule, then rule.tripped (and kill) by another
     beat(agent, "spender-1", "spender", 5.0)
     assert server.store.get_active("org_a", "agent", "spender") is None
@@ -135,6 +140,7 @@ def test_every_event_reaches_every_format(
             "rule.tripped": 1,
             "fail_closed": 1,
             "webhook.test": 1,
+            "drill.failed": 1,
         }  # fmt: skip
     )
     total = sum(expected.values())
@@ -169,6 +175,10 @@ def test_every_event_reaches_every_format(
     closed = by_type["fail_closed"]["data"]
     assert (closed["instance_id"], closed["agent_id"], closed["refused"]) == ("vm-12", "looper", 3)
     assert by_type["webhook.test"]["data"]["webhook_id"] == hooks["standard"]["id"]
+    failed = by_type["drill.failed"]["data"]
+    assert (failed["target_type"], failed["target_id"], failed["live"]) == ("agent", "slow", 1)
+    assert failed["acknowledged"] == 0 and failed["not_answering"] == ["slow-1"]
+    assert failed["drill"]["id"] == drilled["id"] and failed["drill"]["status"] == "failed"
 
     # -- slack: text only, escaped -------------------------------------------------------------
     texts = [r.json() for r in got["slack"]]
@@ -181,6 +191,13 @@ def test_every_event_reaches_every_format(
     assert any("acknowledged by 0/1 live instances within 0.3 s; waiting on slow-1" in t["text"]
                for t in texts)  # fmt: skip
     assert any("Instance vm-12 of agent 'looper' refused 3 calls" in t["text"] for t in texts)
+    assert any(
+        t["text"].startswith(
+            ":fire_engine: Drill of agent 'slow' failed: 0/1 live instances acknowledged it; "
+            "not answering: slow-1 (a kill may not reach them)"
+        )
+        for t in texts
+    )
 
     # -- pagerduty: trigger on kill, resolve on revive, one dedup_key per kill switch ----------
     pages = [r.json() for r in got["pagerduty"]]
@@ -197,6 +214,12 @@ def test_every_event_reaches_every_format(
         "kill",
         "ack.timeout",
     ]
+    [drill_page] = [
+        p for p in pages if p["dedup_key"] == "agentguard/org_a/drill.failed/agent/slow"
+    ]
+    assert drill_page["event_action"] == "trigger" and drill_page["payload"]["severity"] == "error"
+    assert drill_page["payload"]["source"] == "agent/slow"
+    assert drill_page["payload"]["summary"].startswith("Drill of agent 'slow' failed: 0/1")
     triggers = [p for p in pages if p["event_action"] == "trigger"]
     assert all(len(p["dedup_key"]) <= 255 and p["payload"]["summary"] for p in triggers)
 

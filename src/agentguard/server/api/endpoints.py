@@ -17,6 +17,7 @@ from .. import schemas as s
 from .audit import AuditHandlers
 from .call import Handler
 from .checkpoints import CheckpointHandlers
+from .drills import DrillHandlers
 from .fleet import FleetHandlers, HeartbeatAnswer
 from .interventions import InterventionHandlers
 from .keys import KeyHandlers
@@ -393,5 +394,42 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         query=s.WebhookDeliveryQuery,
         errors=(404,),
         tags=("webhooks",),
+    ),
+    # -- drills ---------------------------------------------------------------------------------
+    Endpoint(
+        method="POST",
+        path=f"{API}/drills",
+        operation_id="start_drill",
+        summary="Drill a target: every live instance rehearses its kill and answers, refusing "
+        "nothing; waits up to the timeout and answers how many did",
+        permission="drill",
+        response=s.DrillPublic,
+        handler=DrillHandlers.start,
+        body=s.DrillRequest,
+        tags=("drills",),
+    ),
+    Endpoint(
+        method="GET",
+        path=f"{API}/drills",
+        operation_id="list_drills",
+        summary="Drills and their results, newest first",
+        permission="read",
+        response=s.DrillsPublic,
+        handler=DrillHandlers.list_drills,
+        query=s.DrillQuery,
+        tags=("drills",),
+    ),
+    Endpoint(
+        method="POST",
+        path=f"{API}/drills/{{drill_id}}/ack",
+        operation_id="acknowledge_drill",
+        summary="Answer a drill: the instance rehearsed its kill on its kill index",
+        permission="report",
+        response=s.DrillAckAccepted,
+        handler=DrillHandlers.ack,
+        body=s.DrillAckIn,
+        path_params=s.DrillPath,
+        errors=(404,),
+        tags=("drills",),
     ),
 )

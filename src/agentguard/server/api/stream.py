@@ -7,7 +7,9 @@ comments as keep-alives. With ``Last-Event-ID`` it resumes with the missed chang
 are fewer than :data:`DELTA_LIMIT`), else with a fresh snapshot. Snapshots are built once per
 version (:mod:`.snapshots`); the stream is gzip-compressed, event by event, when the client
 accepts it (:mod:`.compression`). ``include=interventions`` adds ``intervention`` events (for
-``agentguard tail`` and the console).
+``agentguard tail`` and the console). ``drills=1`` (a guard naming its ``instance_id``) adds
+``drill`` events, with no id: rehearse a kill of the target and acknowledge it. A stream that
+does not ask gets none, so older guards never see one.
 
 Polling guards read the same snapshot from ``GET /api/v1/kill-switch/state`` (:mod:`.state`).
 """
@@ -30,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ...index import KillIndex
-from ...protocol import API, RESUMED_EVENT, Resumed
+from ...protocol import API, RESUMED_EVENT, Drill, DrillEvent, Resumed
 from ...records import KillChange
 from ...scope import Scope
 from .. import schemas as s
@@ -69,6 +71,7 @@ class StreamQuery(BaseModel):
     run_id: s.TargetId | None = None
     mission_id: s.TargetId | None = None
     include: Literal["interventions"] | None = None
+    drills: bool = False  # send drill events (DRILLS_PARAM)
 
 
 STREAM_MODELS: tuple[type[BaseModel], ...] = (KillChangePublic, KillStatePublic, Resumed)
@@ -195,7 +198,7 @@ class StreamEndpoint:
         instance = None
         if query.instance_id is not None:
             instance = (query.instance_id, Scope(query.agent_id, query.run_id, query.mission_id))
-        queue = self.hub.open(org, key_id, instance, principal.session_id)
+        queue = self.hub.open(org, key_id, instance, principal.session_id, drills=query.drills)
         # The credential's end, if it has one: the stream ends then (on this loop's clock).
         ends_at = None
         if principal.expires_at is not None:
@@ -244,7 +247,9 @@ class StreamEndpoint:
                     change = None
                 if change is CLOSE:
                     return
-                if change is not None and change.version > version:
+                if change is not None and change.drill:
+                    yield change.event  # no change of kill state: its version is not ours
+                elif change is not None and change.version > version:
                     if change.version > version + 1:  # a gap: read the missing changes in order
                         missing = await self._unless_unavailable(store.changes_since, org, version)
                         if missing is None:
@@ -309,6 +314,17 @@ class _StreamResponse(EventSourceResponse):
 def encode_change(change: KillChange) -> bytes:
     """A change as the SSE event every stream connection is sent (the hub encodes it once)."""
     return _change_event(change).encode()
+
+
+def encode_drill(drill: Drill) -> bytes:
+    """A drill as the SSE event sent to the streams that asked for drills (no id)."""
+    data = DrillEvent(
+        id=drill.id,
+        target_type=drill.target_type,
+        target_id=drill.target_id,
+        started_at=drill.started_at,
+    )
+    return ServerSentEvent(data.model_dump_json(), event="drill").encode()
 
 
 def _snapshot_event(snapshot: EncodedSnapshot, splice: SpliceSlot | None) -> bytes:

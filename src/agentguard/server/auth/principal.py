@@ -38,6 +38,7 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
     "report": ("operator", "agent"),  # report interventions
     "keys": (),  # create, list, revoke API keys
     "metrics": ("metrics", "operator", "read"),  # GET /metrics (a metrics key reads nothing else)
+    "drill": ("operator",),  # start a drill (it reaches every live instance of its target)
     "webhooks": (),  # register, list, test and remove webhooks; read their delivery logs
 }
 

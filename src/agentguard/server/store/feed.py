@@ -37,6 +37,7 @@ logger = logging.getLogger("agentguard.server")
 CHANGES_CHANNEL = "agentguard_changes"
 KEYS_CHANNEL = "agentguard_keys"
 KEYS_ACK_CHANNEL = "agentguard_keys_ack"
+DRILLS_CHANNEL = "agentguard_drills"  # an organization started a drill (its id the payload)
 LISTENER_NAME = "agentguard-feed"  # the listener's application_name, as revocations find it
 # Seconds a process trusts its verified keys after its listener last looked for notices.
 KEY_CACHE_LEASE = 1.0
@@ -78,6 +79,7 @@ class ChangeFeed:
         self._orgs_lock = threading.Lock()
         self._listeners: list[ChangeListener] = []
         self._invalidators: list[Callable[[], None]] = []
+        self._drill_listeners: list[Callable[[str], None]] = []
         # Versions already accounted for, per organization, as of the last full resync.
         self._baseline: dict[str, int] = {}
         self._stop = threading.Event()
@@ -198,6 +200,11 @@ class ChangeFeed:
     def on_external_change(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` whenever another process may have changed the database."""
         self._invalidators.append(callback)
+
+    def on_drill(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(organization_id)`` when another process started a drill there
+        (PostgreSQL; on SQLite, :meth:`on_external_change` is told of every write)."""
+        self._drill_listeners.append(callback)
 
     def _state(self, organization_id: str, known: int) -> _OrgState:
         """The organization's state; a new one has delivered ``known`` (no index loaded yet)."""
@@ -321,6 +328,7 @@ class ChangeFeed:
                 ) as conn:
                     conn.execute(f"LISTEN {CHANGES_CHANNEL}")
                     conn.execute(f"LISTEN {KEYS_CHANNEL}")
+                    conn.execute(f"LISTEN {DRILLS_CHANNEL}")
                     self.resync()  # whatever was committed while we were not listening
                     self._alive_at = time.monotonic()
                     self.listening.set()
@@ -364,6 +372,13 @@ class ChangeFeed:
         if channel == KEYS_CHANNEL:
             self._external_change()
             return payload.partition(" ")[2] or None
+        if channel == DRILLS_CHANNEL:
+            for callback in list(self._drill_listeners):
+                try:
+                    callback(payload)
+                except Exception:  # a drill not sent is a drill not answered, not an outage
+                    logger.exception("agentguard: could not send a drill")
+            return None
         try:
             organization_id, version = json.loads(payload)
         except (ValueError, TypeError):

@@ -236,6 +236,18 @@ class InstanceRows(Rows):
             rows = conn.execute(select(instances).where(where).order_by(t.instance_id)).all()
         return [InstanceRow.of(r) for r in rows]
 
+    def live_agents(self, *, since: datetime) -> list[tuple[str, str]]:
+        """(organization, agent) of every agent with a running instance seen since ``since``."""
+        t = instances.c
+        with self.database.read() as conn:
+            rows = conn.execute(
+                select(t.organization_id, t.agent_id)
+                .where(t.status == "running", t.agent_id.is_not(None), t.last_seen >= since)
+                .distinct()
+                .order_by(t.organization_id, t.agent_id)
+            ).all()
+        return [(r.organization_id, r.agent_id) for r in rows]
+
     def liveness_counts(
         self,
         organization_id: str,

@@ -7,6 +7,7 @@ from .audit import AuditRows
 from .checkpoints import CheckpointRows
 from .counters import CounterRows
 from .database import Database
+from .drills import DrillRows
 from .feed import ChangeFeed
 from .heartbeats import HeartbeatRows
 from .instances import InstanceRows
@@ -35,6 +36,7 @@ class SQLStore(
     CounterRows,
     OpenStreamRows,
     WebhookRows,
+    DrillRows,
 ):
     """Kill state, audit log, interventions, checkpoints, fleet, metric counters and webhooks of
     many organizations in one database, one resource per base class; :attr:`feed` keeps this

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    UniqueConstraint,
     text,
 )
 
@@ -336,4 +337,50 @@ webhook_deliveries = Table(
         "subject",
         "created_at",
     ),
+)
+
+
+# -- drills --------------------------------------------------------------------------------------
+
+drills = Table(
+    "agentguard_drills",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("organization_id", String(256), nullable=False),
+    Column("target_type", String(32), nullable=False),
+    Column("target_id", String(256), nullable=False),
+    Column("status", String(16), nullable=False),  # running | armed | failed | no_instances
+    Column("started_by", String(512), nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("deadline_at", UTCDateTime, nullable=False),  # when it is judged, answered or not
+    Column("finished_at", UTCDateTime),
+    Column("live", Integer, nullable=False),  # live instances of the target when it started
+    Column("acknowledged", Integer, nullable=False),
+    Column("slowest_ms", Float),
+    # A scheduled drill's interval number: one replica's insert wins each (org, target, slot).
+    Column("slot", BigInteger),
+    UniqueConstraint(
+        "organization_id", "target_type", "target_id", "slot", name="agentguard_drills_slot"
+    ),
+    Index("agentguard_drills_target", "organization_id", "target_type", "target_id", "started_at"),
+    Index(
+        "agentguard_drills_running",
+        "organization_id",
+        "deadline_at",
+        sqlite_where=text("status = 'running'"),
+        postgresql_where=text("status = 'running'"),
+    ),
+)
+
+# One row per instance a drill expects an answer from, written when it starts; an answer
+# fills in when and how long after the start.
+drill_acks = Table(
+    "agentguard_drill_acks",
+    metadata,
+    Column("organization_id", String(256), primary_key=True),
+    Column("drill_id", String(36), primary_key=True),
+    Column("instance_id", String(256), primary_key=True),
+    Column("agent_id", String(256)),
+    Column("acknowledged_at", UTCDateTime),
+    Column("latency_ms", Float),
 )

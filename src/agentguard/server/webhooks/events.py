@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from ...protocol import WEBHOOK_EVENTS
+from ...protocol import WEBHOOK_EVENTS, Drill
 from ...records import Intervention, InterventionType, KillChange, KillSwitch
 
-# The events a webhook may subscribe to (``protocol.WebhookEventName``); ``drill.failed``
-# joins them once drills exist.
+# The events a webhook may subscribe to (``protocol.WebhookEventName``).
 EVENTS = WEBHOOK_EVENTS
 TEST_EVENT = "webhook.test"  # sent by ``POST /webhooks/{id}/test`` to that webhook alone
 # An instance refusing calls for want of kill state reports them every second or so: one
@@ -157,6 +156,21 @@ def ack_timeout_event(
         "requested_by": requested_by,
     }
     return WebhookEvent("ack.timeout", ks.id, now, data)
+
+
+def drill_failed_event(organization_id: str, drill: Drill, *, now: datetime) -> WebhookEvent:
+    """A drill that not every live instance of its target acknowledged in time."""
+    data = {
+        "organization_id": organization_id,
+        "drill": drill.model_dump(mode="json"),
+        "target_type": drill.target_type,
+        "target_id": drill.target_id,
+        "live": drill.live,
+        "acknowledged": drill.acknowledged,
+        "slowest_ms": drill.slowest_ms,
+        "not_answering": drill.not_answering[:MAX_WAITING_ON],
+    }
+    return WebhookEvent("drill.failed", f"drill/{drill.id}", now, data)
 
 
 def webhook_test_event(

@@ -6,7 +6,9 @@
 - ``slack``: an incoming-webhook message, ``{"text": ...}``; text from events is escaped, so a
   reason cannot mention ``@channel`` or hide a link.
 - ``pagerduty``: an Events API v2 event: ``trigger`` on a kill (``dedup_key`` the kill switch's
-  id, so its rule trip and ack timeout join the same alert), ``resolve`` on its revive.
+  id, so its rule trip and ack timeout join the same alert), ``resolve`` on its revive; a
+  failed drill triggers an alert of its target (``dedup_key`` ``agentguard/<org>/drill.failed/
+  <type>/<id>``), so the failed drills of one target join one alert.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ _SEVERITY = {
     "ack.timeout": "error",
     "fail_closed": "error",
     "rule.observed": "warning",
+    "drill.failed": "error",
 }
 
 
@@ -136,6 +139,19 @@ def summary(event: dict[str, Any]) -> str:
             f"{who}{agent} refused {d.get('refused')} calls because its kill state is "
             f"unavailable (fail closed){_because(d.get('reason'))}"
         )
+    if kind == "drill.failed":
+        where = _target(d.get("target_type"), d.get("target_id"))
+        silent = [str(i) for i in d.get("not_answering", [])]
+        more = int(d.get("live") or 0) - int(d.get("acknowledged") or 0) - len(silent[:5])
+        slowest = d.get("slowest_ms")
+        within = f" within {slowest:.0f} ms" if isinstance(slowest, (int, float)) else ""
+        return (
+            f"Drill of {where} failed: {d.get('acknowledged')}/{d.get('live')} live instances "
+            f"acknowledged it{within}"
+            + (f"; not answering: {', '.join(silent[:5])}" if silent else "")
+            + (f" and {more} more" if more > 0 else "")
+            + " (a kill may not reach them)"
+        )
     if kind == "webhook.test":
         return f"agentguard test message for webhook {d.get('webhook_id')}"
     return f"agentguard event {kind}"
@@ -148,6 +164,7 @@ _SLACK_ICONS = {
     "rule.observed": ":eyes:",
     "ack.timeout": ":hourglass:",
     "fail_closed": ":warning:",
+    "drill.failed": ":fire_engine:",
     "webhook.test": ":wave:",
 }
 
@@ -171,6 +188,9 @@ def pagerduty_event(event: dict[str, Any], *, routing_key: str, subject: str) ->
     ks = d.get("kill_switch") or {}
     if ks:
         dedup = str(ks["id"])
+    elif kind == "drill.failed":
+        dedup = f"agentguard/{d.get('organization_id')}/{kind}/{d.get('target_type')}/"
+        dedup += str(d.get("target_id"))
     else:
         dedup = f"agentguard/{d.get('organization_id')}/{kind}/{subject}"
     if kind == "revive":

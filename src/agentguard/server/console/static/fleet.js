@@ -1,7 +1,7 @@
 /* The agents table: health, instances, totals and cost, read from the server. */
 import { API, HttpError, Unreachable, call } from "./api.js";
 import { byId, clear, el, setMessage, show, userText } from "./dom.js";
-import { lastLine, moneyFormat, newestFirst, numberFormat, targetKey, timeNode } from "./format.js";
+import { ago, lastLine, moneyFormat, newestFirst, numberFormat, targetKey, timeNode } from "./format.js";
 import { canKill, state } from "./state.js";
 
 const HEALTH = ["active", "killed", "stale", "crashed", "exited"];
@@ -84,6 +84,7 @@ function agentRow(agent) {
       "td",
       { "data-label": "Health" },
       el("span", { class: "badge health health-" + badgeClass, text: health }),
+      drillNode(agent.last_drill),
       crashNode(instances)
     ),
     el("td", {
@@ -116,6 +117,28 @@ function agentRow(agent) {
     el("td", { "data-label": "Last seen" }, timeNode(agent.last_seen)),
     actions
   );
+}
+
+/* The agent's last drill: "armed 2 h ago" when every live instance answered it, else
+   "not armed", with the counts, the slowest answer and who did not answer in the tooltip. */
+function drillNode(drill) {
+  if (!drill) return null;
+  const armed = drill.status === "armed";
+  const when = ago(drill.finished_at || drill.started_at);
+  let title =
+    (armed ? "Armed: " : "Not armed: ") +
+    drill.acknowledged + "/" + drill.live + " live instances acknowledged the last drill";
+  if (drill.slowest_ms !== null && drill.slowest_ms !== undefined) {
+    title += " within " + numberFormat.format(Math.round(drill.slowest_ms)) + " ms";
+  }
+  const silent = drill.not_answering || [];
+  if (silent.length) title += "; not answering: " + silent.join(", ");
+  return el("span", {
+    class: "drill-badge " + (armed ? "drill-armed" : "drill-failed"),
+    title: title,
+    "aria-label": title,
+    text: (armed ? "armed " : "not armed ") + when,
+  });
 }
 
 /* A crashed instance's error, by its last line (the whole report in the tooltip). */

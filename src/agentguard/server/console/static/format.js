@@ -41,6 +41,18 @@ export function timeNode(iso) {
   return el("time", { datetime: iso, title: date.toString(), text: text });
 }
 
+/* How long ago an ISO time was, in a few characters: "just now", "5 min ago", "3 h ago", "2 d ago". */
+export function ago(iso, now = Date.now()) {
+  const then = new Date(iso).getTime();
+  if (isNaN(then)) return "";
+  const seconds = Math.max(0, Math.round((now - then) / 1000));
+  if (seconds < 10) return "just now";
+  if (seconds < 60) return seconds + " s ago";
+  if (seconds < 3600) return Math.floor(seconds / 60) + " min ago";
+  if (seconds < 86400) return Math.floor(seconds / 3600) + " h ago";
+  return Math.floor(seconds / 86400) + " d ago";
+}
+
 /* A comparator: the latest ISO time in `field` first. */
 export function newestFirst(field) {
   return (a, b) => (a[field] < b[field] ? 1 : a[field] > b[field] ? -1 : 0);

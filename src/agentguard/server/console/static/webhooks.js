@@ -8,7 +8,15 @@ import { state } from "./state.js";
 import { announce } from "./status.js";
 
 // The events a webhook may subscribe to (agentguard.protocol.WEBHOOK_EVENTS), by default all.
-const EVENTS = ["kill", "revive", "rule.tripped", "rule.observed", "ack.timeout", "fail_closed"];
+const EVENTS = [
+  "kill",
+  "revive",
+  "rule.tripped",
+  "rule.observed",
+  "ack.timeout",
+  "fail_closed",
+  "drill.failed",
+];
 const FORMATS = { standard: "Standard", slack: "Slack", pagerduty: "PagerDuty" };
 const STATUSES = { pending: "Pending", delivered: "Delivered", failed: "Given up" };
 const LOG_SIZE = 20;
