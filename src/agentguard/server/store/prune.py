@@ -10,6 +10,8 @@ from ...records import utcnow
 from .rows import Rows
 from .tables import (
     console_sign_outs,
+    drill_acks,
+    drills,
     instances,
     interventions,
     kill_acks,
@@ -31,9 +33,10 @@ class PruneRows(Rows):
         AgentSentinel ledger entries counted (one sent again after that counts again); with
         ``interventions_too`` also interventions received before it; console sign-outs of
         sessions that have expired anyway; and webhook deliveries (sent or given up) queued
-        before it. Kill switches, the change log, the audit log and
-        checkpoints are kept. One transaction: all or nothing; ``dry_run`` counts and deletes
-        nothing.
+        before it; drills started before it that a newer drill of the same target superseded,
+        with their answers (each target's last drill stays). Kill switches, the change log,
+        the audit log and checkpoints are kept. One transaction: all or nothing; ``dry_run``
+        counts and deletes nothing.
         """
         acks_of_gone = (
             select(instances.c.instance_id)
@@ -58,6 +61,22 @@ class PruneRows(Rows):
         d = webhook_deliveries.c
         finished = and_(d.status != "pending", d.created_at < before)
         targets.append(("finished webhook deliveries", webhook_deliveries, finished))
+        newer = drills.alias("newer")
+        superseded = and_(
+            drills.c.status != "running",
+            drills.c.started_at < before,
+            select(newer.c.id)
+            .where(
+                newer.c.organization_id == drills.c.organization_id,
+                newer.c.target_type == drills.c.target_type,
+                newer.c.target_id == drills.c.target_id,
+                newer.c.started_at > drills.c.started_at,
+            )
+            .exists(),
+        )
+        answers = drill_acks.c.drill_id.in_(select(drills.c.id).where(superseded))
+        targets.append(("answers of superseded drills", drill_acks, answers))  # before drills
+        targets.append(("superseded drills", drills, superseded))
         counts: dict[str, int] = {}
         with self.database.write() as conn:
             for name, table, where in targets:
