@@ -35,7 +35,7 @@ from starlette.testclient import TestClient
 from agentguard.server import KillSwitchServer
 from support import eventually
 from support.api import bearer
-from support.fuzzing import beyond_the_grid, look_alike, reported_now
+from support.fuzzing import beyond_the_grid, look_alike, quick_drill, reported_now
 from support.reliability import FUZZ_EXAMPLES, Uvicorn, keys_for
 from support.webhook_bodies import registrable
 
@@ -86,6 +86,7 @@ def fuzz(operation: Any, mode: Any, base_url: str, session: requests.Session) ->
             assume(not beyond_the_grid(case))
             reported_now(case.body)
             registrable(case.body)
+            quick_drill(operation.path, case.body)
         case.call_and_validate(base_url=base_url, session=session, checks=run, timeout=timeout)
 
     one()

@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 
 from agentguard.server import KillSwitchServer
 from support.api import bearer
-from support.fuzzing import beyond_the_grid, look_alike, reported_now
+from support.fuzzing import beyond_the_grid, look_alike, quick_drill, reported_now
 from support.webhook_bodies import registrable
 
 OPERATIONS = {
@@ -296,6 +296,7 @@ def fuzzer(operation: Any, mode: Any, token: str) -> Any:
             assume(not beyond_the_grid(case))
             reported_now(case.body)
             registrable(case.body)
+            quick_drill(operation.path, case.body)
         case.call_and_validate(headers=bearer(token), checks=run)
 
     return fuzz
