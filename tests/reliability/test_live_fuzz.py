@@ -37,9 +37,9 @@ from support import eventually
 from support.api import bearer
 from support.fuzzing import (
     beyond_the_grid,
-    drill_briefly,
     kill_expiry_now,
     look_alike,
+    quick_drill,
     reported_now,
 )
 from support.reliability import FUZZ_EXAMPLES, Uvicorn, keys_for
@@ -92,8 +92,8 @@ def fuzz(operation: Any, mode: Any, base_url: str, session: requests.Session) ->
             assume(not beyond_the_grid(case))
             reported_now(case.body)
             kill_expiry_now(case.body)
-            drill_briefly(case.body)
             registrable(case.body)
+            quick_drill(operation.path, case.body)
         case.call_and_validate(base_url=base_url, session=session, checks=run, timeout=timeout)
 
     one()

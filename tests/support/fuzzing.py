@@ -90,9 +90,13 @@ def kill_expiry_now(body: Any) -> None:
             body["duration"] = "1h"
 
 
-def drill_briefly(body: Any) -> None:
-    """A drill waits for every live instance of its target for its ``timeout`` (up to 60 s),
-    and the fuzzer's heartbeats leave instances that never answer: a generated wait is cut to
-    half a second, within the client's read timeout (tests/reliability/test_drills.py waits)."""
-    if isinstance(body, dict) and isinstance(body.get("timeout"), (int, float)):
-        body["timeout"] = min(body["timeout"], 0.5)
+DRILL_WAIT = 0.2  # seconds a fuzzed drill may wait for answers
+
+
+def quick_drill(path: str, body: Any) -> None:
+    """A drill waits up to its ``timeout`` (at most 60 s) for live instances that never answer
+    (the fuzzer's): a generated one is cut to DRILL_WAIT, still a valid timeout."""
+    if path.endswith("/drills") and isinstance(body, dict):
+        timeout = body.get("timeout")
+        if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0:
+            body["timeout"] = min(timeout, DRILL_WAIT)

@@ -186,6 +186,7 @@ class DrillSchedule:
         self.timeout = timeout
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._done: int | None = None  # the last interval this process went through
 
     def start(self) -> None:
         if self._thread is None:
@@ -217,6 +218,8 @@ class DrillSchedule:
         drills.finish_overdue()
         now = drills.clock()
         slot = int(now.timestamp() // self.every)
+        if slot == self._done:  # this interval's drills are started (here or elsewhere)
+            return []
         started: list[tuple[str, Drill]] = []
         for organization_id, agent_id in drills.store.live_agents(since=_since(drills)):
             drill = drills.start(
@@ -237,6 +240,7 @@ class DrillSchedule:
             if waiting:
                 self._stop.wait(_POLL)
         judged = [drills.finish(o, d.id) for o, d in started]
+        self._done = slot
         for drill in judged:
             logger.info(
                 "agentguard: scheduled drill of agent %r: %s", drill.target_id, drill.status

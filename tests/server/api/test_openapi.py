@@ -17,9 +17,9 @@ from agentguard.server import KillSwitchServer
 from support.api import bearer
 from support.fuzzing import (
     beyond_the_grid,
-    drill_briefly,
     kill_expiry_now,
     look_alike,
+    quick_drill,
     reported_now,
 )
 from support.webhook_bodies import registrable
@@ -302,8 +302,8 @@ def fuzzer(operation: Any, mode: Any, token: str) -> Any:
             assume(not beyond_the_grid(case))
             reported_now(case.body)
             kill_expiry_now(case.body)
-            drill_briefly(case.body)
             registrable(case.body)
+            quick_drill(operation.path, case.body)
         case.call_and_validate(headers=bearer(token), checks=run)
 
     return fuzz

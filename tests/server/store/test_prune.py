@@ -14,6 +14,8 @@ from agentguard.scope import Scope
 from agentguard.server.store.tables import (
     audit_log,
     console_sign_outs,
+    drill_acks,
+    drills,
     instances,
     interventions,
     kill_acks,
@@ -39,7 +41,8 @@ def prune(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
 def fill(server: Any) -> None:
     """Two instances of one agent (one silent for 40 days), each with usage and an ack of a kill,
     an old and a new intervention, the sign-outs of an expired and a live console session, and
-    webhook deliveries: old and sent, old and still pending, new and sent.
+    webhook deliveries: old and sent, old and still pending, new and sent; and two old drills of
+    the agent, each with an answer (the newer one is its last drill).
     "New" is now: the test reads the fleet's health right after."""
     now = datetime.now(timezone.utc)
     old = now - timedelta(days=40)
@@ -86,6 +89,32 @@ def fill(server: Any) -> None:
                     next_attempt_at=when if status == "pending" else None,
                 )  # fmt: skip
             )
+        for drill_id, when in (("d-older", old), ("d-last", old + timedelta(days=1))):
+            conn.execute(
+                insert(drills).values(
+                    id=drill_id,
+                    organization_id="org_a",
+                    target_type="agent",
+                    target_id="mailer",
+                    status="armed",
+                    started_by="usr_ops",
+                    started_at=when,
+                    deadline_at=when,
+                    finished_at=when,
+                    live=1,
+                    acknowledged=1,
+                )  # fmt: skip
+            )
+            conn.execute(
+                insert(drill_acks).values(
+                    organization_id="org_a",
+                    drill_id=drill_id,
+                    instance_id="i-old",
+                    agent_id="mailer",
+                    acknowledged_at=when,
+                    latency_ms=3.0,
+                )  # fmt: skip
+            )
 
 
 def counts(server: Any) -> dict[str, int]:
@@ -100,6 +129,8 @@ def counts(server: Any) -> dict[str, int]:
         audit_log,
         ledger_entries,
         webhook_deliveries,
+        drills,
+        drill_acks,
     ]
     with server.database.read() as conn:
         return {
@@ -127,6 +158,8 @@ def test_prune_deletes_old_fleet_rows_and_keeps_the_audit_trail(
         "audit_log": 1,
         "ledger_entries": 2,
         "webhook_deliveries": 3,
+        "drills": 2,
+        "drill_acks": 2,
     }
 
     dry = prune(database_url, "--older-than", "30d", "--dry-run")
@@ -134,7 +167,7 @@ def test_prune_deletes_old_fleet_rows_and_keeps_the_audit_trail(
     assert dry.stdout.startswith(
         "would delete 1 acknowledgements, 1 instances, 1 usage, 1 expired console sign-outs, "
         "1 AgentSentinel ledger entries, "
-        "1 finished webhook deliveries ("
+        "1 finished webhook deliveries, 1 answers of superseded drills, 1 superseded drills ("
     )
     assert counts(server) == before
 
@@ -143,7 +176,7 @@ def test_prune_deletes_old_fleet_rows_and_keeps_the_audit_trail(
     assert done.stdout.startswith(
         "deleted 1 acknowledgements, 1 instances, 1 usage, 1 expired console sign-outs, "
         "1 AgentSentinel ledger entries, "
-        "1 finished webhook deliveries ("
+        "1 finished webhook deliveries, 1 answers of superseded drills, 1 superseded drills ("
     )
     assert counts(server) == {
         **before,
@@ -153,7 +186,10 @@ def test_prune_deletes_old_fleet_rows_and_keeps_the_audit_trail(
         "console_sign_outs": 1,
         "ledger_entries": 1,
         "webhook_deliveries": 2,
+        "drills": 1,
+        "drill_acks": 1,
     }
+    assert server.store.last_drills("org_a", ["mailer"])["mailer"].id == "d-last"
     agents = server.fleet.agents("org_a")
     assert [i.instance_id for i in agents[0].instances] == ["i-new"]
     status = server.fleet.acks("org_a", "agent", "mailer")

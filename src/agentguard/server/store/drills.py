@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, RowMapping, and_, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
 
 from ...errors import AgentGuardError
 from ...protocol import Drill
@@ -23,7 +22,7 @@ from ..auth.binding import AgentBinding, AgentNotAllowedError
 from ..webhooks.events import WebhookEvent
 from .audit import write_audit
 from .feed import DRILLS_CHANNEL
-from .rows import Rows
+from .rows import Rows, upsert
 from .tables import drill_acks, drills
 from .webhooks import Outbox, queue_event
 
@@ -68,54 +67,59 @@ class DrillRows(Rows):
         """Write a running drill and the instances it expects; ``None`` when a scheduled
         drill of that slot exists already (another replica started it)."""
         drill_id = new_id()
-        try:
-            with self.database.write() as conn:
-                conn.execute(
-                    insert(drills).values(
-                        id=drill_id,
-                        organization_id=organization_id,
-                        target_type=target_type,
-                        target_id=target_id,
-                        status=RUNNING if expected else "no_instances",
-                        started_by=actor,
-                        started_at=now,
-                        deadline_at=now + timedelta(seconds=timeout),
-                        finished_at=None if expected else now,
-                        live=len(expected),
-                        acknowledged=0,
-                        slot=slot,
-                    )
-                )
-                if expected:
-                    conn.execute(
-                        insert(drill_acks),
-                        [
-                            {
-                                "organization_id": organization_id,
-                                "drill_id": drill_id,
-                                "instance_id": e.instance_id,
-                                "agent_id": e.agent_id,
-                            }
-                            for e in expected
-                        ],
-                    )
-                write_audit(
-                    conn,
-                    organization_id,
-                    action="drill",
-                    actor=actor,
+        d = drills.c
+        with self.database.write() as conn:
+            # A scheduled drill's slot taken by another replica: nothing is written (no
+            # error either: PostgreSQL logs none for ON CONFLICT DO NOTHING).
+            inserted = conn.execute(
+                upsert(conn, drills)
+                .values(
+                    id=drill_id,
+                    organization_id=organization_id,
                     target_type=target_type,
                     target_id=target_id,
-                    detail=f"drill {drill_id} sent to {len(expected)} live instance(s), "
-                    f"waiting {timeout:g} s" + (" (scheduled)" if slot is not None else ""),
-                    request_id=request_id,
-                    created_at=now,
+                    status=RUNNING if expected else "no_instances",
+                    started_by=actor,
+                    started_at=now,
+                    deadline_at=now + timedelta(seconds=timeout),
+                    finished_at=None if expected else now,
+                    live=len(expected),
+                    acknowledged=0,
+                    slot=slot,
                 )
-                self.database.notify(conn, DRILLS_CHANNEL, organization_id)
-        except IntegrityError:
-            if slot is None:
-                raise
-            return None
+                .on_conflict_do_nothing(
+                    index_elements=[d.organization_id, d.target_type, d.target_id, d.slot]
+                )
+                .returning(d.id)
+            ).first()
+            if inserted is None:
+                return None
+            if expected:
+                conn.execute(
+                    insert(drill_acks),
+                    [
+                        {
+                            "organization_id": organization_id,
+                            "drill_id": drill_id,
+                            "instance_id": e.instance_id,
+                            "agent_id": e.agent_id,
+                        }
+                        for e in expected
+                    ],
+                )
+            write_audit(
+                conn,
+                organization_id,
+                action="drill",
+                actor=actor,
+                target_type=target_type,
+                target_id=target_id,
+                detail=f"drill {drill_id} sent to {len(expected)} live instance(s), "
+                f"waiting {timeout:g} s" + (" (scheduled)" if slot is not None else ""),
+                request_id=request_id,
+                created_at=now,
+            )
+            self.database.notify(conn, DRILLS_CHANNEL, organization_id)
         return self.drill(organization_id, drill_id)
 
     def acknowledge_drill(

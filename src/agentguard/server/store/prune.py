@@ -10,6 +10,8 @@ from ...records import utcnow
 from .rows import Rows
 from .tables import (
     console_sign_outs,
+    drill_acks,
+    drills,
     instances,
     interventions,
     kill_acks,
@@ -38,9 +40,10 @@ class PruneRows(Rows):
         ``interventions_too`` also interventions received before it; console sign-outs of
         sessions that have expired anyway; and webhook deliveries (sent or given up) queued
         before it; with ``change_log_too`` also change-log rows written before it (a guard
-        further behind then resyncs with a full snapshot instead of the changes it missed).
-        Kill switches, the audit log and checkpoints are kept. One transaction: all or
-        nothing; ``dry_run`` counts and deletes nothing.
+        further behind then resyncs with a full snapshot instead of the changes it missed);
+        drills started before it that a newer drill of the same target superseded, with their
+        answers (each target's last drill stays). Kill switches, the audit log and checkpoints
+        are kept. One transaction: all or nothing; ``dry_run`` counts and deletes nothing.
         """
         acks_of_gone = (
             select(instances.c.instance_id)
@@ -68,6 +71,22 @@ class PruneRows(Rows):
         if change_log_too:
             old_changes = kill_changes.c.created_at < before
             targets.append(("change-log entries", kill_changes, old_changes))
+        newer = drills.alias("newer")
+        superseded = and_(
+            drills.c.status != "running",
+            drills.c.started_at < before,
+            select(newer.c.id)
+            .where(
+                newer.c.organization_id == drills.c.organization_id,
+                newer.c.target_type == drills.c.target_type,
+                newer.c.target_id == drills.c.target_id,
+                newer.c.started_at > drills.c.started_at,
+            )
+            .exists(),
+        )
+        answers = drill_acks.c.drill_id.in_(select(drills.c.id).where(superseded))
+        targets.append(("answers of superseded drills", drill_acks, answers))  # before drills
+        targets.append(("superseded drills", drills, superseded))
         counts: dict[str, int] = {}
         with self.database.write() as conn:
             for name, table, where in targets:
