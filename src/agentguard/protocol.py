@@ -32,6 +32,7 @@ __all__ = [
     "InstanceStatusName",
     "KillStateChanges",
     "Resumed",
+    "RunFinished",
     "Page",
     "ScopeName",
     "StreamEvent",
@@ -276,6 +277,13 @@ class Resumed(BaseModel):
 
     organization_id: str
     version: int
+
+
+class RunFinished(BaseModel):
+    """The answer of ``POST /runs/{run_id}/finish``: the kill that ended with the run, if any."""
+
+    run_id: str
+    ended: KillSwitch | None
 
 
 @dataclass(frozen=True)

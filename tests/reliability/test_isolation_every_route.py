@@ -76,6 +76,8 @@ class Scene:
         assert b.put("/checkpoints/shared", json={"state": "B's"}).is_success
         assert b.post("/interventions/", json=B_SENTINEL_INTERVENTION).status_code == 201
         assert b.post("/ingest", json=B_LEDGER).json()["created"] == 1
+        run_kill = {"target_type": "run", "target_id": "shared-run", "until": "run_end"}
+        assert b.post("/kill-switch/kill", json=run_kill).status_code == 200
         self.b_before = self.b_view()
 
     def a(self) -> Org:
@@ -236,6 +238,15 @@ def heartbeat(s: Scene, a: Org) -> None:
     assert (mine["killed"], mine["snapshot"]) == (False, None)
 
 
+def finish_run(s: Scene, a: Org) -> None:
+    """Finishing B's run (killed until it ends) from A ends nothing of B's; nor does A's
+    instance exiting from a run of the same name."""
+    answer = a.http.post("/runs/shared-run/finish")
+    assert answer.json() == {"run_id": "shared-run", "ended": None}
+    exit_a = {**B_BEAT, "version": 0, "run_id": "shared-run", "status": "exited"}
+    assert a.http.post("/heartbeats", json=exit_a).status_code == 200
+
+
 def ack(s: Scene, a: Org) -> None:
     body = {"instance_id": "shared-instance", "version": 0}
     assert a.http.post("/kill-switch/ack", json=body).json() == {"acknowledged": 0}
@@ -359,6 +370,7 @@ PROBES: dict[tuple[str, str], Callable[[Scene, Org], None]] = {
     ("POST", f"{API}/interventions/"): report_sentinel_intervention,
     ("POST", f"{API}/ingest"): ingest_sentinel_ledger,
     ("POST", f"{API}/heartbeats"): heartbeat,
+    ("POST", f"{API}/runs/{{run_id}}/finish"): finish_run,
     ("POST", f"{API}/kill-switch/ack"): ack,
     ("GET", f"{API}/kill-switch/acks"): acks,
     ("GET", f"{API}/agents"): agents,

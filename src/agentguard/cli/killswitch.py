@@ -49,6 +49,11 @@ def _complete_killed(
 @click.argument("target_id", metavar="ID")
 @click.option("--reason", "-r", help="Why: recorded, audited, and told to every refused agent.")
 @click.option(
+    "--until-run-ends",
+    is_flag=True,
+    help="A run only: the kill ends when the run does (its instances exit, or it is finished).",
+)
+@click.option(
     "--wait", is_flag=True, help="Then wait until every live instance has acknowledged the kill."
 )
 @click.option(
@@ -65,6 +70,7 @@ def kill(
     target_type: str,
     target_id: str,
     reason: str | None,
+    until_run_ends: bool,
     wait: bool,
     timeout: float,
     as_json: bool,
@@ -76,7 +82,8 @@ def kill(
     exit code is 1 if not every live instance acknowledged within --timeout (the kill stays
     in force).
     """
-    change = client.kill(target_type, target_id, reason=reason)
+    until = "run_end" if until_run_ends else None
+    change = client.kill(target_type, target_id, reason=reason, until=until)
     if not wait:
         if as_json:
             out.echo_json(change.kill_switch)

@@ -55,6 +55,7 @@ class KillHandlers:
             reason=body.reason,
             actor=call.principal.actor,
             request_id=call.request_id,
+            until=body.until,
         )
         self.telemetry.record_change(change, actor=call.principal.actor)
         call.headers[VERSION_HEADER] = str(change.version)

@@ -70,6 +70,8 @@ kill_switches = Table(
     Column("killed_at", UTCDateTime, nullable=False),
     Column("revived_by", String(512)),
     Column("revived_at", UTCDateTime),
+    # What ends the kill besides a revive: "run_end" (a run kill: the run finished); or NULL.
+    Column("until", String(16)),
     # At most one active kill switch per (organization, target): the database enforces it.
     Index(
         "agentguard_kill_switches_one_active",
