@@ -234,6 +234,59 @@ def measure(kills: int, args: argparse.Namespace, workdir: Path) -> dict[str, fl
         stop_server(process)
 
 
+async def _resync_all(
+    url: str, key: str, guards: int, last_event_id: str | None
+) -> tuple[float, int]:
+    """``guards`` streams connecting at once (gzip): seconds until every one is current (its
+    snapshot, or ``resumed``), and the bytes all of them received until then."""
+    import asyncio
+    import zlib
+
+    headers = {"Authorization": f"Bearer {key}", "Accept-Encoding": "gzip"}
+    if last_event_id is not None:
+        headers["Last-Event-ID"] = last_event_id
+    until = b"]}\r\n\r\n" if last_event_id is None else b"event: resumed"
+    limits = httpx.Limits(max_connections=guards + 10)
+    timeout = httpx.Timeout(60.0, read=300.0)
+    async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
+
+        async def one() -> int:
+            path = f"{url}/api/v1/kill-switch/stream"
+            async with client.stream("GET", path, headers=headers) as response:
+                decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                total, tail = 0, b""
+                async for chunk in response.aiter_raw():
+                    total += len(chunk)
+                    tail = (tail + decoder.decompress(chunk))[-4096:]
+                    if until in tail:
+                        return total
+                raise RuntimeError("the stream ended before it was current")
+
+        started = time.perf_counter()
+        sizes = await asyncio.gather(*(one() for _ in range(guards)))
+        return time.perf_counter() - started, sum(sizes)
+
+
+def restart_resync(kills: int, guards: int, workdir: Path) -> dict[str, float]:
+    """A server restart with ``guards`` stream guards: all of them resyncing at once, with
+    ``Last-Event-ID`` (ten changes behind: a short outage) and without (a full snapshot)."""
+    import asyncio
+
+    database_url = f"sqlite:///{workdir / f'restart-{kills}.db'}"
+    key = seed(database_url, kills)
+    os.environ["AGENTGUARD_MAX_STREAMS_PER_KEY"] = str(guards + 10)
+    os.environ["AGENTGUARD_MAX_STREAMS_PER_ORGANIZATION"] = str(guards + 10)
+    row: dict[str, float] = {"kills": kills, "guards": guards}
+    for name, last_event_id in (("delta", str(kills - 10)), ("full", None)):
+        process, url = start_server(database_url, workdir / f"restart-{name}.log")  # restarted
+        try:
+            seconds, received = asyncio.run(_resync_all(url, key, guards, last_event_id))
+        finally:
+            stop_server(process)
+        row[f"{name} s"], row[f"{name} B"] = seconds, received
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -242,15 +295,28 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--requests", type=int, default=50)
+    parser.add_argument(
+        "--restart-guards",
+        type=int,
+        default=0,
+        help="also: this many stream guards resyncing at once after a server restart",
+    )
+    parser.add_argument(
+        "--restart-kills", type=int, default=10_000, help="active kills for --restart-guards"
+    )
     parser.add_argument("--update", action="store_true", help="write the section of RESULTS.md")
     args = parser.parse_args()
     load_before = os.getloadavg()
     rows = []
+    restart = None
     with tempfile.TemporaryDirectory() as tmp:
         for kills in args.kills:
             row = measure(kills, args, Path(tmp))
             print(row, flush=True)
             rows.append(row)
+        if args.restart_guards:
+            restart = restart_resync(args.restart_kills, args.restart_guards, Path(tmp))
+            print(restart, flush=True)
     load_after = os.getloadavg()
     table = [
         "| active kills | guard index (B/kill) | unique reasons (B/kill) | full records "
@@ -296,6 +362,7 @@ def main() -> None:
             f"it); a reconnect after a short outage moves {_size(biggest['delta stream B'])} "
             f"instead of {_size(biggest['full gzip B'])} (gzip) or "
             f"{_size(biggest['full identity B'])}.",
+            *(_restart_text(restart) if restart else []),
             "",
             f"Load average (1, 5, 15 min) before: {_load(load_before)}; after: "
             f"{_load(load_after)} — two cores shared with other engineers' runs.",
@@ -304,6 +371,19 @@ def main() -> None:
     print(body)
     if args.update:
         write_section("bench_killstate", body)
+
+
+def _restart_text(r: dict[str, float]) -> list[str]:
+    return [
+        "",
+        f"Server restart, `--restart-guards {int(r['guards'])} --restart-kills "
+        f"{int(r['kills'])}`: {int(r['guards']):,} stream connections (one asyncio process, "
+        "gzip) reach the restarted server at once. Ten changes behind (`Last-Event-ID`), all "
+        f"are current after **{r['delta s']:.2f} s** having received "
+        f"**{_size(r['delta B'])}** in all; asking for full snapshots, after "
+        f"{r['full s']:.2f} s and {_size(r['full B'])} (each process builds and compresses "
+        "the snapshot once per version).",
+    ]
 
 
 def _size(n: float) -> str:
