@@ -73,3 +73,41 @@ def test_a_drill_is_rehearsed_and_changes_nothing() -> None:
     assert index.blocking(Scope(agent_id="email-campaign", run_id="email-campaign")) is None
     # A kill it could not hold is no rehearsal: the guard does not answer it.
     assert not index.rehearse("selector", "env=prod") and not index.rehearse("agent", "")
+
+
+def test_the_index_keeps_kills_compactly_and_gives_back_the_records() -> None:
+    from agentguard.index import Kill
+
+    store = MemoryStore()
+    first = store.kill("org", "run", "r-1", reason="looping on retries", actor="usr_ops")
+    second = store.kill("org", "run", "r-2", reason="looping on retries", actor="usr_ops")
+    index = KillIndex()
+    index.replace(store.snapshot("org"))
+    one, two = index.run["r-1"], index.run["r-2"]
+    assert isinstance(one, Kill) and isinstance(two, Kill)
+    assert one[1] is two[1] and one[2] is two[2]  # one reason, one killer: shared
+    assert index.get("run", "r-1") == first.kill_switch
+    assert index.blocking(Scope(run_id="r-2")) == second.kill_switch
+    third = store.kill("org", "agent", "a", reason="looping on retries", actor="usr_ops")
+    index.apply(third)
+    assert index.get("agent", "a") == third.kill_switch
+    assert sorted(ks.target_id for ks in index.active()) == ["a", "r-1", "r-2"]
+    assert index.apply(store.revive("org", "run", "r-1", actor="usr_ops"))
+    assert index.get("run", "r-1") is None and index.organization_id == "org"
+
+
+def test_a_kill_whose_id_is_no_uuid_is_kept_as_it_is() -> None:
+    from datetime import datetime, timezone
+
+    from agentguard.records import KillSwitch, Snapshot
+
+    odd = KillSwitch(id="ks-bot", target_type="agent", target_id="bot", reason=None,
+                     is_active=True, killed_by="usr", organization_id="org",
+                     killed_at=datetime(2026, 11, 22, 10, tzinfo=timezone.utc))  # fmt: skip
+    naive = odd.model_copy(update={"id": "00000000-0000-4000-8000-000000000000",
+                                   "target_id": "bot-2",
+                                   "killed_at": datetime(2026, 11, 22, 10)})  # fmt: skip
+    index = KillIndex()
+    index.replace(Snapshot(organization_id="org", version=1, active=[odd, naive]))
+    assert index.agent["bot"] is odd and index.get("agent", "bot") is odd
+    assert index.get("agent", "bot-2") is naive

@@ -319,16 +319,11 @@ class Guard:
         """Check a call against the kill tables; remember that it was clear at this revision."""
         index = self._index
         revision = index.revision  # read first: a change while looking makes the entry stale
-        name, (agent_id, run_id, mission_id) = key
-        ks = (
-            index.mission.get(mission_id)  # type: ignore[arg-type]
-            or index.run.get(run_id)  # type: ignore[arg-type]
-            or index.agent.get(agent_id)  # type: ignore[arg-type]
-            or index.tool.get(name)
-        )
+        name, scope = key
+        ks = index.blocking(scope) or index.get("tool", name)
         if ks is not None or (index.fresh_until < _INF and self._clock() > index.fresh_until):
             self._refusals.refuse(
-                name, key[1], ks, args, kwargs, tool_call_id, span_name, None, fn, model
+                name, scope, ks, args, kwargs, tool_call_id, span_name, None, fn, model
             )
         clear = (
             revision,
@@ -494,6 +489,26 @@ class Guard:
         target_type, target_id = validate_target(target_type, target_id, existing=True)
         who = actor or self.actor
         change = self._source.revive(target_type, target_id, actor=who)
+        self.telemetry.record_change(change, actor=who)
+        self._refusals.revived()
+        return change.kill_switch
+
+    def finish_run(
+        self, run_id: str | None = None, *, actor: str | None = None
+    ) -> KillSwitch | None:
+        """Tell the server the run (by default the current scope's) is over.
+
+        Its kill made ``until`` the run ends, if it has one, ends (revived and audited) and is
+        returned; any other kill stays.
+        """
+        run = run_id if run_id is not None else self._scope_now({}, "finish_run").run_id
+        if not run:
+            raise InvalidInputError("run_id", "no run to finish: pass run_id or run in a scope")
+        _, run = validate_target("run", run, existing=True)
+        who = actor or self.actor
+        change = self._source.finish_run(run, actor=who)
+        if change is None:
+            return None
         self.telemetry.record_change(change, actor=who)
         self._refusals.revived()
         return change.kill_switch

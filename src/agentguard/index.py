@@ -1,11 +1,22 @@
-"""The in-memory kill index a guard consults on every call."""
+"""The in-memory kill index a guard consults on every call.
+
+Every guard holds its organization's whole kill state, so each active kill is kept compactly
+(about 250 bytes with its target id and a reason it shares with other kills): a :class:`Kill`
+tuple of the id and the time packed into one ``bytes``, the reason and the killer (kills of one
+snapshot, or applied close together, that have the same share one string).
+What a refusal needs is all there, so a refusal names who killed what, when and why with the
+server out of reach; :meth:`KillIndex.get` and friends give it back as a :class:`KillSwitch`.
+"""
 
 from __future__ import annotations
 
 import logging
 import math
+import struct
 import threading
+import uuid
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 
 from .records import KillChange, KillSwitch, Snapshot
 from .scope import Scope
@@ -16,6 +27,79 @@ _TARGET_TABLES = frozenset({"agent", "run", "mission", "tool"})
 
 KillWatcher = Callable[[list[KillSwitch]], object]
 """Told the kills newly applied to an index, in the thread that applied them."""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROS = struct.Struct("<q")
+_RECENT = 256  # reasons and killers of kills applied one by one, remembered for sharing
+
+
+class Kill(tuple):  # type: ignore[type-arg]
+    """An active kill as an index keeps it: ``(packed id and time, reason, killed_by)``.
+
+    The id is a UUID's 16 bytes and the time microseconds since the epoch (UTC), packed in
+    one ``bytes``; equal reasons and killers are one string (through ``shared``). The target
+    is the table's key.
+    """
+
+    __slots__ = ()
+
+    @classmethod
+    def of(cls, ks: KillSwitch, shared: dict[str, str]) -> Kill | KillSwitch:
+        """The compact form of ``ks``; ``ks`` itself if its id is no UUID or its time naive.
+
+        ``shared`` maps each reason and killer seen to the one string kept for it.
+        """
+        killed_at, kill_id = ks.killed_at, ks.id
+        if killed_at.tzinfo is None or not _looks_like_uuid(kill_id):
+            return ks
+        try:
+            raw = uuid.UUID(kill_id).bytes
+        except ValueError:
+            return ks
+        micros = (killed_at - _EPOCH) // timedelta(microseconds=1)
+        packed = raw + _MICROS.pack(micros)
+        reason = None if ks.reason is None else shared.setdefault(ks.reason, ks.reason)
+        return cls((packed, reason, shared.setdefault(ks.killed_by, ks.killed_by)))
+
+    @property
+    def id(self) -> str:
+        return str(uuid.UUID(bytes=self[0][:16]))
+
+    @property
+    def killed_at(self) -> datetime:
+        return _EPOCH + timedelta(microseconds=_MICROS.unpack_from(self[0], 16)[0])
+
+    def kill_switch(self, target_type: str, target_id: str, organization_id: str) -> KillSwitch:
+        """The kill switch record this stands for (active)."""
+        return KillSwitch.model_construct(
+            id=self.id,
+            target_type=target_type,
+            target_id=target_id,
+            reason=self[1],
+            is_active=True,
+            killed_by=self[2],
+            killed_at=self.killed_at,
+            revived_by=None,
+            revived_at=None,
+            organization_id=organization_id,
+        )
+
+
+Entry = Kill | KillSwitch
+"""What an index table holds for a target."""
+
+
+def _looks_like_uuid(value: str) -> bool:
+    """The canonical form ``str(uuid.UUID(...))`` gives back (lowercase, hyphenated)."""
+    return (
+        len(value) == 36
+        and value[8] == value[13] == value[18] == value[23] == "-"
+        and value == value.lower()
+    )
+
+
+def _id_of(entry: Entry) -> str:
+    return entry.id
 
 
 class KillIndex:
@@ -38,13 +122,19 @@ class KillIndex:
         "_write_lock",
         "changed",
         "_watchers",
+        "organization_id",
+        "_recent",
     )
 
     def __init__(self) -> None:
-        self.agent: dict[str, KillSwitch] = {}
-        self.run: dict[str, KillSwitch] = {}
-        self.mission: dict[str, KillSwitch] = {}
-        self.tool: dict[str, KillSwitch] = {}
+        # Target id -> its active kill (a :class:`Kill`, or a :class:`KillSwitch` whose id is
+        # no UUID): a guarded call reads these; a found entry is a kill.
+        self.agent: dict[str, Entry] = {}
+        self.run: dict[str, Entry] = {}
+        self.mission: dict[str, Entry] = {}
+        self.tool: dict[str, Entry] = {}
+        self.organization_id = ""  # of the kills applied (every kill names it)
+        self._recent: dict[str, str] = {}  # the strings of kills applied lately, to share
         self.version = 0
         # Advanced after every write, even one that keeps the version (a snapshot of equal
         # version): a reader that sees the same revision before and after saw the same tables.
@@ -83,29 +173,39 @@ class KillIndex:
         """The view is the source of truth itself (a store in this process): never stale."""
         self.fresh_until = math.inf
 
-    def _table(self, target_type: str) -> dict[str, KillSwitch]:
-        table: dict[str, KillSwitch] = getattr(self, target_type)
+    def _table(self, target_type: str) -> dict[str, Entry]:
+        table: dict[str, Entry] = getattr(self, target_type)
         return table
+
+    def record(self, target_type: str, target_id: str, entry: Entry | None) -> KillSwitch | None:
+        """The kill switch an entry of the ``target_type`` table stands for."""
+        if entry is None or isinstance(entry, KillSwitch):
+            return entry
+        return entry.kill_switch(target_type, target_id, self.organization_id)
 
     def get(self, target_type: str, target_id: str) -> KillSwitch | None:
         """The active kill switch of a target, if any."""
-        return self._table(target_type).get(target_id)
+        return self.record(target_type, target_id, self._table(target_type).get(target_id))
 
     def blocking(self, scope: Scope) -> KillSwitch | None:
         """The active kill of the scope's mission, run or agent, if any (most specific first)."""
-        return (
-            (self.mission.get(scope.mission_id) if scope.mission_id else None)
-            or (self.run.get(scope.run_id) if scope.run_id else None)
-            or (self.agent.get(scope.agent_id) if scope.agent_id else None)
-        )
+        for target_type, target_id, table in (
+            ("mission", scope.mission_id, self.mission),
+            ("run", scope.run_id, self.run),
+            ("agent", scope.agent_id, self.agent),
+        ):
+            if target_id:
+                entry = table.get(target_id)
+                if entry is not None:
+                    return self.record(target_type, target_id, entry)
+        return None
 
     def active(self) -> list[KillSwitch]:
         """Every active kill switch in the index."""
         return [
-            *self.mission.values(),
-            *self.run.values(),
-            *self.agent.values(),
-            *self.tool.values(),
+            self.record(target_type, target_id, entry)  # type: ignore[misc]
+            for target_type in ("mission", "run", "agent", "tool")
+            for target_id, entry in list(self._table(target_type).items())
         ]
 
     def apply(self, change: KillChange) -> bool:
@@ -119,11 +219,14 @@ class KillIndex:
                 return False
             table = self._table(ks.target_type)
             if change.kind == "kill":
-                table[ks.target_id] = ks
+                if len(self._recent) > _RECENT:
+                    self._recent = {}
+                table[ks.target_id] = Kill.of(ks, self._recent)
             else:
                 current = table.get(ks.target_id)
-                if current is not None and current.id == ks.id:
+                if current is not None and _id_of(current) == ks.id:
                     del table[ks.target_id]
+            self.organization_id = ks.organization_id
             self.version = change.version
             self.revision += 1
             self.changed.notify_all()
@@ -158,7 +261,7 @@ class KillIndex:
                     ks
                     for ks in snapshot.active
                     if (old := self._table(ks.target_type).get(ks.target_id)) is None
-                    or old.id != ks.id
+                    or _id_of(old) != ks.id
                 ]
                 if self._watchers
                 else []
@@ -171,14 +274,16 @@ class KillIndex:
         return True
 
     def _install(self, snapshot: Snapshot) -> None:
-        tables: dict[str, dict[str, KillSwitch]] = {
+        tables: dict[str, dict[str, Entry]] = {
             "agent": {},
             "run": {},
             "mission": {},
             "tool": {},
         }
+        shared: dict[str, str] = {}  # for the install only: nothing kept but the strings
         for ks in snapshot.active:
-            tables[ks.target_type][ks.target_id] = ks
+            tables[ks.target_type][ks.target_id] = Kill.of(ks, shared)
+        self.organization_id = snapshot.organization_id
         # Each assignment is atomic; a reader sees the old or the new table of each type.
         self.agent, self.run = tables["agent"], tables["run"]
         self.mission, self.tool = tables["mission"], tables["tool"]

@@ -315,7 +315,7 @@ class InFlight:
         """The active kill that applies to calls of ``key``, if any."""
         index = self.index
         name, scope = key
-        return index.blocking(scope) or index.tool.get(name)
+        return index.blocking(scope) or index.get("tool", name)
 
     # -- the call's side ---------------------------------------------------------------------
 

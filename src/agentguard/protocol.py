@@ -33,6 +33,7 @@ __all__ = [
     "InstanceStatusName",
     "KillStateChanges",
     "Resumed",
+    "RunFinished",
     "Page",
     "ScopeName",
     "Series",
@@ -390,6 +391,13 @@ class DrillEvent(BaseModel):
     target_type: str
     target_id: str
     started_at: datetime
+
+
+class RunFinished(BaseModel):
+    """The answer of ``POST /runs/{run_id}/finish``: the kill that ended with the run, if any."""
+
+    run_id: str
+    ended: KillSwitch | None
 
 
 @dataclass(frozen=True)

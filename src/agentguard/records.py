@@ -53,7 +53,9 @@ class KillChange(BaseModel):
 class Snapshot(BaseModel):
     """All active kill switches of an organization as of ``version``."""
 
-    model_config = ConfigDict(frozen=True)
+    # Parsing one keeps no value strings in pydantic's process-wide string cache (up to 16,384
+    # ids of kills a guard no longer holds): a guard keeps only what its index keeps.
+    model_config = ConfigDict(frozen=True, cache_strings="keys")
 
     organization_id: str
     version: int

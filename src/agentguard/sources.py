@@ -55,6 +55,14 @@ class KillStateSource(ABC):
     def revive(self, target_type: str, target_id: str, *, actor: str) -> KillChange:
         """Revive a target; raise ``NotKilledError`` if it is not killed."""
 
+    def finish_run(self, run_id: str, *, actor: str) -> KillChange | None:
+        """The run is over: end its kill made ``until`` the run ends; the revive, if any.
+
+        Only a server's kills can be made so (``POST /kill`` with ``until``): a source in this
+        process alone has none to end.
+        """
+        return None
+
     @abstractmethod
     def status(self, target_type: str, target_id: str) -> KillStatus:
         """The kill status of one target."""

@@ -488,3 +488,17 @@ def test_console_script_matches_the_module(server: Server, operator: str) -> Non
     assert done.returncode == 0, done.stderr
     assert '"is_killed": false' in done.stdout
     assert os.access(script, os.X_OK)
+
+
+def test_a_run_kill_until_the_run_ends(server: Server, operator: str) -> None:
+    killed = server.cli(operator, "kill", "run", "run-7", "--reason", "looping", "--until-run-ends")
+    assert killed.code == 0, killed
+    finished = httpx.post(
+        f"{server.url}/api/v1/runs/run-7/finish", headers={"Authorization": f"Bearer {operator}"}
+    ).json()
+    assert finished["ended"]["target_id"] == "run-7"
+    assert server.cli(operator, "check", "run", "run-7").stdout.strip() == (
+        "run 'run-7' is not killed"
+    )
+    wrong = server.cli(operator, "kill", "agent", "bot", "--until-run-ends")
+    assert wrong.code == 2 and "until" in wrong.stderr, wrong

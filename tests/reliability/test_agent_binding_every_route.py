@@ -68,8 +68,9 @@ class Scene:
         }
         first = {**beat(B, B_INSTANCE, cost=5), "run_id": B_RUN}
         assert self.b.post("/heartbeats", json=first).is_success
-        # B's run is killed (B itself is not, so forged cost would show as a rule's kill of B).
-        kill = {"target_type": "run", "target_id": B_RUN, "reason": "B's"}
+        # B's run is killed (B itself is not, so forged cost would show as a rule's kill of B),
+        # until it ends (so finishing it, or its instances' exit, would end the kill).
+        kill = {"target_type": "run", "target_id": B_RUN, "reason": "B's", "until": "run_end"}
         assert self.admin.post("/kill-switch/kill", json=kill).is_success
         self.version = self.admin.get("/kill-switch/state").json()["version"]
         iv = {"id": "iv-b", "action": "send_email", "target_type": "agent", "target_id": B,
@@ -232,6 +233,13 @@ def stream(s: Scene, c: httpx.Client) -> None:
             assert answer.json()["field"] == field
 
 
+def finish_run(s: Scene, c: httpx.Client) -> None:
+    """B's run finished (which would end its kill), or B's instance exiting from it."""
+    refused(c.post(f"/runs/{B_RUN}/finish"), "run_id")
+    exit_b = {**beat("agent-a", B_INSTANCE), "run_id": B_RUN, "status": "exited"}
+    refused(c.post("/heartbeats", json=exit_b), "instance_id")
+
+
 # -- routes that name an agent and read its data: an agent key reads none, its own included ----
 
 
@@ -261,6 +269,7 @@ PROBES: dict[str, Callable[[Scene, httpx.Client], None]] = {
     "agent_series": agent_series,
     "report_sentinel_intervention": report_sentinel_intervention,
     "ingest_sentinel_ledger": ingest_sentinel_ledger,
+    "finish_run": finish_run,
 }
 
 

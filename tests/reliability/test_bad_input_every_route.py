@@ -99,7 +99,12 @@ def ledger_entry(n: int) -> dict[str, Any]:
 # A valid value of every model a route reads, with every field set. Mutations of these are the
 # cases; each targets existing or new rows so that a validation miss would show as a write.
 EXAMPLES: dict[type[BaseModel], dict[str, Any]] = {
-    s.KillRequest: {"target_type": "agent", "target_id": "matrix-bot", "reason": "matrix"},
+    s.KillRequest: {
+        "target_type": "run",
+        "target_id": "matrix-run",
+        "reason": "matrix",
+        "until": "run_end",
+    },
     s.KillQuery: {"wait": 0},
     s.ReviveRequest: {"target_type": "agent", "target_id": "seed-bot"},
     s.CheckQuery: {"target_type": "agent", "target_id": "seed-bot"},
@@ -161,6 +166,7 @@ EXAMPLES: dict[type[BaseModel], dict[str, Any]] = {
     },
     s.AcksQuery: {"target_type": "agent", "target_id": "seed-bot"},
     s.AgentPath: {"agent_id": "seed-agent"},
+    s.RunPath: {"run_id": "seed-run"},
     s.SeriesQuery: {"window": "6h", "step": "10m"},
     s.CheckpointPath: {"key": "seed"},
     s.CheckpointIn: {"state": {"step": 3}},

@@ -81,6 +81,8 @@ class Scene:
         drill = b.post("/drills", json={**B_TARGET, "timeout": 0.2}).json()
         assert drill["status"] == "failed" and "shared-instance" in drill["not_answering"]
         self.b_drill = drill["id"]
+        run_kill = {"target_type": "run", "target_id": "shared-run", "until": "run_end"}
+        assert b.post("/kill-switch/kill", json=run_kill).status_code == 200
         self.b_before = self.b_view()
 
     def a(self) -> Org:
@@ -245,6 +247,15 @@ def heartbeat(s: Scene, a: Org) -> None:
     assert a.http.post("/heartbeats", json=B_BEAT).status_code == 409  # B's version is not A's
     mine = a.http.post("/heartbeats", json={**B_BEAT, "version": 0}).json()
     assert (mine["killed"], mine["snapshot"]) == (False, None)
+
+
+def finish_run(s: Scene, a: Org) -> None:
+    """Finishing B's run (killed until it ends) from A ends nothing of B's; nor does A's
+    instance exiting from a run of the same name."""
+    answer = a.http.post("/runs/shared-run/finish")
+    assert answer.json() == {"run_id": "shared-run", "ended": None}
+    exit_a = {**B_BEAT, "version": 0, "run_id": "shared-run", "status": "exited"}
+    assert a.http.post("/heartbeats", json=exit_a).status_code == 200
 
 
 def ack(s: Scene, a: Org) -> None:
@@ -415,6 +426,7 @@ PROBES: dict[tuple[str, str], Callable[[Scene, Org], None]] = {
     ("POST", f"{API}/interventions/"): report_sentinel_intervention,
     ("POST", f"{API}/ingest"): ingest_sentinel_ledger,
     ("POST", f"{API}/heartbeats"): heartbeat,
+    ("POST", f"{API}/runs/{{run_id}}/finish"): finish_run,
     ("POST", f"{API}/kill-switch/ack"): ack,
     ("GET", f"{API}/kill-switch/acks"): acks,
     ("GET", f"{API}/agents"): agents,

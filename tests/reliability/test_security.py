@@ -60,6 +60,7 @@ ALLOWED: dict[str, set[str]] = {
     "get_checkpoint": REPORTERS,
     "report_sentinel_intervention": REPORTERS,
     "ingest_sentinel_ledger": REPORTERS,
+    "finish_run": REPORTERS,
     "metrics": {"operator", "read", "metrics"},
     "create_webhook": set(),  # where kill notifications go, and their secrets: admins only
     "list_webhooks": set(),
@@ -128,6 +129,7 @@ def _api_sample(
             {"json": {"interventions": [INTERVENTION]}},
         ),  # fmt: skip
         "heartbeat": ("POST", "/heartbeats", {"json": BEAT}),
+        "finish_run": ("POST", "/runs/probe-run/finish", {}),
         "acknowledge": ("POST", "/kill-switch/ack", {"json": {"instance_id": "i", "version": 0}}),
         "put_checkpoint": ("PUT", "/checkpoints/probe", {"json": {"state": {"next": 1}}}),
         "get_checkpoint": ("GET", "/checkpoints/probe", {}),

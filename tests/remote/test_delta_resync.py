@@ -97,3 +97,27 @@ def test_a_polling_guard_applies_the_changes_since_its_etag(
     live.kill("again")  # the log has it (version 3), but not the revive the guard has
     eventually(lambda: refuses(guard, "again"), 5)
     assert guard.source.resumes == 3 and guard.source.resyncs == 1  # 2 -> 3 is covered
+
+
+def test_a_refusal_names_the_kill_with_the_server_out_of_reach(
+    live: Live, guards: list[Guard]
+) -> None:
+    """The compact index keeps what a refusal says: why, who, when and which kill."""
+    proxy = TcpProxy(live.process.port)
+    try:
+        guard = stream_guard(proxy.url, live.agent, guards)
+        killed = live.post(
+            "/kill-switch/kill", target_type="run", target_id="run-1", reason="looping on retries"
+        ).json()
+        eventually(lambda: guard.version == 1, 5)
+        proxy.refusing = True
+        proxy.cut()
+        with scope(run_id="run-1"), pytest.raises(PolicyViolationError) as refused:
+            guard.enforce("send")
+        error = refused.value
+        assert (error.target_type, error.target_id) == ("run", "run-1")
+        assert error.reason == "looping on retries" and error.killed_by == killed["killed_by"]
+        assert error.killed_at == datetime.fromisoformat(killed["killed_at"].replace("Z", "+00:00"))
+        assert error.kill_switch_id == killed["id"]
+    finally:
+        proxy.close()

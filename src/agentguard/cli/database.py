@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from ..wording import plural
 from .errors import database_errors
 from .options import database_option, duration_seconds, seconds_ago
 
@@ -92,8 +93,8 @@ def db_prune(
     AGE ago; with --change-log also the kill-state changes older than AGE (a guard that
     reconnects from further back gets a full snapshot, not the changes it missed). Agents'
     totals then count the instances kept.
-    Kill switches, the audit log and checkpoints are never deleted. One
-    transaction: on any error nothing is deleted.
+    Kill switches, the audit log and checkpoints are never deleted; how many kills have been
+    active for longer than AGE is reported. One transaction: on any error nothing is deleted.
     """
     from ..server.store.database import Database
     from ..server.store.sqlstore import SQLStore
@@ -103,17 +104,25 @@ def db_prune(
         database = Database(database_url)
         database.upgrade()
         try:
-            counts = SQLStore(database).prune(
+            store = SQLStore(database)
+            counts = store.prune(
                 before,
                 interventions_too=interventions_too,
                 change_log_too=change_log_too,
                 dry_run=dry_run,
             )
+            long_active = store.kills_active_before(before)
         finally:
             database.dispose()
     verb = "would delete" if dry_run else "deleted"
     summary = ", ".join(f"{n} {name}" for name, n in counts.items())
     click.echo(f"{verb} {summary} (last touched before {before:%Y-%m-%dT%H:%M:%SZ})")
+    if long_active:
+        click.echo(
+            f"kept {plural(long_active, 'kill')} active since before then: every guard holds "
+            "them; revive those whose subject is gone (a run's kill can end with the run: "
+            "kill it with until run_end)"
+        )
 
 
 COMMANDS = (db,)

@@ -69,6 +69,11 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     help="A time-limited kill: the server revives it (as 'expiry') after 90s, 15m, 1h30m, 2d...",
 )
 @click.option(
+    "--until-run-ends",
+    is_flag=True,
+    help="A run only: the kill ends when the run does (its instances exit, or it is finished).",
+)
+@click.option(
     "--wait", is_flag=True, help="Then wait until every live instance has acknowledged the kill."
 )
 @click.option(
@@ -86,6 +91,7 @@ def kill(
     target_id: str,
     reason: str | None,
     duration: str | None,
+    until_run_ends: bool,
     wait: bool,
     timeout: float,
     as_json: bool,
@@ -98,7 +104,8 @@ def kill(
     stderr, and the exit code is 1 if not every live instance acknowledged within --timeout
     (the kill stays in force).
     """
-    change = client.kill(target_type, target_id, reason=reason, duration=duration)
+    until = "run_end" if until_run_ends else None
+    change = client.kill(target_type, target_id, reason=reason, duration=duration, until=until)
     if not wait:
         if as_json:
             out.echo_json(change.kill_switch)

@@ -32,6 +32,7 @@ from ..protocol import (
     ApiKeyCreated,
     Drill,
     Page,
+    RunFinished,
     Series,
     StreamEvent,
     Webhook,
@@ -118,15 +119,21 @@ class Client:
         reason: str | None = None,
         expires_at: datetime | None = None,
         duration: str | None = None,
+        until: str | None = None,
     ) -> KillChange:
         """Kill a target, until ``expires_at`` or for ``duration`` if given (the server
-        revives it then); :class:`AlreadyKilledError` if it is already killed."""
+        revives it then); :class:`AlreadyKilledError` if it is already killed.
+
+        ``until="run_end"`` (a run only): the kill ends when the run does.
+        """
         body: dict[str, Any] = {"target_type": target_type, "target_id": target_id}
         body["reason"] = reason
         if expires_at is not None:  # only then: a server without time-limited kills still works
             body["expires_at"] = expires_at.isoformat()
         if duration is not None:
             body["duration"] = duration
+        if until is not None:
+            body["until"] = until
         response = self._send("POST", "/kill-switch/kill", json=body)
         if response.status_code == 409 and body_of(response).get("kill_switch"):
             raise AlreadyKilledError(KillSwitch.model_validate(body_of(response)["kill_switch"]))
@@ -139,6 +146,15 @@ class Client:
         if response.status_code == 404 and is_ours(response) and not no_such_route(response):
             raise NotKilledError(target_type, target_id)
         return self._change(response, "revive")
+
+    def finish_run(self, run_id: str) -> KillChange | None:
+        """Tell the server the run is over; the revive of its ``until``-run-end kill, if any."""
+        response = self._send("POST", f"/runs/{_segment(run_id)}/finish")
+        ended = self._parse(RunFinished, response).ended
+        if ended is None:
+            return None
+        version = int(response.headers.get(VERSION_HEADER, "0") or 0)
+        return KillChange(version=version, kind="revive", kill_switch=ended)
 
     def check(self, target_type: str, target_id: str) -> KillStatus:
         """Whether a target is killed."""

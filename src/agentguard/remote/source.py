@@ -173,6 +173,10 @@ class RemoteSource(KillStateSource):
     def revive(self, target_type: str, target_id: str, *, actor: str) -> KillChange:
         return self._applied(self.client.revive(target_type, target_id))
 
+    def finish_run(self, run_id: str, *, actor: str) -> KillChange | None:
+        change = self.client.finish_run(run_id)
+        return None if change is None else self._applied(change)
+
     def _applied(self, change: KillChange) -> KillChange:
         if change.version and not self.strict:  # strict guards keep no view: the server decides
             self.index.apply(change)

@@ -33,6 +33,7 @@ from .api.kills import KillHandlers
 from .api.metrics import METRICS_PATH, MetricsEndpoint
 from .api.openapi import OPENAPI_PATH, OpenApiEndpoint
 from .api.routes import SlashRedirect, build_routes
+from .api.runs import RunHandlers
 from .api.sentinel import SentinelHandlers
 from .api.series import SeriesHandlers
 from .api.snapshots import SnapshotCache
@@ -187,6 +188,7 @@ class KillSwitchServer:
             AuditHandlers(store),
             InterventionHandlers(store),
             FleetHandlers(self.fleet, store),
+            RunHandlers(self.fleet),
             SeriesHandlers(store, self.fleet.clock),
             CheckpointHandlers(store),
             SentinelHandlers(store, self.fleet),

@@ -39,7 +39,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..index import KillIndex
 from ..protocol import Drill, HealthName, HeartbeatReply, HeartbeatReport
-from ..records import utcnow
+from ..records import KillChange, utcnow
 from ..scope import Scope
 from ..telemetry import Telemetry
 from . import schemas as s
@@ -61,6 +61,7 @@ DEFAULT_INTERVAL = 10.0  # seconds, for instances only known from their acknowle
 STALE_AFTER = 3  # missed intervals
 VANISHED_AFTER = 10  # missed intervals without a clean exit: crashed
 _WAIT_POLL = 0.1  # seconds between reads while waiting (acks may land on another server)
+RUN_ENDED_ACTOR = "agentguard:run-ended"  # who ends a kill whose run's instances all exited
 _ACK_BATCH = 100  # acks per transaction at most, so a kill waits on the write lock briefly
 
 
@@ -141,6 +142,8 @@ class Fleet:
             organization_id, report, now=now, acked_at=utcnow(), binding=binding
         )
         self._acknowledged(organization_id, acks)
+        if report.status == "exited" and row.run_id:
+            self._run_exited(organization_id, row, now, reporter)
         if self.rules is not None and row.agent_id and report.status == "running":
             tripper = f"the heartbeat of instance {row.instance_id!r} from {reporter}"
             self.rules.evaluate(organization_id, row.agent_id, now, tripper)
@@ -156,6 +159,31 @@ class Fleet:
             reason=ks.reason if ks else None,
             snapshot=snapshot,
         )
+
+    def finish_run(self, organization_id: str, run_id: str, *, actor: str) -> KillChange | None:
+        """The run is over (``POST /runs/{id}/finish``): end its kill made ``until`` then."""
+        return self.store.end_with_run(
+            organization_id, run_id, actor=actor, note=f"ended with run {run_id!r}: finished"
+        )
+
+    def _run_exited(
+        self, organization_id: str, row: InstanceRow, now: datetime, reporter: str
+    ) -> None:
+        """An instance exited cleanly: if none of its run's other instances is still live,
+        the run is over and its kill made ``until`` then ends."""
+        run_id = row.run_id or ""
+        others = [
+            other
+            for other in self.store.instances_of_run(organization_id, run_id)
+            if other.instance_id != row.instance_id and liveness(other, now) in ("active", "stale")
+        ]
+        if others:
+            return
+        note = (
+            f"ended with run {run_id!r}: its instances exited (the last, "
+            f"{row.instance_id!r}, reported by {reporter})"
+        )
+        self.store.end_with_run(organization_id, run_id, actor=RUN_ENDED_ACTOR, note=note)
 
     def ingest(self, organization_id: str, batch: LedgerBatch, *, reporter: str) -> LedgerResult:
         """Count an AgentSentinel ledger batch into its instances and usage; evaluate the
@@ -424,7 +452,7 @@ class Fleet:
             )
             for r in rows
         ]
-        ks = index.agent.get(agent_id)
+        ks = index.get("agent", agent_id)
         states = {i.health for i in instances}
         overall = (
             "killed"

@@ -207,13 +207,24 @@ KillExpiresAt = Annotated[
 
 class KillRequest(_Body):
     """Kill a target; with ``expires_at`` or ``duration``, for a time (then revived as
-    ``expiry``)."""
+    ``expiry``); a run's kill may last only ``until`` the run ends (``run_end``)."""
+
+    # ``until`` is for a run only (checked where the kill is made, 422 naming ``until``).
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={
+            "if": {"required": ["until"], "properties": {"until": {"const": "run_end"}}},
+            "then": {"properties": {"target_type": {"const": "run"}}},
+        },
+    )
 
     target_type: TargetTypeName
     target_id: TargetId
     reason: Reason | None = None
     expires_at: KillExpiresAt | None = None
     duration: KillDuration | None = None  # not with expires_at (422 naming duration)
+    until: Literal["run_end"] | None = None
 
 
 class ReviveRequest(_Body):
@@ -816,6 +827,19 @@ class AgentPath(BaseModel):
     """The agent in the path."""
 
     agent_id: TargetId
+
+
+class RunPath(BaseModel):
+    """The run in the path."""
+
+    run_id: TargetId
+
+
+class RunFinishedPublic(BaseModel):
+    """A finished run, and its kill made ``until`` it ended, which ended with it (if any)."""
+
+    run_id: str
+    ended: KillSwitchPublic | None
 
 
 class CheckpointPath(BaseModel):

@@ -68,6 +68,12 @@ class ServerSource(KillStateSource):
     def revive(self, target_type: str, target_id: str, *, actor: str) -> KillChange:
         return self.store.revive(self.organization_id, target_type, target_id, actor=actor)
 
+    def finish_run(self, run_id: str, *, actor: str) -> KillChange | None:
+        if self.fleet is not None:
+            return self.fleet.finish_run(self.organization_id, run_id, actor=actor)
+        note = f"ended with run {run_id!r}: finished"
+        return self.store.end_with_run(self.organization_id, run_id, actor=actor, note=note)
+
     def status(self, target_type: str, target_id: str) -> KillStatus:
         target_type, target_id = validate_target(target_type, target_id)
         self.store.feed.refresh()

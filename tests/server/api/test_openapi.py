@@ -45,6 +45,7 @@ OPERATIONS = {
     ("get", "/api/v1/agents"),
     ("get", "/api/v1/agents/{agent_id}"),
     ("get", "/api/v1/agents/{agent_id}/series"),
+    ("post", "/api/v1/runs/{run_id}/finish"),
     ("get", "/api/v1/series"),
     ("put", "/api/v1/checkpoints/{key}"),
     ("get", "/api/v1/checkpoints/{key}"),

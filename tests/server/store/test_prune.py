@@ -215,3 +215,31 @@ def test_prune_refuses_a_bad_or_too_short_age(make_server: Any, database_url: st
     missing = prune(database_url)
     assert missing.returncode == 2 and "--older-than" in missing.stderr
     assert counts(server) == before
+
+
+def test_prune_reports_long_active_kills_and_trims_the_change_log_on_request(
+    make_server: Any, database_url: str
+) -> None:
+    server = make_server(database_url)
+    store = server.store
+    store.kill("org_a", "run", "old-run", reason="looping", actor="usr_ops")
+    store.kill("org_b", "agent", "old-bot", reason=None, actor="usr_ops")
+    store.kill("org_a", "agent", "new-bot", reason=None, actor="usr_ops")
+    old = datetime.now(timezone.utc) - timedelta(days=40)
+    with server.database.write() as conn:
+        long_ago = kill_switches.c.target_id.in_(["old-run", "old-bot"])
+        conn.execute(kill_switches.update().where(long_ago).values(killed_at=old))
+        conn.execute(
+            kill_changes.update().where(kill_changes.c.version == 1).values(created_at=old)
+        )
+    done = prune(database_url, "--older-than", "30d")
+    assert done.returncode == 0, done.stderr
+    assert "change-log" not in done.stdout
+    assert "kept 2 kills active since before then" in done.stdout, done.stdout
+    assert counts(server)["kill_switches"] == 3 and counts(server)["kill_changes"] == 3
+    trimmed = prune(database_url, "--older-than", "30d", "--change-log")
+    assert trimmed.returncode == 0, trimmed.stderr
+    # Version 1 of both organizations was written "40 days ago".
+    assert "2 change-log entries" in trimmed.stdout, trimmed.stdout
+    assert store.changes_since("org_a", 0) is None
+    assert [c.version for c in store.changes_since("org_a", 1) or []] == [2]

@@ -35,7 +35,7 @@ def accepts_gzip(accept_encoding: str | None) -> bool:
     return False
 
 
-def gzip_bytes(data: bytes) -> bytes:
+def gzip_bytes(data: bytes | memoryview) -> bytes:
     """``data`` as one gzip member."""
     compressor = zlib.compressobj(LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
     return compressor.compress(data) + compressor.flush()
@@ -101,7 +101,7 @@ class GzipStream:
         out = b"" if self._started else _GZIP_HEADER
         self._started = True
         splice = self._splice.next
-        if splice is not None and body == splice.data:
+        if splice is not None and (body is splice.data or body == splice.data):
             self._splice.next = None
             # Every earlier chunk ended in a sync flush: byte-aligned, nothing pending.
             out += splice.blocks

@@ -22,6 +22,7 @@ from .fleet import FleetHandlers, HeartbeatAnswer
 from .interventions import InterventionHandlers
 from .keys import KeyHandlers
 from .kills import KillHandlers
+from .runs import RunHandlers
 from .sentinel import SentinelHandlers
 from .series import SeriesHandlers
 from .state import KillStatePublic, KillStateReader
@@ -257,6 +258,17 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         handler=FleetHandlers.agent,
         path_params=s.AgentPath,
         errors=(404,),
+        tags=("fleet",),
+    ),
+    Endpoint(
+        method="POST",
+        path=f"{API}/runs/{{run_id}}/finish",
+        operation_id="finish_run",
+        summary="A run is over: its kill made until the run ends ends with it",
+        permission="report",
+        response=s.RunFinishedPublic,
+        handler=RunHandlers.finish,
+        path_params=s.RunPath,
         tags=("fleet",),
     ),
     # -- the AgentSentinel SDK's own paths and formats (agentguard.server.sentinel) -------------

@@ -57,6 +57,7 @@ class KillHandlers:
             actor=call.principal.actor,
             request_id=call.request_id,
             expires_at=expires_at,
+            until=body.until,
         )
         self.telemetry.record_change(change, actor=call.principal.actor)
         call.headers[VERSION_HEADER] = str(change.version)

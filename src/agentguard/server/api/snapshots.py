@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from sse_starlette import ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
 from ...index import KillIndex
@@ -24,15 +23,21 @@ BUILDS = 2  # snapshot builds running at once in one process, across organizatio
 
 
 class EncodedSnapshot:
-    """One organization's kill state at one version, as the JSON and SSE bytes sent."""
+    """One organization's kill state at one version, as the SSE event and the JSON sent.
 
-    __slots__ = ("organization_id", "version", "json", "_event", "_gzip", "_lock")
+    The JSON is a view into the event (one copy of megabytes, not two); each compressed form
+    is made once, when first asked for.
+    """
+
+    __slots__ = ("organization_id", "version", "event", "json", "_deflated", "_gzip", "_lock")
 
     def __init__(self, organization_id: str, version: int, json: bytes) -> None:
         self.organization_id = organization_id
         self.version = version
-        self.json = json
-        self._event: Deflated | None = None
+        head = b"id: %d\r\nevent: snapshot\r\ndata: " % version
+        self.event = head + json + b"\r\n\r\n"  # JSON has no line breaks: one data line
+        self.json = memoryview(self.event)[len(head) : len(head) + len(json)]
+        self._deflated: Deflated | None = None
         self._gzip: bytes | None = None
         self._lock = threading.Lock()
 
@@ -43,15 +48,12 @@ class EncodedSnapshot:
                 self._gzip = gzip_bytes(self.json)
             return self._gzip
 
-    def event(self) -> Deflated:
-        """The ``snapshot`` SSE event and its deflate blocks (compressed once)."""
+    def deflated(self) -> Deflated:
+        """The event and its deflate blocks, for a gzip stream (compressed once)."""
         with self._lock:
-            if self._event is None:
-                event = ServerSentEvent(
-                    self.json.decode(), event="snapshot", id=str(self.version)
-                ).encode()
-                self._event = Deflated.of(event)
-            return self._event
+            if self._deflated is None:
+                self._deflated = Deflated.of(self.event)
+            return self._deflated
 
 
 class SnapshotCache:

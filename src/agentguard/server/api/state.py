@@ -26,7 +26,7 @@ from .. import schemas as s
 from ..store.database import Outage, is_unavailable
 from ..store.sqlstore import SQLStore
 from .call import Call
-from .compression import accepts_gzip
+from .compression import accepts_gzip, gzip_bytes
 from .snapshots import SnapshotCache
 
 STATE_PATH = f"{API}/kill-switch/state"
@@ -131,7 +131,11 @@ class KillStateReader:
                     }
                 )
                 im = {**base, "ETag": f'"{version}"', "IM": DELTA_IM}
-                return Response(body, status_code=226, media_type="application/json", headers=im)
+                content = body.encode()
+                if accepts_gzip(headers.get("accept-encoding")) and len(content) > 1024:
+                    content = gzip_bytes(content)
+                    im["Content-Encoding"] = "gzip"
+                return Response(content, status_code=226, media_type="application/json", headers=im)
         encoded = await self.snapshots.get(call.org)
         headers_out = {**base, "ETag": f'"{encoded.version}"'}
         if accepts_gzip(headers.get("accept-encoding")):

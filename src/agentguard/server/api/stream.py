@@ -329,10 +329,9 @@ def encode_drill(drill: Drill) -> bytes:
 
 def _snapshot_event(snapshot: EncodedSnapshot, splice: SpliceSlot | None) -> bytes:
     """The snapshot's event; its compressed form goes beside it to a gzip stream."""
-    event = snapshot.event()
     if splice is not None:
-        splice.next = event
-    return event.data
+        splice.next = snapshot.deflated()
+    return snapshot.event
 
 
 _EVENT_ID = re.compile(r"[0-9]{1,18}")  # ASCII digits only: "²".isdigit(), yet int() refuses it

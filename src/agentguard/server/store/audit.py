@@ -52,14 +52,14 @@ def write_audit(
 
 
 def add_note(conn: Connection, organization_id: str, version: int, note: str) -> None:
-    """Add ``note`` to the detail of the audit entry of the kill of version ``version``."""
+    """Add ``note`` to the detail of the audit entry of the kill or revive of ``version``."""
     detail = audit_log.c.detail
     conn.execute(
         update(audit_log)
         .where(
             audit_log.c.organization_id == organization_id,
             audit_log.c.version == version,
-            audit_log.c.action == "kill",
+            audit_log.c.action.in_(("kill", "revive")),
         )
         .values(detail=func.coalesce(detail + "; ", "") + note)
     )

@@ -248,6 +248,17 @@ class InstanceRows(Rows):
             ).all()
         return [(r.organization_id, r.agent_id) for r in rows]
 
+    def instances_of_run(self, organization_id: str, run_id: str) -> list[InstanceRow]:
+        """The instances that reported ``run_id`` as their run."""
+        t = instances.c
+        with self.database.read() as conn:
+            rows = conn.execute(
+                select(instances)
+                .where(t.organization_id == organization_id, t.run_id == run_id)
+                .order_by(t.instance_id)
+            ).all()
+        return [InstanceRow.of(r) for r in rows]
+
     def liveness_counts(
         self,
         organization_id: str,

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, and_, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from ...errors import AgentGuardError, AlreadyKilledError, NotKilledError
+from ...errors import AgentGuardError, AlreadyKilledError, InvalidInputError, NotKilledError
 from ...records import KillChange, KillSwitch, Snapshot, new_id, utcnow
 from ...store import ChangeListener
 from ...targets import EXPIRY_ACTOR, validate_reason, validate_target
@@ -25,6 +25,7 @@ from .webhooks import Outbox, queue_events
 # then finds the winner's record (or, if it was revived meanwhile, kills afresh).
 _KILL_ATTEMPTS = 5
 _WARM_UP = "agentguard-warm-up"  # the organization, target and actor of the rolled-back warm-up
+RUN_END = "run_end"  # a kill's ``until``: it ends when its run does
 
 
 class _RolledBack(Exception):
@@ -78,12 +79,14 @@ class KillStateRows(Rows):
         audit_note: str | None = None,
         rule: str | None = None,
         expires_at: datetime | None = None,
+        until: str | None = None,
     ) -> KillChange:
         """Kill a target; ``audit_note`` is added to the audit entry's detail (after the reason).
 
         ``rule`` names the server rule (or in-process guard rule) that tripped, for the
         ``rule.tripped`` webhook event. ``expires_at``: a time-limited kill, which
-        :meth:`expire_due` revives once it has passed.
+        :meth:`expire_due` revives once it has passed. ``until="run_end"`` (a run only) ends
+        the kill when the run does (:meth:`end_with_run`).
         """
         target_type, target_id = validate_target(target_type, target_id)
         reason = validate_reason(reason)
@@ -100,6 +103,8 @@ class KillStateRows(Rows):
                         request_id,
                         expires_at,
                     )
+                    if until is not None:
+                        _mark_until(conn, change.kill_switch.id, target_type, until)
                     if audit_note:
                         add_note(conn, organization_id, change.version, audit_note)
                     queued = queue_events(conn, organization_id, change_events(change, rule=rule))
@@ -174,10 +179,12 @@ class KillStateRows(Rows):
         request_id: str | None,
         kill_switch_id: str | None = None,
         detail: str | None = None,
+        until: str | None = None,
     ) -> KillChange:
         now = utcnow()
         version = _next_version(conn, org)
         which = [] if kill_switch_id is None else [kill_switches.c.id == kill_switch_id]
+        only = () if until is None else (kill_switches.c.until == until,)
         row = conn.execute(
             update(kill_switches)
             .where(
@@ -186,6 +193,7 @@ class KillStateRows(Rows):
                 kill_switches.c.target_id == target_id,
                 kill_switches.c.is_active,
                 *which,
+                *only,
             )
             .values(is_active=False, revived_by=actor, revived_at=now)
             .returning(*kill_switches.c)
@@ -234,6 +242,40 @@ class KillStateRows(Rows):
                 self.outbox.queued()
             changes.append(change)
         return changes
+
+    def end_with_run(
+        self, organization_id: str, run_id: str, *, actor: str, note: str
+    ) -> KillChange | None:
+        """End the run's kill if it was made ``until`` the run ends; ``None`` if it has none.
+
+        A revive by ``actor`` in every respect (version, change log, audit entry with ``note``,
+        webhooks); a kill of the run without ``until`` stays.
+        """
+        _, run_id = validate_target("run", run_id, existing=True)
+        try:
+            with self.database.write() as conn:
+                change = self._revive_in(
+                    conn, organization_id, "run", run_id, actor, None, until=RUN_END
+                )
+                add_note(conn, organization_id, change.version, note)
+                queued = queue_events(conn, organization_id, change_events(change))
+        except NotKilledError:
+            return None
+        self.feed.publish(organization_id, change)
+        if queued:
+            self.outbox.queued()
+        return change
+
+    def kills_active_before(self, before: datetime) -> int:
+        """How many kill switches, in every organization, have been active since before then."""
+        ks = kill_switches.c
+        with self.database.read() as conn:
+            count = conn.execute(
+                select(func.count())
+                .select_from(kill_switches)
+                .where(ks.is_active, ks.killed_at < before)
+            ).scalar_one()
+        return int(count)
 
     def warm_up(self) -> None:
         """Compile the statements of a kill and a revive (both rolled back, nothing is written),
@@ -376,6 +418,16 @@ class KillStateRows(Rows):
     def subscribe(self, listener: ChangeListener) -> Callable[[], None]:
         """Call ``listener`` for every change this process learns of, in version order."""
         return self.feed.subscribe(listener)
+
+
+def _mark_until(conn: Connection, kill_switch_id: str, target_type: str, until: str) -> None:
+    if until != RUN_END or target_type != "run":
+        raise InvalidInputError(
+            "until", f"{until!r}: only kills of a run take until, and only 'run_end'"
+        )
+    conn.execute(
+        update(kill_switches).where(kill_switches.c.id == kill_switch_id).values(until=until)
+    )
 
 
 def _next_version(conn: Connection, org: str) -> int:

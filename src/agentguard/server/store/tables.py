@@ -72,6 +72,8 @@ kill_switches = Table(
     Column("revived_by", String(512)),
     Column("revived_at", UTCDateTime),
     Column("expires_at", UTCDateTime),  # a time-limited kill: when the server revives it
+    # What ends the kill besides a revive: "run_end" (a run kill: the run finished); or NULL.
+    Column("until", String(16)),
     # At most one active kill switch per (organization, target): the database enforces it.
     Index(
         "agentguard_kill_switches_one_active",
