@@ -128,6 +128,16 @@ def acknowledge(s: Scene, c: httpx.Client) -> None:
         refused(c.post("/kill-switch/ack", json=body), field)
 
 
+def acknowledge_batch(s: Scene, c: httpx.Client) -> None:
+    """A batch for the key's own agent with B's instance in it: refused whole, as one ack."""
+    own = {"instance_id": "a-instance", "version": s.version, "agent_id": "agent-a"}
+    for agent, field in ((None, "agent_id"), (B, "agent_id"), ("agent-a", "instance_id")):
+        body: dict[str, Any] = {"instance_id": B_INSTANCE, "version": s.version}
+        if agent is not None:
+            body["agent_id"] = agent
+        refused(c.post("/kill-switch/acks", json={"acks": [own, body]}), f"acks.1.{field}")
+
+
 def report_interventions(s: Scene, c: httpx.Client) -> None:
     now = datetime.now(timezone.utc).isoformat()
     own = {"id": "iv-own", "action": "send_email", "target_type": "tool",
@@ -236,6 +246,7 @@ def agent_series(s: Scene, c: httpx.Client) -> None:
 PROBES: dict[str, Callable[[Scene, httpx.Client], None]] = {
     "heartbeat": heartbeat,
     "acknowledge": acknowledge,
+    "acknowledge_batch": acknowledge_batch,
     "report_interventions": report_interventions,
     "put_checkpoint": put_checkpoint,
     "get_checkpoint": get_checkpoint,
@@ -280,4 +291,4 @@ def test_a_key_bound_to_one_agent_never_acts_for_another(
     rules = scene.admin.get("/audit", params={"action": "kill"}).json()["data"]
     assert not [e for e in rules if e["actor"].startswith("rule:")], "forged cost tripped a rule"
     refusals = scene.admin.get("/audit", params={"action": "ack.refused"}).json()["count"]
-    assert refusals == 3 * len(scene.attackers)
+    assert refusals == 2 * 3 * len(scene.attackers)  # single acks and batches

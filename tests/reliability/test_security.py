@@ -56,6 +56,7 @@ ALLOWED: dict[str, set[str]] = {
     "report_interventions": REPORTERS,
     "heartbeat": REPORTERS,
     "acknowledge": REPORTERS,
+    "acknowledge_batch": REPORTERS,
     "put_checkpoint": REPORTERS,
     "get_checkpoint": REPORTERS,
     "report_sentinel_intervention": REPORTERS,
@@ -126,6 +127,11 @@ def _api_sample(
         ),  # fmt: skip
         "heartbeat": ("POST", "/heartbeats", {"json": BEAT}),
         "acknowledge": ("POST", "/kill-switch/ack", {"json": {"instance_id": "i", "version": 0}}),
+        "acknowledge_batch": (
+            "POST",
+            "/kill-switch/acks",
+            {"json": {"acks": [{"instance_id": "i", "version": 0}]}},
+        ),
         "put_checkpoint": ("PUT", "/checkpoints/probe", {"json": {"state": {"next": 1}}}),
         "get_checkpoint": ("GET", "/checkpoints/probe", {}),
         "report_sentinel_intervention": ("POST", "/interventions/", {"json": SENTINEL_RECORD}),

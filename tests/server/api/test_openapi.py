@@ -35,6 +35,7 @@ OPERATIONS = {
     # fleet
     ("post", "/api/v1/heartbeats"),
     ("post", "/api/v1/kill-switch/ack"),
+    ("post", "/api/v1/kill-switch/acks"),
     ("get", "/api/v1/kill-switch/acks"),
     ("get", "/api/v1/agents"),
     ("get", "/api/v1/agents/{agent_id}"),
