@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 from agentguard import CallCounts, Guard, MemoryStore, PolicyViolationError, Scope
@@ -58,37 +56,3 @@ def test_a_guard_sees_every_write_even_a_snapshot_of_the_same_version() -> None:
     with pytest.raises(PolicyViolationError):
         guard.admit("send", Scope("a"))
     assert guard.counts(action="send") == CallCounts(executed=1, refused=1)
-
-
-def test_a_change_offered_is_applied_by_the_next_call_that_looks() -> None:
-    # A feed's thread has read a kill; the calling thread gets there first and applies it.
-    elsewhere = MemoryStore()
-    kill = elsewhere.kill("org", "agent", "a", reason="runaway", actor="u")
-    guard = Guard()
-    guard.admit("send", Scope("a"))  # allowed, and remembered as clear
-    applied_by: list[threading.Thread] = []
-
-    def apply() -> None:
-        applied_by.append(threading.current_thread())
-        guard.index.apply(kill)
-
-    guard.index.offer(apply)
-    with pytest.raises(PolicyViolationError, match="runaway"):
-        guard.admit("send", Scope("a"))
-    assert applied_by == [threading.current_thread()]
-    feed = threading.Thread(target=guard.index.take_pending)  # the feed's thread, late
-    feed.start()
-    feed.join()
-    assert len(applied_by) == 1 and guard.index.pending is None  # applied once
-
-
-def test_a_change_offered_and_applied_by_the_feed_leaves_nothing_for_calls() -> None:
-    elsewhere = MemoryStore()
-    kill = elsewhere.kill("org", "agent", "a", reason=None, actor="u")
-    guard = Guard()
-    applied: list[bool] = []
-    guard.index.offer(lambda: applied.append(guard.index.apply(kill)))
-    guard.index.take_pending()  # the feed's thread, first
-    with pytest.raises(PolicyViolationError):
-        guard.admit("send", Scope("a"))
-    assert applied == [True]

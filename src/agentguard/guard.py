@@ -312,8 +312,6 @@ class Guard:
     ) -> tuple[int, itertools.count[int], Lane]:
         """Check a call against the kill tables; remember that it was clear at this revision."""
         index = self._index
-        if index.pending is not None:  # a change read by the feed's thread: apply it here
-            index.take_pending()
         revision = index.revision  # read first: a change while looking makes the entry stale
         name, (agent_id, run_id, mission_id) = key
         ks = (

@@ -36,7 +36,6 @@ class KillIndex:
         "_write_lock",
         "changed",
         "_watchers",
-        "pending",
     )
 
     def __init__(self) -> None:
@@ -56,8 +55,6 @@ class KillIndex:
         # Notified after every applied change: lets agents wait for a revive without polling.
         self.changed = threading.Condition(self._write_lock)
         self._watchers: tuple[KillWatcher, ...] = ()
-        # A change read by a feed's thread and not applied yet (see offer).
-        self.pending: Callable[[], object] | None = None
 
     def watch(self, watcher: KillWatcher) -> None:
         """Tell ``watcher`` every kill applied from now on (the calls in flight it stops)."""
@@ -108,27 +105,6 @@ class KillIndex:
             *self.agent.values(),
             *self.tool.values(),
         ]
-
-    def offer(self, apply: Callable[[], object]) -> None:
-        """A change is read but not applied yet: whichever thread gets to it first applies it.
-
-        Called by a feed's thread as soon as it has read a change, before parsing and applying
-        it. The revision moves on, so the next guarded call looks its action up again rather
-        than trusting what it remembered, and applies the change first (:meth:`take_pending`):
-        on a host so busy that the feed's thread waits for the CPU or the GIL, the calling
-        thread, which holds them, does its work. The allowed path is unchanged: it already
-        compares the revision.
-        """
-        with self._write_lock:
-            self.pending = apply
-            self.revision += 1
-
-    def take_pending(self) -> None:
-        """Apply the change offered and not applied yet, if any (each one once)."""
-        with self._write_lock:
-            apply, self.pending = self.pending, None
-        if apply is not None:
-            apply()
 
     def apply(self, change: KillChange) -> bool:
         """Apply one change if it is newer than the index; return whether it was applied.

@@ -7,7 +7,6 @@ lost; the index applies only newer versions, so nothing late undoes a kill.
 from __future__ import annotations
 
 import logging
-import threading
 
 import httpx
 from httpx_sse import EventSource, SSEError
@@ -41,7 +40,6 @@ class StreamingFeed(Feed):
         self.instance_id = instance_id
         self.identity = identity
         self._response: httpx.Response | None = None
-        self._applying = threading.Lock()  # held while an event is applied, in any thread
 
     def run(self) -> None:
         state = self.state
@@ -109,27 +107,8 @@ class StreamingFeed(Feed):
                     # By the SSE spec an empty data buffer dispatches nothing; httpx-sse still
                     # yields one after each keep-alive comment once an id has been seen.
                     continue
-                self._offer(event.event, event.data)
+                self.handle(event.event, event.data)
         raise ProtocolError("stream closed by the server")
-
-    def _offer(self, kind: str, data: str) -> None:
-        """Handle an event, or let the next guarded call apply it if it gets there first."""
-        failed: list[Exception] = []
-
-        def apply() -> None:
-            with self._applying:
-                try:
-                    self.handle(kind, data)
-                except Exception as exc:  # raised in this thread, never in a guarded call
-                    failed.append(exc)
-
-        index = self.state.index
-        index.offer(apply)
-        index.take_pending()
-        with self._applying:  # applied, in whichever thread: the next event comes after it
-            pass
-        if failed:
-            raise failed[0]
 
     def handle(self, kind: str, data: str) -> None:
         """Apply one event of the stream; :class:`ProtocolError` ends the connection."""
