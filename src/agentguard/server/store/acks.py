@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, select, update
 
 from ...scope import Scope
-from ..auth.binding import AgentBinding, AgentNotAllowedError
+from ..auth.binding import ANY_AGENT, AgentBinding, AgentNotAllowedError
 from .counters import ACK_LATENCY, bump
 from .instances import InstanceRow, check_owner, new_instance
 from .killstate import VersionAheadError, version_of
@@ -127,7 +127,8 @@ class AckRows(Rows):
                         refused.setdefault(_group(reports[i], i), ahead)
                 accepted = [i for i in by_org[org] if _group(reports[i], i) not in refused]
                 # Tried, writing nothing, until no group left in is refused; then written.
-                while accepted:
+                # (Only a key bound to some agents can be refused an instance.)
+                while accepted and any(_bound(reports[i]) for i in accepted):
                     tried = _propose(conn, org, [reports[i] for i in accepted])
                     culprits = [
                         (i, result)
@@ -175,6 +176,11 @@ class AckRows(Rows):
 def _group(report: AckReport, i: int) -> tuple[str, int]:
     """What a report shares its fate with: its group, or itself alone."""
     return ("group", report.group) if report.group is not None else ("report", i)
+
+
+def _bound(report: AckReport) -> bool:
+    """Whether the report's key speaks for some agents only."""
+    return report.binding is not None and ANY_AGENT not in report.binding.patterns
 
 
 def _firsts(reports: Sequence[AckReport]) -> dict[str, AckReport]:
