@@ -6,7 +6,10 @@ guards share, which sends them over loopback as any other.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -112,3 +115,35 @@ def test_a_refused_instance_does_not_hold_back_the_others(live: Live, guards: li
         f"{live.url}/api/v1/audit", params={"action": "ack.refused"}, headers=bearer(live.admin)
     ).json()
     assert refusals["count"] >= 2  # the batch, and the instance's own acknowledgement
+
+
+def _child(url: str, key: str, version: int) -> None:
+    source = RemoteSource(url, api_key=key, instance_id="child-1", identity=Scope("bot"))
+    guard = Guard(source, start_wait=5, max_staleness=300)
+    deadline = time.monotonic() + 10
+    while source.acknowledged < version and time.monotonic() < deadline:
+        time.sleep(0.05)
+    guard.close()
+    os._exit(0 if source.acknowledged >= version else 1)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_acknowledges_with_a_batcher_of_its_own(
+    live: Live, guards: list[Guard]
+) -> None:
+    parent = RemoteSource(
+        live.url, api_key=live.agent, instance_id="parent-1", identity=Scope("bot")
+    )
+    guards.append(Guard(parent, start_wait=5, max_staleness=300))  # its batcher runs here
+    assert live.post("/kill-switch/kill", **TOOL).is_success
+    version = httpx.get(f"{live.url}/api/v1/kill-switch/state", headers=bearer(live.admin)).json()[
+        "version"
+    ]
+    eventually(lambda: parent.acknowledged == version, 5)
+    child = multiprocessing.get_context("fork").Process(
+        target=_child, args=(live.url, live.agent, version)
+    )
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0  # the child's guard acknowledged, through a thread of its own
+    assert acked(live)["child-1"]

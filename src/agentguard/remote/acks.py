@@ -13,6 +13,7 @@ refusing a batch, is sent one ``POST /kill-switch/ack`` per instance instead.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import Any
 
@@ -32,6 +33,17 @@ MAX_BATCH = 1000  # acknowledgements per request, as the server accepts
 # The running batcher of each (url, api key, timeout, transport); its members change under _LOCK.
 _RUNNING: dict[tuple[Any, ...], AckBatcher] = {}
 _LOCK = threading.Lock()
+
+
+def _forget_after_fork() -> None:
+    """A forked child has none of its parent's threads: its guards start batchers of their own."""
+    global _LOCK
+    _RUNNING.clear()
+    _LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 class AckSender:
