@@ -21,7 +21,8 @@ which make them live instances; the other modes' agents send none).
         [--backend sqlite|postgres] [--replicas 1|2] [--update]
 
 Fan-out (``--guards``): many guards per process, each with its own change stream (SSE
-connection, feed thread and acknowledgement thread), as a fleet of small agents is. For each
+connection and feed thread; the process's guards share one acknowledgement thread and request),
+as a fleet of small agents is. For each
 size the server (``--workers``) takes one kill, and three measurements split the time:
 
 - **delivery**: the same number of raw streams held by one asyncio process, which only note
@@ -29,8 +30,9 @@ size the server (``--workers``) takes one kill, and three measurements split the
 - **applied**: the guards (``--guard-processes`` processes), noting when each one's index
   applied the kill: delivery, plus each guard thread reading, parsing and applying the event
   while all the others in its process do the same;
-- **acknowledged**: the server's own record of each guard's ``POST /kill-switch/ack`` (from
-  the kill's commit): applied, plus the acknowledgements queueing at the server.
+- **acknowledged**: the server's own record of each guard's acknowledgement (from the kill's
+  commit): applied, plus the process's ``POST /kill-switch/acks`` and its queueing at the
+  server.
 
     python benchmarks/bench_propagation.py --guards 100 1000 3000 [--guard-processes 8]
         [--workers 2] [--backend sqlite|postgres] [--update]
@@ -84,6 +86,9 @@ def run_agent(url: str, key: str, mode: str, out: Path, work: float) -> None:
         def act() -> None:
             pass
 
+    applied: list[int] = []  # when this process's index applied the kill (its reader thread)
+    if mode != "cached5s":
+        guard.index.watch(lambda kills: applied or applied.append(time.monotonic_ns()))
     allowed: list[int] = []
     print("ready", flush=True)
     refused_at = None
@@ -111,8 +116,17 @@ def run_agent(url: str, key: str, mode: str, out: Path, work: float) -> None:
             allowed.append(started)
             if len(allowed) > 5000:
                 del allowed[:2500]
-            time.sleep(work)
-    out.write_text(json.dumps({"refused_at": refused_at, "allowed": allowed[-2500:]}))
+            if work:  # 0: a tight loop, which never lets go of the CPU or the GIL
+                time.sleep(work)
+    out.write_text(
+        json.dumps(
+            {
+                "refused_at": refused_at,
+                "applied_at": applied[0] if applied else None,
+                "allowed": allowed[-2500:],
+            }
+        )
+    )
     print("done", flush=True)
     sys.stdin.read()  # idle until the operator has heard from every agent
 
@@ -172,7 +186,7 @@ def measure(
     database_url = (
         make_postgres_database()
         if backend == "postgres"
-        else f"sqlite:///{workdir / f'{mode}-{agents}.db'}"
+        else f"sqlite:///{workdir / f'{mode}-{agents}-{work_ms:g}.db'}"
     )
     servers = []
     procs: list[subprocess.Popen[bytes]] = []
@@ -234,15 +248,21 @@ def measure(
                 p.stdin.close()
         for p in procs:
             p.wait(90)
-        latencies, late = [], 0
+        latencies, late, applied = [], 0, []
         for out in outs:
             data = json.loads(out.read_text())
             if data["refused_at"] is None:
                 raise SystemExit(f"an agent was never refused ({mode})")
             latencies.append((data["refused_at"] - sent) / 1e6)
+            if data.get("applied_at") is not None:
+                applied.append((data["applied_at"] - sent) / 1e6)
             late += sum(1 for t in data["allowed"] if t > returned)
         latencies.sort()
+        applied.sort()
         return {
+            "work_ms": work_ms,
+            "applied_p50_ms": statistics.median(applied) if applied else None,
+            "applied_p99_ms": _p99(applied) if applied else None,
             "mode": mode,
             "agents": agents,
             "backend": backend,
@@ -459,14 +479,20 @@ def _all_acked(operator: httpx.Client, total: int) -> list[float]:
     deadline = time.monotonic() + 120
     params = {"target_type": "agent", "target_id": FLEET}
     while True:
+        # Counted by their latencies: an answer read while a batch of acknowledgements commits
+        # may count an instance acknowledged (its version) before its latency is readable.
         acks = operator.get("/api/v1/kill-switch/acks", params=params).json()
-        if acks["acknowledged"] >= total or time.monotonic() > deadline:
+        latencies = [i["latency_ms"] for i in acks["instances"] if i["latency_ms"] is not None]
+        if len(latencies) >= total or time.monotonic() > deadline:
             break
         time.sleep(0.2)
-    latencies = [i["latency_ms"] for i in acks["instances"] if i["latency_ms"] is not None]
     if len(latencies) < total:
         raise SystemExit(f"only {len(latencies)} of {total} guards acknowledged")
     return latencies
+
+
+def _p99(ordered: list[float]) -> float:
+    return ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))]
 
 
 def _spread(name: str, values: list[float]) -> dict[str, float]:
@@ -560,10 +586,60 @@ def fanout_main(args: argparse.Namespace) -> None:
             f"{' '.join(map(str, args.guards))} --guard-processes {args.guard_processes} "
             f"--workers {args.workers} --backend {args.backend}`: one kill, times from sending "
             "`POST /kill` (CLOCK_MONOTONIC) for delivery and applied; acknowledged is the "
-            "server's own latency from the kill's commit to each `POST /kill-switch/ack`. "
+            "server's own latency from the kill's commit to each guard's acknowledgement (one "
+            "`POST /kill-switch/acks` per process for all its guards). "
             "Delivery: raw streams in one asyncio process (the server's fan-out); applied: the "
             "guards' indexes (delivery plus reading, parsing and applying in each guard's "
             "thread); acknowledged: applied plus the acknowledgements at the server.\n\n" + table,
+        )
+
+
+def saturated_main(args: argparse.Namespace) -> None:
+    """Stream mode with many busy agent processes: where the time to the first refusal goes."""
+    load_before = os.getloadavg()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for agents in args.agents:
+            for work in args.saturated:
+                row = measure("stream", agents, args.backend, 1, Path(tmp), work)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    load_after = os.getloadavg()
+    lines = [
+        f"{args.backend}, 1 uvicorn worker; load average (1 min) {load_before[0]:.1f} before, "
+        f"{load_after[0]:.1f} after the runs.",
+        "",
+        "| agent processes | loop | kill request ms | index applied p50 / p99 ms "
+        "| first refusal p50 / p99 / max ms | calls begun after the kill returned |",
+        "|---:|---|---:|---|---|---:|",
+    ]
+    for r in rows:
+        loop = "tight loop" if not r["work_ms"] else f"{r['work_ms']:g} ms pauses"
+        lines.append(
+            f"| {r['agents']} | {loop} | {r['kill_request_ms']:.0f} "
+            f"| {r['applied_p50_ms']:.0f} / {r['applied_p99_ms']:.0f} "
+            f"| {r['p50_ms']:.0f} / {r['p99_ms']:.0f} / {r['max_ms']:.0f} "
+            f"| {r['calls_after_response']} |"
+        )
+    table = "\n".join(lines)
+    print(table)
+    if args.update:
+        sys.path.insert(0, str(HERE))
+        from _report import write_section
+
+        write_section(
+            f"bench_propagation_saturated_{args.backend}",
+            f"## Kill propagation under saturation ({args.backend})\n\n"
+            f"`python benchmarks/bench_propagation.py --saturated "
+            f"{' '.join(f'{w:g}' for w in args.saturated)} --agents "
+            f"{' '.join(map(str, args.agents))} --backend {args.backend}`: stream mode, a real "
+            "server process and N agent processes looping guarded calls with the given pause "
+            "between them (a tight loop: none, so each process always wants a core and holds its "
+            "GIL). "
+            "Times from sending `POST /kill`: the kill request itself (the server), each "
+            "process's index applying the kill (its reader thread), and its first refused "
+            "call. An agent goes idle once refused, so the load eases as the kill lands.\n\n"
+            + table,
         )
 
 
@@ -594,10 +670,21 @@ def main() -> None:
     )
     parser.add_argument("--guard-processes", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2, help="fan-out: uvicorn workers")
+    parser.add_argument(
+        "--saturated",
+        nargs="+",
+        type=float,
+        metavar="WORK_MS",
+        help="saturation: stream mode, --agents processes, for each of these pauses (0: a "
+        "tight loop)",
+    )
     parser.add_argument("--update", action="store_true", help="write the section of RESULTS.md")
     args = parser.parse_args()
     if args.guards:
         fanout_main(args)
+        return
+    if args.saturated:
+        saturated_main(args)
         return
     if args.replicas > 1 and args.backend != "postgres":
         parser.error("several replicas share one PostgreSQL: use --backend postgres")

@@ -145,6 +145,16 @@ def acknowledge_drill(s: Scene, c: httpx.Client) -> None:
         refused(c.post(f"/drills/{s.drill}/ack", json=body), field)
 
 
+def acknowledge_batch(s: Scene, c: httpx.Client) -> None:
+    """A batch for the key's own agent with B's instance in it: refused whole, as one ack."""
+    own = {"instance_id": "a-instance", "version": s.version, "agent_id": "agent-a"}
+    for agent, field in ((None, "agent_id"), (B, "agent_id"), ("agent-a", "instance_id")):
+        body: dict[str, Any] = {"instance_id": B_INSTANCE, "version": s.version}
+        if agent is not None:
+            body["agent_id"] = agent
+        refused(c.post("/kill-switch/acks", json={"acks": [own, body]}), f"acks.1.{field}")
+
+
 def report_interventions(s: Scene, c: httpx.Client) -> None:
     now = datetime.now(timezone.utc).isoformat()
     own = {"id": "iv-own", "action": "send_email", "target_type": "tool",
@@ -261,6 +271,7 @@ PROBES: dict[str, Callable[[Scene, httpx.Client], None]] = {
     "heartbeat": heartbeat,
     "acknowledge": acknowledge,
     "acknowledge_drill": acknowledge_drill,
+    "acknowledge_batch": acknowledge_batch,
     "report_interventions": report_interventions,
     "put_checkpoint": put_checkpoint,
     "get_checkpoint": get_checkpoint,
@@ -306,4 +317,4 @@ def test_a_key_bound_to_one_agent_never_acts_for_another(
     rules = scene.admin.get("/audit", params={"action": "kill"}).json()["data"]
     assert not [e for e in rules if e["actor"].startswith("rule:")], "forged cost tripped a rule"
     refusals = scene.admin.get("/audit", params={"action": "ack.refused"}).json()["count"]
-    assert refusals == 6 * len(scene.attackers)  # three of kills, three of drills
+    assert refusals == 3 * 3 * len(scene.attackers)  # of kills: single acks, batches; drills

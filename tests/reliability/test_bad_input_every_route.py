@@ -164,6 +164,12 @@ EXAMPLES: dict[type[BaseModel], dict[str, Any]] = {
         "run_id": "run-1",
         "mission_id": "mission-1",
     },
+    s.AckBatchIn: {
+        "acks": [
+            {"instance_id": "seed-instance", "version": 1, "agent_id": "seed-agent"},
+            {"instance_id": "seed-instance-2", "version": 1, "run_id": "run-1"},
+        ]
+    },
     s.AcksQuery: {"target_type": "agent", "target_id": "seed-bot"},
     s.AgentPath: {"agent_id": "seed-agent"},
     s.RunPath: {"run_id": "seed-run"},

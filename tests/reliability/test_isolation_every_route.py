@@ -263,6 +263,15 @@ def ack(s: Scene, a: Org) -> None:
     assert a.http.post("/kill-switch/ack", json=body).json() == {"acknowledged": 0}
 
 
+def ack_batch(s: Scene, a: Org) -> None:
+    """A's batch for B's instance id reaches A's own namespace; B's version is not A's."""
+    body = {"instance_id": "shared-instance", "version": 0}
+    answer = a.http.post("/kill-switch/acks", json={"acks": [body]})
+    assert answer.json() == {"acknowledged": 0, "each": [0]}
+    ahead = {**body, "version": B_BEAT["version"]}
+    assert a.http.post("/kill-switch/acks", json={"acks": [ahead]}).status_code == 409
+
+
 def acks(s: Scene, a: Org) -> None:
     assert a.get("/kill-switch/acks", **B_TARGET).status_code == 404
 
@@ -428,6 +437,7 @@ PROBES: dict[tuple[str, str], Callable[[Scene, Org], None]] = {
     ("POST", f"{API}/heartbeats"): heartbeat,
     ("POST", f"{API}/runs/{{run_id}}/finish"): finish_run,
     ("POST", f"{API}/kill-switch/ack"): ack,
+    ("POST", f"{API}/kill-switch/acks"): ack_batch,
     ("GET", f"{API}/kill-switch/acks"): acks,
     ("GET", f"{API}/agents"): agents,
     ("GET", f"{API}/agents/{{agent_id}}"): agent,

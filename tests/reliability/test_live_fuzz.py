@@ -93,7 +93,8 @@ def fuzz(operation: Any, mode: Any, base_url: str, session: requests.Session) ->
             reported_now(case.body)
             kill_expiry_now(case.body)
             registrable(case.body)
-            quick_drill(operation.path, case.body)
+        # Either mode: a valid body beside a broken header or query is served.
+        quick_drill(operation.path, case.body)
         case.call_and_validate(base_url=base_url, session=session, checks=run, timeout=timeout)
 
     one()

@@ -75,7 +75,14 @@ class RemoteSource(KillStateSource):
         # Strict guards keep no view, so they have nothing to acknowledge.
         self._acks: AckSender | None = None
         if mode != "strict" and instance_id:
-            self._acks = AckSender(http, self.url, instance_id, self.identity)
+            self._acks = AckSender(
+                self.url,
+                instance_id,
+                self.identity,
+                api_key=api_key,
+                timeout=timeout,
+                transport=transport,
+            )
         self._state = FeedState(
             self.url,
             clock,

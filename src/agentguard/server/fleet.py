@@ -28,10 +28,11 @@ the usage of an instance per (agent, run).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import get_args
 
@@ -43,13 +44,12 @@ from ..records import KillChange, utcnow
 from ..scope import Scope
 from ..telemetry import Telemetry
 from . import schemas as s
-from .auth.binding import AgentBinding, AgentNotAllowedError
+from .auth.binding import AgentBinding
 from .inputs import as_public
 from .rules import ServerRules
 from .sentinel import SENTINEL_INTERVAL, LedgerBatch
-from .store.acks import AckReport, NewAck
+from .store.acks import AckReport, NewAck, RefusedWithGroup
 from .store.instances import InstanceRow
-from .store.killstate import VersionAheadError
 from .store.ledger import LedgerResult
 from .store.sqlstore import SQLStore
 from .store.usage import Usage
@@ -92,8 +92,26 @@ def health(row: InstanceRow, now: datetime, index: KillIndex) -> str:
 
 @dataclass(frozen=True)
 class _PendingAck:
-    report: AckReport
-    future: asyncio.Future[int]
+    """One request's acknowledgements (one, or a batch stored all or none)."""
+
+    reports: tuple[AckReport, ...]
+    future: asyncio.Future[list[int]]
+
+
+class AckBatchError(Exception):
+    """An acknowledgement of a batch was refused, so none of the batch was stored."""
+
+    def __init__(self, position: int, error: BaseException) -> None:
+        super().__init__(f"acks.{position}: {error}")
+        self.position = position
+        self.error = error
+
+
+def _batch_error(pending: _PendingAck, position: int, error: BaseException) -> BaseException:
+    """The error of a request: a single ack's own, a batch's with the position at fault."""
+    if len(pending.reports) == 1 and pending.reports[0].group is None:
+        return error
+    return AckBatchError(position, error)
 
 
 # -- the fleet -------------------------------------------------------------------------------------
@@ -121,6 +139,7 @@ class Fleet:
         # Acks waiting for the transaction after the one being written, per event loop.
         self._ack_queues: dict[asyncio.AbstractEventLoop, list[_PendingAck]] = {}
         self._ack_writers: set[asyncio.Task[None]] = set()
+        self._ack_groups = itertools.count(1)  # one per batch request: stored all or none
 
     # -- reports from instances ----------------------------------------------------------------
 
@@ -219,11 +238,36 @@ class Fleet:
         are written together next (a group commit). N acks cost a few transactions, not N
         that each hold a worker thread and queue on the write lock in front of the next kill.
         """
-        loop = asyncio.get_running_loop()
-        pending = _PendingAck(
-            self._ack_report(organization_id, instance_id, version, scope, binding),
-            loop.create_future(),
+        report = self._ack_report(organization_id, instance_id, version, scope, binding)
+        (count,) = await self._queue_acks((report,))
+        return count
+
+    async def acknowledge_batch(
+        self,
+        organization_id: str,
+        acks: list[tuple[str, int, Scope]],
+        binding: AgentBinding | None = None,
+    ) -> list[int]:
+        """:meth:`acknowledge` for many instances at once (a process's guards), all or none.
+
+        ``acks`` holds (instance id, version, scope) triples; the answer counts the kills each
+        newly acknowledged. If one is refused (its instance belongs to an agent the key does
+        not speak for, or its version is ahead), none is stored and its error is raised with
+        its position, as ``AckBatchError``.
+        """
+        group = next(self._ack_groups)
+        reports = tuple(
+            replace(
+                self._ack_report(organization_id, instance_id, version, scope, binding),
+                group=group,
+            )
+            for instance_id, version, scope in acks
         )
+        return await self._queue_acks(reports)
+
+    async def _queue_acks(self, reports: tuple[AckReport, ...]) -> list[int]:
+        loop = asyncio.get_running_loop()
+        pending = _PendingAck(reports, loop.create_future())
         queued = self._ack_queues.get(loop)
         if queued is not None:  # a writer task is busy: it takes this one next
             queued.append(pending)
@@ -239,23 +283,40 @@ class Fleet:
         batch: list[_PendingAck] = []
         try:
             while queued:
-                batch = queued[:_ACK_BATCH]
-                del queued[:_ACK_BATCH]
+                # Whole requests, up to _ACK_BATCH reports (one request at least).
+                size, taken = 0, 0
+                while taken < len(queued) and (taken == 0 or size < _ACK_BATCH):
+                    size += len(queued[taken].reports)
+                    taken += 1
+                batch = queued[:taken]
+                del queued[:taken]
+                reports = [report for pending in batch for report in pending.reports]
                 try:
                     results: list[int | BaseException] = list(
-                        await run_in_threadpool(self._write_acks, [p.report for p in batch])
+                        await run_in_threadpool(self._write_acks, reports)
                     )
                 except Exception as exc:  # the transaction failed: so did every ack in it
-                    results = [exc] * len(batch)
+                    results = [exc] * len(reports)
                 if not queued:  # none arrived meanwhile: leave before answering, so no
                     del self._ack_queues[loop]  # writer outlives the last request it serves
-                for pending, result in zip(batch, results, strict=True):
+                at = 0
+                for pending in batch:
+                    mine = results[at : at + len(pending.reports)]
+                    at += len(pending.reports)
                     if pending.future.done():  # its request was cancelled
                         continue
-                    if isinstance(result, BaseException):
-                        pending.future.set_exception(result)
+                    failed = (
+                        [  # the culprit, not those refused with it
+                            (i, r)
+                            for i, r in enumerate(mine)
+                            if isinstance(r, BaseException) and not isinstance(r, RefusedWithGroup)
+                        ]
+                        or [(0, r) for r in mine if isinstance(r, BaseException)][:1]
+                    )
+                    if failed:
+                        pending.future.set_exception(_batch_error(pending, *failed[0]))
                     else:
-                        pending.future.set_result(result)
+                        pending.future.set_result([int(r) for r in mine])  # type: ignore[arg-type]
                 batch = []
         finally:
             if self._ack_queues.get(loop) is queued:
@@ -276,11 +337,9 @@ class Fleet:
             organization_id, instance_id, version, scope, self.clock(), utcnow(), binding
         )
 
-    def _write_acks(
-        self, reports: list[AckReport]
-    ) -> list[int | VersionAheadError | AgentNotAllowedError]:
+    def _write_acks(self, reports: list[AckReport]) -> list[int | Exception]:
         """Store acknowledgements in one transaction; per report, kills newly acked or error."""
-        counts: list[int | VersionAheadError | AgentNotAllowedError] = []
+        counts: list[int | Exception] = []
         acked: dict[str, list[NewAck]] = {}
         for report, result in zip(reports, self.store.record_acks(reports), strict=True):
             if isinstance(result, Exception):

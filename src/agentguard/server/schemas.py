@@ -662,6 +662,22 @@ class AckAccepted(BaseModel):
     acknowledged: int
 
 
+MAX_ACK_BATCH = 1000
+
+
+class AckBatchIn(_Body):
+    """Up to 1,000 acknowledgements (a process's guards), accepted or refused as a whole."""
+
+    acks: Annotated[list[AckIn], Field(min_length=1, max_length=MAX_ACK_BATCH)]
+
+
+class AckBatchAccepted(BaseModel):
+    """How many kills the batch newly acknowledged, in all and per acknowledgement."""
+
+    acknowledged: int
+    each: list[int]
+
+
 class KillQuery(_Query):
     """Optionally wait for the live instances the kill applies to to acknowledge it."""
 

@@ -41,6 +41,7 @@ OPERATIONS = {
     # fleet
     ("post", "/api/v1/heartbeats"),
     ("post", "/api/v1/kill-switch/ack"),
+    ("post", "/api/v1/kill-switch/acks"),
     ("get", "/api/v1/kill-switch/acks"),
     ("get", "/api/v1/agents"),
     ("get", "/api/v1/agents/{agent_id}"),
@@ -304,7 +305,8 @@ def fuzzer(operation: Any, mode: Any, token: str) -> Any:
             reported_now(case.body)
             kill_expiry_now(case.body)
             registrable(case.body)
-            quick_drill(operation.path, case.body)
+        # Either mode: a valid body beside a broken header or query is served.
+        quick_drill(operation.path, case.body)
         case.call_and_validate(headers=bearer(token), checks=run)
 
     return fuzz

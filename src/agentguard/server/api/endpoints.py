@@ -226,6 +226,18 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         tags=("kill-switch",),
     ),
     Endpoint(
+        method="POST",
+        path=f"{API}/kill-switch/acks",
+        operation_id="acknowledge_batch",
+        summary="Acknowledge for many instances at once (a process's guards), all or none",
+        permission="report",
+        response=s.AckBatchAccepted,
+        handler=FleetHandlers.ack_batch,
+        body=s.AckBatchIn,
+        errors=(409,),
+        tags=("kill-switch",),
+    ),
+    Endpoint(
         method="GET",
         path=f"{API}/kill-switch/acks",
         operation_id="list_acks",

@@ -13,7 +13,7 @@ from ...protocol import HealthName, HeartbeatReport
 from ...scope import Scope
 from .. import schemas as s
 from ..auth.binding import AgentNotAllowedError
-from ..fleet import Fleet
+from ..fleet import AckBatchError, Fleet
 from ..problems import ApiError
 from ..store.killstate import VersionAheadError
 from ..store.sqlstore import SQLStore
@@ -84,6 +84,36 @@ class FleetHandlers:
             raise
         return s.AckAccepted(acknowledged=count)
 
+    async def ack_batch(self, call: Call) -> BaseModel:
+        """Many acknowledgements (a process's guards) in one request, stored all or none."""
+        body: s.AckBatchIn = call.body
+        binding = call.principal.binding
+        try:
+            if binding is not None:  # every one for the key's own agents, as a single ack
+                for i, ack in enumerate(body.acks):
+                    binding.require(f"acks.{i}.agent_id", ack.agent_id)
+            try:
+                counts = await self.fleet.acknowledge_batch(
+                    call.org,
+                    [
+                        (a.instance_id, a.version, Scope(a.agent_id, a.run_id, a.mission_id))
+                        for a in body.acks
+                    ],
+                    binding,
+                )
+            except AckBatchError as exc:
+                field = f"acks.{exc.position}.{getattr(exc.error, 'field', 'version')}"
+                if isinstance(exc.error, AgentNotAllowedError):
+                    raise AgentNotAllowedError(field, f"acks.{exc.position}.{exc.error}") from None
+                if isinstance(exc.error, VersionAheadError):
+                    message = f"acks.{exc.position}: {exc.error}"
+                    raise ApiError("conflict", message, field=field) from None
+                raise exc.error from None
+        except AgentNotAllowedError as refused:
+            await run_in_threadpool(self._audit_refused_batch, call, refused)
+            raise
+        return s.AckBatchAccepted(acknowledged=sum(counts), each=counts)
+
     def _audit_refused_ack(self, call: Call, refused: AgentNotAllowedError) -> None:
         body: s.AckIn = call.body
         logger.warning("agentguard: refused an ack by %s: %s", call.principal.actor, refused)
@@ -94,6 +124,26 @@ class FleetHandlers:
             target_type="agent" if body.agent_id else None,
             target_id=body.agent_id,
             detail=f"instance {body.instance_id!r}, version {body.version}: {refused}",
+            request_id=call.request_id,
+        )
+
+    def _audit_refused_batch(self, call: Call, refused: AgentNotAllowedError) -> None:
+        body: s.AckBatchIn = call.body
+        logger.warning(
+            "agentguard: refused a batch of acks by %s: %s", call.principal.actor, refused
+        )
+        position = int(refused.field.split(".")[1])
+        ack = body.acks[position]
+        self.store.audit(
+            call.org,
+            action="ack.refused",
+            actor=call.principal.actor,
+            target_type="agent" if ack.agent_id else None,
+            target_id=ack.agent_id,
+            detail=(
+                f"a batch of {len(body.acks)} (none stored); instance {ack.instance_id!r}, "
+                f"version {ack.version}: {refused}"
+            ),
             request_id=call.request_id,
         )
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, select, update
 
 from ...scope import Scope
-from ..auth.binding import AgentBinding, AgentNotAllowedError
+from ..auth.binding import ANY_AGENT, AgentBinding, AgentNotAllowedError
 from .counters import ACK_LATENCY, bump
 from .instances import InstanceRow, check_owner, new_instance
 from .killstate import VersionAheadError, version_of
@@ -46,9 +46,21 @@ class AckReport:
     now: datetime
     received_at: datetime
     binding: AgentBinding | None = None  # the reporting key's agents; None: any
+    # Reports of one group (a batch request) are stored all or none; None: a group of its own.
+    group: int | None = None
 
 
-AckResult = tuple[InstanceRow, list[NewAck]] | VersionAheadError | AgentNotAllowedError
+class RefusedWithGroup(Exception):
+    """Not stored: another report of its group (``error``) was refused."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+AckResult = (
+    tuple[InstanceRow, list[NewAck]] | VersionAheadError | AgentNotAllowedError | RefusedWithGroup
+)
 
 
 def acknowledge(
@@ -94,9 +106,11 @@ class AckRows(Rows):
         Per report, in order: the instance's row and the kills it newly acknowledged, or the
         :class:`VersionAheadError` of a report claiming a version its organization has not
         reached, or the :class:`AgentNotAllowedError` of one whose key does not speak for the
-        instance's agent (nothing of those is written). A few statements per organization,
-        whatever the number of reports; instances are locked in (organization, instance)
-        order, so concurrent batches (other replicas) cannot deadlock.
+        instance's agent (nothing of those is written). Reports of one ``group`` share their
+        fate: when one of them is refused, the others get :class:`RefusedWithGroup` and none
+        is written. A few statements per organization, whatever the number of reports; instances
+        are locked in (organization, instance) order, so concurrent batches (other replicas)
+        cannot deadlock.
         """
         results: dict[int, AckResult] = {}
         by_org: dict[str, list[int]] = {}
@@ -105,12 +119,31 @@ class AckRows(Rows):
         with self.database.write() as conn:
             for org in sorted(by_org):
                 reached = version_of(conn, org)
-                accepted: list[int] = []
+                refused: dict[tuple[str, int], Exception] = {}  # group -> its first error
                 for i in by_org[org]:
                     if reports[i].version > reached:
-                        results[i] = VersionAheadError(reports[i].version, reached)
-                    else:
-                        accepted.append(i)
+                        ahead = VersionAheadError(reports[i].version, reached)
+                        results[i] = ahead
+                        refused.setdefault(_group(reports[i], i), ahead)
+                accepted = [i for i in by_org[org] if _group(reports[i], i) not in refused]
+                # Tried, writing nothing, until no group left in is refused; then written.
+                # (Only a key bound to some agents can be refused an instance.)
+                while accepted and any(_bound(reports[i]) for i in accepted):
+                    tried = _propose(conn, org, [reports[i] for i in accepted])
+                    culprits = [
+                        (i, result)
+                        for i, result in zip(accepted, tried, strict=True)
+                        if isinstance(result, AgentNotAllowedError)
+                    ]
+                    if not culprits:
+                        break
+                    for i, error in culprits:
+                        results[i] = error
+                        refused.setdefault(_group(reports[i], i), error)
+                    accepted = [i for i in accepted if _group(reports[i], i) not in refused]
+                for i in by_org[org]:
+                    if i not in results and _group(reports[i], i) in refused:
+                        results[i] = RefusedWithGroup(refused[_group(reports[i], i)])
                 if accepted:
                     recorded = _record_org_acks(conn, org, [reports[i] for i in accepted])
                     results.update(zip(accepted, recorded, strict=True))
@@ -140,38 +173,47 @@ class AckRows(Rows):
         return int(version or 0), acks
 
 
+def _group(report: AckReport, i: int) -> tuple[str, int]:
+    """What a report shares its fate with: its group, or itself alone."""
+    return ("group", report.group) if report.group is not None else ("report", i)
+
+
+def _bound(report: AckReport) -> bool:
+    """Whether the report's key speaks for some agents only."""
+    return report.binding is not None and ANY_AGENT not in report.binding.patterns
+
+
+def _firsts(reports: Sequence[AckReport]) -> dict[str, AckReport]:
+    first: dict[str, AckReport] = {}
+    for report in reports:
+        first.setdefault(report.instance_id, report)
+    return first
+
+
+def _propose(
+    conn: Connection, org: str, reports: list[AckReport]
+) -> list[tuple[InstanceRow, list[NewAck]] | AgentNotAllowedError]:
+    """What :func:`_record_org_acks` would answer (the kills left out), writing nothing."""
+    first = _firsts(reports)
+    rows = _lock_instances(conn, org, first, create=False)
+    for instance_id, report in first.items():
+        if instance_id not in rows:
+            new = new_instance(org, instance_id, report.received_at, report.now)
+            values: dict[str, Any] = {f.name: new.get(f.name) for f in fields(InstanceRow)}
+            rows[instance_id] = InstanceRow(**values)
+    return _plan(reports, rows, [], {})
+
+
 def _record_org_acks(
     conn: Connection, org: str, reports: list[AckReport]
 ) -> list[tuple[InstanceRow, list[NewAck]] | AgentNotAllowedError]:
     """:meth:`AckRows.record_acks` for the valid reports of one organization, in order."""
-    first: dict[str, AckReport] = {}
-    for report in reports:
-        first.setdefault(report.instance_id, report)
-    rows = _lock_instances(conn, org, first)
+    rows = _lock_instances(conn, org, _firsts(reports))
     kills = _kills_between(
         conn, org, min(r.version for r in rows.values()), max(r.version for r in reports)
     )
     changed: dict[str, dict[str, Any]] = {}
-    proposed: list[tuple[InstanceRow, list[NewAck]] | AgentNotAllowedError] = []
-    for report in reports:
-        previous = rows[report.instance_id]
-        if report.binding is not None:
-            try:
-                check_owner(report.binding, previous)
-            except AgentNotAllowedError as refused:
-                proposed.append(refused)
-                continue
-        values = {
-            "agent_id": report.scope.agent_id or previous.agent_id,
-            "run_id": report.scope.run_id or previous.run_id,
-            "mission_id": report.scope.mission_id or previous.mission_id,
-            "version": max(previous.version, report.version),
-            "last_seen": report.now,
-        }
-        row = rows[report.instance_id] = previous.updated(values)
-        changed.setdefault(report.instance_id, {}).update(values)
-        new = _new_acks(kills, row, previous.version, report.version, report.received_at)
-        proposed.append((row, new))
+    proposed = _plan(reports, rows, kills, changed)
     if changed:
         conn.execute(
             update(instances)
@@ -209,19 +251,54 @@ def _record_org_acks(
     ]
 
 
+def _plan(
+    reports: list[AckReport],
+    rows: dict[str, InstanceRow],
+    kills: Sequence[Any],
+    changed: dict[str, dict[str, Any]],
+) -> list[tuple[InstanceRow, list[NewAck]] | AgentNotAllowedError]:
+    """Per report, in order: the instance's row after it and its new acks, or its refusal.
+
+    ``rows`` and ``changed`` (the columns to write per instance) are updated as it goes.
+    """
+    proposed: list[tuple[InstanceRow, list[NewAck]] | AgentNotAllowedError] = []
+    for report in reports:
+        previous = rows[report.instance_id]
+        if report.binding is not None:
+            try:
+                check_owner(report.binding, previous)
+            except AgentNotAllowedError as refused:
+                proposed.append(refused)
+                continue
+        values = {
+            "agent_id": report.scope.agent_id or previous.agent_id,
+            "run_id": report.scope.run_id or previous.run_id,
+            "mission_id": report.scope.mission_id or previous.mission_id,
+            "version": max(previous.version, report.version),
+            "last_seen": report.now,
+        }
+        row = rows[report.instance_id] = previous.updated(values)
+        changed.setdefault(report.instance_id, {}).update(values)
+        new = _new_acks(kills, row, previous.version, report.version, report.received_at)
+        proposed.append((row, new))
+    return proposed
+
+
 def _lock_instances(
-    conn: Connection, org: str, first: Mapping[str, AckReport]
+    conn: Connection, org: str, first: Mapping[str, AckReport], *, create: bool = True
 ) -> dict[str, InstanceRow]:
-    """The instances' rows, each created from its first report if new, locked until commit."""
-    conn.execute(
-        upsert(conn, instances).on_conflict_do_nothing(
-            index_elements=[instances.c.organization_id, instances.c.instance_id]
-        ),
-        [
-            new_instance(org, instance_id, report.received_at, report.now)
-            for instance_id, report in sorted(first.items())
-        ],
-    )
+    """The instances' rows, each created from its first report if new (unless not
+    ``create``: then only those that exist), locked until commit."""
+    if create:
+        conn.execute(
+            upsert(conn, instances).on_conflict_do_nothing(
+                index_elements=[instances.c.organization_id, instances.c.instance_id]
+            ),
+            [
+                new_instance(org, instance_id, report.received_at, report.now)
+                for instance_id, report in sorted(first.items())
+            ],
+        )
     found = conn.execute(
         select(instances)
         .where(instances.c.organization_id == org, instances.c.instance_id.in_(sorted(first)))
