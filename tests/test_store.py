@@ -191,6 +191,21 @@ def test_memory_store_revives_a_time_limited_kill_on_its_own() -> None:
     assert store.list_audit("org", action="revive")[0][0].actor == "expiry"
 
 
+def test_an_organization_stop_names_its_own_organization(kill_store: KillStore) -> None:
+    store = kill_store
+    with pytest.raises(InvalidInputError) as caught:
+        store.kill("org", "organization", "other-org", reason=None, actor="u")
+    assert caught.value.field == "target_id" and "'org'" in caught.value.message
+    stop = store.kill("org", "organization", "org", reason="incident", actor="u")
+    assert stop.kill_switch.target_type == "organization"
+    assert store.get_active("org", "organization", "org") == stop.kill_switch
+    with pytest.raises(AlreadyKilledError):
+        store.kill("org", "organization", "org", reason=None, actor="v")
+    assert store.snapshot("other").active == []
+    resumed = store.revive("org", "organization", "org", actor="v")
+    assert resumed.kill_switch.revived_by == "v" and store.snapshot("org").active == []
+
+
 def test_memory_changes_since_returns_none_when_the_log_is_trimmed() -> None:
     store = MemoryStore(change_log_size=2)
     for i in range(4):

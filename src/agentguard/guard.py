@@ -73,7 +73,13 @@ class Guard:
         )
         index = self._index
         self.telemetry.watch_active(
-            lambda: len(index.agent) + len(index.run) + len(index.mission) + len(index.tool)
+            lambda: (
+                len(index.agent)
+                + len(index.run)
+                + len(index.mission)
+                + len(index.tool)
+                + len(index.organization)
+            )
         )
         self._tally = CallTally()
         # (name, scope) -> (index revision at which no kill applied, its executed counter, its
@@ -320,6 +326,7 @@ class Guard:
             or index.run.get(run_id)  # type: ignore[arg-type]
             or index.agent.get(agent_id)  # type: ignore[arg-type]
             or index.tool.get(name)
+            or index.stopped()
         )
         if ks is not None or (index.fresh_until < _INF and self._clock() > index.fresh_until):
             self._refusals.refuse(
@@ -492,6 +499,24 @@ class Guard:
         self.telemetry.record_change(change, actor=who)
         self._refusals.revived()
         return change.kill_switch
+
+    def stop_all(
+        self,
+        *,
+        reason: str | None = None,
+        actor: str | None = None,
+        duration: timedelta | float | str | None = None,
+    ) -> KillSwitch:
+        """Stop the whole organization: every guarded call of it is refused until
+        :meth:`resume_all` (a kill of target type ``organization``; a server asks for the
+        ``admin`` scope)."""
+        return self.kill(
+            "organization", self.organization_id, reason=reason, actor=actor, duration=duration
+        )
+
+    def resume_all(self, *, actor: str | None = None) -> KillSwitch:
+        """End the organization-wide stop; raises ``NotKilledError`` if there is none."""
+        return self.revive("organization", self.organization_id, actor=actor)
 
     def check(self, target_type: str, target_id: str) -> KillStatus:
         """Whether a target is killed, with the reason, who killed it and when."""

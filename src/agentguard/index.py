@@ -28,6 +28,7 @@ class KillIndex:
         "run",
         "mission",
         "tool",
+        "organization",
         "version",
         "revision",
         "fresh_until",
@@ -43,6 +44,8 @@ class KillIndex:
         self.run: dict[str, KillSwitch] = {}
         self.mission: dict[str, KillSwitch] = {}
         self.tool: dict[str, KillSwitch] = {}
+        # The organization-wide stop (keyed by the organization's id): refuses every call.
+        self.organization: dict[str, KillSwitch] = {}
         self.version = 0
         # Advanced after every write, even one that keeps the version (a snapshot of equal
         # version): a reader that sees the same revision before and after saw the same tables.
@@ -90,12 +93,21 @@ class KillIndex:
         return self._table(target_type).get(target_id)
 
     def blocking(self, scope: Scope) -> KillSwitch | None:
-        """The active kill of the scope's mission, run or agent, if any (most specific first)."""
+        """The active kill of the scope's mission, run or agent, or the organization-wide stop,
+        if any (most specific first)."""
         return (
             (self.mission.get(scope.mission_id) if scope.mission_id else None)
             or (self.run.get(scope.run_id) if scope.run_id else None)
             or (self.agent.get(scope.agent_id) if scope.agent_id else None)
+            or self.stopped()
         )
+
+    def stopped(self) -> KillSwitch | None:
+        """The organization-wide stop, if one is active."""
+        stops = self.organization
+        if not stops:
+            return None
+        return next(iter(tuple(stops.values())), None)  # a copy made in C: atomic under the GIL
 
     def active(self) -> list[KillSwitch]:
         """Every active kill switch in the index."""
@@ -104,6 +116,7 @@ class KillIndex:
             *self.run.values(),
             *self.agent.values(),
             *self.tool.values(),
+            *self.organization.values(),
         ]
 
     def apply(self, change: KillChange) -> bool:
@@ -161,10 +174,14 @@ class KillIndex:
             "run": {},
             "mission": {},
             "tool": {},
+            "organization": {},
         }
         for ks in snapshot.active:
-            tables[ks.target_type][ks.target_id] = ks
+            table = tables.get(ks.target_type)
+            if table is not None:  # a target type of a newer server: not ours to enforce
+                table[ks.target_id] = ks
         # Each assignment is atomic; a reader sees the old or the new table of each type.
         self.agent, self.run = tables["agent"], tables["run"]
         self.mission, self.tool = tables["mission"], tables["tool"]
+        self.organization = tables["organization"]
         self.version = snapshot.version

@@ -218,7 +218,11 @@ class InFlight:
         kills = list(kills)
         stopped = 0
         for ks in kills:
-            lanes = self._by_target.get((ks.target_type, ks.target_id))
+            if ks.target_type == "organization":  # the organization-wide stop: every call
+                with self._lock:
+                    lanes = list(self._lanes.values())
+            else:
+                lanes = self._by_target.get((ks.target_type, ks.target_id)) or []
             if not lanes:
                 continue
             for lane in tuple(lanes):
@@ -389,6 +393,8 @@ def _applying(kills: list[KillSwitch], key: CountKey) -> KillSwitch | None:
     name, scope = key
     for ks in kills:
         kind, target = ks.target_type, ks.target_id
+        if kind == "organization":
+            return ks
         if kind == "tool":
             if target == name:
                 return ks

@@ -18,7 +18,7 @@ from .records import (
     new_id,
     utcnow,
 )
-from .targets import EXPIRY_ACTOR, validate_reason, validate_target
+from .targets import EXPIRY_ACTOR, check_organization_target, validate_reason, validate_target
 
 ChangeListener = Callable[[str, KillChange], None]
 """Called with ``(organization_id, change)`` after a change is committed."""
@@ -155,6 +155,7 @@ class MemoryStore:
     ) -> KillChange:
         target_type, target_id = validate_target(target_type, target_id)
         reason = validate_reason(reason)
+        check_organization_target(organization_id, target_type, target_id)
         key = (organization_id, target_type, target_id)
         with self._lock:
             existing = self._active.get(key)

@@ -56,6 +56,7 @@ class TargetType(str, Enum):
     RUN = "run"
     MISSION = "mission"
     TOOL = "tool"
+    ORGANIZATION = "organization"  # every guarded call of the organization (target id: its id)
 
     def __str__(self) -> str:
         return self.value
@@ -83,6 +84,16 @@ def validate_target(
     if existing:
         return str(target_type), _stored_id("target_id", target_id)
     return str(target_type), validate_id("target_id", target_id)
+
+
+def check_organization_target(organization_id: str, target_type: str, target_id: str) -> None:
+    """An organization-wide stop names the organization it stops: its own, no other."""
+    if target_type == TargetType.ORGANIZATION.value and target_id != organization_id:
+        raise InvalidInputError(
+            "target_id",
+            f"an organization target must be this organization's id, {organization_id!r}; "
+            f"got {target_id!r}",
+        )
 
 
 def validate_id(field: str, value: object) -> str:

@@ -23,6 +23,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -49,6 +50,8 @@ from support.api import bearer
 
 API = "/api/v1"
 WHEN = "2026-04-18T17:00:00Z"
+# A time-limited kill's expiry: a day after the run starts (within the 366 days allowed).
+EXPIRES = (datetime.now(timezone.utc) + timedelta(days=1)).isoformat()
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
 ERROR_KEYS = {"error", "detail", "field", "required_scope", "kill_switch"}
 
@@ -99,7 +102,15 @@ def ledger_entry(n: int) -> dict[str, Any]:
 # A valid value of every model a route reads, with every field set. Mutations of these are the
 # cases; each targets existing or new rows so that a validation miss would show as a write.
 EXAMPLES: dict[type[BaseModel], dict[str, Any]] = {
-    s.KillRequest: {"target_type": "agent", "target_id": "matrix-bot", "reason": "matrix"},
+    # expires_at and duration together pass the model (the handler refuses the pair, naming
+    # duration): each case breaks one of them, which the model refuses first, naming it.
+    s.KillRequest: {
+        "target_type": "agent",
+        "target_id": "matrix-bot",
+        "reason": "matrix",
+        "expires_at": EXPIRES,
+        "duration": "1h",
+    },
     s.KillQuery: {"wait": 0},
     s.ReviveRequest: {"target_type": "agent", "target_id": "seed-bot"},
     s.CheckQuery: {"target_type": "agent", "target_id": "seed-bot"},

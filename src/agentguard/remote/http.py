@@ -36,7 +36,7 @@ from ..protocol import (
     WebhookCreated,
     WebhookDelivery,
 )
-from ..records import AuditEntry, Intervention, KillChange, KillStatus, KillSwitch
+from ..records import AuditEntry, Intervention, KillChange, KillStatus, KillSwitch, Snapshot
 from .errors import (
     ServerUnreachableError,
     body_of,
@@ -142,6 +142,10 @@ class Client:
         """Whether a target is killed."""
         params = {"target_type": target_type, "target_id": target_id}
         return self._get(KillStatus, "/kill-switch/check", params)
+
+    def state(self) -> Snapshot:
+        """The organization's kill state: its id, version and every active kill switch."""
+        return self._get(Snapshot, "/kill-switch/state")
 
     def active(self, *, skip: int = 0, limit: int = 100) -> Page[KillSwitch]:
         """Active kill switches, newest first."""

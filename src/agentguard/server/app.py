@@ -71,7 +71,9 @@ class KillSwitchServer:
     ``Retry-After``). ``webhooks`` says how webhooks are sent (:class:`WebhookSettings`:
     private addresses, timeouts, retries); every started server runs a sender unless
     ``WebhookSettings(send=False)``. Every started server revives expired time-limited kills
-    every ``expiry_interval`` seconds (once across replicas).
+    every ``expiry_interval`` seconds (once across replicas). An organization-wide stop
+    (target type ``organization``) needs the ``admin`` scope, or ``operator`` too with
+    ``operators_can_stop_all=True``.
 
     Mounted in a host (``host.mount("/guard", server.app)``) the API is at
     ``/guard/api/v1/...``. Its lifespan never runs there, so the server initialises on the
@@ -96,8 +98,11 @@ class KillSwitchServer:
         require_reason: bool = False,
         webhooks: WebhookSettings | None = None,
         expiry_interval: float = DEFAULT_EXPIRY_INTERVAL,
+        operators_can_stop_all: bool = False,
     ) -> None:
         self.require_reason = require_reason  # refuse kills without a reason (422 naming it)
+        # An organization-wide stop needs admin, or also operator if this is set.
+        self.operators_can_stop_all = operators_can_stop_all
         self.database = Database(database_url, pool_size=pool_size)
         store = self._store = SQLStore(self.database)
         feed = store.feed
@@ -159,7 +164,12 @@ class KillSwitchServer:
         state = KillStateReader(store, feed.index, outage)
         handlers = [
             KillHandlers(
-                store, feed.index, self.telemetry, self.fleet, require_reason=self.require_reason
+                store,
+                feed.index,
+                self.telemetry,
+                self.fleet,
+                require_reason=self.require_reason,
+                operators_can_stop_all=self.operators_can_stop_all,
             ),
             state,
             KeyHandlers(self.keys),

@@ -422,7 +422,7 @@ class Fleet:
             )
             for r in rows
         ]
-        ks = index.agent.get(agent_id)
+        ks = index.agent.get(agent_id) or index.stopped()
         states = {i.health for i in instances}
         overall = (
             "killed"

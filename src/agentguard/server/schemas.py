@@ -43,7 +43,7 @@ from ..targets import (
 )
 from . import series
 
-TargetTypeName = Literal["agent", "run", "mission", "tool"]
+TargetTypeName = Literal["agent", "run", "mission", "tool", "organization"]
 AuditAction = Literal[
     "kill",
     "revive",
@@ -55,7 +55,7 @@ AuditAction = Literal[
     "webhook.create",
     "webhook.delete",
 ]
-AuditTargetType = Literal["agent", "run", "mission", "tool", "api_key", "webhook"]
+AuditTargetType = Literal["agent", "run", "mission", "tool", "organization", "api_key", "webhook"]
 InterventionTypeName = Literal["HARD_BLOCK", "OBSERVED", "UNAVAILABLE", "CANCELLED"]
 
 # No NUL characters anywhere (PostgreSQL text cannot hold them); ids need one visible character.

@@ -150,7 +150,11 @@ def test_parameters_and_bodies(document: dict[str, Any]) -> None:
     kill = document["components"]["schemas"]["KillRequest"]
     assert kill["additionalProperties"] is False
     assert kill["properties"]["reason"]["anyOf"][0]["maxLength"] == 2000
-    assert kill["properties"]["target_type"]["enum"] == ["agent", "run", "mission", "tool"]
+    assert kill["properties"]["target_type"]["enum"] == [
+        "agent", "run", "mission", "tool", "organization"
+    ]  # fmt: skip
+    assert kill["properties"]["duration"]["anyOf"][0]["pattern"]
+    assert kill["properties"]["expires_at"]["anyOf"][0]["format"] == "date-time"
 
 
 def test_agentsentinel_identity_headers_are_parameters(document: dict[str, Any]) -> None:

@@ -11,11 +11,12 @@ from starlette.concurrency import run_in_threadpool
 from ...index import KillIndex
 from ...protocol import VERSION_HEADER
 from ...records import KillChange, utcnow
-from ...targets import require_reason, validate_expiry
+from ...targets import check_organization_target, require_reason, validate_expiry
 from ...telemetry import Telemetry
 from .. import schemas as s
 from ..fleet import Fleet
 from ..inputs import as_public
+from ..problems import ApiError
 from ..store.sqlstore import SQLStore
 from ..webhooks.events import ack_timeout_event
 from .call import Call
@@ -35,16 +36,37 @@ class KillHandlers:
         fleet: Fleet,
         *,
         require_reason: bool = False,
+        operators_can_stop_all: bool = False,
     ) -> None:
         self.store = store
         self.index = index
         self.telemetry = telemetry
         self.fleet = fleet
         self.require_reason = require_reason  # refuse kills without a reason (422 naming it)
+        # An organization-wide stop (and its revive) needs admin, or operator if this is set.
+        self.operators_can_stop_all = operators_can_stop_all
+
+    def _may_stop_all(self, call: Call, target_type: str, target_id: str) -> None:
+        """Refuse (403) an organization-wide stop or resume by a credential not allowed it,
+        and (422) one naming another organization."""
+        if target_type != "organization":
+            return
+        scopes = call.principal.scopes
+        if "admin" not in scopes and not (self.operators_can_stop_all and "operator" in scopes):
+            operator = " or 'operator'" if self.operators_can_stop_all else ""
+            raise ApiError(
+                "forbidden",
+                f"stopping or resuming the whole organization needs the 'admin' scope{operator}"
+                " (operators may too on a server started with --operators-can-stop-all); the "
+                f"credential has {', '.join(sorted(scopes)) or 'no scopes'}",
+                required_scope="admin",
+            )
+        check_organization_target(call.org, target_type, target_id)
 
     async def kill(self, call: Call) -> BaseModel:
         """Kill; with ``?wait=`` then wait for the live instances' acknowledgements."""
         body: s.KillRequest = call.body
+        self._may_stop_all(call, body.target_type, body.target_id)
         if self.require_reason:
             require_reason(body.reason)
         expires_at = validate_expiry(body.expires_at, body.duration, utcnow())
@@ -100,6 +122,7 @@ class KillHandlers:
 
     async def revive(self, call: Call) -> BaseModel:
         body: s.ReviveRequest = call.body
+        self._may_stop_all(call, body.target_type, body.target_id)
         change = await run_in_threadpool(
             self.store.revive,
             call.org,

@@ -50,10 +50,10 @@ class InstanceRow:
     def may_run(self, target_type: str, target_id: str) -> bool:
         """Whether a kill of the target can apply to calls of this instance.
 
-        A tool kill applies to every instance; an agent, run or mission kill to each
-        instance that does not report a different id of that kind.
+        A tool kill or an organization-wide stop applies to every instance; an agent, run or
+        mission kill to each instance that does not report a different id of that kind.
         """
-        if target_type == "tool":
+        if target_type in ("tool", "organization"):
             return True
         own = getattr(self, f"{target_type}_id")
         return own is None or own == target_id
@@ -229,7 +229,7 @@ class InstanceRows(Rows):
         """Instances a kill of the target may apply to: those not reporting another id."""
         t = instances.c
         where = t.organization_id == organization_id
-        if target_type != "tool":
+        if target_type not in ("tool", "organization"):
             column = getattr(t, f"{target_type}_id")
             where = and_(where, or_(column.is_(None), column == target_id))
         with self.database.read() as conn:

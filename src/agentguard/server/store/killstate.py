@@ -13,7 +13,12 @@ from sqlalchemy.exc import IntegrityError
 from ...errors import AgentGuardError, AlreadyKilledError, NotKilledError
 from ...records import KillChange, KillSwitch, Snapshot, new_id, utcnow
 from ...store import ChangeListener
-from ...targets import EXPIRY_ACTOR, validate_reason, validate_target
+from ...targets import (
+    EXPIRY_ACTOR,
+    check_organization_target,
+    validate_reason,
+    validate_target,
+)
 from ..webhooks.events import change_events
 from .audit import add_note, write_audit
 from .feed import CHANGES_CHANNEL, ChangeFeed
@@ -87,6 +92,7 @@ class KillStateRows(Rows):
         """
         target_type, target_id = validate_target(target_type, target_id)
         reason = validate_reason(reason)
+        check_organization_target(organization_id, target_type, target_id)
         for _ in range(_KILL_ATTEMPTS):
             try:
                 with self.database.write() as conn:
