@@ -193,7 +193,12 @@ class KillSwitchServer:
         )
         clerk = any(isinstance(b, ClerkAuth) for b in self.auth_backends)
         console = Console(
-            auth=authenticator, keys=self.keys, sessions=self.sessions, feed=feed, outage=outage
+            auth=authenticator,
+            keys=self.keys,
+            sessions=self.sessions,
+            feed=feed,
+            outage=outage,
+            operators_can_stop_all=self.operators_can_stop_all,
         )
         routes = build_routes(ENDPOINTS, handlers, auth=authenticator, outage=outage)
         routes.append(Route(STREAM_PATH, stream.serve, methods=["GET"], name="stream"))
