@@ -206,6 +206,20 @@ def test_an_organization_stop_names_its_own_organization(kill_store: KillStore) 
     assert resumed.kill_switch.revived_by == "v" and store.snapshot("org").active == []
 
 
+def test_a_selector_is_one_target_however_it_is_written(kill_store: KillStore) -> None:
+    store = kill_store
+    killed = store.kill("org", "selector", "team=growth, env=prod", reason=None, actor="u")
+    assert killed.kill_switch.target_id == "env=prod,team=growth"
+    with pytest.raises(AlreadyKilledError) as caught:
+        store.kill("org", "selector", "env=prod,team=growth", reason=None, actor="v")
+    assert caught.value.kill_switch == killed.kill_switch
+    assert store.get_active("org", "selector", "team=growth,env=prod") == killed.kill_switch
+    revived = store.revive("org", "selector", "team=growth,env==prod", actor="v")
+    assert revived.kill_switch.id == killed.kill_switch.id
+    with pytest.raises(InvalidInputError):
+        store.kill("org", "selector", "env!=prod", reason=None, actor="u")
+
+
 def test_memory_changes_since_returns_none_when_the_log_is_trimmed() -> None:
     store = MemoryStore(change_log_size=2)
     for i in range(4):

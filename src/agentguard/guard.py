@@ -24,6 +24,7 @@ from .remote.heartbeat import Heartbeat
 from .revival import blocked_by, wait, wait_async
 from .rules import RuleEngine, Trip
 from .scope import EMPTY_SCOPE, ID_FIELDS, LAST_REFUSAL, Ids, Scope, current_scope, over, scope_of
+from .selectors import EMPTY_VIEW
 from .sources import KillStateSource
 from .tally import REPORTED, CallTally, CountKey
 from .targets import validate_expiry, validate_reason, validate_target
@@ -53,6 +54,8 @@ class Guard:
         settings = Settings.of(source, options)
         self.settings = settings
         self.instance_id = settings.instance_id
+        self.labels: dict[str, str] = settings.labels  # what selector kills match (fixed)
+        self._selectors = EMPTY_VIEW  # the index's selector kills that select these labels
         self._defaults = settings.defaults
         # (scope, the scope with the defaults), by identity: see _with_defaults
         self._last_defaulted = (EMPTY_SCOPE, self._defaults or EMPTY_SCOPE)
@@ -79,6 +82,7 @@ class Guard:
                 + len(index.mission)
                 + len(index.tool)
                 + len(index.organization)
+                + len(index.selector)
             )
         )
         self._tally = CallTally()
@@ -95,7 +99,9 @@ class Guard:
             max_staleness=settings.max_staleness,
             clock=settings.clock,
         )
-        self._inflight = InFlight(self._index, self._refusals.cancel, self.count_failure)
+        self._inflight = InFlight(
+            self._index, self._refusals.cancel, self.count_failure, labels=self.labels
+        )
         rules = settings.rules
         self._rules = RuleEngine(self, list(rules), settings.clock) if rules else None
         self.last_checkpoint: str | None = None  # the key of the latest checkpoint stored
@@ -327,6 +333,7 @@ class Guard:
             or index.agent.get(agent_id)  # type: ignore[arg-type]
             or index.tool.get(name)
             or index.stopped()
+            or (self._selected(revision, name, key[1]) if index.selector else None)
         )
         if ks is not None or (index.fresh_until < _INF and self._clock() > index.fresh_until):
             self._refusals.refuse(
@@ -339,6 +346,14 @@ class Guard:
         )
         self._clear[key] = clear
         return clear
+
+    def _selected(self, revision: int, name: str, scope: Scope) -> KillSwitch | None:
+        """The selector kill that selects this call (off the allowed path: on a look-up)."""
+        view = self._selectors
+        if view.revision != revision:
+            kills = tuple(self._index.selector.values())  # a copy made in C: atomic
+            view = self._selectors = view.next(revision, kills, self.labels)
+        return view.blocking(name, scope)
 
     async def admit_async(
         self,

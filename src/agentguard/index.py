@@ -29,6 +29,7 @@ class KillIndex:
         "mission",
         "tool",
         "organization",
+        "selector",
         "version",
         "revision",
         "fresh_until",
@@ -46,6 +47,9 @@ class KillIndex:
         self.tool: dict[str, KillSwitch] = {}
         # The organization-wide stop (keyed by the organization's id): refuses every call.
         self.organization: dict[str, KillSwitch] = {}
+        # Selector kills, by canonical selector: each guard matches them against its own labels
+        # (agentguard.selectors.SelectorView); /check answers them by their selector.
+        self.selector: dict[str, KillSwitch] = {}
         self.version = 0
         # Advanced after every write, even one that keeps the version (a snapshot of equal
         # version): a reader that sees the same revision before and after saw the same tables.
@@ -117,6 +121,7 @@ class KillIndex:
             *self.agent.values(),
             *self.tool.values(),
             *self.organization.values(),
+            *self.selector.values(),
         ]
 
     def apply(self, change: KillChange) -> bool:
@@ -175,6 +180,7 @@ class KillIndex:
             "mission": {},
             "tool": {},
             "organization": {},
+            "selector": {},
         }
         for ks in snapshot.active:
             table = tables.get(ks.target_type)
@@ -183,5 +189,5 @@ class KillIndex:
         # Each assignment is atomic; a reader sees the old or the new table of each type.
         self.agent, self.run = tables["agent"], tables["run"]
         self.mission, self.tool = tables["mission"], tables["tool"]
-        self.organization = tables["organization"]
+        self.organization, self.selector = tables["organization"], tables["selector"]
         self.version = snapshot.version

@@ -162,6 +162,7 @@ EXAMPLES: dict[type[BaseModel], dict[str, Any]] = {
         "checkpoint": "seed",
         "status": "running",
         "error": "boom",
+        "labels": {"env": "prod"},
     },
     s.AckIn: {
         "instance_id": "seed-instance",
@@ -304,6 +305,8 @@ def dotted(*parts: object) -> str:
 # keyword fails the derivation, so a new kind of constraint cannot go silently unchecked.
 KNOWN_KEYWORDS = {
     "type",
+    "patternProperties",
+    "maxProperties",
     "format",
     "enum",
     "const",
@@ -423,6 +426,15 @@ def body_mutations(
             yield what, [*value[:k], bad, *value[k + 1 :]], where, words
     elif kind == "boolean":
         yield f"{field} a word", "abc", field, None
+    elif kind == "object" and "patternProperties" in prop:  # a map of names to text
+        yield f"{field} a list", ["x"], field, None
+        yield f"{field} a string", "x", field, None
+        yield f"{field} a number as a value", {"k": 1}, f"{field}.k", None
+        yield f"{field} a refused value", {"k": "bad value!"}, f"{field}.k", None
+        yield f"{field} a refused key", {"bad key!": "x"}, f"{field}.bad key!.[key]", None
+        if "maxProperties" in prop:
+            many = {f"k{i}": "v" for i in range(prop["maxProperties"] + 1)}
+            yield f"{field} too many entries", many, field, None
     else:
         raise AssertionError(f"{field}: no bad values for a schema of {prop}")
     if not nullable:

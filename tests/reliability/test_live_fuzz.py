@@ -35,7 +35,13 @@ from starlette.testclient import TestClient
 from agentguard.server import KillSwitchServer
 from support import eventually
 from support.api import bearer
-from support.fuzzing import beyond_the_grid, kill_expiry_now, look_alike, reported_now
+from support.fuzzing import (
+    beyond_the_grid,
+    kill_expiry_now,
+    look_alike,
+    reported_now,
+    target_rules,
+)
 from support.reliability import FUZZ_EXAMPLES, Uvicorn, keys_for
 from support.webhook_bodies import registrable
 
@@ -86,6 +92,7 @@ def fuzz(operation: Any, mode: Any, base_url: str, session: requests.Session) ->
             assume(not beyond_the_grid(case))
             reported_now(case.body)
             kill_expiry_now(case.body)
+            target_rules(case)
             registrable(case.body)
         case.call_and_validate(base_url=base_url, session=session, checks=run, timeout=timeout)
 

@@ -15,7 +15,13 @@ from starlette.testclient import TestClient
 
 from agentguard.server import KillSwitchServer
 from support.api import bearer
-from support.fuzzing import beyond_the_grid, kill_expiry_now, look_alike, reported_now
+from support.fuzzing import (
+    beyond_the_grid,
+    kill_expiry_now,
+    look_alike,
+    reported_now,
+    target_rules,
+)
 from support.webhook_bodies import registrable
 
 OPERATIONS = {
@@ -151,7 +157,7 @@ def test_parameters_and_bodies(document: dict[str, Any]) -> None:
     assert kill["additionalProperties"] is False
     assert kill["properties"]["reason"]["anyOf"][0]["maxLength"] == 2000
     assert kill["properties"]["target_type"]["enum"] == [
-        "agent", "run", "mission", "tool", "organization"
+        "agent", "run", "mission", "tool", "organization", "selector"
     ]  # fmt: skip
     assert kill["properties"]["duration"]["anyOf"][0]["pattern"]
     assert kill["properties"]["expires_at"]["anyOf"][0]["format"] == "date-time"
@@ -296,6 +302,7 @@ def fuzzer(operation: Any, mode: Any, token: str) -> Any:
             assume(not beyond_the_grid(case))
             reported_now(case.body)
             kill_expiry_now(case.body)
+            target_rules(case)
             registrable(case.body)
         case.call_and_validate(headers=bearer(token), checks=run)
 

@@ -11,7 +11,12 @@ from starlette.concurrency import run_in_threadpool
 from ...index import KillIndex
 from ...protocol import VERSION_HEADER
 from ...records import KillChange, utcnow
-from ...targets import check_organization_target, require_reason, validate_expiry
+from ...targets import (
+    check_organization_target,
+    require_reason,
+    validate_expiry,
+    validate_target,
+)
 from ...telemetry import Telemetry
 from .. import schemas as s
 from ..fleet import Fleet
@@ -137,11 +142,12 @@ class KillHandlers:
 
     async def check(self, call: Call) -> BaseModel:
         query: s.CheckQuery = call.query
-        ks = self.index(call.org).get(query.target_type, query.target_id)
+        target_type, target_id = validate_target(query.target_type, query.target_id)
+        ks = self.index(call.org).get(target_type, target_id)
         return s.CheckResponse(
             is_killed=ks is not None,
             target_type=query.target_type,
-            target_id=query.target_id,
+            target_id=target_id,
             reason=ks.reason if ks else None,
             killed_at=ks.killed_at if ks else None,
         )
