@@ -445,6 +445,20 @@ def test_an_admin_stops_the_whole_organization_by_typing_its_id(
     expect(operator_page.locator("#stop-all-panel")).to_be_hidden()
 
 
+def test_an_agents_labels_show_under_its_id(site: Site, open_page: Callable[..., Page]) -> None:
+    org = "org_labels"
+    operator = site.key(org, ["operator"], "lena")
+    fleet = site.key(org, ["agent"], "fleet")
+    heartbeat(site.url, fleet, "mailer", 0, labels={"env": "prod", "team": "growth"})
+    heartbeat(site.url, fleet, "mailer", 1, labels={"env": "prod"})
+    page = open_page(DESKTOP)
+    sign_in(page, site.url, operator, "lena")
+    row = page.locator("#agents-body tr").filter(
+        has=page.get_by_role("rowheader", name=re.compile("^mailer"))
+    )
+    expect(row.locator(".labels .label")).to_have_text(["env=prod", "team=growth"])
+
+
 def test_on_a_phone(site: Site, open_page: Callable[..., Page]) -> None:
     org = "org_phone"
     operator = site.key(org, ["operator"], "dana")
