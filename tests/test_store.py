@@ -220,6 +220,16 @@ def test_a_selector_is_one_target_however_it_is_written(kill_store: KillStore) -
         store.kill("org", "selector", "env!=prod", reason=None, actor="u")
 
 
+def test_a_revive_reason_is_the_audit_entrys_detail(kill_store: KillStore) -> None:
+    store = kill_store
+    store.kill("org", "agent", "a", reason="loops", actor="u")
+    with pytest.raises(InvalidInputError):
+        store.revive("org", "agent", "a", actor="v", reason="x" * 2001)
+    store.revive("org", "agent", "a", actor="v", reason="fixed the loop")
+    (entry,) = store.list_audit("org", action="revive")[0]
+    assert (entry.actor, entry.detail) == ("v", "fixed the loop")
+
+
 def test_memory_changes_since_returns_none_when_the_log_is_trimmed() -> None:
     store = MemoryStore(change_log_size=2)
     for i in range(4):

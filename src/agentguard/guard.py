@@ -506,11 +506,20 @@ class Guard:
         self.telemetry.record_change(change, actor=who)
         return change.kill_switch
 
-    def revive(self, target_type: str, target_id: str, *, actor: str | None = None) -> KillSwitch:
-        """Revive a target; raises ``NotKilledError`` if it has no active kill."""
+    def revive(
+        self,
+        target_type: str,
+        target_id: str,
+        *,
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> KillSwitch:
+        """Revive a target (``reason``: why, for the audit log); raises ``NotKilledError`` if
+        it has no active kill."""
         target_type, target_id = validate_target(target_type, target_id, existing=True)
+        reason = validate_reason(reason)
         who = actor or self.actor
-        change = self._source.revive(target_type, target_id, actor=who)
+        change = self._source.revive(target_type, target_id, actor=who, reason=reason)
         self.telemetry.record_change(change, actor=who)
         self._refusals.revived()
         return change.kill_switch

@@ -52,7 +52,10 @@ class KillStore(Protocol):
         *,
         actor: str,
         request_id: str | None = None,
-    ) -> KillChange: ...
+        reason: str | None = None,
+    ) -> KillChange:
+        """Revive a target; ``reason`` (why) goes into the audit entry."""
+        ...
 
     def expire_due(self, now: datetime | None = None) -> list[KillChange]:
         """Revive (as ``expiry``) every time-limited kill whose ``expires_at`` has passed.
@@ -187,14 +190,16 @@ class MemoryStore:
         *,
         actor: str,
         request_id: str | None = None,
+        reason: str | None = None,
     ) -> KillChange:
         target_type, target_id = validate_target(target_type, target_id, existing=True)
+        reason = validate_reason(reason)
         key = (organization_id, target_type, target_id)
         with self._lock:
             existing = self._active.pop(key, None)
             if existing is None:
                 raise NotKilledError(target_type, target_id)
-            change = self._revive(organization_id, existing, actor, request_id, None)
+            change = self._revive(organization_id, existing, actor, request_id, reason)
         return change
 
     def _revive(

@@ -112,7 +112,7 @@ EXAMPLES: dict[type[BaseModel], dict[str, Any]] = {
         "duration": "1h",
     },
     s.KillQuery: {"wait": 0},
-    s.ReviveRequest: {"target_type": "agent", "target_id": "seed-bot"},
+    s.ReviveRequest: {"target_type": "agent", "target_id": "seed-bot", "reason": "fixed"},
     s.CheckQuery: {"target_type": "agent", "target_id": "seed-bot"},
     s.PageQuery: {"skip": 0, "limit": 10},
     s.ApiKeyCreate: {

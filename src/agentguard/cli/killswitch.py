@@ -129,14 +129,21 @@ def kill(
 @click.command()
 @target_type_argument
 @click.argument("target_id", metavar="ID", shell_complete=_complete_killed)
+@click.option(
+    "--reason",
+    "-r",
+    help="Why it may run again: recorded in the audit log (required by serve --require-reason).",
+)
 @json_option
 @remote
-def revive(client: Client, target_type: str, target_id: str, as_json: bool) -> None:
+def revive(
+    client: Client, target_type: str, target_id: str, reason: str | None, as_json: bool
+) -> None:
     """Revive a killed target.
 
     Its agents resume. Exit code 3 if it is not killed.
     """
-    change = client.revive(target_type, target_id)
+    change = client.revive(target_type, target_id, reason=reason)
     if as_json:
         out.echo_json(change.kill_switch)
     else:

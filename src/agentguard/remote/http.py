@@ -130,9 +130,12 @@ class Client:
             raise AlreadyKilledError(KillSwitch.model_validate(body_of(response)["kill_switch"]))
         return self._change(response, "kill")
 
-    def revive(self, target_type: str, target_id: str) -> KillChange:
-        """Revive a killed target; :class:`NotKilledError` if it is not killed."""
+    def revive(self, target_type: str, target_id: str, *, reason: str | None = None) -> KillChange:
+        """Revive a killed target (``reason``: why, for the audit log); :class:`NotKilledError`
+        if it is not killed."""
         body = {"target_type": target_type, "target_id": target_id}
+        if reason is not None:  # only then: a server without revive reasons still works
+            body["reason"] = reason
         response = self._send("POST", "/kill-switch/revive", json=body)
         if response.status_code == 404 and is_ours(response) and not no_such_route(response):
             raise NotKilledError(target_type, target_id)

@@ -159,8 +159,10 @@ class RemoteSource(KillStateSource):
             self.client.kill(target_type, target_id, reason=reason, expires_at=expires_at)
         )
 
-    def revive(self, target_type: str, target_id: str, *, actor: str) -> KillChange:
-        return self._applied(self.client.revive(target_type, target_id))
+    def revive(
+        self, target_type: str, target_id: str, *, actor: str, reason: str | None = None
+    ) -> KillChange:
+        return self._applied(self.client.revive(target_type, target_id, reason=reason))
 
     def _applied(self, change: KillChange) -> KillChange:
         if change.version and not self.strict:  # strict guards keep no view: the server decides

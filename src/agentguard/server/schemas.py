@@ -219,10 +219,11 @@ class KillRequest(_Body):
 
 
 class ReviveRequest(_Body):
-    """Revive a killed target."""
+    """Revive a killed target; ``reason`` (why) goes into the audit log."""
 
     target_type: TargetTypeName
     target_id: StoredTargetId
+    reason: Reason | None = None
 
 
 class KillSwitchPublic(BaseModel):

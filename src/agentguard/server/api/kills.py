@@ -128,6 +128,8 @@ class KillHandlers:
     async def revive(self, call: Call) -> BaseModel:
         body: s.ReviveRequest = call.body
         self._may_stop_all(call, body.target_type, body.target_id)
+        if self.require_reason:
+            require_reason(body.reason, "revives")
         change = await run_in_threadpool(
             self.store.revive,
             call.org,
@@ -135,6 +137,7 @@ class KillHandlers:
             body.target_id,
             actor=call.principal.actor,
             request_id=call.request_id,
+            reason=body.reason,
         )
         self.telemetry.record_change(change, actor=call.principal.actor)
         call.headers[VERSION_HEADER] = str(change.version)
