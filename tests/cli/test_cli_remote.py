@@ -479,7 +479,9 @@ def test_shell_completion(server: Server, operator: str) -> None:
         )
         assert done.returncode == 0 and marker in done.stdout, (shell, done.stdout)
     assert "interventions" in _complete({}, "agentguard inter")
-    assert _complete({}, "agentguard kill ") == ["agent", "run", "mission", "tool"]
+    assert _complete({}, "agentguard kill ") == [
+        "agent", "run", "mission", "tool", "organization", "selector"
+    ]  # fmt: skip
     server.cli(operator, "kill", "agent", "rogue-bot")
     server.cli(operator, "kill", "agent", "rouge-2")
     server.cli(operator, "kill", "run", "r-1")
