@@ -254,3 +254,36 @@ def test_bad_expiries_name_the_field(kwargs: dict[str, object], field: str) -> N
         guard.kill("agent", "bot", **kwargs)  # type: ignore[arg-type]
     assert caught.value.field == field
     assert guard.active() == []
+
+
+def test_stop_all_refuses_every_call_of_the_organization_until_resume_all() -> None:
+    guard = Guard()
+
+    @guard.guarded_action
+    def fetch() -> str:
+        return "fetched"
+
+    @guard.guarded_action(agent_id="mailer", run_id="r-1")
+    def send() -> str:
+        return "sent"
+
+    assert fetch() == "fetched" and send() == "sent"
+    stop = guard.stop_all(reason="incident 42")
+    assert (stop.target_type, stop.target_id) == ("organization", guard.organization_id)
+    assert guard.check("organization", guard.organization_id).is_killed
+    for call in (fetch, send):
+        with pytest.raises(PolicyViolationError) as refused:
+            call()
+        assert refused.value.target_type == "organization"
+        assert refused.value.reason == "incident 42"
+    with scope(agent_id="anyone", mission_id="m"):
+        with pytest.raises(PolicyViolationError):
+            guard.raise_if_killed()
+    assert guard.counts("organization", guard.organization_id).refused == 3  # raise_if_killed too
+    with pytest.raises(InvalidInputError) as caught:
+        guard.kill("organization", "someone-else")
+    assert caught.value.field == "target_id"
+    guard.resume_all()
+    assert fetch() == "fetched" and send() == "sent"
+    (block, *_) = guard.interventions()
+    assert (block.target_type, block.target_id) == ("organization", guard.organization_id)

@@ -184,6 +184,7 @@ async def test_every_target_of_the_call_stops_it(guard: Guard) -> None:
         ("run", "r-1"),
         ("mission", "m-1"),
         ("agent", "a-1"),
+        ("organization", guard.organization_id),  # the organization-wide stop
     ):
         with scope(agent_id="a-1", run_id="r-1", mission_id="m-1"):
             threading.Timer(0.05, lambda t=target_type, i=target_id: guard.kill(t, i)).start()
@@ -191,7 +192,7 @@ async def test_every_target_of_the_call_stops_it(guard: Guard) -> None:
                 await crawl()
         assert (caught.value.target_type, caught.value.target_id) == (target_type, target_id)
         guard.revive(target_type, target_id)
-    assert guard.counts().cancelled == 4
+    assert guard.counts().cancelled == 5
 
 
 async def test_concurrent_calls_are_all_stopped(guard: Guard) -> None:

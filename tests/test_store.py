@@ -191,6 +191,45 @@ def test_memory_store_revives_a_time_limited_kill_on_its_own() -> None:
     assert store.list_audit("org", action="revive")[0][0].actor == "expiry"
 
 
+def test_an_organization_stop_names_its_own_organization(kill_store: KillStore) -> None:
+    store = kill_store
+    with pytest.raises(InvalidInputError) as caught:
+        store.kill("org", "organization", "other-org", reason=None, actor="u")
+    assert caught.value.field == "target_id" and "'org'" in caught.value.message
+    stop = store.kill("org", "organization", "org", reason="incident", actor="u")
+    assert stop.kill_switch.target_type == "organization"
+    assert store.get_active("org", "organization", "org") == stop.kill_switch
+    with pytest.raises(AlreadyKilledError):
+        store.kill("org", "organization", "org", reason=None, actor="v")
+    assert store.snapshot("other").active == []
+    resumed = store.revive("org", "organization", "org", actor="v")
+    assert resumed.kill_switch.revived_by == "v" and store.snapshot("org").active == []
+
+
+def test_a_selector_is_one_target_however_it_is_written(kill_store: KillStore) -> None:
+    store = kill_store
+    killed = store.kill("org", "selector", "team=growth, env=prod", reason=None, actor="u")
+    assert killed.kill_switch.target_id == "env=prod,team=growth"
+    with pytest.raises(AlreadyKilledError) as caught:
+        store.kill("org", "selector", "env=prod,team=growth", reason=None, actor="v")
+    assert caught.value.kill_switch == killed.kill_switch
+    assert store.get_active("org", "selector", "team=growth,env=prod") == killed.kill_switch
+    revived = store.revive("org", "selector", "team=growth,env==prod", actor="v")
+    assert revived.kill_switch.id == killed.kill_switch.id
+    with pytest.raises(InvalidInputError):
+        store.kill("org", "selector", "env!=prod", reason=None, actor="u")
+
+
+def test_a_revive_reason_is_the_audit_entrys_detail(kill_store: KillStore) -> None:
+    store = kill_store
+    store.kill("org", "agent", "a", reason="loops", actor="u")
+    with pytest.raises(InvalidInputError):
+        store.revive("org", "agent", "a", actor="v", reason="x" * 2001)
+    store.revive("org", "agent", "a", actor="v", reason="fixed the loop")
+    (entry,) = store.list_audit("org", action="revive")[0]
+    assert (entry.actor, entry.detail) == ("v", "fixed the loop")
+
+
 def test_memory_changes_since_returns_none_when_the_log_is_trimmed() -> None:
     store = MemoryStore(change_log_size=2)
     for i in range(4):

@@ -24,6 +24,7 @@ from .remote.heartbeat import Heartbeat
 from .revival import blocked_by, wait, wait_async
 from .rules import RuleEngine, Trip
 from .scope import EMPTY_SCOPE, ID_FIELDS, LAST_REFUSAL, Ids, Scope, current_scope, over, scope_of
+from .selectors import EMPTY_VIEW
 from .sources import KillStateSource
 from .tally import REPORTED, CallTally, CountKey
 from .targets import validate_expiry, validate_reason, validate_target
@@ -53,6 +54,8 @@ class Guard:
         settings = Settings.of(source, options)
         self.settings = settings
         self.instance_id = settings.instance_id
+        self.labels: dict[str, str] = settings.labels  # what selector kills match (fixed)
+        self._selectors = EMPTY_VIEW  # the index's selector kills that select these labels
         self._defaults = settings.defaults
         # (scope, the scope with the defaults), by identity: see _with_defaults
         self._last_defaulted = (EMPTY_SCOPE, self._defaults or EMPTY_SCOPE)
@@ -73,7 +76,14 @@ class Guard:
         )
         index = self._index
         self.telemetry.watch_active(
-            lambda: len(index.agent) + len(index.run) + len(index.mission) + len(index.tool)
+            lambda: (
+                len(index.agent)
+                + len(index.run)
+                + len(index.mission)
+                + len(index.tool)
+                + len(index.organization)
+                + len(index.selector)
+            )
         )
         self._tally = CallTally()
         # (name, scope) -> (index revision at which no kill applied, its executed counter, its
@@ -89,7 +99,9 @@ class Guard:
             max_staleness=settings.max_staleness,
             clock=settings.clock,
         )
-        self._inflight = InFlight(self._index, self._refusals.cancel, self.count_failure)
+        self._inflight = InFlight(
+            self._index, self._refusals.cancel, self.count_failure, labels=self.labels
+        )
         rules = settings.rules
         self._rules = RuleEngine(self, list(rules), settings.clock) if rules else None
         self.last_checkpoint: str | None = None  # the key of the latest checkpoint stored
@@ -320,7 +332,11 @@ class Guard:
         index = self._index
         revision = index.revision  # read first: a change while looking makes the entry stale
         name, scope = key
-        ks = index.blocking(scope) or index.get("tool", name)
+        ks = (
+            index.blocking(scope)
+            or index.get("tool", name)
+            or (self._selected(revision, name, scope) if index.selector else None)
+        )
         if ks is not None or (index.fresh_until < _INF and self._clock() > index.fresh_until):
             self._refusals.refuse(
                 name, scope, ks, args, kwargs, tool_call_id, span_name, None, fn, model
@@ -332,6 +348,14 @@ class Guard:
         )
         self._clear[key] = clear
         return clear
+
+    def _selected(self, revision: int, name: str, scope: Scope) -> KillSwitch | None:
+        """The selector kill that selects this call (off the allowed path: on a look-up)."""
+        view = self._selectors
+        if view.revision != revision:
+            kills = tuple(self._index.selector.values())  # a copy made in C: atomic
+            view = self._selectors = view.next(revision, kills, self.labels)
+        return view.blocking(name, scope)
 
     async def admit_async(
         self,
@@ -484,11 +508,20 @@ class Guard:
         self.telemetry.record_change(change, actor=who)
         return change.kill_switch
 
-    def revive(self, target_type: str, target_id: str, *, actor: str | None = None) -> KillSwitch:
-        """Revive a target; raises ``NotKilledError`` if it has no active kill."""
+    def revive(
+        self,
+        target_type: str,
+        target_id: str,
+        *,
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> KillSwitch:
+        """Revive a target (``reason``: why, for the audit log); raises ``NotKilledError`` if
+        it has no active kill."""
         target_type, target_id = validate_target(target_type, target_id, existing=True)
+        reason = validate_reason(reason)
         who = actor or self.actor
-        change = self._source.revive(target_type, target_id, actor=who)
+        change = self._source.revive(target_type, target_id, actor=who, reason=reason)
         self.telemetry.record_change(change, actor=who)
         self._refusals.revived()
         return change.kill_switch
@@ -512,6 +545,24 @@ class Guard:
         self.telemetry.record_change(change, actor=who)
         self._refusals.revived()
         return change.kill_switch
+
+    def stop_all(
+        self,
+        *,
+        reason: str | None = None,
+        actor: str | None = None,
+        duration: timedelta | float | str | None = None,
+    ) -> KillSwitch:
+        """Stop the whole organization: every guarded call of it is refused until
+        :meth:`resume_all` (a kill of target type ``organization``; a server asks for the
+        ``admin`` scope)."""
+        return self.kill(
+            "organization", self.organization_id, reason=reason, actor=actor, duration=duration
+        )
+
+    def resume_all(self, *, actor: str | None = None) -> KillSwitch:
+        """End the organization-wide stop; raises ``NotKilledError`` if there is none."""
+        return self.revive("organization", self.organization_id, actor=actor)
 
     def check(self, target_type: str, target_id: str) -> KillStatus:
         """Whether a target is killed, with the reason, who killed it and when."""

@@ -17,13 +17,15 @@ import threading
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from typing import cast
 
 from .records import KillChange, KillSwitch, Snapshot
 from .scope import Scope
 
 logger = logging.getLogger("agentguard")
 
-_TARGET_TABLES = frozenset({"agent", "run", "mission", "tool"})
+_TARGET_TABLES = frozenset({"agent", "run", "mission", "tool"})  # kept compactly (Kill)
+_TABLES = _TARGET_TABLES | {"organization", "selector"}
 
 KillWatcher = Callable[[list[KillSwitch]], object]
 """Told the kills newly applied to an index, in the thread that applied them."""
@@ -45,12 +47,19 @@ class Kill(tuple):  # type: ignore[type-arg]
 
     @classmethod
     def of(cls, ks: KillSwitch, shared: dict[str, str]) -> Kill | KillSwitch:
-        """The compact form of ``ks``; ``ks`` itself if its id is no UUID or its time naive.
+        """The compact form of ``ks``; ``ks`` itself if its id is no UUID or its time naive,
+        if it is time-limited (the tuple has no room for ``expires_at``), or if it is an
+        organization-wide stop or a selector kill (few, and read whole).
 
         ``shared`` maps each reason and killer seen to the one string kept for it.
         """
         killed_at, kill_id = ks.killed_at, ks.id
-        if killed_at.tzinfo is None or not _looks_like_uuid(kill_id):
+        if (
+            ks.target_type not in _TARGET_TABLES
+            or ks.expires_at is not None
+            or killed_at.tzinfo is None
+            or not _looks_like_uuid(kill_id)
+        ):
             return ks
         try:
             raw = uuid.UUID(kill_id).bytes
@@ -114,6 +123,8 @@ class KillIndex:
         "run",
         "mission",
         "tool",
+        "organization",
+        "selector",
         "version",
         "revision",
         "fresh_until",
@@ -133,6 +144,12 @@ class KillIndex:
         self.run: dict[str, Entry] = {}
         self.mission: dict[str, Entry] = {}
         self.tool: dict[str, Entry] = {}
+        # The organization-wide stop (keyed by the organization's id): refuses every call.
+        # Kept as KillSwitch records, as selector kills are (few, and read whole).
+        self.organization: dict[str, KillSwitch] = {}
+        # Selector kills, by canonical selector: each guard matches them against its own labels
+        # (agentguard.selectors.SelectorView); /check answers them by their selector.
+        self.selector: dict[str, KillSwitch] = {}
         self.organization_id = ""  # of the kills applied (every kill names it)
         self._recent: dict[str, str] = {}  # the strings of kills applied lately, to share
         self.version = 0
@@ -188,7 +205,8 @@ class KillIndex:
         return self.record(target_type, target_id, self._table(target_type).get(target_id))
 
     def blocking(self, scope: Scope) -> KillSwitch | None:
-        """The active kill of the scope's mission, run or agent, if any (most specific first)."""
+        """The active kill of the scope's mission, run or agent, or the organization-wide stop,
+        if any (most specific first)."""
         for target_type, target_id, table in (
             ("mission", scope.mission_id, self.mission),
             ("run", scope.run_id, self.run),
@@ -198,13 +216,20 @@ class KillIndex:
                 entry = table.get(target_id)
                 if entry is not None:
                     return self.record(target_type, target_id, entry)
-        return None
+        return self.stopped()
+
+    def stopped(self) -> KillSwitch | None:
+        """The organization-wide stop, if one is active."""
+        stops = self.organization
+        if not stops:
+            return None
+        return next(iter(tuple(stops.values())), None)  # a copy made in C: atomic under the GIL
 
     def active(self) -> list[KillSwitch]:
         """Every active kill switch in the index."""
         return [
             self.record(target_type, target_id, entry)  # type: ignore[misc]
-            for target_type in ("mission", "run", "agent", "tool")
+            for target_type in ("mission", "run", "agent", "tool", "organization", "selector")
             for target_id, entry in list(self._table(target_type).items())
         ]
 
@@ -217,7 +242,8 @@ class KillIndex:
         with self._write_lock:
             if change.version <= self.version:
                 return False
-            table = self._table(ks.target_type)
+            # A target type of a newer server is not ours to enforce: its version still counts.
+            table = self._table(ks.target_type) if ks.target_type in _TABLES else {}
             if change.kind == "kill":
                 if len(self._recent) > _RECENT:
                     self._recent = {}
@@ -279,12 +305,19 @@ class KillIndex:
             "run": {},
             "mission": {},
             "tool": {},
+            "organization": {},
+            "selector": {},
         }
         shared: dict[str, str] = {}  # for the install only: nothing kept but the strings
         for ks in snapshot.active:
-            tables[ks.target_type][ks.target_id] = Kill.of(ks, shared)
+            table = tables.get(ks.target_type)
+            if table is not None:  # a target type of a newer server: not ours to enforce
+                table[ks.target_id] = Kill.of(ks, shared)
         self.organization_id = snapshot.organization_id
         # Each assignment is atomic; a reader sees the old or the new table of each type.
         self.agent, self.run = tables["agent"], tables["run"]
         self.mission, self.tool = tables["mission"], tables["tool"]
+        # Kill.of keeps organization-wide stops and selector kills whole (KillSwitch records).
+        self.organization = cast("dict[str, KillSwitch]", tables["organization"])
+        self.selector = cast("dict[str, KillSwitch]", tables["selector"])
         self.version = snapshot.version

@@ -45,14 +45,15 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any, Protocol, TypeVar
 
-from .errors import PolicyViolationError
+from .errors import InvalidInputError, PolicyViolationError
 from .index import KillIndex
 from .records import KillSwitch
 from .scope import Scope
+from .selectors import Selector
 from .tally import CountKey
 
 logger = logging.getLogger("agentguard")
@@ -170,9 +171,15 @@ class InFlight:
     """The calls in flight of one guard, by lane; stops those a kill applies to."""
 
     def __init__(
-        self, index: KillIndex, record: Recording, failed: Callable[[CountKey], None]
+        self,
+        index: KillIndex,
+        record: Recording,
+        failed: Callable[[CountKey], None],
+        *,
+        labels: Mapping[str, str] | None = None,
     ) -> None:
         self.index = index
+        self.labels: Mapping[str, str] = labels or {}  # the guard's, for selector kills
         self._record = record
         self._failed = failed  # counts a call whose body raised (Guard.count_failure)
         self._lanes: dict[CountKey, Lane] = {}
@@ -220,7 +227,20 @@ class InFlight:
         kills = list(kills)
         stopped = 0
         for ks in kills:
-            lanes = self._by_target.get((ks.target_type, ks.target_id))
+            if ks.target_type == "organization":  # the organization-wide stop: every call
+                with self._lock:
+                    lanes = list(self._lanes.values())
+            elif ks.target_type == "selector":  # the calls it selects, with this guard's labels
+                with self._lock:
+                    keyed = list(self._lanes.items())
+                selector = _selector(ks, self.labels)
+                lanes = [
+                    lane
+                    for (name, scope), lane in keyed
+                    if selector is not None and selector.selects(self.labels, name, scope)
+                ]
+            else:
+                lanes = self._by_target.get((ks.target_type, ks.target_id)) or []
             if not lanes:
                 continue
             for lane in tuple(lanes):
@@ -257,7 +277,7 @@ class InFlight:
                 guard = local.get("guard")
                 if guard is None or guard.in_flight is not self or local["started"] > applied:
                     continue
-                ks = _applying(kills, key)
+                ks = _applying(kills, key, self.labels)
                 if ks is None:
                     continue
                 flight = self.adopt(key, local["started"], True, local.get("tool_call_id"))
@@ -315,7 +335,19 @@ class InFlight:
         """The active kill that applies to calls of ``key``, if any."""
         index = self.index
         name, scope = key
-        return index.blocking(scope) or index.get("tool", name)
+        return (
+            index.blocking(scope)
+            or index.get("tool", name)
+            or next(
+                (
+                    ks
+                    for ks in tuple(index.selector.values())
+                    if (selector := _selector(ks, self.labels)) is not None
+                    and selector.selects(self.labels, name, scope)
+                ),
+                None,
+            )
+        )
 
     # -- the call's side ---------------------------------------------------------------------
 
@@ -387,11 +419,29 @@ class InFlight:
         return exc if isinstance(exc, PolicyViolationError) else error
 
 
-def _applying(kills: list[KillSwitch], key: CountKey) -> KillSwitch | None:
-    """The first of ``kills`` that applies to calls of ``key``."""
+def _selector(ks: KillSwitch, labels: Mapping[str, str]) -> Selector | None:
+    """The selector of a selector kill if it selects these labels."""
+    try:
+        selector = Selector.of(ks.target_id)
+    except InvalidInputError:
+        return None
+    return selector if selector.selects_labels(labels) else None
+
+
+def _applying(
+    kills: list[KillSwitch], key: CountKey, labels: Mapping[str, str] | None = None
+) -> KillSwitch | None:
+    """The first of ``kills`` that applies to calls of ``key`` (of a guard with ``labels``)."""
     name, scope = key
     for ks in kills:
         kind, target = ks.target_type, ks.target_id
+        if kind == "organization":
+            return ks
+        if kind == "selector":
+            selector = _selector(ks, labels or {})
+            if selector is not None and selector.selects(labels or {}, name, scope):
+                return ks
+            continue
         if kind == "tool":
             if target == name:
                 return ks

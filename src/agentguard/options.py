@@ -16,6 +16,7 @@ from opentelemetry import metrics, trace
 from .errors import InvalidInputError
 from .rules import Rule
 from .scope import ID_FIELDS, Ids, Scope, scope_of
+from .selectors import validate_labels
 from .sources import KillStateSource, LocalSource
 from .store import KillStore, MemoryStore
 from .targets import validate_id
@@ -44,6 +45,7 @@ class GuardOptions(Ids, total=False):
     capture_arguments: bool
     rules: list[Rule] | None
     start_wait: float
+    labels: dict[str, str] | None
 
 
 def default_instance_id() -> str:
@@ -75,6 +77,7 @@ class Settings:
     capture_arguments: bool = False
     rules: list[Rule] | None = None
     start_wait: float = 5.0
+    labels: dict[str, str] = field(default_factory=dict)  # what selector kills match
 
     @classmethod
     def of(cls, source: Any, options: GuardOptions) -> Settings:
@@ -97,6 +100,7 @@ class Settings:
                 "max_staleness", f"must be a positive number; got {max_staleness!r}"
             )
         given["max_staleness"] = float(max_staleness)
+        given["labels"] = validate_labels(given.get("labels"))
         defaults = scope_of({k: v for k, v in options.items() if k in ID_FIELDS}, "Guard")
         if given.get("instance_id") is None:
             given.pop("instance_id", None)

@@ -120,6 +120,7 @@ class HeartbeatReport(BaseModel):
     checkpoint: str | None = None
     status: InstanceStatusName = "running"
     error: str | None = None
+    labels: dict[str, str] | None = None  # the guard's; sent only when it has some
 
 
 class HeartbeatReply(BaseModel):

@@ -52,8 +52,10 @@ class KillStateSource(ABC):
         """Kill a target (until ``expires_at``, if given); ``AlreadyKilledError`` if it is."""
 
     @abstractmethod
-    def revive(self, target_type: str, target_id: str, *, actor: str) -> KillChange:
-        """Revive a target; raise ``NotKilledError`` if it is not killed."""
+    def revive(
+        self, target_type: str, target_id: str, *, actor: str, reason: str | None = None
+    ) -> KillChange:
+        """Revive a target (``reason``: why); raise ``NotKilledError`` if it is not killed."""
 
     def finish_run(self, run_id: str, *, actor: str) -> KillChange | None:
         """The run is over: end its kill made ``until`` the run ends; the revive, if any.
@@ -157,8 +159,12 @@ class LocalSource(KillStateSource):
         self.index.apply(change)
         return change
 
-    def revive(self, target_type: str, target_id: str, *, actor: str) -> KillChange:
-        change = self.store.revive(self.organization_id, target_type, target_id, actor=actor)
+    def revive(
+        self, target_type: str, target_id: str, *, actor: str, reason: str | None = None
+    ) -> KillChange:
+        change = self.store.revive(
+            self.organization_id, target_type, target_id, actor=actor, reason=reason
+        )
         self.index.apply(change)
         return change
 

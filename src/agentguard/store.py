@@ -18,7 +18,7 @@ from .records import (
     new_id,
     utcnow,
 )
-from .targets import EXPIRY_ACTOR, validate_reason, validate_target
+from .targets import EXPIRY_ACTOR, check_organization_target, validate_reason, validate_target
 
 ChangeListener = Callable[[str, KillChange], None]
 """Called with ``(organization_id, change)`` after a change is committed."""
@@ -52,7 +52,10 @@ class KillStore(Protocol):
         *,
         actor: str,
         request_id: str | None = None,
-    ) -> KillChange: ...
+        reason: str | None = None,
+    ) -> KillChange:
+        """Revive a target; ``reason`` (why) goes into the audit entry."""
+        ...
 
     def expire_due(self, now: datetime | None = None) -> list[KillChange]:
         """Revive (as ``expiry``) every time-limited kill whose ``expires_at`` has passed.
@@ -155,6 +158,7 @@ class MemoryStore:
     ) -> KillChange:
         target_type, target_id = validate_target(target_type, target_id)
         reason = validate_reason(reason)
+        check_organization_target(organization_id, target_type, target_id)
         key = (organization_id, target_type, target_id)
         with self._lock:
             existing = self._active.get(key)
@@ -186,14 +190,16 @@ class MemoryStore:
         *,
         actor: str,
         request_id: str | None = None,
+        reason: str | None = None,
     ) -> KillChange:
         target_type, target_id = validate_target(target_type, target_id, existing=True)
+        reason = validate_reason(reason)
         key = (organization_id, target_type, target_id)
         with self._lock:
             existing = self._active.pop(key, None)
             if existing is None:
                 raise NotKilledError(target_type, target_id)
-            change = self._revive(organization_id, existing, actor, request_id, None)
+            change = self._revive(organization_id, existing, actor, request_id, reason)
         return change
 
     def _revive(

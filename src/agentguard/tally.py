@@ -71,7 +71,7 @@ class CallTally:
             name, scope = key
             if action is not None and name != action:
                 return False
-            if target_type is None:
+            if target_type is None or target_type == "organization":  # every call of it
                 return True
             if target_type == "tool":
                 return name == target_id

@@ -49,6 +49,18 @@ _HIDDEN = re.compile(f"[{HIDDEN_CLASS}]")
 CONFUSABLE_SCRIPTS = ("LATIN", "GREEK", "CYRILLIC")
 
 
+# Selectors (target type ``selector``): Kubernetes-style equality selectors over a guard's
+# labels and the call's own keys; agentguard.selectors matches them.
+CALL_KEYS = ("agent", "run", "mission", "tool")  # a call's own keys, in a selector
+_NAME = r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?"
+# A label key: a name, optionally behind a DNS-style prefix and a slash ("team", "acme.io/team").
+LABEL_KEY = re.compile(rf"^([a-z0-9]([a-z0-9.-]{{0,251}}[a-z0-9])?/)?{_NAME}$")
+LABEL_VALUE = re.compile(rf"^{_NAME}$")
+LABEL_RULE = "1 to 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+
+Pairs = tuple[tuple[str, str], ...]
+
+
 class TargetType(str, Enum):
     """The kinds of thing a kill switch can stop."""
 
@@ -56,6 +68,8 @@ class TargetType(str, Enum):
     RUN = "run"
     MISSION = "mission"
     TOOL = "tool"
+    ORGANIZATION = "organization"  # every guarded call of the organization (target id: its id)
+    SELECTOR = "selector"  # the calls a label selector selects (target id: the selector)
 
     def __str__(self) -> str:
         return self.value
@@ -80,9 +94,28 @@ def validate_target(
         )
     if not isinstance(target_id, str):
         raise InvalidInputError("target_id", f"must be a string; got {type(target_id).__name__}")
+    if target_type == TargetType.SELECTOR.value:  # one canonical string per selector
+        _stored_id("target_id", target_id)
+        target_id = canonical(parse_selector(target_id))
+        if len(target_id) > MAX_TARGET_ID_LENGTH:
+            raise InvalidInputError(
+                "target_id",
+                f"must be at most {MAX_TARGET_ID_LENGTH} characters; got {len(target_id)}",
+            )
+        return str(target_type), target_id
     if existing:
         return str(target_type), _stored_id("target_id", target_id)
     return str(target_type), validate_id("target_id", target_id)
+
+
+def check_organization_target(organization_id: str, target_type: str, target_id: str) -> None:
+    """An organization-wide stop names the organization it stops: its own, no other."""
+    if target_type == TargetType.ORGANIZATION.value and target_id != organization_id:
+        raise InvalidInputError(
+            "target_id",
+            f"an organization target must be this organization's id, {organization_id!r}; "
+            f"got {target_id!r}",
+        )
 
 
 def validate_id(field: str, value: object) -> str:
@@ -160,10 +193,11 @@ def validate_reason(reason: object) -> str | None:
     return reason
 
 
-def require_reason(reason: str | None) -> str:
-    """The reason of a kill on a server that refuses kills without one (``require_reason``)."""
+def require_reason(reason: str | None, what: str = "kills") -> str:
+    """The reason of a kill (or revive: ``what="revives"``) on a server that refuses them
+    without one (``require_reason``)."""
     if reason is None or not reason.strip():
-        raise InvalidInputError("reason", "required: this server refuses kills without a reason")
+        raise InvalidInputError("reason", f"required: this server refuses {what} without a reason")
     return reason
 
 
@@ -232,3 +266,41 @@ def validate_expiry(expires_at: object, duration: object, now: datetime) -> date
             "expires_at", f"must be at most {MAX_KILL_DURATION.days} days from now"
         )
     return expires_at
+
+
+def parse_selector(text: object, field: str = "target_id") -> Pairs:
+    """The pairs of an equality selector (``env=prod,team=growth``), sorted by key."""
+    if not isinstance(text, str):
+        raise InvalidInputError(field, f"must be a string; got {type(text).__name__}")
+    pairs: dict[str, str] = {}
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            raise InvalidInputError(
+                field, "a selector is key=value pairs separated by commas, none empty"
+            )
+        if "!=" in part:
+            raise InvalidInputError(field, f"only equality (key=value) is supported; got {part!r}")
+        key, eq, value = part.partition("==" if "==" in part else "=")
+        key, value = key.strip(), value.strip()
+        if not eq or not key or not value:
+            raise InvalidInputError(field, f"each pair must be key=value; got {part!r}")
+        if key in CALL_KEYS:
+            if "," in value or "=" in value:
+                raise InvalidInputError(field, f"{key}: a value must not hold ',' or '='")
+            problem = id_text_problem(value)
+            if problem is not None:
+                raise InvalidInputError(field, f"{key}: {problem}")
+        elif not LABEL_KEY.match(key):
+            raise InvalidInputError(field, f"label key {key!r}: must be {LABEL_RULE}")
+        elif not LABEL_VALUE.match(value):
+            raise InvalidInputError(field, f"label {key}: value {value!r} must be {LABEL_RULE}")
+        if pairs.get(key, value) != value:
+            raise InvalidInputError(field, f"{key} is given two values: {pairs[key]!r}, {value!r}")
+        pairs[key] = value
+    return tuple(sorted(pairs.items()))
+
+
+def canonical(pairs: Pairs) -> str:
+    """The one string of a selector: its pairs sorted by key, ``key=value`` joined by commas."""
+    return ",".join(f"{k}={v}" for k, v in pairs)

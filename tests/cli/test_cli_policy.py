@@ -75,6 +75,36 @@ def test_server_argument_require_reason_also_binds_in_process_guards() -> None:
     assert guard.active() == []
     guard.kill("agent", "bot", reason="loops")
     assert guard.check("agent", "bot").is_killed
+    with pytest.raises(InvalidInputError) as caught:
+        guard.revive("agent", "bot")  # revives too
+    assert caught.value.field == "reason" and "refuses revives" in caught.value.message
+    assert guard.check("agent", "bot").is_killed
+    guard.revive("agent", "bot", reason="fixed the loop")
+    assert not guard.check("agent", "bot").is_killed
     lenient = Guard(KillSwitchServer())
     lenient.kill("agent", "bot")  # the default: a reason is optional
     assert lenient.check("agent", "bot").is_killed
+    lenient.revive("agent", "bot")
+    assert not lenient.check("agent", "bot").is_killed
+
+
+def test_serve_require_reason_refuses_revives_without_a_reason(strict_server: Server) -> None:
+    operator = strict_server.key("operator")
+    assert strict_server.cli(operator, "kill", "agent", "bot", "--reason", "loops").code == 0
+    bare = strict_server.cli(operator, "revive", "agent", "bot")
+    assert bare.code == 2, bare
+    assert "refuses revives without a reason" in bare.stderr
+    headers = {"Authorization": f"Bearer {operator}"}
+    for body in ({}, {"reason": None}, {"reason": "   "}):
+        answer = httpx.post(
+            f"{strict_server.url}/api/v1/kill-switch/revive",
+            json={"target_type": "agent", "target_id": "bot", **body},
+            headers=headers,
+        )
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["field"] == "reason"
+    assert strict_server.cli(operator, "check", "agent", "bot", "--json").json()["is_killed"]
+    given = strict_server.cli(operator, "revive", "agent", "bot", "--reason", "fixed the loop")
+    assert given.code == 0, given
+    audit = strict_server.cli(operator, "audit", "--action", "revive", "--json").json()["data"]
+    assert [e["detail"] for e in audit] == ["fixed the loop"]

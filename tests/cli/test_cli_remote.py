@@ -99,6 +99,26 @@ def test_kill_for_a_time(server: Server, operator: str) -> None:
     assert expires - killed_at == pytest.approx(timedelta(hours=1), abs=timedelta(seconds=2))
 
 
+def test_stop_all_and_resume_all(server: Server) -> None:
+    org = f"org_{os.urandom(4).hex()}"
+    admin = server.key("admin", org=org)
+    operator = server.key("operator", org=org)
+    unconfirmed = server.cli(admin, "stop-all", "--reason", "incident 42")
+    assert unconfirmed.code == 2 and "--yes" in unconfirmed.stderr, unconfirmed
+    refused = server.cli(operator, "stop-all", "--reason", "incident 42", "--yes")
+    assert refused.code == 1 and "'admin' scope" in refused.stderr, refused
+    stopped = server.cli(admin, "stop-all", "--reason", "incident 42", "--yes")
+    assert stopped.code == 0, stopped
+    assert stopped.stdout.strip() == f"killed organization '{org}' (version 1): incident 42"
+    status = json.loads(server.cli(operator, "check", "organization", org, "--json").stdout)
+    assert status["is_killed"] is True
+    again = server.cli(admin, "stop-all", "--reason", "again", "--yes")
+    assert again.code == 3, again
+    resumed = server.cli(admin, "resume-all")
+    assert resumed.code == 0 and resumed.stdout.startswith(f"revived organization '{org}'")
+    assert server.cli(admin, "resume-all").code == 3
+
+
 def test_kill_of_a_killed_target_says_who_when_and_why(server: Server, operator: str) -> None:
     server.cli(operator, "kill", "agent", "rogue-bot", "--reason", "Drained $3k in 4 minutes")
     again = server.cli(operator, "kill", "agent", "rogue-bot", "--reason", "again")
@@ -459,7 +479,9 @@ def test_shell_completion(server: Server, operator: str) -> None:
         )
         assert done.returncode == 0 and marker in done.stdout, (shell, done.stdout)
     assert "interventions" in _complete({}, "agentguard inter")
-    assert _complete({}, "agentguard kill ") == ["agent", "run", "mission", "tool"]
+    assert _complete({}, "agentguard kill ") == [
+        "agent", "run", "mission", "tool", "organization", "selector"
+    ]  # fmt: skip
     server.cli(operator, "kill", "agent", "rogue-bot")
     server.cli(operator, "kill", "agent", "rouge-2")
     server.cli(operator, "kill", "run", "r-1")

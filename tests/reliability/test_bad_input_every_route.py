@@ -23,6 +23,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -49,6 +50,8 @@ from support.api import bearer
 
 API = "/api/v1"
 WHEN = "2026-04-18T17:00:00Z"
+# A time-limited kill's expiry: a day after the run starts (within the 366 days allowed).
+EXPIRES = (datetime.now(timezone.utc) + timedelta(days=1)).isoformat()
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
 ERROR_KEYS = {"error", "detail", "field", "required_scope", "kill_switch"}
 
@@ -99,14 +102,18 @@ def ledger_entry(n: int) -> dict[str, Any]:
 # A valid value of every model a route reads, with every field set. Mutations of these are the
 # cases; each targets existing or new rows so that a validation miss would show as a write.
 EXAMPLES: dict[type[BaseModel], dict[str, Any]] = {
+    # expires_at and duration together pass the model (the handler refuses the pair, naming
+    # duration): each case breaks one of them, which the model refuses first, naming it.
     s.KillRequest: {
         "target_type": "run",
         "target_id": "matrix-run",
         "reason": "matrix",
+        "expires_at": EXPIRES,
+        "duration": "1h",
         "until": "run_end",
     },
     s.KillQuery: {"wait": 0},
-    s.ReviveRequest: {"target_type": "agent", "target_id": "seed-bot"},
+    s.ReviveRequest: {"target_type": "agent", "target_id": "seed-bot", "reason": "fixed"},
     s.CheckQuery: {"target_type": "agent", "target_id": "seed-bot"},
     s.PageQuery: {"skip": 0, "limit": 10},
     s.ApiKeyCreate: {
@@ -156,6 +163,7 @@ EXAMPLES: dict[type[BaseModel], dict[str, Any]] = {
         "checkpoint": "seed",
         "status": "running",
         "error": "boom",
+        "labels": {"env": "prod"},
     },
     s.AckIn: {
         "instance_id": "seed-instance",
@@ -315,6 +323,8 @@ def dotted(*parts: object) -> str:
 # keyword fails the derivation, so a new kind of constraint cannot go silently unchecked.
 KNOWN_KEYWORDS = {
     "type",
+    "patternProperties",
+    "maxProperties",
     "format",
     "enum",
     "const",
@@ -434,6 +444,15 @@ def body_mutations(
             yield what, [*value[:k], bad, *value[k + 1 :]], where, words
     elif kind == "boolean":
         yield f"{field} a word", "abc", field, None
+    elif kind == "object" and "patternProperties" in prop:  # a map of names to text
+        yield f"{field} a list", ["x"], field, None
+        yield f"{field} a string", "x", field, None
+        yield f"{field} a number as a value", {"k": 1}, f"{field}.k", None
+        yield f"{field} a refused value", {"k": "bad value!"}, f"{field}.k", None
+        yield f"{field} a refused key", {"bad key!": "x"}, f"{field}.bad key!.[key]", None
+        if "maxProperties" in prop:
+            many = {f"k{i}": "v" for i in range(prop["maxProperties"] + 1)}
+            yield f"{field} too many entries", many, field, None
     else:
         raise AssertionError(f"{field}: no bad values for a schema of {prop}")
     if not nullable:

@@ -41,6 +41,7 @@ from support.fuzzing import (
     look_alike,
     quick_drill,
     reported_now,
+    target_rules,
 )
 from support.reliability import FUZZ_EXAMPLES, Uvicorn, keys_for
 from support.webhook_bodies import registrable
@@ -92,6 +93,7 @@ def fuzz(operation: Any, mode: Any, base_url: str, session: requests.Session) ->
             assume(not beyond_the_grid(case))
             reported_now(case.body)
             kill_expiry_now(case.body)
+            target_rules(case)
             registrable(case.body)
         # Either mode: a valid body beside a broken header or query is served.
         quick_drill(operation.path, case.body)

@@ -133,7 +133,8 @@ def test_every_metric_counts_what_the_server_recorded(
 
     samples = scrape(reader)
     assert by_label(samples, "agentguard_kills_active", "target_type") == {
-        "agent": 2, "tool": 1, "run": 0, "mission": 0}  # fmt: skip
+        "agent": 2, "tool": 1, "run": 0, "mission": 0, "organization": 0,
+        "selector": 0}  # fmt: skip
     assert by_label(samples, "agentguard_instances", "health") == {
         "active": 1, "stale": 1, "killed": 2, "crashed": 3, "exited": 1}  # fmt: skip
     assert samples["agentguard_streams_open"] == {(): 0}

@@ -112,7 +112,14 @@ def test_every_worker_answers_for_the_whole_server(served: Server) -> None:
             eventually(lambda: _total(served.database_url) == len(streams), 20)
 
         expected = {
-            "kills": {"agent": 2, "tool": 1, "run": 0, "mission": 0},
+            "kills": {
+                "agent": 2,
+                "tool": 1,
+                "run": 0,
+                "mission": 0,
+                "organization": 0,
+                "selector": 0,
+            },  # fmt: skip
             "instances": {"active": 1, "killed": 2, "exited": 1, "stale": 0, "crashed": 0},
             "streams": len(streams),
             "interventions": {"HARD_BLOCK": 24, "UNAVAILABLE": 6, "OBSERVED": 0, "CANCELLED": 0},

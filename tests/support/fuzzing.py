@@ -9,7 +9,7 @@ from typing import Any
 
 from agentguard.errors import InvalidInputError
 from agentguard.server import series
-from agentguard.targets import id_text_problem, parse_duration
+from agentguard.targets import id_text_problem, parse_duration, validate_target
 
 
 def strings(value: Any) -> Iterator[str]:
@@ -100,3 +100,23 @@ def quick_drill(path: str, body: Any) -> None:
         timeout = body.get("timeout")
         if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0:
             body["timeout"] = min(timeout, DRILL_WAIT)
+
+
+FUZZ_ORGANIZATION = "org_fuzz"  # the organization of the fuzzing runs' keys
+
+
+def target_rules(case: Any) -> None:
+    """An ``organization`` target must name the caller's organization, and a ``selector``
+    target must be an equality selector, which no schema says: a generated organization target
+    is set to the fuzzing organization, a selector that is not one to ``env=fuzz``."""
+    for part in (case.body, case.query):
+        if not isinstance(part, dict):
+            continue
+        kind = part.get("target_type")
+        if kind == "organization" and "target_id" in part:
+            part["target_id"] = FUZZ_ORGANIZATION
+        elif kind == "selector" and "target_id" in part:
+            try:
+                validate_target("selector", part["target_id"])
+            except (InvalidInputError, TypeError):
+                part["target_id"] = "env=fuzz"

@@ -136,14 +136,21 @@ def kill(
 @click.command()
 @target_type_argument
 @click.argument("target_id", metavar="ID", shell_complete=_complete_killed)
+@click.option(
+    "--reason",
+    "-r",
+    help="Why it may run again: recorded in the audit log (required by serve --require-reason).",
+)
 @json_option
 @remote
-def revive(client: Client, target_type: str, target_id: str, as_json: bool) -> None:
+def revive(
+    client: Client, target_type: str, target_id: str, reason: str | None, as_json: bool
+) -> None:
     """Revive a killed target.
 
     Its agents resume. Exit code 3 if it is not killed.
     """
-    change = client.revive(target_type, target_id)
+    change = client.revive(target_type, target_id, reason=reason)
     if as_json:
         out.echo_json(change.kill_switch)
     else:
@@ -189,4 +196,67 @@ def active(client: Client, limit: int, skip: int, as_json: bool) -> None:
         out.show(out.kill_switches(page.data, page.count))
 
 
-COMMANDS = (kill, revive, check, active)
+@click.command("stop-all")
+@click.option(
+    "--reason", "-r", required=True, help="Why: recorded, audited, and told to every refused agent."
+)
+@click.option(
+    "--for",
+    "duration",
+    metavar="DURATION",
+    callback=_duration,
+    help="Resume by itself after 90s, 15m, 1h30m, 2d... (as 'expiry').",
+)
+@click.option(
+    "--yes",
+    is_flag=True,
+    help="Do not ask to type the organization's id (needed when not on a terminal).",
+)
+@json_option
+@remote
+def stop_all(client: Client, reason: str, duration: str | None, yes: bool, as_json: bool) -> None:
+    """Stop the whole organization: every guarded call of every agent is refused.
+
+    Until `agentguard resume-all`. Needs an admin key (or an operator key on a server started
+    with --operators-can-stop-all). On a terminal, asks to type the organization's id;
+    elsewhere, give --yes. Exit code 3 if it is already stopped.
+    """
+    organization_id = client.state().organization_id
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.UsageError(
+                "stop-all stops every agent of the organization; give --yes to confirm "
+                "when not on a terminal"
+            )
+        typed = click.prompt(
+            f"This refuses every guarded call of organization {organization_id!r}. "
+            "Type its id to confirm",
+            default="",
+            show_default=False,
+        )
+        if typed != organization_id:
+            raise click.ClickException("the id typed is not the organization's; nothing stopped")
+    change = client.kill("organization", organization_id, reason=reason, duration=duration)
+    if as_json:
+        out.echo_json(change.kill_switch)
+    else:
+        click.echo(out.kill_switch("kill", change.kill_switch, change.version))
+
+
+@click.command("resume-all")
+@json_option
+@remote
+def resume_all(client: Client, as_json: bool) -> None:
+    """End the organization-wide stop: agents run again (their own kills still hold).
+
+    Exit code 3 if the organization is not stopped.
+    """
+    organization_id = client.state().organization_id
+    change = client.revive("organization", organization_id)
+    if as_json:
+        out.echo_json(change.kill_switch)
+    else:
+        click.echo(out.kill_switch("revive", change.kill_switch, change.version))
+
+
+COMMANDS = (kill, revive, check, active, stop_all, resume_all)

@@ -51,6 +51,12 @@ def _retry_for(ctx: click.Context, param: click.Parameter, value: str | None) ->
     "--require-reason", is_flag=True, help="Refuse kills without a reason (422 naming reason)."
 )
 @click.option(
+    "--operators-can-stop-all",
+    is_flag=True,
+    help="Let operator keys stop and resume the whole organization (stop-all, resume-all); "
+    "by default only admin keys may.",
+)
+@click.option(
     "--max-streams-per-key",
     type=click.IntRange(min=1),
     default=None,
@@ -110,6 +116,7 @@ def serve(
     log_level: str,
     rules: tuple[str, ...],
     require_reason: bool,
+    operators_can_stop_all: bool,
     max_streams_per_key: int | None,
     max_streams_per_organization: int | None,
     admin_key_file: Path | None,
@@ -130,6 +137,7 @@ def serve(
         DRILL_TIMEOUT_ENV,
         MAX_STREAMS_PER_KEY_ENV,
         MAX_STREAMS_PER_ORG_ENV,
+        OPERATORS_CAN_STOP_ALL_ENV,
         REQUIRE_REASON_ENV,
         RULES_ENV,
         WEBHOOK_RETRY_FOR_ENV,
@@ -196,6 +204,8 @@ def serve(
     os.environ[RULES_ENV] = specs  # every worker builds the same rules
     if require_reason:
         os.environ[REQUIRE_REASON_ENV] = "1"
+    if operators_can_stop_all:
+        os.environ[OPERATORS_CAN_STOP_ALL_ENV] = "1"
     if webhooks_allow_private:
         os.environ[WEBHOOKS_ALLOW_PRIVATE_ENV] = "1"
         click.echo("Webhooks may go to private and loopback addresses (--webhooks-allow-private).")

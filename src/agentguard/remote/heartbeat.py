@@ -53,6 +53,7 @@ class Reported(Protocol):
 
     instance_id: str
     last_checkpoint: str | None
+    labels: dict[str, str]
 
     @property
     def source(self) -> KillStateSource: ...
@@ -203,6 +204,7 @@ class Heartbeat:
             checkpoint=guard.last_checkpoint,
             status=status,
             error=error[:MAX_ERROR_LENGTH] if error else None,
+            labels=guard.labels or None,
         )
 
     def _send(self, status: InstanceStatusName, error: str | None) -> HeartbeatReply | None:

@@ -39,7 +39,7 @@ from ..protocol import (
     WebhookCreated,
     WebhookDelivery,
 )
-from ..records import AuditEntry, Intervention, KillChange, KillStatus, KillSwitch
+from ..records import AuditEntry, Intervention, KillChange, KillStatus, KillSwitch, Snapshot
 from .errors import (
     ServerUnreachableError,
     body_of,
@@ -139,9 +139,12 @@ class Client:
             raise AlreadyKilledError(KillSwitch.model_validate(body_of(response)["kill_switch"]))
         return self._change(response, "kill")
 
-    def revive(self, target_type: str, target_id: str) -> KillChange:
-        """Revive a killed target; :class:`NotKilledError` if it is not killed."""
+    def revive(self, target_type: str, target_id: str, *, reason: str | None = None) -> KillChange:
+        """Revive a killed target (``reason``: why, for the audit log); :class:`NotKilledError`
+        if it is not killed."""
         body = {"target_type": target_type, "target_id": target_id}
+        if reason is not None:  # only then: a server without revive reasons still works
+            body["reason"] = reason
         response = self._send("POST", "/kill-switch/revive", json=body)
         if response.status_code == 404 and is_ours(response) and not no_such_route(response):
             raise NotKilledError(target_type, target_id)
@@ -160,6 +163,10 @@ class Client:
         """Whether a target is killed."""
         params = {"target_type": target_type, "target_id": target_id}
         return self._get(KillStatus, "/kill-switch/check", params)
+
+    def state(self) -> Snapshot:
+        """The organization's kill state: its id, version and every active kill switch."""
+        return self._get(Snapshot, "/kill-switch/state")
 
     def active(self, *, skip: int = 0, limit: int = 100) -> Page[KillSwitch]:
         """Active kill switches, newest first."""

@@ -177,8 +177,10 @@ class RemoteSource(KillStateSource):
             self.client.kill(target_type, target_id, reason=reason, expires_at=expires_at)
         )
 
-    def revive(self, target_type: str, target_id: str, *, actor: str) -> KillChange:
-        return self._applied(self.client.revive(target_type, target_id))
+    def revive(
+        self, target_type: str, target_id: str, *, actor: str, reason: str | None = None
+    ) -> KillChange:
+        return self._applied(self.client.revive(target_type, target_id, reason=reason))
 
     def finish_run(self, run_id: str, *, actor: str) -> KillChange | None:
         change = self.client.finish_run(run_id)

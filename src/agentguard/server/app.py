@@ -77,7 +77,8 @@ class KillSwitchServer:
     ``WebhookSettings(send=False)``. Every started server revives expired time-limited kills
     every ``expiry_interval`` seconds (once across replicas). ``drill_every`` (seconds) drills
     every agent with live instances once per interval, once across replicas, each drill
-    waiting ``drill_timeout``.
+    waiting ``drill_timeout``. An organization-wide stop (target type ``organization``) needs
+    the ``admin`` scope, or ``operator`` too with ``operators_can_stop_all=True``.
 
     Mounted in a host (``host.mount("/guard", server.app)``) the API is at
     ``/guard/api/v1/...``. Its lifespan never runs there, so the server initialises on the
@@ -104,8 +105,11 @@ class KillSwitchServer:
         expiry_interval: float = DEFAULT_EXPIRY_INTERVAL,
         drill_every: float | None = None,
         drill_timeout: float = 5.0,
+        operators_can_stop_all: bool = False,
     ) -> None:
         self.require_reason = require_reason  # refuse kills without a reason (422 naming it)
+        # An organization-wide stop needs admin, or also operator if this is set.
+        self.operators_can_stop_all = operators_can_stop_all
         self.database = Database(database_url, pool_size=pool_size)
         store = self._store = SQLStore(self.database)
         feed = store.feed
@@ -181,7 +185,12 @@ class KillSwitchServer:
         state = KillStateReader(store, feed.index, outage, self.snapshots)
         handlers = [
             KillHandlers(
-                store, feed.index, self.telemetry, self.fleet, require_reason=self.require_reason
+                store,
+                feed.index,
+                self.telemetry,
+                self.fleet,
+                require_reason=self.require_reason,
+                operators_can_stop_all=self.operators_can_stop_all,
             ),
             state,
             KeyHandlers(self.keys),
@@ -207,7 +216,12 @@ class KillSwitchServer:
         )
         clerk = any(isinstance(b, ClerkAuth) for b in self.auth_backends)
         console = Console(
-            auth=authenticator, keys=self.keys, sessions=self.sessions, feed=feed, outage=outage
+            auth=authenticator,
+            keys=self.keys,
+            sessions=self.sessions,
+            feed=feed,
+            outage=outage,
+            operators_can_stop_all=self.operators_can_stop_all,
         )
         routes = build_routes(ENDPOINTS, handlers, auth=authenticator, outage=outage)
         routes.append(Route(STREAM_PATH, stream.serve, methods=["GET"], name="stream"))

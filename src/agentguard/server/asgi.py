@@ -7,6 +7,8 @@ open change streams per credential and per organization in each worker (defaults
 ``AGENTGUARD_RULES`` holds server rules, ``;``-separated, in the form ``agentguard serve --rule``
 takes (``budget:limit_usd=100,window=3600;rate:limit=10000,window=60``).
 ``AGENTGUARD_REQUIRE_REASON=1`` refuses kills without a reason.
+``AGENTGUARD_OPERATORS_CAN_STOP_ALL=1`` lets operator keys stop (and resume) the whole
+organization, not only admin keys.
 ``AGENTGUARD_EXPIRY_INTERVAL`` is the seconds between passes reviving expired time-limited
 kills (default 1).
 ``AGENTGUARD_WEBHOOKS_ALLOW_PRIVATE=1`` lets webhooks go to private and loopback addresses;
@@ -48,6 +50,7 @@ WEBHOOK_RETRY_FOR_ENV = "AGENTGUARD_WEBHOOK_RETRY_FOR"
 EXPIRY_INTERVAL_ENV = "AGENTGUARD_EXPIRY_INTERVAL"
 DRILL_EVERY_ENV = "AGENTGUARD_DRILL_EVERY"  # seconds between scheduled drills of each agent
 DRILL_TIMEOUT_ENV = "AGENTGUARD_DRILL_TIMEOUT"  # seconds a scheduled drill waits for answers
+OPERATORS_CAN_STOP_ALL_ENV = "AGENTGUARD_OPERATORS_CAN_STOP_ALL"  # "1": operators may stop all
 
 
 def rules_from(specs: str) -> list[Rule]:
@@ -80,6 +83,7 @@ def server_from_env() -> KillSwitchServer:
         expiry_interval=_seconds(EXPIRY_INTERVAL_ENV, DEFAULT_EXPIRY_INTERVAL),
         drill_every=_seconds(DRILL_EVERY_ENV, 0.0) or None,
         drill_timeout=_seconds(DRILL_TIMEOUT_ENV, 5.0),
+        operators_can_stop_all=os.environ.get(OPERATORS_CAN_STOP_ALL_ENV, "") == "1",
     )
 
 

@@ -92,8 +92,8 @@ class FastCheck:
         query = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
         target_type = query.get("target_type")
         target_id = query.get("target_id")
-        if target_type not in TARGET_TYPES or not _plain_id(target_id):
-            return False
+        if target_type not in TARGET_TYPES or target_type == "selector" or not _plain_id(target_id):
+            return False  # a selector is normalised (and checked) by the full app
         assert target_id is not None
         ks = feed.index(key.organization_id).get(target_type, target_id)
         request_id = os.urandom(16).hex()

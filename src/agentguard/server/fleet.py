@@ -85,9 +85,20 @@ def _scope(row: InstanceRow) -> Scope:
 def health(row: InstanceRow, now: datetime, index: KillIndex) -> str:
     """The health of one instance."""
     state = liveness(row, now)
-    if state in ("active", "stale") and index.blocking(_scope(row)) is not None:
+    if state in ("active", "stale") and (
+        index.blocking(_scope(row)) is not None or _selected(row, index)
+    ):
         return "killed"
     return state
+
+
+def _selected(row: InstanceRow, index: KillIndex) -> bool:
+    """Whether a selector kill stops every call of the instance (one naming no tool)."""
+    return any(
+        # canonical: pairs joined by commas, no comma inside one, so ",tool=" finds a tool key
+        ",tool=" not in f",{ks.target_id}" and row.may_select(ks.target_id)
+        for ks in tuple(index.selector.values())
+    )
 
 
 @dataclass(frozen=True)
@@ -508,10 +519,11 @@ class Fleet:
                 version=r.version,
                 status=r.status,  # type: ignore[arg-type]
                 error=r.error,
+                labels=r.label_map,
             )
             for r in rows
         ]
-        ks = index.get("agent", agent_id)
+        ks = index.get("agent", agent_id) or index.stopped()
         states = {i.health for i in instances}
         overall = (
             "killed"

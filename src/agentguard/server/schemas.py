@@ -33,9 +33,13 @@ from ..protocol import (
     WebhookEventName,
     WebhookFormatName,
 )
+from ..selectors import MAX_LABELS
 from ..targets import (
     HIDDEN_CLASS,
     KILL_DURATION_PATTERN,
+    LABEL_KEY,
+    LABEL_RULE,
+    LABEL_VALUE,
     MAX_KILL_DURATION,
     MAX_REASON_LENGTH,
     MAX_TARGET_ID_LENGTH,
@@ -44,7 +48,7 @@ from ..targets import (
 )
 from . import series
 
-TargetTypeName = Literal["agent", "run", "mission", "tool"]
+TargetTypeName = Literal["agent", "run", "mission", "tool", "organization", "selector"]
 AuditAction = Literal[
     "kill",
     "revive",
@@ -59,7 +63,9 @@ AuditAction = Literal[
     "drill.armed",
     "drill.failed",
 ]
-AuditTargetType = Literal["agent", "run", "mission", "tool", "api_key", "webhook"]
+AuditTargetType = Literal[
+    "agent", "run", "mission", "tool", "organization", "selector", "api_key", "webhook"
+]
 InterventionTypeName = Literal["HARD_BLOCK", "OBSERVED", "UNAVAILABLE", "CANCELLED"]
 
 # No NUL characters anywhere (PostgreSQL text cannot hold them); ids need one visible character.
@@ -228,10 +234,11 @@ class KillRequest(_Body):
 
 
 class ReviveRequest(_Body):
-    """Revive a killed target."""
+    """Revive a killed target; ``reason`` (why) goes into the audit log."""
 
     target_type: TargetTypeName
     target_id: StoredTargetId
+    reason: Reason | None = None
 
 
 class KillSwitchPublic(BaseModel):
@@ -621,9 +628,24 @@ PATTERN_RULES: dict[str, str] = {
     "(no commas; '*' only at the end)",
     CHECKPOINT_KEY_PATTERN: CHECKPOINT_KEY_RULE,
     series.DURATION_PATTERN: series.DURATION_RULE,
+    LABEL_KEY.pattern: f"a label key must be {LABEL_RULE}, optionally after a 'prefix/'",
+    LABEL_VALUE.pattern: f"a label value must be {LABEL_RULE}",
     KILL_DURATION_PATTERN: 'must be days, hours, minutes and seconds such as "90s", "15m", '
     '"1h30m", "2d" (lower case, in that order)',
 }
+
+
+LabelKey = Annotated[str, StringConstraints(pattern=LABEL_KEY.pattern)]
+LabelValue = Annotated[str, StringConstraints(pattern=LABEL_VALUE.pattern)]
+Labels = Annotated[
+    dict[LabelKey, LabelValue],
+    Field(
+        max_length=MAX_LABELS,
+        json_schema_extra={"additionalProperties": False},  # only keys of the pattern
+        description="A guard's labels (at most 32), which selector kills match: keys and values "
+        "of 1 to 63 letters, digits, '-', '_' or '.' (a key may have a 'prefix/')",
+    ),
+]
 
 
 class HeartbeatIn(_Body):
@@ -644,6 +666,7 @@ class HeartbeatIn(_Body):
     checkpoint: CheckpointKey | None = None
     status: InstanceStatusName = "running"
     error: Reason | None = None
+    labels: Labels | None = None
 
 
 class AckIn(_Body):
@@ -741,6 +764,7 @@ class InstancePublic(BaseModel):
     version: int
     status: InstanceStatusName
     error: str | None
+    labels: dict[str, str] = Field(default_factory=dict)
 
 
 # -- drills --------------------------------------------------------------------------------------

@@ -65,8 +65,15 @@ class ServerSource(KillStateSource):
             expires_at=expires_at,
         )
 
-    def revive(self, target_type: str, target_id: str, *, actor: str) -> KillChange:
-        return self.store.revive(self.organization_id, target_type, target_id, actor=actor)
+    def revive(
+        self, target_type: str, target_id: str, *, actor: str, reason: str | None = None
+    ) -> KillChange:
+        if self.reason_required:
+            validate_target(target_type, target_id, existing=True)
+            require_reason(reason, "revives")
+        return self.store.revive(
+            self.organization_id, target_type, target_id, actor=actor, reason=reason
+        )
 
     def finish_run(self, run_id: str, *, actor: str) -> KillChange | None:
         if self.fleet is not None:

@@ -21,6 +21,7 @@ from support.fuzzing import (
     look_alike,
     quick_drill,
     reported_now,
+    target_rules,
 )
 from support.webhook_bodies import registrable
 
@@ -162,7 +163,11 @@ def test_parameters_and_bodies(document: dict[str, Any]) -> None:
     kill = document["components"]["schemas"]["KillRequest"]
     assert kill["additionalProperties"] is False
     assert kill["properties"]["reason"]["anyOf"][0]["maxLength"] == 2000
-    assert kill["properties"]["target_type"]["enum"] == ["agent", "run", "mission", "tool"]
+    assert kill["properties"]["target_type"]["enum"] == [
+        "agent", "run", "mission", "tool", "organization", "selector"
+    ]  # fmt: skip
+    assert kill["properties"]["duration"]["anyOf"][0]["pattern"]
+    assert kill["properties"]["expires_at"]["anyOf"][0]["format"] == "date-time"
 
 
 def test_agentsentinel_identity_headers_are_parameters(document: dict[str, Any]) -> None:
@@ -304,6 +309,7 @@ def fuzzer(operation: Any, mode: Any, token: str) -> Any:
             assume(not beyond_the_grid(case))
             reported_now(case.body)
             kill_expiry_now(case.body)
+            target_rules(case)
             registrable(case.body)
         # Either mode: a valid body beside a broken header or query is served.
         quick_drill(operation.path, case.body)

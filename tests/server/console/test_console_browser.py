@@ -414,6 +414,57 @@ def test_a_time_limited_kill_from_the_page_and_its_expiry(
     expect(item).to_have_count(1)
 
 
+def test_an_admin_stops_the_whole_organization_by_typing_its_id(
+    site: Site, open_page: Callable[..., Page]
+) -> None:
+    org = "org_stop"
+    admin = site.key(org, ["admin"], "olga")
+    check = f"kill-switch/check?target_type=organization&target_id={org}"
+    page = open_page(DESKTOP)
+    sign_in(page, site.url, admin, "olga")
+    panel = page.locator("#stop-all-panel")
+    expect(panel).to_be_visible()
+    expect(panel.locator("#stop-all-state")).to_have_text("Running: no organization-wide stop.")
+    button = panel.get_by_role("button", name="Stop every agent")
+    expect(button).to_be_disabled()
+    panel.get_by_label("Reason").fill("incident 42: prompt injection")
+    confirm = panel.get_by_label("Type the organization id")
+    confirm.fill("org_sto")  # not quite
+    expect(button).to_be_disabled()
+    confirm.fill(org)
+    expect(button).to_be_enabled()
+    button.click()
+    expect(panel.locator("#stop-all-state")).to_contain_text("EVERY AGENT IS STOPPED")
+    expect(panel.locator("#stop-all-state")).to_contain_text("incident 42: prompt injection")
+    expect(panel).to_have_class(re.compile(r"\bstopped\b"))
+    assert api(site.url, admin, "GET", check).json()["is_killed"] is True
+    item = page.locator("#active-list li").filter(has_text="Organization")
+    expect(item).to_have_count(1)
+    panel.get_by_role("button", name="Resume every agent").click()
+    page.get_by_role("dialog").get_by_role("button", name="Resume every agent").click()
+    expect(panel.locator("#stop-all-state")).to_have_text("Running: no organization-wide stop.")
+    assert api(site.url, admin, "GET", check).json()["is_killed"] is False
+    # An operator of a server that keeps the stop to admins does not see the control.
+    operator_page = open_page(DESKTOP)
+    sign_in(operator_page, site.url, site.key(org, ["operator"], "otto"), "otto")
+    expect(operator_page.locator("#kill-panel")).to_be_visible()
+    expect(operator_page.locator("#stop-all-panel")).to_be_hidden()
+
+
+def test_an_agents_labels_show_under_its_id(site: Site, open_page: Callable[..., Page]) -> None:
+    org = "org_labels"
+    operator = site.key(org, ["operator"], "lena")
+    fleet = site.key(org, ["agent"], "fleet")
+    heartbeat(site.url, fleet, "mailer", 0, labels={"env": "prod", "team": "growth"})
+    heartbeat(site.url, fleet, "mailer", 1, labels={"env": "prod"})
+    page = open_page(DESKTOP)
+    sign_in(page, site.url, operator, "lena")
+    row = page.locator("#agents-body tr").filter(
+        has=page.get_by_role("rowheader", name=re.compile("^mailer"))
+    )
+    expect(row.locator(".labels .label")).to_have_text(["env=prod", "team=growth"])
+
+
 def test_on_a_phone(site: Site, open_page: Callable[..., Page]) -> None:
     org = "org_phone"
     operator = site.key(org, ["operator"], "dana")

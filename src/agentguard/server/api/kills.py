@@ -11,11 +11,17 @@ from starlette.concurrency import run_in_threadpool
 from ...index import KillIndex
 from ...protocol import VERSION_HEADER
 from ...records import KillChange, utcnow
-from ...targets import require_reason, validate_expiry
+from ...targets import (
+    check_organization_target,
+    require_reason,
+    validate_expiry,
+    validate_target,
+)
 from ...telemetry import Telemetry
 from .. import schemas as s
 from ..fleet import Fleet
 from ..inputs import as_public
+from ..problems import ApiError
 from ..store.sqlstore import SQLStore
 from ..webhooks.events import ack_timeout_event
 from .call import Call
@@ -35,16 +41,37 @@ class KillHandlers:
         fleet: Fleet,
         *,
         require_reason: bool = False,
+        operators_can_stop_all: bool = False,
     ) -> None:
         self.store = store
         self.index = index
         self.telemetry = telemetry
         self.fleet = fleet
         self.require_reason = require_reason  # refuse kills without a reason (422 naming it)
+        # An organization-wide stop (and its revive) needs admin, or operator if this is set.
+        self.operators_can_stop_all = operators_can_stop_all
+
+    def _may_stop_all(self, call: Call, target_type: str, target_id: str) -> None:
+        """Refuse (403) an organization-wide stop or resume by a credential not allowed it,
+        and (422) one naming another organization."""
+        if target_type != "organization":
+            return
+        scopes = call.principal.scopes
+        if "admin" not in scopes and not (self.operators_can_stop_all and "operator" in scopes):
+            operator = " or 'operator'" if self.operators_can_stop_all else ""
+            raise ApiError(
+                "forbidden",
+                f"stopping or resuming the whole organization needs the 'admin' scope{operator}"
+                " (operators may too on a server started with --operators-can-stop-all); the "
+                f"credential has {', '.join(sorted(scopes)) or 'no scopes'}",
+                required_scope="admin",
+            )
+        check_organization_target(call.org, target_type, target_id)
 
     async def kill(self, call: Call) -> BaseModel:
         """Kill; with ``?wait=`` then wait for the live instances' acknowledgements."""
         body: s.KillRequest = call.body
+        self._may_stop_all(call, body.target_type, body.target_id)
         if self.require_reason:
             require_reason(body.reason)
         expires_at = validate_expiry(body.expires_at, body.duration, utcnow())
@@ -101,6 +128,9 @@ class KillHandlers:
 
     async def revive(self, call: Call) -> BaseModel:
         body: s.ReviveRequest = call.body
+        self._may_stop_all(call, body.target_type, body.target_id)
+        if self.require_reason:
+            require_reason(body.reason, "revives")
         change = await run_in_threadpool(
             self.store.revive,
             call.org,
@@ -108,6 +138,7 @@ class KillHandlers:
             body.target_id,
             actor=call.principal.actor,
             request_id=call.request_id,
+            reason=body.reason,
         )
         self.telemetry.record_change(change, actor=call.principal.actor)
         call.headers[VERSION_HEADER] = str(change.version)
@@ -115,11 +146,12 @@ class KillHandlers:
 
     async def check(self, call: Call) -> BaseModel:
         query: s.CheckQuery = call.query
-        ks = self.index(call.org).get(query.target_type, query.target_id)
+        target_type, target_id = validate_target(query.target_type, query.target_id)
+        ks = self.index(call.org).get(target_type, target_id)
         return s.CheckResponse(
             is_killed=ks is not None,
             target_type=query.target_type,
-            target_id=query.target_id,
+            target_id=target_id,
             reason=ks.reason if ks else None,
             killed_at=ks.killed_at if ks else None,
         )

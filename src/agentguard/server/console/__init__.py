@@ -74,6 +74,7 @@ class ConsoleSession(BaseModel):
     key_id: str | None
     scopes: list[str]
     can_kill: bool
+    can_stop_all: bool  # stop (and resume) the whole organization
     can_read: bool
     can_manage_webhooks: bool = False
     csrf_token: str | None
@@ -106,8 +107,10 @@ class Console:
         sessions: ConsoleSessions,
         feed: ChangeFeed,
         outage: Outage,
+        operators_can_stop_all: bool = False,
     ) -> None:
         self.auth = auth
+        self.operators_can_stop_all = operators_can_stop_all
         self.keys = keys
         self.sessions = sessions
         self.feed = feed
@@ -191,7 +194,7 @@ class Console:
         expires = None
         if principal.method == "console":
             data, expires = self.sessions.read(request.cookies[SESSION_COOKIE])
-        return _json(_describe(principal, data, expires))
+        return _json(_describe(principal, data, expires, self.operators_can_stop_all))
 
     async def _sign_in(self, request: Request) -> Response:
         body = await parse_body(SignIn, request)  # 415 unless sent as application/json
@@ -205,7 +208,7 @@ class Console:
         principal = Principal(
             key.organization_id, key.owner, key.scopes, key_id=key.id, method="console"
         )
-        response = _json(_describe(principal, data, expires))
+        response = _json(_describe(principal, data, expires, self.operators_can_stop_all))
         sessions.set_cookie(response, request, value)
         return response
 
@@ -230,7 +233,10 @@ def _probing(request: Request) -> bool:
 
 
 def _describe(
-    principal: Principal, data: SessionData | None, expires: datetime | None
+    principal: Principal,
+    data: SessionData | None,
+    expires: datetime | None,
+    operators_can_stop_all: bool,
 ) -> ConsoleSession:
     return ConsoleSession(
         organization_id=principal.organization_id,
@@ -240,6 +246,8 @@ def _describe(
         key_id=principal.key_id,
         scopes=sorted(principal.scopes),
         can_kill=principal.allows("kill"),
+        can_stop_all="admin" in principal.scopes
+        or (operators_can_stop_all and "operator" in principal.scopes),
         can_read=principal.allows("read"),
         can_manage_webhooks=principal.allows("webhooks"),
         csrf_token=data.csrf if data else None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 from sqlalchemy import update
@@ -59,6 +60,9 @@ class HeartbeatRows(Rows):
                 "checkpoint": report.checkpoint or previous.checkpoint,
                 "status": report.status,
                 "error": report.error,
+                "labels": json.dumps(report.labels, sort_keys=True)
+                if report.labels
+                else previous.labels,
                 "last_seen": now,
             }
             conn.execute(

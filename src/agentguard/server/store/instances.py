@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import datetime
@@ -9,7 +10,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, and_, bindparam, case, func, or_, select, update
 
+from ...errors import InvalidInputError
 from ...scope import EMPTY_SCOPE, Scope
+from ...selectors import Selector
 from ..auth.binding import AgentBinding, AgentNotAllowedError
 from .rows import Rows, upsert, where_equal
 from .tables import instances
@@ -38,6 +41,12 @@ class InstanceRow:
     error: str | None
     first_seen: datetime
     last_seen: datetime
+    labels: str | None = None  # JSON object
+
+    @property
+    def label_map(self) -> dict[str, str]:
+        """The instance's labels (what its guard reported)."""
+        return dict(json.loads(self.labels)) if self.labels else {}
 
     @classmethod
     def of(cls, row: Row[Any]) -> InstanceRow:
@@ -50,13 +59,30 @@ class InstanceRow:
     def may_run(self, target_type: str, target_id: str) -> bool:
         """Whether a kill of the target can apply to calls of this instance.
 
-        A tool kill applies to every instance; an agent, run or mission kill to each
-        instance that does not report a different id of that kind.
+        A tool kill or an organization-wide stop applies to every instance; an agent, run or
+        mission kill to each instance that does not report a different id of that kind.
         """
-        if target_type == "tool":
+        if target_type in ("tool", "organization"):
             return True
+        if target_type == "selector":
+            return self.may_select(target_id)
         own = getattr(self, f"{target_type}_id")
         return own is None or own == target_id
+
+    def may_select(self, selector_text: str) -> bool:
+        """Whether a selector kill can apply to calls of this instance: its labels match, and
+        it reports no other agent, run or mission than the selector names."""
+        try:
+            selector = Selector.of(selector_text)
+        except InvalidInputError:
+            return False
+        if not selector.selects_labels(self.label_map):
+            return False
+        for key, value in zip(selector.shape, selector.values, strict=True):
+            own = None if key == "tool" else getattr(self, f"{key}_id")
+            if own is not None and own != value:
+                return False
+        return True
 
 
 _INSTANCE_FIELDS = frozenset(f.name for f in fields(InstanceRow))
@@ -229,7 +255,11 @@ class InstanceRows(Rows):
         """Instances a kill of the target may apply to: those not reporting another id."""
         t = instances.c
         where = t.organization_id == organization_id
-        if target_type != "tool":
+        if target_type == "selector":  # labels are JSON: matched here, not in SQL
+            with self.database.read() as conn:
+                rows = conn.execute(select(instances).where(where).order_by(t.instance_id)).all()
+            return [r for r in map(InstanceRow.of, rows) if r.may_select(target_id)]
+        if target_type not in ("tool", "organization"):
             column = getattr(t, f"{target_type}_id")
             where = and_(where, or_(column.is_(None), column == target_id))
         with self.database.read() as conn:

@@ -13,7 +13,12 @@ from sqlalchemy.exc import IntegrityError
 from ...errors import AgentGuardError, AlreadyKilledError, InvalidInputError, NotKilledError
 from ...records import KillChange, KillSwitch, Snapshot, new_id, utcnow
 from ...store import ChangeListener
-from ...targets import EXPIRY_ACTOR, validate_reason, validate_target
+from ...targets import (
+    EXPIRY_ACTOR,
+    check_organization_target,
+    validate_reason,
+    validate_target,
+)
 from ..webhooks.events import change_events
 from .audit import add_note, write_audit
 from .feed import CHANGES_CHANNEL, ChangeFeed
@@ -90,6 +95,7 @@ class KillStateRows(Rows):
         """
         target_type, target_id = validate_target(target_type, target_id)
         reason = validate_reason(reason)
+        check_organization_target(organization_id, target_type, target_id)
         for _ in range(_KILL_ATTEMPTS):
             try:
                 with self.database.write() as conn:
@@ -157,11 +163,14 @@ class KillStateRows(Rows):
         *,
         actor: str,
         request_id: str | None = None,
+        reason: str | None = None,
     ) -> KillChange:
+        """Revive a target; ``reason`` (why) is the audit entry's detail."""
         target_type, target_id = validate_target(target_type, target_id, existing=True)
+        reason = validate_reason(reason)
         with self.database.write() as conn:
             change = self._revive_in(
-                conn, organization_id, target_type, target_id, actor, request_id
+                conn, organization_id, target_type, target_id, actor, request_id, detail=reason
             )
             queued = queue_events(conn, organization_id, change_events(change))
         self.feed.publish(organization_id, change)

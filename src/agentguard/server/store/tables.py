@@ -201,6 +201,7 @@ instances = Table(
     Column("checkpoint", String(256)),
     Column("status", String(16), nullable=False),  # running | exited | crashed
     Column("error", Text),
+    Column("labels", Text),  # the guard's labels, as a JSON object (NULL: none)
     Column("first_seen", UTCDateTime, nullable=False),
     Column("last_seen", UTCDateTime, nullable=False),
     Index("agentguard_instances_org_agent", "organization_id", "agent_id"),

@@ -4,6 +4,7 @@ import { byId, clear, el, show, userText } from "./dom.js";
 import { newestFirst, targetKey, targetNode, timeNode, typeLabel } from "./format.js";
 import { renderAgents } from "./fleet.js";
 import { canKill, state } from "./state.js";
+import { renderStopAll } from "./stopall.js";
 
 function sortedActive() {
   return Array.from(state.active.values()).sort(newestFirst("killed_at"));
@@ -17,6 +18,7 @@ export function renderActive() {
   for (const ks of items) list.append(activeItem(ks));
   byId("active-count").textContent = String(items.length);
   show(byId("active-empty"), items.length === 0);
+  renderStopAll();
   renderAgents();
 }
 

@@ -5,18 +5,21 @@
  * an agent is put on the page as text (textContent, Text nodes, attributes), never parsed as HTML.
  */
 import { setupKillForm, setupListActions } from "./actions.js";
+import { renderActive } from "./active.js";
 import { PROBE, Unreachable, call } from "./api.js";
 import { setupDialog } from "./dialog.js";
 import { setupFilter } from "./interventions.js";
 import { showSignIn } from "./session.js";
 import { setupSignIn, start } from "./signin.js";
 import { banner, setConnection } from "./status.js";
+import { setupStopAll } from "./stopall.js";
 import { setupTimelines } from "./timeline.js";
 import { setupWebhooks } from "./webhooks.js";
 
 setupSignIn();
 setupKillForm();
 setupListActions();
+setupStopAll(renderActive);
 setupDialog();
 setupFilter();
 setupTimelines();

@@ -79,7 +79,7 @@ function agentRow(agent) {
   return el(
     "tr",
     { dataset: { agent: agent.agent_id } },
-    el("th", { scope: "row", class: "agent-id" }, userText("span", "", agent.agent_id)),
+    el("th", { scope: "row", class: "agent-id" }, userText("span", "", agent.agent_id), labelsNode(instances)),
     el(
       "td",
       { "data-label": "Health" },
@@ -139,6 +139,22 @@ function drillNode(drill) {
     "aria-label": title,
     text: (armed ? "armed " : "not armed ") + when,
   });
+}
+
+/* The labels of an agent's instances (what selector kills match), each key=value once. */
+function labelsNode(instances) {
+  const pairs = new Set();
+  for (const instance of instances) {
+    for (const [key, value] of Object.entries(instance.labels || {})) pairs.add(key + "=" + value);
+  }
+  if (!pairs.size) return null;
+  return el(
+    "span",
+    { class: "labels", "aria-label": "Labels" },
+    ...Array.from(pairs)
+      .sort()
+      .map((pair) => userText("span", "label", pair))
+  );
 }
 
 /* A crashed instance's error, by its last line (the whole report in the tooltip). */

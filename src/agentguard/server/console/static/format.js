@@ -1,7 +1,7 @@
 /* How targets, times, numbers and money read on the page. */
 import { el, isolate, userText } from "./dom.js";
 
-const TYPES = { agent: "Agent", run: "Run", mission: "Mission", tool: "Tool" };
+const TYPES = { agent: "Agent", run: "Run", mission: "Mission", tool: "Tool", organization: "Organization" };
 
 export const numberFormat = new Intl.NumberFormat(undefined);
 export const moneyFormat = new Intl.NumberFormat(undefined, {

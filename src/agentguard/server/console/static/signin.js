@@ -4,7 +4,7 @@ import { byId, fill, isolate, setMessage, show } from "./dom.js";
 import { loadInterventions } from "./interventions.js";
 import { startRefreshing } from "./refresh.js";
 import { showSignIn, stop } from "./session.js";
-import { canKill, state } from "./state.js";
+import { canKill, canStopAll, state } from "./state.js";
 import { announce, banner, setConnection } from "./status.js";
 import { connect } from "./stream.js";
 
@@ -15,6 +15,7 @@ export function start(session) {
   show(byId("sign-in"), false);
   show(byId("console"), true);
   show(byId("kill-panel"), canKill());
+  show(byId("stop-all-panel"), canStopAll());
   document.body.classList.toggle("read-only", !canKill());
   const scopes = " · " + session.scopes.join(", ");
   fill(byId("identity-text"), [isolate(session.user_id), " · ", isolate(session.organization_id), scopes]);

@@ -24,6 +24,10 @@ export const state = {
   openedGeneration: -1, // the session whose stream has opened once already
 };
 
+export function canStopAll() {
+  return Boolean(state.session && state.session.can_stop_all);
+}
+
 export function canKill() {
   return Boolean(state.session && state.session.can_kill);
 }

@@ -1,4 +1,5 @@
-"""Time-limited kills: when an active kill expires (the server then revives it).
+"""Time-limited kills: when an active kill expires (the server then revives it); and the
+labels of each instance (what selector kills match).
 
 Revision ID: 0013
 Revises: 0010
@@ -31,9 +32,12 @@ def upgrade() -> None:
         sqlite_where=EXPIRING,
         postgresql_where=EXPIRING,
     )
+    op.add_column("agentguard_instances", sa.Column("labels", sa.Text(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("agentguard_instances") as batch:
+        batch.drop_column("labels")
     op.drop_index("agentguard_kill_switches_expiring", table_name="agentguard_kill_switches")
     with op.batch_alter_table("agentguard_kill_switches") as batch:
         batch.drop_column("expires_at")
