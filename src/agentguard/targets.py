@@ -160,10 +160,11 @@ def validate_reason(reason: object) -> str | None:
     return reason
 
 
-def require_reason(reason: str | None) -> str:
-    """The reason of a kill on a server that refuses kills without one (``require_reason``)."""
+def require_reason(reason: str | None, what: str = "kills") -> str:
+    """The reason of a kill (or of ``what``: revives, approvals) on a server that refuses
+    them without one (``require_reason``)."""
     if reason is None or not reason.strip():
-        raise InvalidInputError("reason", "required: this server refuses kills without a reason")
+        raise InvalidInputError("reason", f"required: this server refuses {what} without a reason")
     return reason
 
 

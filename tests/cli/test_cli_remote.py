@@ -488,3 +488,41 @@ def test_console_script_matches_the_module(server: Server, operator: str) -> Non
     assert done.returncode == 0, done.stderr
     assert '"is_killed": false' in done.stdout
     assert os.access(script, os.X_OK)
+
+
+def test_governed_revive_from_the_terminal(tmp_path: Path) -> None:
+    """serve --revive-approvals 2: a revive becomes a request; another person approves it."""
+    governed = start_server(tmp_path, "--revive-approvals", "agent:pay*=2")
+    try:
+        org = "org_governed"
+        alice = governed.key("operator", org=org, owner="alice")
+        alice_again = governed.key("operator", org=org, owner="alice")
+        bob = governed.key("operator", org=org, owner="bob")
+        assert governed.cli(alice, "kill", "agent", "payments", "-r", "drained").code == 0
+        asked = governed.cli(alice, "revive", "agent", "payments", "-r", "fixed")
+        assert asked.code == 0, asked
+        match = re.match(r"revive request ([0-9a-f-]+) created: agent 'payments' stays killed "
+                         r"until 1 other person approves it \(agentguard revive --approve \1\)",
+                         asked.stdout)  # fmt: skip
+        assert match, asked.stdout
+        rid = match[1]
+        listed = governed.cli(bob, "revive", "--pending")
+        assert rid in listed.stdout and "alice" in listed.stdout and "fixed" in listed.stdout
+        assert governed.cli(bob, "revive", "--pending", "--json").json()["count"] == 1
+        own = governed.cli(alice_again, "revive", "--approve", rid)
+        assert own.code != 0 and "another person" in own.stderr, own
+        assert governed.cli(alice, "check", "agent", "payments", "--json").json()["is_killed"]
+        approved = governed.cli(bob, "revive", "--approve", rid, "-r", "checked")
+        assert approved.code == 0, approved
+        assert approved.stdout.strip() == f"approved revive request {rid}: revived agent 'payments'"
+        assert not governed.cli(bob, "check", "agent", "payments", "--json").json()["is_killed"]
+        assert governed.cli(bob, "revive", "--pending").stdout.strip() == (
+            "no revive requests waiting"
+        )
+        # Targets no rule matches revive at once, as before.
+        governed.cli(alice, "kill", "agent", "mailer")
+        assert governed.cli(alice, "revive", "agent", "mailer").stdout.startswith("revived ")
+        both = governed.cli(bob, "revive", "agent", "x", "--pending")
+        assert both.code == 2 and "takes no TYPE or ID" in both.stderr
+    finally:
+        stop(governed.popen)

@@ -14,7 +14,7 @@ rule (so forged cost would kill B).
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import httpx
@@ -76,6 +76,11 @@ class Scene:
               "agent_id": B, "occurred_at": datetime.now(timezone.utc).isoformat()}  # fmt: skip
         assert self.b.post("/interventions", json={"interventions": [iv]}).is_success
         assert self.b.put(CHECKPOINT, json={"state": {"next": 40}}).is_success
+        # A revive of B's run waiting for approval (in-process: this server has no rules).
+        self.revive_request = server.store.request_revive(
+            "org_a", "run", B_RUN, actor="usr_admin", person="usr_admin", people=2,
+            ttl=timedelta(hours=1),
+        ).id  # fmt: skip
         self.before = self.view()
 
     def view(self) -> dict[str, Any]:
@@ -93,6 +98,9 @@ class Scene:
             "active": [k["target_id"] for k in a.get("/kill-switch/active").json()["data"]],
             "interventions": a.get("/interventions").json()["count"],
             "checkpoint": self.b.get(CHECKPOINT).json()["state"],
+            "revive requests": a.get(
+                "/kill-switch/revive-requests", params={"status": "all"}
+            ).json()["data"],
             "webhook events": sorted(
                 (d["event"], d["subject"])
                 for d in a.get(f"/webhooks/{self.webhook}/deliveries").json()["data"]
@@ -233,6 +241,15 @@ def agent_series(s: Scene, c: httpx.Client) -> None:
     scope_refused(c.get("/agents/agent-a/series"))
 
 
+def revive_requests(s: Scene, c: httpx.Client) -> None:
+    """Freeing B (or itself): no agent key revives, asks for, approves or rejects a revive."""
+    revive = {"target_type": "run", "target_id": B_RUN, "reason": "forged"}
+    scope_refused(c.post("/kill-switch/revive", json=revive))
+    for verb in ("approve", "reject"):
+        scope_refused(c.post(f"/kill-switch/revive-requests/{s.revive_request}/{verb}", json={}))
+    scope_refused(c.get("/kill-switch/revive-requests"))
+
+
 PROBES: dict[str, Callable[[Scene, httpx.Client], None]] = {
     "heartbeat": heartbeat,
     "acknowledge": acknowledge,
@@ -244,6 +261,7 @@ PROBES: dict[str, Callable[[Scene, httpx.Client], None]] = {
     "agent_series": agent_series,
     "report_sentinel_intervention": report_sentinel_intervention,
     "ingest_sentinel_ledger": ingest_sentinel_ledger,
+    "revive_requests": revive_requests,  # not agent-writable: refused to every agent key
 }
 
 

@@ -31,12 +31,14 @@ from .api.keys import KeyHandlers
 from .api.kills import KillHandlers
 from .api.metrics import METRICS_PATH, MetricsEndpoint
 from .api.openapi import OPENAPI_PATH, OpenApiEndpoint
+from .api.revives import ReviveRequestHandlers
 from .api.routes import SlashRedirect, build_routes
 from .api.sentinel import SentinelHandlers
 from .api.series import SeriesHandlers
 from .api.state import KillStateReader
 from .api.stream import STREAM_PATH, StreamEndpoint, encode_change
 from .api.webhooks import WebhookHandlers
+from .approvals import ReviveApprovals
 from .auth.clerk import ClerkAuth
 from .auth.keys import KeyStore
 from .auth.principal import ApiKeyAuth
@@ -71,7 +73,10 @@ class KillSwitchServer:
     ``Retry-After``). ``webhooks`` says how webhooks are sent (:class:`WebhookSettings`:
     private addresses, timeouts, retries); every started server runs a sender unless
     ``WebhookSettings(send=False)``. Every started server revives expired time-limited kills
-    every ``expiry_interval`` seconds (once across replicas).
+    every ``expiry_interval`` seconds (once across replicas). ``revive_approvals``
+    (:class:`ReviveApprovals`, or its rules as specs such as ``"2"`` or
+    ``["agent:payments*=2"]``) makes the revives they match requests that other people must
+    approve over the API; in-process revives (``Guard(server).revive``) are not governed.
 
     Mounted in a host (``host.mount("/guard", server.app)``) the API is at
     ``/guard/api/v1/...``. Its lifespan never runs there, so the server initialises on the
@@ -96,8 +101,13 @@ class KillSwitchServer:
         require_reason: bool = False,
         webhooks: WebhookSettings | None = None,
         expiry_interval: float = DEFAULT_EXPIRY_INTERVAL,
+        revive_approvals: ReviveApprovals | str | Sequence[str] | None = None,
     ) -> None:
-        self.require_reason = require_reason  # refuse kills without a reason (422 naming it)
+        # Refuse kills, revives and revive approvals without a reason (422 naming it).
+        self.require_reason = require_reason
+        if not isinstance(revive_approvals, ReviveApprovals):
+            revive_approvals = ReviveApprovals.parse(revive_approvals or ())
+        self.revive_approvals = revive_approvals
         self.database = Database(database_url, pool_size=pool_size)
         store = self._store = SQLStore(self.database)
         feed = store.feed
@@ -159,8 +169,14 @@ class KillSwitchServer:
         state = KillStateReader(store, feed.index, outage)
         handlers = [
             KillHandlers(
-                store, feed.index, self.telemetry, self.fleet, require_reason=self.require_reason
+                store,
+                feed.index,
+                self.telemetry,
+                self.fleet,
+                require_reason=self.require_reason,
+                approvals=self.revive_approvals,
             ),
+            ReviveRequestHandlers(store, self.telemetry, require_reason=self.require_reason),
             state,
             KeyHandlers(self.keys),
             AuditHandlers(store),

@@ -14,6 +14,7 @@ from ...records import KillChange, utcnow
 from ...targets import require_reason, validate_expiry
 from ...telemetry import Telemetry
 from .. import schemas as s
+from ..approvals import ReviveApprovals
 from ..fleet import Fleet
 from ..inputs import as_public
 from ..store.sqlstore import SQLStore
@@ -35,12 +36,15 @@ class KillHandlers:
         fleet: Fleet,
         *,
         require_reason: bool = False,
+        approvals: ReviveApprovals | None = None,
     ) -> None:
         self.store = store
         self.index = index
         self.telemetry = telemetry
         self.fleet = fleet
-        self.require_reason = require_reason  # refuse kills without a reason (422 naming it)
+        # Refuse kills and revives without a reason (422 naming it).
+        self.require_reason = require_reason
+        self.approvals = approvals or ReviveApprovals()  # which revives need more people
 
     async def kill(self, call: Call) -> BaseModel:
         """Kill; with ``?wait=`` then wait for the live instances' acknowledgements."""
@@ -99,7 +103,26 @@ class KillHandlers:
             logger.warning("agentguard: could not queue the ack.timeout webhook event: %s", exc)
 
     async def revive(self, call: Call) -> BaseModel:
+        """Revive; where the approval rules want more people, ask for it instead (202)."""
         body: s.ReviveRequest = call.body
+        if self.require_reason:
+            require_reason(body.reason, "revives")
+        people = self.approvals.people_for(call.org, body.target_type, body.target_id)
+        if people > 1:
+            request = await run_in_threadpool(
+                self.store.request_revive,
+                call.org,
+                body.target_type,
+                body.target_id,
+                actor=call.principal.actor,
+                person=call.principal.user_id,
+                people=people,
+                ttl=self.approvals.ttl,
+                reason=body.reason,
+                request_id=call.request_id,
+            )
+            call.status = 202
+            return as_public(s.ReviveRequestPublic, request)
         change = await run_in_threadpool(
             self.store.revive,
             call.org,
@@ -107,6 +130,7 @@ class KillHandlers:
             body.target_id,
             actor=call.principal.actor,
             request_id=call.request_id,
+            reason=body.reason,
         )
         self.telemetry.record_change(change, actor=call.principal.actor)
         call.headers[VERSION_HEADER] = str(change.version)

@@ -46,6 +46,7 @@ def build_openapi(
     models: list[type[BaseModel]] = [ErrorResponse, *STREAM_MODELS, InterventionPublic]
     for e in endpoints:
         models.append(e.response)
+        models.extend(model for _, model, _ in e.alternatives)
         if e.body is not None:
             models.append(e.body)
     unique = list(dict.fromkeys(models))
@@ -117,6 +118,11 @@ def _operation(e: Endpoint, refs: dict[Any, Any]) -> dict[str, Any]:
             "ETag": {"description": "Tag of this state", "schema": {"type": "string"}}
         }
         responses["304"] = {"description": "Unchanged since the ETag sent in If-None-Match"}
+    for status, model, description in e.alternatives:
+        responses[str(status)] = {
+            "description": description,
+            "content": {"application/json": {"schema": refs[(model, mode)]}},
+        }
     for status in e.statuses:
         responses[str(status)] = {
             "description": DESCRIPTIONS[status],

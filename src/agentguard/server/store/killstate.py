@@ -152,11 +152,14 @@ class KillStateRows(Rows):
         *,
         actor: str,
         request_id: str | None = None,
+        reason: str | None = None,
     ) -> KillChange:
+        """Revive a target's active kill; ``reason`` goes into the audit entry."""
         target_type, target_id = validate_target(target_type, target_id, existing=True)
+        reason = validate_reason(reason)
         with self.database.write() as conn:
             change = self._revive_in(
-                conn, organization_id, target_type, target_id, actor, request_id
+                conn, organization_id, target_type, target_id, actor, request_id, detail=reason
             )
             queued = queue_events(conn, organization_id, change_events(change))
         self.feed.publish(organization_id, change)
