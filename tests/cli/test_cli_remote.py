@@ -526,3 +526,26 @@ def test_governed_revive_from_the_terminal(tmp_path: Path) -> None:
         assert both.code == 2 and "takes no TYPE or ID" in both.stderr
     finally:
         stop(governed.popen)
+
+
+def test_a_remote_guard_revive_that_needs_approval_raises(tmp_path: Path) -> None:
+    """Guard(url).revive on a governed server: RevivePendingError with the request; no revive."""
+    from agentguard.errors import RevivePendingError
+
+    governed = start_server(tmp_path, "--revive-approvals", "2")
+    try:
+        key = governed.key("operator", org="org_guard", owner="olga")
+        guard = Guard(governed.url, api_key=key)
+        try:
+            guard.kill("agent", "bot", reason="look")
+            with pytest.raises(RevivePendingError) as raised:
+                guard.revive("agent", "bot")
+            assert raised.value.request.status == "pending"
+            assert "needs approval" in str(raised.value) and raised.value.request.id in str(
+                raised.value
+            )
+            assert guard.check("agent", "bot").is_killed
+        finally:
+            guard.close()
+    finally:
+        stop(governed.popen)

@@ -308,3 +308,30 @@ def test_the_strictest_matching_rule_applies() -> None:
     assert rules.people_for("acme", "agent", "mailer") == 1
     assert rules.people_for("acme", "run", "payments") == 1
     assert not ReviveApprovals.parse("1") and ReviveApprovals.parse("2")
+
+
+def test_two_replicas_expire_a_request_once(make_server: Any, database_url: str, api: Any) -> None:
+    """Every replica's expiry pass closes due requests; a conditional update lets one win."""
+    replicas = [make_server(database_url, revive_approvals="2") for _ in range(2)]
+    for r in replicas:
+        r.start()
+    alice = api(replicas[0], owner="alice")
+    for target in ("a", "b", "c"):
+        alice.kill("agent", target)
+        assert alice.revive("agent", target).status_code == 202
+    later = datetime.now(timezone.utc) + timedelta(hours=2)
+    closed: list[int] = []
+    barrier = threading.Barrier(2)
+
+    def expire(replica: KillSwitchServer) -> None:
+        barrier.wait()
+        closed.append(replica.store.expire_revive_requests(later))
+
+    threads = [threading.Thread(target=expire, args=(r,)) for r in replicas]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(closed) == 3
+    assert len(_audit(alice, "revive.expire")) == 3
+    assert alice.get(REQUESTS, status="expired").json()["count"] == 3
