@@ -12,6 +12,7 @@ from starlette.testclient import TestClient
 
 from agentguard import protocol
 from agentguard.protocol import (
+    REVIVE_REQUEST_STATUSES,
     SCOPES,
     WEBHOOK_EVENTS,
     WEBHOOK_FORMATS,
@@ -65,7 +66,10 @@ def test_the_server_documents_the_protocols_names() -> None:
         "format": list(WEBHOOK_FORMATS),
     }
     # A field name that means something else in one model.
-    own = {"WebhookDeliveryPublic": {"status": list(get_args(DeliveryStatusName))}}
+    own = {
+        "WebhookDeliveryPublic": {"status": list(get_args(DeliveryStatusName))},
+        "ReviveRequestPublic": {"status": list(REVIVE_REQUEST_STATUSES)},
+    }
     seen = set()
     for name, schema in doc["components"]["schemas"].items():
         for field, allowed in expected.items():
@@ -91,6 +95,8 @@ def client_and_server_models() -> list[tuple[type[BaseModel], type[BaseModel]]]:
         (protocol.Webhook, schemas.WebhookPublic),
         (protocol.WebhookCreated, schemas.WebhookCreated),
         (protocol.WebhookDelivery, schemas.WebhookDeliveryPublic),
+        (protocol.ReviveRequest, schemas.ReviveRequestPublic),
+        (protocol.ReviveApproval, schemas.ReviveApprovalPublic),
     ]
 
 
