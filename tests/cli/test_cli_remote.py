@@ -516,6 +516,8 @@ def test_governed_revive_from_the_terminal(tmp_path: Path) -> None:
         assert approved.code == 0, approved
         assert approved.stdout.strip() == f"approved revive request {rid}: revived agent 'payments'"
         assert not governed.cli(bob, "check", "agent", "payments", "--json").json()["is_killed"]
+        audit = governed.cli(bob, "audit", "--action", "revive.approve", "--json").json()
+        assert [e["actor"].split()[0] for e in audit["data"]] == ["bob"]
         assert governed.cli(bob, "revive", "--pending").stdout.strip() == (
             "no revive requests waiting"
         )
