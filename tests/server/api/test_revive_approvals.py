@@ -335,3 +335,26 @@ def test_two_replicas_expire_a_request_once(make_server: Any, database_url: str,
     assert sum(closed) == 3
     assert len(_audit(alice, "revive.expire")) == 3
     assert alice.get(REQUESTS, status="expired").json()["count"] == 3
+
+
+def test_webhooks_hear_the_revive_only_when_it_happens(
+    make_server: Any, database_url: str, api: Any
+) -> None:
+    from agentguard.server.webhooks.sender import WebhookSettings
+
+    server = make_server(database_url, revive_approvals="2", webhooks=WebhookSettings(send=False))
+    server.start()
+    alice, bob = api(server, owner="alice"), api(server, owner="bob")
+    hook = alice.client.post(
+        "/api/v1/webhooks", json={"url": "https://hooks.example.com/x", "events": ["revive"]}
+    ).json()["id"]
+
+    def events() -> list[str]:
+        page = alice.get(f"/api/v1/webhooks/{hook}/deliveries").json()
+        return [d["event"] for d in page["data"]]
+
+    alice.kill("agent", "bot")
+    rid = alice.revive("agent", "bot").json()["id"]
+    assert events() == []  # a request revives nothing
+    bob.approve(rid)
+    assert events() == ["revive"]
