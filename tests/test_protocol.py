@@ -12,6 +12,7 @@ from starlette.testclient import TestClient
 
 from agentguard import protocol
 from agentguard.protocol import (
+    REVIVE_REQUEST_STATUSES,
     SCOPES,
     WEBHOOK_EVENTS,
     WEBHOOK_FORMATS,
@@ -69,6 +70,7 @@ def test_the_server_documents_the_protocols_names() -> None:
     own = {
         "WebhookDeliveryPublic": {"status": list(get_args(DeliveryStatusName))},
         "DrillPublic": {"status": list(get_args(DrillStatusName))},
+        "ReviveRequestPublic": {"status": list(REVIVE_REQUEST_STATUSES)},
     }
     seen = set()
     for name, schema in doc["components"]["schemas"].items():
@@ -96,6 +98,8 @@ def client_and_server_models() -> list[tuple[type[BaseModel], type[BaseModel]]]:
         (protocol.WebhookCreated, schemas.WebhookCreated),
         (protocol.WebhookDelivery, schemas.WebhookDeliveryPublic),
         (protocol.Drill, schemas.DrillPublic),
+        (protocol.ReviveRequest, schemas.ReviveRequestPublic),
+        (protocol.ReviveApproval, schemas.ReviveApprovalPublic),
     ]
 
 

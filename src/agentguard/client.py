@@ -21,6 +21,7 @@ the server's database is unreachable) and :class:`AgentGuardError` for the rest.
 
 from __future__ import annotations
 
+from .errors import RevivePendingError
 from .protocol import (
     Acks,
     Agent,
@@ -30,6 +31,8 @@ from .protocol import (
     Drill,
     InstanceAck,
     Page,
+    ReviveApproval,
+    ReviveRequest,
     Series,
     SeriesCounts,
     SeriesEvent,
@@ -60,6 +63,9 @@ __all__ = [
     "InstanceAck",
     "NotFoundError",
     "Page",
+    "ReviveApproval",
+    "ReviveRequest",
+    "RevivePendingError",
     "Series",
     "SeriesCounts",
     "SeriesEvent",

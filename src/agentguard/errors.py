@@ -56,6 +56,19 @@ class NotKilledError(AgentGuardError):
         super().__init__(f"{target_type} {target_id!r} is not killed")
 
 
+class RevivePendingError(AgentGuardError):
+    """The server made a revive a request that other people must approve (HTTP 202): the
+    kill stays for now. ``request`` is the revive request (its ``id`` to approve)."""
+
+    def __init__(self, request: Any) -> None:
+        self.request = request
+        super().__init__(
+            f"the revive of {request.target_type} {request.target_id!r} needs approval: "
+            f"revive request {request.id} waits for {request.people_required - 1} other "
+            f"{'person' if request.people_required == 2 else 'people'} to approve it"
+        )
+
+
 class PolicyViolationError(AgentGuardError):
     """A guarded action was refused (its body never ran), or stopped by a kill while it ran.
 

@@ -321,6 +321,44 @@ class Series(_Answer):
     events_count: int = 0
 
 
+# -- governed revive -----------------------------------------------------------------------------
+
+# A revive request waits (``pending``), was ``approved`` (the kill is revived), ``rejected``,
+# ``expired`` unanswered, or ``superseded`` (the kill was revived otherwise meanwhile).
+ReviveRequestStatus = Literal["pending", "approved", "rejected", "expired", "superseded"]
+REVIVE_REQUEST_STATUSES: tuple[ReviveRequestStatus, ...] = get_args(ReviveRequestStatus)
+
+
+class ReviveApproval(_Answer):
+    """One approver of a revive request."""
+
+    approved_by: str
+    approved_at: datetime
+    reason: str | None = None
+
+
+class ReviveRequest(_Answer):
+    """A revive that waits for approval: ``people_required`` distinct people (the requester
+    and the approvers) must agree before the kill ``kill_switch_id`` is revived."""
+
+    id: str
+    organization_id: str
+    target_type: str
+    target_id: str
+    kill_switch_id: str
+    status: ReviveRequestStatus
+    reason: str | None = None
+    people_required: int
+    requested_by: str
+    requested_at: datetime
+    expires_at: datetime
+    approvals: list[ReviveApproval] = []
+    closed_by: str | None = None
+    closed_at: datetime | None = None
+    close_reason: str | None = None
+    kill_switch: KillSwitch | None = None  # the revived kill, on the approval that revived it
+
+
 # -- webhooks ------------------------------------------------------------------------------------
 
 

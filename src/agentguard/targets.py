@@ -194,8 +194,8 @@ def validate_reason(reason: object) -> str | None:
 
 
 def require_reason(reason: str | None, what: str = "kills") -> str:
-    """The reason of a kill (or revive: ``what="revives"``) on a server that refuses them
-    without one (``require_reason``)."""
+    """The reason of a kill (or of ``what``: revives, approvals) on a server that refuses
+    them without one (``require_reason``)."""
     if reason is None or not reason.strip():
         raise InvalidInputError("reason", f"required: this server refuses {what} without a reason")
     return reason

@@ -153,6 +153,26 @@ def test_serve_refuses_a_bad_rule_before_starting(tmp_path: Path, spec: str, say
     assert not (tmp_path / "agentguard.db").exists()  # refused before touching the database
 
 
+@pytest.mark.parametrize(
+    ("options", "hint", "says"),
+    [
+        (("--revive-approvals", "robot:x=2"), "--revive-approvals", "the target type must be"),
+        (("--revive-approvals", "two"), "--revive-approvals", "is not a rule such as 2"),
+        (("--revive-approvals", "2;3"), "--revive-approvals", "its own --revive-approvals"),
+        (("--revive-request-ttl", "40d"), "--revive-request-ttl", "more than 30 days"),
+    ],
+)
+def test_serve_refuses_bad_revive_approvals_before_starting(
+    tmp_path: Path, options: tuple[str, ...], hint: str, says: str
+) -> None:
+    popen, _ = serve(tmp_path, *options)
+    out = popen.communicate(timeout=30)[0]
+    assert popen.returncode == 2, out
+    assert f"Invalid value for {hint}" in out or f"Invalid value for '{hint}'" in out, out
+    assert says in out, out
+    assert not (tmp_path / "agentguard.db").exists()  # refused before touching the database
+
+
 def test_keys_create_on_the_database_names_agents(database_url: str) -> None:
     on_db = ("--database-url", database_url, "--org", "org_a")
     created = run("keys", "create", *on_db, "--owner", "bot", "--scope", "agent",

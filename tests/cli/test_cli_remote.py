@@ -524,3 +524,66 @@ def test_a_run_kill_until_the_run_ends(server: Server, operator: str) -> None:
     )
     wrong = server.cli(operator, "kill", "agent", "bot", "--until-run-ends")
     assert wrong.code == 2 and "until" in wrong.stderr, wrong
+
+
+def test_governed_revive_from_the_terminal(tmp_path: Path) -> None:
+    """serve --revive-approvals 2: a revive becomes a request; another person approves it."""
+    governed = start_server(tmp_path, "--revive-approvals", "agent:pay*=2")
+    try:
+        org = "org_governed"
+        alice = governed.key("operator", org=org, owner="alice")
+        alice_again = governed.key("operator", org=org, owner="alice")
+        bob = governed.key("operator", org=org, owner="bob")
+        assert governed.cli(alice, "kill", "agent", "payments", "-r", "drained").code == 0
+        asked = governed.cli(alice, "revive", "agent", "payments", "-r", "fixed")
+        assert asked.code == 0, asked
+        match = re.match(r"revive request ([0-9a-f-]+) created: agent 'payments' stays killed "
+                         r"until 1 other person approves it \(agentguard revive --approve \1\)",
+                         asked.stdout)  # fmt: skip
+        assert match, asked.stdout
+        rid = match[1]
+        listed = governed.cli(bob, "revive", "--pending")
+        assert rid in listed.stdout and "alice" in listed.stdout and "fixed" in listed.stdout
+        assert governed.cli(bob, "revive", "--pending", "--json").json()["count"] == 1
+        own = governed.cli(alice_again, "revive", "--approve", rid)
+        assert own.code != 0 and "another person" in own.stderr, own
+        assert governed.cli(alice, "check", "agent", "payments", "--json").json()["is_killed"]
+        approved = governed.cli(bob, "revive", "--approve", rid, "-r", "checked")
+        assert approved.code == 0, approved
+        assert approved.stdout.strip() == f"approved revive request {rid}: revived agent 'payments'"
+        assert not governed.cli(bob, "check", "agent", "payments", "--json").json()["is_killed"]
+        audit = governed.cli(bob, "audit", "--action", "revive.approve", "--json").json()
+        assert [e["actor"].split()[0] for e in audit["data"]] == ["bob"]
+        assert governed.cli(bob, "revive", "--pending").stdout.strip() == (
+            "no revive requests waiting"
+        )
+        # Targets no rule matches revive at once, as before.
+        governed.cli(alice, "kill", "agent", "mailer")
+        assert governed.cli(alice, "revive", "agent", "mailer").stdout.startswith("revived ")
+        both = governed.cli(bob, "revive", "agent", "x", "--pending")
+        assert both.code == 2 and "takes no TYPE or ID" in both.stderr
+    finally:
+        stop(governed.popen)
+
+
+def test_a_remote_guard_revive_that_needs_approval_raises(tmp_path: Path) -> None:
+    """Guard(url).revive on a governed server: RevivePendingError with the request; no revive."""
+    from agentguard.errors import RevivePendingError
+
+    governed = start_server(tmp_path, "--revive-approvals", "2")
+    try:
+        key = governed.key("operator", org="org_guard", owner="olga")
+        guard = Guard(governed.url, api_key=key)
+        try:
+            guard.kill("agent", "bot", reason="look")
+            with pytest.raises(RevivePendingError) as raised:
+                guard.revive("agent", "bot")
+            assert raised.value.request.status == "pending"
+            assert "needs approval" in str(raised.value) and raised.value.request.id in str(
+                raised.value
+            )
+            assert guard.check("agent", "bot").is_killed
+        finally:
+            guard.close()
+    finally:
+        stop(governed.popen)

@@ -14,7 +14,7 @@ rule (so forged cost would kill B).
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import httpx
@@ -80,6 +80,11 @@ class Scene:
         # A drill of B: its heartbeat-only instance cannot answer; nobody may answer for it.
         drill = {"target_type": "agent", "target_id": B, "timeout": 0.2}
         self.drill = self.admin.post("/drills", json=drill).json()["id"]
+        # A revive of B's run waiting for approval (in-process: this server has no rules).
+        self.revive_request = server.store.request_revive(
+            "org_a", "run", B_RUN, actor="usr_admin", person="usr_admin", people=2,
+            ttl=timedelta(hours=1),
+        ).id  # fmt: skip
         self.before = self.view()
 
     def view(self) -> dict[str, Any]:
@@ -101,6 +106,9 @@ class Scene:
                 (d["id"], d["acknowledged"], d["not_answering"])
                 for d in a.get("/drills").json()["data"]
             ],
+            "revive requests": a.get(
+                "/kill-switch/revive-requests", params={"status": "all"}
+            ).json()["data"],
             "webhook events": sorted(
                 (d["event"], d["subject"])
                 for d in a.get(f"/webhooks/{self.webhook}/deliveries").json()["data"]
@@ -267,6 +275,15 @@ def agent_series(s: Scene, c: httpx.Client) -> None:
     scope_refused(c.get("/agents/agent-a/series"))
 
 
+def revive_requests(s: Scene, c: httpx.Client) -> None:
+    """Freeing B (or itself): no agent key revives, asks for, approves or rejects a revive."""
+    revive = {"target_type": "run", "target_id": B_RUN, "reason": "forged"}
+    scope_refused(c.post("/kill-switch/revive", json=revive))
+    for verb in ("approve", "reject"):
+        scope_refused(c.post(f"/kill-switch/revive-requests/{s.revive_request}/{verb}", json={}))
+    scope_refused(c.get("/kill-switch/revive-requests"))
+
+
 PROBES: dict[str, Callable[[Scene, httpx.Client], None]] = {
     "heartbeat": heartbeat,
     "acknowledge": acknowledge,
@@ -281,6 +298,7 @@ PROBES: dict[str, Callable[[Scene, httpx.Client], None]] = {
     "report_sentinel_intervention": report_sentinel_intervention,
     "ingest_sentinel_ledger": ingest_sentinel_ledger,
     "finish_run": finish_run,
+    "revive_requests": revive_requests,  # not agent-writable: refused to every agent key
 }
 
 

@@ -114,6 +114,9 @@ EXAMPLES: dict[type[BaseModel], dict[str, Any]] = {
     },
     s.KillQuery: {"wait": 0},
     s.ReviveRequest: {"target_type": "agent", "target_id": "seed-bot", "reason": "fixed"},
+    s.ReviveRequestQuery: {"skip": 0, "limit": 10, "status": "all"},
+    s.ReviveRequestPath: {"request_id": "00000000-0000-4000-8000-000000000000"},
+    s.ReviveDecision: {"reason": "checked"},
     s.CheckQuery: {"target_type": "agent", "target_id": "seed-bot"},
     s.PageQuery: {"skip": 0, "limit": 10},
     s.ApiKeyCreate: {

@@ -12,6 +12,7 @@ import json
 import threading
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -83,6 +84,10 @@ class Scene:
         self.b_drill = drill["id"]
         run_kill = {"target_type": "run", "target_id": "shared-run", "until": "run_end"}
         assert b.post("/kill-switch/kill", json=run_kill).status_code == 200
+        # A revive of B's waiting for approval (made in-process: this server has no rules).
+        self.b_revive_request = keys.store.request_revive(
+            "org_b", **B_TARGET, actor="usr_b", person="usr_b", people=2, ttl=timedelta(hours=1)
+        ).id
         self.b_before = self.b_view()
 
     def a(self) -> Org:
@@ -118,6 +123,7 @@ class Scene:
             "series": (series["totals"], series["events"]),
             "org_series": (everything["totals"], everything["events"]),
             "checkpoint": b.get("/checkpoints/shared").json()["state"],
+            "revive_requests": b.get("/kill-switch/revive-requests", status="all").json(),
             # Its webhooks, and which events were queued for them (not how sending goes:
             # the sender is working on them meanwhile).
             "webhooks": [
@@ -145,6 +151,23 @@ def kill(s: Scene, a: Org) -> None:
 
 def revive(s: Scene, a: Org) -> None:
     assert a.http.post("/kill-switch/revive", json=B_TARGET).status_code == 404
+
+
+def revive_requests(s: Scene, a: Org) -> None:
+    assert empty(a.get("/kill-switch/revive-requests", status="all"))
+    assert empty(a.get("/kill-switch/revive-requests"))
+
+
+def approve_revive(s: Scene, a: Org) -> None:
+    path = f"/kill-switch/revive-requests/{s.b_revive_request}/approve"
+    answer = a.http.post(path, json={})
+    assert answer.status_code == 404 and answer.json()["field"] == "request_id"
+
+
+def reject_revive(s: Scene, a: Org) -> None:
+    path = f"/kill-switch/revive-requests/{s.b_revive_request}/reject"
+    answer = a.http.post(path, json={"reason": "A's"})
+    assert answer.status_code == 404 and answer.json()["field"] == "request_id"
 
 
 def check(s: Scene, a: Org) -> None:
@@ -421,6 +444,9 @@ API = "/api/v1"
 PROBES: dict[tuple[str, str], Callable[[Scene, Org], None]] = {
     ("POST", f"{API}/kill-switch/kill"): kill,
     ("POST", f"{API}/kill-switch/revive"): revive,
+    ("GET", f"{API}/kill-switch/revive-requests"): revive_requests,
+    ("POST", f"{API}/kill-switch/revive-requests/{{request_id}}/approve"): approve_revive,
+    ("POST", f"{API}/kill-switch/revive-requests/{{request_id}}/reject"): reject_revive,
     ("GET", f"{API}/kill-switch/check"): check,
     ("GET", f"{API}/kill-switch/state"): state,
     ("GET", f"{API}/kill-switch/active"): active,

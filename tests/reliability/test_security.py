@@ -38,6 +38,9 @@ REPORTERS = {"operator", "agent"}
 ALLOWED: dict[str, set[str]] = {
     "kill": {"operator"},
     "revive": {"operator"},
+    "list_revive_requests": READERS,
+    "approve_revive": {"operator"},
+    "reject_revive": {"operator"},
     "check": CHECKERS,
     "kill_state": CHECKERS,
     "list_active": CHECKERS,
@@ -91,6 +94,7 @@ BEAT = {"instance_id": "probe-1", "agent_id": "probe", "interval": 10, "executed
 
 
 HOOK = {"url": "https://hooks.example.com/probe", "events": ["kill", "revive"]}
+REVIVE_REQUEST = "00000000-0000-4000-8000-000000000000"  # none such: an allowed scope gets 404
 
 
 def sample(
@@ -109,6 +113,17 @@ def _api_sample(
     requests: dict[str, tuple[str, str, dict[str, Any]]] = {  # paths under /api/v1
         "kill": ("POST", "/kill-switch/kill", {"json": TARGET}),
         "revive": ("POST", "/kill-switch/revive", {"json": TARGET}),
+        "list_revive_requests": ("GET", "/kill-switch/revive-requests", {}),
+        "approve_revive": (
+            "POST",
+            f"/kill-switch/revive-requests/{REVIVE_REQUEST}/approve",
+            {"json": {}},
+        ),
+        "reject_revive": (
+            "POST",
+            f"/kill-switch/revive-requests/{REVIVE_REQUEST}/reject",
+            {"json": {}},
+        ),
         "check": ("GET", "/kill-switch/check", {"params": TARGET}),
         "kill_state": ("GET", "/kill-switch/state", {}),
         "list_active": ("GET", "/kill-switch/active", {}),

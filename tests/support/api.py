@@ -47,9 +47,22 @@ class Api:
             json={"target_type": target_type, "target_id": target_id, **body},
         )
 
-    def revive(self, target_type: str = "agent", target_id: str = "rogue-bot") -> httpx.Response:
+    def revive(
+        self, target_type: str = "agent", target_id: str = "rogue-bot", **body: Any
+    ) -> httpx.Response:
         return self.client.post(
-            "/api/v1/kill-switch/revive", json={"target_type": target_type, "target_id": target_id}
+            "/api/v1/kill-switch/revive",
+            json={"target_type": target_type, "target_id": target_id, **body},
+        )
+
+    def approve(self, request_id: str, **body: Any) -> httpx.Response:
+        return self.client.post(
+            f"/api/v1/kill-switch/revive-requests/{request_id}/approve", json=body
+        )
+
+    def reject(self, request_id: str, **body: Any) -> httpx.Response:
+        return self.client.post(
+            f"/api/v1/kill-switch/revive-requests/{request_id}/reject", json=body
         )
 
     def check(self, target_type: str = "agent", target_id: str = "rogue-bot") -> httpx.Response:

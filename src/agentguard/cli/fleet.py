@@ -20,6 +20,10 @@ AUDIT_ACTIONS = (
     "rule.observed",
     "webhook.create",
     "webhook.delete",
+    "revive.request",
+    "revive.approve",
+    "revive.reject",
+    "revive.expire",
 )
 INTERVENTION_TYPES = ("HARD_BLOCK", "OBSERVED", "UNAVAILABLE", "CANCELLED")
 

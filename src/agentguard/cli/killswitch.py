@@ -10,8 +10,8 @@ import click
 from click.shell_completion import CompletionItem
 
 from ..client import Client
-from ..errors import InvalidInputError
-from ..targets import parse_duration
+from ..errors import InvalidInputError, RevivePendingError
+from ..targets import TARGET_TYPES, parse_duration
 from . import output as out
 from .errors import API_KEY_ENV, EXIT_KILLED
 from .live import AcksProgress
@@ -134,23 +134,76 @@ def kill(
 
 
 @click.command()
-@target_type_argument
-@click.argument("target_id", metavar="ID", shell_complete=_complete_killed)
+@click.argument("target_type", metavar="TYPE", type=click.Choice(TARGET_TYPES), required=False)
+@click.argument("target_id", metavar="ID", shell_complete=_complete_killed, required=False)
 @click.option(
-    "--reason",
-    "-r",
-    help="Why it may run again: recorded in the audit log (required by serve --require-reason).",
+    "--reason", "-r", help="Why: audited (required by a server run with --require-reason)."
 )
+@click.option(
+    "--approve",
+    "approve_id",
+    metavar="REQUEST",
+    help="Approve another person's revive request (the last approval revives the kill).",
+)
+@click.option(
+    "--reject", "reject_id", metavar="REQUEST", help="Reject a revive request, or withdraw yours."
+)
+@click.option("--pending", is_flag=True, help="List the revive requests waiting for approval.")
 @json_option
 @remote
 def revive(
-    client: Client, target_type: str, target_id: str, reason: str | None, as_json: bool
+    client: Client,
+    target_type: str | None,
+    target_id: str | None,
+    reason: str | None,
+    approve_id: str | None,
+    reject_id: str | None,
+    pending: bool,
+    as_json: bool,
 ) -> None:
-    """Revive a killed target.
+    """Revive a killed target, or answer revive requests.
 
-    Its agents resume. Exit code 3 if it is not killed.
+    Its agents resume. Where the server wants approvals (serve --revive-approvals), the
+    revive becomes a request that another person approves with --approve REQUEST; --pending
+    lists them. Exit code 3 if the target is not killed.
     """
-    change = client.revive(target_type, target_id, reason=reason)
+    chosen = [flag for flag, on in (("--approve", approve_id), ("--reject", reject_id),
+                                    ("--pending", pending)) if on]  # fmt: skip
+    if len(chosen) > 1:
+        raise click.UsageError(f"{' and '.join(chosen)} do not go together")
+    if chosen:
+        if target_type is not None:
+            raise click.UsageError(f"{chosen[0]} takes no TYPE or ID")
+        if pending:
+            page = client.revive_requests()
+            if as_json:
+                out.echo_json(page)
+            else:
+                out.show(out.revive_requests(page.data, page.count))
+        elif approve_id is not None:
+            request = client.approve_revive(approve_id, reason=reason)
+            if as_json:
+                out.echo_json(request)
+            else:
+                click.echo(out.revive_request_answer("approved", request))
+        else:
+            assert reject_id is not None
+            request = client.reject_revive(reject_id, reason=reason)
+            if as_json:
+                out.echo_json(request)
+            else:
+                click.echo(out.revive_request_answer("rejected", request))
+        return
+    if target_type is None or target_id is None:
+        raise click.UsageError("give TYPE and ID to revive, or --approve, --reject or --pending")
+    try:
+        change = client.revive(target_type, target_id, reason=reason)
+    except RevivePendingError as pending_revive:
+        if as_json:
+            out.echo_json(pending_revive.request)
+        else:
+            click.echo(out.revive_requested(pending_revive.request))
+        return
     if as_json:
         out.echo_json(change.kill_switch)
     else:

@@ -20,7 +20,17 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from ..client import Acks, Agent, ApiKey, Drill, Series, StreamEvent, Webhook, WebhookDelivery
+from ..client import (
+    Acks,
+    Agent,
+    ApiKey,
+    Drill,
+    ReviveRequest,
+    Series,
+    StreamEvent,
+    Webhook,
+    WebhookDelivery,
+)
 from ..records import AuditEntry, Intervention, KillStatus, KillSwitch
 from ..wording import last_line, plural
 
@@ -216,6 +226,52 @@ def kill_switch(change_kind: str, ks: KillSwitch, version: int) -> str:
         f"revived {target(ks.target_type, ks.target_id)} (version {version}); it was killed "
         f"{ago(ks.killed_at)} by {ks.killed_by}" + (f": {ks.reason}" if ks.reason else "")
     )
+
+
+def revive_requested(r: ReviveRequest) -> str:
+    """The sentence after a revive that became a request."""
+    others = r.people_required - 1
+    return (
+        f"revive request {r.id} created: {target(r.target_type, r.target_id)} stays killed "
+        f"until {others} other {'person approves' if others == 1 else 'people approve'} it "
+        f"(agentguard revive --approve {r.id}); it expires {local(r.expires_at)} "
+        f"({ago(r.expires_at)})"
+    )
+
+
+def revive_request_answer(verb: str, r: ReviveRequest) -> str:
+    """The sentence after an approval or a rejection."""
+    what = target(r.target_type, r.target_id)
+    if r.status == "approved" and r.kill_switch is not None:
+        return f"approved revive request {r.id}: revived {what}"
+    if r.status == "pending":
+        left = r.people_required - 1 - len(r.approvals)
+        return (
+            f"approved revive request {r.id}: {what} stays killed until {left} more "
+            f"{'person approves' if left == 1 else 'people approve'} it"
+        )
+    return f"{verb} revive request {r.id}: {what} stays killed"
+
+
+def revive_requests(rows: Sequence[ReviveRequest], count: int) -> RenderableType:
+    at = now()
+    body = table(
+        ("REQUEST", "TYPE", "ID", "ASKED", "BY", "APPROVALS", "EXPIRES", "REASON"),
+        (
+            (
+                r.id,
+                r.target_type,
+                r.target_id,
+                ago(r.requested_at, at),
+                r.requested_by,
+                f"{len(r.approvals)}/{r.people_required - 1}",
+                ago(r.expires_at, at),
+                clip(r.reason),
+            )
+            for r in rows
+        ),
+    )
+    return _listing(body, len(rows), count, "no revive requests waiting")
 
 
 def already_killed(ks: Any) -> str:

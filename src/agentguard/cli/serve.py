@@ -26,6 +26,14 @@ def _retry_for(ctx: click.Context, param: click.Parameter, value: str | None) ->
     return seconds
 
 
+def _request_ttl(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    """How long a revive request waits: a duration of at most 30 days."""
+    seconds = _retry_for(ctx, param, value)
+    if seconds is not None and seconds > 30 * 86400:
+        raise click.BadParameter(f"{value!r} is more than 30 days")
+    return seconds
+
+
 @click.command()
 @database_option
 @click.option("--host", default="127.0.0.1", show_default=True)
@@ -48,7 +56,26 @@ def _retry_for(ctx: click.Context, param: click.Parameter, value: str | None) ->
     "the same specs separated by ';'.",
 )
 @click.option(
-    "--require-reason", is_flag=True, help="Refuse kills without a reason (422 naming reason)."
+    "--require-reason",
+    is_flag=True,
+    help="Refuse kills, revives and revive approvals without a reason (422 naming reason).",
+)
+@click.option(
+    "--revive-approvals",
+    "revive_approvals",
+    multiple=True,
+    metavar="RULE",
+    help="Revives that need more people, repeatable: 2 (every revive: the requester and one "
+    "approver), agent:payments*=2 (targets matching), acme/*=2 (one organization), "
+    "acme/agent:payments=3. The largest matching number applies. Default: "
+    "AGENTGUARD_REVIVE_APPROVALS, the rules separated by ';'.",
+)
+@click.option(
+    "--revive-request-ttl",
+    metavar="DURATION",
+    callback=_request_ttl,
+    help="How long a revive request waits for its approvals before it expires: 30m, 1h, 1d "
+    "(default 1h).",
 )
 @click.option(
     "--operators-can-stop-all",
@@ -117,6 +144,8 @@ def serve(
     rules: tuple[str, ...],
     require_reason: bool,
     operators_can_stop_all: bool,
+    revive_approvals: tuple[str, ...],
+    revive_request_ttl: int | None,
     max_streams_per_key: int | None,
     max_streams_per_organization: int | None,
     admin_key_file: Path | None,
@@ -131,6 +160,7 @@ def serve(
     (or write it to --admin-key-file)."""
     import uvicorn
 
+    from ..server.approvals import REVIVE_APPROVALS_ENV, REVIVE_REQUEST_TTL_ENV, ReviveApprovals
     from ..server.asgi import DATABASE_URL_ENV as SERVER_DATABASE_URL_ENV
     from ..server.asgi import (
         DRILL_EVERY_ENV,
@@ -155,6 +185,19 @@ def serve(
         server_rules = rules_from(specs)
     except InvalidInputError as exc:
         hint = "--rule" if rules else RULES_ENV
+        raise click.BadParameter(exc.message, param_hint=hint) from None
+    for spec in revive_approvals:
+        if ";" in spec:
+            raise click.BadParameter(
+                "give each rule its own --revive-approvals", param_hint="--revive-approvals"
+            )
+    approval_specs = (
+        ";".join(revive_approvals) if revive_approvals else os.environ.get(REVIVE_APPROVALS_ENV, "")
+    )
+    try:
+        approvals = ReviveApprovals.parse(approval_specs)
+    except InvalidInputError as exc:
+        hint = "--revive-approvals" if revive_approvals else REVIVE_APPROVALS_ENV
         raise click.BadParameter(exc.message, param_hint=hint) from None
     for env, limit in (
         (MAX_STREAMS_PER_KEY_ENV, max_streams_per_key),
@@ -206,6 +249,11 @@ def serve(
         os.environ[REQUIRE_REASON_ENV] = "1"
     if operators_can_stop_all:
         os.environ[OPERATORS_CAN_STOP_ALL_ENV] = "1"
+    os.environ[REVIVE_APPROVALS_ENV] = approval_specs  # every worker applies the same rules
+    if revive_request_ttl is not None:
+        os.environ[REVIVE_REQUEST_TTL_ENV] = str(revive_request_ttl)
+    if approvals:
+        click.echo(f"Revives need approval: {approvals}")
     if webhooks_allow_private:
         os.environ[WEBHOOKS_ALLOW_PRIVATE_ENV] = "1"
         click.echo("Webhooks may go to private and loopback addresses (--webhooks-allow-private).")

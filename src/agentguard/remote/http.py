@@ -22,7 +22,13 @@ from httpx_sse import EventSource, SSEError
 from pydantic import BaseModel, ValidationError
 
 from .._version import __version__
-from ..errors import AgentGuardError, AlreadyKilledError, InvalidInputError, NotKilledError
+from ..errors import (
+    AgentGuardError,
+    AlreadyKilledError,
+    InvalidInputError,
+    NotKilledError,
+    RevivePendingError,
+)
 from ..protocol import (
     API,
     VERSION_HEADER,
@@ -32,6 +38,7 @@ from ..protocol import (
     ApiKeyCreated,
     Drill,
     Page,
+    ReviveRequest,
     RunFinished,
     Series,
     StreamEvent,
@@ -140,14 +147,16 @@ class Client:
         return self._change(response, "kill")
 
     def revive(self, target_type: str, target_id: str, *, reason: str | None = None) -> KillChange:
-        """Revive a killed target (``reason``: why, for the audit log); :class:`NotKilledError`
-        if it is not killed."""
-        body = {"target_type": target_type, "target_id": target_id}
-        if reason is not None:  # only then: a server without revive reasons still works
+        """Revive a killed target; :class:`NotKilledError` if it is not killed,
+        :class:`RevivePendingError` (with the request) where the server wants approvals."""
+        body: dict[str, Any] = {"target_type": target_type, "target_id": target_id}
+        if reason is not None:  # only then: a server older than governed revive still works
             body["reason"] = reason
         response = self._send("POST", "/kill-switch/revive", json=body)
         if response.status_code == 404 and is_ours(response) and not no_such_route(response):
             raise NotKilledError(target_type, target_id)
+        if response.status_code == 202:
+            raise RevivePendingError(self._parse(ReviveRequest, response))
         return self._change(response, "revive")
 
     def finish_run(self, run_id: str) -> KillChange | None:
@@ -158,6 +167,25 @@ class Client:
             return None
         version = int(response.headers.get(VERSION_HEADER, "0") or 0)
         return KillChange(version=version, kind="revive", kill_switch=ended)
+
+    def revive_requests(
+        self, *, status: str = "pending", skip: int = 0, limit: int = 100
+    ) -> Page[ReviveRequest]:
+        """Revive requests, newest first: ``pending`` ones, or of a ``status`` (``all``)."""
+        params = {"status": status, "skip": skip, "limit": limit}
+        return self._get(Page[ReviveRequest], "/kill-switch/revive-requests", params)
+
+    def approve_revive(self, request_id: str, *, reason: str | None = None) -> ReviveRequest:
+        """Approve another person's revive request; the last approval revives the kill
+        (``kill_switch`` in the answer). ``NotFoundError``, ``ConflictError`` (no longer
+        pending), ``PermissionDeniedError`` (your own request)."""
+        path = f"/kill-switch/revive-requests/{_segment(request_id)}/approve"
+        return self._parse(ReviveRequest, self._send("POST", path, json={"reason": reason}))
+
+    def reject_revive(self, request_id: str, *, reason: str | None = None) -> ReviveRequest:
+        """Reject a revive request (or withdraw your own); the kill stays."""
+        path = f"/kill-switch/revive-requests/{_segment(request_id)}/reject"
+        return self._parse(ReviveRequest, self._send("POST", path, json={"reason": reason}))
 
     def check(self, target_type: str, target_id: str) -> KillStatus:
         """Whether a target is killed."""

@@ -32,6 +32,7 @@ from .api.keys import KeyHandlers
 from .api.kills import KillHandlers
 from .api.metrics import METRICS_PATH, MetricsEndpoint
 from .api.openapi import OPENAPI_PATH, OpenApiEndpoint
+from .api.revives import ReviveRequestHandlers
 from .api.routes import SlashRedirect, build_routes
 from .api.runs import RunHandlers
 from .api.sentinel import SentinelHandlers
@@ -40,6 +41,7 @@ from .api.snapshots import SnapshotCache
 from .api.state import KillStateReader, encode_state
 from .api.stream import STREAM_PATH, StreamEndpoint, encode_change, encode_drill
 from .api.webhooks import WebhookHandlers
+from .approvals import ReviveApprovals
 from .auth.clerk import ClerkAuth
 from .auth.keys import KeyStore
 from .auth.principal import ApiKeyAuth
@@ -79,6 +81,9 @@ class KillSwitchServer:
     every agent with live instances once per interval, once across replicas, each drill
     waiting ``drill_timeout``. An organization-wide stop (target type ``organization``) needs
     the ``admin`` scope, or ``operator`` too with ``operators_can_stop_all=True``.
+    ``revive_approvals`` (:class:`ReviveApprovals`, or its rules as specs such as ``"2"`` or
+    ``["agent:payments*=2"]``) makes the revives they match requests that other people must
+    approve over the API; in-process revives (``Guard(server).revive``) are not governed.
 
     Mounted in a host (``host.mount("/guard", server.app)``) the API is at
     ``/guard/api/v1/...``. Its lifespan never runs there, so the server initialises on the
@@ -106,10 +111,15 @@ class KillSwitchServer:
         drill_every: float | None = None,
         drill_timeout: float = 5.0,
         operators_can_stop_all: bool = False,
+        revive_approvals: ReviveApprovals | str | Sequence[str] | None = None,
     ) -> None:
-        self.require_reason = require_reason  # refuse kills without a reason (422 naming it)
+        # Refuse kills, revives and revive approvals without a reason (422 naming it).
+        self.require_reason = require_reason
         # An organization-wide stop needs admin, or also operator if this is set.
         self.operators_can_stop_all = operators_can_stop_all
+        if not isinstance(revive_approvals, ReviveApprovals):
+            revive_approvals = ReviveApprovals.parse(revive_approvals or ())
+        self.revive_approvals = revive_approvals
         self.database = Database(database_url, pool_size=pool_size)
         store = self._store = SQLStore(self.database)
         feed = store.feed
@@ -191,7 +201,9 @@ class KillSwitchServer:
                 self.fleet,
                 require_reason=self.require_reason,
                 operators_can_stop_all=self.operators_can_stop_all,
+                approvals=self.revive_approvals,
             ),
+            ReviveRequestHandlers(store, self.telemetry, require_reason=self.require_reason),
             state,
             KeyHandlers(self.keys),
             AuditHandlers(store),

@@ -6,9 +6,12 @@
 open change streams per credential and per organization in each worker (defaults 100, 1000).
 ``AGENTGUARD_RULES`` holds server rules, ``;``-separated, in the form ``agentguard serve --rule``
 takes (``budget:limit_usd=100,window=3600;rate:limit=10000,window=60``).
-``AGENTGUARD_REQUIRE_REASON=1`` refuses kills without a reason.
+``AGENTGUARD_REQUIRE_REASON=1`` refuses kills, revives and revive approvals without a reason.
 ``AGENTGUARD_OPERATORS_CAN_STOP_ALL=1`` lets operator keys stop (and resume) the whole
 organization, not only admin keys.
+``AGENTGUARD_REVIVE_APPROVALS`` holds the governed-revive rules, ``;``-separated, in the form
+``agentguard serve --revive-approvals`` takes (``2`` or ``agent:payments*=2;acme/*=3``);
+``AGENTGUARD_REVIVE_REQUEST_TTL`` the seconds a revive request waits (default 3600).
 ``AGENTGUARD_EXPIRY_INTERVAL`` is the seconds between passes reviving expired time-limited
 kills (default 1).
 ``AGENTGUARD_WEBHOOKS_ALLOW_PRIVATE=1`` lets webhooks go to private and loopback addresses;
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import math
 import os
+from datetime import timedelta
 from pathlib import Path
 
 from starlette.authentication import AuthenticationBackend
@@ -31,6 +35,12 @@ from starlette.types import ASGIApp
 from ..errors import InvalidInputError
 from ..rules import Rule, parse_rule
 from .app import KillSwitchServer
+from .approvals import (
+    DEFAULT_REQUEST_TTL,
+    REVIVE_APPROVALS_ENV,
+    REVIVE_REQUEST_TTL_ENV,
+    ReviveApprovals,
+)
 from .auth.clerk import ClerkAuth
 from .expiry import DEFAULT_EXPIRY_INTERVAL
 from .hub import DEFAULT_MAX_STREAMS_PER_KEY, DEFAULT_MAX_STREAMS_PER_ORG
@@ -84,6 +94,15 @@ def server_from_env() -> KillSwitchServer:
         drill_every=_seconds(DRILL_EVERY_ENV, 0.0) or None,
         drill_timeout=_seconds(DRILL_TIMEOUT_ENV, 5.0),
         operators_can_stop_all=os.environ.get(OPERATORS_CAN_STOP_ALL_ENV, "") == "1",
+        revive_approvals=revive_approvals_from_env(),
+    )
+
+
+def revive_approvals_from_env() -> ReviveApprovals:
+    """The governed-revive rules and request lifetime from the environment."""
+    ttl = _seconds(REVIVE_REQUEST_TTL_ENV, DEFAULT_REQUEST_TTL.total_seconds())
+    return ReviveApprovals.parse(
+        os.environ.get(REVIVE_APPROVALS_ENV, ""), ttl=timedelta(seconds=ttl)
     )
 
 

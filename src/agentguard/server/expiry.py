@@ -60,7 +60,9 @@ class KillExpiry:
             self._thread = None
 
     def run_once(self) -> int:
-        """One pass: revive what has expired; return how many this process revived."""
+        """One pass: revive what has expired, and close the revive requests left unanswered
+        too long; return how many kills this process revived."""
+        self.store.expire_revive_requests()
         changes = self.store.expire_due()
         for change in changes:
             self.telemetry.record_change(change, actor=EXPIRY_ACTOR)

@@ -16,6 +16,12 @@ from .schemas import PATTERN_RULES, ErrorResponse, KillSwitchPublic
 from .store.database import RETRY_AFTER, Outage, is_unavailable
 from .store.drills import DrillNotFoundError
 from .store.keys import KeyNotFoundError, KeyRevokedError
+from .store.revives import (
+    ApprovalRefusedError,
+    ReviveRequestClosedError,
+    ReviveRequestExistsError,
+    ReviveRequestNotFoundError,
+)
 from .store.webhooks import WebhookNotFoundError
 
 # The status of each error code, and the sentence OpenAPI uses for it.
@@ -111,6 +117,12 @@ def from_exception(exc: Exception, outage: Outage | None = None) -> ApiError | N
         return ApiError("not_found", str(exc), field="key_id")
     if isinstance(exc, KeyRevokedError):
         return ApiError("conflict", str(exc), field="key_id")
+    if isinstance(exc, ReviveRequestNotFoundError):
+        return ApiError("not_found", str(exc), field="request_id")
+    if isinstance(exc, (ReviveRequestClosedError, ReviveRequestExistsError)):
+        return ApiError("conflict", str(exc))
+    if isinstance(exc, ApprovalRefusedError):
+        return ApiError("forbidden", str(exc))
     if isinstance(exc, WebhookNotFoundError):
         return ApiError("not_found", str(exc), field="webhook_id")
     if isinstance(exc, DrillNotFoundError):

@@ -29,6 +29,7 @@ from ..protocol import (
     DrillStatusName,
     HealthName,
     InstanceStatusName,
+    ReviveRequestStatus,
     ScopeName,
     WebhookEventName,
     WebhookFormatName,
@@ -62,6 +63,10 @@ AuditAction = Literal[
     "drill",
     "drill.armed",
     "drill.failed",
+    "revive.request",
+    "revive.approve",
+    "revive.reject",
+    "revive.expire",
 ]
 AuditTargetType = Literal[
     "agent", "run", "mission", "tool", "organization", "selector", "api_key", "webhook"
@@ -234,11 +239,12 @@ class KillRequest(_Body):
 
 
 class ReviveRequest(_Body):
-    """Revive a killed target; ``reason`` (why) goes into the audit log."""
+    """Revive a killed target (where revives need approval: ask for it); ``reason`` (why)
+    goes into the audit log."""
 
     target_type: TargetTypeName
     target_id: StoredTargetId
-    reason: Reason | None = None
+    reason: Reason | None = None  # audited; required on a server run with require_reason
 
 
 class KillSwitchPublic(BaseModel):
@@ -267,6 +273,67 @@ class KillSwitchesPublic(BaseModel):
 
     data: list[KillSwitchPublic]
     count: int
+
+
+# -- governed revive -----------------------------------------------------------------------------
+
+
+class ReviveApprovalPublic(BaseModel):
+    """One approver of a revive request."""
+
+    approved_by: str
+    approved_at: datetime
+    reason: str | None
+
+
+class ReviveRequestPublic(BaseModel):
+    """A revive waiting for approval (202 from ``POST /revive``), or how it ended.
+
+    ``people_required`` distinct people, the requester and the approvers, must agree; the
+    approval that completes it revives the kill (``kill_switch``, only in that answer).
+    """
+
+    id: str
+    organization_id: str
+    target_type: TargetTypeName
+    target_id: str
+    kill_switch_id: str
+    status: ReviveRequestStatus
+    reason: str | None
+    people_required: int
+    requested_by: str
+    requested_at: datetime
+    expires_at: datetime
+    approvals: list[ReviveApprovalPublic]
+    closed_by: str | None
+    closed_at: datetime | None
+    close_reason: str | None
+    kill_switch: KillSwitchPublic | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="The revived kill: only in the answer of the approval that revived it",
+    )
+
+
+class ReviveRequestsPublic(BaseModel):
+    """A page of revive requests, newest first, and how many match in all."""
+
+    data: list[ReviveRequestPublic]
+    count: int
+
+
+class ReviveRequestPath(BaseModel):
+    """The revive request in the path."""
+
+    request_id: Annotated[
+        str, StringConstraints(min_length=1, max_length=36, pattern=r"^[0-9a-f-]+$")
+    ]
+
+
+class ReviveDecision(_Body):
+    """An approval or rejection, with why (required on a server run with require_reason)."""
+
+    reason: Reason | None = None
 
 
 class CheckQuery(_Query):
@@ -300,6 +367,12 @@ _AGENT_PATTERN = rf"^(\*|[^\x00,*]*[^\x00,*{_SPACE}][^\x00,*]*\*?)$"
 AgentPattern = Annotated[
     str, StringConstraints(min_length=1, max_length=MAX_TARGET_ID_LENGTH, pattern=_AGENT_PATTERN)
 ]
+
+
+class ReviveRequestQuery(PageQuery):
+    """Revive request filters (default: the pending ones)."""
+
+    status: Literal["pending", "approved", "rejected", "expired", "superseded", "all"] = "pending"
 
 
 class ApiKeyCreate(_Body):

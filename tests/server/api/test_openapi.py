@@ -28,6 +28,9 @@ from support.webhook_bodies import registrable
 OPERATIONS = {
     ("post", "/api/v1/kill-switch/kill"),
     ("post", "/api/v1/kill-switch/revive"),
+    ("get", "/api/v1/kill-switch/revive-requests"),
+    ("post", "/api/v1/kill-switch/revive-requests/{request_id}/approve"),
+    ("post", "/api/v1/kill-switch/revive-requests/{request_id}/reject"),
     ("get", "/api/v1/kill-switch/check"),
     ("get", "/api/v1/kill-switch/active"),
     ("get", "/api/v1/kill-switch/state"),
@@ -108,12 +111,15 @@ def test_error_responses_are_documented(document: dict[str, Any]) -> None:
         "422",
         "503",
     }
+    # 202: where revives need approval, a request; 409: one is pending already.
     assert codes("post", "/api/v1/kill-switch/revive") == {
         "200",
+        "202",
         "400",
         "401",
         "403",
         "404",
+        "409",
         "413",
         "415",
         "422",

@@ -63,11 +63,10 @@ def test_reason_of_exactly_2000_and_id_of_256_are_fine(server: Any, api: Any) ->
 
 def test_bad_revive_body(server: Any, api: Any) -> None:
     a = api(server)
-    response = a.client.post(
-        REVIVE, json={"target_type": "agent", "target_id": "x", "reason": "no"}
-    )
+    # A reason is audited (and required with require_reason); other fields are refused.
+    response = a.client.post(REVIVE, json={"target_type": "agent", "target_id": "x", "force": 1})
     assert response.status_code == 422
-    assert response.json()["field"] == "reason"
+    assert response.json()["field"] == "force"
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from agentguard.server.store.database import Database
 from agentguard.server.store.tables import metadata
 
 TABLES = {t.name for t in metadata.sorted_tables}
-HEAD = "0013"  # the newest revision in server/migrations/versions
+HEAD = "0014"  # the newest revision in server/migrations/versions
 
 
 def upgrade(database_url: str) -> subprocess.CompletedProcess[str]:

@@ -29,6 +29,7 @@ class Call:
     path: Any = None
     header_params: Any = None  # the request headers the endpoint reads, validated
     headers: dict[str, str] = field(default_factory=dict)  # sent with the answer
+    status: int | None = None  # of the answer, if not the endpoint's (one of its alternatives)
 
     @property
     def org(self) -> str:

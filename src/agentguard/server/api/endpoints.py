@@ -22,6 +22,7 @@ from .fleet import FleetHandlers, HeartbeatAnswer
 from .interventions import InterventionHandlers
 from .keys import KeyHandlers
 from .kills import KillHandlers
+from .revives import ReviveRequestHandlers
 from .runs import RunHandlers
 from .sentinel import SentinelHandlers
 from .series import SeriesHandlers
@@ -45,6 +46,8 @@ class Endpoint:
     path_params: type[BaseModel] | None = None
     header_params: type[BaseModel] | None = None  # request headers, by their fields' aliases
     status: int = 200  # of a successful answer
+    # Other successful answers the handler may give instead: (status, model, description).
+    alternatives: tuple[tuple[int, type[BaseModel], str], ...] = ()
     errors: tuple[int, ...] = ()
     tags: tuple[str, ...] = ()
     versioned: bool = False  # answers with the change's version in VERSION_HEADER
@@ -85,8 +88,53 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         response=s.KillSwitchPublic,
         handler=KillHandlers.revive,
         body=s.ReviveRequest,
-        errors=(404,),
+        alternatives=(
+            (
+                202,
+                s.ReviveRequestPublic,
+                "Where revives of the target need approval: a pending revive request; the "
+                "kill stays until enough other people approve it",
+            ),
+        ),
+        errors=(404, 409),
         versioned=True,
+        tags=("kill-switch",),
+    ),
+    Endpoint(
+        method="GET",
+        path=f"{API}/kill-switch/revive-requests",
+        operation_id="list_revive_requests",
+        summary="Revive requests, newest first (default: the pending ones)",
+        permission="read",
+        response=s.ReviveRequestsPublic,
+        handler=ReviveRequestHandlers.list_requests,
+        query=s.ReviveRequestQuery,
+        tags=("kill-switch",),
+    ),
+    Endpoint(
+        method="POST",
+        path=f"{API}/kill-switch/revive-requests/{{request_id}}/approve",
+        operation_id="approve_revive",
+        summary="Approve a revive request (not your own); the last approval revives the kill",
+        permission="kill",
+        response=s.ReviveRequestPublic,
+        handler=ReviveRequestHandlers.approve,
+        path_params=s.ReviveRequestPath,
+        body=s.ReviveDecision,
+        errors=(404, 409),
+        tags=("kill-switch",),
+    ),
+    Endpoint(
+        method="POST",
+        path=f"{API}/kill-switch/revive-requests/{{request_id}}/reject",
+        operation_id="reject_revive",
+        summary="Reject a revive request (the requester may withdraw their own); the kill stays",
+        permission="kill",
+        response=s.ReviveRequestPublic,
+        handler=ReviveRequestHandlers.reject,
+        path_params=s.ReviveRequestPath,
+        body=s.ReviveDecision,
+        errors=(404, 409),
         tags=("kill-switch",),
     ),
     Endpoint(

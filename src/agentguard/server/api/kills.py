@@ -19,6 +19,7 @@ from ...targets import (
 )
 from ...telemetry import Telemetry
 from .. import schemas as s
+from ..approvals import ReviveApprovals
 from ..fleet import Fleet
 from ..inputs import as_public
 from ..problems import ApiError
@@ -42,12 +43,15 @@ class KillHandlers:
         *,
         require_reason: bool = False,
         operators_can_stop_all: bool = False,
+        approvals: ReviveApprovals | None = None,
     ) -> None:
         self.store = store
         self.index = index
         self.telemetry = telemetry
         self.fleet = fleet
-        self.require_reason = require_reason  # refuse kills without a reason (422 naming it)
+        # Refuse kills and revives without a reason (422 naming it).
+        self.require_reason = require_reason
+        self.approvals = approvals or ReviveApprovals()  # which revives need more people
         # An organization-wide stop (and its revive) needs admin, or operator if this is set.
         self.operators_can_stop_all = operators_can_stop_all
 
@@ -127,10 +131,27 @@ class KillHandlers:
             logger.warning("agentguard: could not queue the ack.timeout webhook event: %s", exc)
 
     async def revive(self, call: Call) -> BaseModel:
+        """Revive; where the approval rules want more people, ask for it instead (202)."""
         body: s.ReviveRequest = call.body
         self._may_stop_all(call, body.target_type, body.target_id)
         if self.require_reason:
             require_reason(body.reason, "revives")
+        people = self.approvals.people_for(call.org, body.target_type, body.target_id)
+        if people > 1:
+            request = await run_in_threadpool(
+                self.store.request_revive,
+                call.org,
+                body.target_type,
+                body.target_id,
+                actor=call.principal.actor,
+                person=call.principal.user_id,
+                people=people,
+                ttl=self.approvals.ttl,
+                reason=body.reason,
+                request_id=call.request_id,
+            )
+            call.status = 202
+            return as_public(s.ReviveRequestPublic, request)
         change = await run_in_threadpool(
             self.store.revive,
             call.org,

@@ -52,6 +52,7 @@ def build_openapi(
     ]
     for e in endpoints:
         models.append(e.response)
+        models.extend(model for _, model, _ in e.alternatives)
         if e.body is not None:
             models.append(e.body)
     unique = list(dict.fromkeys(models))
@@ -135,6 +136,11 @@ def _operation(e: Endpoint, refs: dict[Any, Any]) -> dict[str, Any]:
             "content": {
                 "application/json": {"schema": {"$ref": REF.format(model="KillStateChangesPublic")}}
             },
+        }
+    for status, model, description in e.alternatives:
+        responses[str(status)] = {
+            "description": description,
+            "content": {"application/json": {"schema": refs[(model, mode)]}},
         }
     for status in e.statuses:
         responses[str(status)] = {

@@ -93,7 +93,7 @@ def _endpoint(
             else:
                 response = Response(
                     dump(result),
-                    status_code=endpoint.status,
+                    status_code=call.status or endpoint.status,
                     media_type="application/json",
                     headers=call.headers,
                 )

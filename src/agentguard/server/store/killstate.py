@@ -165,7 +165,7 @@ class KillStateRows(Rows):
         request_id: str | None = None,
         reason: str | None = None,
     ) -> KillChange:
-        """Revive a target; ``reason`` (why) is the audit entry's detail."""
+        """Revive a target's active kill; ``reason`` (why) is the audit entry's detail."""
         target_type, target_id = validate_target(target_type, target_id, existing=True)
         reason = validate_reason(reason)
         with self.database.write() as conn:

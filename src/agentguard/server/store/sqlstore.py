@@ -16,12 +16,14 @@ from .killstate import KillStateRows
 from .ledger import LedgerRows
 from .open_streams import OpenStreamRows
 from .prune import PruneRows
+from .revives import ReviveRequestRows
 from .series import SeriesRows
 from .usage import UsageRows
 from .webhooks import Outbox, WebhookRows
 
 
 class SQLStore(
+    ReviveRequestRows,
     KillStateRows,
     InterventionRows,
     AuditRows,
@@ -38,9 +40,10 @@ class SQLStore(
     WebhookRows,
     DrillRows,
 ):
-    """Kill state, audit log, interventions, checkpoints, fleet, metric counters and webhooks of
-    many organizations in one database, one resource per base class; :attr:`feed` keeps this
-    process's kill indexes current with it, and :attr:`outbox` wakes its webhook sender."""
+    """Kill state, revive requests, audit log, interventions, checkpoints, fleet, metric
+    counters and webhooks of many organizations in one database, one resource per base class;
+    :attr:`feed` keeps this process's kill indexes current with it, and :attr:`outbox` wakes
+    its webhook sender."""
 
     def __init__(self, database: Database) -> None:
         super().__init__(database)

@@ -387,3 +387,55 @@ drill_acks = Table(
     Column("acknowledged_at", UTCDateTime),
     Column("latency_ms", Float),
 )
+
+# Governed revive: a revive that needs more people than the one who asked. The request waits
+# (``pending``) until enough distinct people approved it (``approved``: the kill is revived in
+# that transaction), or is ``rejected``, ``expired``, or ``superseded`` (the kill was revived
+# otherwise, e.g. at its expiry, before the last approval).
+revive_requests = Table(
+    "agentguard_revive_requests",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("organization_id", String(256), nullable=False),
+    Column("target_type", String(16), nullable=False),
+    Column("target_id", String(256), nullable=False),
+    Column("kill_switch_id", String(36), nullable=False),  # the kill it would revive
+    Column("status", String(16), nullable=False),
+    Column("reason", Text),
+    Column("people_required", Integer, nullable=False),  # the requester and N-1 approvers
+    Column("requested_by", String(512), nullable=False),  # the actor, as records name it
+    Column("requester", String(512), nullable=False),  # the person: the credential's user
+    Column("requested_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("closed_by", String(512)),
+    Column("closed_at", UTCDateTime),
+    Column("close_reason", Text),
+    # At most one pending request per (organization, target): the database enforces it.
+    Index(
+        "agentguard_revive_requests_one_pending",
+        "organization_id",
+        "target_type",
+        "target_id",
+        unique=True,
+        sqlite_where=text("status = 'pending'"),
+        postgresql_where=text("status = 'pending'"),
+    ),
+    Index("agentguard_revive_requests_org", "organization_id", "requested_at"),
+    Index(
+        "agentguard_revive_requests_expiring",
+        "expires_at",
+        sqlite_where=text("status = 'pending'"),
+        postgresql_where=text("status = 'pending'"),
+    ),
+)
+
+# One row per approver of a request; the key makes each person count once.
+revive_approvals = Table(
+    "agentguard_revive_approvals",
+    metadata,
+    Column("request_id", String(36), primary_key=True),
+    Column("approver", String(512), primary_key=True),  # the person: the credential's user
+    Column("approved_by", String(512), nullable=False),  # the actor, as records name it
+    Column("approved_at", UTCDateTime, nullable=False),
+    Column("reason", Text),
+)

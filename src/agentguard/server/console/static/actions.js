@@ -5,6 +5,7 @@ import { confirmAction, counter } from "./dialog.js";
 import { byId, isolate, setMessage } from "./dom.js";
 import { describe, targetKey, typeLabel } from "./format.js";
 import { queueRefresh } from "./refresh.js";
+import { loadRevives } from "./revives.js";
 import { state } from "./state.js";
 import { announce } from "./status.js";
 
@@ -30,14 +31,29 @@ function revive(type, id) {
   }).then((answer) => {
     if (!answer) return;
     call("POST", API + "kill-switch/revive", { target_type: type, target_id: id }).then(
-      () => {
+      (answer) => {
+        if (answer && answer.status === "pending") {
+          // 202: this server wants another person to approve revives of this target.
+          const others = answer.people_required - 1;
+          announce([
+            "The revive of ",
+            describe(type, id),
+            " needs approval: it is a request now, and the kill stays until " +
+              (others === 1 ? "another operator approves it." : others + " other operators approve it."),
+          ]);
+          loadRevives();
+          return;
+        }
         state.active.delete(targetKey(type, id));
         renderActive();
         queueRefresh();
         announce(["Revived ", describe(type, id), "."]);
       },
       (error) => {
-        if (error instanceof HttpError && error.status === 404) {
+        if (error instanceof HttpError && error.status === 409) {
+          announce(["A revive of ", describe(type, id), " is waiting for approval already."]);
+          loadRevives();
+        } else if (error instanceof HttpError && error.status === 404) {
           state.active.delete(targetKey(type, id));
           renderActive();
           announce([describe(type, id), " was already revived."]);

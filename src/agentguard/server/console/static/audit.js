@@ -4,7 +4,16 @@ import { byId, clear, el, setMessage, userText } from "./dom.js";
 import { targetNode, timeNode } from "./format.js";
 import { state } from "./state.js";
 
-const ACTIONS = { kill: "Kill", revive: "Revive", "key.create": "Key created", "key.revoke": "Key revoked" };
+const ACTIONS = {
+  kill: "Kill",
+  revive: "Revive",
+  "key.create": "Key created",
+  "key.revoke": "Key revoked",
+  "revive.request": "Revive asked",
+  "revive.approve": "Revive approved",
+  "revive.reject": "Revive rejected",
+  "revive.expire": "Revive request expired",
+};
 
 export function loadAudit() {
   if (!state.session.can_read) {

@@ -1,9 +1,10 @@
-/* Agents, acknowledgements, the audit log, the timelines and the webhooks are read, not
+/* Agents, acknowledgements, revive requests, the audit log, the timelines and the webhooks are read, not
    streamed: refresh them soon after a change, the fleet every few seconds and the timelines
    and webhooks every half minute while the page is visible. */
 import { loadAcks } from "./active.js";
 import { loadAudit } from "./audit.js";
 import { loadAgents } from "./fleet.js";
+import { loadRevives } from "./revives.js";
 import { state } from "./state.js";
 import { loadTimelines } from "./timeline.js";
 import { loadWebhooks } from "./webhooks.js";
@@ -24,6 +25,7 @@ function refresh() {
   if (!state.session) return;
   loadAgents().then(loadTimelines);
   loadAcks();
+  loadRevives();
   loadAudit();
   loadWebhooks(); // a kill or revive queues deliveries
 }
@@ -35,6 +37,7 @@ export function startRefreshing() {
       if (!document.hidden) {
         loadAgents();
         loadAcks();
+        loadRevives();
       }
     }, REFRESH_MS),
     window.setInterval(() => {

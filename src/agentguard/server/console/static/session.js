@@ -22,6 +22,7 @@ export function stop() {
   state.session = null;
   state.active = new Map();
   state.acks = new Map();
+  state.revives = [];
   state.agents = null;
   window.clearTimeout(state.timelineTimer);
   state.timelineTimer = null;
@@ -34,10 +35,11 @@ export function stop() {
   state.openLogs = new Set();
   state.syncedAt = null;
   state.retry = 0;
-  for (const id of ["active-list", "agents-body", "iv-list", "audit-list", "timeline-list", "pulse-chart", "webhooks-list"]) {
+  for (const id of ["active-list", "agents-body", "iv-list", "audit-list", "timeline-list", "pulse-chart", "webhooks-list", "revives-list"]) {
     clear(byId(id));
   }
   show(byId("pulse"), false);
+  show(byId("revives-panel"), false);
   show(byId("webhooks-panel"), false);
   byId("webhook-secret-value").textContent = "";
   show(byId("webhook-secret"), false);

@@ -5,6 +5,7 @@ export const state = {
   source: null,
   active: new Map(),
   acks: new Map(),
+  revives: [], // the pending revive requests
   agents: null,
   series: new Map(), // agent id -> its series (the timelines)
   orgSeries: null, // the organization's series (the sparkline)
