@@ -422,7 +422,12 @@ def test_oversized_bodies_are_refused_before_they_are_read(
     server = start_uvicorn(url)
     document = httpx.get(f"{server.url}/api/v1/openapi.json").json()
     with_body = [
-        (method.upper(), path.replace("{key}", "k").replace("{drill_id}", "0"))
+        (
+            method.upper(),
+            path.replace("{key}", "k")
+            .replace("{drill_id}", "0")
+            .replace("{request_id}", "00000000-0000-4000-8000-000000000000"),
+        )
         for path, ops in document["paths"].items()
         for method, op in ops.items()
         if "requestBody" in op
