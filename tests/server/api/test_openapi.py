@@ -23,6 +23,7 @@ from support.fuzzing import (
     reported_now,
     target_rules,
 )
+from support.reliability import FUZZ_EXAMPLES
 from support.webhook_bodies import registrable
 
 OPERATIONS = {
@@ -307,7 +308,10 @@ def fuzzer(operation: Any, mode: Any, token: str) -> Any:
 
     @given(case=operation.as_strategy(mode))
     @settings(
-        max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None
+        max_examples=FUZZ_EXAMPLES,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        database=None,
     )
     def fuzz(case: Any) -> None:
         if mode == schemathesis.GenerationMode.POSITIVE:
@@ -324,7 +328,9 @@ def fuzzer(operation: Any, mode: Any, token: str) -> Any:
     return fuzz
 
 
-# CPU-bound fuzzing: on a loaded machine, beside the other xdist worker, it has taken 130 s.
+# CPU-bound fuzzing: on a loaded machine, beside the other xdist worker, it has taken 135 s at
+# 25 examples per operation and mode. AGENTGUARD_FUZZ_EXAMPLES sets how many (10 by default), as
+# for the live fuzz against real servers (tests/reliability/test_live_fuzz.py).
 @pytest.mark.timeout(300)
 def test_fuzzed_requests_get_documented_answers(make_server: Any) -> None:
     """Schemathesis-generated requests (valid and invalid) all get documented answers."""
