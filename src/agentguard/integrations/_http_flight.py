@@ -12,13 +12,21 @@ stream stops at its next chunk instead.
 
 from __future__ import annotations
 
+import asyncio
 import socket
-from collections.abc import Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, ClassVar
 
 from ..inflight import Call
 
-__all__ = ["abort_on_kill", "aborting_new_connections", "restore_trace", "shut_down"]
+__all__ = [
+    "AsyncGuardedBody",
+    "GuardedBody",
+    "abort_on_kill",
+    "aborting_new_connections",
+    "restore_trace",
+    "shut_down",
+]
 
 _CONNECTED = ("connection.connect_tcp.complete", "connection.start_tls.complete")
 
@@ -64,3 +72,87 @@ def shut_down(stream: Any) -> None:
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
     except OSError:  # closed already
         pass
+
+
+class GuardedBody:
+    """A sync response body (mixed into httpx's or httpx2's ``SyncByteStream``) that ends with
+    the request's ``PolicyViolationError`` after a kill. ``check_at_end``: a clean end is
+    checked too (an aborted read may look like the body's end)."""
+
+    check_at_end: ClassVar[bool] = False
+
+    def __init__(self, inner: Any, call: Call) -> None:
+        self._inner = inner
+        self._call = call
+
+    def __iter__(self) -> Iterator[bytes]:
+        call = self._call
+        try:
+            for chunk in self._inner:
+                call.raise_if_cancelled()
+                yield chunk
+            if self.check_at_end:
+                call.raise_if_cancelled()
+        except BaseException as exc:
+            error = call.finish(exc)  # a read the kill cut short: the call's error
+            if error is exc:
+                raise
+            raise error from exc
+
+    def raise_if_cancelled(self) -> None:
+        try:
+            self._call.raise_if_cancelled()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        try:
+            self._inner.close()
+        finally:
+            self._call.end()
+
+
+class AsyncGuardedBody:
+    """An async response body (mixed into an ``AsyncByteStream``): a kill cancels the read it
+    waits on, or refuses the next. ``check_at_end`` as for :class:`GuardedBody`."""
+
+    check_at_end: ClassVar[bool] = False
+
+    def __init__(self, inner: Any, call: Call) -> None:
+        self._inner = inner
+        self._call = call
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        call = self._call
+        chunks = self._inner.__aiter__()
+        try:
+            while True:
+                call.stream_wait(asyncio.current_task())
+                try:
+                    chunk = await chunks.__anext__()
+                except StopAsyncIteration:
+                    break
+                finally:
+                    call.stream_idle()
+                yield chunk
+            if self.check_at_end:
+                call.raise_if_cancelled()
+        except BaseException as exc:
+            error = call.finish(exc)
+            if error is exc:
+                raise
+            raise error from exc
+
+    async def raise_if_cancelled(self) -> None:
+        try:
+            self._call.raise_if_cancelled()
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def aclose(self) -> None:
+        try:
+            await self._inner.aclose()
+        finally:
+            self._call.end()

@@ -29,15 +29,18 @@ streaming response refuses its next chunk. The chunk that was being read is not 
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
 
 import httpx
 
-from ..inflight import Call
 from ._gate import Gate
-from ._http_flight import abort_on_kill, aborting_new_connections, restore_trace
+from ._http_flight import (
+    AsyncGuardedBody,
+    GuardedBody,
+    abort_on_kill,
+    aborting_new_connections,
+    restore_trace,
+)
 
 if TYPE_CHECKING:
     from ..guard import Guard
@@ -83,7 +86,7 @@ class GuardedTransport(httpx.BaseTransport):
         finally:
             restore_trace(request, traced)
         abort_on_kill(call, response)
-        guarded = _GuardedStream(response.stream, call)  # type: ignore[arg-type]
+        guarded = _GuardedStream(response.stream, call)
         response.stream = guarded
         guarded.raise_if_cancelled()  # a kill while the headers came
         return response
@@ -125,7 +128,7 @@ class AsyncGuardedTransport(httpx.AsyncBaseTransport):
                 raise
             raise error from exc
         call.stream_idle()  # the headers came; the body is read later, perhaps in another task
-        guarded = _AsyncGuardedStream(response.stream, call)  # type: ignore[arg-type]
+        guarded = _AsyncGuardedStream(response.stream, call)
         response.stream = guarded
         await guarded.raise_if_cancelled()
         return response
@@ -135,74 +138,9 @@ class AsyncGuardedTransport(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
-class _GuardedStream(httpx.SyncByteStream):
+class _GuardedStream(GuardedBody, httpx.SyncByteStream):
     """A response body that ends with the request's ``PolicyViolationError`` after a kill."""
 
-    def __init__(self, inner: httpx.SyncByteStream, call: Call) -> None:
-        self._inner = inner
-        self._call = call
 
-    def __iter__(self) -> Iterator[bytes]:
-        call = self._call
-        try:
-            for chunk in self._inner:
-                call.raise_if_cancelled()
-                yield chunk
-        except BaseException as exc:
-            error = call.finish(exc)  # a read the kill cut short: the call's error
-            if error is exc:
-                raise
-            raise error from exc
-
-    def raise_if_cancelled(self) -> None:
-        try:
-            self._call.raise_if_cancelled()
-        except BaseException:
-            self.close()
-            raise
-
-    def close(self) -> None:
-        try:
-            self._inner.close()
-        finally:
-            self._call.end()
-
-
-class _AsyncGuardedStream(httpx.AsyncByteStream):
+class _AsyncGuardedStream(AsyncGuardedBody, httpx.AsyncByteStream):
     """An async response body: a kill cancels the read it waits on, or refuses the next."""
-
-    def __init__(self, inner: httpx.AsyncByteStream, call: Call) -> None:
-        self._inner = inner
-        self._call = call
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        call = self._call
-        chunks = self._inner.__aiter__()
-        try:
-            while True:
-                call.stream_wait(asyncio.current_task())
-                try:
-                    chunk = await chunks.__anext__()
-                except StopAsyncIteration:
-                    return
-                finally:
-                    call.stream_idle()
-                yield chunk
-        except BaseException as exc:
-            error = call.finish(exc)
-            if error is exc:
-                raise
-            raise error from exc
-
-    async def raise_if_cancelled(self) -> None:
-        try:
-            self._call.raise_if_cancelled()
-        except BaseException:
-            await self.aclose()
-            raise
-
-    async def aclose(self) -> None:
-        try:
-            await self._inner.aclose()
-        finally:
-            self._call.end()

@@ -51,10 +51,15 @@ except ImportError as exc:
         '"agentguard[openai]" and "agentguard[anthropic]" bring it)'
     ) from exc
 
-from ..inflight import Call
 from ..scope import Ids
 from ._gate import Gate
-from ._http_flight import abort_on_kill, aborting_new_connections, restore_trace
+from ._http_flight import (
+    AsyncGuardedBody,
+    GuardedBody,
+    abort_on_kill,
+    aborting_new_connections,
+    restore_trace,
+)
 from ._model import ModelCall, ModelGate
 from ._usage import OPENAI, Reading, Wire
 
@@ -384,79 +389,16 @@ async def _asend(
     return response
 
 
-class _GuardedStream(httpx2.SyncByteStream):
+class _GuardedStream(GuardedBody, httpx2.SyncByteStream):
     """A response body that ends with the request's ``PolicyViolationError`` after a kill."""
 
-    def __init__(self, inner: Any, call: Call) -> None:
-        self._inner = inner
-        self._call = call
-
-    def __iter__(self) -> Iterator[bytes]:
-        call = self._call
-        try:
-            for chunk in self._inner:
-                call.raise_if_cancelled()
-                yield chunk
-            call.raise_if_cancelled()  # an aborted read may look like the body's end
-        except BaseException as exc:
-            error = call.finish(exc)  # a read the kill cut short: the call's error
-            if error is exc:
-                raise
-            raise error from exc
-
-    def raise_if_cancelled(self) -> None:
-        try:
-            self._call.raise_if_cancelled()
-        except BaseException:
-            self.close()
-            raise
-
-    def close(self) -> None:
-        try:
-            self._inner.close()
-        finally:
-            self._call.end()
+    check_at_end = True  # an aborted read may look like the body's end
 
 
-class _AsyncGuardedStream(httpx2.AsyncByteStream):
+class _AsyncGuardedStream(AsyncGuardedBody, httpx2.AsyncByteStream):
     """An async response body: a kill cancels the read it waits on, or refuses the next."""
 
-    def __init__(self, inner: Any, call: Call) -> None:
-        self._inner = inner
-        self._call = call
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        call = self._call
-        chunks = self._inner.__aiter__()
-        try:
-            while True:
-                call.stream_wait(asyncio.current_task())
-                try:
-                    chunk = await chunks.__anext__()
-                except StopAsyncIteration:
-                    break
-                finally:
-                    call.stream_idle()
-                yield chunk
-            call.raise_if_cancelled()
-        except BaseException as exc:
-            error = call.finish(exc)
-            if error is exc:
-                raise
-            raise error from exc
-
-    async def raise_if_cancelled(self) -> None:
-        try:
-            self._call.raise_if_cancelled()
-        except BaseException:
-            await self.aclose()
-            raise
-
-    async def aclose(self) -> None:
-        try:
-            await self._inner.aclose()
-        finally:
-            self._call.end()
+    check_at_end = True
 
 
 def _failed(call: ModelCall, reading: Reading, exc: BaseException) -> BaseException:
